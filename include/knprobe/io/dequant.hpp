@@ -1,0 +1,241 @@
+#pragma once
+// ggml tensor types and their dequantization to float (block layouts as in ggml-quants.c; see
+// MODELS.md §1.5). A row of ne[0] values is ne[0]/block_size consecutive blocks.
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "knprobe/core/error.hpp"
+#include "knprobe/core/half.hpp"
+
+namespace knprobe::io {
+
+/// ggml type ids as written in GGUF tensor infos.
+enum class GgmlType : std::uint32_t {
+  f32 = 0,
+  f16 = 1,
+  q4_0 = 2,
+  q4_1 = 3,
+  q5_0 = 6,
+  q5_1 = 7,
+  q8_0 = 8,
+  q8_1 = 9,
+  q2_k = 10,
+  q3_k = 11,
+  q4_k = 12,
+  q5_k = 13,
+  q6_k = 14,
+  q8_k = 15,
+  bf16 = 30,
+};
+
+/// Elements per block and bytes per block of a type; supported() says whether we dequantize it.
+struct GgmlTypeInfo {
+  const char* name;
+  std::uint32_t block_size;
+  std::uint32_t type_size;
+  bool supported;
+};
+
+inline GgmlTypeInfo ggml_type_info(std::uint32_t t) {
+  switch (static_cast<GgmlType>(t)) {
+    case GgmlType::f32:
+      return {"F32", 1, 4, true};
+    case GgmlType::f16:
+      return {"F16", 1, 2, true};
+    case GgmlType::bf16:
+      return {"BF16", 1, 2, true};
+    case GgmlType::q4_0:
+      return {"Q4_0", 32, 18, true};
+    case GgmlType::q4_1:
+      return {"Q4_1", 32, 20, true};
+    case GgmlType::q5_0:
+      return {"Q5_0", 32, 22, true};
+    case GgmlType::q5_1:
+      return {"Q5_1", 32, 24, true};
+    case GgmlType::q8_0:
+      return {"Q8_0", 32, 34, true};
+    case GgmlType::q8_1:
+      return {"Q8_1", 32, 36, false};
+    case GgmlType::q2_k:
+      return {"Q2_K", 256, 84, false};
+    case GgmlType::q3_k:
+      return {"Q3_K", 256, 110, false};
+    case GgmlType::q4_k:
+      return {"Q4_K", 256, 144, true};
+    case GgmlType::q5_k:
+      return {"Q5_K", 256, 176, true};
+    case GgmlType::q6_k:
+      return {"Q6_K", 256, 210, true};
+    case GgmlType::q8_k:
+      return {"Q8_K", 256, 292, false};
+  }
+  return {"unknown", 0, 0, false};
+}
+
+namespace detail {
+
+inline float fp16_at(const std::uint8_t* p) {
+  std::uint16_t h;
+  std::memcpy(&h, p, 2);
+  return half_to_float(h);
+}
+
+/// 6-bit scale and min of sub-block j of a Q4_K / Q5_K block (12 packed bytes).
+inline void k_scale_min(int j, const std::uint8_t* s, std::uint8_t& sc, std::uint8_t& m) {
+  if (j < 4) {
+    sc = s[j] & 63;
+    m = s[j + 4] & 63;
+  } else {
+    sc = static_cast<std::uint8_t>((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+    m = static_cast<std::uint8_t>((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+  }
+}
+
+inline void dequant_q4_0(const std::uint8_t* b, float* y) {
+  const float d = fp16_at(b);
+  const std::uint8_t* qs = b + 2;
+  for (int l = 0; l < 16; ++l) {
+    y[l] = d * static_cast<float>((qs[l] & 0xF) - 8);
+    y[l + 16] = d * static_cast<float>((qs[l] >> 4) - 8);
+  }
+}
+
+inline void dequant_q4_1(const std::uint8_t* b, float* y) {
+  const float d = fp16_at(b), m = fp16_at(b + 2);
+  const std::uint8_t* qs = b + 4;
+  for (int l = 0; l < 16; ++l) {
+    y[l] = d * static_cast<float>(qs[l] & 0xF) + m;
+    y[l + 16] = d * static_cast<float>(qs[l] >> 4) + m;
+  }
+}
+
+inline void dequant_q5(const std::uint8_t* b, float* y, bool has_min) {
+  const float d = fp16_at(b);
+  const float m = has_min ? fp16_at(b + 2) : 0.0f;
+  const std::uint8_t* p = b + (has_min ? 4 : 2);
+  std::uint32_t qh;
+  std::memcpy(&qh, p, 4);
+  const std::uint8_t* qs = p + 4;
+  for (int l = 0; l < 16; ++l) {
+    const int lo = (qs[l] & 0xF) | (((qh >> l) & 1u) << 4);
+    const int hi = (qs[l] >> 4) | (((qh >> (l + 16)) & 1u) << 4);
+    if (has_min) {
+      y[l] = d * static_cast<float>(lo) + m;
+      y[l + 16] = d * static_cast<float>(hi) + m;
+    } else {
+      y[l] = d * static_cast<float>(lo - 16);
+      y[l + 16] = d * static_cast<float>(hi - 16);
+    }
+  }
+}
+
+inline void dequant_q8_0(const std::uint8_t* b, float* y) {
+  const float d = fp16_at(b);
+  for (int l = 0; l < 32; ++l) y[l] = d * static_cast<float>(static_cast<std::int8_t>(b[2 + l]));
+}
+
+inline void dequant_qk(const std::uint8_t* b, float* y, bool five_bit) {
+  const float d = fp16_at(b), dmin = fp16_at(b + 2);
+  const std::uint8_t* scales = b + 4;
+  const std::uint8_t* qh = five_bit ? b + 16 : nullptr;
+  const std::uint8_t* qs = b + (five_bit ? 48 : 16);
+  for (int c = 0; c < 4; ++c) {
+    std::uint8_t sc0, m0, sc1, m1;
+    k_scale_min(2 * c, scales, sc0, m0);
+    k_scale_min(2 * c + 1, scales, sc1, m1);
+    const float d0 = d * sc0, mm0 = dmin * m0, d1 = d * sc1, mm1 = dmin * m1;
+    for (int l = 0; l < 32; ++l) {
+      int lo = qs[32 * c + l] & 0xF, hi = qs[32 * c + l] >> 4;
+      if (five_bit) {
+        lo += (qh[l] >> (2 * c)) & 1 ? 16 : 0;
+        hi += (qh[l] >> (2 * c + 1)) & 1 ? 16 : 0;
+      }
+      y[64 * c + l] = d0 * static_cast<float>(lo) - mm0;
+      y[64 * c + 32 + l] = d1 * static_cast<float>(hi) - mm1;
+    }
+  }
+}
+
+inline void dequant_q6_k(const std::uint8_t* b, float* y) {
+  const std::uint8_t* ql = b;
+  const std::uint8_t* qh = b + 128;
+  const auto* sc = reinterpret_cast<const std::int8_t*>(b + 192);
+  const float d = fp16_at(b + 208);
+  for (int h = 0; h < 2; ++h) {
+    const std::uint8_t* l8 = ql + 64 * h;
+    const std::uint8_t* h8 = qh + 32 * h;
+    const std::int8_t* s8 = sc + 8 * h;
+    float* out = y + 128 * h;
+    for (int l = 0; l < 32; ++l) {
+      const int s = l / 16;
+      const int q1 = ((l8[l] & 0xF) | ((h8[l] & 3) << 4)) - 32;
+      const int q2 = ((l8[l + 32] & 0xF) | (((h8[l] >> 2) & 3) << 4)) - 32;
+      const int q3 = ((l8[l] >> 4) | (((h8[l] >> 4) & 3) << 4)) - 32;
+      const int q4 = ((l8[l + 32] >> 4) | (((h8[l] >> 6) & 3) << 4)) - 32;
+      out[l] = d * s8[s] * static_cast<float>(q1);
+      out[l + 32] = d * s8[s + 2] * static_cast<float>(q2);
+      out[l + 64] = d * s8[s + 4] * static_cast<float>(q3);
+      out[l + 96] = d * s8[s + 6] * static_cast<float>(q4);
+    }
+  }
+}
+
+}  // namespace detail
+
+/// Dequantizes `n` consecutive values of ggml type `type` from `src` into `dst`.
+/// @pre n is a multiple of the type's block size and src holds n / block_size blocks.
+inline void dequantize(std::uint32_t type, const std::byte* src, std::size_t n, float* dst) {
+  const GgmlTypeInfo ti = ggml_type_info(type);
+  KNPROBE_REQUIRE(ti.supported, FormatError, "dequantize: ggml type ", ti.name, " (", type,
+                  ") is not supported");
+  KNPROBE_REQUIRE(n % ti.block_size == 0, FormatError, "dequantize: ", n,
+                  " values is not a multiple of the ", ti.name, " block size ", ti.block_size);
+  const auto* b = reinterpret_cast<const std::uint8_t*>(src);
+  const std::size_t blocks = n / ti.block_size;
+  for (std::size_t i = 0; i < blocks; ++i, b += ti.type_size, dst += ti.block_size) {
+    switch (static_cast<GgmlType>(type)) {
+      case GgmlType::f32:
+        std::memcpy(dst, b, 4);
+        break;
+      case GgmlType::f16:
+        *dst = detail::fp16_at(b);
+        break;
+      case GgmlType::bf16: {
+        std::uint16_t h;
+        std::memcpy(&h, b, 2);
+        *dst = bf16_to_float(h);
+        break;
+      }
+      case GgmlType::q4_0:
+        detail::dequant_q4_0(b, dst);
+        break;
+      case GgmlType::q4_1:
+        detail::dequant_q4_1(b, dst);
+        break;
+      case GgmlType::q5_0:
+        detail::dequant_q5(b, dst, false);
+        break;
+      case GgmlType::q5_1:
+        detail::dequant_q5(b, dst, true);
+        break;
+      case GgmlType::q8_0:
+        detail::dequant_q8_0(b, dst);
+        break;
+      case GgmlType::q4_k:
+        detail::dequant_qk(b, dst, false);
+        break;
+      case GgmlType::q5_k:
+        detail::dequant_qk(b, dst, true);
+        break;
+      case GgmlType::q6_k:
+        detail::dequant_q6_k(b, dst);
+        break;
+      default:
+        throw FormatError(std::string("dequantize: unsupported type ") + ti.name);
+    }
+  }
+}
+
+}  // namespace knprobe::io

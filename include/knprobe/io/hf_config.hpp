@@ -1,0 +1,182 @@
+#pragma once
+// Hugging Face config.json → typed configurations (BERT, GPT-2, Llama, Gemma 3). Missing fields
+// take the transformers defaults of that model class; impossible values raise FormatError naming
+// the field.
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "knprobe/core/error.hpp"
+
+namespace knprobe::io {
+
+struct BertConfig {
+  int vocab_size = 30522, hidden_size = 768, num_hidden_layers = 12, num_attention_heads = 12,
+      intermediate_size = 3072, max_position_embeddings = 512, type_vocab_size = 2;
+  double layer_norm_eps = 1e-12;
+  std::string hidden_act = "gelu";
+  int pad_token_id = 0;
+};
+
+struct Gpt2Config {
+  int vocab_size = 50257, n_positions = 1024, n_embd = 768, n_layer = 12, n_head = 12;
+  int n_inner = 0;  ///< 0 → 4 · n_embd
+  double layer_norm_epsilon = 1e-5;
+  std::string activation_function = "gelu_new";
+  int ffn_width() const { return n_inner > 0 ? n_inner : 4 * n_embd; }
+};
+
+/// Llama-family decoder (Llama 2, Gemma 3): the union of what both need.
+struct LlamaConfig {
+  std::string model_type = "llama";
+  int vocab_size = 32000, hidden_size = 4096, intermediate_size = 11008, num_hidden_layers = 32,
+      num_attention_heads = 32, num_key_value_heads = 32, head_dim = 0,
+      max_position_embeddings = 2048;
+  double rms_norm_eps = 1e-6, rope_theta = 10000.0;
+  std::string hidden_act = "silu";
+  bool tie_word_embeddings = false;
+  // Gemma 3 specifics
+  double rope_local_base_freq = 10000.0;
+  int sliding_window = 0;                ///< 0 = none
+  std::vector<std::string> layer_types;  ///< "sliding_attention" / "full_attention" per layer
+  double query_pre_attn_scalar = 0.0;    ///< 0 → head_dim
+  int bos_token_id = 1, eos_token_id = 2;
+  int resolved_head_dim() const {
+    return head_dim > 0 ? head_dim : hidden_size / num_attention_heads;
+  }
+};
+
+namespace detail {
+
+inline nlohmann::json read_json(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  KNPROBE_REQUIRE(in.good(), FormatError, file.string(), ": cannot open");
+  auto j = nlohmann::json::parse(in, nullptr, false);
+  KNPROBE_REQUIRE(j.is_object(), FormatError, file.string(), ": not a JSON object");
+  return j;
+}
+
+/// Reads j[key] into `out` when present; type mismatch → FormatError naming the field.
+template <class T>
+void field(const nlohmann::json& j, const char* key, T& out, const std::string& file) {
+  if (!j.contains(key) || j[key].is_null()) return;
+  try {
+    out = j[key].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw FormatError(file + ": field '" + key + "' has the wrong type");
+  }
+}
+
+inline void positive(int v, const char* key, const std::string& file) {
+  KNPROBE_REQUIRE(v > 0, FormatError, file, ": field '", key, "' must be > 0, got ", v);
+}
+
+}  // namespace detail
+
+inline BertConfig read_bert_config(const std::filesystem::path& file) {
+  const auto j = detail::read_json(file);
+  const std::string f = file.string();
+  BertConfig c;
+  detail::field(j, "vocab_size", c.vocab_size, f);
+  detail::field(j, "hidden_size", c.hidden_size, f);
+  detail::field(j, "num_hidden_layers", c.num_hidden_layers, f);
+  detail::field(j, "num_attention_heads", c.num_attention_heads, f);
+  detail::field(j, "intermediate_size", c.intermediate_size, f);
+  detail::field(j, "max_position_embeddings", c.max_position_embeddings, f);
+  detail::field(j, "type_vocab_size", c.type_vocab_size, f);
+  detail::field(j, "layer_norm_eps", c.layer_norm_eps, f);
+  detail::field(j, "hidden_act", c.hidden_act, f);
+  detail::field(j, "pad_token_id", c.pad_token_id, f);
+  for (auto [v, k] : {std::pair{c.vocab_size, "vocab_size"},
+                      {c.hidden_size, "hidden_size"},
+                      {c.num_hidden_layers, "num_hidden_layers"},
+                      {c.num_attention_heads, "num_attention_heads"},
+                      {c.intermediate_size, "intermediate_size"},
+                      {c.max_position_embeddings, "max_position_embeddings"},
+                      {c.type_vocab_size, "type_vocab_size"}})
+    detail::positive(v, k, f);
+  KNPROBE_REQUIRE(c.hidden_size % c.num_attention_heads == 0, FormatError, f,
+                  ": hidden_size must be a multiple of num_attention_heads");
+  return c;
+}
+
+inline Gpt2Config read_gpt2_config(const std::filesystem::path& file) {
+  const auto j = detail::read_json(file);
+  const std::string f = file.string();
+  Gpt2Config c;
+  detail::field(j, "vocab_size", c.vocab_size, f);
+  detail::field(j, "n_positions", c.n_positions, f);
+  detail::field(j, "n_embd", c.n_embd, f);
+  detail::field(j, "n_layer", c.n_layer, f);
+  detail::field(j, "n_head", c.n_head, f);
+  detail::field(j, "n_inner", c.n_inner, f);
+  detail::field(j, "layer_norm_epsilon", c.layer_norm_epsilon, f);
+  detail::field(j, "activation_function", c.activation_function, f);
+  for (auto [v, k] : {std::pair{c.vocab_size, "vocab_size"},
+                      {c.n_positions, "n_positions"},
+                      {c.n_embd, "n_embd"},
+                      {c.n_layer, "n_layer"},
+                      {c.n_head, "n_head"}})
+    detail::positive(v, k, f);
+  KNPROBE_REQUIRE(c.n_embd % c.n_head == 0, FormatError, f,
+                  ": n_embd must be a multiple of n_head");
+  return c;
+}
+
+inline LlamaConfig read_llama_config(const std::filesystem::path& file) {
+  const auto j = detail::read_json(file);
+  const std::string f = file.string();
+  LlamaConfig c;
+  detail::field(j, "model_type", c.model_type, f);
+  const bool gemma = c.model_type.rfind("gemma", 0) == 0;
+  if (gemma) {  // Gemma3TextConfig defaults
+    c.hidden_act = "gelu_pytorch_tanh";
+    c.rope_theta = 1e6;
+    c.tie_word_embeddings = true;
+    c.bos_token_id = 2;
+    c.eos_token_id = 1;
+  }
+  detail::field(j, "vocab_size", c.vocab_size, f);
+  detail::field(j, "hidden_size", c.hidden_size, f);
+  detail::field(j, "intermediate_size", c.intermediate_size, f);
+  detail::field(j, "num_hidden_layers", c.num_hidden_layers, f);
+  detail::field(j, "num_attention_heads", c.num_attention_heads, f);
+  c.num_key_value_heads = c.num_attention_heads;
+  detail::field(j, "num_key_value_heads", c.num_key_value_heads, f);
+  detail::field(j, "head_dim", c.head_dim, f);
+  detail::field(j, "max_position_embeddings", c.max_position_embeddings, f);
+  detail::field(j, "rms_norm_eps", c.rms_norm_eps, f);
+  detail::field(j, "rope_theta", c.rope_theta, f);
+  detail::field(j, "hidden_act", c.hidden_act, f);
+  detail::field(j, "hidden_activation", c.hidden_act, f);
+  detail::field(j, "tie_word_embeddings", c.tie_word_embeddings, f);
+  detail::field(j, "rope_local_base_freq", c.rope_local_base_freq, f);
+  detail::field(j, "sliding_window", c.sliding_window, f);
+  detail::field(j, "layer_types", c.layer_types, f);
+  detail::field(j, "query_pre_attn_scalar", c.query_pre_attn_scalar, f);
+  detail::field(j, "bos_token_id", c.bos_token_id, f);
+  detail::field(j, "eos_token_id", c.eos_token_id, f);
+  for (auto [v, k] : {std::pair{c.vocab_size, "vocab_size"},
+                      {c.hidden_size, "hidden_size"},
+                      {c.intermediate_size, "intermediate_size"},
+                      {c.num_hidden_layers, "num_hidden_layers"},
+                      {c.num_attention_heads, "num_attention_heads"},
+                      {c.num_key_value_heads, "num_key_value_heads"}})
+    detail::positive(v, k, f);
+  KNPROBE_REQUIRE(c.num_attention_heads % c.num_key_value_heads == 0, FormatError, f,
+                  ": num_attention_heads must be a multiple of num_key_value_heads");
+  KNPROBE_REQUIRE(
+      c.layer_types.empty() || static_cast<int>(c.layer_types.size()) == c.num_hidden_layers,
+      FormatError, f, ": layer_types has ", c.layer_types.size(), " entries for ",
+      c.num_hidden_layers, " layers");
+  if (gemma && c.layer_types.empty())  // Gemma 3: every 6th layer is global
+    for (int i = 0; i < c.num_hidden_layers; ++i)
+      c.layer_types.push_back((i + 1) % 6 == 0 ? "full_attention" : "sliding_attention");
+  return c;
+}
+
+}  // namespace knprobe::io

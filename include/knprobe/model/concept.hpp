@@ -1,0 +1,168 @@
+#pragma once
+// The one customization point of knprobe: a model type M is probeable when ArchTraits<M> says what
+// it is and M offers the handful of operations below. KnowledgeProbe<M> never asks which concrete
+// model it holds; backends never know about attribution.
+
+#include <concepts>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "knprobe/core/tensor.hpp"
+
+namespace knprobe {
+
+/// Training objective: encoders predict a `[MASK]` position, decoders the next token.
+enum class Objective { masked_lm, causal_lm };
+
+/// FFN shape: dense `W2 · act(W1 x)` or gated `W2 · (act(Wg x) ⊙ Wu x)`.
+enum class FfnLayout { dense, gated };
+
+/// Which vector a knowledge neuron is an entry of (the one multiplied by the FFN output matrix,
+/// except `pre_activation`, the GPT-2 reference code's `c_fc` hook kept for paper compatibility).
+enum class NeuronSite { post_activation, gated_product, pre_activation };
+
+/// Architecture facts of a model type, as compile-time constants. Specialise for every backend:
+/// @code
+/// template <> struct ArchTraits<MyModel> {
+///   static constexpr Objective objective = Objective::causal_lm;
+///   static constexpr FfnLayout ffn_layout = FfnLayout::gated;
+///   static constexpr NeuronSite neuron_site = NeuronSite::gated_product;
+/// };
+/// @endcode
+template <class M>
+struct ArchTraits;
+
+/// A knowledge-neuron candidate: unit `unit` of the FFN neuron site of layer `layer`.
+struct Neuron {
+  int layer = 0;
+  int unit = 0;
+  friend auto operator<=>(const Neuron&, const Neuron&) = default;
+};
+
+/// What an intervention does to one activation `h`: `set` → h = value, `scale` → h = value · h.
+enum class InterventionOp { set, scale };
+
+/// One activation change at the neuron site of (layer, unit) at token `position`.
+struct Intervention {
+  int layer = 0;
+  int unit = 0;
+  int position = 0;
+  InterventionOp op = InterventionOp::scale;
+  double value = 0.0;
+};
+
+/// The interventions applied together in one forward pass (empty = the clean model).
+using InterventionPattern = std::vector<Intervention>;
+
+/// "Probability of token `target` in the output distribution at position `position`": for an
+/// encoder the distribution at a `[MASK]`, for a decoder the next-token distribution.
+struct Query {
+  int position = 0;
+  TokenId target = 0;
+};
+
+/// Result of `layer_gradients` for B replacement vectors h_b of one layer's activation:
+/// probabilities[b] = P(target | h_b), gradients.row(b) = dP/dh evaluated at h_b.
+template <class T>
+struct LayerGradients {
+  Vector<T> probabilities;  ///< [B]
+  Matrix<T> gradients;      ///< [B × ffn_width]
+};
+
+/// ArchTraits<M> is specialised with the three architecture constants.
+template <class M>
+concept HasArchTraits = requires {
+  { ArchTraits<M>::objective } -> std::convertible_to<Objective>;
+  { ArchTraits<M>::ffn_layout } -> std::convertible_to<FfnLayout>;
+  { ArchTraits<M>::neuron_site } -> std::convertible_to<NeuronSite>;
+};
+
+/// M names its scalar and trace types and reports its sizes.
+template <class M>
+concept HasModelShape = requires(const M& m) {
+  typename M::Scalar;
+  typename M::Trace;
+  { m.num_layers() } -> std::convertible_to<int>;
+  { m.ffn_width() } -> std::convertible_to<int>;
+  { m.hidden_size() } -> std::convertible_to<int>;
+  { m.vocab_size() } -> std::convertible_to<int>;
+};
+
+/// `trace(tokens)`: one forward pass keeping what attribution reuses (the residual stream entering
+/// every layer); `trace.activations(l)` is the neuron-site matrix [tokens × ffn_width] of layer l.
+template <class M>
+concept Traceable = HasModelShape<M> && requires(const M& m, std::span<const TokenId> tokens,
+                                                 const typename M::Trace& trace, int layer) {
+  { m.trace(tokens) } -> std::same_as<typename M::Trace>;
+  { trace.activations(layer) } -> std::convertible_to<ConstMatrixRef<typename M::Scalar>>;
+  { trace.num_tokens() } -> std::convertible_to<int>;
+};
+
+/// `layer_gradients(trace, l, p, points, target)`: replace the layer-l neuron-site activation at
+/// position p by each row of `points` [B × ffn_width], run layers ≥ l only (the cached stream below
+/// l is reused) and return P(target) at p and dP/dh for every row. Activation gradients only.
+template <class M>
+concept HasLayerGradients = Traceable<M> &&
+    requires(const M& m, const typename M::Trace& trace, int layer, int position,
+             const Matrix<typename M::Scalar>& points, TokenId target) {
+  {
+    m.layer_gradients(trace, layer, position, points, target)
+    } -> std::same_as<LayerGradients<typename M::Scalar>>;
+};
+
+/// `probabilities(tokens, patterns, queries)`: one forward per pattern (run as one batch),
+/// returning [patterns × queries] probabilities under each pattern's interventions.
+template <class M>
+concept HasInterventions = HasModelShape<M> &&
+    requires(const M& m, std::span<const TokenId> tokens,
+             std::span<const InterventionPattern> patterns, std::span<const Query> queries) {
+  { m.probabilities(tokens, patterns, queries) } -> std::same_as<Matrix<typename M::Scalar>>;
+};
+
+/// Value vectors (the FFN output-matrix column a unit writes with, [hidden]) and input token
+/// embeddings, for weight edits; `set_value_vector` is what an RAII edit guard restores through.
+template <class M>
+concept HasValueVectors = HasModelShape<M> &&
+    requires(const M& cm, M& m, int layer, int unit, TokenId id,
+             const Vector<typename M::Scalar>& v) {
+  { cm.value_vector(layer, unit) } -> std::same_as<Vector<typename M::Scalar>>;
+  {m.set_value_vector(layer, unit, v)};
+  { cm.token_embedding(id) } -> std::same_as<Vector<typename M::Scalar>>;
+};
+
+/// Everything KnowledgeProbe<M> needs.
+template <class M>
+concept ProbeableModel = HasArchTraits<M> && HasModelShape<M> && Traceable<M> &&
+    HasLayerGradients<M> && HasInterventions<M> && HasValueVectors<M>;
+
+namespace detail {
+
+/// Checks M piece by piece so that the compiler prints the first missing piece in words.
+template <class M>
+constexpr bool assert_probeable() {
+  static_assert(HasArchTraits<M>,
+                "knprobe: ArchTraits<M> is not specialised (need objective, ffn_layout, "
+                "neuron_site)");
+  static_assert(HasModelShape<M>,
+                "knprobe: M needs Scalar, Trace, num_layers(), ffn_width(), hidden_size(), "
+                "vocab_size()");
+  static_assert(Traceable<M>,
+                "knprobe: M needs trace(span<const TokenId>) -> Trace with activations(layer) "
+                "and num_tokens()");
+  static_assert(HasLayerGradients<M>,
+                "knprobe: M needs layer_gradients(trace, layer, position, points, target) -> "
+                "LayerGradients<Scalar>");
+  static_assert(HasInterventions<M>,
+                "knprobe: M needs probabilities(tokens, patterns, queries) -> Matrix<Scalar>");
+  static_assert(HasValueVectors<M>,
+                "knprobe: M needs value_vector(layer, unit), set_value_vector(layer, unit, v) "
+                "and token_embedding(id)");
+  return true;
+}
+
+}  // namespace detail
+}  // namespace knprobe
+
+/// Fails compilation with a sentence naming the first missing piece when M is not probeable.
+#define KNPROBE_ASSERT_PROBEABLE(M) static_assert(::knprobe::detail::assert_probeable<M>())

@@ -1,0 +1,293 @@
+#pragma once
+// Byte-level BPE (GPT-2, mGPT; Hugging Face ByteLevel pre-tokenizer + BPE model):
+//   1. split out added / special tokens (e.g. "<|endoftext|>") when parse_special;
+//   2. pre-tokenise with the GPT-2 pattern
+//        's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+//   3. map every byte of a pre-token to a printable code point (bytes_to_unicode);
+//   4. merge adjacent symbols by lowest merge rank until none applies; look up ids.
+// Whitespace is part of the tokens: " Paris" (with its space, as after "is") and "Paris" are
+// different ids. Nothing is prepended unless the tokenizer declares add_prefix_space.
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "knprobe/tokenize/tokenizer.hpp"
+#include "knprobe/tokenize/unicode.hpp"
+
+namespace knprobe {
+
+class ByteBpe : public Tokenizer {
+ public:
+  /// vocab: piece → id; merges in rank order as ("left", "right") pairs of byte-mapped strings.
+  ByteBpe(std::unordered_map<std::string, TokenId> vocab,
+          std::vector<std::pair<std::string, std::string>> merges,
+          std::vector<std::string> added_tokens = {}, bool add_prefix_space = false)
+      : index_(std::move(vocab)), add_prefix_space_(add_prefix_space) {
+    KNPROBE_REQUIRE(!index_.empty(), TokenizerError, "byte-level BPE vocabulary is empty");
+    TokenId max_id = 0;
+    for (const auto& [p, id] : index_) {
+      KNPROBE_REQUIRE(id >= 0, TokenizerError, "negative id for piece '", p, "'");
+      max_id = std::max(max_id, id);
+    }
+    pieces_.assign(static_cast<std::size_t>(max_id) + 1, std::string());
+    for (const auto& [p, id] : index_) pieces_[id] = p;
+    for (std::size_t r = 0; r < merges.size(); ++r)
+      ranks_.emplace(merges[r].first + ' ' + merges[r].second, static_cast<int>(r));
+    build_byte_tables();
+    for (auto& t : added_tokens) {
+      auto id = piece_to_id(t);
+      KNPROBE_REQUIRE(id.has_value(), TokenizerError, "added token '", t, "' has no id");
+      added_.push_back(*id);
+    }
+    if (auto eot = piece_to_id("<|endoftext|>")) {
+      special_.bos = special_.eos = eot;
+      if (std::find(added_.begin(), added_.end(), *eot) == added_.end()) added_.push_back(*eot);
+    }
+    if (auto unk = piece_to_id("<unk>")) special_.unk = unk;
+    if (auto pad = piece_to_id("<pad>")) special_.pad = pad;
+  }
+
+  /// From vocab.json + merges.txt in a directory, else from its tokenizer.json.
+  static ByteBpe from_directory(const std::filesystem::path& dir) {
+    if (!std::filesystem::exists(dir / "vocab.json") &&
+        std::filesystem::exists(dir / "tokenizer.json"))
+      return from_tokenizer_json(dir / "tokenizer.json");
+    std::ifstream vj(dir / "vocab.json");
+    KNPROBE_REQUIRE(vj.good(), TokenizerError, (dir / "vocab.json").string(), ": cannot open");
+    const auto j = nlohmann::json::parse(vj, nullptr, false);
+    KNPROBE_REQUIRE(j.is_object(), TokenizerError, (dir / "vocab.json").string(),
+                    ": not a JSON object");
+    std::unordered_map<std::string, TokenId> vocab;
+    for (auto it = j.begin(); it != j.end(); ++it) vocab[it.key()] = it.value().get<TokenId>();
+    std::ifstream mt(dir / "merges.txt");
+    KNPROBE_REQUIRE(mt.good(), TokenizerError, (dir / "merges.txt").string(), ": cannot open");
+    std::vector<std::pair<std::string, std::string>> merges;
+    for (std::string line; std::getline(mt, line);) {
+      if (line.rfind("#version", 0) == 0 || line.empty()) continue;
+      const auto sp = line.find(' ');
+      KNPROBE_REQUIRE(sp != std::string::npos, TokenizerError, (dir / "merges.txt").string(),
+                      ": malformed merge line '", line, "'");
+      merges.emplace_back(line.substr(0, sp), line.substr(sp + 1));
+    }
+    return ByteBpe(std::move(vocab), std::move(merges));
+  }
+
+  static ByteBpe from_tokenizer_json(const std::filesystem::path& file) {
+    std::ifstream in(file);
+    KNPROBE_REQUIRE(in.good(), TokenizerError, file.string(), ": cannot open");
+    const auto j = nlohmann::json::parse(in, nullptr, false);
+    KNPROBE_REQUIRE(j.is_object() && j.contains("model") && j["model"].value("type", "") == "BPE",
+                    TokenizerError, file.string(), ": not a BPE tokenizer.json");
+    std::unordered_map<std::string, TokenId> vocab;
+    for (auto it = j["model"]["vocab"].begin(); it != j["model"]["vocab"].end(); ++it)
+      vocab[it.key()] = it.value().get<TokenId>();
+    std::vector<std::pair<std::string, std::string>> merges;
+    for (const auto& m : j["model"]["merges"]) {
+      if (m.is_array() && m.size() == 2) {
+        merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
+      } else {
+        const auto s = m.get<std::string>();
+        const auto sp = s.find(' ');
+        KNPROBE_REQUIRE(sp != std::string::npos, TokenizerError, file.string(),
+                        ": malformed merge '", s, "'");
+        merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
+      }
+    }
+    std::vector<std::string> added;
+    if (j.contains("added_tokens"))
+      for (const auto& a : j["added_tokens"]) {
+        const auto content = a.value("content", std::string());
+        if (!content.empty()) {
+          vocab.emplace(content, a.value("id", TokenId(-1)));
+          added.push_back(content);
+        }
+      }
+    bool prefix = false;
+    if (j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object())
+      prefix = j["pre_tokenizer"].value("add_prefix_space", false);
+    return ByteBpe(std::move(vocab), std::move(merges), std::move(added), prefix);
+  }
+
+  using Tokenizer::encode;
+  /// Ids of `text` exactly as written (no BOS; byte-level BPE models are not framed by default).
+  std::vector<TokenId> encode(std::string_view text, const EncodeOptions& opts) const override {
+    std::vector<TokenId> out;
+    std::size_t start = 0;
+    bool first = true;
+    while (start <= text.size()) {
+      std::size_t best = text.size();
+      TokenId best_id = -1;
+      if (opts.parse_special)
+        for (TokenId id : added_) {
+          const auto p = text.find(pieces_[id], start);
+          if (p != std::string_view::npos && p < best) best = p, best_id = id;
+        }
+      const std::string_view piece = text.substr(start, best - start);
+      std::string frag;
+      frag.reserve(piece.size() + 1);
+      if (first && add_prefix_space_ && !piece.empty() && piece[0] != ' ') frag.push_back(' ');
+      frag.append(piece);
+      first = false;
+      for (const auto& word : pre_tokenize(frag)) bpe(word, out);
+      if (best_id < 0) break;
+      out.push_back(best_id);
+      start = best + pieces_[best_id].size();
+    }
+    return out;
+  }
+
+  std::string decode(std::span<const TokenId> ids, bool skip_special = true) const override {
+    std::string out;
+    for (TokenId id : ids) {
+      check_id(id);
+      const bool is_added = std::find(added_.begin(), added_.end(), id) != added_.end();
+      if (is_added) {
+        if (!skip_special) out += pieces_[id];
+        continue;
+      }
+      for (char32_t c : unicode::decode_utf8(pieces_[id])) {
+        auto it = unicode_to_byte_.find(c);
+        KNPROBE_REQUIRE(it != unicode_to_byte_.end(), TokenizerError, "piece '", pieces_[id],
+                        "' is not byte-level encoded");
+        out.push_back(static_cast<char>(it->second));
+      }
+    }
+    return out;
+  }
+
+  int vocab_size() const override { return static_cast<int>(pieces_.size()); }
+  std::optional<TokenId> piece_to_id(std::string_view piece) const override {
+    auto it = index_.find(std::string(piece));
+    if (it == index_.end()) return std::nullopt;
+    return it->second;
+  }
+  std::string id_to_piece(TokenId id) const override {
+    check_id(id);
+    return pieces_[id];
+  }
+
+  /// The GPT-2 pre-tokenisation of `text` (exposed for tests).
+  static std::vector<std::string> pre_tokenize(std::string_view text) {
+    const std::u32string s = unicode::decode_utf8(text);
+    const std::size_t n = s.size();
+    std::vector<std::string> out;
+    std::size_t i = 0;
+    auto emit = [&](std::size_t a, std::size_t b) {
+      out.push_back(unicode::encode_utf8(s.substr(a, b - a)));
+    };
+    auto run = [&](std::size_t j, auto pred) {
+      while (j < n && pred(s[j])) ++j;
+      return j;
+    };
+    auto other = [](char32_t c) {
+      return !unicode::is_space(c) && !unicode::is_letter(c) && !unicode::is_number(c);
+    };
+    while (i < n) {
+      if (s[i] == U'\'') {  // contractions
+        static const std::u32string suffixes[] = {U"s", U"t", U"re", U"ve", U"m", U"ll", U"d"};
+        bool hit = false;
+        for (const auto& suf : suffixes)
+          if (s.compare(i + 1, suf.size(), suf) == 0 && i + 1 + suf.size() <= n) {
+            emit(i, i + 1 + suf.size());
+            i += 1 + suf.size();
+            hit = true;
+            break;
+          }
+        if (hit) continue;
+      }
+      const std::size_t j = (s[i] == U' ' && i + 1 < n) ? i + 1 : i;
+      if (unicode::is_letter(s[j])) {
+        const auto k = run(j, unicode::is_letter);
+        emit(i, k);
+        i = k;
+      } else if (unicode::is_number(s[j])) {
+        const auto k = run(j, unicode::is_number);
+        emit(i, k);
+        i = k;
+      } else if (other(s[j])) {
+        const auto k = run(j, other);
+        emit(i, k);
+        i = k;
+      } else {  // whitespace: \s+(?!\S) then \s+
+        const auto k = run(i, unicode::is_space);
+        const std::size_t end = (k == n || k - i == 1) ? k : k - 1;
+        emit(i, end);
+        i = end;
+      }
+    }
+    return out;
+  }
+
+ private:
+  void build_byte_tables() {
+    std::vector<int> bs;
+    for (int b = '!'; b <= '~'; ++b) bs.push_back(b);
+    for (int b = 0xA1; b <= 0xAC; ++b) bs.push_back(b);
+    for (int b = 0xAE; b <= 0xFF; ++b) bs.push_back(b);
+    std::array<char32_t, 256> map{};
+    std::array<bool, 256> direct{};
+    for (int b : bs) map[b] = static_cast<char32_t>(b), direct[b] = true;
+    int extra = 0;
+    for (int b = 0; b < 256; ++b)
+      if (!direct[b]) map[b] = static_cast<char32_t>(256 + extra++);
+    for (int b = 0; b < 256; ++b) {
+      byte_to_unicode_[b].clear();
+      unicode::append_utf8(byte_to_unicode_[b], map[b]);
+      unicode_to_byte_[map[b]] = static_cast<unsigned char>(b);
+    }
+  }
+
+  void bpe(const std::string& word, std::vector<TokenId>& out) const {
+    std::vector<std::string> sym;
+    for (unsigned char b : word) sym.push_back(byte_to_unicode_[b]);
+    while (sym.size() > 1) {
+      int best_rank = INT32_MAX;
+      std::size_t best = 0;
+      for (std::size_t i = 0; i + 1 < sym.size(); ++i) {
+        auto it = ranks_.find(sym[i] + ' ' + sym[i + 1]);
+        if (it != ranks_.end() && it->second < best_rank) best_rank = it->second, best = i;
+      }
+      if (best_rank == INT32_MAX) break;
+      // Merge every occurrence of the best pair, left to right.
+      const std::string a = sym[best], b = sym[best + 1];
+      std::vector<std::string> next;
+      for (std::size_t i = 0; i < sym.size();) {
+        if (i + 1 < sym.size() && sym[i] == a && sym[i + 1] == b) {
+          next.push_back(a + b);
+          i += 2;
+        } else {
+          next.push_back(sym[i++]);
+        }
+      }
+      sym = std::move(next);
+    }
+    for (const auto& s : sym) {
+      auto id = piece_to_id(s);
+      if (!id) {
+        KNPROBE_REQUIRE(special_.unk.has_value(), TokenizerError, "byte-level BPE: piece '", s,
+                        "' is not in the vocabulary");
+        id = special_.unk;
+      }
+      out.push_back(*id);
+    }
+  }
+
+  std::unordered_map<std::string, TokenId> index_;
+  std::vector<std::string> pieces_;
+  std::unordered_map<std::string, int> ranks_;
+  std::array<std::string, 256> byte_to_unicode_;
+  std::map<char32_t, unsigned char> unicode_to_byte_;
+  std::vector<TokenId> added_;
+  bool add_prefix_space_ = false;
+};
+
+}  // namespace knprobe

@@ -1,0 +1,237 @@
+#pragma once
+// SentencePiece-style BPE with byte fallback, built from GGUF metadata (Llama, Gemma):
+// tokenizer.ggml.{tokens, scores, token_type, bos/eos/unknown/padding_token_id, add_bos_token,
+// add_space_prefix}. Algorithm as llama.cpp's SPM tokenizer (MODELS.md §2):
+//   1. split out control / user-defined token strings (when parse_special);
+//   2. optional dummy-prefix space (never for Gemma), every ' ' → '▁' (U+2581);
+//   3. merge adjacent symbols by highest piece score (merge_by_score);
+//   4. a final symbol that is not a piece is emitted as its UTF-8 bytes <0xXX>.
+// Decoding: '▁' → ' ', byte tokens → raw bytes, control tokens skipped.
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "knprobe/io/gguf.hpp"
+#include "knprobe/tokenize/score_bpe.hpp"
+#include "knprobe/tokenize/tokenizer.hpp"
+#include "knprobe/tokenize/unicode.hpp"
+
+namespace knprobe {
+
+/// SentencePiece token types as stored in tokenizer.ggml.token_type.
+enum class PieceType : int {
+  normal = 1,
+  unknown = 2,
+  control = 3,
+  user_defined = 4,
+  unused = 5,
+  byte = 6
+};
+
+class SentencePieceBpe : public Tokenizer {
+ public:
+  struct Piece {
+    std::string text;
+    float score = 0.0f;
+    PieceType type = PieceType::normal;
+  };
+
+  /// Builds from pieces; ids are positions. `add_bos`, `add_space_prefix` as in GGUF metadata.
+  SentencePieceBpe(std::vector<Piece> pieces, SpecialTokens special, bool add_bos,
+                   bool add_space_prefix)
+      : pieces_(std::move(pieces)), add_bos_(add_bos), add_space_prefix_(add_space_prefix) {
+    special_ = special;
+    KNPROBE_REQUIRE(!pieces_.empty(), TokenizerError, "SentencePiece vocabulary is empty");
+    for (std::size_t i = 0; i < pieces_.size(); ++i) {
+      const auto id = static_cast<TokenId>(i);
+      index_.emplace(pieces_[i].text, id);
+      const auto& p = pieces_[i];
+      if (p.type == PieceType::byte) {
+        unsigned v = 0;
+        KNPROBE_REQUIRE(p.text.size() == 6 && std::sscanf(p.text.c_str(), "<0x%2X>", &v) == 1,
+                        TokenizerError, "byte piece ", i, " '", p.text, "' is not <0xXX>");
+        byte_ids_[v] = id;
+      }
+      if ((p.type == PieceType::control || p.type == PieceType::user_defined) && !p.text.empty())
+        specials_by_length_.push_back(id);
+    }
+    std::stable_sort(
+        specials_by_length_.begin(), specials_by_length_.end(),
+        [&](TokenId a, TokenId b) { return pieces_[a].text.size() > pieces_[b].text.size(); });
+    for (auto* id : {&special_.bos, &special_.eos, &special_.unk, &special_.pad, &special_.mask})
+      if (*id) check_id(**id);
+  }
+
+  /// Reads the tokenizer stored in a GGUF file (tokenizer.ggml.model must be "llama").
+  static SentencePieceBpe from_gguf(const io::GgufFile& f) {
+    const std::string model = f.get_string("tokenizer.ggml.model");
+    KNPROBE_REQUIRE(model == "llama", TokenizerError, f.path(), ": tokenizer.ggml.model is '",
+                    model, "', expected 'llama' (SentencePiece)");
+    const auto& tokens = f.get("tokenizer.ggml.tokens").as_array("tokenizer.ggml.tokens");
+    const bool has_scores = f.has("tokenizer.ggml.scores");
+    const bool has_types = f.has("tokenizer.ggml.token_type");
+    const io::GgufArray* scores =
+        has_scores ? &f.get("tokenizer.ggml.scores").as_array("tokenizer.ggml.scores") : nullptr;
+    const io::GgufArray* types =
+        has_types ? &f.get("tokenizer.ggml.token_type").as_array("tokenizer.ggml.token_type")
+                  : nullptr;
+    KNPROBE_REQUIRE(
+        (!scores || scores->size() == tokens.size()) && (!types || types->size() == tokens.size()),
+        TokenizerError, f.path(), ": tokens, scores and token_type lengths differ");
+    std::vector<Piece> pieces(tokens.size());
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      pieces[i].text = tokens[i].as_string("tokenizer.ggml.tokens");
+      if (scores) pieces[i].score = static_cast<float>((*scores)[i].as_double("scores"));
+      if (types) pieces[i].type = static_cast<PieceType>((*types)[i].as_int("token_type"));
+    }
+    SpecialTokens sp;
+    auto id_of = [&](const char* key) -> std::optional<TokenId> {
+      if (!f.has(key)) return std::nullopt;
+      return static_cast<TokenId>(f.get_int(key));
+    };
+    sp.bos = id_of("tokenizer.ggml.bos_token_id");
+    sp.eos = id_of("tokenizer.ggml.eos_token_id");
+    sp.unk = id_of("tokenizer.ggml.unknown_token_id");
+    sp.pad = id_of("tokenizer.ggml.padding_token_id");
+    for (std::size_t i = 0; i < pieces.size(); ++i)
+      if (pieces[i].text == "<mask>" || pieces[i].text == "[MASK]")
+        sp.mask = static_cast<TokenId>(i);
+    const bool add_bos = f.has("tokenizer.ggml.add_bos_token")
+                             ? f.get_int("tokenizer.ggml.add_bos_token") != 0
+                             : true;
+    const bool add_space = f.has("tokenizer.ggml.add_space_prefix")
+                               ? f.get_int("tokenizer.ggml.add_space_prefix") != 0
+                               : true;
+    return SentencePieceBpe(std::move(pieces), sp, add_bos, add_space);
+  }
+
+  using Tokenizer::encode;
+  std::vector<TokenId> encode(std::string_view text, const EncodeOptions& opts) const override {
+    std::vector<TokenId> out;
+    if (opts.add_special && add_bos_ && special_.bos) out.push_back(*special_.bos);
+    std::size_t start = 0;
+    bool first = true;
+    while (start <= text.size()) {
+      auto [pos, id] =
+          opts.parse_special ? find_special(text, start) : std::pair{text.size(), TokenId(-1)};
+      if (pos > start) encode_fragment(text.substr(start, pos - start), first, out);
+      first = false;
+      if (id < 0) break;
+      out.push_back(id);
+      start = pos + pieces_[id].text.size();
+      first = true;  // a dummy prefix follows a special token, as in llama.cpp
+    }
+    return out;
+  }
+
+  std::string decode(std::span<const TokenId> ids, bool skip_special = true) const override {
+    std::string out;
+    for (TokenId id : ids) {
+      check_id(id);
+      const Piece& p = pieces_[id];
+      if (p.type == PieceType::byte) {
+        out.push_back(static_cast<char>(std::stoi(p.text.substr(3, 2), nullptr, 16)));
+      } else if (p.type == PieceType::control || p.type == PieceType::unknown ||
+                 p.type == PieceType::unused) {
+        if (!skip_special) out += p.text;
+      } else {
+        out += replace_all(p.text, "\xE2\x96\x81", " ");
+      }
+    }
+    return out;
+  }
+
+  int vocab_size() const override { return static_cast<int>(pieces_.size()); }
+  std::optional<TokenId> piece_to_id(std::string_view piece) const override {
+    auto it = index_.find(std::string(piece));
+    if (it == index_.end()) return std::nullopt;
+    return it->second;
+  }
+  std::string id_to_piece(TokenId id) const override {
+    check_id(id);
+    return pieces_[id].text;
+  }
+  const Piece& piece(TokenId id) const {
+    check_id(id);
+    return pieces_[id];
+  }
+
+ private:
+  static std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
+    std::string out;
+    out.reserve(s.size());
+    std::size_t start = 0;
+    for (std::size_t p = s.find(from); p != std::string_view::npos; p = s.find(from, start)) {
+      out.append(s.substr(start, p - start));
+      out.append(to);
+      start = p + from.size();
+    }
+    out.append(s.substr(start));
+    return out;
+  }
+
+  /// The earliest (then longest) control / user-defined token string at or after `start`.
+  std::pair<std::size_t, TokenId> find_special(std::string_view text, std::size_t start) const {
+    std::size_t best = text.size();
+    TokenId best_id = -1;
+    for (TokenId id : specials_by_length_) {
+      const auto pos = text.find(pieces_[id].text, start);
+      if (pos != std::string_view::npos && pos < best) {
+        best = pos;
+        best_id = id;
+      }
+    }
+    return {best, best_id};
+  }
+
+  void encode_fragment(std::string_view frag, bool first, std::vector<TokenId>& out) const {
+    std::string s;
+    if (add_space_prefix_ && first) s = " ";
+    s += frag;
+    s = replace_all(s, " ", "\xE2\x96\x81");
+    const auto merged = detail::merge_by_score(
+        unicode::utf8_chars(s), [&](const std::string& piece) -> std::optional<float> {
+          auto it = index_.find(piece);
+          if (it == index_.end()) return std::nullopt;
+          const PieceType t = pieces_[it->second].type;
+          if (t != PieceType::normal && t != PieceType::user_defined) return std::nullopt;
+          return pieces_[it->second].score;
+        });
+    for (const auto& sym : merged) {
+      auto it = index_.find(sym);
+      if (it != index_.end() && pieces_[it->second].type != PieceType::control) {
+        out.push_back(it->second);
+        continue;
+      }
+      for (unsigned char b : sym) {
+        if (byte_ids_[b] >= 0) {
+          out.push_back(byte_ids_[b]);
+        } else {
+          KNPROBE_REQUIRE(special_.unk.has_value(), TokenizerError, "character '", sym,
+                          "' is not in the vocabulary and there is neither a byte piece nor <unk>");
+          out.push_back(*special_.unk);
+          break;
+        }
+      }
+    }
+  }
+
+  std::vector<Piece> pieces_;
+  std::unordered_map<std::string, TokenId> index_;
+  std::array<TokenId, 256> byte_ids_ = filled_minus_one();
+  std::vector<TokenId> specials_by_length_;
+  bool add_bos_ = true;
+  bool add_space_prefix_ = false;
+
+  static std::array<TokenId, 256> filled_minus_one() {
+    std::array<TokenId, 256> a{};
+    a.fill(-1);
+    return a;
+  }
+};
+
+}  // namespace knprobe

@@ -1,0 +1,255 @@
+#pragma once
+// BERT WordPiece (Hugging Face BertTokenizer / tokenizers' BertNormalizer + BertPreTokenizer +
+// WordPiece). Normalisation: drop NUL, U+FFFD and control characters, map whitespace to ' ',
+// surround CJK ideographs with spaces, lower-case and strip accents (NFD, drop Mn) only when the
+// tokenizer says so. Pre-tokenisation: split on whitespace and punctuation (each punctuation
+// character its own word). WordPiece: greedy longest match, continuation pieces prefixed "##",
+// a word longer than max_input_chars_per_word or not coverable → [UNK].
+// Loaded from vocab.txt (+ tokenizer_config.json) or tokenizer.json.
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "knprobe/tokenize/tokenizer.hpp"
+#include "knprobe/tokenize/unicode.hpp"
+
+namespace knprobe {
+
+struct WordPieceOptions {
+  bool lowercase = false;
+  bool strip_accents = false;  ///< follows `lowercase` in BERT unless set explicitly
+  bool split_cjk = true;
+  int max_input_chars_per_word = 100;
+  std::string continuing_prefix = "##";
+};
+
+class WordPiece : public Tokenizer {
+ public:
+  WordPiece(std::vector<std::string> vocab, WordPieceOptions opts)
+      : vocab_(std::move(vocab)), opts_(std::move(opts)) {
+    KNPROBE_REQUIRE(!vocab_.empty(), TokenizerError, "WordPiece vocabulary is empty");
+    for (std::size_t i = 0; i < vocab_.size(); ++i)
+      index_.emplace(vocab_[i], static_cast<TokenId>(i));
+    auto find = [&](const char* s) -> std::optional<TokenId> { return piece_to_id(s); };
+    special_.unk = find("[UNK]");
+    special_.cls = find("[CLS]");
+    special_.sep = find("[SEP]");
+    special_.pad = find("[PAD]");
+    special_.mask = find("[MASK]");
+    special_.bos = special_.cls;
+    special_.eos = special_.sep;
+    KNPROBE_REQUIRE(special_.unk.has_value(), TokenizerError, "WordPiece vocabulary has no [UNK]");
+    for (const char* s : {"[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"})
+      if (auto id = find(s)) specials_.push_back(*id);
+  }
+
+  /// From a directory with vocab.txt (and optionally tokenizer_config.json for do_lower_case /
+  /// strip_accents / tokenize_chinese_chars), or with tokenizer.json.
+  static WordPiece from_directory(const std::filesystem::path& dir) {
+    if (std::filesystem::exists(dir / "tokenizer.json") &&
+        !std::filesystem::exists(dir / "vocab.txt"))
+      return from_tokenizer_json(dir / "tokenizer.json");
+    std::ifstream in(dir / "vocab.txt");
+    KNPROBE_REQUIRE(in.good(), TokenizerError, (dir / "vocab.txt").string(), ": cannot open");
+    std::vector<std::string> vocab;
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      vocab.push_back(line);
+    }
+    WordPieceOptions o;
+    std::ifstream cfg(dir / "tokenizer_config.json");
+    if (cfg.good()) {
+      const auto j = nlohmann::json::parse(cfg, nullptr, false);
+      KNPROBE_REQUIRE(j.is_object(), TokenizerError, (dir / "tokenizer_config.json").string(),
+                      ": not a JSON object");
+      o.lowercase = j.value("do_lower_case", false);
+      o.strip_accents = j.contains("strip_accents") && j["strip_accents"].is_boolean()
+                            ? j["strip_accents"].get<bool>()
+                            : o.lowercase;
+      o.split_cjk = j.value("tokenize_chinese_chars", true);
+    }
+    return WordPiece(std::move(vocab), o);
+  }
+
+  /// From a Hugging Face tokenizer.json whose model is WordPiece.
+  static WordPiece from_tokenizer_json(const std::filesystem::path& file) {
+    std::ifstream in(file);
+    KNPROBE_REQUIRE(in.good(), TokenizerError, file.string(), ": cannot open");
+    const auto j = nlohmann::json::parse(in, nullptr, false);
+    KNPROBE_REQUIRE(
+        j.is_object() && j.contains("model") && j["model"].value("type", "") == "WordPiece",
+        TokenizerError, file.string(), ": not a WordPiece tokenizer.json");
+    const auto& m = j["model"];
+    std::vector<std::string> vocab(m["vocab"].size());
+    for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) {
+      const auto id = it.value().get<std::size_t>();
+      KNPROBE_REQUIRE(id < vocab.size(), TokenizerError, file.string(), ": vocab id ", id,
+                      " out of range");
+      vocab[id] = it.key();
+    }
+    WordPieceOptions o;
+    o.max_input_chars_per_word = m.value("max_input_chars_per_word", 100);
+    o.continuing_prefix = m.value("continuing_subword_prefix", std::string("##"));
+    if (j.contains("normalizer") && j["normalizer"].is_object()) {
+      const auto& n = j["normalizer"];
+      o.lowercase = n.value("lowercase", false);
+      o.strip_accents = n.contains("strip_accents") && n["strip_accents"].is_boolean()
+                            ? n["strip_accents"].get<bool>()
+                            : o.lowercase;
+      o.split_cjk = n.value("handle_chinese_chars", true);
+    }
+    return WordPiece(std::move(vocab), o);
+  }
+
+  using Tokenizer::encode;
+  /// [CLS] pieces [SEP] (when add_special); "[MASK]" etc. in the text map to their ids.
+  std::vector<TokenId> encode(std::string_view text, const EncodeOptions& opts) const override {
+    std::vector<TokenId> out;
+    if (opts.add_special && special_.cls) out.push_back(*special_.cls);
+    std::size_t start = 0;
+    while (start <= text.size()) {
+      std::size_t best = text.size();
+      TokenId best_id = -1;
+      if (opts.parse_special)
+        for (TokenId id : specials_) {
+          const auto p = text.find(vocab_[id], start);
+          if (p != std::string_view::npos && p < best) best = p, best_id = id;
+        }
+      for (const auto& word : pre_tokenize(text.substr(start, best - start))) wordpiece(word, out);
+      if (best_id < 0) break;
+      out.push_back(best_id);
+      start = best + vocab_[best_id].size();
+    }
+    if (opts.add_special && special_.sep) out.push_back(*special_.sep);
+    return out;
+  }
+
+  /// Pieces joined with spaces, "##" continuations glued (as HF's WordPiece decoder).
+  std::string decode(std::span<const TokenId> ids, bool skip_special = true) const override {
+    std::string out;
+    for (TokenId id : ids) {
+      check_id(id);
+      if (skip_special && std::find(specials_.begin(), specials_.end(), id) != specials_.end() &&
+          id != *special_.unk)
+        continue;
+      const std::string& p = vocab_[id];
+      if (p.rfind(opts_.continuing_prefix, 0) == 0) {
+        out += p.substr(opts_.continuing_prefix.size());
+      } else {
+        if (!out.empty()) out += ' ';
+        out += p;
+      }
+    }
+    return out;
+  }
+
+  int vocab_size() const override { return static_cast<int>(vocab_.size()); }
+  std::optional<TokenId> piece_to_id(std::string_view piece) const override {
+    auto it = index_.find(std::string(piece));
+    if (it == index_.end()) return std::nullopt;
+    return it->second;
+  }
+  std::string id_to_piece(TokenId id) const override {
+    check_id(id);
+    return vocab_[id];
+  }
+
+ private:
+  static bool is_control(char32_t c) {
+    if (c == U'\t' || c == U'\n' || c == U'\r') return false;
+    const auto t = u_charType(c);
+    return t == U_CONTROL_CHAR || t == U_FORMAT_CHAR;
+  }
+  static bool is_whitespace(char32_t c) {
+    return c == U' ' || c == U'\t' || c == U'\n' || c == U'\r' ||
+           u_charType(c) == U_SPACE_SEPARATOR;
+  }
+  static bool is_punctuation(char32_t c) {
+    if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
+        (c >= 123 && c <= 126))
+      return true;
+    return (U_GET_GC_MASK(c) & U_GC_P_MASK) != 0;
+  }
+
+  std::vector<std::u32string> pre_tokenize(std::string_view text) const {
+    std::u32string norm;
+    for (char32_t c : unicode::decode_utf8(text)) {
+      if (c == 0 || c == 0xFFFD || is_control(c)) continue;
+      if (is_whitespace(c)) {
+        norm.push_back(U' ');
+      } else if (opts_.split_cjk && unicode::is_cjk(c)) {
+        norm += U' ';
+        norm.push_back(c);
+        norm += U' ';
+      } else {
+        norm.push_back(c);
+      }
+    }
+    if (opts_.lowercase) norm = unicode::to_lower(norm);
+    if (opts_.strip_accents) {
+      std::u32string kept;
+      for (char32_t c : unicode::nfd(norm))
+        if (!unicode::is_mark_nonspacing(c)) kept.push_back(c);
+      norm = std::move(kept);
+    }
+    std::vector<std::u32string> words;
+    std::u32string cur;
+    auto flush = [&] {
+      if (!cur.empty()) words.push_back(std::move(cur));
+      cur.clear();
+    };
+    for (char32_t c : norm) {
+      if (is_whitespace(c)) {
+        flush();
+      } else if (is_punctuation(c)) {
+        flush();
+        words.push_back(std::u32string(1, c));
+      } else {
+        cur.push_back(c);
+      }
+    }
+    flush();
+    return words;
+  }
+
+  void wordpiece(const std::u32string& word, std::vector<TokenId>& out) const {
+    if (static_cast<int>(word.size()) > opts_.max_input_chars_per_word) {
+      out.push_back(*special_.unk);
+      return;
+    }
+    std::vector<TokenId> pieces;
+    std::size_t start = 0;
+    while (start < word.size()) {
+      std::size_t end = word.size();
+      std::optional<TokenId> found;
+      while (end > start) {
+        std::string sub = unicode::encode_utf8(word.substr(start, end - start));
+        if (start > 0) sub = opts_.continuing_prefix + sub;
+        if (auto id = piece_to_id(sub)) {
+          found = id;
+          break;
+        }
+        --end;
+      }
+      if (!found) {
+        out.push_back(*special_.unk);
+        return;
+      }
+      pieces.push_back(*found);
+      start = end;
+    }
+    out.insert(out.end(), pieces.begin(), pieces.end());
+  }
+
+  std::vector<std::string> vocab_;
+  std::unordered_map<std::string, TokenId> index_;
+  std::vector<TokenId> specials_;
+  WordPieceOptions opts_;
+};
+
+}  // namespace knprobe
