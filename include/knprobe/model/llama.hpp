@@ -1,0 +1,461 @@
+#pragma once
+// Llama-family causal LM on the CPU (Llama 2 / llama2.c, Gemma 3), implementing ProbeableModel.
+// Layer i (Gemma-only steps in brackets), rows = token positions:
+//   a = RMSNorm(h);  q, k, v = a Wqᵀ, a Wkᵀ, a Wvᵀ;  [q, k = RMSNorm per head];  RoPE(q, k)
+//   o = Attention(q, k, v; causal [, sliding window]) Woᵀ;  [o = RMSNorm(o)];  h += o
+//   f = RMSNorm(h);  u = act(f Wgᵀ) ⊙ (f Wuᵀ)   ← the FFN neurons (NeuronSite::gated_product)
+//   d = u Wdᵀ;  [d = RMSNorm(d)];  h += d
+// logits = RMSNorm(h) Eᵀ (E = embedding when tied). Input h₀ = embed_scale · E[ids].
+//
+// Attribution-critical operations exploit causality: changing the activation at position p in
+// layer l cannot change positions < p, and the distribution *at* p depends only on positions ≤ p,
+// so `layer_gradients` recomputes one row per point in layers > l against the trace's cached keys
+// and values, and backpropagates activation gradients only (no weight gradients).
+
+#include <algorithm>
+#include <filesystem>
+#include <numeric>
+#include <span>
+#include <vector>
+
+#include "knprobe/model/blocks/activation.hpp"
+#include "knprobe/model/blocks/attention.hpp"
+#include "knprobe/model/blocks/embedding.hpp"
+#include "knprobe/model/blocks/linear.hpp"
+#include "knprobe/model/blocks/rms_norm.hpp"
+#include "knprobe/model/blocks/rope.hpp"
+#include "knprobe/model/concept.hpp"
+#include "knprobe/model/llama_weights.hpp"
+
+namespace knprobe {
+
+template <class T = float>
+class LlamaModel {
+ public:
+  using Scalar = T;
+
+  /// One forward pass over a sequence, kept for reuse: residual stream entering (`resid_in`) and
+  /// halfway through (`resid_mid`, after the attention add) every layer, FFN neuron activations,
+  /// post-RoPE keys / values, and the final normed hidden state.
+  struct Trace {
+    std::vector<TokenId> tokens;
+    std::vector<Matrix<T>> resid_in, resid_mid, acts, keys, values;  // [L] each [T × ·]
+    Matrix<T> final_hidden;                                          // [T × d], after final norm
+    ConstMatrixRef<T> activations(int layer) const { return acts.at(static_cast<std::size_t>(layer)); }
+    int num_tokens() const { return static_cast<int>(tokens.size()); }
+  };
+
+  explicit LlamaModel(LlamaWeights<T> w) : w_(std::move(w)) { w_.validate(); }
+
+  /// Loads a .gguf file, a llama2.c .bin checkpoint, or a Hugging Face directory.
+  static LlamaModel load(const std::filesystem::path& path) {
+    if (std::filesystem::is_directory(path))
+      return LlamaModel(load_llama_safetensors(path).template cast<T>());
+    if (path.extension() == ".gguf")
+      return LlamaModel(load_llama_gguf(io::GgufFile(path)).template cast<T>());
+    return LlamaModel(load_llama2c(path).template cast<T>());
+  }
+
+  int num_layers() const { return w_.spec.layers; }
+  int ffn_width() const { return w_.spec.ffn; }
+  int hidden_size() const { return w_.spec.hidden; }
+  int vocab_size() const { return w_.spec.vocab_size; }
+  const LlamaSpec& spec() const { return w_.spec; }
+  const LlamaWeights<T>& weights() const { return w_; }
+
+  /// Full forward over `tokens` (positions 0..T−1), caching what attribution reuses.
+  Trace trace(std::span<const TokenId> tokens) const {
+    KNPROBE_REQUIRE(!tokens.empty(), ArgumentError, "llama: empty token sequence");
+    Trace t;
+    t.tokens.assign(tokens.begin(), tokens.end());
+    const int n = static_cast<int>(tokens.size());
+    Matrix<T> h;
+    blocks::embedding::forward<T>(tokens, w_.embed, static_cast<T>(w_.spec.embed_scale), h);
+    for (int l = 0; l < num_layers(); ++l) {
+      Rows rows{1, n, 0};
+      LayerCache c;
+      t.resid_in.push_back(h);
+      attention_forward(l, rows, h, nullptr, c);
+      t.resid_mid.push_back(c.h_mid);
+      t.keys.push_back(c.k_new);
+      t.values.push_back(c.v_new);
+      ffn_pre(l, c);
+      t.acts.push_back(c.act);
+      ffn_post(l, c, h);
+    }
+    blocks::rms_norm::Cache<T> nc;
+    blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, t.final_hidden, nc);
+    return t;
+  }
+
+  /// Logits [T × V] of the trace's positions.
+  Matrix<T> logits(const Trace& t) const { return t.final_hidden * w_.head().transpose(); }
+
+  /// softmax(logits at `position`)[target] from a trace.
+  T probability(const Trace& t, int position, TokenId target) const {
+    check_position(t, position);
+    check_token(target);
+    const Matrix<T> z = t.final_hidden.row(position) * w_.head().transpose();
+    return softmax_at(z, 0, target);
+  }
+
+  /// P(target at p) and dP/dh for h = each row of `points` replacing the layer-l neuron vector at
+  /// position p. Layers < l come from the trace; layers > l recompute row p only (exact: the
+  /// distribution at p is causal). Backward: through the output head's full softmax
+  /// (dP/dz = P(e_t − softmax(z))), every later layer, and layer l's down-projection.
+  LayerGradients<T> layer_gradients(const Trace& t, int layer, int position,
+                                    const Matrix<T>& points, TokenId target) const {
+    check_layer(layer);
+    check_position(t, position);
+    check_token(target);
+    detail::require_cols(points, ffn_width(), "layer_gradients points");
+    KNPROBE_REQUIRE(points.rows() > 0, ArgumentError, "layer_gradients: no points");
+    const int B = static_cast<int>(points.rows());
+    const Rows rows{B, 1, position};
+    std::vector<LayerCache> caches(static_cast<std::size_t>(num_layers() - layer));
+    // Layer l from its FFN neurons on.
+    LayerCache& c0 = caches[0];
+    c0.h_mid = t.resid_mid[layer].row(position).replicate(B, 1);
+    c0.act = points;
+    Matrix<T> h;
+    ffn_post(layer, c0, h);
+    for (int l = layer + 1; l < num_layers(); ++l) {
+      LayerCache& c = caches[static_cast<std::size_t>(l - layer)];
+      attention_forward(l, rows, h, &t, c);
+      ffn_pre(l, c);
+      ffn_post(l, c, h);
+    }
+    // Head: P_b and dP_b/dx for the final normed x.
+    blocks::rms_norm::Cache<T> nc;
+    Matrix<T> x;
+    blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, x, nc);
+    Matrix<T> z = x * w_.head().transpose();  // [B × V]
+    LayerGradients<T> out;
+    out.probabilities.resize(B);
+    for (int b = 0; b < B; ++b) {
+      const T mx = z.row(b).maxCoeff();
+      z.row(b) = (z.row(b).array() - mx).exp().matrix();
+      z.row(b) /= z.row(b).sum();  // now softmax
+      const T p = z(b, target);
+      out.probabilities[b] = p;
+      z.row(b) *= -p;  // dP/dz = P (e_t − s)
+      z(b, target) += p;
+    }
+    Matrix<T> dx = z * w_.head();  // [B × d]
+    Matrix<T> dh;
+    blocks::rms_norm::backward<T>(dx, h, w_.final_norm, plain, nc, dh);
+    for (int l = num_layers() - 1; l > layer; --l) {
+      const LayerCache& c = caches[static_cast<std::size_t>(l - layer)];
+      Matrix<T> dmid = ffn_backward(l, c, dh, nullptr);
+      dh = attention_backward(l, rows, c, dmid);
+    }
+    ffn_backward(layer, c0, dh, &out.gradients);
+    return out;
+  }
+
+  /// [patterns × queries] probabilities, each pattern's interventions applied in one batched
+  /// pass that starts at the lowest intervened layer and position (earlier work is the clean
+  /// trace's: exact for a causal model).
+  Matrix<T> probabilities(std::span<const TokenId> tokens, std::span<const InterventionPattern> patterns,
+                          std::span<const Query> queries) const {
+    const Trace t = trace(tokens);
+    return probabilities(t, patterns, queries);
+  }
+
+  Matrix<T> probabilities(const Trace& t, std::span<const InterventionPattern> patterns,
+                          std::span<const Query> queries) const {
+    const int P = static_cast<int>(patterns.size()), Q = static_cast<int>(queries.size());
+    Matrix<T> out(P, Q);
+    int l0 = num_layers(), p0 = t.num_tokens();
+    for (const auto& pat : patterns)
+      for (const auto& iv : pat) {
+        check_layer(iv.layer);
+        check_position(t, iv.position);
+        KNPROBE_REQUIRE(iv.unit >= 0 && iv.unit < ffn_width(), ArgumentError, "intervention unit ",
+                        iv.unit, " outside [0, ", ffn_width(), ")");
+        l0 = std::min(l0, iv.layer);
+        p0 = std::min(p0, iv.position);
+      }
+    for (const auto& q : queries) check_position(t, q.position), check_token(q.target);
+    if (P == 0 || Q == 0) return out;
+    const int S = t.num_tokens() - p0;
+    Matrix<T> x;  // final normed hidden of the recomputed rows [P·S × d]
+    if (S > 0 && l0 < num_layers()) {
+      const Rows rows{P, S, p0};
+      LayerCache c;
+      c.h_mid = t.resid_mid[l0].middleRows(p0, S).replicate(P, 1);
+      Matrix<T> h;
+      for (int l = l0; l < num_layers(); ++l) {
+        if (l > l0) attention_forward(l, rows, h, &t, c);
+        ffn_pre(l, c);
+        intervene(l, rows, patterns, c.act);
+        ffn_post(l, c, h);
+      }
+      blocks::rms_norm::Cache<T> nc;
+      blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, x, nc);
+    }
+    for (int qi = 0; qi < Q; ++qi) {
+      const auto& q = queries[static_cast<std::size_t>(qi)];
+      Matrix<T> hid(P, hidden_size());
+      const bool recomputed = q.position >= p0 && S > 0 && l0 < num_layers();
+      for (int b = 0; b < P; ++b) {
+        if (recomputed)
+          hid.row(b) = x.row(b * S + (q.position - p0));
+        else
+          hid.row(b) = t.final_hidden.row(q.position);
+      }
+      const Matrix<T> z = hid * w_.head().transpose();
+      for (int b = 0; b < P; ++b) out(b, qi) = softmax_at(z, b, q.target);
+    }
+    return out;
+  }
+
+  /// Column `unit` of layer `layer`'s down projection: the vector the neuron writes (before
+  /// Gemma's post-FFN norm, through which it acts).
+  Vector<T> value_vector(int layer, int unit) const {
+    check_layer(layer);
+    KNPROBE_REQUIRE(unit >= 0 && unit < ffn_width(), ArgumentError, "value_vector: unit ", unit,
+                    " outside [0, ", ffn_width(), ")");
+    return w_.layers[static_cast<std::size_t>(layer)].w_down.col(unit);
+  }
+  void set_value_vector(int layer, int unit, const Vector<T>& v) {
+    check_layer(layer);
+    KNPROBE_REQUIRE(unit >= 0 && unit < ffn_width(), ArgumentError, "set_value_vector: unit ",
+                    unit, " outside [0, ", ffn_width(), ")");
+    detail::require_size(v, hidden_size(), "set_value_vector v");
+    w_.layers[static_cast<std::size_t>(layer)].w_down.col(unit) = v;
+  }
+  /// Row `id` of the (unscaled) input embedding.
+  Vector<T> token_embedding(TokenId id) const {
+    check_token(id);
+    return w_.embed.row(id).transpose();
+  }
+
+ private:
+  static constexpr auto plain = blocks::rms_norm::WeightForm::plain;
+
+  /// Batch layout of recomputed rows: `batch` sequences × `len` rows at positions start..start+len−1.
+  struct Rows {
+    int batch, len, start;
+  };
+
+  struct LayerCache {
+    Matrix<T> h_in, a, q_pre, k_pre, q, k_new, v_new, k_full, v_full, o, o2, h_mid, f, g, u, ag,
+        act, down;
+    blocks::rms_norm::Cache<T> n_attn, n_q, n_k, n_post_attn, n_ffn, n_post_ffn;
+    blocks::attention::Cache<T> attn;
+  };
+
+  T eps() const { return static_cast<T>(w_.spec.norm_eps); }
+  void check_layer(int l) const {
+    KNPROBE_REQUIRE(l >= 0 && l < num_layers(), ArgumentError, "layer ", l, " outside [0, ",
+                    num_layers(), ")");
+  }
+  void check_position(const Trace& t, int p) const {
+    KNPROBE_REQUIRE(p >= 0 && p < t.num_tokens(), ArgumentError, "position ", p, " outside [0, ",
+                    t.num_tokens(), ")");
+  }
+  void check_token(TokenId id) const {
+    KNPROBE_REQUIRE(id >= 0 && id < vocab_size(), ArgumentError, "token id ", id,
+                    " outside the vocabulary [0, ", vocab_size(), ")");
+  }
+  static T softmax_at(const Matrix<T>& z, int row, TokenId target) {
+    const T mx = z.row(row).maxCoeff();
+    return std::exp(z(row, target) - mx) / (z.row(row).array() - mx).exp().sum();
+  }
+
+  /// Per-head RMSNorm of x [R × H·hd] with weight [hd].
+  void head_norm(Matrix<T>& x, int heads, const Vector<T>& w, Matrix<T>& pre,
+                 blocks::rms_norm::Cache<T>& cache) const {
+    const int hd = w_.spec.head_dim;
+    pre = Eigen::Map<const Matrix<T>>(x.data(), x.rows() * heads, hd);
+    Matrix<T> y;
+    blocks::rms_norm::forward<T>(pre, w, eps(), plain, y, cache);
+    Eigen::Map<Matrix<T>>(x.data(), x.rows() * heads, hd) = y;
+  }
+  void head_norm_backward(Matrix<T>& dx, int heads, const Vector<T>& w, const Matrix<T>& pre,
+                          const blocks::rms_norm::Cache<T>& cache) const {
+    const int hd = w_.spec.head_dim;
+    const Matrix<T> dy = Eigen::Map<const Matrix<T>>(dx.data(), dx.rows() * heads, hd);
+    Matrix<T> d;
+    blocks::rms_norm::backward<T>(dy, pre, w, plain, cache, d);
+    Eigen::Map<Matrix<T>>(dx.data(), dx.rows() * heads, hd) = d;
+  }
+
+  std::vector<int> positions(const Rows& r) const {
+    std::vector<int> p(static_cast<std::size_t>(r.batch) * r.len);
+    for (std::size_t i = 0; i < p.size(); ++i) p[i] = r.start + static_cast<int>(i) % r.len;
+    return p;
+  }
+  blocks::rope::Spec rope_spec(int l, int heads) const {
+    return {heads, w_.spec.head_dim, w_.spec.theta(l), w_.spec.rope_style, 0};
+  }
+
+  /// h (rows entering layer l) → c.h_mid (after the attention residual add). Keys and values of
+  /// positions < rows.start come from `prefix` (the clean trace).
+  void attention_forward(int l, const Rows& r, const Matrix<T>& h, const Trace* prefix,
+                         LayerCache& c) const {
+    const auto& L = w_.layers[static_cast<std::size_t>(l)];
+    const auto& s = w_.spec;
+    c.h_in = h;
+    blocks::rms_norm::forward<T>(h, L.attn_norm, eps(), plain, c.a, c.n_attn);
+    blocks::linear::forward<T>(c.a, L.wq, c.q);
+    blocks::linear::forward<T>(c.a, L.wk, c.k_new);
+    blocks::linear::forward<T>(c.a, L.wv, c.v_new);
+    if (s.qk_norm) {
+      head_norm(c.q, s.heads, L.q_norm, c.q_pre, c.n_q);
+      head_norm(c.k_new, s.kv_heads, L.k_norm, c.k_pre, c.n_k);
+    }
+    const auto pos = positions(r);
+    blocks::rope::forward<T>(c.q, pos, rope_spec(l, s.heads));
+    blocks::rope::forward<T>(c.k_new, pos, rope_spec(l, s.kv_heads));
+    const int kv_len = r.start + r.len;
+    const Index kvd = c.k_new.cols();
+    if (r.start == 0) {
+      c.k_full = c.k_new;
+      c.v_full = c.v_new;
+    } else {
+      c.k_full.resize(Index(r.batch) * kv_len, kvd);
+      c.v_full.resize(Index(r.batch) * kv_len, kvd);
+      const auto& K = prefix->keys[static_cast<std::size_t>(l)];
+      const auto& V = prefix->values[static_cast<std::size_t>(l)];
+      for (int b = 0; b < r.batch; ++b) {
+        c.k_full.middleRows(Index(b) * kv_len, r.start) = K.topRows(r.start);
+        c.v_full.middleRows(Index(b) * kv_len, r.start) = V.topRows(r.start);
+        c.k_full.middleRows(Index(b) * kv_len + r.start, r.len) = c.k_new.middleRows(Index(b) * r.len, r.len);
+        c.v_full.middleRows(Index(b) * kv_len + r.start, r.len) = c.v_new.middleRows(Index(b) * r.len, r.len);
+      }
+    }
+    blocks::attention::Shape sh;
+    sh.batch = r.batch;
+    sh.q_len = r.len;
+    sh.kv_len = kv_len;
+    sh.q_offset = r.start;
+    sh.n_heads = s.heads;
+    sh.n_kv_heads = s.kv_heads;
+    sh.head_dim = s.head_dim;
+    sh.mask = blocks::attention::Mask::causal;
+    if (s.is_sliding(l)) sh.window = s.sliding_window;
+    sh.scale = s.attention_scale();
+    blocks::attention::forward<T>(c.q, c.k_full, c.v_full, sh, c.o, c.attn);
+    blocks::linear::forward<T>(c.o, L.wo, c.o2);
+    if (s.sandwich_norms) {
+      Matrix<T> n;
+      blocks::rms_norm::forward<T>(c.o2, L.post_attn_norm, eps(), plain, n, c.n_post_attn);
+      c.h_mid = h + n;
+    } else {
+      c.h_mid = h + c.o2;
+    }
+  }
+
+  /// c.h_mid → c.act (the neuron site).
+  void ffn_pre(int l, LayerCache& c) const {
+    const auto& L = w_.layers[static_cast<std::size_t>(l)];
+    blocks::rms_norm::forward<T>(c.h_mid, L.ffn_norm, eps(), plain, c.f, c.n_ffn);
+    blocks::linear::forward<T>(c.f, L.w_gate, c.g);
+    blocks::linear::forward<T>(c.f, L.w_up, c.u);
+    blocks::activation::forward<T>(w_.spec.activation, c.g, c.ag);
+    c.act = c.ag.cwiseProduct(c.u);
+  }
+
+  /// c.act → h (the residual stream leaving layer l).
+  void ffn_post(int l, LayerCache& c, Matrix<T>& h) const {
+    const auto& L = w_.layers[static_cast<std::size_t>(l)];
+    blocks::linear::forward<T>(c.act, L.w_down, c.down);
+    if (w_.spec.sandwich_norms) {
+      Matrix<T> n;
+      blocks::rms_norm::forward<T>(c.down, L.post_ffn_norm, eps(), plain, n, c.n_post_ffn);
+      h = c.h_mid + n;
+    } else {
+      h = c.h_mid + c.down;
+    }
+  }
+
+  /// dL/d(h leaving layer l) → dL/d(h_mid). With `d_act`, stops at the neuron site instead.
+  Matrix<T> ffn_backward(int l, const LayerCache& c, const Matrix<T>& dh, Matrix<T>* d_act) const {
+    const auto& L = w_.layers[static_cast<std::size_t>(l)];
+    Matrix<T> d_down;
+    if (w_.spec.sandwich_norms)
+      blocks::rms_norm::backward<T>(dh, c.down, L.post_ffn_norm, plain, c.n_post_ffn, d_down);
+    else
+      d_down = dh;
+    Matrix<T> da;
+    blocks::linear::backward<T>(d_down, L.w_down, da);
+    if (d_act) {
+      *d_act = std::move(da);
+      return {};
+    }
+    Matrix<T> dg, tmp = da.cwiseProduct(c.u);
+    blocks::activation::backward<T>(w_.spec.activation, tmp, c.g, dg);
+    const Matrix<T> du = da.cwiseProduct(c.ag);
+    Matrix<T> df = dg * L.w_gate;
+    df.noalias() += du * L.w_up;
+    Matrix<T> dmid;
+    blocks::rms_norm::backward<T>(df, c.h_mid, L.ffn_norm, plain, c.n_ffn, dmid);
+    return dh + dmid;
+  }
+
+  /// dL/d(h_mid) → dL/d(h entering layer l), through attention (cached prefix keys are constants).
+  Matrix<T> attention_backward(int l, const Rows& r, const LayerCache& c, const Matrix<T>& dmid) const {
+    const auto& L = w_.layers[static_cast<std::size_t>(l)];
+    const auto& s = w_.spec;
+    Matrix<T> d_o2;
+    if (s.sandwich_norms)
+      blocks::rms_norm::backward<T>(dmid, c.o2, L.post_attn_norm, plain, c.n_post_attn, d_o2);
+    else
+      d_o2 = dmid;
+    Matrix<T> d_o, dq, dk_full, dv_full;
+    blocks::linear::backward<T>(d_o2, L.wo, d_o);
+    blocks::attention::Shape sh;
+    sh.batch = r.batch;
+    sh.q_len = r.len;
+    sh.kv_len = r.start + r.len;
+    sh.q_offset = r.start;
+    sh.n_heads = s.heads;
+    sh.n_kv_heads = s.kv_heads;
+    sh.head_dim = s.head_dim;
+    if (s.is_sliding(l)) sh.window = s.sliding_window;
+    sh.scale = s.attention_scale();
+    blocks::attention::backward<T>(d_o, c.q, c.k_full, c.v_full, sh, c.attn, dq, dk_full, dv_full);
+    Matrix<T> dk(Index(r.batch) * r.len, dk_full.cols()), dv(dk.rows(), dv_full.cols());
+    for (int b = 0; b < r.batch; ++b) {
+      dk.middleRows(Index(b) * r.len, r.len) = dk_full.middleRows(Index(b) * sh.kv_len + r.start, r.len);
+      dv.middleRows(Index(b) * r.len, r.len) = dv_full.middleRows(Index(b) * sh.kv_len + r.start, r.len);
+    }
+    const auto pos = positions(r);
+    blocks::rope::backward<T>(dq, pos, rope_spec(l, s.heads));
+    blocks::rope::backward<T>(dk, pos, rope_spec(l, s.kv_heads));
+    if (s.qk_norm) {
+      head_norm_backward(dq, s.heads, L.q_norm, c.q_pre, c.n_q);
+      head_norm_backward(dk, s.kv_heads, L.k_norm, c.k_pre, c.n_k);
+    }
+    Matrix<T> da = dq * L.wq;
+    da.noalias() += dk * L.wk;
+    da.noalias() += dv * L.wv;
+    Matrix<T> dh;
+    blocks::rms_norm::backward<T>(da, c.h_in, L.attn_norm, plain, c.n_attn, dh);
+    return dmid + dh;
+  }
+
+  /// Applies each pattern's interventions of layer l to its rows of `act`.
+  void intervene(int l, const Rows& r, std::span<const InterventionPattern> patterns,
+                 Matrix<T>& act) const {
+    for (int b = 0; b < r.batch; ++b)
+      for (const auto& iv : patterns[static_cast<std::size_t>(b)]) {
+        if (iv.layer != l) continue;
+        T& x = act(Index(b) * r.len + (iv.position - r.start), iv.unit);
+        x = iv.op == InterventionOp::set ? static_cast<T>(iv.value) : x * static_cast<T>(iv.value);
+      }
+  }
+
+  LlamaWeights<T> w_;
+};
+
+template <class T>
+struct ArchTraits<LlamaModel<T>> {
+  static constexpr Objective objective = Objective::causal_lm;
+  static constexpr FfnLayout ffn_layout = FfnLayout::gated;
+  static constexpr NeuronSite neuron_site = NeuronSite::gated_product;
+};
+
+}  // namespace knprobe

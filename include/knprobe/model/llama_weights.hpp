@@ -1,0 +1,318 @@
+#pragma once
+// Weights and architecture facts of the Llama family (Llama 2 / llama2.c, Gemma 3), and their
+// loaders: llama2.c checkpoints, GGUF (architectures "llama" and "gemma3", dequantized to float)
+// and Hugging Face safetensors directories. Norm weights are stored in their *effective* form
+// (the factor that multiplies the normalised vector): GGUF Gemma files already hold 1 + w, HF
+// Gemma safetensors hold w and get 1 added here, never twice (MODELS.md trap 1).
+
+#include <cmath>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "knprobe/core/tensor.hpp"
+#include "knprobe/io/gguf.hpp"
+#include "knprobe/io/hf_config.hpp"
+#include "knprobe/io/llama2c.hpp"
+#include "knprobe/io/safetensors.hpp"
+#include "knprobe/model/blocks/activation.hpp"
+#include "knprobe/model/blocks/rope.hpp"
+
+namespace knprobe {
+
+/// Runtime architecture description of one Llama-family checkpoint.
+struct LlamaSpec {
+  std::string family = "llama";  ///< "llama" or "gemma3"
+  int vocab_size = 0, hidden = 0, ffn = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  double norm_eps = 1e-5;
+  blocks::Activation activation = blocks::Activation::silu;
+  blocks::rope::Style rope_style = blocks::rope::Style::half;
+  double rope_theta = 10000.0;        ///< global layers
+  double rope_theta_local = 10000.0;  ///< sliding-window layers
+  std::vector<bool> sliding;          ///< per layer: sliding-window attention
+  int sliding_window = 0;
+  bool qk_norm = false;          ///< Gemma 3: RMSNorm of q and k per head
+  bool sandwich_norms = false;   ///< Gemma 3: post-attention and post-FFN norms in the branch
+  double embed_scale = 1.0;      ///< input embedding multiplier (Gemma: sqrt(hidden))
+  double attn_scale = 0.0;       ///< 0 → 1/sqrt(head_dim)
+  std::optional<TokenId> bos, eos;
+
+  double attention_scale() const { return attn_scale > 0 ? attn_scale : 1.0 / std::sqrt(double(head_dim)); }
+  double theta(int layer) const { return is_sliding(layer) ? rope_theta_local : rope_theta; }
+  bool is_sliding(int layer) const {
+    return sliding_window > 0 && !sliding.empty() && sliding[static_cast<std::size_t>(layer)];
+  }
+};
+
+template <class T>
+struct LlamaLayerWeights {
+  Vector<T> attn_norm;             ///< [d]
+  Matrix<T> wq, wk, wv, wo;        ///< [H·hd × d], [Hkv·hd × d] ×2, [d × H·hd]
+  Vector<T> q_norm, k_norm;        ///< [hd] (qk_norm only)
+  Vector<T> post_attn_norm;        ///< [d] (sandwich only)
+  Vector<T> ffn_norm;              ///< [d]
+  Matrix<T> w_gate, w_up, w_down;  ///< [ffn × d], [ffn × d], [d × ffn]
+  Vector<T> post_ffn_norm;         ///< [d] (sandwich only)
+};
+
+template <class T>
+struct LlamaWeights {
+  LlamaSpec spec;
+  Matrix<T> embed;                  ///< [V × d], unscaled
+  std::optional<Matrix<T>> lm_head;  ///< [V × d]; absent = tied to embed
+  Vector<T> final_norm;             ///< [d]
+  std::vector<LlamaLayerWeights<T>> layers;
+
+  const Matrix<T>& head() const { return lm_head ? *lm_head : embed; }
+
+  /// The same weights in another scalar type (tests run the model in double).
+  template <class U>
+  LlamaWeights<U> cast() const {
+    LlamaWeights<U> w;
+    w.spec = spec;
+    w.embed = embed.template cast<U>();
+    if (lm_head) w.lm_head = lm_head->template cast<U>();
+    w.final_norm = final_norm.template cast<U>();
+    for (const auto& l : layers) {
+      LlamaLayerWeights<U> o;
+      o.attn_norm = l.attn_norm.template cast<U>();
+      o.wq = l.wq.template cast<U>();
+      o.wk = l.wk.template cast<U>();
+      o.wv = l.wv.template cast<U>();
+      o.wo = l.wo.template cast<U>();
+      o.q_norm = l.q_norm.template cast<U>();
+      o.k_norm = l.k_norm.template cast<U>();
+      o.post_attn_norm = l.post_attn_norm.template cast<U>();
+      o.ffn_norm = l.ffn_norm.template cast<U>();
+      o.w_gate = l.w_gate.template cast<U>();
+      o.w_up = l.w_up.template cast<U>();
+      o.w_down = l.w_down.template cast<U>();
+      o.post_ffn_norm = l.post_ffn_norm.template cast<U>();
+      w.layers.push_back(std::move(o));
+    }
+    return w;
+  }
+
+  /// Throws ShapeError naming the first tensor whose shape disagrees with `spec`.
+  void validate() const {
+    const auto& s = spec;
+    KNPROBE_REQUIRE(s.layers > 0 && s.hidden > 0 && s.ffn > 0 && s.heads > 0 && s.kv_heads > 0 &&
+                        s.head_dim > 0 && s.vocab_size > 0 && s.heads % s.kv_heads == 0,
+                    ShapeError, "llama: invalid spec (layers ", s.layers, ", hidden ", s.hidden,
+                    ", heads ", s.heads, "/", s.kv_heads, ")");
+    KNPROBE_REQUIRE(static_cast<int>(layers.size()) == s.layers, ShapeError, "llama: ",
+                    layers.size(), " layers loaded, spec says ", s.layers);
+    const Index d = s.hidden, q = Index(s.heads) * s.head_dim, kv = Index(s.kv_heads) * s.head_dim;
+    detail::require_shape(embed, s.vocab_size, d, "token embedding");
+    if (lm_head) detail::require_shape(*lm_head, s.vocab_size, d, "output head");
+    detail::require_size(final_norm, d, "final norm");
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      const auto& l = layers[i];
+      const std::string p = "layer " + std::to_string(i) + " ";
+      detail::require_size(l.attn_norm, d, (p + "attention norm").c_str());
+      detail::require_shape(l.wq, q, d, (p + "wq").c_str());
+      detail::require_shape(l.wk, kv, d, (p + "wk").c_str());
+      detail::require_shape(l.wv, kv, d, (p + "wv").c_str());
+      detail::require_shape(l.wo, d, q, (p + "wo").c_str());
+      detail::require_size(l.ffn_norm, d, (p + "ffn norm").c_str());
+      detail::require_shape(l.w_gate, s.ffn, d, (p + "ffn gate").c_str());
+      detail::require_shape(l.w_up, s.ffn, d, (p + "ffn up").c_str());
+      detail::require_shape(l.w_down, d, s.ffn, (p + "ffn down").c_str());
+      if (s.qk_norm) {
+        detail::require_size(l.q_norm, s.head_dim, (p + "q norm").c_str());
+        detail::require_size(l.k_norm, s.head_dim, (p + "k norm").c_str());
+      }
+      if (s.sandwich_norms) {
+        detail::require_size(l.post_attn_norm, d, (p + "post-attention norm").c_str());
+        detail::require_size(l.post_ffn_norm, d, (p + "post-ffn norm").c_str());
+      }
+    }
+  }
+};
+
+namespace detail {
+
+inline Vector<float> as_vector(const MatrixF& m) {
+  return Eigen::Map<const Vector<float>>(m.data(), m.size());
+}
+
+}  // namespace detail
+
+/// llama.cpp's GGUF "llama" converter permutes wq / wk rows so that interleaved RoPE applies;
+/// the "gemma3" converter does not (rotate-half). Reads the architecture from general.architecture.
+inline LlamaWeights<float> load_llama_gguf(const io::GgufFile& f) {
+  const std::string arch = f.get_string("general.architecture");
+  KNPROBE_REQUIRE(arch == "gemma3" || arch == "llama", FormatError, f.path(),
+                  ": architecture '", arch, "' is not supported by the Llama-family backend");
+  LlamaWeights<float> w;
+  auto& s = w.spec;
+  const std::string p = arch + ".";
+  s.family = arch;
+  s.hidden = static_cast<int>(f.get_int(p + "embedding_length"));
+  s.layers = static_cast<int>(f.get_int(p + "block_count"));
+  s.ffn = static_cast<int>(f.get_int(p + "feed_forward_length"));
+  s.heads = static_cast<int>(f.get_int(p + "attention.head_count"));
+  s.kv_heads = static_cast<int>(f.get_int(p + "attention.head_count_kv", s.heads));
+  s.head_dim = static_cast<int>(f.get_int(p + "attention.key_length", s.heads > 0 ? s.hidden / s.heads : 0));
+  s.norm_eps = f.get_double(p + "attention.layer_norm_rms_epsilon", 1e-5);
+  s.rope_theta = f.get_double(p + "rope.freq_base", 10000.0);
+  if (f.has("tokenizer.ggml.bos_token_id")) s.bos = static_cast<TokenId>(f.get_int("tokenizer.ggml.bos_token_id"));
+  if (f.has("tokenizer.ggml.eos_token_id")) s.eos = static_cast<TokenId>(f.get_int("tokenizer.ggml.eos_token_id"));
+  KNPROBE_REQUIRE(s.layers > 0 && s.layers < 4096, FormatError, f.path(), ": block_count ", s.layers);
+  if (arch == "gemma3") {
+    s.activation = blocks::Activation::gelu_tanh;
+    s.rope_style = blocks::rope::Style::half;
+    s.rope_theta_local = f.get_double(p + "rope.freq_base_swa", 10000.0);
+    s.sliding_window = static_cast<int>(f.get_int(p + "attention.sliding_window", 0));
+    for (int i = 0; i < s.layers; ++i) s.sliding.push_back(i % 6 < 5);  // llama.cpp SWA pattern 6
+    s.qk_norm = s.sandwich_norms = true;
+    s.embed_scale = std::sqrt(static_cast<double>(s.hidden));
+  } else {
+    s.activation = blocks::Activation::silu;
+    s.rope_style = blocks::rope::Style::interleaved;
+    s.rope_theta_local = s.rope_theta;
+  }
+  w.embed = f.matrix("token_embd.weight");
+  s.vocab_size = static_cast<int>(w.embed.rows());
+  if (f.has_tensor("output.weight")) w.lm_head = f.matrix("output.weight");
+  w.final_norm = detail::as_vector(f.matrix("output_norm.weight"));
+  for (int i = 0; i < s.layers; ++i) {
+    const std::string b = "blk." + std::to_string(i) + ".";
+    LlamaLayerWeights<float> l;
+    l.attn_norm = detail::as_vector(f.matrix(b + "attn_norm.weight"));
+    l.wq = f.matrix(b + "attn_q.weight");
+    l.wk = f.matrix(b + "attn_k.weight");
+    l.wv = f.matrix(b + "attn_v.weight");
+    l.wo = f.matrix(b + "attn_output.weight");
+    l.ffn_norm = detail::as_vector(f.matrix(b + "ffn_norm.weight"));
+    l.w_gate = f.matrix(b + "ffn_gate.weight");
+    l.w_up = f.matrix(b + "ffn_up.weight");
+    l.w_down = f.matrix(b + "ffn_down.weight");
+    if (s.qk_norm) {
+      l.q_norm = detail::as_vector(f.matrix(b + "attn_q_norm.weight"));
+      l.k_norm = detail::as_vector(f.matrix(b + "attn_k_norm.weight"));
+    }
+    if (s.sandwich_norms) {
+      l.post_attn_norm = detail::as_vector(f.matrix(b + "post_attention_norm.weight"));
+      l.post_ffn_norm = detail::as_vector(f.matrix(b + "post_ffw_norm.weight"));
+    }
+    w.layers.push_back(std::move(l));
+  }
+  w.validate();
+  return w;
+}
+
+/// llama.c checkpoint: interleaved RoPE (theta 1e4), RMSNorm eps 1e-5, SwiGLU; BOS 1, EOS 2.
+inline LlamaWeights<float> load_llama2c(const std::filesystem::path& path) {
+  auto c = io::read_llama2c(path);
+  LlamaWeights<float> w;
+  auto& s = w.spec;
+  s.family = "llama";
+  s.vocab_size = c.config.vocab_size;
+  s.hidden = c.config.dim;
+  s.ffn = c.config.hidden_dim;
+  s.layers = c.config.n_layers;
+  s.heads = c.config.n_heads;
+  s.kv_heads = c.config.n_kv_heads;
+  s.head_dim = c.config.head_size();
+  s.norm_eps = 1e-5;
+  s.activation = blocks::Activation::silu;
+  s.rope_style = blocks::rope::Style::interleaved;
+  s.bos = 1;
+  s.eos = 2;
+  w.embed = std::move(c.token_embedding);
+  if (!c.config.shared_classifier) w.lm_head = std::move(c.wcls);
+  w.final_norm = c.rms_final;
+  for (int i = 0; i < s.layers; ++i) {
+    LlamaLayerWeights<float> l;
+    l.attn_norm = c.rms_att[i];
+    l.wq = std::move(c.wq[i]);
+    l.wk = std::move(c.wk[i]);
+    l.wv = std::move(c.wv[i]);
+    l.wo = std::move(c.wo[i]);
+    l.ffn_norm = c.rms_ffn[i];
+    l.w_gate = std::move(c.w1[i]);
+    l.w_down = std::move(c.w2[i]);
+    l.w_up = std::move(c.w3[i]);
+    w.layers.push_back(std::move(l));
+  }
+  w.validate();
+  return w;
+}
+
+/// Hugging Face directory (config.json + safetensors) of LlamaForCausalLM or Gemma3ForCausalLM.
+/// Gemma norm weights get their 1 added here (HF stores them zero-centred).
+inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& dir) {
+  const auto cfg = io::read_llama_config(dir / "config.json");
+  const io::SafetensorsCheckpoint ck(dir);
+  const bool gemma = cfg.model_type.rfind("gemma", 0) == 0;
+  LlamaWeights<float> w;
+  auto& s = w.spec;
+  s.family = gemma ? "gemma3" : "llama";
+  s.vocab_size = cfg.vocab_size;
+  s.hidden = cfg.hidden_size;
+  s.ffn = cfg.intermediate_size;
+  s.layers = cfg.num_hidden_layers;
+  s.heads = cfg.num_attention_heads;
+  s.kv_heads = cfg.num_key_value_heads;
+  s.head_dim = cfg.resolved_head_dim();
+  s.norm_eps = cfg.rms_norm_eps;
+  s.rope_theta = cfg.rope_theta;
+  s.rope_theta_local = gemma ? cfg.rope_local_base_freq : cfg.rope_theta;
+  s.rope_style = blocks::rope::Style::half;
+  s.bos = cfg.bos_token_id;
+  s.eos = cfg.eos_token_id;
+  KNPROBE_REQUIRE(cfg.hidden_act == "silu" || cfg.hidden_act == "gelu_pytorch_tanh", FormatError,
+                  dir.string(), ": activation '", cfg.hidden_act, "' not supported");
+  s.activation = cfg.hidden_act == "silu" ? blocks::Activation::silu : blocks::Activation::gelu_tanh;
+  if (gemma) {
+    s.sliding_window = cfg.sliding_window;
+    for (const auto& t : cfg.layer_types) s.sliding.push_back(t == "sliding_attention");
+    s.qk_norm = s.sandwich_norms = true;
+    // HF casts sqrt(hidden) to the weight dtype; in float32 that is the float of sqrt(hidden).
+    s.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(s.hidden)));
+    s.attn_scale = cfg.query_pre_attn_scalar > 0 ? 1.0 / std::sqrt(cfg.query_pre_attn_scalar) : 0.0;
+  }
+  auto mat = [&](const std::string& name) {
+    const auto& info = ck.info(name);
+    KNPROBE_REQUIRE(info.shape.size() == 2, ShapeError, dir.string(), ": tensor '", name,
+                    "' is not 2-D");
+    const auto v = ck.to_float(name);
+    return MatrixF(Eigen::Map<const MatrixF>(v.data(), info.shape[0], info.shape[1]));
+  };
+  auto vec = [&](const std::string& name) {
+    const auto v = ck.to_float(name);
+    VectorF out = Eigen::Map<const VectorF>(v.data(), static_cast<Index>(v.size()));
+    if (gemma) out.array() += 1.0f;
+    return out;
+  };
+  const std::string m = ck.contains("model.embed_tokens.weight") ? "model." : "";
+  w.embed = mat(m + "embed_tokens.weight");
+  if (!cfg.tie_word_embeddings && ck.contains("lm_head.weight")) w.lm_head = mat("lm_head.weight");
+  w.final_norm = vec(m + "norm.weight");
+  for (int i = 0; i < s.layers; ++i) {
+    const std::string b = m + "layers." + std::to_string(i) + ".";
+    LlamaLayerWeights<float> l;
+    l.attn_norm = vec(b + "input_layernorm.weight");
+    l.wq = mat(b + "self_attn.q_proj.weight");
+    l.wk = mat(b + "self_attn.k_proj.weight");
+    l.wv = mat(b + "self_attn.v_proj.weight");
+    l.wo = mat(b + "self_attn.o_proj.weight");
+    l.ffn_norm = vec(b + (gemma ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"));
+    l.w_gate = mat(b + "mlp.gate_proj.weight");
+    l.w_up = mat(b + "mlp.up_proj.weight");
+    l.w_down = mat(b + "mlp.down_proj.weight");
+    if (gemma) {
+      l.q_norm = vec(b + "self_attn.q_norm.weight");
+      l.k_norm = vec(b + "self_attn.k_norm.weight");
+      l.post_attn_norm = vec(b + "post_attention_layernorm.weight");
+      l.post_ffn_norm = vec(b + "post_feedforward_layernorm.weight");
+    }
+    w.layers.push_back(std::move(l));
+  }
+  w.validate();
+  return w;
+}
+
+}  // namespace knprobe

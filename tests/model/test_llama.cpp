@@ -1,0 +1,115 @@
+#include "knprobe/model/llama.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include "support/finite_diff.hpp"
+#include "support/paths.hpp"
+#include "support/random_llama.hpp"
+
+using namespace knprobe;
+
+KNPROBE_ASSERT_PROBEABLE(LlamaModel<float>);
+KNPROBE_ASSERT_PROBEABLE(LlamaModel<double>);
+
+namespace {
+const std::vector<TokenId> k_tokens{2, 17, 5, 33, 8, 41, 12};
+}
+
+BOOST_AUTO_TEST_SUITE(model_llama)
+
+BOOST_AUTO_TEST_CASE(layer_gradients_match_finite_differences) {
+  for (bool gemma : {false, true}) {
+    const LlamaModel<double> m(testing::random_llama(gemma));
+    const auto t = m.trace(k_tokens);
+    Rng rng(3);
+    for (int layer : {0, 1, 2})
+      for (int pos : {6, 3}) {
+        // Points on the IG path between 0 and the real activation, plus a random one.
+        MatrixD pts(3, m.ffn_width());
+        pts.row(0) = t.acts[layer].row(pos);
+        pts.row(1) = 0.5 * t.acts[layer].row(pos);
+        pts.row(2) = testing::random_matrix(rng, 1, m.ffn_width());
+        const TokenId target = 9;
+        const auto g = m.layer_gradients(t, layer, pos, pts, target);
+        for (int b = 0; b < 3; ++b) {
+          auto loss = [&](const MatrixD& x) {
+            return m.layer_gradients(t, layer, pos, x, target).probabilities[0];
+          };
+          const MatrixD x = pts.row(b);
+          const double err = testing::gradient_error(loss, x, g.gradients.row(b), rng, 24, 1e-6);
+          BOOST_TEST(err < 1e-6, "gemma " << gemma << " layer " << layer << " pos " << pos
+                                          << " point " << b << " err " << err);
+        }
+        // The unchanged activation reproduces the trace's own probability.
+        BOOST_TEST(std::abs(g.probabilities[0] - m.probability(t, pos, target)) < 1e-12);
+      }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(float_gradients_agree_with_double) {
+  const auto w = testing::random_llama(true);
+  const LlamaModel<double> md(w);
+  const LlamaModel<float> mf(w.cast<float>());
+  const auto td = md.trace(k_tokens);
+  const auto tf = mf.trace(k_tokens);
+  const auto gd = md.layer_gradients(td, 1, 6, td.acts[1].row(6), 3);
+  const auto gf = mf.layer_gradients(tf, 1, 6, tf.acts[1].row(6), 3);
+  BOOST_TEST((gf.gradients.cast<double>() - gd.gradients).norm() / gd.gradients.norm() < 1e-4);
+}
+
+BOOST_AUTO_TEST_CASE(interventions_agree_with_layer_gradients_and_causality) {
+  const LlamaModel<double> m(testing::random_llama(true, 7));
+  const auto t = m.trace(k_tokens);
+  const int layer = 1, pos = 3;
+  // Pattern 0: nothing. Pattern 1: unit 5 set to 3, unit 7 doubled. (Scaling *every* unit would
+  // change nothing: Gemma's post-FFN RMSNorm makes the FFN output scale-invariant.)
+  std::vector<InterventionPattern> pats(2);
+  pats[1].push_back({layer, 5, pos, InterventionOp::set, 3.0});
+  pats[1].push_back({layer, 7, pos, InterventionOp::scale, 2.0});
+  MatrixD changed = t.acts[layer].row(pos);
+  changed(0, 5) = 3.0;
+  changed(0, 7) *= 2.0;
+  // (Layer 2 slides with window 3: position 5 sees position 3, position 6 does not.)
+  const std::vector<Query> qs{{pos, 9}, {5, 11}, {1, 4}, {6, 2}};
+  const MatrixD p = m.probabilities(t, pats, qs);
+  for (int q = 0; q < 4; ++q)
+    BOOST_TEST(std::abs(p(0, q) - m.probability(t, qs[q].position, qs[q].target)) < 1e-12);
+  const auto lg = m.layer_gradients(t, layer, pos, changed, 9);
+  BOOST_TEST(std::abs(p(1, 0) - lg.probabilities[0]) < 1e-12);
+  BOOST_TEST(std::abs(p(1, 2) - p(0, 2)) < 1e-15);  // position 1 < 3: unaffected
+  BOOST_TEST(std::abs(p(1, 1) - p(0, 1)) / p(0, 1) > 1e-6, p(0, 1) << " " << p(1, 1));  // affected
+  BOOST_TEST(std::abs(p(1, 3) - p(0, 3)) < 1e-15);  // outside the window: unaffected
+  // Causality of the trace itself: a prefix gives the same distribution at its positions.
+  const std::vector<TokenId> prefix(k_tokens.begin(), k_tokens.begin() + 4);
+  const auto tp = m.trace(prefix);
+  BOOST_TEST(std::abs(m.probability(tp, 3, 9) - m.probability(t, 3, 9)) < 1e-12);
+}
+
+BOOST_AUTO_TEST_CASE(value_vectors_round_trip) {
+  LlamaModel<double> m(testing::random_llama(false));
+  const VectorD v = m.value_vector(2, 5);
+  BOOST_TEST(v.size() == 16);
+  VectorD w = v * 2.0;
+  m.set_value_vector(2, 5, w);
+  BOOST_TEST((m.value_vector(2, 5) - w).norm() == 0.0);
+  BOOST_TEST(m.token_embedding(3).size() == 16);
+}
+
+BOOST_AUTO_TEST_CASE(bad_arguments_are_named) {
+  const LlamaModel<double> m(testing::random_llama(false));
+  const auto t = m.trace(k_tokens);
+  using testing::throws_with;
+  const MatrixD pts = MatrixD::Zero(1, m.ffn_width());
+  BOOST_TEST(throws_with<ArgumentError>([&] { m.layer_gradients(t, 3, 0, pts, 1); }, {"layer 3"}));
+  BOOST_TEST(throws_with<ArgumentError>([&] { m.layer_gradients(t, 0, 7, pts, 1); }, {"position 7"}));
+  BOOST_TEST(throws_with<ArgumentError>([&] { m.layer_gradients(t, 0, 0, pts, 50); }, {"token id 50"}));
+  BOOST_TEST(throws_with<ShapeError>([&] { m.layer_gradients(t, 0, 0, MatrixD::Zero(1, 3), 1); },
+                                     {"points"}));
+  BOOST_TEST(throws_with<ArgumentError>([&] { m.trace(std::vector<TokenId>{1, 99}); }, {"token id 99"}));
+  BOOST_TEST(throws_with<ArgumentError>([&] { m.trace(std::vector<TokenId>{}); }, {"empty"}));
+  auto w = testing::random_llama(false);
+  w.layers[1].w_up = MatrixD::Zero(3, 3);
+  BOOST_TEST(throws_with<ShapeError>([&] { LlamaModel<double> bad(w); }, {"layer 1 ffn up"}));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
