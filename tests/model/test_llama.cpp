@@ -101,11 +101,17 @@ BOOST_AUTO_TEST_CASE(bad_arguments_are_named) {
   using testing::throws_with;
   const MatrixD pts = MatrixD::Zero(1, m.ffn_width());
   BOOST_TEST(throws_with<ArgumentError>([&] { m.layer_gradients(t, 3, 0, pts, 1); }, {"layer 3"}));
-  BOOST_TEST(throws_with<ArgumentError>([&] { m.layer_gradients(t, 0, 7, pts, 1); }, {"position 7"}));
-  BOOST_TEST(throws_with<ArgumentError>([&] { m.layer_gradients(t, 0, 0, pts, 50); }, {"token id 50"}));
+  BOOST_TEST(
+      throws_with<ArgumentError>([&] { m.layer_gradients(t, 0, 7, pts, 1); }, {"position 7"}));
+  BOOST_TEST(
+      throws_with<ArgumentError>([&] { m.layer_gradients(t, 0, 0, pts, 50); }, {"token id 50"}));
   BOOST_TEST(throws_with<ShapeError>([&] { m.layer_gradients(t, 0, 0, MatrixD::Zero(1, 3), 1); },
                                      {"points"}));
-  BOOST_TEST(throws_with<ArgumentError>([&] { m.trace(std::vector<TokenId>{1, 99}); }, {"token id 99"}));
+  BOOST_TEST(throws_with<ArgumentError>(
+      [&] {
+        m.trace(std::vector<TokenId>{1, 99});
+      },
+      {"token id 99"}));
   BOOST_TEST(throws_with<ArgumentError>([&] { m.trace(std::vector<TokenId>{}); }, {"empty"}));
   auto w = testing::random_llama(false);
   w.layers[1].w_up = MatrixD::Zero(3, 3);

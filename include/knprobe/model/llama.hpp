@@ -41,7 +41,9 @@ class LlamaModel {
     std::vector<TokenId> tokens;
     std::vector<Matrix<T>> resid_in, resid_mid, acts, keys, values;  // [L] each [T × ·]
     Matrix<T> final_hidden;                                          // [T × d], after final norm
-    ConstMatrixRef<T> activations(int layer) const { return acts.at(static_cast<std::size_t>(layer)); }
+    ConstMatrixRef<T> activations(int layer) const {
+      return acts.at(static_cast<std::size_t>(layer));
+    }
     int num_tokens() const { return static_cast<int>(tokens.size()); }
   };
 
@@ -156,7 +158,8 @@ class LlamaModel {
   /// [patterns × queries] probabilities, each pattern's interventions applied in one batched
   /// pass that starts at the lowest intervened layer and position (earlier work is the clean
   /// trace's: exact for a causal model).
-  Matrix<T> probabilities(std::span<const TokenId> tokens, std::span<const InterventionPattern> patterns,
+  Matrix<T> probabilities(std::span<const TokenId> tokens,
+                          std::span<const InterventionPattern> patterns,
                           std::span<const Query> queries) const {
     const Trace t = trace(tokens);
     return probabilities(t, patterns, queries);
@@ -220,8 +223,8 @@ class LlamaModel {
   }
   void set_value_vector(int layer, int unit, const Vector<T>& v) {
     check_layer(layer);
-    KNPROBE_REQUIRE(unit >= 0 && unit < ffn_width(), ArgumentError, "set_value_vector: unit ",
-                    unit, " outside [0, ", ffn_width(), ")");
+    KNPROBE_REQUIRE(unit >= 0 && unit < ffn_width(), ArgumentError, "set_value_vector: unit ", unit,
+                    " outside [0, ", ffn_width(), ")");
     detail::require_size(v, hidden_size(), "set_value_vector v");
     w_.layers[static_cast<std::size_t>(layer)].w_down.col(unit) = v;
   }
@@ -234,7 +237,8 @@ class LlamaModel {
  private:
   static constexpr auto plain = blocks::rms_norm::WeightForm::plain;
 
-  /// Batch layout of recomputed rows: `batch` sequences × `len` rows at positions start..start+len−1.
+  /// Batch layout of recomputed rows: `batch` sequences × `len` rows at positions
+  /// start..start+len−1.
   struct Rows {
     int batch, len, start;
   };
@@ -322,8 +326,10 @@ class LlamaModel {
       for (int b = 0; b < r.batch; ++b) {
         c.k_full.middleRows(Index(b) * kv_len, r.start) = K.topRows(r.start);
         c.v_full.middleRows(Index(b) * kv_len, r.start) = V.topRows(r.start);
-        c.k_full.middleRows(Index(b) * kv_len + r.start, r.len) = c.k_new.middleRows(Index(b) * r.len, r.len);
-        c.v_full.middleRows(Index(b) * kv_len + r.start, r.len) = c.v_new.middleRows(Index(b) * r.len, r.len);
+        c.k_full.middleRows(Index(b) * kv_len + r.start, r.len) =
+            c.k_new.middleRows(Index(b) * r.len, r.len);
+        c.v_full.middleRows(Index(b) * kv_len + r.start, r.len) =
+            c.v_new.middleRows(Index(b) * r.len, r.len);
       }
     }
     blocks::attention::Shape sh;
@@ -396,7 +402,8 @@ class LlamaModel {
   }
 
   /// dL/d(h_mid) → dL/d(h entering layer l), through attention (cached prefix keys are constants).
-  Matrix<T> attention_backward(int l, const Rows& r, const LayerCache& c, const Matrix<T>& dmid) const {
+  Matrix<T> attention_backward(int l, const Rows& r, const LayerCache& c,
+                               const Matrix<T>& dmid) const {
     const auto& L = w_.layers[static_cast<std::size_t>(l)];
     const auto& s = w_.spec;
     Matrix<T> d_o2;
@@ -419,8 +426,10 @@ class LlamaModel {
     blocks::attention::backward<T>(d_o, c.q, c.k_full, c.v_full, sh, c.attn, dq, dk_full, dv_full);
     Matrix<T> dk(Index(r.batch) * r.len, dk_full.cols()), dv(dk.rows(), dv_full.cols());
     for (int b = 0; b < r.batch; ++b) {
-      dk.middleRows(Index(b) * r.len, r.len) = dk_full.middleRows(Index(b) * sh.kv_len + r.start, r.len);
-      dv.middleRows(Index(b) * r.len, r.len) = dv_full.middleRows(Index(b) * sh.kv_len + r.start, r.len);
+      dk.middleRows(Index(b) * r.len, r.len) =
+          dk_full.middleRows(Index(b) * sh.kv_len + r.start, r.len);
+      dv.middleRows(Index(b) * r.len, r.len) =
+          dv_full.middleRows(Index(b) * sh.kv_len + r.start, r.len);
     }
     const auto pos = positions(r);
     blocks::rope::backward<T>(dq, pos, rope_spec(l, s.heads));

@@ -32,13 +32,15 @@ struct LlamaSpec {
   double rope_theta_local = 10000.0;  ///< sliding-window layers
   std::vector<bool> sliding;          ///< per layer: sliding-window attention
   int sliding_window = 0;
-  bool qk_norm = false;          ///< Gemma 3: RMSNorm of q and k per head
-  bool sandwich_norms = false;   ///< Gemma 3: post-attention and post-FFN norms in the branch
-  double embed_scale = 1.0;      ///< input embedding multiplier (Gemma: sqrt(hidden))
-  double attn_scale = 0.0;       ///< 0 → 1/sqrt(head_dim)
+  bool qk_norm = false;         ///< Gemma 3: RMSNorm of q and k per head
+  bool sandwich_norms = false;  ///< Gemma 3: post-attention and post-FFN norms in the branch
+  double embed_scale = 1.0;     ///< input embedding multiplier (Gemma: sqrt(hidden))
+  double attn_scale = 0.0;      ///< 0 → 1/sqrt(head_dim)
   std::optional<TokenId> bos, eos;
 
-  double attention_scale() const { return attn_scale > 0 ? attn_scale : 1.0 / std::sqrt(double(head_dim)); }
+  double attention_scale() const {
+    return attn_scale > 0 ? attn_scale : 1.0 / std::sqrt(double(head_dim));
+  }
   double theta(int layer) const { return is_sliding(layer) ? rope_theta_local : rope_theta; }
   bool is_sliding(int layer) const {
     return sliding_window > 0 && !sliding.empty() && sliding[static_cast<std::size_t>(layer)];
@@ -59,9 +61,9 @@ struct LlamaLayerWeights {
 template <class T>
 struct LlamaWeights {
   LlamaSpec spec;
-  Matrix<T> embed;                  ///< [V × d], unscaled
+  Matrix<T> embed;                   ///< [V × d], unscaled
   std::optional<Matrix<T>> lm_head;  ///< [V × d]; absent = tied to embed
-  Vector<T> final_norm;             ///< [d]
+  Vector<T> final_norm;              ///< [d]
   std::vector<LlamaLayerWeights<T>> layers;
 
   const Matrix<T>& head() const { return lm_head ? *lm_head : embed; }
@@ -101,8 +103,8 @@ struct LlamaWeights {
                         s.head_dim > 0 && s.vocab_size > 0 && s.heads % s.kv_heads == 0,
                     ShapeError, "llama: invalid spec (layers ", s.layers, ", hidden ", s.hidden,
                     ", heads ", s.heads, "/", s.kv_heads, ")");
-    KNPROBE_REQUIRE(static_cast<int>(layers.size()) == s.layers, ShapeError, "llama: ",
-                    layers.size(), " layers loaded, spec says ", s.layers);
+    KNPROBE_REQUIRE(static_cast<int>(layers.size()) == s.layers, ShapeError,
+                    "llama: ", layers.size(), " layers loaded, spec says ", s.layers);
     const Index d = s.hidden, q = Index(s.heads) * s.head_dim, kv = Index(s.kv_heads) * s.head_dim;
     detail::require_shape(embed, s.vocab_size, d, "token embedding");
     if (lm_head) detail::require_shape(*lm_head, s.vocab_size, d, "output head");
@@ -143,8 +145,8 @@ inline Vector<float> as_vector(const MatrixF& m) {
 /// the "gemma3" converter does not (rotate-half). Reads the architecture from general.architecture.
 inline LlamaWeights<float> load_llama_gguf(const io::GgufFile& f) {
   const std::string arch = f.get_string("general.architecture");
-  KNPROBE_REQUIRE(arch == "gemma3" || arch == "llama", FormatError, f.path(),
-                  ": architecture '", arch, "' is not supported by the Llama-family backend");
+  KNPROBE_REQUIRE(arch == "gemma3" || arch == "llama", FormatError, f.path(), ": architecture '",
+                  arch, "' is not supported by the Llama-family backend");
   LlamaWeights<float> w;
   auto& s = w.spec;
   const std::string p = arch + ".";
@@ -154,12 +156,16 @@ inline LlamaWeights<float> load_llama_gguf(const io::GgufFile& f) {
   s.ffn = static_cast<int>(f.get_int(p + "feed_forward_length"));
   s.heads = static_cast<int>(f.get_int(p + "attention.head_count"));
   s.kv_heads = static_cast<int>(f.get_int(p + "attention.head_count_kv", s.heads));
-  s.head_dim = static_cast<int>(f.get_int(p + "attention.key_length", s.heads > 0 ? s.hidden / s.heads : 0));
+  s.head_dim =
+      static_cast<int>(f.get_int(p + "attention.key_length", s.heads > 0 ? s.hidden / s.heads : 0));
   s.norm_eps = f.get_double(p + "attention.layer_norm_rms_epsilon", 1e-5);
   s.rope_theta = f.get_double(p + "rope.freq_base", 10000.0);
-  if (f.has("tokenizer.ggml.bos_token_id")) s.bos = static_cast<TokenId>(f.get_int("tokenizer.ggml.bos_token_id"));
-  if (f.has("tokenizer.ggml.eos_token_id")) s.eos = static_cast<TokenId>(f.get_int("tokenizer.ggml.eos_token_id"));
-  KNPROBE_REQUIRE(s.layers > 0 && s.layers < 4096, FormatError, f.path(), ": block_count ", s.layers);
+  if (f.has("tokenizer.ggml.bos_token_id"))
+    s.bos = static_cast<TokenId>(f.get_int("tokenizer.ggml.bos_token_id"));
+  if (f.has("tokenizer.ggml.eos_token_id"))
+    s.eos = static_cast<TokenId>(f.get_int("tokenizer.ggml.eos_token_id"));
+  KNPROBE_REQUIRE(s.layers > 0 && s.layers < 4096, FormatError, f.path(), ": block_count ",
+                  s.layers);
   if (arch == "gemma3") {
     s.activation = blocks::Activation::gelu_tanh;
     s.rope_style = blocks::rope::Style::half;
@@ -265,7 +271,8 @@ inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& d
   s.eos = cfg.eos_token_id;
   KNPROBE_REQUIRE(cfg.hidden_act == "silu" || cfg.hidden_act == "gelu_pytorch_tanh", FormatError,
                   dir.string(), ": activation '", cfg.hidden_act, "' not supported");
-  s.activation = cfg.hidden_act == "silu" ? blocks::Activation::silu : blocks::Activation::gelu_tanh;
+  s.activation =
+      cfg.hidden_act == "silu" ? blocks::Activation::silu : blocks::Activation::gelu_tanh;
   if (gemma) {
     s.sliding_window = cfg.sliding_window;
     for (const auto& t : cfg.layer_types) s.sliding.push_back(t == "sliding_attention");
@@ -299,7 +306,8 @@ inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& d
     l.wk = mat(b + "self_attn.k_proj.weight");
     l.wv = mat(b + "self_attn.v_proj.weight");
     l.wo = mat(b + "self_attn.o_proj.weight");
-    l.ffn_norm = vec(b + (gemma ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"));
+    l.ffn_norm =
+        vec(b + (gemma ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"));
     l.w_gate = mat(b + "mlp.gate_proj.weight");
     l.w_up = mat(b + "mlp.up_proj.weight");
     l.w_down = mat(b + "mlp.down_proj.weight");

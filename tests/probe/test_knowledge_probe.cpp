@@ -1,0 +1,99 @@
+#include "knprobe/probe/knowledge_probe.hpp"
+
+#include <boost/test/unit_test.hpp>
+#include <cstring>
+
+#include "knprobe/model/llama.hpp"
+#include "knprobe/tokenize/llama2c_tokenizer.hpp"
+#include "support/paths.hpp"
+
+using namespace knprobe;
+using knprobe::testing::throws_with;
+
+namespace {
+struct Stories {
+  LlamaModel<float> model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
+  Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", 512};
+};
+const Stories& stories() {
+  static const Stories s;
+  return s;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(probe_knowledge_probe)
+
+BOOST_AUTO_TEST_CASE(decoder_encoding_teacher_forces_the_answer) {
+  const KnowledgeProbe probe(stories().model, stories().tok);
+  const auto p = stories().tok.encode("Once upon a time, there was a little girl named");
+  EncodeOptions bare;
+  bare.add_special = false;
+  const auto a = stories().tok.encode(" Lily went", bare);
+  const auto f = probe.encode("Once upon a time, there was a little girl named", " Lily went");
+  BOOST_TEST(f.targets == a, boost::test_tools::per_element());
+  BOOST_TEST(f.tokens.size() == p.size() + a.size() - 1);
+  BOOST_TEST(f.positions.front() == static_cast<int>(p.size()) - 1);
+  BOOST_TEST(f.positions.back() == static_cast<int>(f.tokens.size()) - 1);
+  BOOST_TEST(f.replaceable.front() == 1);  // BOS is not replaced
+  BOOST_TEST(probe.baseline_token() == 2);
+}
+
+BOOST_AUTO_TEST_CASE(select_refine_effect_control) {
+  const KnowledgeProbe probe(stories().model, stories().tok);
+  const auto f = probe.encode("Once upon a time, there was a little girl named", " Lily");
+  AttributionOptions o;
+  o.steps = 10;
+  const auto a = probe.attribute(f, o);
+  const auto s = probe.select(a, 0.3);
+  BOOST_TEST(!s.neurons.empty());
+  BOOST_TEST(s.ranked.front().second == s.max_score);
+  for (const auto& [n, score] : s.ranked) BOOST_TEST(score >= 0.3 * s.max_score);
+  BOOST_TEST(probe.select(a, 1.0).neurons.size() == 1u);
+  // Suppressing the selected neurons changes the answer probability; the guard of the
+  // intervention is the clean probability itself.
+  const auto sup = probe.effect(f, s.neurons, 0.0);
+  const auto same = probe.effect(f, s.neurons, 1.0);
+  BOOST_TEST(same.after == same.before);
+  BOOST_TEST(sup.after != sup.before);
+  const auto ctl = probe.random_control(s.neurons, 42);
+  BOOST_TEST(ctl.size() == s.neurons.size());
+  BOOST_TEST(ctl.layer_histogram() == s.neurons.layer_histogram());
+  BOOST_TEST((ctl & s.neurons).empty());
+  BOOST_TEST(probe.random_control(s.neurons, 42) == ctl);  // seeded
+  const NeuronSet x{{0, 1}, {1, 2}}, y{{0, 1}, {3, 3}}, z{{0, 1}, {1, 2}};
+  BOOST_TEST(probe.refine({x, y, z}, 0.7, 2) == (NeuronSet{{0, 1}}));
+  BOOST_TEST(probe.refine({x, y, z}, 0.5, 2) == (NeuronSet{{0, 1}, {1, 2}}));
+  BOOST_TEST(probe.refine({x}, 0.7, 3).empty());
+}
+
+BOOST_AUTO_TEST_CASE(value_vector_edits_undo_bit_exactly) {
+  LlamaModel<float> m = stories().model;
+  const NeuronSet set{{1, 3}, {4, 100}};
+  const VectorF before = m.value_vector(4, 100);
+  {
+    ValueVectorEdit edit(m, set);
+    edit.edit(300, TokenId(301));
+    BOOST_TEST((m.value_vector(4, 100) - before).norm() > 0.0f);
+  }
+  const VectorF after = m.value_vector(4, 100);
+  BOOST_TEST(std::memcmp(before.data(), after.data(), sizeof(float) * before.size()) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(bad_input_is_named) {
+  const KnowledgeProbe probe(stories().model, stories().tok);
+  BOOST_TEST(throws_with<ArgumentError>([&] { probe.encode("", " Lily"); }, {"empty prompt"}));
+  BOOST_TEST(
+      throws_with<ArgumentError>([&] { probe.encode("Once", ""); }, {"tokenizes to nothing"}));
+  const auto f = probe.encode("Once upon a", " time");
+  AttributionOptions quick;
+  quick.method = Method::ig;
+  quick.steps = 2;
+  const auto a = probe.attribute(f, quick);
+  BOOST_TEST(throws_with<ArgumentError>([&] { probe.select(a, 0.0); }, {"threshold"}));
+  BOOST_TEST(throws_with<ArgumentError>([&] { probe.select(a, 1.5); }, {"(0, 1]"}));
+  AttributionOptions o;
+  o.steps = 0;
+  BOOST_TEST(throws_with<ArgumentError>([&] { probe.attribute(f, o); }, {"steps m = 0"}));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
