@@ -8,7 +8,7 @@ packages=(
   build-essential cmake pkg-config git
   libeigen3-dev libxtensor-dev xtl-dev nlohmann-json3-dev
   libboost-test-dev libbenchmark-dev libopenblas-dev
-  libopencc-dev opencc libicu-dev
+  libopencc-dev opencc libicu-dev libcli11-dev
   python3 python3-pip
   clang libclang-rt-14-dev
 )

@@ -46,6 +46,21 @@ BOOST_AUTO_TEST_CASE(layer_gradients_match_finite_differences) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(batched_requests_equal_single_calls) {
+  const LlamaModel<double> m(testing::random_llama(true, 5));
+  const auto t = m.trace(k_tokens);
+  std::vector<LayerRequest<double>> reqs;
+  for (int l = 0; l < 3; ++l)
+    reqs.push_back({l, 6 - l, t.acts[l].row(6 - l).replicate(2, 1), TokenId(7 + l)});
+  const auto all = m.layer_gradients(t, std::span<const LayerRequest<double>>(reqs));
+  for (std::size_t r = 0; r < reqs.size(); ++r) {
+    const auto one =
+        m.layer_gradients(t, reqs[r].layer, reqs[r].position, reqs[r].points, reqs[r].target);
+    BOOST_TEST((all[r].gradients - one.gradients).norm() <= 1e-12 * one.gradients.norm());
+    BOOST_TEST(std::abs(all[r].probabilities[1] - one.probabilities[1]) < 1e-15);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(float_gradients_agree_with_double) {
   const auto w = testing::random_llama(true);
   const LlamaModel<double> md(w);

@@ -70,6 +70,16 @@ struct LayerGradients {
   Matrix<T> gradients;      ///< [B × ffn_width]
 };
 
+/// One request of a batched `layer_gradients`: replace the neuron vector of `layer` at `position`
+/// by each row of `points` and differentiate P(target) there.
+template <class T>
+struct LayerRequest {
+  int layer = 0;
+  int position = 0;
+  Matrix<T> points;
+  TokenId target = 0;
+};
+
 /// ArchTraits<M> is specialised with the three architecture constants.
 template <class M>
 concept HasArchTraits = requires {
@@ -109,6 +119,18 @@ concept HasLayerGradients = Traceable<M> &&
   {
     m.layer_gradients(trace, layer, position, points, target)
     } -> std::same_as<LayerGradients<typename M::Scalar>>;
+};
+
+/// Optional: `layer_gradients(trace, requests)` answers several (layer, position, points, target)
+/// requests at once so that the output head runs as one large GEMM. KnowledgeProbe uses it when
+/// present and falls back to one call per layer otherwise.
+template <class M>
+concept HasBatchedLayerGradients = HasLayerGradients<M> &&
+    requires(const M& m, const typename M::Trace& trace,
+             std::span<const LayerRequest<typename M::Scalar>> reqs) {
+  {
+    m.layer_gradients(trace, reqs)
+    } -> std::same_as<std::vector<LayerGradients<typename M::Scalar>>>;
 };
 
 /// `probabilities(tokens, patterns, queries)`: one forward per pattern (run as one batch),

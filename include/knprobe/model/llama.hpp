@@ -107,51 +107,27 @@ class LlamaModel {
   /// (dP/dz = P(e_t − softmax(z))), every later layer, and layer l's down-projection.
   LayerGradients<T> layer_gradients(const Trace& t, int layer, int position,
                                     const Matrix<T>& points, TokenId target) const {
-    check_layer(layer);
-    check_position(t, position);
-    check_token(target);
-    detail::require_cols(points, ffn_width(), "layer_gradients points");
-    KNPROBE_REQUIRE(points.rows() > 0, ArgumentError, "layer_gradients: no points");
-    const int B = static_cast<int>(points.rows());
-    const Rows rows{B, 1, position};
-    std::vector<LayerCache> caches(static_cast<std::size_t>(num_layers() - layer));
-    // Layer l from its FFN neurons on.
-    LayerCache& c0 = caches[0];
-    c0.h_mid = t.resid_mid[layer].row(position).replicate(B, 1);
-    c0.act = points;
-    Matrix<T> h;
-    ffn_post(layer, c0, h);
-    for (int l = layer + 1; l < num_layers(); ++l) {
-      LayerCache& c = caches[static_cast<std::size_t>(l - layer)];
-      attention_forward(l, rows, h, &t, c);
-      ffn_pre(l, c);
-      ffn_post(l, c, h);
+    const LayerRequest<T> r{layer, position, points, target};
+    return std::move(layer_gradients(t, std::span<const LayerRequest<T>>(&r, 1))[0]);
+  }
+
+  /// Several requests at once: each runs its own layers, then all final hidden states share one
+  /// output-head GEMM forward and one backward (chunks of at most `k_head_rows` rows).
+  std::vector<LayerGradients<T>> layer_gradients(const Trace& t,
+                                                 std::span<const LayerRequest<T>> reqs) const {
+    std::vector<LayerGradients<T>> out(reqs.size());
+    std::size_t begin = 0;
+    while (begin < reqs.size()) {
+      std::size_t end = begin;
+      Index rows = 0;
+      do {
+        rows += reqs[end].points.rows();
+        ++end;
+      } while (end < reqs.size() && rows + reqs[end].points.rows() <= k_head_rows);
+      gradients_chunk(t, reqs.subspan(begin, end - begin),
+                      std::span(out).subspan(begin, end - begin));
+      begin = end;
     }
-    // Head: P_b and dP_b/dx for the final normed x.
-    blocks::rms_norm::Cache<T> nc;
-    Matrix<T> x;
-    blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, x, nc);
-    Matrix<T> z = x * w_.head().transpose();  // [B × V]
-    LayerGradients<T> out;
-    out.probabilities.resize(B);
-    for (int b = 0; b < B; ++b) {
-      const T mx = z.row(b).maxCoeff();
-      z.row(b) = (z.row(b).array() - mx).exp().matrix();
-      z.row(b) /= z.row(b).sum();  // now softmax
-      const T p = z(b, target);
-      out.probabilities[b] = p;
-      z.row(b) *= -p;  // dP/dz = P (e_t − s)
-      z(b, target) += p;
-    }
-    Matrix<T> dx = z * w_.head();  // [B × d]
-    Matrix<T> dh;
-    blocks::rms_norm::backward<T>(dx, h, w_.final_norm, plain, nc, dh);
-    for (int l = num_layers() - 1; l > layer; --l) {
-      const LayerCache& c = caches[static_cast<std::size_t>(l - layer)];
-      Matrix<T> dmid = ffn_backward(l, c, dh, nullptr);
-      dh = attention_backward(l, rows, c, dmid);
-    }
-    ffn_backward(layer, c0, dh, &out.gradients);
     return out;
   }
 
@@ -455,6 +431,85 @@ class LlamaModel {
         T& x = act(Index(b) * r.len + (iv.position - r.start), iv.unit);
         x = iv.op == InterventionOp::set ? static_cast<T>(iv.value) : x * static_cast<T>(iv.value);
       }
+  }
+
+  static constexpr Index k_head_rows = 256;
+
+  struct Pending {
+    std::vector<LayerCache> caches;
+    Matrix<T> h;
+  };
+
+  void gradients_chunk(const Trace& t, std::span<const LayerRequest<T>> reqs,
+                       std::span<LayerGradients<T>> out) const {
+    std::vector<Pending> pend(reqs.size());
+    Index total = 0;
+    for (std::size_t r = 0; r < reqs.size(); ++r) {
+      const auto& q = reqs[r];
+      check_layer(q.layer);
+      check_position(t, q.position);
+      check_token(q.target);
+      detail::require_cols(q.points, ffn_width(), "layer_gradients points");
+      KNPROBE_REQUIRE(q.points.rows() > 0, ArgumentError, "layer_gradients: no points");
+      const int B = static_cast<int>(q.points.rows());
+      const Rows rows{B, 1, q.position};
+      auto& p = pend[r];
+      p.caches.resize(static_cast<std::size_t>(num_layers() - q.layer));
+      LayerCache& c0 = p.caches[0];
+      c0.h_mid = t.resid_mid[static_cast<std::size_t>(q.layer)].row(q.position).replicate(B, 1);
+      c0.act = q.points;
+      ffn_post(q.layer, c0, p.h);
+      for (int l = q.layer + 1; l < num_layers(); ++l) {
+        LayerCache& c = p.caches[static_cast<std::size_t>(l - q.layer)];
+        attention_forward(l, rows, p.h, &t, c);
+        ffn_pre(l, c);
+        ffn_post(l, c, p.h);
+      }
+      total += B;
+    }
+    // The head, once for every row: P_b and dP_b/dz = P_b (e_t − softmax(z_b)).
+    Matrix<T> h(total, hidden_size());
+    std::vector<TokenId> target(static_cast<std::size_t>(total));
+    Index at = 0;
+    for (std::size_t r = 0; r < reqs.size(); ++r) {
+      h.middleRows(at, pend[r].h.rows()) = pend[r].h;
+      for (Index b = 0; b < pend[r].h.rows(); ++b)
+        target[static_cast<std::size_t>(at + b)] = reqs[r].target;
+      at += pend[r].h.rows();
+    }
+    blocks::rms_norm::Cache<T> nc;
+    Matrix<T> x;
+    blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, x, nc);
+    Matrix<T> z = x * w_.head().transpose();
+    Vector<T> prob(total);
+    for (Index b = 0; b < total; ++b) {
+      const TokenId tg = target[static_cast<std::size_t>(b)];
+      const T mx = z.row(b).maxCoeff();
+      z.row(b) = (z.row(b).array() - mx).exp().matrix();
+      z.row(b) /= z.row(b).sum();
+      const T p = z(b, tg);
+      prob[b] = p;
+      z.row(b) *= -p;
+      z(b, tg) += p;
+    }
+    const Matrix<T> dx = z * w_.head();
+    Matrix<T> dh_all;
+    blocks::rms_norm::backward<T>(dx, h, w_.final_norm, plain, nc, dh_all);
+    at = 0;
+    for (std::size_t r = 0; r < reqs.size(); ++r) {
+      const auto& q = reqs[r];
+      const int B = static_cast<int>(q.points.rows());
+      const Rows rows{B, 1, q.position};
+      Matrix<T> dh = dh_all.middleRows(at, B);
+      out[r].probabilities = prob.segment(at, B);
+      for (int l = num_layers() - 1; l > q.layer; --l) {
+        const LayerCache& c = pend[r].caches[static_cast<std::size_t>(l - q.layer)];
+        Matrix<T> dmid = ffn_backward(l, c, dh, nullptr);
+        dh = attention_backward(l, rows, c, dmid);
+      }
+      ffn_backward(q.layer, pend[r].caches[0], dh, &out[r].gradients);
+      at += B;
+    }
   }
 
   LlamaWeights<T> w_;

@@ -113,18 +113,36 @@ Attribution attribute(const M& m, const EncodedFact& f, const AttributionOptions
   const int nq = static_cast<int>(rule.nodes.size());
   const double token_weight =
       o.aggregation == TokenAggregation::mean ? 1.0 / static_cast<double>(f.targets.size()) : 1.0;
-  for (int l : out.layers) {
-    for (std::size_t t = 0; t < f.targets.size(); ++t) {
+  for (std::size_t t = 0; t < f.targets.size(); ++t) {
+    // Every layer's points for answer token t: quadrature nodes, then α = 0 and α = 1 (for the
+    // completeness check), as one batched request when the model supports it.
+    std::vector<LayerRequest<T>> reqs;
+    std::vector<Vector<T>> acts, bases;
+    for (int l : out.layers) {
       const Vector<T> a = trace.activations(l).row(f.positions[t]).transpose();
       const Vector<T> b = o.method == Method::amig ? base[static_cast<std::size_t>(l)][t]
                                                    : Vector<T>(Vector<T>::Zero(m.ffn_width()));
-      // Quadrature points, then α = 0 and α = 1 for the completeness check.
       Matrix<T> pts(nq + 2, m.ffn_width());
       for (int k = 0; k < nq; ++k)
         pts.row(k) = (b + static_cast<T>(rule.nodes[k]) * (a - b)).transpose();
       pts.row(nq) = b.transpose();
       pts.row(nq + 1) = a.transpose();
-      const auto g = m.layer_gradients(trace, l, f.positions[t], pts, f.targets[t]);
+      reqs.push_back({l, f.positions[t], std::move(pts), f.targets[t]});
+      acts.push_back(a);
+      bases.push_back(b);
+    }
+    std::vector<LayerGradients<T>> grads;
+    if constexpr (HasBatchedLayerGradients<M>) {
+      grads = m.layer_gradients(trace, std::span<const LayerRequest<T>>(reqs));
+    } else {
+      for (const auto& r : reqs)
+        grads.push_back(m.layer_gradients(trace, r.layer, r.position, r.points, r.target));
+    }
+    for (std::size_t li = 0; li < reqs.size(); ++li) {
+      const int l = reqs[li].layer;
+      const auto& g = grads[li];
+      const Vector<T>& a = acts[li];
+      const Vector<T>& b = bases[li];
       Eigen::VectorXd integral = Eigen::VectorXd::Zero(m.ffn_width());
       for (int k = 0; k < nq; ++k)
         integral += rule.weights[k] * g.gradients.row(k).transpose().template cast<double>();

@@ -1,0 +1,260 @@
+// knprobe — command-line front end (thin: parses, calls the library, prints).
+//   knprobe localize --model M [--tokenizer T] --facts F.jsonl --langs en,zh --out DIR
+//   knprobe predict  --model M [--tokenizer T] --prompt "The capital of France is" [--top 5]
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <xtensor/xnpy.hpp>
+
+#include "knprobe/experiments/localize.hpp"
+#include "knprobe/model/llama.hpp"
+#include "knprobe/tokenize/llama2c_tokenizer.hpp"
+#include "knprobe/tokenize/sentencepiece_bpe.hpp"
+#include "knprobe/version.hpp"
+
+namespace fs = std::filesystem;
+using namespace knprobe;
+
+namespace {
+
+struct Common {
+  std::string model, tokenizer;
+};
+
+/// Loads the model named by `c` and calls fn(model, tokenizer).
+template <class F>
+int with_model(const Common& c, F&& fn) {
+  const fs::path p(c.model);
+  KNPROBE_REQUIRE(fs::exists(p), ArgumentError, "model path '", c.model, "' does not exist");
+  const auto t0 = std::chrono::steady_clock::now();
+  if (p.extension() == ".gguf") {
+    io::GgufFile f(p);
+    const LlamaModel<float> m(load_llama_gguf(f));
+    const auto tok = SentencePieceBpe::from_gguf(f);
+    std::fprintf(stderr, "knprobe: loaded %s (%s, %d layers × %d neurons) in %.2f s\n",
+                 p.filename().c_str(), m.spec().family.c_str(), m.num_layers(), m.ffn_width(),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return fn(m, tok);
+  }
+  if (p.extension() == ".bin") {
+    const auto m = LlamaModel<float>::load(p);
+    const fs::path tp =
+        c.tokenizer.empty() ? p.parent_path() / "tok512.bin" : fs::path(c.tokenizer);
+    const Llama2cTokenizer tok(tp, m.vocab_size());
+    return fn(m, tok);
+  }
+  throw ArgumentError("model '" + c.model +
+                      "': expected a .gguf file or a llama2.c .bin checkpoint (with --tokenizer)");
+}
+
+std::map<std::string, double> parse_thresholds(const std::vector<std::string>& specs) {
+  std::map<std::string, double> t{{"en", 0.3}, {"zh", 0.2}};
+  for (const auto& s : specs) {
+    const auto eq = s.find('=');
+    KNPROBE_REQUIRE(eq != std::string::npos, ArgumentError, "--threshold '", s,
+                    "': expected LANG=T");
+    double v = 0;
+    try {
+      v = std::stod(s.substr(eq + 1));
+    } catch (...) {
+      throw ArgumentError("--threshold '" + s + "': T is not a number");
+    }
+    KNPROBE_REQUIRE(v > 0 && v <= 1, ArgumentError, "--threshold '", s, "': T must be in (0, 1]");
+    t[s.substr(0, eq)] = v;
+  }
+  return t;
+}
+
+std::string pct(const std::optional<double>& x) {
+  if (!x) return "   n/a";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%+5.0f%%", 100.0 * *x);
+  return buf;
+}
+
+void print_fact(const FactResult& f) {
+  std::printf("%s (%s)\n", f.id.c_str(), f.relation.c_str());
+  for (const auto& [lang, r] : f.languages) {
+    std::printf("  %-3s P(answer)=%.3f%s  %zu neurons:", lang.c_str(), r.p_answer,
+                r.top1 ? (*r.top1 ? " top-1" : " not top-1") : "", r.selection.neurons.size());
+    int shown = 0;
+    for (const auto& [n, s] : r.selection.ranked) {
+      if (shown++ == 6) {
+        std::printf(" …");
+        break;
+      }
+      std::printf(" L%d.%d", n.layer, n.unit);
+    }
+    std::printf(
+        "\n      suppress %s (unrelated %s, random control %s)   enhance %s (unrelated %s, control "
+        "%s)\n",
+        pct(r.suppress.related).c_str(), pct(r.suppress.unrelated).c_str(),
+        pct(r.suppress.control).c_str(), pct(r.enhance.related).c_str(),
+        pct(r.enhance.unrelated).c_str(), pct(r.enhance.control).c_str());
+  }
+  if (f.languages.size() > 1) {
+    std::printf("  LIKN %zu:", f.likn.size());
+    for (const auto& n : f.likn) std::printf(" L%d.%d", n.layer, n.unit);
+    for (const auto& [lang, e] : f.likn_suppress)
+      std::printf("   suppress in %s %s", lang.c_str(), pct(e.related).c_str());
+    std::printf("\n");
+  }
+}
+
+struct LocalizeArgs {
+  Common common;
+  std::string facts, prompt, answer, out = "knprobe-out", method = "amig", quadrature = "left",
+                                     aggregate = "sum";
+  std::vector<std::string> langs{"en", "zh"}, thresholds;
+  std::vector<int> layers;
+  int steps = 20;
+  bool no_verify = false, paper_compat = false;
+  std::uint64_t seed = 42;
+};
+
+int run_localize(const LocalizeArgs& a) {
+  std::vector<Fact> facts;
+  std::vector<FactProblem> problems;
+  if (!a.facts.empty()) {
+    auto ff = read_facts(a.facts);
+    facts = std::move(ff.facts);
+    problems = std::move(ff.problems);
+  } else {
+    KNPROBE_REQUIRE(!a.prompt.empty() && !a.answer.empty(), ArgumentError,
+                    "give --facts FILE or both --prompt and --answer");
+    KNPROBE_REQUIRE(a.langs.size() == 1, ArgumentError,
+                    "--prompt/--answer take exactly one --langs");
+    facts.push_back({"cli", "cli", {{a.langs[0], a.prompt}}, {{a.langs[0], a.answer}}});
+  }
+  for (const auto& p : problems)
+    std::fprintf(stderr, "knprobe: %s line %zu skipped: %s\n", a.facts.c_str(), p.line,
+                 p.reason.c_str());
+  LocalizeOptions o;
+  o.languages = a.langs;
+  o.thresholds = parse_thresholds(a.thresholds);
+  KNPROBE_REQUIRE(a.method == "amig" || a.method == "ig", ArgumentError,
+                  "--method must be amig or ig");
+  o.attribution.method = a.method == "ig" ? Method::ig : Method::amig;
+  o.attribution.steps = a.steps;
+  o.attribution.quadrature = a.quadrature == "gauss"       ? Quadrature::gauss_legendre
+                             : a.quadrature == "trapezoid" ? Quadrature::trapezoid
+                                                           : Quadrature::left_riemann;
+  KNPROBE_REQUIRE(a.quadrature == "gauss" || a.quadrature == "trapezoid" || a.quadrature == "left",
+                  ArgumentError, "--quadrature must be left, trapezoid or gauss");
+  o.attribution.aggregation =
+      a.aggregate == "mean" ? TokenAggregation::mean : TokenAggregation::sum;
+  o.attribution.layers = a.layers;
+  o.attribution.paper_compat = a.paper_compat;
+  o.verify = !a.no_verify;
+  o.seed = a.seed;
+  return with_model(a.common, [&](const auto& model, const Tokenizer& tok) {
+    const KnowledgeProbe probe(model, tok);
+    const std::size_t total = facts.size() * o.languages.size();
+    std::size_t done = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    o.progress = [&](const std::string& what) {
+      const double el =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double eta = done ? el / done * (total - done) : 0.0;
+      std::fprintf(stderr, "\r[%zu/%zu] %-40s %.0fs elapsed, ETA %.0fs   ", ++done, total,
+                   what.c_str(), el, eta);
+      std::fflush(stderr);
+    };
+    const auto rep = localize(probe, facts, o);
+    std::fprintf(stderr, "\n");
+    fs::create_directories(fs::path(a.out) / "scores");
+    for (const auto& f : rep.facts) {
+      print_fact(f);
+      for (const auto& [lang, r] : f.languages)
+        xt::dump_npy((fs::path(a.out) / "scores" / (f.id + "." + lang + ".npy")).string(),
+                     r.attribution.scores);
+    }
+    auto j = to_json(rep);
+    j["options"] = {{"model", a.common.model},
+                    {"method", a.method},
+                    {"steps", a.steps},
+                    {"quadrature", a.quadrature},
+                    {"aggregate", a.aggregate},
+                    {"languages", a.langs},
+                    {"thresholds", o.thresholds},
+                    {"paper_compat", a.paper_compat},
+                    {"seed", a.seed},
+                    {"knprobe_version", KNPROBE_VERSION_STRING}};
+    for (const auto& p : problems) j["skipped"].push_back({{"line", p.line}, {"reason", p.reason}});
+    std::ofstream(fs::path(a.out) / "localize.json") << j.dump(1) << "\n";
+    std::printf("\nsummary: %s\n", j["summary"].dump(1).c_str());
+    for (const auto& s : rep.skipped)
+      std::printf("skipped %s [%s]: %s\n", s.fact.c_str(), s.language.c_str(), s.reason.c_str());
+    std::printf("wrote %s/localize.json and %s/scores/*.npy\n", a.out.c_str(), a.out.c_str());
+    return 0;
+  });
+}
+
+int run_predict(const Common& c, const std::string& prompt, int top) {
+  KNPROBE_REQUIRE(top > 0 && top <= 1000, ArgumentError, "--top must be in [1, 1000]");
+  return with_model(c, [&](const auto& model, const Tokenizer& tok) {
+    const auto ids = tok.encode(prompt);
+    const auto z = model.logits(model.trace(ids));
+    const Index last = z.rows() - 1;
+    std::vector<std::pair<float, int>> v;
+    const float mx = z.row(last).maxCoeff();
+    const double sum = (z.row(last).array() - mx).exp().sum();
+    for (Index i = 0; i < z.cols(); ++i) v.push_back({z(last, i), static_cast<int>(i)});
+    std::partial_sort(v.begin(), v.begin() + top, v.end(), std::greater<>());
+    for (int k = 0; k < top; ++k)
+      std::printf("%2d  p=%.4f  id=%-7d '%s'\n", k + 1, std::exp(v[k].first - mx) / sum,
+                  v[k].second, tok.decode(std::vector<TokenId>{v[k].second}).c_str());
+    return 0;
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"knprobe " KNPROBE_VERSION_STRING
+               ": find, test and edit the neurons that store facts"};
+  app.require_subcommand(1);
+  LocalizeArgs la;
+  auto* loc =
+      app.add_subcommand("localize", "attribute facts to FFN neurons, select, verify, LIKN");
+  loc->add_option("--model", la.common.model, ".gguf file or llama2.c .bin checkpoint")->required();
+  loc->add_option("--tokenizer", la.common.tokenizer,
+                  "llama2.c tokenizer.bin (default: tok512.bin beside the model)");
+  loc->add_option("--facts", la.facts, "JSON Lines facts file");
+  loc->add_option("--prompt", la.prompt, "a single prompt (with --answer and one --langs)");
+  loc->add_option("--answer", la.answer, "its answer, as it continues the prompt");
+  loc->add_option("--langs", la.langs, "languages")->delimiter(',');
+  loc->add_option("--method", la.method, "amig or ig");
+  loc->add_option("--steps", la.steps, "integration steps m");
+  loc->add_option("--quadrature", la.quadrature, "left (reference), trapezoid or gauss");
+  loc->add_option("--aggregate", la.aggregate, "multi-token answers: sum or mean");
+  loc->add_option("--threshold", la.thresholds,
+                  "LANG=T selection threshold (default en=0.3, zh=0.2)");
+  loc->add_option("--layers", la.layers, "layers to attribute (default all)")->delimiter(',');
+  loc->add_flag("--no-verify", la.no_verify, "skip the suppress/enhance checks");
+  loc->add_flag("--paper-compat", la.paper_compat, "reproduce the reference code's quirks");
+  loc->add_option("--seed", la.seed, "seed of the random controls");
+  loc->add_option("--out", la.out, "output directory");
+  Common pc;
+  std::string prompt;
+  int top = 5;
+  auto* pred = app.add_subcommand("predict", "print the model's most likely next tokens");
+  pred->add_option("--model", pc.model)->required();
+  pred->add_option("--tokenizer", pc.tokenizer);
+  pred->add_option("--prompt", prompt)->required();
+  pred->add_option("--top", top);
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*loc) return run_localize(la);
+    return run_predict(pc, prompt, top);
+  } catch (const knprobe::Error& e) {
+    std::fprintf(stderr, "knprobe: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "knprobe: unexpected error: %s\n", e.what());
+    return 3;
+  }
+}

@@ -1,0 +1,262 @@
+#pragma once
+// The localization experiment (METHOD.md §3, §4, §8) over facts in several languages:
+// per (fact, language) attribute, select with the language's threshold, and verify by
+// suppressing (×0) and enhancing (×2) the neurons on the fact's own prompt ("related"), on a fact
+// of another relation ("unrelated") and with a random control of the same layer histogram; per
+// fact the language-independent set LIKN = ∩ N_lang and its effect in every language.
+// Facts that cannot be processed are recorded with the reason; the run continues.
+
+#include <cmath>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "knprobe/data/facts.hpp"
+#include "knprobe/probe/knowledge_probe.hpp"
+
+namespace knprobe {
+
+struct LocalizeOptions {
+  std::vector<std::string> languages{"en", "zh"};
+  std::map<std::string, double> thresholds{{"en", 0.3}, {"zh", 0.2}};  ///< AMIG's per-language t
+  AttributionOptions attribution;
+  bool verify = true;
+  std::uint64_t seed = 42;
+  std::function<void(const std::string&)> progress;  ///< called once per (fact, language)
+};
+
+/// Relative changes (p_after − p_before) / p_before of the answer probability.
+struct EffectSet {
+  std::optional<double> related, unrelated, control;
+};
+
+struct LanguageResult {
+  std::string language, prompt, answer;
+  std::vector<TokenId> answer_ids;
+  double p_answer = 0;       ///< P(answer | prompt), product over answer tokens
+  std::optional<bool> top1;  ///< the answer's first token is the model's argmax
+  Attribution attribution;
+  Selection selection;
+  EffectSet suppress, enhance;
+};
+
+struct FactResult {
+  std::string id, relation;
+  std::map<std::string, LanguageResult> languages;
+  NeuronSet likn;
+  std::map<std::string, EffectSet> likn_suppress, likn_enhance;  ///< by language (related only)
+};
+
+struct SkippedFact {
+  std::string fact, language, reason;
+};
+
+struct LocalizeReport {
+  std::vector<FactResult> facts;
+  std::vector<SkippedFact> skipped;
+};
+
+namespace detail {
+
+template <class M>
+std::optional<bool> is_top1(const M& m, const EncodedFact& f) {
+  if constexpr (requires(const typename M::Trace& t) { m.logits(t); }) {
+    const std::vector<TokenId> prefix(f.tokens.begin(), f.tokens.begin() + f.positions[0] + 1);
+    const auto z = m.logits(m.trace(prefix));
+    Index best;
+    z.row(z.rows() - 1).maxCoeff(&best);
+    return best == f.targets[0];
+  } else {
+    return std::nullopt;
+  }
+}
+
+/// Index of the next fact (cyclically) of another relation that has `lang`.
+inline std::optional<std::size_t> unrelated_fact(const std::vector<Fact>& facts, std::size_t i,
+                                                 const std::string& lang) {
+  for (std::size_t k = 1; k < facts.size(); ++k) {
+    const auto& g = facts[(i + k) % facts.size()];
+    if (g.relation != facts[i].relation && g.prompts.count(lang) && g.answers.count(lang))
+      return (i + k) % facts.size();
+  }
+  return std::nullopt;
+}
+
+}  // namespace detail
+
+template <ProbeableModel M>
+LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
+                        const LocalizeOptions& o) {
+  KNPROBE_REQUIRE(!facts.empty(), ArgumentError, "localize: no facts");
+  KNPROBE_REQUIRE(!o.languages.empty(), ArgumentError, "localize: no languages");
+  for (const auto& lang : o.languages)
+    KNPROBE_REQUIRE(o.thresholds.count(lang), ArgumentError,
+                    "localize: no threshold for language '", lang, "'");
+  LocalizeReport rep;
+  for (std::size_t i = 0; i < facts.size(); ++i) {
+    const Fact& fact = facts[i];
+    FactResult fr{fact.id, fact.relation, {}, {}, {}, {}};
+    std::map<std::string, EncodedFact> encoded;
+    for (const auto& lang : o.languages) {
+      if (o.progress) o.progress(fact.id + " [" + lang + "]");
+      if (!fact.prompts.count(lang) || !fact.answers.count(lang)) {
+        rep.skipped.push_back({fact.id, lang, "no prompt or answer in this language"});
+        continue;
+      }
+      try {
+        LanguageResult r;
+        r.language = lang;
+        r.prompt = fact.prompts.at(lang);
+        r.answer = fact.answers.at(lang);
+        const EncodedFact f = probe.encode(r.prompt, r.answer);
+        r.answer_ids = f.targets;
+        r.top1 = detail::is_top1(probe.model(), f);
+        r.attribution = probe.attribute(f, o.attribution);
+        r.selection = probe.select(r.attribution, o.thresholds.at(lang));
+        if (o.verify) {
+          const auto& set = r.selection.neurons;
+          const Effect base = probe.effect(f, set, 0.0);
+          r.p_answer = base.before;
+          r.suppress.related = base.relative();
+          r.enhance.related = probe.effect(f, set, 2.0).relative();
+          const NeuronSet ctl = probe.random_control(set, o.seed + i);
+          r.suppress.control = probe.effect(f, ctl, 0.0).relative();
+          r.enhance.control = probe.effect(f, ctl, 2.0).relative();
+          if (auto u = detail::unrelated_fact(facts, i, lang)) {
+            const EncodedFact g =
+                probe.encode(facts[*u].prompts.at(lang), facts[*u].answers.at(lang));
+            r.suppress.unrelated = probe.effect(g, set, 0.0).relative();
+            r.enhance.unrelated = probe.effect(g, set, 2.0).relative();
+          }
+        }
+        encoded.emplace(lang, f);
+        fr.languages.emplace(lang, std::move(r));
+      } catch (const Error& e) {
+        rep.skipped.push_back({fact.id, lang, e.what()});
+      }
+    }
+    if (fr.languages.size() == o.languages.size() && o.languages.size() > 1) {
+      std::vector<NeuronSet> sets;
+      for (const auto& [lang, r] : fr.languages) sets.push_back(r.selection.neurons);
+      fr.likn = likn(sets);
+      if (o.verify && !fr.likn.empty())
+        for (const auto& [lang, f] : encoded) {
+          fr.likn_suppress[lang].related = probe.effect(f, fr.likn, 0.0).relative();
+          fr.likn_enhance[lang].related = probe.effect(f, fr.likn, 2.0).relative();
+        }
+    }
+    if (!fr.languages.empty()) rep.facts.push_back(std::move(fr));
+  }
+  return rep;
+}
+
+namespace detail {
+
+inline nlohmann::json effects_json(const EffectSet& e) {
+  nlohmann::json j = nlohmann::json::object();
+  if (e.related) j["related"] = *e.related;
+  if (e.unrelated) j["unrelated"] = *e.unrelated;
+  if (e.control) j["control"] = *e.control;
+  return j;
+}
+
+inline nlohmann::json neurons_json(const NeuronSet& s) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& n : s) j.push_back({n.layer, n.unit});
+  return j;
+}
+
+/// Mean of the present values, or null.
+inline nlohmann::json mean_of(const std::vector<double>& v) {
+  if (v.empty()) return nullptr;
+  double s = 0;
+  for (double x : v) s += x;
+  return s / static_cast<double>(v.size());
+}
+
+}  // namespace detail
+
+/// Per-language means: neuron count, suppress / enhance related, unrelated, control; LIKN sizes.
+inline nlohmann::json summarize(const LocalizeReport& rep) {
+  std::map<std::string, std::map<std::string, std::vector<double>>> acc;
+  std::vector<double> likn_sizes;
+  for (const auto& f : rep.facts) {
+    for (const auto& [lang, r] : f.languages) {
+      auto& a = acc[lang];
+      a["neurons"].push_back(static_cast<double>(r.selection.neurons.size()));
+      a["max_completeness_delta"].push_back(r.attribution.max_delta());
+      if (r.top1) a["top1"].push_back(*r.top1 ? 1.0 : 0.0);
+      for (auto [name, e] : {std::pair{"suppress", &r.suppress}, {"enhance", &r.enhance}}) {
+        if (e->related) a[std::string(name) + "_related"].push_back(*e->related);
+        if (e->unrelated) a[std::string(name) + "_unrelated"].push_back(*e->unrelated);
+        if (e->control) a[std::string(name) + "_control"].push_back(*e->control);
+      }
+    }
+    for (const auto& [lang, e] : f.likn_suppress)
+      if (e.related) acc[lang]["likn_suppress_related"].push_back(*e.related);
+    for (const auto& [lang, e] : f.likn_enhance)
+      if (e.related) acc[lang]["likn_enhance_related"].push_back(*e.related);
+    if (f.languages.size() > 1) likn_sizes.push_back(static_cast<double>(f.likn.size()));
+  }
+  nlohmann::json j;
+  for (const auto& [lang, a] : acc) {
+    j["languages"][lang]["facts"] = a.count("neurons") ? a.at("neurons").size() : 0;
+    for (const auto& [k, v] : a) j["languages"][lang]["mean_" + k] = detail::mean_of(v);
+  }
+  j["mean_likn"] = detail::mean_of(likn_sizes);
+  std::size_t nonempty = 0;
+  for (double x : likn_sizes) nonempty += x > 0;
+  j["facts_with_likn"] = nonempty;
+  j["facts_multilingual"] = likn_sizes.size();
+  j["skipped"] = rep.skipped.size();
+  return j;
+}
+
+/// The whole report as JSON (scores of the selected neurons only; full tensors go to .npy).
+inline nlohmann::json to_json(const LocalizeReport& rep) {
+  nlohmann::json j;
+  j["facts"] = nlohmann::json::array();
+  for (const auto& f : rep.facts) {
+    nlohmann::json jf{
+        {"id", f.id}, {"relation", f.relation}, {"likn", detail::neurons_json(f.likn)}};
+    for (const auto& [lang, r] : f.languages) {
+      nlohmann::json sel = nlohmann::json::array();
+      for (const auto& [n, s] : r.selection.ranked)
+        sel.push_back({{"layer", n.layer}, {"unit", n.unit}, {"score", s}});
+      nlohmann::json comp = nlohmann::json::array();
+      for (const auto& c : r.attribution.completeness)
+        comp.push_back({{"layer", c.layer},
+                        {"token", c.token},
+                        {"p_actual", c.p_actual},
+                        {"p_baseline", c.p_baseline},
+                        {"attribution_sum", c.attribution_sum},
+                        {"delta", c.delta}});
+      jf["languages"][lang] = {{"prompt", r.prompt},
+                               {"answer", r.answer},
+                               {"answer_ids", r.answer_ids},
+                               {"p_answer", r.p_answer},
+                               {"top1", r.top1 ? nlohmann::json(*r.top1) : nlohmann::json(nullptr)},
+                               {"max_score", r.selection.max_score},
+                               {"neurons", sel},
+                               {"suppress", detail::effects_json(r.suppress)},
+                               {"enhance", detail::effects_json(r.enhance)},
+                               {"max_completeness_delta", r.attribution.max_delta()},
+                               {"completeness", comp}};
+    }
+    for (const auto& [lang, e] : f.likn_suppress)
+      jf["likn_effects"][lang]["suppress"] = detail::effects_json(e);
+    for (const auto& [lang, e] : f.likn_enhance)
+      jf["likn_effects"][lang]["enhance"] = detail::effects_json(e);
+    j["facts"].push_back(jf);
+  }
+  j["skipped"] = nlohmann::json::array();
+  for (const auto& s : rep.skipped)
+    j["skipped"].push_back({{"fact", s.fact}, {"language", s.language}, {"reason", s.reason}});
+  j["summary"] = summarize(rep);
+  return j;
+}
+
+}  // namespace knprobe
