@@ -31,15 +31,17 @@ class ByteBpe : public Tokenizer {
   ByteBpe(std::unordered_map<std::string, TokenId> vocab,
           std::vector<std::pair<std::string, std::string>> merges,
           std::vector<std::string> added_tokens = {}, bool add_prefix_space = false)
-      : index_(std::move(vocab)), add_prefix_space_(add_prefix_space) {
-    KNPROBE_REQUIRE(!index_.empty(), TokenizerError, "byte-level BPE vocabulary is empty");
+      : add_prefix_space_(add_prefix_space) {
+    KNPROBE_REQUIRE(!vocab.empty(), TokenizerError, "byte-level BPE vocabulary is empty");
     TokenId max_id = 0;
-    for (const auto& [p, id] : index_) {
-      KNPROBE_REQUIRE(id >= 0, TokenizerError, "negative id for piece '", p, "'");
+    for (const auto& [p, id] : vocab) {
+      KNPROBE_REQUIRE(id >= 0 && id < (1 << 24), TokenizerError, "id ", id, " of piece '", p,
+                      "' is out of range");
       max_id = std::max(max_id, id);
     }
-    pieces_.assign(static_cast<std::size_t>(max_id) + 1, std::string());
-    for (const auto& [p, id] : index_) pieces_[id] = p;
+    std::vector<std::string> text(static_cast<std::size_t>(max_id) + 1);
+    for (const auto& [p, id] : vocab) text[static_cast<std::size_t>(id)] = p;
+    set_vocabulary(std::move(text));
     for (std::size_t r = 0; r < merges.size(); ++r)
       ranks_.emplace(merges[r].first + ' ' + merges[r].second, static_cast<int>(r));
     build_byte_tables();
@@ -128,7 +130,7 @@ class ByteBpe : public Tokenizer {
       TokenId best_id = -1;
       if (opts.parse_special)
         for (TokenId id : added_) {
-          const auto p = text.find(pieces_[id], start);
+          const auto p = text.find(piece_text(id), start);
           if (p != std::string_view::npos && p < best) best = p, best_id = id;
         }
       const std::string_view piece = text.substr(start, best - start);
@@ -140,7 +142,7 @@ class ByteBpe : public Tokenizer {
       for (const auto& word : pre_tokenize(frag)) bpe(word, out);
       if (best_id < 0) break;
       out.push_back(best_id);
-      start = best + pieces_[best_id].size();
+      start = best + piece_text(best_id).size();
     }
     return out;
   }
@@ -151,28 +153,17 @@ class ByteBpe : public Tokenizer {
       check_id(id);
       const bool is_added = std::find(added_.begin(), added_.end(), id) != added_.end();
       if (is_added) {
-        if (!skip_special) out += pieces_[id];
+        if (!skip_special) out += piece_text(id);
         continue;
       }
-      for (char32_t c : unicode::decode_utf8(pieces_[id])) {
+      for (char32_t c : unicode::decode_utf8(piece_text(id))) {
         auto it = unicode_to_byte_.find(c);
-        KNPROBE_REQUIRE(it != unicode_to_byte_.end(), TokenizerError, "piece '", pieces_[id],
+        KNPROBE_REQUIRE(it != unicode_to_byte_.end(), TokenizerError, "piece '", piece_text(id),
                         "' is not byte-level encoded");
         out.push_back(static_cast<char>(it->second));
       }
     }
     return out;
-  }
-
-  int vocab_size() const override { return static_cast<int>(pieces_.size()); }
-  std::optional<TokenId> piece_to_id(std::string_view piece) const override {
-    auto it = index_.find(std::string(piece));
-    if (it == index_.end()) return std::nullopt;
-    return it->second;
-  }
-  std::string id_to_piece(TokenId id) const override {
-    check_id(id);
-    return pieces_[id];
   }
 
   /// The GPT-2 pre-tokenisation of `text` (exposed for tests).
@@ -281,8 +272,6 @@ class ByteBpe : public Tokenizer {
     }
   }
 
-  std::unordered_map<std::string, TokenId> index_;
-  std::vector<std::string> pieces_;
   std::unordered_map<std::string, int> ranks_;
   std::array<std::string, 256> byte_to_unicode_;
   std::map<char32_t, unsigned char> unicode_to_byte_;

@@ -29,14 +29,15 @@ class Llama2cTokenizer : public Tokenizer {
     max_len_ = r.read<std::int32_t>("max_token_length");
     KNPROBE_REQUIRE(max_len_ > 0 && max_len_ < 1 << 16, FormatError, f.path(),
                     ": max_token_length ", max_len_, " is invalid");
+    std::vector<std::string> pieces;
     for (int i = 0; i < vocab_size; ++i) {
       scores_.push_back(r.read<float>("token score"));
       const auto len = r.read<std::int32_t>("token length");
       KNPROBE_REQUIRE(len >= 0 && len <= max_len_, FormatError, f.path(), ": token ", i,
                       " has length ", len, " (max ", max_len_, ")");
-      pieces_.push_back(r.read_bytes(static_cast<std::uint64_t>(len), "token bytes"));
-      index_.emplace(pieces_.back(), i);
+      pieces.push_back(r.read_bytes(static_cast<std::uint64_t>(len), "token bytes"));
     }
+    set_vocabulary(std::move(pieces));
     special_.unk = 0;
     special_.bos = 1;
     special_.eos = 2;
@@ -52,7 +53,7 @@ class Llama2cTokenizer : public Tokenizer {
     // Code points outside the vocabulary become byte symbols before merging, as run.c does.
     std::vector<std::string> start;
     for (auto& s : symbols) {
-      if (index_.count(s)) {
+      if (piece_to_id(s)) {
         start.push_back(std::move(s));
       } else {
         for (char b : s) start.push_back(byte_symbol(static_cast<unsigned char>(b)));
@@ -60,19 +61,19 @@ class Llama2cTokenizer : public Tokenizer {
     }
     const auto merged =
         detail::merge_by_score(std::move(start), [&](const std::string& p) -> std::optional<float> {
-          auto it = index_.find(p);
-          if (it == index_.end()) return std::nullopt;
-          return scores_[it->second];
+          const auto id = piece_to_id(p);
+          if (!id) return std::nullopt;
+          return scores_[static_cast<std::size_t>(*id)];
         });
     for (const auto& s : merged) {
       if (s.size() > 2 && s[0] == '\x01') {  // internal byte marker
         out.push_back(static_cast<TokenId>(static_cast<unsigned char>(s[1])) + 3);
         continue;
       }
-      auto it = index_.find(s);
-      KNPROBE_REQUIRE(it != index_.end(), TokenizerError, "llama2.c: symbol '", s,
+      const auto id = piece_to_id(s);
+      KNPROBE_REQUIRE(id.has_value(), TokenizerError, "llama2.c: symbol '", s,
                       "' not in vocabulary");
-      out.push_back(it->second);
+      out.push_back(*id);
     }
     return out;
   }
@@ -83,11 +84,11 @@ class Llama2cTokenizer : public Tokenizer {
     for (TokenId id : ids) {
       check_id(id);
       if (id == *special_.bos || id == *special_.eos) {
-        if (!skip_special) out += pieces_[id];
+        if (!skip_special) out += piece_text(id);
         prev = id;
         continue;
       }
-      std::string p = pieces_[id];
+      std::string p = piece_text(id);
       if (prev == *special_.bos && !p.empty() && p[0] == ' ') p.erase(0, 1);
       unsigned byte = 0;
       if (p.size() == 6 && std::sscanf(p.c_str(), "<0x%02X>", &byte) == 1)
@@ -99,17 +100,6 @@ class Llama2cTokenizer : public Tokenizer {
     return out;
   }
 
-  int vocab_size() const override { return static_cast<int>(pieces_.size()); }
-  std::optional<TokenId> piece_to_id(std::string_view piece) const override {
-    auto it = index_.find(std::string(piece));
-    if (it == index_.end()) return std::nullopt;
-    return it->second;
-  }
-  std::string id_to_piece(TokenId id) const override {
-    check_id(id);
-    return pieces_[id];
-  }
-
  private:
   // A byte symbol never merges (no piece starts with \x01) and maps to id byte + 3.
   static std::string byte_symbol(unsigned char b) {
@@ -117,9 +107,7 @@ class Llama2cTokenizer : public Tokenizer {
   }
 
   int max_len_ = 0;
-  std::vector<std::string> pieces_;
   std::vector<float> scores_;
-  std::unordered_map<std::string, TokenId> index_;
 };
 
 }  // namespace knprobe

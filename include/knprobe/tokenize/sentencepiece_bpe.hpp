@@ -46,9 +46,11 @@ class SentencePieceBpe : public Tokenizer {
       : pieces_(std::move(pieces)), add_bos_(add_bos), add_space_prefix_(add_space_prefix) {
     special_ = special;
     KNPROBE_REQUIRE(!pieces_.empty(), TokenizerError, "SentencePiece vocabulary is empty");
+    std::vector<std::string> text;
+    for (const auto& p : pieces_) text.push_back(p.text);
+    set_vocabulary(std::move(text));
     for (std::size_t i = 0; i < pieces_.size(); ++i) {
       const auto id = static_cast<TokenId>(i);
-      index_.emplace(pieces_[i].text, id);
       const auto& p = pieces_[i];
       if (p.type == PieceType::byte) {
         unsigned v = 0;
@@ -145,16 +147,6 @@ class SentencePieceBpe : public Tokenizer {
     return out;
   }
 
-  int vocab_size() const override { return static_cast<int>(pieces_.size()); }
-  std::optional<TokenId> piece_to_id(std::string_view piece) const override {
-    auto it = index_.find(std::string(piece));
-    if (it == index_.end()) return std::nullopt;
-    return it->second;
-  }
-  std::string id_to_piece(TokenId id) const override {
-    check_id(id);
-    return pieces_[id].text;
-  }
   const Piece& piece(TokenId id) const {
     check_id(id);
     return pieces_[id];
@@ -195,11 +187,12 @@ class SentencePieceBpe : public Tokenizer {
     s = replace_all(s, " ", "\xE2\x96\x81");
     const auto merged = detail::merge_by_score(
         unicode::utf8_chars(s), [&](const std::string& piece) -> std::optional<float> {
-          auto it = index_.find(piece);
-          if (it == index_.end()) return std::nullopt;
-          const PieceType t = pieces_[it->second].type;
-          if (t != PieceType::normal && t != PieceType::user_defined) return std::nullopt;
-          return pieces_[it->second].score;
+          const auto id = piece_to_id(piece);
+          if (!id) return std::nullopt;
+          const Piece& pc = pieces_[static_cast<std::size_t>(*id)];
+          if (pc.type != PieceType::normal && pc.type != PieceType::user_defined)
+            return std::nullopt;
+          return pc.score;
         });
     for (const auto& sym : merged) {
       auto it = index_.find(sym);

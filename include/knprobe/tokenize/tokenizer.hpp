@@ -5,6 +5,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "knprobe/core/tensor.hpp"
@@ -33,17 +34,40 @@ class Tokenizer {
   std::vector<TokenId> encode(std::string_view text) const { return encode(text, {}); }
   /// Text of the ids; special tokens are skipped when `skip_special`.
   virtual std::string decode(std::span<const TokenId> ids, bool skip_special = true) const = 0;
-  virtual int vocab_size() const = 0;
-  virtual std::optional<TokenId> piece_to_id(std::string_view piece) const = 0;
-  virtual std::string id_to_piece(TokenId id) const = 0;
+  int vocab_size() const { return static_cast<int>(text_.size()); }
+  /// The id of a vocabulary piece (in the family's own spelling, e.g. "▁Paris", "##ing", "ĠParis").
+  std::optional<TokenId> piece_to_id(std::string_view piece) const {
+    auto it = index_.find(std::string(piece));
+    if (it == index_.end()) return std::nullopt;
+    return it->second;
+  }
+  const std::string& id_to_piece(TokenId id) const {
+    check_id(id);
+    return text_[static_cast<std::size_t>(id)];
+  }
   const SpecialTokens& special() const { return special_; }
 
  protected:
+  /// Sets the vocabulary: piece text by id. A repeated text keeps its first id; "" is not indexed.
+  void set_vocabulary(std::vector<std::string> text) {
+    KNPROBE_REQUIRE(!text.empty(), TokenizerError, "the vocabulary is empty");
+    text_ = std::move(text);
+    index_.clear();
+    index_.reserve(text_.size());
+    for (std::size_t i = 0; i < text_.size(); ++i)
+      if (!text_[i].empty()) index_.emplace(text_[i], static_cast<TokenId>(i));
+  }
+  /// Unchecked piece text (ids already validated).
+  const std::string& piece_text(TokenId id) const { return text_[static_cast<std::size_t>(id)]; }
   void check_id(TokenId id) const {
     KNPROBE_REQUIRE(id >= 0 && id < vocab_size(), TokenizerError, "token id ", id,
                     " is outside the vocabulary [0, ", vocab_size(), ")");
   }
   SpecialTokens special_;
+
+ private:
+  std::vector<std::string> text_;
+  std::unordered_map<std::string, TokenId> index_;
 };
 
 }  // namespace knprobe

@@ -30,11 +30,8 @@ struct WordPieceOptions {
 
 class WordPiece : public Tokenizer {
  public:
-  WordPiece(std::vector<std::string> vocab, WordPieceOptions opts)
-      : vocab_(std::move(vocab)), opts_(std::move(opts)) {
-    KNPROBE_REQUIRE(!vocab_.empty(), TokenizerError, "WordPiece vocabulary is empty");
-    for (std::size_t i = 0; i < vocab_.size(); ++i)
-      index_.emplace(vocab_[i], static_cast<TokenId>(i));
+  WordPiece(std::vector<std::string> vocab, WordPieceOptions opts) : opts_(std::move(opts)) {
+    set_vocabulary(std::move(vocab));
     auto find = [&](const char* s) -> std::optional<TokenId> { return piece_to_id(s); };
     special_.unk = find("[UNK]");
     special_.cls = find("[CLS]");
@@ -117,13 +114,13 @@ class WordPiece : public Tokenizer {
       TokenId best_id = -1;
       if (opts.parse_special)
         for (TokenId id : specials_) {
-          const auto p = text.find(vocab_[id], start);
+          const auto p = text.find(piece_text(id), start);
           if (p != std::string_view::npos && p < best) best = p, best_id = id;
         }
       for (const auto& word : pre_tokenize(text.substr(start, best - start))) wordpiece(word, out);
       if (best_id < 0) break;
       out.push_back(best_id);
-      start = best + vocab_[best_id].size();
+      start = best + piece_text(best_id).size();
     }
     if (opts.add_special && special_.sep) out.push_back(*special_.sep);
     return out;
@@ -137,7 +134,7 @@ class WordPiece : public Tokenizer {
       if (skip_special && std::find(specials_.begin(), specials_.end(), id) != specials_.end() &&
           id != *special_.unk)
         continue;
-      const std::string& p = vocab_[id];
+      const std::string& p = piece_text(id);
       if (p.rfind(opts_.continuing_prefix, 0) == 0) {
         out += p.substr(opts_.continuing_prefix.size());
       } else {
@@ -146,17 +143,6 @@ class WordPiece : public Tokenizer {
       }
     }
     return out;
-  }
-
-  int vocab_size() const override { return static_cast<int>(vocab_.size()); }
-  std::optional<TokenId> piece_to_id(std::string_view piece) const override {
-    auto it = index_.find(std::string(piece));
-    if (it == index_.end()) return std::nullopt;
-    return it->second;
-  }
-  std::string id_to_piece(TokenId id) const override {
-    check_id(id);
-    return vocab_[id];
   }
 
  private:
@@ -246,8 +232,6 @@ class WordPiece : public Tokenizer {
     out.insert(out.end(), pieces.begin(), pieces.end());
   }
 
-  std::vector<std::string> vocab_;
-  std::unordered_map<std::string, TokenId> index_;
   std::vector<TokenId> specials_;
   WordPieceOptions opts_;
 };

@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Markdown tables from a `knprobe localize` result file (used for docs/results.md).
+
+Usage: python3 tools/results_table.py results/main-job/localize.json
+"""
+import json
+import sys
+
+
+def pct(x):
+    return "n/a" if x is None else "%+.1f%%" % (100 * x)
+
+
+def main(path):
+    j = json.load(open(path))
+    s = j["summary"]
+    o = j.get("options", {})
+    print("Options: method %s, m = %s, quadrature %s, thresholds %s, %d facts.\n" % (
+        o.get("method"), o.get("steps"), o.get("quadrature"), o.get("thresholds"), len(j["facts"])))
+    print("| language | facts | answer is top-1 | mean neurons | suppress related | unrelated | random control "
+          "| enhance related | unrelated | random control | max completeness δ (mean) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for lang, v in sorted(s["languages"].items()):
+        print("| %s | %d | %s | %.1f | %s | %s | %s | %s | %s | %s | %.2g |" % (
+            lang, v["facts"], "%.0f%%" % (100 * (v.get("mean_top1") or 0)), v["mean_neurons"], pct(v.get("mean_suppress_related")),
+            pct(v.get("mean_suppress_unrelated")), pct(v.get("mean_suppress_control")),
+            pct(v.get("mean_enhance_related")), pct(v.get("mean_enhance_unrelated")),
+            pct(v.get("mean_enhance_control")), v.get("mean_max_completeness_delta") or 0))
+    print("\nLIKN: mean %.2f neurons per fact; %d of %d facts have at least one." % (
+        s["mean_likn"] or 0, s["facts_with_likn"], s["facts_multilingual"]))
+    print("\n| language | suppress LIKN (related) | enhance LIKN (related) |")
+    print("|---|---|---|")
+    for lang, v in sorted(s["languages"].items()):
+        print("| %s | %s | %s |" % (lang, pct(v.get("mean_likn_suppress_related")),
+                                   pct(v.get("mean_likn_enhance_related"))))
+    print("\nPer fact (neurons en / zh / LIKN, suppress related en / zh):\n")
+    print("| fact | en | zh | LIKN | suppress en | suppress zh |")
+    print("|---|---|---|---|---|---|")
+    for f in j["facts"]:
+        L = f.get("languages", {})
+        en, zh = L.get("en", {}), L.get("zh", {})
+        print("| %s | %d | %d | %d | %s | %s |" % (
+            f["id"], len(en.get("neurons", [])), len(zh.get("neurons", [])), len(f["likn"]),
+            pct(en.get("suppress", {}).get("related")), pct(zh.get("suppress", {}).get("related"))))
+    if j["skipped"]:
+        print("\nSkipped: " + "; ".join("%s [%s]: %s" % (x.get("fact"), x.get("language"), x.get("reason"))
+                                        for x in j["skipped"]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
