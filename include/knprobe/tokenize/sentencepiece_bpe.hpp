@@ -195,9 +195,9 @@ class SentencePieceBpe : public Tokenizer {
           return pc.score;
         });
     for (const auto& sym : merged) {
-      auto it = index_.find(sym);
-      if (it != index_.end() && pieces_[it->second].type != PieceType::control) {
-        out.push_back(it->second);
+      const auto id = piece_to_id(sym);
+      if (id && pieces_[static_cast<std::size_t>(*id)].type != PieceType::control) {
+        out.push_back(*id);
         continue;
       }
       for (unsigned char b : sym) {
@@ -214,7 +214,6 @@ class SentencePieceBpe : public Tokenizer {
   }
 
   std::vector<Piece> pieces_;
-  std::unordered_map<std::string, TokenId> index_;
   std::array<TokenId, 256> byte_ids_ = filled_minus_one();
   std::vector<TokenId> specials_by_length_;
   bool add_bos_ = true;
