@@ -19,14 +19,14 @@ BOOST_AUTO_TEST_CASE(loads_and_every_tensor_dequantizes) {
   BOOST_TEST(f.get_string("general.architecture") == "gemma3");
   BOOST_TEST(f.get_int("gemma3.block_count") == 18);
   BOOST_TEST(f.tensors().size() == 236u);
-  std::size_t values = 0;
+  std::size_t values = 0, non_finite = 0;
   for (const auto& t : f.tensors()) {
-    const auto v = f.dequantize(t.name);
-    values += v.size();
-    bool finite = true;
-    for (float x : v) finite = finite && std::isfinite(x);
-    BOOST_TEST(finite, t.name);
+    const MatrixF m = t.ne.size() <= 2 ? f.matrix(t.name) : MatrixF();
+    BOOST_REQUIRE(m.size() > 0);
+    values += static_cast<std::size_t>(m.size());
+    non_finite += static_cast<std::size_t>((!m.array().isFinite()).count());
   }
+  BOOST_TEST(non_finite == 0u);
   BOOST_TEST(values == 268098176u);  // MODELS.md §1.1 parameter count
   // Norm weights hold 1 + w in GGUF: centred near 1, not 0.
   const auto norm = f.dequantize("blk.0.ffn_norm.weight");

@@ -8,6 +8,7 @@
 
 #include "knprobe/core/error.hpp"
 #include "knprobe/core/half.hpp"
+#include "knprobe/core/parallel.hpp"
 
 namespace knprobe::io {
 
@@ -184,58 +185,79 @@ inline void dequant_q6_k(const std::uint8_t* b, float* y) {
 
 }  // namespace detail
 
-/// Dequantizes `n` consecutive values of ggml type `type` from `src` into `dst`.
+namespace detail {
+
+inline void dequant_f32(const std::uint8_t* b, float* y) {
+  std::memcpy(y, b, 4);
+}
+inline void dequant_f16(const std::uint8_t* b, float* y) {
+  *y = fp16_at(b);
+}
+inline void dequant_bf16(const std::uint8_t* b, float* y) {
+  std::uint16_t h;
+  std::memcpy(&h, b, 2);
+  *y = bf16_to_float(h);
+}
+inline void dequant_q5_0(const std::uint8_t* b, float* y) {
+  dequant_q5(b, y, false);
+}
+inline void dequant_q5_1(const std::uint8_t* b, float* y) {
+  dequant_q5(b, y, true);
+}
+inline void dequant_q4_k(const std::uint8_t* b, float* y) {
+  dequant_qk(b, y, false);
+}
+inline void dequant_q5_k(const std::uint8_t* b, float* y) {
+  dequant_qk(b, y, true);
+}
+
+using BlockDequant = void (*)(const std::uint8_t*, float*);
+
+inline BlockDequant block_dequantizer(std::uint32_t type) {
+  switch (static_cast<GgmlType>(type)) {
+    case GgmlType::f32:
+      return dequant_f32;
+    case GgmlType::f16:
+      return dequant_f16;
+    case GgmlType::bf16:
+      return dequant_bf16;
+    case GgmlType::q4_0:
+      return dequant_q4_0;
+    case GgmlType::q4_1:
+      return dequant_q4_1;
+    case GgmlType::q5_0:
+      return dequant_q5_0;
+    case GgmlType::q5_1:
+      return dequant_q5_1;
+    case GgmlType::q8_0:
+      return dequant_q8_0;
+    case GgmlType::q4_k:
+      return dequant_q4_k;
+    case GgmlType::q5_k:
+      return dequant_q5_k;
+    case GgmlType::q6_k:
+      return dequant_q6_k;
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace detail
+
+/// Dequantizes `n` consecutive values of ggml type `type` from `src` into `dst` (blocks in
+/// parallel when there are many).
 /// @pre n is a multiple of the type's block size and src holds n / block_size blocks.
 inline void dequantize(std::uint32_t type, const std::byte* src, std::size_t n, float* dst) {
   const GgmlTypeInfo ti = ggml_type_info(type);
-  KNPROBE_REQUIRE(ti.supported, FormatError, "dequantize: ggml type ", ti.name, " (", type,
+  const detail::BlockDequant f = detail::block_dequantizer(type);
+  KNPROBE_REQUIRE(ti.supported && f, FormatError, "dequantize: ggml type ", ti.name, " (", type,
                   ") is not supported");
   KNPROBE_REQUIRE(n % ti.block_size == 0, FormatError, "dequantize: ", n,
                   " values is not a multiple of the ", ti.name, " block size ", ti.block_size);
   const auto* b = reinterpret_cast<const std::uint8_t*>(src);
-  const std::size_t blocks = n / ti.block_size;
-  for (std::size_t i = 0; i < blocks; ++i, b += ti.type_size, dst += ti.block_size) {
-    switch (static_cast<GgmlType>(type)) {
-      case GgmlType::f32:
-        std::memcpy(dst, b, 4);
-        break;
-      case GgmlType::f16:
-        *dst = detail::fp16_at(b);
-        break;
-      case GgmlType::bf16: {
-        std::uint16_t h;
-        std::memcpy(&h, b, 2);
-        *dst = bf16_to_float(h);
-        break;
-      }
-      case GgmlType::q4_0:
-        detail::dequant_q4_0(b, dst);
-        break;
-      case GgmlType::q4_1:
-        detail::dequant_q4_1(b, dst);
-        break;
-      case GgmlType::q5_0:
-        detail::dequant_q5(b, dst, false);
-        break;
-      case GgmlType::q5_1:
-        detail::dequant_q5(b, dst, true);
-        break;
-      case GgmlType::q8_0:
-        detail::dequant_q8_0(b, dst);
-        break;
-      case GgmlType::q4_k:
-        detail::dequant_qk(b, dst, false);
-        break;
-      case GgmlType::q5_k:
-        detail::dequant_qk(b, dst, true);
-        break;
-      case GgmlType::q6_k:
-        detail::dequant_q6_k(b, dst);
-        break;
-      default:
-        throw FormatError(std::string("dequantize: unsupported type ") + ti.name);
-    }
-  }
+  const auto blocks = static_cast<std::int64_t>(n / ti.block_size);
+  KNPROBE_PARALLEL_FOR_IF(blocks > 16384)
+  for (std::int64_t i = 0; i < blocks; ++i) f(b + i * ti.type_size, dst + i * ti.block_size);
 }
 
 }  // namespace knprobe::io
