@@ -28,7 +28,14 @@ BOOST_AUTO_TEST_CASE(decoder_encoding_teacher_forces_the_answer) {
   const auto p = stories().tok.encode("Once upon a time, there was a little girl named");
   EncodeOptions bare;
   bare.add_special = false;
+  bare.dummy_prefix = false;
   const auto a = stories().tok.encode(" Lily went", bare);
+  // The answer continues the prompt exactly: prompt + answer tokens = tokens of the whole text.
+  const auto whole =
+      stories().tok.encode("Once upon a time, there was a little girl named Lily went");
+  std::vector<TokenId> joined = p;
+  joined.insert(joined.end(), a.begin(), a.end());
+  BOOST_TEST(joined == whole, boost::test_tools::per_element());
   const auto f = probe.encode("Once upon a time, there was a little girl named", " Lily went");
   BOOST_TEST(f.targets == a, boost::test_tools::per_element());
   BOOST_TEST(f.tokens.size() == p.size() + a.size() - 1);
@@ -53,7 +60,7 @@ BOOST_AUTO_TEST_CASE(select_refine_effect_control) {
   // intervention is the clean probability itself.
   const auto sup = probe.effect(f, s.neurons, 0.0);
   const auto same = probe.effect(f, s.neurons, 1.0);
-  BOOST_TEST(same.after == same.before);
+  BOOST_TEST(std::abs(same.after - same.before) <= 1e-5 * same.before);  // float GEMM blocking
   BOOST_TEST(sup.after != sup.before);
   const auto ctl = probe.random_control(s.neurons, 42);
   BOOST_TEST(ctl.size() == s.neurons.size());

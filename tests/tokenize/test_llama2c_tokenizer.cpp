@@ -16,6 +16,11 @@ BOOST_AUTO_TEST_CASE(run_c_vectors) {
              boost::test_tools::per_element());
   BOOST_TEST(tok.encode("") == (std::vector<TokenId>{1}), boost::test_tools::per_element());
   BOOST_TEST(tok.id_to_piece(410) == " ");
+  EncodeOptions cont;
+  cont.add_special = false;
+  cont.dummy_prefix = false;
+  BOOST_TEST(tok.encode(" upon a time", cont) == (std::vector<TokenId>{407, 261, 378}),
+             boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_CASE(round_trip_including_byte_fallback) {

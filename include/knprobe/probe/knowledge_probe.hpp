@@ -54,6 +54,7 @@ class KnowledgeProbe {
     KNPROBE_REQUIRE(!prompt.empty(), ArgumentError, "empty prompt");
     EncodeOptions bare;
     bare.add_special = false;
+    bare.dummy_prefix = false;  // the answer continues the prompt: no second dummy space
     const auto ans = tok_.encode(answer, bare);
     KNPROBE_REQUIRE(!ans.empty(), ArgumentError, "answer '", answer, "' tokenizes to nothing");
     EncodedFact f;

@@ -48,7 +48,8 @@ class Llama2cTokenizer : public Tokenizer {
     std::vector<TokenId> out;
     if (opts.add_special) out.push_back(*special_.bos);
     if (text.empty()) return out;
-    std::vector<std::string> symbols{" "};
+    std::vector<std::string> symbols;
+    if (opts.dummy_prefix) symbols.push_back(" ");
     for (auto& c : unicode::utf8_chars(text)) symbols.push_back(std::move(c));
     // Code points outside the vocabulary become byte symbols before merging, as run.c does.
     std::vector<std::string> start;

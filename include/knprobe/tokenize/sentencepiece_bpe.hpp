@@ -120,7 +120,8 @@ class SentencePieceBpe : public Tokenizer {
     while (start <= text.size()) {
       auto [pos, id] =
           opts.parse_special ? find_special(text, start) : std::pair{text.size(), TokenId(-1)};
-      if (pos > start) encode_fragment(text.substr(start, pos - start), first, out);
+      if (pos > start)
+        encode_fragment(text.substr(start, pos - start), first && opts.dummy_prefix, out);
       first = false;
       if (id < 0) break;
       out.push_back(id);

@@ -23,6 +23,10 @@ struct EncodeOptions {
   bool add_special = true;
   /// Match special / control token strings in the text (e.g. "[MASK]", "<start_of_turn>").
   bool parse_special = true;
+  /// Prepend the SentencePiece dummy-prefix space where the tokenizer uses one (llama2.c, SPM
+  /// with add_space_prefix). Off for a continuation such as an answer that already carries its
+  /// leading space.
+  bool dummy_prefix = true;
 };
 
 /// Abstract tokenizer. Byte-level BPE is whitespace-sensitive: " Paris" and "Paris" are
