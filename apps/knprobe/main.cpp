@@ -1,6 +1,8 @@
 // knprobe — command-line front end (thin: parses, calls the library, prints).
 //   knprobe localize --model M [--tokenizer T] --facts F.jsonl --langs en,zh --out DIR
 //   knprobe predict  --model M [--tokenizer T] --prompt "The capital of France is" [--top 5]
+// M: a .gguf file (Llama / Gemma 3), a llama2.c .bin checkpoint, or a Hugging Face gpt2 / bert
+// directory (config.json + safetensors + tokenizer files).
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
@@ -10,9 +12,13 @@
 #include <xtensor/xnpy.hpp>
 
 #include "knprobe/experiments/localize.hpp"
+#include "knprobe/model/bert.hpp"
+#include "knprobe/model/gpt2.hpp"
 #include "knprobe/model/llama.hpp"
+#include "knprobe/tokenize/byte_bpe.hpp"
 #include "knprobe/tokenize/llama2c_tokenizer.hpp"
 #include "knprobe/tokenize/sentencepiece_bpe.hpp"
+#include "knprobe/tokenize/wordpiece.hpp"
 #include "knprobe/version.hpp"
 
 namespace fs = std::filesystem;
@@ -46,8 +52,19 @@ int with_model(const Common& c, F&& fn) {
     const Llama2cTokenizer tok(tp, m.vocab_size());
     return fn(m, tok);
   }
+  if (fs::is_directory(p)) {  // Hugging Face directory: config.json says which backend
+    const auto cfg = io::detail::read_json(p / "config.json");
+    const std::string type = cfg.value("model_type", "");
+    const fs::path tp = c.tokenizer.empty() ? p : fs::path(c.tokenizer);
+    if (type == "gpt2") return fn(Gpt2Model<float>::load(p), ByteBpe::from_directory(tp));
+    if (type == "bert") return fn(BertModel<float>::load(p), WordPiece::from_directory(tp));
+    throw ArgumentError("model directory '" + c.model + "': model_type '" + type +
+                        "' has no tokenizer reader here (gpt2 and bert directories are supported; "
+                        "use the GGUF file of Llama / Gemma models)");
+  }
   throw ArgumentError("model '" + c.model +
-                      "': expected a .gguf file or a llama2.c .bin checkpoint (with --tokenizer)");
+                      "': expected a .gguf file, a llama2.c .bin checkpoint (with --tokenizer) "
+                      "or a Hugging Face gpt2 / bert directory");
 }
 
 std::map<std::string, double> parse_thresholds(const std::vector<std::string>& specs) {
@@ -141,9 +158,11 @@ int run_localize(const LocalizeArgs& a) {
   o.attribution.steps = a.steps;
   o.attribution.quadrature = a.quadrature == "gauss"       ? Quadrature::gauss_legendre
                              : a.quadrature == "trapezoid" ? Quadrature::trapezoid
+                             : a.quadrature == "linspace"  ? Quadrature::linspace
                                                            : Quadrature::left_riemann;
-  KNPROBE_REQUIRE(a.quadrature == "gauss" || a.quadrature == "trapezoid" || a.quadrature == "left",
-                  ArgumentError, "--quadrature must be left, trapezoid or gauss");
+  KNPROBE_REQUIRE(a.quadrature == "gauss" || a.quadrature == "trapezoid" ||
+                      a.quadrature == "left" || a.quadrature == "linspace",
+                  ArgumentError, "--quadrature must be left, trapezoid, gauss or linspace");
   o.attribution.aggregation =
       a.aggregate == "mean" ? TokenAggregation::mean : TokenAggregation::sum;
   o.attribution.layers = a.layers;
@@ -198,7 +217,14 @@ int run_predict(const Common& c, const std::string& prompt, int top) {
   return with_model(c, [&](const auto& model, const Tokenizer& tok) {
     const auto ids = tok.encode(prompt);
     const auto z = model.logits(model.trace(ids));
-    const Index last = z.rows() - 1;
+    Index last = z.rows() - 1;  // decoders: the next token; encoders: the [MASK]
+    if constexpr (ArchTraits<std::decay_t<decltype(model)>>::objective == Objective::masked_lm) {
+      const auto mask = tok.special().mask;
+      const auto at = mask ? std::find(ids.begin(), ids.end(), *mask) : ids.end();
+      KNPROBE_REQUIRE(at != ids.end(), ArgumentError, "encoder prompt '", prompt,
+                      "' has no mask token");
+      last = at - ids.begin();
+    }
     std::vector<std::pair<float, int>> v;
     const float mx = z.row(last).maxCoeff();
     const double sum = (z.row(last).array() - mx).exp().sum();
@@ -220,16 +246,20 @@ int main(int argc, char** argv) {
   LocalizeArgs la;
   auto* loc =
       app.add_subcommand("localize", "attribute facts to FFN neurons, select, verify, LIKN");
-  loc->add_option("--model", la.common.model, ".gguf file or llama2.c .bin checkpoint")->required();
+  loc->add_option("--model", la.common.model,
+                  ".gguf file, llama2.c .bin checkpoint or Hugging Face gpt2 / bert directory")
+      ->required();
   loc->add_option("--tokenizer", la.common.tokenizer,
-                  "llama2.c tokenizer.bin (default: tok512.bin beside the model)");
+                  "llama2.c tokenizer.bin (default: tok512.bin beside the model) or tokenizer "
+                  "directory (default: the model directory)");
   loc->add_option("--facts", la.facts, "JSON Lines facts file");
   loc->add_option("--prompt", la.prompt, "a single prompt (with --answer and one --langs)");
   loc->add_option("--answer", la.answer, "its answer, as it continues the prompt");
   loc->add_option("--langs", la.langs, "languages")->delimiter(',');
   loc->add_option("--method", la.method, "amig or ig");
   loc->add_option("--steps", la.steps, "integration steps m");
-  loc->add_option("--quadrature", la.quadrature, "left (reference), trapezoid or gauss");
+  loc->add_option("--quadrature", la.quadrature,
+                  "left (Dai), trapezoid, gauss, or linspace (EleutherAI knowledge-neurons)");
   loc->add_option("--aggregate", la.aggregate, "multi-token answers: sum or mean");
   loc->add_option("--threshold", la.thresholds,
                   "LANG=T selection threshold (default en=0.3, zh=0.2)");

@@ -187,4 +187,5 @@ constexpr bool assert_probeable() {
 }  // namespace knprobe
 
 /// Fails compilation with a sentence naming the first missing piece when M is not probeable.
-#define KNPROBE_ASSERT_PROBEABLE(M) static_assert(::knprobe::detail::assert_probeable<M>())
+#define KNPROBE_ASSERT_PROBEABLE(...) \
+  static_assert(::knprobe::detail::assert_probeable<__VA_ARGS__>())

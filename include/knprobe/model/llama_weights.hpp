@@ -18,6 +18,7 @@
 #include "knprobe/io/safetensors.hpp"
 #include "knprobe/model/blocks/activation.hpp"
 #include "knprobe/model/blocks/rope.hpp"
+#include "knprobe/model/checkpoint_reader.hpp"
 
 namespace knprobe {
 
@@ -281,41 +282,36 @@ inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& d
     s.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(s.hidden)));
     s.attn_scale = cfg.query_pre_attn_scalar > 0 ? 1.0 / std::sqrt(cfg.query_pre_attn_scalar) : 0.0;
   }
-  auto mat = [&](const std::string& name) {
-    const auto& info = ck.info(name);
-    KNPROBE_REQUIRE(info.shape.size() == 2, ShapeError, dir.string(), ": tensor '", name,
-                    "' is not 2-D");
-    const auto v = ck.to_float(name);
-    return MatrixF(Eigen::Map<const MatrixF>(v.data(), info.shape[0], info.shape[1]));
-  };
-  auto vec = [&](const std::string& name) {
-    const auto v = ck.to_float(name);
-    VectorF out = Eigen::Map<const VectorF>(v.data(), static_cast<Index>(v.size()));
-    if (gemma) out.array() += 1.0f;
-    return out;
+  const detail::CheckpointReader r(ck);
+  const Index d = s.hidden, q = Index(s.heads) * s.head_dim, kv = Index(s.kv_heads) * s.head_dim;
+  auto vec = [&](const std::string& name, Index n) {
+    VectorF v = r.vector(name, n);
+    if (gemma) v.array() += 1.0f;
+    return v;
   };
   const std::string m = ck.contains("model.embed_tokens.weight") ? "model." : "";
-  w.embed = mat(m + "embed_tokens.weight");
-  if (!cfg.tie_word_embeddings && ck.contains("lm_head.weight")) w.lm_head = mat("lm_head.weight");
-  w.final_norm = vec(m + "norm.weight");
+  w.embed = r.matrix(m + "embed_tokens.weight", s.vocab_size, d);
+  if (!cfg.tie_word_embeddings && ck.contains("lm_head.weight"))
+    w.lm_head = r.matrix("lm_head.weight", s.vocab_size, d);
+  w.final_norm = vec(m + "norm.weight", d);
   for (int i = 0; i < s.layers; ++i) {
     const std::string b = m + "layers." + std::to_string(i) + ".";
     LlamaLayerWeights<float> l;
-    l.attn_norm = vec(b + "input_layernorm.weight");
-    l.wq = mat(b + "self_attn.q_proj.weight");
-    l.wk = mat(b + "self_attn.k_proj.weight");
-    l.wv = mat(b + "self_attn.v_proj.weight");
-    l.wo = mat(b + "self_attn.o_proj.weight");
-    l.ffn_norm =
-        vec(b + (gemma ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"));
-    l.w_gate = mat(b + "mlp.gate_proj.weight");
-    l.w_up = mat(b + "mlp.up_proj.weight");
-    l.w_down = mat(b + "mlp.down_proj.weight");
+    l.attn_norm = vec(b + "input_layernorm.weight", d);
+    l.wq = r.matrix(b + "self_attn.q_proj.weight", q, d);
+    l.wk = r.matrix(b + "self_attn.k_proj.weight", kv, d);
+    l.wv = r.matrix(b + "self_attn.v_proj.weight", kv, d);
+    l.wo = r.matrix(b + "self_attn.o_proj.weight", d, q);
+    l.ffn_norm = vec(
+        b + (gemma ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"), d);
+    l.w_gate = r.matrix(b + "mlp.gate_proj.weight", s.ffn, d);
+    l.w_up = r.matrix(b + "mlp.up_proj.weight", s.ffn, d);
+    l.w_down = r.matrix(b + "mlp.down_proj.weight", d, s.ffn);
     if (gemma) {
-      l.q_norm = vec(b + "self_attn.q_norm.weight");
-      l.k_norm = vec(b + "self_attn.k_norm.weight");
-      l.post_attn_norm = vec(b + "post_attention_layernorm.weight");
-      l.post_ffn_norm = vec(b + "post_feedforward_layernorm.weight");
+      l.q_norm = vec(b + "self_attn.q_norm.weight", s.head_dim);
+      l.k_norm = vec(b + "self_attn.k_norm.weight", s.head_dim);
+      l.post_attn_norm = vec(b + "post_attention_layernorm.weight", d);
+      l.post_ffn_norm = vec(b + "post_feedforward_layernorm.weight", d);
     }
     w.layers.push_back(std::move(l));
   }

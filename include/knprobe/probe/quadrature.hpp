@@ -3,6 +3,9 @@
 //   left Riemann (Dai, the reference code): α_k = k/m, w_k = 1/m, k = 0..m−1
 //   trapezoid: α_k = k/m, k = 0..m, w = 1/m with halved end weights
 //   Gauss–Legendre: m nodes, exact for polynomials of degree ≤ 2m − 1.
+//   linspace (EleutherAI knowledge-neurons): α_k = k/(m−1), k = 0..m−1, w_k = 1/m — both end
+//   points with full weight, so Σ w_k = 1 but the rule is biased by (g(1) − g(0))/(2m) + O(1/m²);
+//   offered only to reproduce that reference (m = 1 → α = 0).
 
 #include <cmath>
 #include <vector>
@@ -11,7 +14,7 @@
 
 namespace knprobe {
 
-enum class Quadrature { left_riemann, trapezoid, gauss_legendre };
+enum class Quadrature { left_riemann, trapezoid, gauss_legendre, linspace };
 
 struct QuadratureRule {
   std::vector<double> nodes, weights;
@@ -33,6 +36,12 @@ inline QuadratureRule quadrature_rule(Quadrature q, int m) {
       for (int k = 0; k <= m; ++k) {
         r.nodes.push_back(double(k) / m);
         r.weights.push_back((k == 0 || k == m) ? 0.5 / m : 1.0 / m);
+      }
+      break;
+    case Quadrature::linspace:
+      for (int k = 0; k < m; ++k) {
+        r.nodes.push_back(m == 1 ? 0.0 : double(k) / (m - 1));
+        r.weights.push_back(1.0 / m);
       }
       break;
     case Quadrature::gauss_legendre: {
