@@ -193,6 +193,18 @@ def main():
     write("mbert_realcfg", b, expected(b, "bert", real_ids, real_pairs, list(range(0, 2048, 8))),
           man)
 
+    # Vocabularies of the committed test tokenizers (tests/data/tokenizers), for the CLI tests.
+    g = gpt2(GPT2Config(vocab_size=600, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+                        n_inner=48))
+    g.save_pretrained(os.path.join(OUT, "gpt2_bpe600"), safe_serialization=True)
+    b = bert(BertConfig(vocab_size=378, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=48, max_position_embeddings=32))
+    b.save_pretrained(os.path.join(OUT, "bert_wp378"), safe_serialization=True)
+    for d in ("gpt2_bpe600", "bert_wp378"):
+        gen = os.path.join(OUT, d, "generation_config.json")
+        if os.path.exists(gen):
+            os.remove(gen)
+
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Markdown tables from a `knprobe localize` result file (used for docs/results.md).
 
-Usage: python3 tools/results_table.py results/main-job/localize.json
+Usage: python3 tools/results_table.py results/main-job/localize.json [--no-per-fact]
 """
 import json
 import sys
@@ -11,21 +11,28 @@ def pct(x):
     return "n/a" if x is None else "%+.1f%%" % (100 * x)
 
 
-def main(path):
+def main(path, per_fact=True):
     j = json.load(open(path))
     s = j["summary"]
     o = j.get("options", {})
     print("Options: method %s, m = %s, quadrature %s, thresholds %s, %d facts.\n" % (
         o.get("method"), o.get("steps"), o.get("quadrature"), o.get("thresholds"), len(j["facts"])))
     print("| language | facts | answer is top-1 | mean neurons | suppress related | unrelated | random control "
-          "| enhance related | unrelated | random control | max completeness δ (mean) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| enhance related | unrelated | random control | Succ | max completeness δ (mean) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for lang, v in sorted(s["languages"].items()):
-        print("| %s | %d | %s | %.1f | %s | %s | %s | %s | %s | %s | %.2g |" % (
+        succ = v.get("succ")
+        if succ is None:  # results written before Succ was in the summary
+            er, eu = v.get("mean_enhance_related"), v.get("mean_enhance_unrelated")
+            sr, su = v.get("mean_suppress_related"), v.get("mean_suppress_unrelated")
+            if None not in (er, eu, sr, su) and eu != 0 and su != 0:
+                succ = abs(er / eu) + abs(sr / su)
+        print("| %s | %d | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %.2g |" % (
             lang, v["facts"], "%.0f%%" % (100 * (v.get("mean_top1") or 0)), v["mean_neurons"], pct(v.get("mean_suppress_related")),
             pct(v.get("mean_suppress_unrelated")), pct(v.get("mean_suppress_control")),
             pct(v.get("mean_enhance_related")), pct(v.get("mean_enhance_unrelated")),
-            pct(v.get("mean_enhance_control")), v.get("mean_max_completeness_delta") or 0))
+            pct(v.get("mean_enhance_control")), "n/a" if succ is None else "%.1f" % succ,
+            v.get("mean_max_completeness_delta") or 0))
     print("\nLIKN: mean %.2f neurons per fact; %d of %d facts have at least one." % (
         s["mean_likn"] or 0, s["facts_with_likn"], s["facts_multilingual"]))
     print("\n| language | suppress LIKN (related) | enhance LIKN (related) |")
@@ -33,6 +40,8 @@ def main(path):
     for lang, v in sorted(s["languages"].items()):
         print("| %s | %s | %s |" % (lang, pct(v.get("mean_likn_suppress_related")),
                                    pct(v.get("mean_likn_enhance_related"))))
+    if not per_fact:
+        return
     print("\nPer fact (neurons en / zh / LIKN, suppress related en / zh):\n")
     print("| fact | en | zh | LIKN | suppress en | suppress zh |")
     print("|---|---|---|---|---|---|")
@@ -48,4 +57,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], "--no-per-fact" not in sys.argv[2:])

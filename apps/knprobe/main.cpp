@@ -1,5 +1,6 @@
 // knprobe — command-line front end (thin: parses, calls the library, prints).
 //   knprobe localize --model M [--tokenizer T] --facts F.jsonl --langs en,zh --out DIR
+//   knprobe dkn      --model M [--tokenizer T] --facts F.jsonl --langs en,zh --out DIR
 //   knprobe predict  --model M [--tokenizer T] --prompt "The capital of France is" [--top 5]
 // M: a .gguf file (Llama / Gemma 3), a llama2.c .bin checkpoint, or a Hugging Face gpt2 / bert
 // directory (config.json + safetensors + tokenizer files).
@@ -8,9 +9,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <memory>
 #include <xtensor/xnpy.hpp>
 
+#include "knprobe/data/mlama.hpp"
+#include "knprobe/experiments/degenerate.hpp"
 #include "knprobe/experiments/localize.hpp"
 #include "knprobe/model/bert.hpp"
 #include "knprobe/model/gpt2.hpp"
@@ -123,25 +128,33 @@ void print_fact(const FactResult& f) {
 
 struct LocalizeArgs {
   Common common;
-  std::string facts, prompt, answer, out = "knprobe-out", method = "amig", quadrature = "left",
-                                     aggregate = "sum";
-  std::vector<std::string> langs{"en", "zh"}, thresholds;
+  std::string facts, mlama, prompt, answer, out = "knprobe-out", method = "amig",
+                                            quadrature = "left", aggregate = "sum";
+  std::vector<std::string> langs{"en", "zh"}, thresholds, relations;
   std::vector<int> layers;
-  int steps = 20;
-  bool no_verify = false, paper_compat = false;
+  int steps = 20, max_answer_tokens = 0;
+  std::size_t sample = 0, limit = 0;
+  bool no_verify = false, paper_compat = false, require_correct = false;
   std::uint64_t seed = 42;
+  // dkn
+  int top = 20, max_set_size = 2;
+  double t_low = 0.2, t_high = 0.25;
+  std::size_t max_passes = 100000;
 };
 
-int run_localize(const LocalizeArgs& a) {
+/// Facts from --facts or --prompt/--answer (mLAMA is read once the model is known).
+std::vector<Fact> read_fact_args(const LocalizeArgs& a, std::vector<FactProblem>& problems) {
   std::vector<Fact> facts;
-  std::vector<FactProblem> problems;
+  KNPROBE_REQUIRE(a.facts.empty() || a.mlama.empty(), ArgumentError,
+                  "give --facts or --mlama, not both");
+  if (!a.mlama.empty()) return facts;
   if (!a.facts.empty()) {
     auto ff = read_facts(a.facts);
     facts = std::move(ff.facts);
     problems = std::move(ff.problems);
   } else {
     KNPROBE_REQUIRE(!a.prompt.empty() && !a.answer.empty(), ArgumentError,
-                    "give --facts FILE or both --prompt and --answer");
+                    "give --facts FILE, --mlama DIR, or both --prompt and --answer");
     KNPROBE_REQUIRE(a.langs.size() == 1, ArgumentError,
                     "--prompt/--answer take exactly one --langs");
     facts.push_back({"cli", "cli", {{a.langs[0], a.prompt}}, {{a.langs[0], a.answer}}});
@@ -149,39 +162,116 @@ int run_localize(const LocalizeArgs& a) {
   for (const auto& p : problems)
     std::fprintf(stderr, "knprobe: %s line %zu skipped: %s\n", a.facts.c_str(), p.line,
                  p.reason.c_str());
-  LocalizeOptions o;
-  o.languages = a.langs;
-  o.thresholds = parse_thresholds(a.thresholds);
+  return facts;
+}
+
+AttributionOptions attribution_args(const LocalizeArgs& a) {
+  AttributionOptions o;
   KNPROBE_REQUIRE(a.method == "amig" || a.method == "ig", ArgumentError,
                   "--method must be amig or ig");
-  o.attribution.method = a.method == "ig" ? Method::ig : Method::amig;
-  o.attribution.steps = a.steps;
-  o.attribution.quadrature = a.quadrature == "gauss"       ? Quadrature::gauss_legendre
-                             : a.quadrature == "trapezoid" ? Quadrature::trapezoid
-                             : a.quadrature == "linspace"  ? Quadrature::linspace
-                                                           : Quadrature::left_riemann;
+  o.method = a.method == "ig" ? Method::ig : Method::amig;
+  o.steps = a.steps;
+  o.quadrature = a.quadrature == "gauss"       ? Quadrature::gauss_legendre
+                 : a.quadrature == "trapezoid" ? Quadrature::trapezoid
+                 : a.quadrature == "linspace"  ? Quadrature::linspace
+                                               : Quadrature::left_riemann;
   KNPROBE_REQUIRE(a.quadrature == "gauss" || a.quadrature == "trapezoid" ||
                       a.quadrature == "left" || a.quadrature == "linspace",
                   ArgumentError, "--quadrature must be left, trapezoid, gauss or linspace");
-  o.attribution.aggregation =
-      a.aggregate == "mean" ? TokenAggregation::mean : TokenAggregation::sum;
-  o.attribution.layers = a.layers;
-  o.attribution.paper_compat = a.paper_compat;
+  o.aggregation = a.aggregate == "mean" ? TokenAggregation::mean : TokenAggregation::sum;
+  o.layers = a.layers;
+  o.paper_compat = a.paper_compat;
+  return o;
+}
+
+/// mLAMA facts (when --mlama) and screening (when --require-correct) for the loaded model.
+template <class M>
+void prepare_facts(const LocalizeArgs& a, const KnowledgeProbe<M>& probe, const Tokenizer& tok,
+                   std::vector<Fact>& facts, std::vector<SkippedFact>& filtered) {
+  if (!a.mlama.empty()) {
+    MlamaOptions mo;
+    mo.languages = a.langs;
+    mo.relations = a.relations;
+    mo.objective = ArchTraits<M>::objective;
+    if (tok.special().mask) mo.mask_token = tok.id_to_piece(*tok.special().mask);
+    mo.sample = a.sample;
+    mo.seed = a.seed;
+    auto data = load_mlama(a.mlama, mo);
+    for (const auto& p : data.problems)
+      std::fprintf(stderr, "knprobe: mLAMA %s: %s\n", p.where.c_str(), p.reason.c_str());
+    facts = std::move(data.facts);
+    std::fprintf(stderr, "knprobe: %zu mLAMA facts in %s\n", facts.size(), a.mlama.c_str());
+  }
+  if (a.require_correct) {
+    AnswerableOptions ao;
+    ao.languages = a.langs;
+    ao.max_answer_tokens = a.max_answer_tokens;
+    ao.limit = a.limit;
+    ao.progress = [&](std::size_t scanned, std::size_t kept) {
+      std::fprintf(stderr, "\rscreening: %zu scanned, %zu answered correctly   ", scanned, kept);
+    };
+    facts = answerable_facts(probe, facts, ao, filtered);
+    std::fprintf(stderr, "\n");
+  } else if (a.limit && facts.size() > a.limit) {
+    facts.resize(a.limit);
+  }
+  KNPROBE_REQUIRE(!facts.empty(), ArgumentError, "no facts left to process");
+}
+
+/// Progress with rate and ETA on stderr, one call per (fact, language).
+std::function<void(const std::string&)> progress_printer(std::size_t total) {
+  auto done = std::make_shared<std::size_t>(0);
+  const auto t0 = std::chrono::steady_clock::now();
+  return [=](const std::string& what) {
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double eta =
+        *done ? el / static_cast<double>(*done) * static_cast<double>(total - *done) : 0.0;
+    std::fprintf(stderr, "\r[%zu/%zu] %-40s %.0fs elapsed, ETA %.0fs   ", ++*done, total,
+                 what.c_str(), el, eta);
+    std::fflush(stderr);
+  };
+}
+
+nlohmann::json options_json(const LocalizeArgs& a) {
+  nlohmann::json j{{"model", a.common.model},
+                   {"method", a.method},
+                   {"steps", a.steps},
+                   {"quadrature", a.quadrature},
+                   {"aggregate", a.aggregate},
+                   {"languages", a.langs},
+                   {"paper_compat", a.paper_compat},
+                   {"seed", a.seed},
+                   {"knprobe_version", KNPROBE_VERSION_STRING}};
+  if (!a.mlama.empty())
+    j["mlama"] = {{"root", a.mlama},
+                  {"relations", a.relations},
+                  {"sample", a.sample},
+                  {"limit", a.limit},
+                  {"require_correct", a.require_correct},
+                  {"max_answer_tokens", a.max_answer_tokens}};
+  return j;
+}
+
+void add_screening(nlohmann::json& j, const std::vector<SkippedFact>& filtered) {
+  j["screened_out"] = filtered.size();
+  for (const auto& s : filtered)
+    j["screening"].push_back({{"fact", s.fact}, {"language", s.language}, {"reason", s.reason}});
+}
+
+int run_localize(const LocalizeArgs& a) {
+  std::vector<FactProblem> problems;
+  std::vector<Fact> facts = read_fact_args(a, problems);
+  LocalizeOptions o;
+  o.languages = a.langs;
+  o.thresholds = parse_thresholds(a.thresholds);
+  o.attribution = attribution_args(a);
   o.verify = !a.no_verify;
   o.seed = a.seed;
   return with_model(a.common, [&](const auto& model, const Tokenizer& tok) {
     const KnowledgeProbe probe(model, tok);
-    const std::size_t total = facts.size() * o.languages.size();
-    std::size_t done = 0;
-    const auto t0 = std::chrono::steady_clock::now();
-    o.progress = [&](const std::string& what) {
-      const double el =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const double eta = done ? el / done * (total - done) : 0.0;
-      std::fprintf(stderr, "\r[%zu/%zu] %-40s %.0fs elapsed, ETA %.0fs   ", ++done, total,
-                   what.c_str(), el, eta);
-      std::fflush(stderr);
-    };
+    std::vector<SkippedFact> filtered;
+    prepare_facts(a, probe, tok, facts, filtered);
+    o.progress = progress_printer(facts.size() * o.languages.size());
     const auto rep = localize(probe, facts, o);
     std::fprintf(stderr, "\n");
     fs::create_directories(fs::path(a.out) / "scores");
@@ -192,22 +282,61 @@ int run_localize(const LocalizeArgs& a) {
                      r.attribution.scores);
     }
     auto j = to_json(rep);
-    j["options"] = {{"model", a.common.model},
-                    {"method", a.method},
-                    {"steps", a.steps},
-                    {"quadrature", a.quadrature},
-                    {"aggregate", a.aggregate},
-                    {"languages", a.langs},
-                    {"thresholds", o.thresholds},
-                    {"paper_compat", a.paper_compat},
-                    {"seed", a.seed},
-                    {"knprobe_version", KNPROBE_VERSION_STRING}};
+    j["options"] = options_json(a);
+    j["options"]["thresholds"] = o.thresholds;
     for (const auto& p : problems) j["skipped"].push_back({{"line", p.line}, {"reason", p.reason}});
+    add_screening(j, filtered);
     std::ofstream(fs::path(a.out) / "localize.json") << j.dump(1) << "\n";
     std::printf("\nsummary: %s\n", j["summary"].dump(1).c_str());
     for (const auto& s : rep.skipped)
       std::printf("skipped %s [%s]: %s\n", s.fact.c_str(), s.language.c_str(), s.reason.c_str());
     std::printf("wrote %s/localize.json and %s/scores/*.npy\n", a.out.c_str(), a.out.c_str());
+    return 0;
+  });
+}
+
+int run_dkn(const LocalizeArgs& a) {
+  std::vector<FactProblem> problems;
+  std::vector<Fact> facts = read_fact_args(a, problems);
+  DknExperimentOptions o;
+  o.languages = a.langs;
+  o.attribution = attribution_args(a);
+  o.dkn.top = a.top;
+  o.dkn.t_low = a.t_low;
+  o.dkn.t_high = a.t_high;
+  o.dkn.max_set_size = a.max_set_size;
+  o.dkn.max_forward_passes = a.max_passes;
+  return with_model(a.common, [&](const auto& model, const Tokenizer& tok) {
+    const KnowledgeProbe probe(model, tok);
+    std::vector<SkippedFact> filtered;
+    prepare_facts(a, probe, tok, facts, filtered);
+    o.progress = progress_printer(facts.size() * o.languages.size());
+    const auto rep = degenerate_neurons(probe, facts, o);
+    std::fprintf(stderr, "\n");
+    auto j = to_json(rep);
+    j["options"] = options_json(a);
+    j["options"]["dkn"] = {{"top", a.top},
+                           {"t_low", a.t_low},
+                           {"t_high", a.t_high},
+                           {"max_set_size", a.max_set_size},
+                           {"max_forward_passes", a.max_passes}};
+    for (const auto& p : problems) j["skipped"].push_back({{"line", p.line}, {"reason", p.reason}});
+    add_screening(j, filtered);
+    fs::create_directories(a.out);
+    std::ofstream(fs::path(a.out) / "dkn.json") << j.dump(1) << "\n";
+    for (const auto& r : rep.results) {
+      std::printf("%s [%s] p0=%.3f %zu degenerate set(s) in %zu passes:", r.fact.c_str(),
+                  r.language.c_str(), r.dkn.p0, r.dkn.degenerate.size(), r.dkn.forward_passes);
+      for (const auto& set : r.dkn.degenerate) {
+        std::printf(" {");
+        for (std::size_t i = 0; i < set.size(); ++i)
+          std::printf("%sL%d.%d", i ? " " : "", set[i].layer, set[i].unit);
+        std::printf("}");
+      }
+      std::printf("\n");
+    }
+    std::printf("\nsummary: %s\n", j["summary"].dump(1).c_str());
+    std::printf("wrote %s/dkn.json\n", a.out.c_str());
     return 0;
   });
 }
@@ -246,28 +375,44 @@ int main(int argc, char** argv) {
   LocalizeArgs la;
   auto* loc =
       app.add_subcommand("localize", "attribute facts to FFN neurons, select, verify, LIKN");
-  loc->add_option("--model", la.common.model,
+  auto* dkn = app.add_subcommand("dkn", "search degenerate knowledge neurons of facts");
+  for (auto* c : {loc, dkn}) {
+    c->add_option("--model", la.common.model,
                   ".gguf file, llama2.c .bin checkpoint or Hugging Face gpt2 / bert directory")
-      ->required();
-  loc->add_option("--tokenizer", la.common.tokenizer,
+        ->required();
+    c->add_option("--tokenizer", la.common.tokenizer,
                   "llama2.c tokenizer.bin (default: tok512.bin beside the model) or tokenizer "
                   "directory (default: the model directory)");
-  loc->add_option("--facts", la.facts, "JSON Lines facts file");
-  loc->add_option("--prompt", la.prompt, "a single prompt (with --answer and one --langs)");
-  loc->add_option("--answer", la.answer, "its answer, as it continues the prompt");
-  loc->add_option("--langs", la.langs, "languages")->delimiter(',');
-  loc->add_option("--method", la.method, "amig or ig");
-  loc->add_option("--steps", la.steps, "integration steps m");
-  loc->add_option("--quadrature", la.quadrature,
+    c->add_option("--facts", la.facts, "JSON Lines facts file");
+    c->add_option("--mlama", la.mlama, "mLAMA root directory (one folder per language)");
+    c->add_option("--relations", la.relations, "mLAMA relations (default all)")->delimiter(',');
+    c->add_option("--sample", la.sample, "mLAMA: a seeded sample of this many facts (0 = all)");
+    c->add_flag("--require-correct", la.require_correct,
+                "keep facts whose answer the model predicts (top-1) in every language");
+    c->add_option("--max-answer-tokens", la.max_answer_tokens,
+                  "with --require-correct: drop answers longer than this many tokens");
+    c->add_option("--limit", la.limit, "stop after this many (kept) facts");
+    c->add_option("--prompt", la.prompt, "a single prompt (with --answer and one --langs)");
+    c->add_option("--answer", la.answer, "its answer, as it continues the prompt");
+    c->add_option("--langs", la.langs, "languages")->delimiter(',');
+    c->add_option("--method", la.method, "amig or ig");
+    c->add_option("--steps", la.steps, "integration steps m");
+    c->add_option("--quadrature", la.quadrature,
                   "left (Dai), trapezoid, gauss, or linspace (EleutherAI knowledge-neurons)");
-  loc->add_option("--aggregate", la.aggregate, "multi-token answers: sum or mean");
+    c->add_option("--aggregate", la.aggregate, "multi-token answers: sum or mean");
+    c->add_option("--layers", la.layers, "layers to attribute (default all)")->delimiter(',');
+    c->add_flag("--paper-compat", la.paper_compat, "reproduce the reference code's quirks");
+    c->add_option("--seed", la.seed, "seed of the random controls and of --sample");
+    c->add_option("--out", la.out, "output directory");
+  }
   loc->add_option("--threshold", la.thresholds,
                   "LANG=T selection threshold (default en=0.3, zh=0.2)");
-  loc->add_option("--layers", la.layers, "layers to attribute (default all)")->delimiter(',');
   loc->add_flag("--no-verify", la.no_verify, "skip the suppress/enhance checks");
-  loc->add_flag("--paper-compat", la.paper_compat, "reproduce the reference code's quirks");
-  loc->add_option("--seed", la.seed, "seed of the random controls");
-  loc->add_option("--out", la.out, "output directory");
+  dkn->add_option("--top", la.top, "candidates: the top neurons by attribution (default 20)");
+  dkn->add_option("--t-low", la.t_low, "harmless: p(S) >= (1 - T_low) p0 (default 0.2)");
+  dkn->add_option("--t-high", la.t_high, "harmful: p(S) < (1 - T_high) p0 (default 0.25)");
+  dkn->add_option("--max-set-size", la.max_set_size, "2 = the paper's pairs");
+  dkn->add_option("--max-passes", la.max_passes, "forward-pass budget per (fact, language)");
   Common pc;
   std::string prompt;
   int top = 5;
@@ -279,6 +424,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (*loc) return run_localize(la);
+    if (*dkn) return run_dkn(la);
     return run_predict(pc, prompt, top);
   } catch (const knprobe::Error& e) {
     std::fprintf(stderr, "knprobe: error: %s\n", e.what());

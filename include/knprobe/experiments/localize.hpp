@@ -37,7 +37,7 @@ struct LanguageResult {
   std::string language, prompt, answer;
   std::vector<TokenId> answer_ids;
   double p_answer = 0;       ///< P(answer | prompt), product over answer tokens
-  std::optional<bool> top1;  ///< the answer's first token is the model's argmax
+  std::optional<bool> top1;  ///< every answer token is the model's argmax (teacher-forced)
   Attribution attribution;
   Selection selection;
   EffectSet suppress, enhance;
@@ -61,14 +61,18 @@ struct LocalizeReport {
 
 namespace detail {
 
+/// Whether every answer token is the model's argmax at its position (teacher-forced), from one
+/// forward pass over the encoded fact; nullopt when the model exposes no logits.
 template <class M>
-std::optional<bool> is_top1(const M& m, const EncodedFact& f) {
+std::optional<bool> answers_top1(const M& m, const EncodedFact& f) {
   if constexpr (requires(const typename M::Trace& t) { m.logits(t); }) {
-    const std::vector<TokenId> prefix(f.tokens.begin(), f.tokens.begin() + f.positions[0] + 1);
-    const auto z = m.logits(m.trace(prefix));
-    Index best;
-    z.row(z.rows() - 1).maxCoeff(&best);
-    return best == f.targets[0];
+    const auto z = m.logits(m.trace(f.tokens));
+    for (std::size_t t = 0; t < f.targets.size(); ++t) {
+      Index best;
+      z.row(f.positions[t]).maxCoeff(&best);
+      if (best != f.targets[t]) return false;
+    }
+    return true;
   } else {
     return std::nullopt;
   }
@@ -113,7 +117,7 @@ LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>&
         r.answer = fact.answers.at(lang);
         const EncodedFact f = probe.encode(r.prompt, r.answer);
         r.answer_ids = f.targets;
-        r.top1 = detail::is_top1(probe.model(), f);
+        r.top1 = detail::answers_top1(probe.model(), f);
         r.attribution = probe.attribute(f, o.attribution);
         r.selection = probe.select(r.attribution, o.thresholds.at(lang));
         if (o.verify) {
@@ -151,6 +155,57 @@ LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>&
     if (!fr.languages.empty()) rep.facts.push_back(std::move(fr));
   }
   return rep;
+}
+
+struct AnswerableOptions {
+  std::vector<std::string> languages{"en", "zh"};
+  int max_answer_tokens = 0;  ///< 0 = any length
+  std::size_t limit = 0;      ///< stop after this many kept facts (0 = scan all)
+  std::function<void(std::size_t scanned, std::size_t kept)> progress;
+};
+
+/// The facts (in order) that the model answers correctly in every language of `o`: each answer
+/// token its argmax (teacher-forced), with at most `max_answer_tokens` tokens. The others are
+/// appended to `skipped` with the first reason found.
+template <ProbeableModel M>
+std::vector<Fact> answerable_facts(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
+                                   const AnswerableOptions& o, std::vector<SkippedFact>& skipped) {
+  KNPROBE_REQUIRE(!o.languages.empty(), ArgumentError, "answerable_facts: no languages");
+  std::vector<Fact> kept;
+  std::size_t scanned = 0;
+  for (const auto& fact : facts) {
+    if (o.limit && kept.size() >= o.limit) break;
+    ++scanned;
+    std::string why, where;
+    for (const auto& lang : o.languages) {
+      where = lang;
+      if (!fact.prompts.count(lang) || !fact.answers.count(lang)) {
+        why = "no prompt or answer in this language";
+        break;
+      }
+      try {
+        const EncodedFact f = probe.encode(fact.prompts.at(lang), fact.answers.at(lang));
+        if (o.max_answer_tokens > 0 && static_cast<int>(f.targets.size()) > o.max_answer_tokens) {
+          why = "answer has " + std::to_string(f.targets.size()) + " tokens (> " +
+                std::to_string(o.max_answer_tokens) + ")";
+          break;
+        }
+        if (detail::answers_top1(probe.model(), f) == false) {
+          why = "the model does not answer it (answer not top-1)";
+          break;
+        }
+      } catch (const Error& e) {
+        why = e.what();
+        break;
+      }
+    }
+    if (why.empty())
+      kept.push_back(fact);
+    else
+      skipped.push_back({fact.id, where, why});
+    if (o.progress) o.progress(scanned, kept.size());
+  }
+  return kept;
 }
 
 namespace detail {
@@ -203,8 +258,20 @@ inline nlohmann::json summarize(const LocalizeReport& rep) {
   }
   nlohmann::json j;
   for (const auto& [lang, a] : acc) {
-    j["languages"][lang]["facts"] = a.count("neurons") ? a.at("neurons").size() : 0;
-    for (const auto& [k, v] : a) j["languages"][lang]["mean_" + k] = detail::mean_of(v);
+    auto& out = j["languages"][lang];
+    out["facts"] = a.count("neurons") ? a.at("neurons").size() : 0;
+    for (const auto& [k, v] : a) out["mean_" + k] = detail::mean_of(v);
+    // Succ = |E_rel / E_unrel| + |S_rel / S_unrel| over the mean effects (METHOD.md §8).
+    auto ratio = [&](const char* rel, const char* unrel) -> std::optional<double> {
+      if (!out.contains(rel) || !out.contains(unrel) || out[rel].is_null() || out[unrel].is_null())
+        return std::nullopt;
+      const double d = out[unrel].get<double>();
+      if (d == 0) return std::nullopt;
+      return std::abs(out[rel].get<double>() / d);
+    };
+    const auto e = ratio("mean_enhance_related", "mean_enhance_unrelated");
+    const auto sp = ratio("mean_suppress_related", "mean_suppress_unrelated");
+    out["succ"] = e && sp ? nlohmann::json(*e + *sp) : nlohmann::json();
   }
   j["mean_likn"] = detail::mean_of(likn_sizes);
   std::size_t nonempty = 0;

@@ -22,6 +22,7 @@
 #include "knprobe/model/blocks/attention.hpp"
 #include "knprobe/model/blocks/layer_norm.hpp"
 #include "knprobe/model/blocks/linear.hpp"
+#include "knprobe/model/blocks/softmax.hpp"
 #include "knprobe/model/checkpoint_reader.hpp"
 #include "knprobe/model/concept.hpp"
 
@@ -258,16 +259,8 @@ class BertModel {
     HeadCache hc;
     Matrix<T> z = head_forward(hp, hc);
     LayerGradients<T> out;
-    out.probabilities.resize(B);
-    for (int b = 0; b < B; ++b) {  // dP/dz = P (e_t − softmax(z))
-      const T mx = z.row(b).maxCoeff();
-      z.row(b) = (z.row(b).array() - mx).exp().matrix();
-      z.row(b) /= z.row(b).sum();
-      const T pr = z(b, target);
-      out.probabilities[b] = pr;
-      z.row(b) *= -pr;
-      z(b, target) += pr;
-    }
+    const std::vector<TokenId> targets(static_cast<std::size_t>(B), target);
+    out.probabilities = blocks::softmax::target_probability_gradient<T>(z, targets);
     const Matrix<T> dhp = head_backward(z, hc);
     Matrix<T> dh = Matrix<T>::Zero(Index(B) * n, hidden_size());
     for (int b = 0; b < B; ++b) dh.row(Index(b) * n + p) = dhp.row(b);
@@ -374,8 +367,7 @@ class BertModel {
                     " outside the vocabulary [0, ", vocab_size(), ")");
   }
   static T softmax_at(const Matrix<T>& z, int row, TokenId target) {
-    const T mx = z.row(row).maxCoeff();
-    return std::exp(z(row, target) - mx) / (z.row(row).array() - mx).exp().sum();
+    return blocks::softmax::probability<T>(z, row, target);
   }
 
   blocks::attention::Shape attention_shape(int batch, int n) const {

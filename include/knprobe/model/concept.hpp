@@ -160,6 +160,24 @@ concept ProbeableModel = HasArchTraits<M> && HasModelShape<M> && Traceable<M> &&
 
 namespace detail {
 
+/// Calls fn(begin, count) for consecutive chunks of `reqs` holding at most `max_rows` points in
+/// all (a larger single request is a chunk of its own), so that batched backends bound the rows of
+/// their output-head GEMM.
+template <class T, class F>
+void for_each_request_chunk(std::span<const LayerRequest<T>> reqs, Index max_rows, F&& fn) {
+  std::size_t begin = 0;
+  while (begin < reqs.size()) {
+    std::size_t end = begin;
+    Index rows = 0;
+    do {
+      rows += reqs[end].points.rows();
+      ++end;
+    } while (end < reqs.size() && rows + reqs[end].points.rows() <= max_rows);
+    fn(begin, end - begin);
+    begin = end;
+  }
+}
+
 /// Checks M piece by piece so that the compiler prints the first missing piece in words.
 template <class M>
 constexpr bool assert_probeable() {

@@ -23,6 +23,7 @@
 #include "knprobe/model/blocks/attention.hpp"
 #include "knprobe/model/blocks/layer_norm.hpp"
 #include "knprobe/model/blocks/linear.hpp"
+#include "knprobe/model/blocks/softmax.hpp"
 #include "knprobe/model/checkpoint_reader.hpp"
 #include "knprobe/model/concept.hpp"
 
@@ -223,18 +224,9 @@ class Gpt2Model {
   std::vector<LayerGradients<T>> layer_gradients(const Trace& t,
                                                  std::span<const LayerRequest<T>> reqs) const {
     std::vector<LayerGradients<T>> out(reqs.size());
-    std::size_t begin = 0;
-    while (begin < reqs.size()) {
-      std::size_t end = begin;
-      Index rows = 0;
-      do {
-        rows += reqs[end].points.rows();
-        ++end;
-      } while (end < reqs.size() && rows + reqs[end].points.rows() <= k_head_rows);
-      gradients_chunk(t, reqs.subspan(begin, end - begin),
-                      std::span(out).subspan(begin, end - begin));
-      begin = end;
-    }
+    detail::for_each_request_chunk(reqs, k_head_rows, [&](std::size_t begin, std::size_t n) {
+      gradients_chunk(t, reqs.subspan(begin, n), std::span(out).subspan(begin, n));
+    });
     return out;
   }
 
@@ -339,8 +331,7 @@ class Gpt2Model {
                     " outside the vocabulary [0, ", vocab_size(), ")");
   }
   static T softmax_at(const Matrix<T>& z, int row, TokenId target) {
-    const T mx = z.row(row).maxCoeff();
-    return std::exp(z(row, target) - mx) / (z.row(row).array() - mx).exp().sum();
+    return blocks::softmax::probability<T>(z, row, target);
   }
 
   blocks::attention::Shape attention_shape(const Rows& r) const {
@@ -510,17 +501,7 @@ class Gpt2Model {
     Matrix<T> x;
     blocks::layer_norm::forward<T>(h, w_.lnf_g, w_.lnf_b, eps(), x, nc);
     Matrix<T> z = x * w_.wte.transpose();
-    Vector<T> prob(total);
-    for (Index b = 0; b < total; ++b) {
-      const TokenId tg = target[static_cast<std::size_t>(b)];
-      const T mx = z.row(b).maxCoeff();
-      z.row(b) = (z.row(b).array() - mx).exp().matrix();
-      z.row(b) /= z.row(b).sum();
-      const T p = z(b, tg);
-      prob[b] = p;
-      z.row(b) *= -p;
-      z(b, tg) += p;
-    }
+    const Vector<T> prob = blocks::softmax::target_probability_gradient<T>(z, target);
     const Matrix<T> dx = z * w_.wte;
     Matrix<T> dh_all;
     blocks::layer_norm::backward<T>(dx, w_.lnf_g, nc, dh_all);

@@ -24,6 +24,7 @@
 #include "knprobe/model/blocks/linear.hpp"
 #include "knprobe/model/blocks/rms_norm.hpp"
 #include "knprobe/model/blocks/rope.hpp"
+#include "knprobe/model/blocks/softmax.hpp"
 #include "knprobe/model/concept.hpp"
 #include "knprobe/model/llama_weights.hpp"
 
@@ -116,18 +117,9 @@ class LlamaModel {
   std::vector<LayerGradients<T>> layer_gradients(const Trace& t,
                                                  std::span<const LayerRequest<T>> reqs) const {
     std::vector<LayerGradients<T>> out(reqs.size());
-    std::size_t begin = 0;
-    while (begin < reqs.size()) {
-      std::size_t end = begin;
-      Index rows = 0;
-      do {
-        rows += reqs[end].points.rows();
-        ++end;
-      } while (end < reqs.size() && rows + reqs[end].points.rows() <= k_head_rows);
-      gradients_chunk(t, reqs.subspan(begin, end - begin),
-                      std::span(out).subspan(begin, end - begin));
-      begin = end;
-    }
+    detail::for_each_request_chunk(reqs, k_head_rows, [&](std::size_t begin, std::size_t n) {
+      gradients_chunk(t, reqs.subspan(begin, n), std::span(out).subspan(begin, n));
+    });
     return out;
   }
 
@@ -240,8 +232,7 @@ class LlamaModel {
                     " outside the vocabulary [0, ", vocab_size(), ")");
   }
   static T softmax_at(const Matrix<T>& z, int row, TokenId target) {
-    const T mx = z.row(row).maxCoeff();
-    return std::exp(z(row, target) - mx) / (z.row(row).array() - mx).exp().sum();
+    return blocks::softmax::probability<T>(z, row, target);
   }
 
   /// Per-head RMSNorm of x [R × H·hd] with weight [hd].
@@ -481,17 +472,7 @@ class LlamaModel {
     Matrix<T> x;
     blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, x, nc);
     Matrix<T> z = x * w_.head().transpose();
-    Vector<T> prob(total);
-    for (Index b = 0; b < total; ++b) {
-      const TokenId tg = target[static_cast<std::size_t>(b)];
-      const T mx = z.row(b).maxCoeff();
-      z.row(b) = (z.row(b).array() - mx).exp().matrix();
-      z.row(b) /= z.row(b).sum();
-      const T p = z(b, tg);
-      prob[b] = p;
-      z.row(b) *= -p;
-      z(b, tg) += p;
-    }
+    const Vector<T> prob = blocks::softmax::target_probability_gradient<T>(z, target);
     const Matrix<T> dx = z * w_.head();
     Matrix<T> dh_all;
     blocks::rms_norm::backward<T>(dx, h, w_.final_norm, plain, nc, dh_all);

@@ -4,6 +4,7 @@
 //   log_softmax: y_j = x_j − logsumexp(x);                   dx = dy − softmax(x) · Σ_k dy_k
 
 #include <cmath>
+#include <span>
 
 #include "knprobe/core/tensor.hpp"
 
@@ -32,6 +33,35 @@ void backward(ConstMatrixRef<T> dy, ConstMatrixRef<T> y, Matrix<T>& dx) {
     const T s = dy.row(r).dot(y.row(r));
     dx.row(r) = y.row(r).cwiseProduct((dy.row(r).array() - s).matrix());
   }
+}
+
+/// softmax(z.row(row))[target] = exp(z_t − max) / Σ_k exp(z_k − max).
+template <class T>
+T probability(ConstMatrixRef<T> z, Index row, TokenId target) {
+  const T mx = z.row(row).maxCoeff();
+  return std::exp(z(row, target) - mx) / (z.row(row).array() - mx).exp().sum();
+}
+
+/// The output-head step of a target probability, in place: for every row b with target t_b,
+/// returns P_b = softmax(z_b)[t_b] and overwrites z_b with dP_b/dz_b = P_b (e_{t_b} −
+/// softmax(z_b)).
+template <class T>
+Vector<T> target_probability_gradient(Matrix<T>& z, std::span<const TokenId> targets) {
+  KNPROBE_REQUIRE(static_cast<Index>(targets.size()) == z.rows(), ShapeError,
+                  "softmax::target_probability_gradient: ", targets.size(), " targets for ",
+                  z.rows(), " rows");
+  Vector<T> prob(z.rows());
+  for (Index b = 0; b < z.rows(); ++b) {
+    const TokenId t = targets[static_cast<std::size_t>(b)];
+    const T mx = z.row(b).maxCoeff();
+    z.row(b) = (z.row(b).array() - mx).exp().matrix();
+    z.row(b) /= z.row(b).sum();
+    const T p = z(b, t);
+    prob[b] = p;
+    z.row(b) *= -p;
+    z(b, t) += p;
+  }
+  return prob;
 }
 
 }  // namespace softmax

@@ -1,0 +1,102 @@
+#pragma once
+// The degenerate-knowledge-neuron experiment (METHOD.md §5) over facts in several languages: per
+// (fact, language) attribute, then search degenerate sets among the top-attributed neurons;
+// summary per language: how many facts have degenerate sets, how many sets, their sizes and the
+// forward passes spent. Facts that cannot be processed are recorded with the reason.
+
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "knprobe/experiments/localize.hpp"
+#include "knprobe/probe/degenerate.hpp"
+
+namespace knprobe {
+
+struct DknExperimentOptions {
+  std::vector<std::string> languages{"en", "zh"};
+  AttributionOptions attribution;
+  DknOptions dkn;
+  std::function<void(const std::string&)> progress;  ///< once per (fact, language)
+};
+
+struct DknFactResult {
+  std::string fact, relation, language;
+  DknResult dkn;
+};
+
+struct DknReport {
+  std::vector<DknFactResult> results;
+  std::vector<SkippedFact> skipped;
+};
+
+template <ProbeableModel M>
+DknReport degenerate_neurons(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
+                             const DknExperimentOptions& o) {
+  KNPROBE_REQUIRE(!facts.empty(), ArgumentError, "degenerate_neurons: no facts");
+  KNPROBE_REQUIRE(!o.languages.empty(), ArgumentError, "degenerate_neurons: no languages");
+  DknReport rep;
+  for (const auto& fact : facts)
+    for (const auto& lang : o.languages) {
+      if (o.progress) o.progress(fact.id + " [" + lang + "]");
+      if (!fact.prompts.count(lang) || !fact.answers.count(lang)) {
+        rep.skipped.push_back({fact.id, lang, "no prompt or answer in this language"});
+        continue;
+      }
+      try {
+        const EncodedFact f = probe.encode(fact.prompts.at(lang), fact.answers.at(lang));
+        const auto a = probe.attribute(f, o.attribution);
+        rep.results.push_back(
+            {fact.id, fact.relation, lang, find_degenerate(probe.model(), f, a, o.dkn)});
+      } catch (const Error& e) {
+        rep.skipped.push_back({fact.id, lang, e.what()});
+      }
+    }
+  return rep;
+}
+
+inline nlohmann::json to_json(const DknReport& rep) {
+  nlohmann::json j;
+  j["facts"] = nlohmann::json::array();
+  struct Acc {
+    std::size_t facts = 0, with_dkn = 0, sets = 0, neurons_in_sets = 0, passes = 0, truncated = 0;
+  };
+  std::map<std::string, Acc> acc;
+  for (const auto& r : rep.results) {
+    nlohmann::json sets = nlohmann::json::array();
+    for (const auto& s : r.dkn.degenerate) sets.push_back(detail::neurons_json(NeuronSet(s)));
+    j["facts"].push_back({{"fact", r.fact},
+                          {"relation", r.relation},
+                          {"language", r.language},
+                          {"p0", r.dkn.p0},
+                          {"degenerate", sets},
+                          {"forward_passes", r.dkn.forward_passes},
+                          {"truncated", r.dkn.truncated}});
+    auto& a = acc[r.language];
+    ++a.facts;
+    a.with_dkn += !r.dkn.degenerate.empty();
+    a.sets += r.dkn.degenerate.size();
+    for (const auto& s : r.dkn.degenerate) a.neurons_in_sets += s.size();
+    a.passes += r.dkn.forward_passes;
+    a.truncated += r.dkn.truncated;
+  }
+  for (const auto& [lang, a] : acc) {
+    const double n = static_cast<double>(std::max<std::size_t>(a.facts, 1));
+    j["summary"][lang] = {
+        {"facts", a.facts},
+        {"facts_with_dkn", a.with_dkn},
+        {"mean_sets_per_fact", static_cast<double>(a.sets) / n},
+        {"mean_set_size",
+         a.sets ? static_cast<double>(a.neurons_in_sets) / static_cast<double>(a.sets) : 0.0},
+        {"mean_forward_passes", static_cast<double>(a.passes) / n},
+        {"truncated_searches", a.truncated}};
+  }
+  j["skipped"] = nlohmann::json::array();
+  for (const auto& s : rep.skipped)
+    j["skipped"].push_back({{"fact", s.fact}, {"language", s.language}, {"reason", s.reason}});
+  return j;
+}
+
+}  // namespace knprobe

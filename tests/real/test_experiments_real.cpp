@@ -1,0 +1,94 @@
+// The experiments on the real stories260K model: screening for facts the model answers, the
+// localization experiment (effects, top-1, Succ in the summary) and the DKN experiment (bounded
+// forward passes, summary counts).
+#include <boost/test/unit_test.hpp>
+
+#include "knprobe/experiments/degenerate.hpp"
+#include "knprobe/experiments/localize.hpp"
+#include "knprobe/model/llama.hpp"
+#include "knprobe/tokenize/llama2c_tokenizer.hpp"
+#include "support/paths.hpp"
+
+using namespace knprobe;
+
+namespace {
+
+struct Stories {
+  LlamaModel<float> model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
+  Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
+};
+
+std::vector<Fact> facts() {
+  return {{"lily",
+           "name",
+           {{"en", "Once upon a time, there was a little girl named"}},
+           {{"en", " Lily"}}},
+          {"park", "place", {{"en", "One day, Lily went to the"}}, {{"en", " park"}}},
+          {"nonsense", "odd", {{"en", "Once upon a"}}, {{"en", " elephant"}}}};
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(real_experiments)
+
+BOOST_AUTO_TEST_CASE(screening_keeps_what_the_model_answers) {
+  const Stories s;
+  const KnowledgeProbe probe(s.model, s.tok);
+  AnswerableOptions o;
+  o.languages = {"en"};
+  std::vector<SkippedFact> skipped;
+  const auto kept = answerable_facts(probe, facts(), o, skipped);
+  BOOST_REQUIRE(!kept.empty());
+  BOOST_TEST(kept[0].id == "lily");
+  bool nonsense_skipped = false;
+  for (const auto& k : skipped)
+    if (k.fact == "nonsense") nonsense_skipped = k.reason.find("top-1") != std::string::npos;
+  BOOST_TEST(nonsense_skipped);
+  o.limit = 1;
+  std::vector<SkippedFact> none;
+  BOOST_TEST(answerable_facts(probe, facts(), o, none).size() == 1u);
+  BOOST_TEST(none.empty());  // stopped at the limit before screening the rest
+}
+
+BOOST_AUTO_TEST_CASE(localization_reports_effects_and_succ) {
+  const Stories s;
+  const KnowledgeProbe probe(s.model, s.tok);
+  LocalizeOptions o;
+  o.languages = {"en"};
+  o.thresholds = {{"en", 0.3}};
+  o.attribution.steps = 8;
+  const auto rep = localize(probe, facts(), o);
+  BOOST_REQUIRE(rep.facts.size() == 3u);
+  const auto& lily = rep.facts[0].languages.at("en");
+  BOOST_TEST(lily.top1.value());
+  BOOST_TEST(lily.p_answer > 0.5);
+  BOOST_TEST(!lily.selection.neurons.empty());
+  BOOST_TEST(lily.suppress.related.value() < 0.0);
+  BOOST_TEST(lily.suppress.unrelated.has_value());
+  BOOST_TEST(!rep.facts[2].languages.at("en").top1.value());
+  const auto j = to_json(rep);
+  BOOST_TEST(j["summary"]["languages"]["en"].contains("succ"));
+}
+
+BOOST_AUTO_TEST_CASE(dkn_experiment_counts_and_bounds) {
+  const Stories s;
+  const KnowledgeProbe probe(s.model, s.tok);
+  DknExperimentOptions o;
+  o.languages = {"en", "zh"};  // no zh prompts: recorded as skipped
+  o.attribution.steps = 8;
+  const auto all = facts();
+  const std::vector<Fact> two(all.begin(), all.begin() + 2);
+  const auto rep = degenerate_neurons(probe, two, o);
+  BOOST_TEST(rep.results.size() == 2u);
+  BOOST_TEST(rep.skipped.size() == 2u);
+  for (const auto& r : rep.results) {
+    BOOST_TEST(r.dkn.candidates.size() == 20u);
+    BOOST_TEST(r.dkn.forward_passes <= 210u);
+    for (const auto& set : r.dkn.degenerate) BOOST_TEST(set.size() == 2u);
+  }
+  const auto j = to_json(rep);
+  BOOST_TEST(j["summary"]["en"]["facts"] == 2);
+  BOOST_TEST(j["skipped"].size() == 2u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
