@@ -1,6 +1,7 @@
 // knprobe — command-line front end (thin: parses, calls the library, prints).
 //   knprobe localize --model M [--tokenizer T] --facts F.jsonl --langs en,zh --out DIR
 //   knprobe dkn      --model M [--tokenizer T] --facts F.jsonl --langs en,zh --out DIR
+//   knprobe edit     --model M [--tokenizer T] --facts F.jsonl --langs en,zh --out DIR
 //   knprobe predict  --model M [--tokenizer T] --prompt "The capital of France is" [--top 5]
 // M: a .gguf file (Llama / Gemma 3), a llama2.c .bin checkpoint, or a Hugging Face gpt2 / bert
 // directory (config.json + safetensors + tokenizer files).
@@ -16,6 +17,7 @@
 
 #include "knprobe/data/mlama.hpp"
 #include "knprobe/experiments/degenerate.hpp"
+#include "knprobe/experiments/editing.hpp"
 #include "knprobe/experiments/localize.hpp"
 #include "knprobe/model/bert.hpp"
 #include "knprobe/model/gpt2.hpp"
@@ -35,7 +37,8 @@ struct Common {
   std::string model, tokenizer;
 };
 
-/// Loads the model named by `c` and calls fn(model, tokenizer).
+/// Loads the model named by `c` and calls fn(model, tokenizer); the model is a mutable lvalue
+/// (weight edits change it in place and restore it).
 template <class F>
 int with_model(const Common& c, F&& fn) {
   const fs::path p(c.model);
@@ -43,7 +46,7 @@ int with_model(const Common& c, F&& fn) {
   const auto t0 = std::chrono::steady_clock::now();
   if (p.extension() == ".gguf") {
     io::GgufFile f(p);
-    const LlamaModel<float> m(load_llama_gguf(f));
+    LlamaModel<float> m(load_llama_gguf(f));
     const auto tok = SentencePieceBpe::from_gguf(f);
     std::fprintf(stderr, "knprobe: loaded %s (%s, %d layers × %d neurons) in %.2f s\n",
                  p.filename().c_str(), m.spec().family.c_str(), m.num_layers(), m.ffn_width(),
@@ -51,7 +54,7 @@ int with_model(const Common& c, F&& fn) {
     return fn(m, tok);
   }
   if (p.extension() == ".bin") {
-    const auto m = LlamaModel<float>::load(p);
+    auto m = LlamaModel<float>::load(p);
     const fs::path tp =
         c.tokenizer.empty() ? p.parent_path() / "tok512.bin" : fs::path(c.tokenizer);
     const Llama2cTokenizer tok(tp, m.vocab_size());
@@ -61,8 +64,14 @@ int with_model(const Common& c, F&& fn) {
     const auto cfg = io::detail::read_json(p / "config.json");
     const std::string type = cfg.value("model_type", "");
     const fs::path tp = c.tokenizer.empty() ? p : fs::path(c.tokenizer);
-    if (type == "gpt2") return fn(Gpt2Model<float>::load(p), ByteBpe::from_directory(tp));
-    if (type == "bert") return fn(BertModel<float>::load(p), WordPiece::from_directory(tp));
+    if (type == "gpt2") {
+      auto m = Gpt2Model<float>::load(p);
+      return fn(m, ByteBpe::from_directory(tp));
+    }
+    if (type == "bert") {
+      auto m = BertModel<float>::load(p);
+      return fn(m, WordPiece::from_directory(tp));
+    }
     throw ArgumentError("model directory '" + c.model + "': model_type '" + type +
                         "' has no tokenizer reader here (gpt2 and bert directories are supported; "
                         "use the GGUF file of Llama / Gemma models)");
@@ -136,6 +145,8 @@ struct LocalizeArgs {
   std::size_t sample = 0, limit = 0;
   bool no_verify = false, paper_compat = false, require_correct = false;
   std::uint64_t seed = 42;
+  // edit
+  double l1 = 1.0, l2 = 8.0;
   // dkn
   int top = 20, max_set_size = 2;
   double t_low = 0.2, t_high = 0.25;
@@ -341,6 +352,41 @@ int run_dkn(const LocalizeArgs& a) {
   });
 }
 
+int run_edit(const LocalizeArgs& a) {
+  std::vector<FactProblem> problems;
+  std::vector<Fact> facts = read_fact_args(a, problems);
+  EditingOptions o;
+  o.languages = a.langs;
+  o.thresholds = parse_thresholds(a.thresholds);
+  o.attribution = attribution_args(a);
+  o.l1 = a.l1;
+  o.l2 = a.l2;
+  return with_model(a.common, [&](auto& model, const Tokenizer& tok) {
+    std::vector<SkippedFact> filtered;
+    {
+      const KnowledgeProbe probe(model, tok);
+      prepare_facts(a, probe, tok, facts, filtered);
+    }
+    o.progress = progress_printer(facts.size());
+    const auto rep = cross_lingual_editing(model, tok, facts, o);
+    std::fprintf(stderr, "\n");
+    auto j = to_json(rep);
+    j["options"] = options_json(a);
+    j["options"]["thresholds"] = o.thresholds;
+    j["options"]["l1"] = a.l1;
+    j["options"]["l2"] = a.l2;
+    for (const auto& p : problems) j["skipped"].push_back({{"line", p.line}, {"reason", p.reason}});
+    add_screening(j, filtered);
+    fs::create_directories(a.out);
+    std::ofstream(fs::path(a.out) / "editing.json") << j.dump(1) << "\n";
+    std::printf("summary (set/mode/measured-in):\n");
+    for (auto it = j["summary"].begin(); it != j["summary"].end(); ++it)
+      std::printf("  %-34s %s\n", it.key().c_str(), it.value().dump().c_str());
+    std::printf("wrote %s/editing.json\n", a.out.c_str());
+    return 0;
+  });
+}
+
 int run_predict(const Common& c, const std::string& prompt, int top) {
   KNPROBE_REQUIRE(top > 0 && top <= 1000, ArgumentError, "--top must be in [1, 1000]");
   return with_model(c, [&](const auto& model, const Tokenizer& tok) {
@@ -376,7 +422,9 @@ int main(int argc, char** argv) {
   auto* loc =
       app.add_subcommand("localize", "attribute facts to FFN neurons, select, verify, LIKN");
   auto* dkn = app.add_subcommand("dkn", "search degenerate knowledge neurons of facts");
-  for (auto* c : {loc, dkn}) {
+  auto* edit = app.add_subcommand(
+      "edit", "cross-lingual editing: LIKN vs per-language sets, activations and weight edits");
+  for (auto* c : {loc, dkn, edit}) {
     c->add_option("--model", la.common.model,
                   ".gguf file, llama2.c .bin checkpoint or Hugging Face gpt2 / bert directory")
         ->required();
@@ -405,8 +453,11 @@ int main(int argc, char** argv) {
     c->add_option("--seed", la.seed, "seed of the random controls and of --sample");
     c->add_option("--out", la.out, "output directory");
   }
-  loc->add_option("--threshold", la.thresholds,
+  for (auto* c : {loc, edit})
+    c->add_option("--threshold", la.thresholds,
                   "LANG=T selection threshold (default en=0.3, zh=0.2)");
+  edit->add_option("--l1", la.l1, "erase strength λ1 (default 1)");
+  edit->add_option("--l2", la.l2, "edit strength λ2 (default 8)");
   loc->add_flag("--no-verify", la.no_verify, "skip the suppress/enhance checks");
   dkn->add_option("--top", la.top, "candidates: the top neurons by attribution (default 20)");
   dkn->add_option("--t-low", la.t_low, "harmless: p(S) >= (1 - T_low) p0 (default 0.2)");
@@ -425,6 +476,7 @@ int main(int argc, char** argv) {
   try {
     if (*loc) return run_localize(la);
     if (*dkn) return run_dkn(la);
+    if (*edit) return run_edit(la);
     return run_predict(pc, prompt, top);
   } catch (const knprobe::Error& e) {
     std::fprintf(stderr, "knprobe: error: %s\n", e.what());

@@ -4,6 +4,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "knprobe/experiments/degenerate.hpp"
+#include "knprobe/experiments/editing.hpp"
 #include "knprobe/experiments/localize.hpp"
 #include "knprobe/model/llama.hpp"
 #include "knprobe/tokenize/llama2c_tokenizer.hpp"
@@ -89,6 +90,58 @@ BOOST_AUTO_TEST_CASE(dkn_experiment_counts_and_bounds) {
   const auto j = to_json(rep);
   BOOST_TEST(j["summary"]["en"]["facts"] == 2);
   BOOST_TEST(j["skipped"].size() == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(editing_measures_and_restores_the_weights_bit_exactly) {
+  Stories s;
+  // Two phrasings stand in for two languages ("a", "b"); two facts of one relation give each
+  // other their new answer, a third of another relation is the unrelated one.
+  const std::vector<Fact> fs{
+      {"lily",
+       "name",
+       {{"a", "Once upon a time, there was a little girl named"}, {"b", "There was a girl named"}},
+       {{"a", " Lily"}, {"b", " Lily"}}},
+      {"tim",
+       "name",
+       {{"a", "Once upon a time, there was a little boy named"}, {"b", "There was a boy named"}},
+       {{"a", " Tim"}, {"b", " Tim"}}},
+      {"park",
+       "place",
+       {{"a", "One day, Lily went to the"}, {"b", "Lily went to the"}},
+       {{"a", " park"}, {"b", " park"}}}};
+  std::vector<MatrixF> before;
+  for (const auto& l : s.model.weights().layers) before.push_back(l.w_down);
+  EditingOptions o;
+  o.languages = {"a", "b"};
+  o.thresholds = {{"a", 0.3}, {"b", 0.3}};
+  o.attribution.steps = 8;
+  const auto rep = cross_lingual_editing(s.model, s.tok, fs, o);
+  BOOST_TEST(rep.facts.size() == 2u);  // "park" has no sibling of its relation
+  BOOST_TEST(rep.skipped.size() == 1u);
+  for (std::size_t l = 0; l < before.size(); ++l)
+    BOOST_TEST((s.model.weights().layers[l].w_down.array() == before[l].array()).all());
+  std::size_t edits = 0;
+  double reliability = 0;
+  int n = 0;
+  for (const auto& f : rep.facts) {
+    BOOST_TEST(f.sets.count("likn") == 1u);
+    for (const auto& e : f.measures) {
+      if (e.mode == "edit") {
+        ++edits;
+        BOOST_TEST(e.p_new_after.has_value());
+      }
+      if (e.mode == "suppress" && e.set == e.source && e.language == e.source) {
+        reliability += e.old_change();
+        ++n;
+      }
+    }
+  }
+  BOOST_TEST(edits > 0u);
+  BOOST_REQUIRE(n > 0);
+  BOOST_TEST(reliability / n < 0.0);  // suppressing a fact's own neurons lowers its answer
+  const auto j = to_json(rep);
+  BOOST_TEST(j["summary"].contains("N_source/suppress/reliability"));
+  BOOST_TEST(j["summary"].contains("all/edit/generality"));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,222 @@
+#pragma once
+// Cross-lingual knowledge editing (METHOD.md §6). For each fact present in every language:
+//   N_l   = the neurons selected in language l (attribution + threshold t_l);
+//   sets  = LIKN (∩_l N_l), each N_l, and their union ("all");
+// and for every set S with every fact language l measured:
+//   suppress — activations of S × 0 at l's answer positions (the papers' intervention);
+//   erase    — value vectors v ← v − λ₁ (|v|/|e_o|) e_o        (weights, undone bit-exactly);
+//   edit     — v ← v − λ₁ (|v|/|e_o|) e_o + λ₂ (|v|/|e_t|) e_t (old → new answer, likewise).
+// e_o / e_t are the input embeddings of the first token of the old / new answer in the edit's
+// source language: l for N_l, the first listed language for LIKN and "all". The new answer is the
+// answer of the next fact of the same relation. Reported per measurement: P(old) before / after,
+// for edits P(new) before / after and whether the new answer now beats the old one, and locality:
+// the relative change of an unrelated fact's (other relation) answer probability in l.
+// Reliability = measured in the source language; generality = in the other languages.
+
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "knprobe/experiments/localize.hpp"
+#include "knprobe/probe/intervention.hpp"
+
+namespace knprobe {
+
+struct EditingOptions {
+  std::vector<std::string> languages{"en", "zh"};
+  std::map<std::string, double> thresholds{{"en", 0.3}, {"zh", 0.2}};
+  AttributionOptions attribution;
+  double l1 = 1.0, l2 = 8.0;                         ///< Dai's edit strengths
+  std::function<void(const std::string&)> progress;  ///< once per fact
+};
+
+struct EditMeasure {
+  std::string set, mode, source, language;  ///< e.g. "likn", "edit", "en", "zh"
+  double p_old_before = 0, p_old_after = 0;
+  std::optional<double> p_new_before, p_new_after;  ///< edits only
+  std::optional<double> unrelated_change;           ///< relative, on a fact of another relation
+  double old_change() const {
+    return p_old_before > 0 ? (p_old_after - p_old_before) / p_old_before : 0.0;
+  }
+  /// Edits: the new answer now has a higher probability than the old one.
+  std::optional<bool> flipped() const {
+    if (!p_new_after) return std::nullopt;
+    return *p_new_after > p_old_after;
+  }
+};
+
+struct EditingFactResult {
+  std::string fact, relation;
+  std::map<std::string, NeuronSet> sets;  ///< "likn", "all", and one per language
+  std::vector<EditMeasure> measures;
+};
+
+struct EditingReport {
+  std::vector<EditingFactResult> facts;
+  std::vector<SkippedFact> skipped;
+};
+
+namespace detail {
+
+/// Index of the next fact (cyclically) of the same relation with all `langs`, other answers.
+inline std::optional<std::size_t> sibling_fact(const std::vector<Fact>& facts, std::size_t i,
+                                               const std::vector<std::string>& langs) {
+  for (std::size_t k = 1; k < facts.size(); ++k) {
+    const auto& g = facts[(i + k) % facts.size()];
+    if (g.relation != facts[i].relation) continue;
+    bool ok = true;
+    for (const auto& l : langs)
+      ok = ok && g.answers.count(l) && g.prompts.count(l) &&
+           g.answers.at(l) != facts[i].answers.at(l);
+    if (ok) return (i + k) % facts.size();
+  }
+  return std::nullopt;
+}
+
+/// Product over answer tokens of P(target) at each answer position of `f`.
+template <ProbeableModel M>
+double answer_probability(const M& m, const EncodedFact& f, const InterventionPattern& pat = {}) {
+  std::vector<Query> qs;
+  for (std::size_t t = 0; t < f.targets.size(); ++t) qs.push_back({f.positions[t], f.targets[t]});
+  const std::vector<InterventionPattern> pats{pat};
+  const auto p = m.probabilities(f.tokens, pats, qs);
+  double prod = 1;
+  for (Index q = 0; q < p.cols(); ++q) prod *= static_cast<double>(p(0, q));
+  return prod;
+}
+
+}  // namespace detail
+
+/// Runs the editing experiment; `model` is edited in place and restored after every edit.
+template <ProbeableModel M>
+EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::vector<Fact>& facts,
+                                    const EditingOptions& o) {
+  KNPROBE_REQUIRE(!facts.empty(), ArgumentError, "editing: no facts");
+  KNPROBE_REQUIRE(!o.languages.empty(), ArgumentError, "editing: no languages");
+  for (const auto& l : o.languages)
+    KNPROBE_REQUIRE(o.thresholds.count(l), ArgumentError, "editing: no threshold for language '", l,
+                    "'");
+  const KnowledgeProbe<M> probe(model, tok);
+  EditingReport rep;
+  for (std::size_t i = 0; i < facts.size(); ++i) {
+    const Fact& fact = facts[i];
+    if (o.progress) o.progress(fact.id);
+    try {
+      for (const auto& l : o.languages)
+        KNPROBE_REQUIRE(fact.prompts.count(l) && fact.answers.count(l), ArgumentError,
+                        "no prompt or answer in language '", l, "'");
+      const auto sib = detail::sibling_fact(facts, i, o.languages);
+      KNPROBE_REQUIRE(sib.has_value(), ArgumentError, "no other fact of relation '", fact.relation,
+                      "' to take a new answer from");
+      std::map<std::string, EncodedFact> old_f, new_f, unrel_f;
+      EditingFactResult fr{fact.id, fact.relation, {}, {}};
+      std::vector<NeuronSet> per_lang;
+      for (const auto& l : o.languages) {
+        old_f.emplace(l, probe.encode(fact.prompts.at(l), fact.answers.at(l)));
+        new_f.emplace(l, probe.encode(fact.prompts.at(l), facts[*sib].answers.at(l)));
+        if (auto u = detail::unrelated_fact(facts, i, l))
+          unrel_f.emplace(l, probe.encode(facts[*u].prompts.at(l), facts[*u].answers.at(l)));
+        const auto a = probe.attribute(old_f.at(l), o.attribution);
+        fr.sets[l] = KnowledgeProbe<M>::select(a, o.thresholds.at(l)).neurons;
+        per_lang.push_back(fr.sets[l]);
+      }
+      fr.sets["likn"] = likn(per_lang);
+      fr.sets["all"] = at_least(1, per_lang);
+      // Clean probabilities, measured once.
+      std::map<std::string, double> p_old, p_new, p_unrel;
+      for (const auto& l : o.languages) {
+        p_old[l] = detail::answer_probability(model, old_f.at(l));
+        p_new[l] = detail::answer_probability(model, new_f.at(l));
+        if (unrel_f.count(l)) p_unrel[l] = detail::answer_probability(model, unrel_f.at(l));
+      }
+      for (const auto& [name, set] : fr.sets) {
+        if (set.empty()) continue;
+        const std::string source =
+            fr.sets.count(name) && name != "likn" && name != "all" ? name : o.languages.front();
+        for (const auto& l : o.languages) {  // activation suppression at l's answer positions
+          EditMeasure e{name, "suppress", source, l, p_old[l], 0, {}, {}, {}};
+          e.p_old_after =
+              detail::answer_probability(model, old_f.at(l), suppress(set, old_f.at(l).positions));
+          if (unrel_f.count(l) && p_unrel[l] > 0)
+            e.unrelated_change =
+                (detail::answer_probability(model, unrel_f.at(l),
+                                            suppress(set, unrel_f.at(l).positions)) -
+                 p_unrel[l]) /
+                p_unrel[l];
+          fr.measures.push_back(e);
+        }
+        for (const bool is_edit : {false, true}) {  // weight edits, undone by the guard
+          ValueVectorEdit<M> guard(model, set);
+          const TokenId eo = old_f.at(source).targets.front();
+          if (is_edit)
+            guard.edit(eo, new_f.at(source).targets.front(), o.l1, o.l2);
+          else
+            guard.edit(eo, std::nullopt, o.l1, 0.0);
+          for (const auto& l : o.languages) {
+            EditMeasure e{name, is_edit ? "edit" : "erase", source, l, p_old[l], 0, {}, {}, {}};
+            e.p_old_after = detail::answer_probability(model, old_f.at(l));
+            if (is_edit) {
+              e.p_new_before = p_new[l];
+              e.p_new_after = detail::answer_probability(model, new_f.at(l));
+            }
+            if (unrel_f.count(l) && p_unrel[l] > 0)
+              e.unrelated_change =
+                  (detail::answer_probability(model, unrel_f.at(l)) - p_unrel[l]) / p_unrel[l];
+            fr.measures.push_back(e);
+          }
+        }
+      }
+      rep.facts.push_back(std::move(fr));
+    } catch (const Error& e) {
+      rep.skipped.push_back({fact.id, "", e.what()});
+    }
+  }
+  return rep;
+}
+
+/// JSON of the report with a summary per (set, mode, reliability | generality): mean relative
+/// change of P(old), for edits the fraction flipped to the new answer, and mean |locality change|.
+inline nlohmann::json to_json(const EditingReport& rep) {
+  nlohmann::json j;
+  j["facts"] = nlohmann::json::array();
+  struct Acc {
+    std::vector<double> change, flipped, locality;
+  };
+  std::map<std::string, Acc> acc;
+  for (const auto& f : rep.facts) {
+    nlohmann::json jf{{"fact", f.fact}, {"relation", f.relation}};
+    for (const auto& [name, set] : f.sets) jf["sets"][name] = detail::neurons_json(set);
+    for (const auto& e : f.measures) {
+      nlohmann::json m{{"set", e.set},
+                       {"mode", e.mode},
+                       {"source", e.source},
+                       {"language", e.language},
+                       {"p_old_before", e.p_old_before},
+                       {"p_old_after", e.p_old_after}};
+      if (e.p_new_after) m["p_new_before"] = *e.p_new_before, m["p_new_after"] = *e.p_new_after;
+      if (e.unrelated_change) m["unrelated_change"] = *e.unrelated_change;
+      jf["measures"].push_back(m);
+      const std::string set_kind = e.set == "likn" || e.set == "all" ? e.set : "N_source";
+      auto& a = acc[set_kind + "/" + e.mode + "/" +
+                    (e.language == e.source ? "reliability" : "generality")];
+      a.change.push_back(e.old_change());
+      if (auto fl = e.flipped()) a.flipped.push_back(*fl ? 1.0 : 0.0);
+      if (e.unrelated_change) a.locality.push_back(std::abs(*e.unrelated_change));
+    }
+    j["facts"].push_back(jf);
+  }
+  for (const auto& [k, a] : acc)
+    j["summary"][k] = {{"measures", a.change.size()},
+                       {"mean_old_change", detail::mean_of(a.change)},
+                       {"flipped", detail::mean_of(a.flipped)},
+                       {"mean_abs_unrelated_change", detail::mean_of(a.locality)}};
+  j["skipped"] = nlohmann::json::array();
+  for (const auto& s : rep.skipped)
+    j["skipped"].push_back({{"fact", s.fact}, {"reason", s.reason}});
+  return j;
+}
+
+}  // namespace knprobe
