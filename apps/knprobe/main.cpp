@@ -2,6 +2,7 @@
 //   knprobe localize --model M [--tokenizer T] --facts F.jsonl --langs en,zh --out DIR
 //   knprobe dkn      --model M [--tokenizer T] --facts F.jsonl --langs en,zh --out DIR
 //   knprobe edit     --model M [--tokenizer T] --facts F.jsonl --langs en,zh --out DIR
+//   knprobe factcheck --model M [--tokenizer T] --mlama DIR --langs en,zh --out DIR
 //   knprobe predict  --model M [--tokenizer T] --prompt "The capital of France is" [--top 5]
 // M: a .gguf file (Llama / Gemma 3), a llama2.c .bin checkpoint, or a Hugging Face gpt2 / bert
 // directory (config.json + safetensors + tokenizer files).
@@ -18,6 +19,7 @@
 #include "knprobe/data/mlama.hpp"
 #include "knprobe/experiments/degenerate.hpp"
 #include "knprobe/experiments/editing.hpp"
+#include "knprobe/experiments/fact_check.hpp"
 #include "knprobe/experiments/localize.hpp"
 #include "knprobe/model/bert.hpp"
 #include "knprobe/model/gpt2.hpp"
@@ -151,6 +153,10 @@ struct LocalizeArgs {
   int top = 20, max_set_size = 2;
   double t_low = 0.2, t_high = 0.25;
   std::size_t max_passes = 100000;
+  // factcheck
+  int wrong = 5;
+  double train_fraction = 0.8, relation_fraction = 0.7;
+  std::optional<double> fixed_threshold;
 };
 
 /// Facts from --facts or --prompt/--answer (mLAMA is read once the model is known).
@@ -195,22 +201,26 @@ AttributionOptions attribution_args(const LocalizeArgs& a) {
   return o;
 }
 
-/// mLAMA facts (when --mlama) and screening (when --require-correct) for the loaded model.
+/// mLAMA facts (when --mlama) and screening (when --require-correct) for the loaded model; with
+/// `pool`, also every fact before sampling and screening (fact-checking draws wrong objects there).
 template <class M>
 void prepare_facts(const LocalizeArgs& a, const KnowledgeProbe<M>& probe, const Tokenizer& tok,
-                   std::vector<Fact>& facts, std::vector<SkippedFact>& filtered) {
+                   std::vector<Fact>& facts, std::vector<SkippedFact>& filtered,
+                   std::vector<Fact>* pool = nullptr) {
+  if (pool) *pool = facts;  // --facts: every fact of the file
   if (!a.mlama.empty()) {
     MlamaOptions mo;
     mo.languages = a.langs;
     mo.relations = a.relations;
     mo.objective = ArchTraits<M>::objective;
     if (tok.special().mask) mo.mask_token = tok.id_to_piece(*tok.special().mask);
-    mo.sample = a.sample;
     mo.seed = a.seed;
     auto data = load_mlama(a.mlama, mo);
     for (const auto& p : data.problems)
       std::fprintf(stderr, "knprobe: mLAMA %s: %s\n", p.where.c_str(), p.reason.c_str());
     facts = std::move(data.facts);
+    if (pool) *pool = facts;
+    sample_facts(facts, a.sample, a.seed);
     std::fprintf(stderr, "knprobe: %zu mLAMA facts in %s\n", facts.size(), a.mlama.c_str());
   }
   if (a.require_correct) {
@@ -235,10 +245,10 @@ std::function<void(const std::string&)> progress_printer(std::size_t total) {
   const auto t0 = std::chrono::steady_clock::now();
   return [=](const std::string& what) {
     const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double eta =
-        *done ? el / static_cast<double>(*done) * static_cast<double>(total - *done) : 0.0;
-    std::fprintf(stderr, "\r[%zu/%zu] %-40s %.0fs elapsed, ETA %.0fs   ", ++*done, total,
-                 what.c_str(), el, eta);
+    const double left = *done < total ? static_cast<double>(total - *done) : 0.0;
+    const double eta = *done ? el / static_cast<double>(*done) * left : 0.0;
+    std::fprintf(stderr, "\r[%zu/%zu] %-40s %.0fs elapsed, ETA %.0fs   ", ++*done,
+                 std::max(total, *done), what.c_str(), el, eta);
     std::fflush(stderr);
   };
 }
@@ -263,10 +273,37 @@ nlohmann::json options_json(const LocalizeArgs& a) {
   return j;
 }
 
-void add_screening(nlohmann::json& j, const std::vector<SkippedFact>& filtered) {
+/// Adds the run's options, unreadable fact lines and screening to `j` and writes it to
+/// <out>/<name>.
+void write_result(const LocalizeArgs& a, nlohmann::json& j, const std::string& name,
+                  const std::vector<FactProblem>& problems,
+                  const std::vector<SkippedFact>& filtered, nlohmann::json extra_options = {}) {
+  j["options"] = options_json(a);
+  if (extra_options.is_object()) j["options"].update(extra_options);
+  for (const auto& p : problems) j["skipped"].push_back({{"line", p.line}, {"reason", p.reason}});
   j["screened_out"] = filtered.size();
   for (const auto& s : filtered)
     j["screening"].push_back({{"fact", s.fact}, {"language", s.language}, {"reason", s.reason}});
+  fs::create_directories(a.out);
+  std::ofstream(fs::path(a.out) / name) << j.dump(1) << "\n";
+}
+
+nlohmann::json dkn_options_json(const LocalizeArgs& a) {
+  return {{"top", a.top},
+          {"t_low", a.t_low},
+          {"t_high", a.t_high},
+          {"max_set_size", a.max_set_size},
+          {"max_forward_passes", a.max_passes}};
+}
+
+DknOptions dkn_args(const LocalizeArgs& a) {
+  DknOptions d;
+  d.top = a.top;
+  d.t_low = a.t_low;
+  d.t_high = a.t_high;
+  d.max_set_size = a.max_set_size;
+  d.max_forward_passes = a.max_passes;
+  return d;
 }
 
 int run_localize(const LocalizeArgs& a) {
@@ -293,11 +330,7 @@ int run_localize(const LocalizeArgs& a) {
                      r.attribution.scores);
     }
     auto j = to_json(rep);
-    j["options"] = options_json(a);
-    j["options"]["thresholds"] = o.thresholds;
-    for (const auto& p : problems) j["skipped"].push_back({{"line", p.line}, {"reason", p.reason}});
-    add_screening(j, filtered);
-    std::ofstream(fs::path(a.out) / "localize.json") << j.dump(1) << "\n";
+    write_result(a, j, "localize.json", problems, filtered, {{"thresholds", o.thresholds}});
     std::printf("\nsummary: %s\n", j["summary"].dump(1).c_str());
     for (const auto& s : rep.skipped)
       std::printf("skipped %s [%s]: %s\n", s.fact.c_str(), s.language.c_str(), s.reason.c_str());
@@ -312,11 +345,7 @@ int run_dkn(const LocalizeArgs& a) {
   DknExperimentOptions o;
   o.languages = a.langs;
   o.attribution = attribution_args(a);
-  o.dkn.top = a.top;
-  o.dkn.t_low = a.t_low;
-  o.dkn.t_high = a.t_high;
-  o.dkn.max_set_size = a.max_set_size;
-  o.dkn.max_forward_passes = a.max_passes;
+  o.dkn = dkn_args(a);
   return with_model(a.common, [&](const auto& model, const Tokenizer& tok) {
     const KnowledgeProbe probe(model, tok);
     std::vector<SkippedFact> filtered;
@@ -325,16 +354,7 @@ int run_dkn(const LocalizeArgs& a) {
     const auto rep = degenerate_neurons(probe, facts, o);
     std::fprintf(stderr, "\n");
     auto j = to_json(rep);
-    j["options"] = options_json(a);
-    j["options"]["dkn"] = {{"top", a.top},
-                           {"t_low", a.t_low},
-                           {"t_high", a.t_high},
-                           {"max_set_size", a.max_set_size},
-                           {"max_forward_passes", a.max_passes}};
-    for (const auto& p : problems) j["skipped"].push_back({{"line", p.line}, {"reason", p.reason}});
-    add_screening(j, filtered);
-    fs::create_directories(a.out);
-    std::ofstream(fs::path(a.out) / "dkn.json") << j.dump(1) << "\n";
+    write_result(a, j, "dkn.json", problems, filtered, {{"dkn", dkn_options_json(a)}});
     for (const auto& r : rep.results) {
       std::printf("%s [%s] p0=%.3f %zu degenerate set(s) in %zu passes:", r.fact.c_str(),
                   r.language.c_str(), r.dkn.p0, r.dkn.degenerate.size(), r.dkn.forward_passes);
@@ -371,18 +391,74 @@ int run_edit(const LocalizeArgs& a) {
     const auto rep = cross_lingual_editing(model, tok, facts, o);
     std::fprintf(stderr, "\n");
     auto j = to_json(rep);
-    j["options"] = options_json(a);
-    j["options"]["thresholds"] = o.thresholds;
-    j["options"]["l1"] = a.l1;
-    j["options"]["l2"] = a.l2;
-    for (const auto& p : problems) j["skipped"].push_back({{"line", p.line}, {"reason", p.reason}});
-    add_screening(j, filtered);
-    fs::create_directories(a.out);
-    std::ofstream(fs::path(a.out) / "editing.json") << j.dump(1) << "\n";
+    write_result(a, j, "editing.json", problems, filtered,
+                 {{"thresholds", o.thresholds}, {"l1", a.l1}, {"l2", a.l2}});
     std::printf("summary (set/mode/measured-in):\n");
     for (auto it = j["summary"].begin(); it != j["summary"].end(); ++it)
       std::printf("  %-34s %s\n", it.key().c_str(), it.value().dump().c_str());
     std::printf("wrote %s/editing.json\n", a.out.c_str());
+    return 0;
+  });
+}
+
+/// The fact-checking metrics as a Markdown table (test split first).
+void print_factcheck_table(const FactCheckReport& rep) {
+  std::set<std::string> languages;
+  for (const auto& r : rep.relations) languages.insert(r.language);
+  std::printf(
+      "\n| language | split | checker | claims | precision | recall | F1 | accuracy | "
+      "precision (ref) | F1 (ref) |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const auto& lang : languages)
+    for (bool train : {false, true}) {
+      const auto [dkn, base] = confusion(rep, lang, train);
+      for (const auto& [who, c] : {std::pair{"DKN", dkn}, std::pair{"model top-1", base}})
+        std::printf("| %s | %s | %s | %zu | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |\n",
+                    lang.c_str(), train ? "train" : "test", who, c.total(), c.precision(),
+                    c.recall(), c.f1(), c.accuracy(), c.precision_ref(), c.f1_ref());
+    }
+}
+
+int run_factcheck(const LocalizeArgs& a) {
+  std::vector<FactProblem> problems;
+  std::vector<Fact> facts = read_fact_args(a, problems);
+  FactCheckOptions o;
+  o.languages = a.langs;
+  o.attribution = attribution_args(a);
+  o.dkn = dkn_args(a);
+  o.wrong_per_fact = a.wrong;
+  o.train_fraction = a.train_fraction;
+  o.relation_fraction = a.relation_fraction;
+  o.seed = a.seed;
+  o.fixed_threshold = a.fixed_threshold;
+  return with_model(a.common, [&](const auto& model, const Tokenizer& tok) {
+    const KnowledgeProbe probe(model, tok);
+    std::vector<SkippedFact> filtered;
+    std::vector<Fact> pool;
+    prepare_facts(a, probe, tok, facts, filtered, &pool);
+    // per language: one DKN search per training fact + one attribution per claim
+    const auto n_train =
+        static_cast<std::size_t>(std::lround(a.train_fraction * static_cast<double>(facts.size())));
+    o.progress = progress_printer((facts.size() * static_cast<std::size_t>(a.wrong + 1) + n_train) *
+                                  o.languages.size());
+    const auto rep = fact_check(probe, facts, pool, o);
+    std::fprintf(stderr, "\n");
+    auto j = to_json(rep);
+    nlohmann::json extra{{"dkn", dkn_options_json(a)},
+                         {"wrong_per_fact", a.wrong},
+                         {"train_fraction", a.train_fraction},
+                         {"relation_fraction", a.relation_fraction}};
+    if (a.fixed_threshold) extra["fixed_threshold"] = *a.fixed_threshold;
+    write_result(a, j, "factcheck.json", problems, filtered, extra);
+    for (const auto& r : rep.relations)
+      std::printf(
+          "%s [%s]: %zu train / %zu test facts, %zu with DKN, relation set %zu neurons, "
+          "θ = %.3g\n",
+          r.relation.c_str(), r.language.c_str(), r.train_facts, r.test_facts, r.train_with_dkn,
+          r.neurons.size(), r.threshold);
+    print_factcheck_table(rep);
+    for (const auto& s : rep.skipped)
+      std::printf("skipped %s [%s]: %s\n", s.fact.c_str(), s.language.c_str(), s.reason.c_str());
+    std::printf("wrote %s/factcheck.json\n", a.out.c_str());
     return 0;
   });
 }
@@ -424,7 +500,9 @@ int main(int argc, char** argv) {
   auto* dkn = app.add_subcommand("dkn", "search degenerate knowledge neurons of facts");
   auto* edit = app.add_subcommand(
       "edit", "cross-lingual editing: LIKN vs per-language sets, activations and weight edits");
-  for (auto* c : {loc, dkn, edit}) {
+  auto* fc = app.add_subcommand(
+      "factcheck", "fact-checking with relation DKN sets vs the model-prediction baseline");
+  for (auto* c : {loc, dkn, edit, fc}) {
     c->add_option("--model", la.common.model,
                   ".gguf file, llama2.c .bin checkpoint or Hugging Face gpt2 / bert directory")
         ->required();
@@ -459,11 +537,20 @@ int main(int argc, char** argv) {
   edit->add_option("--l1", la.l1, "erase strength λ1 (default 1)");
   edit->add_option("--l2", la.l2, "edit strength λ2 (default 8)");
   loc->add_flag("--no-verify", la.no_verify, "skip the suppress/enhance checks");
-  dkn->add_option("--top", la.top, "candidates: the top neurons by attribution (default 20)");
-  dkn->add_option("--t-low", la.t_low, "harmless: p(S) >= (1 - T_low) p0 (default 0.2)");
-  dkn->add_option("--t-high", la.t_high, "harmful: p(S) < (1 - T_high) p0 (default 0.25)");
-  dkn->add_option("--max-set-size", la.max_set_size, "2 = the paper's pairs");
-  dkn->add_option("--max-passes", la.max_passes, "forward-pass budget per (fact, language)");
+  for (auto* c : {dkn, fc}) {
+    c->add_option("--top", la.top, "candidates: the top neurons by attribution (default 20)");
+    c->add_option("--t-low", la.t_low, "harmless: p(S) >= (1 - T_low) p0 (default 0.2)");
+    c->add_option("--t-high", la.t_high, "harmful: p(S) < (1 - T_high) p0 (default 0.25)");
+    c->add_option("--max-set-size", la.max_set_size, "2 = the paper's pairs");
+    c->add_option("--max-passes", la.max_passes, "forward-pass budget per (fact, language)");
+  }
+  fc->add_option("--wrong", la.wrong, "wrong objects per fact, from the same relation (default 5)");
+  fc->add_option("--train-fraction", la.train_fraction, "per-relation train split (default 0.8)");
+  fc->add_option("--relation-fraction", la.relation_fraction,
+                 "relation DKN set: neurons counted > fraction * max count (default 0.7)");
+  fc->add_option("--fixed-threshold", la.fixed_threshold,
+                 "decide with this threshold instead of fitting one on the training split "
+                 "(reference code: 1e-6)");
   Common pc;
   std::string prompt;
   int top = 5;
@@ -477,6 +564,7 @@ int main(int argc, char** argv) {
     if (*loc) return run_localize(la);
     if (*dkn) return run_dkn(la);
     if (*edit) return run_edit(la);
+    if (*fc) return run_factcheck(la);
     return run_predict(pc, prompt, top);
   } catch (const knprobe::Error& e) {
     std::fprintf(stderr, "knprobe: error: %s\n", e.what());

@@ -92,6 +92,22 @@ inline std::optional<std::pair<std::string, std::string>> decoder_prompt(std::st
 
 }  // namespace detail
 
+/// Keeps a seeded sample of `n` facts (Fisher–Yates, then the first n, back in their original
+/// order); n = 0 or n ≥ size keeps all.
+inline void sample_facts(std::vector<Fact>& facts, std::size_t n, std::uint64_t seed) {
+  if (n == 0 || n >= facts.size()) return;
+  Rng rng(seed);
+  std::vector<std::size_t> idx(facts.size());
+  for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  for (std::size_t i = idx.size() - 1; i > 0; --i)
+    std::swap(idx[i], idx[static_cast<std::size_t>(rng.below(i + 1))]);
+  idx.resize(n);
+  std::sort(idx.begin(), idx.end());
+  std::vector<Fact> kept;
+  for (auto i : idx) kept.push_back(std::move(facts[i]));
+  facts = std::move(kept);
+}
+
 /// Loads the facts of `o.languages` (and `o.relations`) from an mLAMA root directory.
 inline MlamaData load_mlama(const std::filesystem::path& root, const MlamaOptions& o = {}) {
   namespace fs = std::filesystem;
@@ -213,18 +229,7 @@ inline MlamaData load_mlama(const std::filesystem::path& root, const MlamaOption
       out.problems.push_back({rel, std::to_string(missing) +
                                        " facts lack a subject or object in one of the languages"});
   }
-  if (o.sample > 0 && o.sample < out.facts.size()) {
-    Rng rng(o.seed);  // Fisher–Yates, then the first `sample`, back in (relation, lineid) order
-    std::vector<std::size_t> idx(out.facts.size());
-    for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = i;
-    for (std::size_t i = idx.size() - 1; i > 0; --i)
-      std::swap(idx[i], idx[static_cast<std::size_t>(rng.below(i + 1))]);
-    idx.resize(o.sample);
-    std::sort(idx.begin(), idx.end());
-    std::vector<Fact> kept;
-    for (auto i : idx) kept.push_back(std::move(out.facts[i]));
-    out.facts = std::move(kept);
-  }
+  sample_facts(out.facts, o.sample, o.seed);
   return out;
 }
 

@@ -1,0 +1,344 @@
+#pragma once
+// Fact-checking with degenerate knowledge neurons (METHOD.md §7; Chen et al. 2024), per language:
+//   claims      = every fact with its true object and `wrong_per_fact` wrong objects, the objects
+//                 of other facts of the same relation (distinct, ≠ the true one, seeded per fact);
+//   split       = per relation, a seeded shuffle: the first round(train_fraction · n) facts train;
+//   relation set R = the neurons occurring in the degenerate sets of the training facts (true
+//                 object) more than relation_fraction · max_count times;
+//   score(c)    = mean over n ∈ R of Attr_n(prompt → candidate c), attributed at R's layers only;
+//   decision    = "true" ⇔ score ≥ θ_relation, θ chosen on the training claims to maximise F1
+//                 (or fixed, e.g. the reference code's 1e-6);
+//   baseline    = "true" ⇔ the model's own top-1 continuation is the candidate (every token).
+// Metrics on the test split, positive class = "the claim is true": precision TP/(TP+FP), recall
+// TP/(TP+FN), F1, accuracy (TP+TN)/all. The reference code's variant counts rejected true claims as
+// false positives as well: precision_ref = TP/(TP+FP+FN), F1_ref from precision_ref and recall.
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "knprobe/core/rng.hpp"
+#include "knprobe/experiments/localize.hpp"
+#include "knprobe/probe/degenerate.hpp"
+
+namespace knprobe {
+
+struct FactCheckOptions {
+  std::vector<std::string> languages{"en", "zh"};
+  int wrong_per_fact = 5;
+  double train_fraction = 0.8;
+  double relation_fraction = 0.7;  ///< relation set: count > fraction · max_count
+  std::uint64_t seed = 42;
+  std::optional<double> fixed_threshold;  ///< instead of learning θ (reference: 1e-6)
+  AttributionOptions attribution;
+  DknOptions dkn;
+  std::function<void(const std::string&)> progress;  ///< once per attribution
+};
+
+/// Binary confusion counts, positive = "the claim is true".
+struct Confusion {
+  std::size_t tp = 0, fp = 0, fn = 0, tn = 0;
+  void add(bool truth, bool accepted) {
+    (truth ? (accepted ? tp : fn) : (accepted ? fp : tn)) += 1;
+  }
+  std::size_t total() const { return tp + fp + fn + tn; }
+  static double ratio(std::size_t a, std::size_t b) {
+    return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0;
+  }
+  static double harmonic(double p, double r) { return p + r > 0 ? 2 * p * r / (p + r) : 0.0; }
+  double precision() const { return ratio(tp, tp + fp); }
+  double recall() const { return ratio(tp, tp + fn); }
+  double f1() const { return harmonic(precision(), recall()); }
+  double accuracy() const { return ratio(tp + tn, total()); }
+  /// The reference code's precision: rejected true claims counted as false positives too.
+  double precision_ref() const { return ratio(tp, tp + fp + fn); }
+  double f1_ref() const { return harmonic(precision_ref(), recall()); }
+};
+
+/// One (fact, candidate object, language) claim with its DKN score and the baseline's decision.
+struct Claim {
+  std::string fact, relation, language, object;
+  bool truth = false, train = false;
+  double score = 0;
+  bool model_top1 = false;
+};
+
+struct RelationCheck {
+  std::string relation, language;
+  NeuronSet neurons;          ///< the relation DKN set R
+  std::size_t max_count = 0;  ///< occurrences of the most frequent DKN neuron
+  std::size_t train_facts = 0, test_facts = 0, train_with_dkn = 0;
+  double threshold = 0;
+  std::size_t forward_passes = 0;  ///< of the DKN searches
+};
+
+struct FactCheckReport {
+  std::vector<Claim> claims;
+  std::vector<RelationCheck> relations;
+  std::vector<SkippedFact> skipped;  ///< facts or relations (fact = "relation:<id>") left out
+};
+
+namespace detail {
+
+/// Indices 0..n-1 shuffled with `seed` (Fisher–Yates); the first `n_train` train.
+inline std::size_t split_train(std::vector<std::size_t>& idx, double fraction, std::uint64_t seed) {
+  Rng rng(seed);
+  for (std::size_t i = idx.size(); i > 1; --i)
+    std::swap(idx[i - 1], idx[static_cast<std::size_t>(rng.below(i))]);
+  const auto n = idx.size();
+  auto n_train = static_cast<std::size_t>(std::lround(fraction * static_cast<double>(n)));
+  return std::clamp<std::size_t>(n_train, 1, n - 1);  // n ≥ 2: at least one of each
+}
+
+inline std::uint64_t fnv1a(const std::string& s) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+/// Up to k distinct wrong objects for `fact` in `lang`: answers of other facts of its relation in
+/// `pool`, ≠ its own answer, drawn with a seed derived from the fact id.
+inline std::vector<std::string> wrong_objects(const Fact& fact, const std::vector<Fact>& pool,
+                                              const std::string& lang, int k, std::uint64_t seed) {
+  const std::string& truth = fact.answers.at(lang);
+  std::set<std::string> seen{truth};
+  std::vector<std::string> objects;
+  for (const auto& g : pool)
+    if (g.relation == fact.relation && g.answers.count(lang) && g.prompts.count(lang) &&
+        seen.insert(g.answers.at(lang)).second)
+      objects.push_back(g.answers.at(lang));
+  Rng rng(seed ^ fnv1a(fact.id));
+  const auto take = std::min<std::size_t>(objects.size(), static_cast<std::size_t>(k));
+  for (std::size_t i = 0; i < take; ++i)  // partial Fisher–Yates
+    std::swap(objects[i], objects[i + static_cast<std::size_t>(rng.below(objects.size() - i))]);
+  objects.resize(take);
+  return objects;
+}
+
+/// θ maximising F1 of "score ≥ θ ⇒ true" over (score, truth) pairs (ties: the larger accuracy,
+/// then the smaller θ). Candidates are the midpoints between consecutive distinct scores and
+/// the two ends.
+inline double best_threshold(std::vector<std::pair<double, bool>> v) {
+  KNPROBE_REQUIRE(!v.empty(), ArgumentError, "fact-checking: no training claims to fit θ on");
+  std::sort(v.begin(), v.end());
+  std::vector<double> cuts{v.front().first - 1.0};
+  for (std::size_t i = 1; i < v.size(); ++i)
+    if (v[i].first > v[i - 1].first) cuts.push_back(0.5 * (v[i].first + v[i - 1].first));
+  cuts.push_back(v.back().first + 1.0);
+  double best = cuts.front(), best_f1 = -1, best_acc = -1;
+  for (double c : cuts) {
+    Confusion cm;
+    for (const auto& [s, t] : v) cm.add(t, s >= c);
+    if (cm.f1() > best_f1 || (cm.f1() == best_f1 && cm.accuracy() > best_acc)) {
+      best = c;
+      best_f1 = cm.f1();
+      best_acc = cm.accuracy();
+    }
+  }
+  return best;
+}
+
+/// mean_{n ∈ R} scores(n.layer, n.unit).
+inline double mean_over(const Attribution& a, const NeuronSet& r) {
+  double s = 0;
+  for (const auto& n : r)
+    s += a.scores(static_cast<std::size_t>(n.layer), static_cast<std::size_t>(n.unit));
+  return r.empty() ? 0.0 : s / static_cast<double>(r.size());
+}
+
+}  // namespace detail
+
+/// Runs the fact-checking experiment on `facts`; wrong objects come from `pool` (e.g. all facts
+/// of the dataset before sampling; pass `facts` itself when there is no larger pool).
+template <ProbeableModel M>
+FactCheckReport fact_check(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
+                           const std::vector<Fact>& pool, const FactCheckOptions& o) {
+  KNPROBE_REQUIRE(!facts.empty(), ArgumentError, "fact-checking: no facts");
+  KNPROBE_REQUIRE(!o.languages.empty(), ArgumentError, "fact-checking: no languages");
+  KNPROBE_REQUIRE(o.wrong_per_fact >= 1 && o.wrong_per_fact <= 1000, ArgumentError,
+                  "fact-checking: wrong objects per fact = ", o.wrong_per_fact,
+                  " must be in [1, 1000]");
+  KNPROBE_REQUIRE(o.train_fraction > 0 && o.train_fraction < 1, ArgumentError,
+                  "fact-checking: train fraction ", o.train_fraction, " must be in (0, 1)");
+  KNPROBE_REQUIRE(o.relation_fraction >= 0 && o.relation_fraction < 1, ArgumentError,
+                  "fact-checking: relation fraction ", o.relation_fraction, " must be in [0, 1)");
+  FactCheckReport rep;
+  const auto& model = probe.model();
+  for (const auto& lang : o.languages) {
+    std::map<std::string, std::vector<std::size_t>> by_relation;  // facts usable in `lang`
+    for (std::size_t i = 0; i < facts.size(); ++i) {
+      if (!facts[i].prompts.count(lang) || !facts[i].answers.count(lang)) {
+        rep.skipped.push_back({facts[i].id, lang, "no prompt or answer in this language"});
+        continue;
+      }
+      by_relation[facts[i].relation].push_back(i);
+    }
+    for (auto& [relation, members] : by_relation) {
+      auto skip_relation = [&](const std::string& why) {
+        rep.skipped.push_back({"relation:" + relation, lang, why});
+      };
+      if (members.size() < 2) {
+        skip_relation("needs at least 2 facts for a train / test split, has " +
+                      std::to_string(members.size()));
+        continue;
+      }
+      const std::size_t n_train = detail::split_train(members, o.train_fraction, o.seed);
+      // Candidates per fact (true object first); a fact without wrong objects is left out.
+      struct Item {
+        const Fact* fact;
+        bool train;
+        std::vector<std::string> objects;  // [0] = the true object
+        std::vector<EncodedFact> encoded;
+      };
+      std::vector<Item> items;
+      for (std::size_t k = 0; k < members.size(); ++k) {
+        const Fact& f = facts[members[k]];
+        Item it{&f, k < n_train, {f.answers.at(lang)}, {}};
+        for (auto& w : detail::wrong_objects(f, pool, lang, o.wrong_per_fact, o.seed))
+          it.objects.push_back(std::move(w));
+        if (it.objects.size() == 1) {
+          rep.skipped.push_back(
+              {f.id, lang, "empty candidate list: no other object in relation " + relation});
+          continue;
+        }
+        try {
+          for (const auto& obj : it.objects)
+            it.encoded.push_back(probe.encode(f.prompts.at(lang), obj));
+        } catch (const Error& e) {
+          rep.skipped.push_back({f.id, lang, e.what()});
+          continue;
+        }
+        items.push_back(std::move(it));
+      }
+      // Relation DKN set from the training facts' degenerate sets.
+      RelationCheck rc{relation, lang, {}, 0, 0, 0, 0, 0, 0};
+      std::map<Neuron, std::size_t> count;
+      std::map<const Fact*, Attribution> true_attr;
+      for (const auto& it : items) {
+        (it.train ? rc.train_facts : rc.test_facts) += 1;
+        if (!it.train) continue;
+        if (o.progress) o.progress(it.fact->id + " [" + lang + "] DKN");
+        auto a = probe.attribute(it.encoded[0], o.attribution);
+        const auto d = find_degenerate(model, it.encoded[0], a, o.dkn);
+        rc.forward_passes += d.forward_passes;
+        rc.train_with_dkn += !d.degenerate.empty();
+        for (const auto& set : d.degenerate)
+          for (const auto& n : set) rc.max_count = std::max(rc.max_count, ++count[n]);
+        true_attr.emplace(it.fact, std::move(a));
+      }
+      if (rc.train_facts == 0 || rc.test_facts == 0) {
+        skip_relation("no train / test split left after dropping facts without candidates");
+        continue;
+      }
+      for (const auto& [n, c] : count)
+        if (static_cast<double>(c) > o.relation_fraction * static_cast<double>(rc.max_count))
+          rc.neurons.insert(n);
+      if (rc.neurons.empty()) {
+        skip_relation("no degenerate neurons among the " + std::to_string(rc.train_facts) +
+                      " training facts");
+        rep.relations.push_back(rc);
+        continue;
+      }
+      AttributionOptions at = o.attribution;  // only the layers of R are needed
+      at.layers.clear();
+      for (const auto& [l, _] : rc.neurons.layer_histogram()) at.layers.push_back(l);
+      const std::size_t first_claim = rep.claims.size();
+      for (const auto& it : items)
+        for (std::size_t c = 0; c < it.objects.size(); ++c) {
+          if (o.progress) o.progress(it.fact->id + " [" + lang + "] " + it.objects[c]);
+          Claim cl{it.fact->id, relation, lang, it.objects[c], c == 0, it.train, 0, false};
+          const auto reuse = c == 0 ? true_attr.find(it.fact) : true_attr.end();
+          cl.score = detail::mean_over(
+              reuse != true_attr.end() ? reuse->second : probe.attribute(it.encoded[c], at),
+              rc.neurons);
+          cl.model_top1 = detail::answers_top1(model, it.encoded[c]).value_or(false);
+          rep.claims.push_back(std::move(cl));
+        }
+      if (o.fixed_threshold) {
+        rc.threshold = *o.fixed_threshold;
+      } else {
+        std::vector<std::pair<double, bool>> train;
+        for (std::size_t i = first_claim; i < rep.claims.size(); ++i)
+          if (rep.claims[i].train) train.push_back({rep.claims[i].score, rep.claims[i].truth});
+        rc.threshold = detail::best_threshold(std::move(train));
+      }
+      rep.relations.push_back(rc);
+    }
+  }
+  return rep;
+}
+
+/// Confusion matrices of the DKN checker and the model-prediction baseline over the claims of
+/// `language` in the given split (relations without a DKN set have no claims).
+inline std::pair<Confusion, Confusion> confusion(const FactCheckReport& rep,
+                                                 const std::string& language, bool train) {
+  std::map<std::string, double> theta;
+  for (const auto& r : rep.relations)
+    if (r.language == language) theta[r.relation] = r.threshold;
+  Confusion dkn, base;
+  for (const auto& c : rep.claims)
+    if (c.language == language && c.train == train) {
+      dkn.add(c.truth, c.score >= theta.at(c.relation));
+      base.add(c.truth, c.model_top1);
+    }
+  return {dkn, base};
+}
+
+inline nlohmann::json to_json(const Confusion& c) {
+  return {{"tp", c.tp},
+          {"fp", c.fp},
+          {"fn", c.fn},
+          {"tn", c.tn},
+          {"precision", c.precision()},
+          {"recall", c.recall()},
+          {"f1", c.f1()},
+          {"accuracy", c.accuracy()},
+          {"precision_ref", c.precision_ref()},
+          {"f1_ref", c.f1_ref()}};
+}
+
+inline nlohmann::json to_json(const FactCheckReport& rep) {
+  nlohmann::json j;
+  std::set<std::string> languages;
+  j["relations"] = nlohmann::json::array();
+  for (const auto& r : rep.relations) {
+    languages.insert(r.language);
+    j["relations"].push_back({{"relation", r.relation},
+                              {"language", r.language},
+                              {"neurons", detail::neurons_json(r.neurons)},
+                              {"max_count", r.max_count},
+                              {"train_facts", r.train_facts},
+                              {"test_facts", r.test_facts},
+                              {"train_facts_with_dkn", r.train_with_dkn},
+                              {"threshold", r.threshold},
+                              {"dkn_forward_passes", r.forward_passes}});
+  }
+  j["claims"] = nlohmann::json::array();
+  for (const auto& c : rep.claims)
+    j["claims"].push_back({{"fact", c.fact},
+                           {"relation", c.relation},
+                           {"language", c.language},
+                           {"object", c.object},
+                           {"true", c.truth},
+                           {"split", c.train ? "train" : "test"},
+                           {"score", c.score},
+                           {"model_top1", c.model_top1}});
+  for (const auto& lang : languages)
+    for (bool train : {false, true}) {
+      const auto [dkn, base] = confusion(rep, lang, train);
+      j["summary"][lang][train ? "train" : "test"] = {{"dkn", to_json(dkn)},
+                                                      {"baseline", to_json(base)}};
+    }
+  j["skipped"] = nlohmann::json::array();
+  for (const auto& s : rep.skipped)
+    j["skipped"].push_back({{"fact", s.fact}, {"language", s.language}, {"reason", s.reason}});
+  return j;
+}
+
+}  // namespace knprobe
