@@ -20,14 +20,14 @@ int main(int argc, char** argv) {
     const auto model = LlamaModel<float>::load(dir / "stories260K.bin");
     const Llama2cTokenizer tok(dir / "tok512.bin", model.vocab_size());
     const KnowledgeProbe probe(model, tok);
-    const auto fact = probe.encode("One day, Lily went to the", " park");
+    const auto fact = probe.encode("Once upon a time, there was a little girl named", " Lily");
     const auto attribution = probe.attribute(fact);
 
     DknOptions o;        // the paper's settings: top 20, T_low 0.2, T_high 0.25 ...
     o.max_set_size = 3;  // ... plus triples, within a forward-pass budget
     o.max_forward_passes = 5000;
     const DknResult r = find_degenerate(model, fact, attribution, o);
-    std::printf("P(park) = %.3f; %zu degenerate sets in %zu suppressed passes%s\n", r.p0,
+    std::printf("P(Lily) = %.3f; %zu degenerate sets in %zu suppressed passes%s\n", r.p0,
                 r.degenerate.size(), r.forward_passes, r.truncated ? " (budget reached)" : "");
     for (const auto& set : r.degenerate) {
       std::printf("  {");
