@@ -17,7 +17,8 @@ void put(const std::filesystem::path& p, const std::string& text) {
   std::ofstream(p) << text;
 }
 
-/// en: P36 (train + dev), P1 ([Y] first), P2 (no [Y]); zh: the same relations, P36 in one file.
+/// en: P36 (train + dev), P1 ([Y] first), P2 (no [Y]), P3 (no template); zh: the same
+/// relations, P36 in one file.
 void write_tree(const std::filesystem::path& r) {
   put(r / "en/templates/train.jsonl",
       "{\"relation\":\"P36\",\"template\":\"The capital of [X] is [Y] .\"}\n"
@@ -31,6 +32,7 @@ void write_tree(const std::filesystem::path& r) {
       "not json\n");
   put(r / "en/P1/train.jsonl", "{\"lineid\":1,\"sub_label\":\"A\",\"obj_label\":\"B\"}\n");
   put(r / "en/P2.jsonl", "{\"lineid\":1,\"sub_label\":\"A\",\"obj_label\":\"B\"}\n");
+  put(r / "en/P3.jsonl", "{\"lineid\":1,\"sub_label\":\"A\",\"obj_label\":\"B\"}\n");
   put(r / "zh/templates/train.jsonl",
       "{\"relation\":\"P36\",\"template\":\"[X]的首都是[Y]。\"}\n"
       "{\"relation\":\"P1\",\"template\":\"[Y]是[X]的家。\"}\n"
@@ -68,6 +70,7 @@ BOOST_AUTO_TEST_CASE(decoder_prompts_join_languages_and_simplify_chinese) {
   BOOST_TEST(d.facts[1].answers.at("zh") == "东京");
   BOOST_TEST(has_problem(d, "en/P1", "puts [Y] before [X]"));
   BOOST_TEST(has_problem(d, "en/P2", "has no [Y]"));
+  BOOST_TEST(has_problem(d, "en/P3", "relation has no template"));
   BOOST_TEST(has_problem(d, "P36", "1 facts lack"));
   BOOST_TEST(has_problem(d, "dev.jsonl:2", "not a JSON object"));
 }
