@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Markdown tables from a `knprobe localize` result file (used for docs/results.md).
+"""Markdown tables from a `knprobe localize`, `knprobe edit` or `knprobe factcheck` result file
+(used for docs/results.md); the kind is recognised from the file's content.
 
 Usage: python3 tools/results_table.py results/main-job/localize.json [--no-per-fact]
+       python3 tools/results_table.py RUN/editing.json
+       python3 tools/results_table.py RUN/factcheck.json
 """
 import json
 import sys
@@ -11,8 +14,52 @@ def pct(x):
     return "n/a" if x is None else "%+.1f%%" % (100 * x)
 
 
+def editing_table(j):
+    """Rows: neuron set × intervention; reliability = measured in the set's source language,
+    generality = in the other languages, locality = mean |relative change| of unrelated facts."""
+    s = j["summary"]
+    print("| set | intervention | P(old) change, same language | flipped to new | P(old) change, "
+          "other language | flipped to new | mean abs unrelated change (same / other) |")
+    print("|---|---|---|---|---|---|---|")
+    for st in ("N_source", "likn", "all"):
+        for mode in ("suppress", "erase", "edit"):
+            r, g = s.get("%s/%s/reliability" % (st, mode)), s.get("%s/%s/generality" % (st, mode))
+            if not r or not g:
+                continue
+            fl = lambda v: "n/a" if v.get("flipped") is None else "%.0f%%" % (100 * v["flipped"])
+            print("| %s | %s | %s | %s | %s | %s | %.1f%% / %.1f%% |" % (
+                st, mode, pct(r["mean_old_change"]), fl(r), pct(g["mean_old_change"]), fl(g),
+                100 * r["mean_abs_unrelated_change"], 100 * g["mean_abs_unrelated_change"]))
+
+
+def factcheck_table(j):
+    print("| relation | language | train / test facts | train facts with DKN | relation set | θ |")
+    print("|---|---|---|---|---|---|")
+    for r in j["relations"]:
+        print("| %s | %s | %d / %d | %d | %d neurons | %.3g |" % (
+            r["relation"], r["language"], r["train_facts"], r["test_facts"],
+            r["train_facts_with_dkn"], len(r["neurons"]), r["threshold"]))
+    print("\n| language | split | checker | claims | precision | recall | F1 | accuracy "
+          "| precision (ref) | F1 (ref) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for lang, v in sorted(j.get("summary", {}).items()):
+        for split in ("test", "train"):
+            for who, name in (("dkn", "DKN"), ("baseline", "model top-1")):
+                c = v[split][who]
+                print("| %s | %s | %s | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |" % (
+                    lang, split, name, c["tp"] + c["fp"] + c["fn"] + c["tn"], c["precision"],
+                    c["recall"], c["f1"], c["accuracy"], c["precision_ref"], c["f1_ref"]))
+    if j["skipped"]:
+        print("\nSkipped: " + "; ".join("%s [%s]: %s" % (x.get("fact"), x.get("language"), x.get("reason"))
+                                        for x in j["skipped"]))
+
+
 def main(path, per_fact=True):
     j = json.load(open(path))
+    if "claims" in j:
+        return factcheck_table(j)
+    if any("/reliability" in k for k in j.get("summary", {})):
+        return editing_table(j)
     s = j["summary"]
     o = j.get("options", {})
     print("Options: method %s, m = %s, quadrature %s, thresholds %s, %d facts.\n" % (
