@@ -3,11 +3,16 @@
 //   knprobe dkn      --model M [--tokenizer T] --facts F.jsonl --langs en,zh --out DIR
 //   knprobe edit     --model M [--tokenizer T] --facts F.jsonl --langs en,zh --out DIR
 //   knprobe factcheck --model M [--tokenizer T] --mlama DIR --langs en,zh --out DIR
+//   knprobe run      --model M [--tokenizer T] --mlama DIR --langs en,zh --out results.jsonl
+//                    (resumable; under mpirun the facts are sharded over the ranks)
+//   knprobe report   results.jsonl... [--factcheck factcheck.json] --out report.html
 //   knprobe predict  --model M [--tokenizer T] --prompt "The capital of France is" [--top 5]
 // M: a .gguf file (Llama / Gemma 3), a llama2.c .bin checkpoint, or a Hugging Face gpt2 / bert
 // directory (config.json + safetensors + tokenizer files).
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -16,11 +21,18 @@
 #include <memory>
 #include <xtensor/xnpy.hpp>
 
+#include "xxhash.h"
+#ifdef KNPROBE_HAS_MPI
+#include <mpi.h>
+#endif
+
 #include "knprobe/data/mlama.hpp"
 #include "knprobe/experiments/degenerate.hpp"
 #include "knprobe/experiments/editing.hpp"
 #include "knprobe/experiments/fact_check.hpp"
 #include "knprobe/experiments/localize.hpp"
+#include "knprobe/experiments/run.hpp"
+#include "knprobe/report/report.hpp"
 #include "knprobe/model/bert.hpp"
 #include "knprobe/model/gpt2.hpp"
 #include "knprobe/model/llama.hpp"
@@ -157,6 +169,9 @@ struct LocalizeArgs {
   int wrong = 5;
   double train_fraction = 0.8, relation_fraction = 0.7;
   std::optional<double> fixed_threshold;
+  // run
+  bool dkn = false;
+  int top_per_layer = 8;
 };
 
 /// Facts from --facts or --prompt/--answer (mLAMA is read once the model is known).
@@ -463,6 +478,256 @@ int run_factcheck(const LocalizeArgs& a) {
   });
 }
 
+/// "xxh3_64:<hex>" over the bytes of the model's files (the GGUF file; the llama2.c checkpoint and
+/// its tokenizer; every regular file of a Hugging Face directory, by name), for results headers.
+std::string model_hash(const Common& c) {
+  std::vector<fs::path> files;
+  const fs::path p(c.model);
+  if (fs::is_directory(p)) {
+    for (const auto& e : fs::directory_iterator(p))
+      if (e.is_regular_file()) files.push_back(e.path());
+  } else {
+    files.push_back(p);
+    if (p.extension() == ".bin")
+      files.push_back(c.tokenizer.empty() ? p.parent_path() / "tok512.bin" : fs::path(c.tokenizer));
+  }
+  if (!c.tokenizer.empty() && fs::is_directory(c.tokenizer))
+    for (const auto& e : fs::directory_iterator(c.tokenizer))
+      if (e.is_regular_file()) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st(XXH3_createState(), XXH3_freeState);
+  KNPROBE_REQUIRE(st && XXH3_64bits_reset(st.get()) == XXH_OK, Error, "xxhash: cannot start");
+  std::vector<char> buf(1 << 22);
+  for (const auto& f : files) {
+    const std::string name = f.filename().string();
+    XXH3_64bits_update(st.get(), name.data(), name.size() + 1);
+    std::ifstream in(f, std::ios::binary);
+    KNPROBE_REQUIRE(in.good(), FormatError, f.string(), ": cannot open to hash");
+    while (in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      XXH3_64bits_update(st.get(), buf.data(), static_cast<std::size_t>(in.gcount()));
+    }
+  }
+  char out[40];
+  std::snprintf(out, sizeof out, "xxh3_64:%016llx",
+                static_cast<unsigned long long>(XXH3_64bits_digest(st.get())));
+  return out;
+}
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop.exchange(true)) std::_Exit(128 + sig);  // a second signal: stop at once
+}
+
+/// The rank and size of MPI_COMM_WORLD when started by mpirun (MPI initialised here), else {0, 1}.
+std::pair<int, int> mpi_start(int& argc, char**& argv) {
+#ifdef KNPROBE_HAS_MPI
+  const bool launched =
+      std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMIX_RANK") || std::getenv("PMI_RANK");
+  if (launched && argc > 1 && std::string_view(argv[1]) == "run") {
+    int provided = 0, rank = 0, size = 1;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    return {rank, size};
+  }
+#else
+  (void)argc;
+  (void)argv;
+#endif
+  return {0, 1};
+}
+
+void mpi_barrier([[maybe_unused]] int size) {
+#ifdef KNPROBE_HAS_MPI
+  if (size > 1) MPI_Barrier(MPI_COMM_WORLD);
+#endif
+}
+
+void mpi_finish() {
+#ifdef KNPROBE_HAS_MPI
+  int init = 0;
+  MPI_Initialized(&init);
+  if (init) MPI_Finalize();
+#endif
+}
+
+/// Stops every rank (an error on one rank would leave the others waiting at a barrier).
+void mpi_abort([[maybe_unused]] int size, [[maybe_unused]] int rc) {
+#ifdef KNPROBE_HAS_MPI
+  if (size > 1) MPI_Abort(MPI_COMM_WORLD, rc);
+#endif
+  mpi_finish();
+}
+
+/// Reduces `flag` over the ranks with logical AND (every rank finished its shard).
+bool mpi_all([[maybe_unused]] int size, bool flag) {
+#ifdef KNPROBE_HAS_MPI
+  if (size > 1) {
+    int in = flag ? 1 : 0, out = 0;
+    MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    return out == 1;
+  }
+#endif
+  return flag;
+}
+
+int run_run(const LocalizeArgs& a, int rank, int size) {
+  KNPROBE_REQUIRE(!a.out.empty() && a.out != "knprobe-out", ArgumentError,
+                  "run: --out RESULTS.jsonl is required");
+  KNPROBE_REQUIRE(a.top_per_layer >= 0 && a.top_per_layer <= 4096, ArgumentError,
+                  "--top-per-layer must be in [0, 4096]");
+  std::vector<FactProblem> problems;
+  std::vector<Fact> facts = read_fact_args(a, problems);
+  RunOptions o;
+  o.localize.languages = a.langs;
+  o.localize.thresholds = parse_thresholds(a.thresholds);
+  o.localize.attribution = attribution_args(a);
+  o.localize.verify = !a.no_verify;
+  o.localize.seed = a.seed;
+  o.require_correct = a.require_correct;
+  o.max_answer_tokens = a.max_answer_tokens;
+  if (a.dkn) o.dkn = dkn_args(a);
+  o.top_per_layer = a.top_per_layer;
+  o.shard_rank = static_cast<std::size_t>(rank);
+  o.shard_count = static_cast<std::size_t>(size);
+  o.stop = &g_stop;
+  const std::string hash = model_hash(a.common);
+  return with_model(a.common, [&](const auto& model, const Tokenizer& tok) {
+    const KnowledgeProbe probe(model, tok);
+    LocalizeArgs sel = a;  // sampling and --limit only: screening is per fact, in the run
+    sel.require_correct = false;
+    std::vector<SkippedFact> unused;
+    prepare_facts(sel, probe, tok, facts, unused);
+    // The header: what makes results comparable (paths are informative, not identity).
+    nlohmann::json opt{{"method", a.method},
+                       {"steps", a.steps},
+                       {"quadrature", a.quadrature},
+                       {"aggregate", a.aggregate},
+                       {"layers", a.layers},
+                       {"paper_compat", a.paper_compat},
+                       {"languages", a.langs},
+                       {"thresholds", o.localize.thresholds},
+                       {"verify", !a.no_verify},
+                       {"seed", a.seed},
+                       {"require_correct", a.require_correct},
+                       {"max_answer_tokens", a.max_answer_tokens},
+                       {"top_per_layer", a.top_per_layer},
+                       {"dkn", a.dkn ? dkn_options_json(a) : nlohmann::json(nullptr)}};
+    if (!a.mlama.empty())
+      opt["mlama"] = {{"relations", a.relations}, {"sample", a.sample}, {"limit", a.limit}};
+    nlohmann::json header{{"format", "knprobe-run/1"},
+                          {"knprobe_version", KNPROBE_VERSION_STRING},
+                          {"model", {{"objective", ArchTraits<std::decay_t<decltype(model)>>::objective ==
+                                                    Objective::masked_lm
+                                                ? "masked_lm"
+                                                : "causal_lm"},
+                                     {"layers", model.num_layers()},
+                                     {"ffn_width", model.ffn_width()},
+                                     {"hash", hash}}},
+                          {"facts", {{"count", facts.size()},
+                                     {"fingerprint", facts_fingerprint(facts)}}},
+                          {"options", opt},
+                          {"paths", {{"model", a.common.model},
+                                     {"facts", a.facts},
+                                     {"mlama", a.mlama}}}};
+    const fs::path out(a.out);
+    if (out.has_parent_path()) fs::create_directories(out.parent_path());
+    fs::path mine = out;
+    if (size > 1) {
+      header["shard"] = {{"rank", rank}, {"count", size}};
+      mine = fs::path(a.out + ".part-" + std::to_string(rank) + "-of-" + std::to_string(size));
+    }
+    RunSummary s;
+    {
+      io::ResultsFile file(mine, header, {"paths"});
+      if (file.repaired()) std::fprintf(stderr, "knprobe: %s: %s\n", mine.c_str(),
+                                        file.repaired()->c_str());
+      if (!file.records().empty())
+        std::fprintf(stderr, "knprobe: resuming %s: %zu records already there\n", mine.c_str(),
+                     file.records().size());
+      const auto t0 = std::chrono::steady_clock::now();
+      std::size_t first = SIZE_MAX;
+      o.progress = [&](std::size_t done, std::size_t total, const std::string& what) {
+        if (first == SIZE_MAX) first = done;
+        const double el =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const std::size_t now = done - first;
+        const double rate = el > 0 ? static_cast<double>(now) / el : 0.0;
+        std::fprintf(stderr, "\r%s[%zu/%zu] %-36s %.2f items/s, ETA %.0fs   ",
+                     size > 1 ? ("rank " + std::to_string(rank) + " ").c_str() : "", done + 1,
+                     total, what.c_str(), rate,
+                     rate > 0 ? static_cast<double>(total - done) / rate : 0.0);
+        std::fflush(stderr);
+      };
+      s = run_dataset(probe, facts, file, o);
+      std::fprintf(stderr, "\n");
+    }
+    std::printf("%s%s: %zu items, %zu already done, %zu computed (%zu failures)%s\n",
+                size > 1 ? ("rank " + std::to_string(rank) + ": ").c_str() : "", mine.c_str(),
+                s.items, s.resumed, s.computed, s.failed, s.stopped ? ", interrupted" : "");
+    const bool all_done = mpi_all(size, !s.stopped);
+    if (!all_done) {
+      std::printf("interrupted: rerun the same command to resume\n");
+      return 130;
+    }
+    mpi_barrier(size);
+    if (rank == 0) {  // one canonical file: fact order, language order, LIKN last
+      std::vector<io::ResultsContent> parts;
+      if (size == 1) {
+        parts.push_back(io::read_results(out));
+      } else {
+        for (int r = 0; r < size; ++r)
+          parts.push_back(io::read_results(a.out + ".part-" + std::to_string(r) + "-of-" +
+                                           std::to_string(size)));
+        header.erase("shard");
+      }
+      auto merged_header = parts[0].header;
+      merged_header.erase("shard");
+      const auto recs = canonical_records(parts);
+      io::write_results_atomic(out, merged_header, recs);
+      std::size_t failures = 0, screened = 0;
+      for (const auto& r : recs) {
+        failures += r.value("record", "") == "failure";
+        screened += r.value("record", "") == "screened_out";
+      }
+      std::printf("wrote %s: %zu records (%zu screened out, %zu failures)\n", out.c_str(),
+                  recs.size(), screened, failures);
+    }
+    return 0;
+  });
+}
+
+int run_report(const std::vector<std::string>& inputs, const std::string& factcheck,
+               const std::string& fact, const std::string& out, const std::string& markdown) {
+  KNPROBE_REQUIRE(!inputs.empty(), ArgumentError, "report: give at least one results file");
+  std::vector<io::ResultsContent> runs;
+  for (const auto& in : inputs) {
+    runs.push_back(io::read_results(in));
+    if (runs.back().repaired)
+      std::fprintf(stderr, "knprobe: %s: %s\n", in.c_str(), runs.back().repaired->c_str());
+  }
+  ReportInput ri;
+  for (std::size_t i = 0; i < runs.size(); ++i)
+    ri.runs.push_back({inputs[i], runs[i].header, runs[i].records});
+  if (!factcheck.empty()) {
+    ri.factcheck = io::detail::read_json(factcheck);
+    ri.factcheck_path = factcheck;
+  }
+  ri.fact = fact;
+  const Report rep = build_report(ri);
+  const fs::path o(out);
+  if (o.has_parent_path()) fs::create_directories(o.parent_path());
+  std::ofstream(o) << render_html(rep);
+  std::printf("wrote %s\n", out.c_str());
+  if (!markdown.empty()) {
+    std::ofstream(markdown) << render_markdown(rep);
+    std::printf("wrote %s\n", markdown.c_str());
+  }
+  return 0;
+}
+
 int run_predict(const Common& c, const std::string& prompt, int top) {
   KNPROBE_REQUIRE(top > 0 && top <= 1000, ArgumentError, "--top must be in [1, 1000]");
   return with_model(c, [&](const auto& model, const Tokenizer& tok) {
@@ -502,7 +767,9 @@ int main(int argc, char** argv) {
       "edit", "cross-lingual editing: LIKN vs per-language sets, activations and weight edits");
   auto* fc = app.add_subcommand(
       "factcheck", "fact-checking with relation DKN sets vs the model-prediction baseline");
-  for (auto* c : {loc, dkn, edit, fc}) {
+  auto* run = app.add_subcommand(
+      "run", "localize a dataset into a resumable JSON Lines results file (shards under mpirun)");
+  for (auto* c : {loc, dkn, edit, fc, run}) {
     c->add_option("--model", la.common.model,
                   ".gguf file, llama2.c .bin checkpoint or Hugging Face gpt2 / bert directory")
         ->required();
@@ -529,15 +796,21 @@ int main(int argc, char** argv) {
     c->add_option("--layers", la.layers, "layers to attribute (default all)")->delimiter(',');
     c->add_flag("--paper-compat", la.paper_compat, "reproduce the reference code's quirks");
     c->add_option("--seed", la.seed, "seed of the random controls and of --sample");
-    c->add_option("--out", la.out, "output directory");
+    c->add_option("--out", la.out,
+                  c == run ? "results file (JSON Lines; resumed when it exists)"
+                           : "output directory");
   }
-  for (auto* c : {loc, edit})
+  for (auto* c : {loc, edit, run})
     c->add_option("--threshold", la.thresholds,
                   "LANG=T selection threshold (default en=0.3, zh=0.2)");
   edit->add_option("--l1", la.l1, "erase strength λ1 (default 1)");
   edit->add_option("--l2", la.l2, "edit strength λ2 (default 8)");
-  loc->add_flag("--no-verify", la.no_verify, "skip the suppress/enhance checks");
-  for (auto* c : {dkn, fc}) {
+  for (auto* c : {loc, run})
+    c->add_flag("--no-verify", la.no_verify, "skip the suppress/enhance checks");
+  run->add_flag("--dkn", la.dkn, "also search degenerate neurons of every (fact, language)");
+  run->add_option("--top-per-layer", la.top_per_layer,
+                  "per-layer top units kept in each record for heatmaps (default 8)");
+  for (auto* c : {dkn, fc, run}) {
     c->add_option("--top", la.top, "candidates: the top neurons by attribution (default 20)");
     c->add_option("--t-low", la.t_low, "harmless: p(S) >= (1 - T_low) p0 (default 0.2)");
     c->add_option("--t-high", la.t_high, "harmful: p(S) < (1 - T_high) p0 (default 0.25)");
@@ -559,8 +832,29 @@ int main(int argc, char** argv) {
   pred->add_option("--tokenizer", pc.tokenizer);
   pred->add_option("--prompt", prompt)->required();
   pred->add_option("--top", top);
+  std::vector<std::string> report_inputs;
+  std::string report_factcheck, report_fact, report_out = "knprobe-report.html", report_md;
+  auto* rep = app.add_subcommand(
+      "report", "a self-contained HTML report (SVG figures) and Markdown tables of results files");
+  rep->add_option("results", report_inputs, "results files of `knprobe run`")->required();
+  rep->add_option("--factcheck", report_factcheck, "factcheck.json of `knprobe factcheck`");
+  rep->add_option("--fact", report_fact, "fact id of the attribution heatmap (default: first)");
+  rep->add_option("--out", report_out, "HTML file to write (default knprobe-report.html)");
+  rep->add_option("--markdown", report_md, "also write the tables as Markdown to this file");
+  const auto [rank, size] = mpi_start(argc, argv);
   CLI11_PARSE(app, argc, argv);
   try {
+    if (*run) {
+      struct sigaction sa {};
+      sa.sa_handler = on_stop_signal;
+      sigemptyset(&sa.sa_mask);
+      sigaction(SIGINT, &sa, nullptr);
+      sigaction(SIGTERM, &sa, nullptr);
+      const int rc = run_run(la, rank, size);
+      mpi_finish();
+      return rc;
+    }
+    if (*rep) return run_report(report_inputs, report_factcheck, report_fact, report_out, report_md);
     if (*loc) return run_localize(la);
     if (*dkn) return run_dkn(la);
     if (*edit) return run_edit(la);
@@ -568,9 +862,11 @@ int main(int argc, char** argv) {
     return run_predict(pc, prompt, top);
   } catch (const knprobe::Error& e) {
     std::fprintf(stderr, "knprobe: error: %s\n", e.what());
+    mpi_abort(size, 2);
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "knprobe: unexpected error: %s\n", e.what());
+    mpi_abort(size, 3);
     return 3;
   }
 }

@@ -39,6 +39,13 @@ class TokenizerError : public Error {
   using Error::Error;
 };
 
+/// A results file cannot be resumed by this run: it was written for another model, other
+/// options, other facts or another library version (the message names the first difference).
+class ResumeError : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 
 template <class... Args>

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string_view>
 
 namespace knprobe {
 
@@ -42,4 +43,13 @@ class Rng {
   std::mt19937_64 engine_;
 };
 
+namespace detail {
+
+/// 64-bit FNV-1a hash of the bytes of `s` (seeds derived from names, fingerprints of fact lists).
+inline std::uint64_t fnv1a(std::string_view s, std::uint64_t h = 1469598103934665603ull) {
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace detail
 }  // namespace knprobe

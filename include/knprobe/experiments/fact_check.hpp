@@ -96,12 +96,6 @@ inline std::size_t split_train(std::vector<std::size_t>& idx, double fraction, s
   return std::clamp<std::size_t>(n_train, 1, n - 1);  // n ≥ 2: at least one of each
 }
 
-inline std::uint64_t fnv1a(const std::string& s) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-
 /// Up to k distinct wrong objects for `fact` in `lang`: answers of other facts of its relation in
 /// `pool`, ≠ its own answer, drawn with a seed derived from the fact id.
 inline std::vector<std::string> wrong_objects(const Fact& fact, const std::vector<Fact>& pool,

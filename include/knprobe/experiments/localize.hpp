@@ -6,12 +6,15 @@
 // fact the language-independent set LIKN = ∩ N_lang and its effect in every language.
 // Facts that cannot be processed are recorded with the reason; the run continues.
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "knprobe/data/facts.hpp"
@@ -91,6 +94,63 @@ inline std::optional<std::size_t> unrelated_fact(const std::vector<Fact>& facts,
 
 }  // namespace detail
 
+/// One (fact, language) of the localization experiment: encode facts[i] in `lang`, attribute,
+/// select with the language's threshold and, when o.verify, measure the relative change of
+/// P(answer) on suppressing (×0) / enhancing (×2) the set on the fact itself, on the next fact of
+/// another relation, and for a random control of the same layer histogram (seed o.seed + i). The
+/// position `i` is part of the definition (control seed, unrelated fact), so a sharded run gives
+/// the same numbers. Throws Error when the fact cannot be processed.
+template <ProbeableModel M>
+LanguageResult localize_language(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
+                                 std::size_t i, const std::string& lang,
+                                 const LocalizeOptions& o) {
+  const Fact& fact = facts.at(i);
+  KNPROBE_REQUIRE(fact.prompts.count(lang) && fact.answers.count(lang), ArgumentError,
+                  "no prompt or answer in this language");
+  KNPROBE_REQUIRE(o.thresholds.count(lang), ArgumentError, "no threshold for language '", lang,
+                  "'");
+  LanguageResult r;
+  r.language = lang;
+  r.prompt = fact.prompts.at(lang);
+  r.answer = fact.answers.at(lang);
+  const EncodedFact f = probe.encode(r.prompt, r.answer);
+  r.answer_ids = f.targets;
+  r.top1 = detail::answers_top1(probe.model(), f);
+  r.attribution = probe.attribute(f, o.attribution);
+  r.selection = probe.select(r.attribution, o.thresholds.at(lang));
+  if (o.verify) {
+    const auto& set = r.selection.neurons;
+    const Effect base = probe.effect(f, set, 0.0);
+    r.p_answer = base.before;
+    r.suppress.related = base.relative();
+    r.enhance.related = probe.effect(f, set, 2.0).relative();
+    const NeuronSet ctl = probe.random_control(set, o.seed + i);
+    r.suppress.control = probe.effect(f, ctl, 0.0).relative();
+    r.enhance.control = probe.effect(f, ctl, 2.0).relative();
+    if (auto u = detail::unrelated_fact(facts, i, lang)) {
+      const EncodedFact g = probe.encode(facts[*u].prompts.at(lang), facts[*u].answers.at(lang));
+      r.suppress.unrelated = probe.effect(g, set, 0.0).relative();
+      r.enhance.unrelated = probe.effect(g, set, 2.0).relative();
+    }
+  }
+  return r;
+}
+
+/// The relative change of P(answer) in each language of `languages` on suppressing (×0) and
+/// enhancing (×2) `set` (the fact's LIKN): {suppress, enhance} by language (related only).
+template <ProbeableModel M>
+std::pair<std::map<std::string, EffectSet>, std::map<std::string, EffectSet>> set_effects(
+    const KnowledgeProbe<M>& probe, const Fact& fact, const NeuronSet& set,
+    const std::vector<std::string>& languages) {
+  std::map<std::string, EffectSet> sup, enh;
+  for (const auto& lang : languages) {
+    const EncodedFact f = probe.encode(fact.prompts.at(lang), fact.answers.at(lang));
+    sup[lang].related = probe.effect(f, set, 0.0).relative();
+    enh[lang].related = probe.effect(f, set, 2.0).relative();
+  }
+  return {sup, enh};
+}
+
 template <ProbeableModel M>
 LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
                         const LocalizeOptions& o) {
@@ -103,7 +163,6 @@ LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>&
   for (std::size_t i = 0; i < facts.size(); ++i) {
     const Fact& fact = facts[i];
     FactResult fr{fact.id, fact.relation, {}, {}, {}, {}};
-    std::map<std::string, EncodedFact> encoded;
     for (const auto& lang : o.languages) {
       if (o.progress) o.progress(fact.id + " [" + lang + "]");
       if (!fact.prompts.count(lang) || !fact.answers.count(lang)) {
@@ -111,33 +170,7 @@ LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>&
         continue;
       }
       try {
-        LanguageResult r;
-        r.language = lang;
-        r.prompt = fact.prompts.at(lang);
-        r.answer = fact.answers.at(lang);
-        const EncodedFact f = probe.encode(r.prompt, r.answer);
-        r.answer_ids = f.targets;
-        r.top1 = detail::answers_top1(probe.model(), f);
-        r.attribution = probe.attribute(f, o.attribution);
-        r.selection = probe.select(r.attribution, o.thresholds.at(lang));
-        if (o.verify) {
-          const auto& set = r.selection.neurons;
-          const Effect base = probe.effect(f, set, 0.0);
-          r.p_answer = base.before;
-          r.suppress.related = base.relative();
-          r.enhance.related = probe.effect(f, set, 2.0).relative();
-          const NeuronSet ctl = probe.random_control(set, o.seed + i);
-          r.suppress.control = probe.effect(f, ctl, 0.0).relative();
-          r.enhance.control = probe.effect(f, ctl, 2.0).relative();
-          if (auto u = detail::unrelated_fact(facts, i, lang)) {
-            const EncodedFact g =
-                probe.encode(facts[*u].prompts.at(lang), facts[*u].answers.at(lang));
-            r.suppress.unrelated = probe.effect(g, set, 0.0).relative();
-            r.enhance.unrelated = probe.effect(g, set, 2.0).relative();
-          }
-        }
-        encoded.emplace(lang, f);
-        fr.languages.emplace(lang, std::move(r));
+        fr.languages.emplace(lang, localize_language(probe, facts, i, lang, o));
       } catch (const Error& e) {
         rep.skipped.push_back({fact.id, lang, e.what()});
       }
@@ -147,10 +180,8 @@ LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>&
       for (const auto& [lang, r] : fr.languages) sets.push_back(r.selection.neurons);
       fr.likn = likn(sets);
       if (o.verify && !fr.likn.empty())
-        for (const auto& [lang, f] : encoded) {
-          fr.likn_suppress[lang].related = probe.effect(f, fr.likn, 0.0).relative();
-          fr.likn_enhance[lang].related = probe.effect(f, fr.likn, 2.0).relative();
-        }
+        std::tie(fr.likn_suppress, fr.likn_enhance) =
+            set_effects(probe, fact, fr.likn, o.languages);
     }
     if (!fr.languages.empty()) rep.facts.push_back(std::move(fr));
   }
@@ -282,6 +313,52 @@ inline nlohmann::json summarize(const LocalizeReport& rep) {
   return j;
 }
 
+/// One language's result: prompt, answer, P(answer), the selected neurons with their scores,
+/// effects and completeness; with `top_per_layer` > 0 also the `top_per_layer` highest-scoring
+/// units of every layer ("top_by_layer": per layer [[unit, score], ...], for heatmaps).
+inline nlohmann::json to_json(const LanguageResult& r, int top_per_layer = 0) {
+  nlohmann::json sel = nlohmann::json::array();
+  for (const auto& [n, s] : r.selection.ranked)
+    sel.push_back({{"layer", n.layer}, {"unit", n.unit}, {"score", s}});
+  nlohmann::json comp = nlohmann::json::array();
+  for (const auto& c : r.attribution.completeness)
+    comp.push_back({{"layer", c.layer},
+                    {"token", c.token},
+                    {"p_actual", c.p_actual},
+                    {"p_baseline", c.p_baseline},
+                    {"attribution_sum", c.attribution_sum},
+                    {"delta", c.delta}});
+  nlohmann::json j{{"prompt", r.prompt},
+                   {"answer", r.answer},
+                   {"answer_ids", r.answer_ids},
+                   {"p_answer", r.p_answer},
+                   {"top1", r.top1 ? nlohmann::json(*r.top1) : nlohmann::json(nullptr)},
+                   {"max_score", r.selection.max_score},
+                   {"neurons", sel},
+                   {"suppress", detail::effects_json(r.suppress)},
+                   {"enhance", detail::effects_json(r.enhance)},
+                   {"max_completeness_delta", r.attribution.max_delta()},
+                   {"completeness", comp}};
+  if (top_per_layer > 0) {
+    const auto& sc = r.attribution.scores;
+    nlohmann::json layers = nlohmann::json::array();
+    for (std::size_t l = 0; l < sc.shape(0); ++l) {
+      std::vector<std::pair<double, std::size_t>> v;
+      for (std::size_t u = 0; u < sc.shape(1); ++u) v.push_back({sc(l, u), u});
+      const auto k = std::min<std::size_t>(static_cast<std::size_t>(top_per_layer), v.size());
+      std::partial_sort(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end(),
+                        [](const auto& a, const auto& b) {
+                          return a.first != b.first ? a.first > b.first : a.second < b.second;
+                        });
+      nlohmann::json row = nlohmann::json::array();
+      for (std::size_t t = 0; t < k; ++t) row.push_back({v[t].second, v[t].first});
+      layers.push_back(row);
+    }
+    j["top_by_layer"] = layers;
+  }
+  return j;
+}
+
 /// The whole report as JSON (scores of the selected neurons only; full tensors go to .npy).
 inline nlohmann::json to_json(const LocalizeReport& rep) {
   nlohmann::json j;
@@ -289,30 +366,7 @@ inline nlohmann::json to_json(const LocalizeReport& rep) {
   for (const auto& f : rep.facts) {
     nlohmann::json jf{
         {"id", f.id}, {"relation", f.relation}, {"likn", detail::neurons_json(f.likn)}};
-    for (const auto& [lang, r] : f.languages) {
-      nlohmann::json sel = nlohmann::json::array();
-      for (const auto& [n, s] : r.selection.ranked)
-        sel.push_back({{"layer", n.layer}, {"unit", n.unit}, {"score", s}});
-      nlohmann::json comp = nlohmann::json::array();
-      for (const auto& c : r.attribution.completeness)
-        comp.push_back({{"layer", c.layer},
-                        {"token", c.token},
-                        {"p_actual", c.p_actual},
-                        {"p_baseline", c.p_baseline},
-                        {"attribution_sum", c.attribution_sum},
-                        {"delta", c.delta}});
-      jf["languages"][lang] = {{"prompt", r.prompt},
-                               {"answer", r.answer},
-                               {"answer_ids", r.answer_ids},
-                               {"p_answer", r.p_answer},
-                               {"top1", r.top1 ? nlohmann::json(*r.top1) : nlohmann::json(nullptr)},
-                               {"max_score", r.selection.max_score},
-                               {"neurons", sel},
-                               {"suppress", detail::effects_json(r.suppress)},
-                               {"enhance", detail::effects_json(r.enhance)},
-                               {"max_completeness_delta", r.attribution.max_delta()},
-                               {"completeness", comp}};
-    }
+    for (const auto& [lang, r] : f.languages) jf["languages"][lang] = to_json(r);
     for (const auto& [lang, e] : f.likn_suppress)
       jf["likn_effects"][lang]["suppress"] = detail::effects_json(e);
     for (const auto& [lang, e] : f.likn_enhance)

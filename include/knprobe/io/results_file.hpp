@@ -1,0 +1,204 @@
+#pragma once
+// A results file that a long run appends to and a rerun resumes (JSON Lines, one record per
+// line). The first line is a header record ({"record": "header", ...}: options, model hash,
+// library version); every later line is one finished piece of work. Each record is written with a
+// single write(2) and made durable with fdatasync before the next piece of work starts, so a run
+// killed at any moment (SIGINT, SIGTERM, SIGKILL, power loss) leaves every finished record intact
+// and at most one unterminated last line, which the next open cuts off.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "knprobe/core/error.hpp"
+
+namespace knprobe::io {
+
+/// The lines of a results file: its header, its records, and what was wrong with its last line.
+struct ResultsContent {
+  nlohmann::json header;                ///< null when the file is empty
+  std::vector<nlohmann::json> records;  ///< every record after the header, in file order
+  std::optional<std::string> repaired;  ///< why the last line was dropped (interrupted write)
+  std::size_t valid_bytes = 0;          ///< length of the file up to the last good line
+};
+
+namespace detail {
+
+/// "key.sub: file has A, this run has B" for the first difference between two JSON values, or an
+/// empty string when they are equal.
+inline std::string first_difference(const nlohmann::json& file, const nlohmann::json& run,
+                                    const std::string& where = "") {
+  if (file == run) return {};
+  if (file.is_object() && run.is_object()) {
+    for (auto it = run.begin(); it != run.end(); ++it) {
+      const std::string k = where.empty() ? it.key() : where + "." + it.key();
+      if (!file.contains(it.key())) return k + ": missing in the file, this run has " +
+                                           it.value().dump();
+      if (auto d = first_difference(file[it.key()], it.value(), k); !d.empty()) return d;
+    }
+    for (auto it = file.begin(); it != file.end(); ++it)
+      if (!run.contains(it.key()))
+        return (where.empty() ? it.key() : where + "." + it.key()) + ": file has " +
+               it.value().dump() + ", this run has none";
+  }
+  return (where.empty() ? "header" : where) + ": file has " + file.dump() + ", this run has " +
+         run.dump();
+}
+
+}  // namespace detail
+
+/// Reads a results file. Every line must be a JSON object; the first must be a header record
+/// (FormatError otherwise). An unparsable or unterminated *last* line — a write cut short by a
+/// kill — is left out and described in `repaired`; an unparsable line elsewhere is a FormatError
+/// naming the file and the line number (the file was damaged, not interrupted).
+inline ResultsContent read_results(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  KNPROBE_REQUIRE(in.good(), FormatError, path.string(), ": cannot open results file");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ResultsContent out;
+  std::size_t pos = 0, line = 0;
+  while (pos < text.size()) {
+    ++line;
+    const auto nl = text.find('\n', pos);
+    const bool last = nl == std::string::npos || nl + 1 == text.size();
+    const std::string s = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    auto j = nlohmann::json::parse(s, nullptr, false);
+    const bool ok = nl != std::string::npos && j.is_object();
+    if (!ok) {
+      const std::string why = nl == std::string::npos ? "line " + std::to_string(line) +
+                                                            " is unterminated (an interrupted write)"
+                                                      : "line " + std::to_string(line) +
+                                                            " is not a JSON object";
+      KNPROBE_REQUIRE(last, FormatError, path.string(), ": ", why,
+                      "; the file is damaged before its last line");
+      out.repaired = why + "; it was dropped and its work is redone";
+      break;
+    }
+    if (line == 1) {
+      KNPROBE_REQUIRE(j.value("record", "") == "header", FormatError, path.string(),
+                      ": the first line is not a knprobe header record");
+      out.header = std::move(j);
+    } else {
+      out.records.push_back(std::move(j));
+    }
+    pos = nl + 1;
+    out.valid_bytes = pos;
+  }
+  return out;
+}
+
+/// Writes header + records to `path` atomically: a temporary file in the same folder, fsync'd,
+/// then renamed over `path` (a crash leaves either the old or the new file, never a mix).
+inline void write_results_atomic(const std::filesystem::path& path, const nlohmann::json& header,
+                                 const std::vector<nlohmann::json>& records) {
+  const auto tmp = std::filesystem::path(path.string() + ".tmp");
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    KNPROBE_REQUIRE(out.good(), FormatError, tmp.string(), ": cannot write");
+    out << header.dump() << '\n';
+    for (const auto& r : records) out << r.dump() << '\n';
+    out.flush();
+    KNPROBE_REQUIRE(out.good(), FormatError, tmp.string(), ": write failed");
+  }
+  const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+/// A results file open for appending, resumed when it already holds records of the same run.
+class ResultsFile {
+ public:
+  /// Opens (creating if needed) `path`. A new or empty file gets `header` (which must be a JSON
+  /// object; "record": "header" is added) as its first line. An existing file must start with a
+  /// header equal to this one except for `volatile_keys` (say, a start time): otherwise
+  /// ResumeError names the first difference — results of another model, other options or another
+  /// version are never mixed. An interrupted last line is cut off the file (see `repaired`).
+  ResultsFile(std::filesystem::path path, nlohmann::json header,
+              const std::vector<std::string>& volatile_keys = {})
+      : path_(std::move(path)) {
+    KNPROBE_REQUIRE(header.is_object(), ArgumentError, "results header must be a JSON object");
+    header["record"] = "header";
+    std::error_code ec;
+    if (std::filesystem::exists(path_, ec) && std::filesystem::file_size(path_, ec) > 0) {
+      auto c = read_results(path_);
+      if (!c.header.is_null()) {
+        nlohmann::json a = c.header, b = header;
+        for (const auto& k : volatile_keys) {
+          a.erase(k);
+          b.erase(k);
+        }
+        const auto d = detail::first_difference(a, b);
+        KNPROBE_REQUIRE(d.empty(), ResumeError, path_.string(),
+                        ": cannot resume, it holds results of another run (", d,
+                        "); choose another output or delete the file");
+        header_ = std::move(c.header);
+      }
+      records_ = std::move(c.records);
+      repaired_ = std::move(c.repaired);
+      if (repaired_) std::filesystem::resize_file(path_, c.valid_bytes);
+    }
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    KNPROBE_REQUIRE(fd_ >= 0, FormatError, path_.string(), ": cannot open for writing (",
+                    std::strerror(errno), ")");
+    if (header_.is_null()) {
+      header_ = std::move(header);
+      write_line(header_);
+    }
+  }
+  ResultsFile(const ResultsFile&) = delete;
+  ResultsFile& operator=(const ResultsFile&) = delete;
+  ~ResultsFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  const std::filesystem::path& path() const { return path_; }
+  const nlohmann::json& header() const { return header_; }
+  /// The records already in the file when it was opened, then every appended one.
+  const std::vector<nlohmann::json>& records() const { return records_; }
+  /// Why the file's last line was dropped on opening, if it was.
+  const std::optional<std::string>& repaired() const { return repaired_; }
+
+  /// Appends `record` (a JSON object) as one line — a single write(2) — and makes it durable
+  /// (fdatasync) before returning.
+  void append(nlohmann::json record) {
+    KNPROBE_REQUIRE(record.is_object(), ArgumentError, "a results record must be a JSON object");
+    write_line(record);
+    records_.push_back(std::move(record));
+  }
+
+ private:
+  void write_line(const nlohmann::json& j) {
+    const std::string s = j.dump() + "\n";
+    std::size_t done = 0;
+    while (done < s.size()) {
+      const auto n = ::write(fd_, s.data() + done, s.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      KNPROBE_REQUIRE(n > 0, FormatError, path_.string(), ": write failed (", std::strerror(errno),
+                      ")");
+      done += static_cast<std::size_t>(n);
+    }
+    KNPROBE_REQUIRE(::fdatasync(fd_) == 0, FormatError, path_.string(), ": fdatasync failed (",
+                    std::strerror(errno), ")");
+  }
+
+  std::filesystem::path path_;
+  nlohmann::json header_;
+  std::vector<nlohmann::json> records_;
+  std::optional<std::string> repaired_;
+  int fd_ = -1;
+};
+
+}  // namespace knprobe::io

@@ -1,0 +1,564 @@
+#pragma once
+// Reports of dataset runs: from the records of one or more `knprobe run` results files (and
+// optionally a `knprobe factcheck` result) compute the paper's summaries and render them as one
+// self-contained HTML page with inline SVG figures (no script, no fetched asset) and as Markdown:
+//   - knowledge neurons over layers, per language: share of the selected neurons in each layer;
+//   - attribution heatmap of one fact: layers × the top units of each layer, score / max score;
+//   - LIKN overlap across languages: mean |N_a ∩ N_b| / |N_a ∪ N_b| per language pair, LIKN size;
+//   - suppress (×0) / enhance (×2) effects: mean relative change of P(answer) on the fact itself,
+//     on an unrelated fact and for a random control; Succ = |E_rel/E_unrel| + |S_rel/S_unrel|;
+//   - degenerate neurons: facts with DKN, sets per fact, set sizes, forward passes;
+//   - fact-checking: precision / recall / F1 / accuracy of DKN vs the model's own prediction;
+//   - each run's header (options, model hash, version).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "knprobe/core/error.hpp"
+
+namespace knprobe {
+
+/// One results file: its path (for labels), header and records.
+struct RunInput {
+  std::string path;
+  nlohmann::json header;
+  std::vector<nlohmann::json> records;
+};
+
+struct ReportInput {
+  std::vector<RunInput> runs;
+  nlohmann::json factcheck;  ///< a factcheck.json, or null
+  std::string factcheck_path;
+  std::string fact;  ///< fact id of the heatmap ("" = the first fact with a result)
+};
+
+/// Means over the results of one language of one run.
+struct LanguageSummary {
+  std::size_t results = 0, screened_out = 0, failures = 0;
+  double mean_neurons = 0, mean_max_delta = 0;
+  std::vector<double> layer_share;  ///< share of the selected neurons in each layer
+  std::map<std::string, std::optional<double>> effects;  ///< "suppress_related", ... (means)
+  std::optional<double> succ;
+  std::size_t dkn_facts = 0, dkn_with_sets = 0, dkn_sets = 0, dkn_neurons = 0, dkn_passes = 0;
+};
+
+struct PairOverlap {
+  std::string a, b;
+  std::size_t facts = 0;
+  double mean_jaccard = 0, mean_shared = 0;
+};
+
+struct RunSummaryReport {
+  std::string label;  ///< file name and method
+  nlohmann::json header;
+  int layers = 0;
+  std::map<std::string, LanguageSummary> languages;  ///< in header language order when sorted
+  std::vector<std::string> language_order;
+  std::vector<PairOverlap> overlaps;
+  std::size_t likn_facts = 0, likn_nonempty = 0;
+  double mean_likn = 0;
+  std::map<std::string, std::optional<double>> likn_suppress, likn_enhance;  ///< by language
+  std::vector<std::pair<std::string, std::string>> failures;  ///< (item, reason), first 50
+};
+
+struct HeatmapData {
+  std::string run, fact, language, prompt, answer;
+  std::vector<std::vector<std::pair<int, double>>> rows;  ///< per layer: (unit, score)
+  std::set<std::pair<int, int>> selected;                ///< (layer, unit) knowledge neurons
+};
+
+struct Report {
+  std::vector<RunSummaryReport> runs;
+  std::vector<HeatmapData> heatmaps;  ///< one per language of the chosen fact
+  nlohmann::json factcheck;
+  std::string factcheck_path;
+};
+
+namespace detail {
+
+inline std::optional<double> mean_opt(const std::vector<double>& v) {
+  if (v.empty()) return std::nullopt;
+  double s = 0;
+  for (double x : v) s += x;
+  return s / static_cast<double>(v.size());
+}
+
+inline std::string base_name(const std::string& p) {
+  const auto k = p.find_last_of('/');
+  return k == std::string::npos ? p : p.substr(k + 1);
+}
+
+}  // namespace detail
+
+/// Summaries of every run and the heatmap data of the chosen fact. Throws ArgumentError when a
+/// run has no header or `in.fact` names a fact that no run has a result for.
+inline Report build_report(const ReportInput& in) {
+  KNPROBE_REQUIRE(!in.runs.empty(), ArgumentError, "report: no results files");
+  Report rep;
+  rep.factcheck = in.factcheck;
+  rep.factcheck_path = in.factcheck_path;
+  for (const auto& run : in.runs) {
+    KNPROBE_REQUIRE(run.header.is_object(), ArgumentError, "report: ", run.path,
+                    " has no header record (is it a `knprobe run` results file?)");
+    RunSummaryReport r;
+    r.header = run.header;
+    const auto opt = run.header.value("options", nlohmann::json::object());
+    r.label = detail::base_name(run.path) + " (" + opt.value("method", std::string("?")) + ")";
+    r.layers = run.header.value("model", nlohmann::json::object()).value("layers", 0);
+    r.language_order = opt.value("languages", std::vector<std::string>{});
+    std::map<std::string, std::map<std::string, std::vector<double>>> acc;
+    std::map<std::string, std::vector<double>> layer_counts;
+    std::map<long long, std::map<std::string, std::set<std::pair<int, int>>>> sets;
+    std::vector<double> likn_sizes;
+    std::map<std::string, std::vector<double>> ls, le;
+    for (const auto& rec : run.records) {
+      const std::string kind = rec.value("record", "");
+      const std::string lang = rec.value("language", "");
+      if (kind == "screened_out") ++r.languages[lang].screened_out;
+      if (kind == "failure") {
+        ++r.languages[lang].failures;
+        if (r.failures.size() < 50)
+          r.failures.push_back({rec.value("fact", "") + " [" + lang + "]", rec.value("reason", "")});
+      }
+      if (kind == "likn") {
+        if (rec.contains("reason") && rec.at("neurons").empty()) continue;
+        likn_sizes.push_back(static_cast<double>(rec.at("neurons").size()));
+        for (const auto& [key, dst] : {std::pair{"suppress", &ls}, std::pair{"enhance", &le}})
+          if (rec.contains(key))
+            for (auto it = rec.at(key).begin(); it != rec.at(key).end(); ++it)
+              if (it.value().contains("related"))
+                (*dst)[it.key()].push_back(it.value().at("related").get<double>());
+      }
+      if (kind != "result") continue;
+      auto& s = r.languages[lang];
+      auto& a = acc[lang];
+      ++s.results;
+      const auto& neurons = rec.at("neurons");
+      a["neurons"].push_back(static_cast<double>(neurons.size()));
+      a["max_delta"].push_back(rec.value("max_completeness_delta", 0.0));
+      auto& lc = layer_counts[lang];
+      for (const auto& n : neurons) {
+        const int l = n.at("layer").get<int>();
+        if (l >= static_cast<int>(lc.size())) lc.resize(static_cast<std::size_t>(l) + 1, 0.0);
+        lc[static_cast<std::size_t>(l)] += 1;
+        sets[rec.value("index", -1LL)][lang].insert({l, n.at("unit").get<int>()});
+      }
+      for (const char* what : {"suppress", "enhance"})
+        for (const char* where : {"related", "unrelated", "control"})
+          if (rec.contains(what) && rec.at(what).contains(where))
+            a[std::string(what) + "_" + where].push_back(rec.at(what).at(where).get<double>());
+      if (rec.contains("dkn")) {
+        const auto& d = rec.at("dkn");
+        ++s.dkn_facts;
+        s.dkn_with_sets += !d.at("degenerate").empty();
+        s.dkn_sets += d.at("degenerate").size();
+        for (const auto& set : d.at("degenerate")) s.dkn_neurons += set.size();
+        s.dkn_passes += d.value("forward_passes", std::size_t{0});
+      }
+    }
+    for (auto& [lang, s] : r.languages) {
+      auto& a = acc[lang];
+      s.mean_neurons = detail::mean_opt(a["neurons"]).value_or(0.0);
+      s.mean_max_delta = detail::mean_opt(a["max_delta"]).value_or(0.0);
+      auto lc = layer_counts[lang];
+      lc.resize(static_cast<std::size_t>(std::max<int>(r.layers, static_cast<int>(lc.size()))), 0.0);
+      double total = 0;
+      for (double x : lc) total += x;
+      for (double& x : lc) x = total > 0 ? x / total : 0.0;
+      s.layer_share = lc;
+      for (const char* what : {"suppress", "enhance"})
+        for (const char* where : {"related", "unrelated", "control"}) {
+          const std::string k = std::string(what) + "_" + where;
+          s.effects[k] = detail::mean_opt(a[k]);
+        }
+      auto ratio = [&](const char* rel, const char* unrel) -> std::optional<double> {
+        const auto x = s.effects[rel], y = s.effects[unrel];
+        if (!x || !y || *y == 0) return std::nullopt;
+        return std::abs(*x / *y);
+      };
+      const auto e = ratio("enhance_related", "enhance_unrelated");
+      const auto sp = ratio("suppress_related", "suppress_unrelated");
+      if (e && sp) s.succ = *e + *sp;
+      if (std::find(r.language_order.begin(), r.language_order.end(), lang) ==
+          r.language_order.end())
+        r.language_order.push_back(lang);
+    }
+    for (std::size_t i = 0; i < r.language_order.size(); ++i)
+      for (std::size_t j = i + 1; j < r.language_order.size(); ++j) {
+        PairOverlap p{r.language_order[i], r.language_order[j], 0, 0, 0};
+        std::vector<double> jac, shared;
+        for (const auto& [idx, by] : sets) {
+          if (!by.count(p.a) || !by.count(p.b)) continue;
+          const auto &x = by.at(p.a), &y = by.at(p.b);
+          std::size_t inter = 0;
+          for (const auto& n : x) inter += y.count(n);
+          const std::size_t uni = x.size() + y.size() - inter;
+          jac.push_back(uni ? static_cast<double>(inter) / static_cast<double>(uni) : 0.0);
+          shared.push_back(static_cast<double>(inter));
+        }
+        p.facts = jac.size();
+        p.mean_jaccard = detail::mean_opt(jac).value_or(0.0);
+        p.mean_shared = detail::mean_opt(shared).value_or(0.0);
+        r.overlaps.push_back(p);
+      }
+    r.likn_facts = likn_sizes.size();
+    for (double x : likn_sizes) r.likn_nonempty += x > 0;
+    r.mean_likn = detail::mean_opt(likn_sizes).value_or(0.0);
+    for (const auto& [lang, v] : ls) r.likn_suppress[lang] = detail::mean_opt(v);
+    for (const auto& [lang, v] : le) r.likn_enhance[lang] = detail::mean_opt(v);
+    rep.runs.push_back(std::move(r));
+  }
+  // Heatmap: the chosen fact (or the first result) in every language, from the first run with it.
+  for (const auto& run : in.runs) {
+    std::string fact = in.fact;
+    for (const auto& rec : run.records) {
+      if (rec.value("record", "") != "result" || !rec.contains("top_by_layer")) continue;
+      if (fact.empty()) fact = rec.value("fact", "");
+      if (rec.value("fact", "") != fact) continue;
+      HeatmapData h{detail::base_name(run.path), fact, rec.value("language", ""),
+                    rec.value("prompt", ""), rec.value("answer", ""), {}, {}};
+      for (const auto& row : rec.at("top_by_layer")) {
+        h.rows.emplace_back();
+        for (const auto& c : row) h.rows.back().push_back({c.at(0).get<int>(), c.at(1).get<double>()});
+      }
+      for (const auto& n : rec.at("neurons"))
+        h.selected.insert({n.at("layer").get<int>(), n.at("unit").get<int>()});
+      rep.heatmaps.push_back(std::move(h));
+    }
+    if (!rep.heatmaps.empty()) break;
+  }
+  KNPROBE_REQUIRE(in.fact.empty() || !rep.heatmaps.empty(), ArgumentError, "report: fact '",
+                  in.fact, "' has no result with per-layer scores in the results files");
+  return rep;
+}
+
+namespace detail {
+
+inline std::string html_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) switch (c) {
+      case '&': o += "&amp;"; break;
+      case '<': o += "&lt;"; break;
+      case '>': o += "&gt;"; break;
+      case '"': o += "&quot;"; break;
+      default: o += c;
+    }
+  return o;
+}
+
+inline std::string fmt(const char* f, double x) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, x);
+  return b;
+}
+
+inline std::string pct_or_na(const std::optional<double>& x) {
+  return x ? fmt("%+.1f%%", 100.0 * *x) : "n/a";
+}
+
+inline const char* series_color(std::size_t i) {
+  static const char* c[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"};
+  return c[i % 6];
+}
+
+struct Series {
+  std::string name;
+  std::vector<double> values;
+};
+
+/// A grouped bar chart as an SVG element: one group per category, one bar per series; values in
+/// the units of `axis` (the y range covers [min(0, v), max(0, v)]).
+inline std::string svg_bars(const std::vector<std::string>& categories,
+                            const std::vector<Series>& series, const std::string& axis,
+                            int width = 760, int height = 260) {
+  const double left = 56, right = 12, top = 24, bottom = 44;
+  double lo = 0, hi = 0;
+  for (const auto& s : series)
+    for (double v : s.values) {
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+  if (hi - lo < 1e-12) hi = lo + 1;
+  const double plot_w = width - left - right, plot_h = height - top - bottom;
+  auto y = [&](double v) { return top + (hi - v) / (hi - lo) * plot_h; };
+  std::ostringstream o;
+  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+    << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
+  for (int t = 0; t <= 4; ++t) {
+    const double v = lo + (hi - lo) * t / 4.0;
+    o << "<line x1=\"" << left << "\" x2=\"" << width - right << "\" y1=\"" << y(v) << "\" y2=\""
+      << y(v) << "\" stroke=\"#ddd\"/><text x=\"" << left - 4 << "\" y=\"" << y(v) + 4
+      << "\" text-anchor=\"end\">" << fmt("%.3g", v) << "</text>\n";
+  }
+  o << "<line x1=\"" << left << "\" x2=\"" << width - right << "\" y1=\"" << y(0) << "\" y2=\""
+    << y(0) << "\" stroke=\"#333\"/>\n";
+  const double group = plot_w / std::max<std::size_t>(categories.size(), 1);
+  const double bar = group * 0.8 / std::max<std::size_t>(series.size(), 1);
+  for (std::size_t c = 0; c < categories.size(); ++c) {
+    for (std::size_t s = 0; s < series.size(); ++s) {
+      const double v = c < series[s].values.size() ? series[s].values[c] : 0.0;
+      const double x = left + c * group + group * 0.1 + s * bar;
+      o << "<rect x=\"" << x << "\" y=\"" << std::min(y(v), y(0)) << "\" width=\""
+        << std::max(bar - 1, 1.0) << "\" height=\"" << std::abs(y(v) - y(0)) << "\" fill=\""
+        << series_color(s) << "\"><title>" << html_escape(series[s].name) << ", "
+        << html_escape(categories[c]) << ": " << fmt("%.4g", v) << "</title></rect>\n";
+    }
+    if (categories.size() <= 40)
+      o << "<text x=\"" << left + (c + 0.5) * group << "\" y=\"" << height - bottom + 14
+        << "\" text-anchor=\"middle\">" << html_escape(categories[c]) << "</text>\n";
+  }
+  o << "<text x=\"12\" y=\"" << top + plot_h / 2 << "\" transform=\"rotate(-90 12 "
+    << top + plot_h / 2 << ")\" text-anchor=\"middle\">" << html_escape(axis) << "</text>\n";
+  double lx = left;
+  for (std::size_t s = 0; s < series.size(); ++s) {
+    o << "<rect x=\"" << lx << "\" y=\"" << height - 16 << "\" width=\"10\" height=\"10\" fill=\""
+      << series_color(s) << "\"/><text x=\"" << lx + 14 << "\" y=\"" << height - 7 << "\">"
+      << html_escape(series[s].name) << "</text>\n";
+    lx += 24 + 7.0 * static_cast<double>(series[s].name.size());
+  }
+  o << "</svg>\n";
+  return o.str();
+}
+
+/// A heatmap of one fact as an SVG element: row = layer, column = rank within the layer, colour =
+/// score / max score (negative scores white); selected knowledge neurons outlined.
+inline std::string svg_heatmap(const HeatmapData& h) {
+  const int cell = 26, left = 48, top = 20;
+  const std::size_t cols = h.rows.empty() ? 0 : h.rows[0].size();
+  double mx = 0;
+  for (const auto& r : h.rows)
+    for (const auto& [u, s] : r) mx = std::max(mx, s);
+  if (mx <= 0) mx = 1;
+  const auto width = left + static_cast<int>(cols) * cell + 20;
+  const auto height = top + static_cast<int>(h.rows.size()) * cell + 30;
+  std::ostringstream o;
+  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+    << "\" font-family=\"sans-serif\" font-size=\"10\">\n";
+  for (std::size_t c = 0; c < cols; ++c)
+    o << "<text x=\"" << left + static_cast<int>(c) * cell + cell / 2 << "\" y=\"" << top - 6
+      << "\" text-anchor=\"middle\">#" << c + 1 << "</text>\n";
+  for (std::size_t l = 0; l < h.rows.size(); ++l) {
+    const int yy = top + static_cast<int>(l) * cell;
+    o << "<text x=\"" << left - 6 << "\" y=\"" << yy + cell / 2 + 4 << "\" text-anchor=\"end\">L"
+      << l << "</text>\n";
+    for (std::size_t c = 0; c < h.rows[l].size(); ++c) {
+      const auto [unit, score] = h.rows[l][c];
+      const double t = std::clamp(score / mx, 0.0, 1.0);
+      const int g = static_cast<int>(std::lround(255 * (1 - t)));
+      const bool sel = h.selected.count({static_cast<int>(l), unit}) > 0;
+      o << "<rect x=\"" << left + static_cast<int>(c) * cell << "\" y=\"" << yy << "\" width=\""
+        << cell - 1 << "\" height=\"" << cell - 1 << "\" fill=\"rgb(255," << g << "," << g
+        << ")\"" << (sel ? " stroke=\"#000\" stroke-width=\"2\"" : "") << "><title>L" << l
+        << " unit " << unit << ": " << fmt("%.4g", score) << (sel ? " (knowledge neuron)" : "")
+        << "</title></rect>\n";
+    }
+  }
+  o << "<text x=\"" << left << "\" y=\"" << height - 8
+    << "\">columns: the layer's units ranked by attribution; outlined: selected</text>\n</svg>\n";
+  return o.str();
+}
+
+inline std::string metric_row(const nlohmann::json& m) {
+  auto g = [&](const char* k) { return fmt("%.3f", m.value(k, 0.0)); };
+  return " | " + g("precision") + " | " + g("recall") + " | " + g("f1") + " | " + g("accuracy") +
+         " | " + g("precision_ref") + " | " + g("f1_ref") + " |";
+}
+
+/// The report's tables as Markdown (HTML converts them; the Markdown file is the same text).
+inline std::string tables_markdown(const Report& rep) {
+  std::ostringstream o;
+  for (const auto& r : rep.runs) {
+    o << "### " << r.label << "\n\n"
+      << "| language | results | screened out | failures | neurons | suppress rel / unrel / "
+         "control | enhance rel / unrel / control | Succ | completeness δ |\n"
+         "|---|---|---|---|---|---|---|---|---|\n";
+    for (const auto& lang : r.language_order) {
+      if (!r.languages.count(lang)) continue;
+      const auto& s = r.languages.at(lang);
+      auto e = [&](const char* k) { return pct_or_na(s.effects.count(k) ? s.effects.at(k) : std::nullopt); };
+      o << "| " << lang << " | " << s.results << " | " << s.screened_out << " | " << s.failures
+        << " | " << fmt("%.2f", s.mean_neurons) << " | " << e("suppress_related") << " / "
+        << e("suppress_unrelated") << " / " << e("suppress_control") << " | "
+        << e("enhance_related") << " / " << e("enhance_unrelated") << " / "
+        << e("enhance_control") << " | " << (s.succ ? fmt("%.1f", *s.succ) : "n/a") << " | "
+        << fmt("%.3g", s.mean_max_delta) << " |\n";
+    }
+    if (!r.overlaps.empty()) {
+      o << "\n| languages | facts | mean shared neurons | mean Jaccard |\n|---|---|---|---|\n";
+      for (const auto& p : r.overlaps)
+        o << "| " << p.a << " – " << p.b << " | " << p.facts << " | "
+          << fmt("%.2f", p.mean_shared) << " | " << fmt("%.3f", p.mean_jaccard) << " |\n";
+      o << "\nLIKN (all languages): " << fmt("%.2f", r.mean_likn) << " neurons per fact, "
+        << r.likn_nonempty << " of " << r.likn_facts << " facts have one.";
+      for (const auto& [lang, v] : r.likn_suppress)
+        o << " Suppressing LIKN in " << lang << ": " << pct_or_na(v) << ".";
+      o << "\n";
+    }
+    bool dkn = false;
+    for (const auto& [lang, s] : r.languages) dkn |= s.dkn_facts > 0;
+    if (dkn) {
+      o << "\n| language | facts searched | facts with DKN | DKN sets per fact | mean set size | "
+           "forward passes per fact |\n|---|---|---|---|---|---|\n";
+      for (const auto& lang : r.language_order) {
+        if (!r.languages.count(lang)) continue;
+        const auto& s = r.languages.at(lang);
+        const double n = static_cast<double>(std::max<std::size_t>(s.dkn_facts, 1));
+        o << "| " << lang << " | " << s.dkn_facts << " | " << s.dkn_with_sets << " | "
+          << fmt("%.2f", static_cast<double>(s.dkn_sets) / n) << " | "
+          << (s.dkn_sets ? fmt("%.2f", static_cast<double>(s.dkn_neurons) /
+                                           static_cast<double>(s.dkn_sets))
+                         : std::string("n/a"))
+          << " | " << fmt("%.0f", static_cast<double>(s.dkn_passes) / n) << " |\n";
+      }
+    }
+    o << "\n";
+  }
+  if (rep.factcheck.is_object() && rep.factcheck.contains("summary")) {
+    o << "### Fact-checking (" << base_name(rep.factcheck_path) << ")\n\n"
+      << "| language | split | checker | precision | recall | F1 | accuracy | precision (ref) | "
+         "F1 (ref) |\n|---|---|---|---|---|---|---|---|---|\n";
+    const auto& s = rep.factcheck.at("summary");
+    for (auto it = s.begin(); it != s.end(); ++it)
+      for (const char* split : {"test", "train"})
+        if (it.value().contains(split))
+          for (const auto& [key, name] : {std::pair{"dkn", "DKN"}, {"baseline", "model top-1"}})
+            if (it.value().at(split).contains(key))
+              o << "| " << it.key() << " | " << split << " | " << name
+                << metric_row(it.value().at(split).at(key)) << "\n";
+    o << "\n";
+  }
+  return o.str();
+}
+
+/// A Markdown table ("| a | b |" lines) as an HTML table.
+inline std::string markdown_tables_to_html(const std::string& md) {
+  std::istringstream in(md);
+  std::ostringstream o;
+  std::string line;
+  bool in_table = false, header = false;
+  while (std::getline(in, line)) {
+    if (line.rfind("|", 0) == 0) {
+      if (line.rfind("|---", 0) == 0) continue;
+      if (!in_table) {
+        o << "<table>\n";
+        in_table = header = true;
+      }
+      o << "<tr>";
+      std::size_t p = 1;
+      while (p < line.size()) {
+        const auto q = line.find('|', p);
+        if (q == std::string::npos) break;
+        std::string cell = line.substr(p, q - p);
+        cell.erase(0, cell.find_first_not_of(' '));
+        cell.erase(cell.find_last_not_of(' ') + 1);
+        o << (header ? "<th>" : "<td>") << html_escape(cell) << (header ? "</th>" : "</td>");
+        p = q + 1;
+      }
+      o << "</tr>\n";
+      header = false;
+      continue;
+    }
+    if (in_table) {
+      o << "</table>\n";
+      in_table = false;
+    }
+    if (line.rfind("### ", 0) == 0)
+      o << "<h3>" << html_escape(line.substr(4)) << "</h3>\n";
+    else if (!line.empty())
+      o << "<p>" << html_escape(line) << "</p>\n";
+  }
+  if (in_table) o << "</table>\n";
+  return o.str();
+}
+
+}  // namespace detail
+
+/// The report as Markdown: the tables of every section and each run's options.
+inline std::string render_markdown(const Report& rep) {
+  std::ostringstream o;
+  o << "# knprobe report\n\n" << detail::tables_markdown(rep);
+  for (const auto& r : rep.runs)
+    o << "#### Run header: " << r.label << "\n\n```json\n" << r.header.dump(1) << "\n```\n\n";
+  return o.str();
+}
+
+/// The report as one self-contained HTML page (inline CSS and SVG; no script, nothing fetched).
+inline std::string render_html(const Report& rep) {
+  std::ostringstream o;
+  o << "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+       "<title>knprobe report</title><style>"
+       "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+       "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+       "font-size:13px}th{background:#f3f3f3}pre{background:#f7f7f7;padding:8px;overflow:auto;"
+       "font-size:12px}h2{border-bottom:1px solid #ccc}</style></head><body>\n"
+       "<h1>knprobe report</h1>\n";
+  o << "<h2>Tables</h2>\n" << detail::markdown_tables_to_html(detail::tables_markdown(rep));
+  for (const auto& r : rep.runs) {
+    o << "<h2>" << detail::html_escape(r.label) << "</h2>\n";
+    std::vector<std::string> layers;
+    std::size_t nl = 0;
+    for (const auto& [lang, s] : r.languages) nl = std::max(nl, s.layer_share.size());
+    for (std::size_t l = 0; l < nl; ++l) layers.push_back(std::to_string(l));
+    std::vector<detail::Series> share, effects;
+    for (const auto& lang : r.language_order)
+      if (r.languages.count(lang) && r.languages.at(lang).results > 0)
+        share.push_back({lang, r.languages.at(lang).layer_share});
+    o << "<h3>Knowledge neurons over layers</h3>\n<p>Share of each language's selected neurons "
+         "in each layer.</p>\n"
+      << detail::svg_bars(layers, share, "share of neurons");
+    const std::vector<std::string> cats{"suppress: related", "unrelated", "random control",
+                                        "enhance: related", "unrelated", "random control"};
+    for (const auto& lang : r.language_order) {
+      if (!r.languages.count(lang) || r.languages.at(lang).results == 0) continue;
+      std::vector<double> v;
+      for (const char* k : {"suppress_related", "suppress_unrelated", "suppress_control",
+                            "enhance_related", "enhance_unrelated", "enhance_control"}) {
+        const auto& e = r.languages.at(lang).effects;
+        v.push_back(e.count(k) && e.at(k) ? 100.0 * *e.at(k) : 0.0);
+      }
+      effects.push_back({lang, v});
+    }
+    o << "<h3>Suppress and enhance</h3>\n<p>Mean relative change of P(answer), in percent.</p>\n"
+      << detail::svg_bars(cats, effects, "change of P(answer) %");
+    if (!r.overlaps.empty()) {
+      std::vector<std::string> pairs;
+      std::vector<double> jac, shared;
+      for (const auto& p : r.overlaps) {
+        pairs.push_back(p.a + "–" + p.b);
+        jac.push_back(p.mean_jaccard);
+        shared.push_back(p.mean_shared);
+      }
+      o << "<h3>Overlap across languages (LIKN)</h3>\n"
+        << detail::svg_bars(pairs, {{"mean Jaccard", jac}, {"mean shared neurons", shared}},
+                            "overlap", 480, 220);
+    }
+    if (!r.failures.empty()) {
+      o << "<h3>Failures</h3>\n<table><tr><th>item</th><th>reason</th></tr>\n";
+      for (const auto& [item, why] : r.failures)
+        o << "<tr><td>" << detail::html_escape(item) << "</td><td>" << detail::html_escape(why)
+          << "</td></tr>\n";
+      o << "</table>\n";
+    }
+  }
+  for (const auto& h : rep.heatmaps)
+    o << "<h2>Attribution heatmap: " << detail::html_escape(h.fact) << " [" << h.language
+      << "]</h2>\n<p>" << detail::html_escape(h.prompt) << " <b>" << detail::html_escape(h.answer)
+      << "</b> (" << detail::html_escape(h.run) << ")</p>\n"
+      << detail::svg_heatmap(h);
+  o << "<h2>Run options</h2>\n";
+  for (const auto& r : rep.runs)
+    o << "<h3>" << detail::html_escape(r.label) << "</h3><pre>"
+      << detail::html_escape(r.header.dump(1)) << "</pre>\n";
+  o << "</body></html>\n";
+  return o.str();
+}
+
+}  // namespace knprobe
