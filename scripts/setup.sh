@@ -11,6 +11,7 @@ packages=(
   libopencc-dev opencc libicu-dev libcli11-dev
   python3 python3-pip
   clang libclang-rt-14-dev
+  libxxhash-dev libopenmpi-dev openmpi-bin chromium
 )
 
 missing=()

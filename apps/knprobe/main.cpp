@@ -157,7 +157,7 @@ struct LocalizeArgs {
   std::vector<int> layers;
   int steps = 20, max_answer_tokens = 0;
   std::size_t sample = 0, limit = 0;
-  bool no_verify = false, paper_compat = false, require_correct = false;
+  bool no_verify = false, paper_compat = false, require_correct = false, screen_only = false;
   std::uint64_t seed = 42;
   // edit
   double l1 = 1.0, l2 = 8.0;
@@ -321,6 +321,21 @@ DknOptions dkn_args(const LocalizeArgs& a) {
   return d;
 }
 
+/// --screen-only: the kept facts as a JSON Lines fact file <out>/facts.jsonl (input of --facts).
+int write_facts_file(const LocalizeArgs& a, const std::vector<Fact>& facts,
+                     const std::vector<SkippedFact>& filtered) {
+  fs::create_directories(a.out);
+  std::ofstream out(fs::path(a.out) / "facts.jsonl");
+  for (const auto& f : facts)
+    out << nlohmann::json{{"id", f.id}, {"relation", f.relation}, {"prompts", f.prompts},
+                          {"answers", f.answers}}
+               .dump()
+        << "\n";
+  std::printf("kept %zu facts (%zu screened out); wrote %s/facts.jsonl\n", facts.size(),
+              filtered.size(), a.out.c_str());
+  return 0;
+}
+
 int run_localize(const LocalizeArgs& a) {
   std::vector<FactProblem> problems;
   std::vector<Fact> facts = read_fact_args(a, problems);
@@ -334,6 +349,7 @@ int run_localize(const LocalizeArgs& a) {
     const KnowledgeProbe probe(model, tok);
     std::vector<SkippedFact> filtered;
     prepare_facts(a, probe, tok, facts, filtered);
+    if (a.screen_only) return write_facts_file(a, facts, filtered);
     o.progress = progress_printer(facts.size() * o.languages.size());
     const auto rep = localize(probe, facts, o);
     std::fprintf(stderr, "\n");
@@ -807,6 +823,8 @@ int main(int argc, char** argv) {
   edit->add_option("--l2", la.l2, "edit strength λ2 (default 8)");
   for (auto* c : {loc, run})
     c->add_flag("--no-verify", la.no_verify, "skip the suppress/enhance checks");
+  loc->add_flag("--screen-only", la.screen_only,
+                "only select (sample, screen, limit) and write the kept facts to <out>/facts.jsonl");
   run->add_flag("--dkn", la.dkn, "also search degenerate neurons of every (fact, language)");
   run->add_option("--top-per-layer", la.top_per_layer,
                   "per-layer top units kept in each record for heatmaps (default 8)");

@@ -337,7 +337,7 @@ inline std::string svg_heatmap(const HeatmapData& h) {
   for (const auto& r : h.rows)
     for (const auto& [u, s] : r) mx = std::max(mx, s);
   if (mx <= 0) mx = 1;
-  const auto width = left + static_cast<int>(cols) * cell + 20;
+  const auto width = std::max(left + static_cast<int>(cols) * cell + 20, 420);
   const auto height = top + static_cast<int>(h.rows.size()) * cell + 30;
   std::ostringstream o;
   o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
@@ -530,15 +530,14 @@ inline std::string render_html(const Report& rep) {
       << detail::svg_bars(cats, effects, "change of P(answer) %");
     if (!r.overlaps.empty()) {
       std::vector<std::string> pairs;
-      std::vector<double> jac, shared;
+      std::vector<double> jac;
       for (const auto& p : r.overlaps) {
         pairs.push_back(p.a + "–" + p.b);
         jac.push_back(p.mean_jaccard);
-        shared.push_back(p.mean_shared);
       }
-      o << "<h3>Overlap across languages (LIKN)</h3>\n"
-        << detail::svg_bars(pairs, {{"mean Jaccard", jac}, {"mean shared neurons", shared}},
-                            "overlap", 480, 220);
+      o << "<h3>Overlap across languages (LIKN)</h3>\n<p>Mean Jaccard index |N_a ∩ N_b| / "
+           "|N_a ∪ N_b| of the knowledge neurons of the same fact in two languages.</p>\n"
+        << detail::svg_bars(pairs, {{"mean Jaccard", jac}}, "Jaccard", 480, 220);
     }
     if (!r.failures.empty()) {
       o << "<h3>Failures</h3>\n<table><tr><th>item</th><th>reason</th></tr>\n";

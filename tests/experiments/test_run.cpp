@@ -1,0 +1,177 @@
+// Resumable dataset runs on the real stories260K model: an interrupted and resumed run equals an
+// uninterrupted one record for record, two shards merge into the single-process result, failures
+// and screening are recorded per item, and bad options are refused.
+#include "knprobe/experiments/run.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include "knprobe/data/facts.hpp"
+#include "knprobe/model/llama.hpp"
+#include "knprobe/tokenize/llama2c_tokenizer.hpp"
+#include "support/paths.hpp"
+
+using namespace knprobe;
+using nlohmann::json;
+
+namespace {
+
+struct Stories {
+  LlamaModel<float> model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
+  Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
+  KnowledgeProbe<LlamaModel<float>> probe{model, tok};
+  std::vector<Fact> facts;
+  Stories() {
+    facts = read_facts(testing::data_dir() / "facts" / "stories_two_phrasings.jsonl").facts;
+    facts.push_back({"only_a", "place", {{"a", "Tim went to the"}}, {{"a", " park"}}});
+  }
+};
+
+RunOptions options() {
+  RunOptions o;
+  o.localize.languages = {"a", "b"};
+  o.localize.thresholds = {{"a", 0.3}, {"b", 0.3}};
+  o.localize.attribution.steps = 4;
+  o.dkn = DknOptions{};
+  o.dkn->top = 6;
+  o.top_per_layer = 3;
+  return o;
+}
+
+const json kHeader{{"format", "test-run/1"}, {"options", {{"languages", {"a", "b"}}}}};
+
+std::vector<json> complete_run(const Stories& s, const std::filesystem::path& p,
+                               const RunOptions& o) {
+  io::ResultsFile f(p, kHeader);
+  const auto sum = run_dataset(s.probe, s.facts, f, o);
+  BOOST_TEST(!sum.stopped);
+  return canonical_records({io::read_results(p)});
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(experiments_run)
+
+BOOST_AUTO_TEST_CASE(every_item_gets_one_record) {
+  const Stories s;
+  testing::TempDir d;
+  const auto recs = complete_run(s, d.path() / "full.jsonl", options());
+  // 4 facts × (2 languages + LIKN)
+  BOOST_REQUIRE(recs.size() == 12u);
+  std::map<std::string, int> kinds;
+  for (const auto& r : recs) ++kinds[r["record"].get<std::string>()];
+  BOOST_TEST(kinds["result"] == 7);
+  BOOST_TEST(kinds["failure"] == 1);  // only_a has no 'b' prompt
+  BOOST_TEST(kinds["likn"] == 4);
+  const auto& fail = recs[10];
+  BOOST_TEST(fail["fact"] == "only_a");
+  BOOST_TEST(fail["language"] == "b");
+  BOOST_TEST(fail["reason"].get<std::string>().find("no prompt or answer") != std::string::npos);
+  BOOST_TEST(recs[11]["reason"] == "not every language has a result");
+  const auto& first = recs[0];
+  BOOST_TEST(first["fact"] == "lily");
+  BOOST_TEST(first["language"] == "a");
+  BOOST_TEST(first["top_by_layer"].size() == 5u);     // stories260K: 5 layers
+  BOOST_TEST(first["top_by_layer"][0].size() == 3u);  // top 3 units each
+  BOOST_TEST(first.contains("dkn"));
+  BOOST_TEST(first["suppress"].contains("control"));
+  BOOST_TEST(recs[2]["record"] == "likn");
+  BOOST_TEST(recs[2]["languages"] == json({"a", "b"}));
+}
+
+BOOST_AUTO_TEST_CASE(an_interrupted_run_resumes_to_the_same_records) {
+  const Stories s;
+  testing::TempDir d;
+  const auto full = complete_run(s, d.path() / "full.jsonl", options());
+  std::atomic<bool> stop{false};
+  auto o = options();
+  o.stop = &stop;
+  o.progress = [&](std::size_t done, std::size_t, const std::string&) {
+    if (done == 4) stop = true;  // stop once item 5 is under way: it completes, then we return
+  };
+  const auto p = d.path() / "part.jsonl";
+  {
+    io::ResultsFile f(p, kHeader);
+    const auto sum = run_dataset(s.probe, s.facts, f, o);
+    BOOST_TEST(sum.stopped);
+    BOOST_TEST(sum.computed == 5u);
+  }
+  stop = false;
+  o.progress = nullptr;
+  io::ResultsFile f(p, kHeader);
+  BOOST_TEST(f.records().size() == 5u);
+  const auto sum = run_dataset(s.probe, s.facts, f, o);
+  BOOST_TEST(sum.resumed == 5u);
+  BOOST_TEST(sum.computed == 7u);
+  BOOST_TEST(!sum.stopped);
+  BOOST_TEST(canonical_records({io::read_results(p)}) == full);
+  // once complete, a rerun computes nothing
+  io::ResultsFile again(p, kHeader);
+  BOOST_TEST(run_dataset(s.probe, s.facts, again, o).computed == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(shards_merge_into_the_single_process_result) {
+  const Stories s;
+  testing::TempDir d;
+  const auto full = complete_run(s, d.path() / "full.jsonl", options());
+  std::vector<io::ResultsContent> parts;
+  for (std::size_t r = 0; r < 2; ++r) {
+    auto o = options();
+    o.shard_rank = r;
+    o.shard_count = 2;
+    auto h = kHeader;
+    h["shard"] = {{"rank", r}, {"count", 2}};
+    const auto p = d.path() / ("part" + std::to_string(r));
+    io::ResultsFile f(p, h);
+    BOOST_TEST(run_dataset(s.probe, s.facts, f, o).items == 6u);
+    parts.push_back(io::read_results(p));
+  }
+  BOOST_TEST(parts[0].records.front()["fact"] == "lily");  // facts 0 and 2 on rank 0
+  BOOST_TEST(parts[1].records.front()["fact"] == "tim");
+  BOOST_TEST(canonical_records(parts) == full);
+  // shards of another run, or two different records for one item, are refused
+  auto other = parts;
+  other[1].header["options"]["languages"] = {"a"};
+  BOOST_CHECK_THROW(canonical_records(other), FormatError);
+  other = parts;
+  other[1].records.push_back(parts[0].records.front());
+  other[1].records.back()["p_answer"] = 0.5;
+  BOOST_CHECK_THROW(canonical_records(other), FormatError);
+}
+
+BOOST_AUTO_TEST_CASE(screening_is_recorded_per_item) {
+  const Stories s;
+  testing::TempDir d;
+  auto o = options();
+  o.require_correct = true;
+  o.dkn.reset();
+  const auto recs = complete_run(s, d.path() / "r.jsonl", o);
+  std::size_t screened = 0;
+  for (const auto& r : recs)
+    if (r["record"] == "screened_out") {
+      ++screened;
+      BOOST_TEST(!r["reason"].get<std::string>().empty());
+    }
+  BOOST_TEST(screened >= 2u);  // only_a, in both of its items
+  for (const auto& r : recs)
+    if (r["record"] == "result") BOOST_TEST(r["top1"] == true);
+}
+
+BOOST_AUTO_TEST_CASE(bad_options_are_refused) {
+  const Stories s;
+  testing::TempDir d;
+  io::ResultsFile f(d.path() / "r.jsonl", kHeader);
+  auto o = options();
+  o.shard_rank = 2;
+  o.shard_count = 2;
+  BOOST_CHECK_THROW(run_dataset(s.probe, s.facts, f, o), ArgumentError);
+  o = options();
+  o.localize.thresholds.erase("b");
+  BOOST_CHECK_THROW(run_dataset(s.probe, s.facts, f, o), ArgumentError);
+  o = options();
+  BOOST_CHECK_THROW(run_dataset(s.probe, std::vector<Fact>{}, f, o), ArgumentError);
+  BOOST_CHECK_THROW(canonical_records({}), ArgumentError);
+  BOOST_TEST(facts_fingerprint(s.facts) != facts_fingerprint({s.facts[0]}));
+  BOOST_TEST(facts_fingerprint(s.facts).rfind("fnv1a64:", 0) == 0u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,126 @@
+// Reports: the summaries against hand counts on hand-written records (layer shares, effects, Succ,
+// overlap, DKN, LIKN), the HTML is self-contained (inline SVG, no script, escaped text) and the
+// Markdown carries the same tables.
+#include "knprobe/report/report.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+using namespace knprobe;
+using nlohmann::json;
+
+namespace {
+
+json result(int index, const std::string& lang, std::vector<std::pair<int, int>> neurons,
+            double sup, double sup_unrel, double enh, double enh_unrel) {
+  json n = json::array();
+  for (auto [l, u] : neurons) n.push_back({{"layer", l}, {"unit", u}, {"score", 1.0}});
+  return {{"record", "result"},
+          {"index", index},
+          {"fact", "f" + std::to_string(index)},
+          {"relation", "r"},
+          {"language", lang},
+          {"prompt", "a <b> & c"},
+          {"answer", " d"},
+          {"neurons", n},
+          {"suppress", {{"related", sup}, {"unrelated", sup_unrel}, {"control", 0.0}}},
+          {"enhance", {{"related", enh}, {"unrelated", enh_unrel}, {"control", 0.0}}},
+          {"max_completeness_delta", 0.01},
+          {"top_by_layer", {{{5, 0.9}, {7, 0.1}}, {{1, 0.5}, {2, -0.1}}, {{0, 0.0}, {3, 0.0}}}}};
+}
+
+RunInput sample_run() {
+  RunInput r;
+  r.path = "/x/results.jsonl";
+  r.header = {{"record", "header"},
+              {"model", {{"layers", 3}}},
+              {"options", {{"method", "amig"}, {"languages", {"en", "zh"}}}}};
+  r.records = {result(0, "en", {{0, 5}, {1, 1}}, -0.8, -0.1, 0.4, 0.2),
+               result(0, "zh", {{1, 1}, {2, 3}}, -0.6, -0.2, 0.2, 0.1),
+               {{"record", "likn"}, {"index", 0}, {"neurons", {{1, 1}}},
+                {"suppress", {{"en", {{"related", -0.5}}}}}},
+               result(1, "en", {{1, 4}, {1, 6}}, -0.4, -0.1, 0.2, 0.2),
+               {{"record", "failure"}, {"index", 1}, {"fact", "f1"}, {"language", "zh"},
+                {"reason", "bad <token>"}},
+               {{"record", "screened_out"}, {"index", 2}, {"fact", "f2"}, {"language", "en"},
+                {"reason", "not top-1"}}};
+  r.records[0]["dkn"] = {{"degenerate", {{{0, 5}, {1, 1}}}}, {"forward_passes", 30}};
+  r.records[3]["dkn"] = {{"degenerate", json::array()}, {"forward_passes", 10}};
+  return r;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(report_report)
+
+BOOST_AUTO_TEST_CASE(summaries_match_hand_counts) {
+  ReportInput in;
+  in.runs = {sample_run()};
+  const Report rep = build_report(in);
+  BOOST_REQUIRE(rep.runs.size() == 1u);
+  const auto& r = rep.runs[0];
+  BOOST_TEST(r.label == "results.jsonl (amig)");
+  const auto& en = r.languages.at("en");
+  BOOST_TEST(en.results == 2u);
+  BOOST_TEST(en.screened_out == 1u);
+  BOOST_TEST(en.mean_neurons == 2.0);
+  // en neurons: L0 ×1, L1 ×3 of 4
+  BOOST_TEST(en.layer_share == std::vector<double>({0.25, 0.75, 0.0}), boost::test_tools::per_element());
+  BOOST_TEST(*en.effects.at("suppress_related") == -0.6, boost::test_tools::tolerance(1e-12));
+  // Succ = |0.3 / 0.2| + |−0.6 / −0.1| = 7.5
+  BOOST_TEST(*en.succ == 7.5, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(en.dkn_facts == 2u);
+  BOOST_TEST(en.dkn_with_sets == 1u);
+  BOOST_TEST(en.dkn_passes == 40u);
+  BOOST_TEST(r.languages.at("zh").failures == 1u);
+  BOOST_REQUIRE(r.overlaps.size() == 1u);  // en–zh on fact 0: {L0.5, L1.1} vs {L1.1, L2.3}
+  BOOST_TEST(r.overlaps[0].facts == 1u);
+  BOOST_TEST(r.overlaps[0].mean_jaccard == 1.0 / 3.0, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(r.likn_facts == 1u);
+  BOOST_TEST(r.mean_likn == 1.0);
+  BOOST_TEST(*r.likn_suppress.at("en") == -0.5);
+  BOOST_REQUIRE(rep.heatmaps.size() == 2u);  // fact f0 in en and zh
+  BOOST_TEST(rep.heatmaps[0].rows.size() == 3u);
+  BOOST_TEST(rep.heatmaps[0].selected.count({0, 5}) == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(html_is_self_contained_and_escaped) {
+  ReportInput in;
+  in.runs = {sample_run()};
+  in.fact = "f1";
+  in.factcheck = {{"summary",
+                   {{"en",
+                     {{"test",
+                       {{"dkn", {{"precision", 0.5}, {"recall", 1.0}, {"f1", 0.667}}},
+                        {"baseline", {{"precision", 1.0}}}}}}}}}};
+  in.factcheck_path = "/y/factcheck.json";
+  const Report rep = build_report(in);
+  BOOST_TEST(rep.heatmaps.size() == 1u);  // f1 has an en result only
+  const std::string html = render_html(rep);
+  BOOST_TEST(html.rfind("<!DOCTYPE html>", 0) == 0u);
+  BOOST_TEST(html.find("<script") == std::string::npos);
+  BOOST_TEST(html.find("http://www.w3.org/2000/svg") != std::string::npos);
+  BOOST_TEST(html.find("src=") == std::string::npos);   // nothing fetched
+  BOOST_TEST(html.find("href=") == std::string::npos);
+  BOOST_TEST(html.find("a &lt;b&gt; &amp; c") != std::string::npos);
+  BOOST_TEST(html.find("bad &lt;token&gt;") != std::string::npos);
+  BOOST_TEST(html.find("<b> & c") == std::string::npos);
+  const std::string md = render_markdown(rep);
+  BOOST_TEST(md.find("| en | 2 | 1 | 0 | 2.00 | -60.0% / -10.0% / +0.0% | +30.0% / +20.0% / "
+                     "+0.0% | 7.5 |") != std::string::npos);
+  BOOST_TEST(md.find("| en – zh | 1 | 1.00 | 0.333 |") != std::string::npos);
+  BOOST_TEST(md.find("| en | test | DKN | 0.500 | 1.000 | 0.667 |") != std::string::npos);
+  BOOST_TEST(md.find("| en | 2 | 1 | 0.50 | 2.00 | 20 |") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(bad_input_is_refused) {
+  BOOST_CHECK_THROW(build_report({}), ArgumentError);
+  ReportInput in;
+  in.runs = {sample_run()};
+  in.fact = "no-such-fact";
+  BOOST_CHECK_THROW(build_report(in), ArgumentError);
+  in.fact.clear();
+  in.runs[0].header = nullptr;
+  BOOST_CHECK_THROW(build_report(in), ArgumentError);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
