@@ -32,10 +32,10 @@
 #include "knprobe/experiments/fact_check.hpp"
 #include "knprobe/experiments/localize.hpp"
 #include "knprobe/experiments/run.hpp"
-#include "knprobe/report/report.hpp"
 #include "knprobe/model/bert.hpp"
 #include "knprobe/model/gpt2.hpp"
 #include "knprobe/model/llama.hpp"
+#include "knprobe/report/report.hpp"
 #include "knprobe/tokenize/byte_bpe.hpp"
 #include "knprobe/tokenize/llama2c_tokenizer.hpp"
 #include "knprobe/tokenize/sentencepiece_bpe.hpp"
@@ -327,7 +327,9 @@ int write_facts_file(const LocalizeArgs& a, const std::vector<Fact>& facts,
   fs::create_directories(a.out);
   std::ofstream out(fs::path(a.out) / "facts.jsonl");
   for (const auto& f : facts)
-    out << nlohmann::json{{"id", f.id}, {"relation", f.relation}, {"prompts", f.prompts},
+    out << nlohmann::json{{"id", f.id},
+                          {"relation", f.relation},
+                          {"prompts", f.prompts},
                           {"answers", f.answers}}
                .dump()
         << "\n";
@@ -633,21 +635,19 @@ int run_run(const LocalizeArgs& a, int rank, int size) {
                        {"dkn", a.dkn ? dkn_options_json(a) : nlohmann::json(nullptr)}};
     if (!a.mlama.empty())
       opt["mlama"] = {{"relations", a.relations}, {"sample", a.sample}, {"limit", a.limit}};
-    nlohmann::json header{{"format", "knprobe-run/1"},
-                          {"knprobe_version", KNPROBE_VERSION_STRING},
-                          {"model", {{"objective", ArchTraits<std::decay_t<decltype(model)>>::objective ==
-                                                    Objective::masked_lm
-                                                ? "masked_lm"
-                                                : "causal_lm"},
-                                     {"layers", model.num_layers()},
-                                     {"ffn_width", model.ffn_width()},
-                                     {"hash", hash}}},
-                          {"facts", {{"count", facts.size()},
-                                     {"fingerprint", facts_fingerprint(facts)}}},
-                          {"options", opt},
-                          {"paths", {{"model", a.common.model},
-                                     {"facts", a.facts},
-                                     {"mlama", a.mlama}}}};
+    nlohmann::json header{
+        {"format", "knprobe-run/1"},
+        {"knprobe_version", KNPROBE_VERSION_STRING},
+        {"model",
+         {{"objective", ArchTraits<std::decay_t<decltype(model)>>::objective == Objective::masked_lm
+                            ? "masked_lm"
+                            : "causal_lm"},
+          {"layers", model.num_layers()},
+          {"ffn_width", model.ffn_width()},
+          {"hash", hash}}},
+        {"facts", {{"count", facts.size()}, {"fingerprint", facts_fingerprint(facts)}}},
+        {"options", opt},
+        {"paths", {{"model", a.common.model}, {"facts", a.facts}, {"mlama", a.mlama}}}};
     const fs::path out(a.out);
     if (out.has_parent_path()) fs::create_directories(out.parent_path());
     fs::path mine = out;
@@ -658,8 +658,8 @@ int run_run(const LocalizeArgs& a, int rank, int size) {
     RunSummary s;
     {
       io::ResultsFile file(mine, header, {"paths"});
-      if (file.repaired()) std::fprintf(stderr, "knprobe: %s: %s\n", mine.c_str(),
-                                        file.repaired()->c_str());
+      if (file.repaired())
+        std::fprintf(stderr, "knprobe: %s: %s\n", mine.c_str(), file.repaired()->c_str());
       if (!file.records().empty())
         std::fprintf(stderr, "knprobe: resuming %s: %zu records already there\n", mine.c_str(),
                      file.records().size());
@@ -812,9 +812,9 @@ int main(int argc, char** argv) {
     c->add_option("--layers", la.layers, "layers to attribute (default all)")->delimiter(',');
     c->add_flag("--paper-compat", la.paper_compat, "reproduce the reference code's quirks");
     c->add_option("--seed", la.seed, "seed of the random controls and of --sample");
-    c->add_option("--out", la.out,
-                  c == run ? "results file (JSON Lines; resumed when it exists)"
-                           : "output directory");
+    c->add_option(
+        "--out", la.out,
+        c == run ? "results file (JSON Lines; resumed when it exists)" : "output directory");
   }
   for (auto* c : {loc, edit, run})
     c->add_option("--threshold", la.thresholds,
@@ -823,8 +823,9 @@ int main(int argc, char** argv) {
   edit->add_option("--l2", la.l2, "edit strength λ2 (default 8)");
   for (auto* c : {loc, run})
     c->add_flag("--no-verify", la.no_verify, "skip the suppress/enhance checks");
-  loc->add_flag("--screen-only", la.screen_only,
-                "only select (sample, screen, limit) and write the kept facts to <out>/facts.jsonl");
+  loc->add_flag(
+      "--screen-only", la.screen_only,
+      "only select (sample, screen, limit) and write the kept facts to <out>/facts.jsonl");
   run->add_flag("--dkn", la.dkn, "also search degenerate neurons of every (fact, language)");
   run->add_option("--top-per-layer", la.top_per_layer,
                   "per-layer top units kept in each record for heatmaps (default 8)");
@@ -872,7 +873,8 @@ int main(int argc, char** argv) {
       mpi_finish();
       return rc;
     }
-    if (*rep) return run_report(report_inputs, report_factcheck, report_fact, report_out, report_md);
+    if (*rep)
+      return run_report(report_inputs, report_factcheck, report_fact, report_out, report_md);
     if (*loc) return run_localize(la);
     if (*dkn) return run_dkn(la);
     if (*edit) return run_edit(la);

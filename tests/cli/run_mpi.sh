@@ -7,7 +7,7 @@ knprobe=$1 mpiexec=$2 stories=$3 facts=$4 work=$5
 rm -rf "$work" && mkdir -p "$work"
 export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 args=(run --model "$stories/stories260K.bin" --facts "$facts" --langs en --threshold en=0.3
-      --steps 200 --dkn --top 12)
+      --steps "${KNPROBE_MPI_STEPS:-200}" --dkn --top 12)
 t0=$(date +%s.%N)
 "$knprobe" "${args[@]}" --out "$work/one.jsonl" >/dev/null 2>&1
 t1=$(date +%s.%N)

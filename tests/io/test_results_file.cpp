@@ -13,7 +13,8 @@ using nlohmann::json;
 namespace {
 
 json header(int steps) {
-  return {{"format", "test/1"}, {"options", {{"steps", steps}, {"langs", {"en", "zh"}}}},
+  return {{"format", "test/1"},
+          {"options", {{"steps", steps}, {"langs", {"en", "zh"}}}},
           {"paths", {{"model", "/a/b"}}}};
 }
 
@@ -39,7 +40,8 @@ BOOST_AUTO_TEST_CASE(new_file_gets_the_header_and_reopening_resumes) {
   auto hh = header(20);
   hh["record"] = "header";
   BOOST_TEST(text_of(p) ==
-             hh.dump() + "\n{\"index\":0,\"record\":\"result\"}\n{\"index\":1,\"record\":\"result\"}\n");
+             hh.dump() +
+                 "\n{\"index\":0,\"record\":\"result\"}\n{\"index\":1,\"record\":\"result\"}\n");
   auto h = header(20);
   h["paths"]["model"] = "/moved/elsewhere";  // a volatile key may differ
   io::ResultsFile g(p, h, {"paths"});

@@ -36,12 +36,20 @@ RunInput sample_run() {
               {"options", {{"method", "amig"}, {"languages", {"en", "zh"}}}}};
   r.records = {result(0, "en", {{0, 5}, {1, 1}}, -0.8, -0.1, 0.4, 0.2),
                result(0, "zh", {{1, 1}, {2, 3}}, -0.6, -0.2, 0.2, 0.1),
-               {{"record", "likn"}, {"index", 0}, {"neurons", {{1, 1}}},
+               {{"record", "likn"},
+                {"index", 0},
+                {"neurons", {{1, 1}}},
                 {"suppress", {{"en", {{"related", -0.5}}}}}},
                result(1, "en", {{1, 4}, {1, 6}}, -0.4, -0.1, 0.2, 0.2),
-               {{"record", "failure"}, {"index", 1}, {"fact", "f1"}, {"language", "zh"},
+               {{"record", "failure"},
+                {"index", 1},
+                {"fact", "f1"},
+                {"language", "zh"},
                 {"reason", "bad <token>"}},
-               {{"record", "screened_out"}, {"index", 2}, {"fact", "f2"}, {"language", "en"},
+               {{"record", "screened_out"},
+                {"index", 2},
+                {"fact", "f2"},
+                {"language", "en"},
                 {"reason", "not top-1"}}};
   r.records[0]["dkn"] = {{"degenerate", {{{0, 5}, {1, 1}}}}, {"forward_passes", 30}};
   r.records[3]["dkn"] = {{"degenerate", json::array()}, {"forward_passes", 10}};
@@ -64,7 +72,8 @@ BOOST_AUTO_TEST_CASE(summaries_match_hand_counts) {
   BOOST_TEST(en.screened_out == 1u);
   BOOST_TEST(en.mean_neurons == 2.0);
   // en neurons: L0 ×1, L1 ×3 of 4
-  BOOST_TEST(en.layer_share == std::vector<double>({0.25, 0.75, 0.0}), boost::test_tools::per_element());
+  BOOST_TEST(en.layer_share == std::vector<double>({0.25, 0.75, 0.0}),
+             boost::test_tools::per_element());
   BOOST_TEST(*en.effects.at("suppress_related") == -0.6, boost::test_tools::tolerance(1e-12));
   // Succ = |0.3 / 0.2| + |−0.6 / −0.1| = 7.5
   BOOST_TEST(*en.succ == 7.5, boost::test_tools::tolerance(1e-12));
@@ -99,7 +108,7 @@ BOOST_AUTO_TEST_CASE(html_is_self_contained_and_escaped) {
   BOOST_TEST(html.rfind("<!DOCTYPE html>", 0) == 0u);
   BOOST_TEST(html.find("<script") == std::string::npos);
   BOOST_TEST(html.find("http://www.w3.org/2000/svg") != std::string::npos);
-  BOOST_TEST(html.find("src=") == std::string::npos);   // nothing fetched
+  BOOST_TEST(html.find("src=") == std::string::npos);  // nothing fetched
   BOOST_TEST(html.find("href=") == std::string::npos);
   BOOST_TEST(html.find("a &lt;b&gt; &amp; c") != std::string::npos);
   BOOST_TEST(html.find("bad &lt;token&gt;") != std::string::npos);

@@ -102,8 +102,7 @@ inline std::optional<std::size_t> unrelated_fact(const std::vector<Fact>& facts,
 /// the same numbers. Throws Error when the fact cannot be processed.
 template <ProbeableModel M>
 LanguageResult localize_language(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
-                                 std::size_t i, const std::string& lang,
-                                 const LocalizeOptions& o) {
+                                 std::size_t i, const std::string& lang, const LocalizeOptions& o) {
   const Fact& fact = facts.at(i);
   KNPROBE_REQUIRE(fact.prompts.count(lang) && fact.answers.count(lang), ArgumentError,
                   "no prompt or answer in this language");

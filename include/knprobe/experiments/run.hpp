@@ -3,7 +3,8 @@
 // The work is a list of items — for every fact i of the shard (i mod shard_count = shard_rank),
 // one item per language, then one LIKN item when there are several languages — and each finished
 // item is one record appended to an io::ResultsFile:
-//   {"record": "result",       "index": i, "fact", "relation", "language", ...to_json(LanguageResult),
+//   {"record": "result",       "index": i, "fact", "relation", "language",
+//   ...to_json(LanguageResult),
 //                              "dkn": {...} when DKN search is on}
 //   {"record": "screened_out", "index": i, "fact", "relation", "language", "reason"}
 //   {"record": "failure",      "index": i, "fact", "relation", "language", "reason"}
@@ -32,9 +33,9 @@
 namespace knprobe {
 
 struct RunOptions {
-  LocalizeOptions localize;    ///< languages, thresholds, attribution, verify, seed
-  bool require_correct = false;  ///< screen each fact: the model answers it (top-1) everywhere
-  int max_answer_tokens = 0;     ///< with require_correct: longer answers are screened out
+  LocalizeOptions localize;       ///< languages, thresholds, attribution, verify, seed
+  bool require_correct = false;   ///< screen each fact: the model answers it (top-1) everywhere
+  int max_answer_tokens = 0;      ///< with require_correct: longer answers are screened out
   std::optional<DknOptions> dkn;  ///< also search degenerate neurons of every (fact, language)
   int top_per_layer = 8;          ///< per-layer top units kept for heatmaps (0 = none)
   std::size_t shard_rank = 0, shard_count = 1;
@@ -111,8 +112,8 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
   const auto& langs = o.localize.languages;
   KNPROBE_REQUIRE(!facts.empty(), ArgumentError, "run: no facts");
   KNPROBE_REQUIRE(!langs.empty(), ArgumentError, "run: no languages");
-  KNPROBE_REQUIRE(o.shard_count >= 1 && o.shard_rank < o.shard_count, ArgumentError,
-                  "run: shard ", o.shard_rank, " of ", o.shard_count, " does not exist");
+  KNPROBE_REQUIRE(o.shard_count >= 1 && o.shard_rank < o.shard_count, ArgumentError, "run: shard ",
+                  o.shard_rank, " of ", o.shard_count, " does not exist");
   KNPROBE_REQUIRE(o.top_per_layer >= 0, ArgumentError, "run: top_per_layer must be ≥ 0");
   for (const auto& lang : langs)
     KNPROBE_REQUIRE(o.localize.thresholds.count(lang), ArgumentError,
@@ -137,8 +138,8 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
     const Fact& fact = facts[i];
     const auto idx = static_cast<long long>(i);
     auto base = [&](const char* kind, const std::string& lang) {
-      nlohmann::json r{{"record", kind}, {"index", idx}, {"fact", fact.id},
-                       {"relation", fact.relation}};
+      nlohmann::json r{
+          {"record", kind}, {"index", idx}, {"fact", fact.id}, {"relation", fact.relation}};
       if (!lang.empty()) r["language"] = lang;
       return r;
     };
@@ -231,8 +232,7 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
 /// canonical order — by fact index, then by the header's language order, the LIKN item last — with
 /// one record per item. Throws FormatError when the shards' headers disagree (apart from "shard")
 /// or two records claim the same item with different contents.
-inline std::vector<nlohmann::json> canonical_records(
-    const std::vector<io::ResultsContent>& parts) {
+inline std::vector<nlohmann::json> canonical_records(const std::vector<io::ResultsContent>& parts) {
   KNPROBE_REQUIRE(!parts.empty(), ArgumentError, "no results to merge");
   auto identity = [](nlohmann::json h) {
     h.erase("shard");
@@ -240,8 +240,8 @@ inline std::vector<nlohmann::json> canonical_records(
   };
   const auto h0 = identity(parts[0].header);
   std::map<std::string, std::size_t> lang_pos;
-  for (const auto& l : h0.value("options", nlohmann::json::object())
-                           .value("languages", std::vector<std::string>{}))
+  for (const auto& l :
+       h0.value("options", nlohmann::json::object()).value("languages", std::vector<std::string>{}))
     lang_pos.emplace(l, lang_pos.size());
   std::map<std::tuple<long long, std::size_t, std::string>, nlohmann::json> by_key;
   for (const auto& p : parts) {
@@ -249,7 +249,7 @@ inline std::vector<nlohmann::json> canonical_records(
     KNPROBE_REQUIRE(d.empty(), FormatError, "results parts of different runs (", d, ")");
     for (const auto& r : p.records) {
       const auto [idx, lang] = detail::run_item_key(r);
-      const std::size_t pos = lang.empty()             ? lang_pos.size() + 1
+      const std::size_t pos = lang.empty()           ? lang_pos.size() + 1
                               : lang_pos.count(lang) ? lang_pos.at(lang)
                                                      : lang_pos.size();
       const auto [it, fresh] = by_key.emplace(std::tuple{idx, pos, lang}, r);

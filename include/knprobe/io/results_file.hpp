@@ -42,8 +42,8 @@ inline std::string first_difference(const nlohmann::json& file, const nlohmann::
   if (file.is_object() && run.is_object()) {
     for (auto it = run.begin(); it != run.end(); ++it) {
       const std::string k = where.empty() ? it.key() : where + "." + it.key();
-      if (!file.contains(it.key())) return k + ": missing in the file, this run has " +
-                                           it.value().dump();
+      if (!file.contains(it.key()))
+        return k + ": missing in the file, this run has " + it.value().dump();
       if (auto d = first_difference(file[it.key()], it.value(), k); !d.empty()) return d;
     }
     for (auto it = file.begin(); it != file.end(); ++it)
@@ -75,10 +75,10 @@ inline ResultsContent read_results(const std::filesystem::path& path) {
     auto j = nlohmann::json::parse(s, nullptr, false);
     const bool ok = nl != std::string::npos && j.is_object();
     if (!ok) {
-      const std::string why = nl == std::string::npos ? "line " + std::to_string(line) +
-                                                            " is unterminated (an interrupted write)"
-                                                      : "line " + std::to_string(line) +
-                                                            " is not a JSON object";
+      const std::string why =
+          nl == std::string::npos
+              ? "line " + std::to_string(line) + " is unterminated (an interrupted write)"
+              : "line " + std::to_string(line) + " is not a JSON object";
       KNPROBE_REQUIRE(last, FormatError, path.string(), ": ", why,
                       "; the file is damaged before its last line");
       out.repaired = why + "; it was dropped and its work is redone";

@@ -72,7 +72,7 @@ struct RunSummaryReport {
 struct HeatmapData {
   std::string run, fact, language, prompt, answer;
   std::vector<std::vector<std::pair<int, double>>> rows;  ///< per layer: (unit, score)
-  std::set<std::pair<int, int>> selected;                ///< (layer, unit) knowledge neurons
+  std::set<std::pair<int, int>> selected;                 ///< (layer, unit) knowledge neurons
 };
 
 struct Report {
@@ -126,7 +126,8 @@ inline Report build_report(const ReportInput& in) {
       if (kind == "failure") {
         ++r.languages[lang].failures;
         if (r.failures.size() < 50)
-          r.failures.push_back({rec.value("fact", "") + " [" + lang + "]", rec.value("reason", "")});
+          r.failures.push_back(
+              {rec.value("fact", "") + " [" + lang + "]", rec.value("reason", "")});
       }
       if (kind == "likn") {
         if (rec.contains("reason") && rec.at("neurons").empty()) continue;
@@ -169,7 +170,8 @@ inline Report build_report(const ReportInput& in) {
       s.mean_neurons = detail::mean_opt(a["neurons"]).value_or(0.0);
       s.mean_max_delta = detail::mean_opt(a["max_delta"]).value_or(0.0);
       auto lc = layer_counts[lang];
-      lc.resize(static_cast<std::size_t>(std::max<int>(r.layers, static_cast<int>(lc.size()))), 0.0);
+      lc.resize(static_cast<std::size_t>(std::max<int>(r.layers, static_cast<int>(lc.size()))),
+                0.0);
       double total = 0;
       for (double x : lc) total += x;
       for (double& x : lc) x = total > 0 ? x / total : 0.0;
@@ -223,11 +225,17 @@ inline Report build_report(const ReportInput& in) {
       if (rec.value("record", "") != "result" || !rec.contains("top_by_layer")) continue;
       if (fact.empty()) fact = rec.value("fact", "");
       if (rec.value("fact", "") != fact) continue;
-      HeatmapData h{detail::base_name(run.path), fact, rec.value("language", ""),
-                    rec.value("prompt", ""), rec.value("answer", ""), {}, {}};
+      HeatmapData h{detail::base_name(run.path),
+                    fact,
+                    rec.value("language", ""),
+                    rec.value("prompt", ""),
+                    rec.value("answer", ""),
+                    {},
+                    {}};
       for (const auto& row : rec.at("top_by_layer")) {
         h.rows.emplace_back();
-        for (const auto& c : row) h.rows.back().push_back({c.at(0).get<int>(), c.at(1).get<double>()});
+        for (const auto& c : row)
+          h.rows.back().push_back({c.at(0).get<int>(), c.at(1).get<double>()});
       }
       for (const auto& n : rec.at("neurons"))
         h.selected.insert({n.at("layer").get<int>(), n.at("unit").get<int>()});
@@ -245,11 +253,20 @@ namespace detail {
 inline std::string html_escape(const std::string& s) {
   std::string o;
   for (char c : s) switch (c) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      default: o += c;
+      case '&':
+        o += "&amp;";
+        break;
+      case '<':
+        o += "&lt;";
+        break;
+      case '>':
+        o += "&gt;";
+        break;
+      case '"':
+        o += "&quot;";
+        break;
+      default:
+        o += c;
     }
   return o;
 }
@@ -355,9 +372,9 @@ inline std::string svg_heatmap(const HeatmapData& h) {
       const int g = static_cast<int>(std::lround(255 * (1 - t)));
       const bool sel = h.selected.count({static_cast<int>(l), unit}) > 0;
       o << "<rect x=\"" << left + static_cast<int>(c) * cell << "\" y=\"" << yy << "\" width=\""
-        << cell - 1 << "\" height=\"" << cell - 1 << "\" fill=\"rgb(255," << g << "," << g
-        << ")\"" << (sel ? " stroke=\"#000\" stroke-width=\"2\"" : "") << "><title>L" << l
-        << " unit " << unit << ": " << fmt("%.4g", score) << (sel ? " (knowledge neuron)" : "")
+        << cell - 1 << "\" height=\"" << cell - 1 << "\" fill=\"rgb(255," << g << "," << g << ")\""
+        << (sel ? " stroke=\"#000\" stroke-width=\"2\"" : "") << "><title>L" << l << " unit "
+        << unit << ": " << fmt("%.4g", score) << (sel ? " (knowledge neuron)" : "")
         << "</title></rect>\n";
     }
   }
@@ -383,19 +400,21 @@ inline std::string tables_markdown(const Report& rep) {
     for (const auto& lang : r.language_order) {
       if (!r.languages.count(lang)) continue;
       const auto& s = r.languages.at(lang);
-      auto e = [&](const char* k) { return pct_or_na(s.effects.count(k) ? s.effects.at(k) : std::nullopt); };
+      auto e = [&](const char* k) {
+        return pct_or_na(s.effects.count(k) ? s.effects.at(k) : std::nullopt);
+      };
       o << "| " << lang << " | " << s.results << " | " << s.screened_out << " | " << s.failures
         << " | " << fmt("%.2f", s.mean_neurons) << " | " << e("suppress_related") << " / "
         << e("suppress_unrelated") << " / " << e("suppress_control") << " | "
-        << e("enhance_related") << " / " << e("enhance_unrelated") << " / "
-        << e("enhance_control") << " | " << (s.succ ? fmt("%.1f", *s.succ) : "n/a") << " | "
+        << e("enhance_related") << " / " << e("enhance_unrelated") << " / " << e("enhance_control")
+        << " | " << (s.succ ? fmt("%.1f", *s.succ) : "n/a") << " | "
         << fmt("%.3g", s.mean_max_delta) << " |\n";
     }
     if (!r.overlaps.empty()) {
       o << "\n| languages | facts | mean shared neurons | mean Jaccard |\n|---|---|---|---|\n";
       for (const auto& p : r.overlaps)
-        o << "| " << p.a << " – " << p.b << " | " << p.facts << " | "
-          << fmt("%.2f", p.mean_shared) << " | " << fmt("%.3f", p.mean_jaccard) << " |\n";
+        o << "| " << p.a << " – " << p.b << " | " << p.facts << " | " << fmt("%.2f", p.mean_shared)
+          << " | " << fmt("%.3f", p.mean_jaccard) << " |\n";
       o << "\nLIKN (all languages): " << fmt("%.2f", r.mean_likn) << " neurons per fact, "
         << r.likn_nonempty << " of " << r.likn_facts << " facts have one.";
       for (const auto& [lang, v] : r.likn_suppress)
@@ -413,8 +432,8 @@ inline std::string tables_markdown(const Report& rep) {
         const double n = static_cast<double>(std::max<std::size_t>(s.dkn_facts, 1));
         o << "| " << lang << " | " << s.dkn_facts << " | " << s.dkn_with_sets << " | "
           << fmt("%.2f", static_cast<double>(s.dkn_sets) / n) << " | "
-          << (s.dkn_sets ? fmt("%.2f", static_cast<double>(s.dkn_neurons) /
-                                           static_cast<double>(s.dkn_sets))
+          << (s.dkn_sets ? fmt("%.2f",
+                               static_cast<double>(s.dkn_neurons) / static_cast<double>(s.dkn_sets))
                          : std::string("n/a"))
           << " | " << fmt("%.0f", static_cast<double>(s.dkn_passes) / n) << " |\n";
       }
@@ -515,7 +534,7 @@ inline std::string render_html(const Report& rep) {
          "in each layer.</p>\n"
       << detail::svg_bars(layers, share, "share of neurons");
     const std::vector<std::string> cats{"suppress: related", "unrelated", "random control",
-                                        "enhance: related", "unrelated", "random control"};
+                                        "enhance: related",  "unrelated", "random control"};
     for (const auto& lang : r.language_order) {
       if (!r.languages.count(lang) || r.languages.at(lang).results == 0) continue;
       std::vector<double> v;
