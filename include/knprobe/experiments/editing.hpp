@@ -110,7 +110,7 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
                         "no prompt or answer in language '", l, "'");
       const auto sib = detail::sibling_fact(facts, i, o.languages);
       KNPROBE_REQUIRE(sib.has_value(), ArgumentError, "no other fact of relation '", fact.relation,
-                      "' to take a new answer from");
+                      "' with a different answer in every language to take a new answer from");
       std::map<std::string, EncodedFact> old_f, new_f, unrel_f;
       EditingFactResult fr{fact.id, fact.relation, {}, {}};
       std::vector<NeuronSet> per_lang;
