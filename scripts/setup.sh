@@ -11,7 +11,7 @@ packages=(
   libopencc-dev opencc libicu-dev libcli11-dev
   python3 python3-pip
   clang libclang-rt-14-dev
-  libxxhash-dev libopenmpi-dev openmpi-bin chromium
+  libxxhash-dev libopenmpi-dev openmpi-bin chromium fonts-wqy-microhei
 )
 
 missing=()
