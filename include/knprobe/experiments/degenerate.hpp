@@ -57,6 +57,20 @@ DknReport degenerate_neurons(const KnowledgeProbe<M>& probe, const std::vector<F
   return rep;
 }
 
+namespace detail {
+
+/// One search: {"p0", "degenerate": [[[layer, unit], ...], ...], "forward_passes", "truncated"}.
+inline nlohmann::json dkn_json(const DknResult& d) {
+  nlohmann::json sets = nlohmann::json::array();
+  for (const auto& s : d.degenerate) sets.push_back(neurons_json(NeuronSet(s)));
+  return {{"p0", d.p0},
+          {"degenerate", sets},
+          {"forward_passes", d.forward_passes},
+          {"truncated", d.truncated}};
+}
+
+}  // namespace detail
+
 inline nlohmann::json to_json(const DknReport& rep) {
   nlohmann::json j;
   j["facts"] = nlohmann::json::array();
@@ -65,15 +79,9 @@ inline nlohmann::json to_json(const DknReport& rep) {
   };
   std::map<std::string, Acc> acc;
   for (const auto& r : rep.results) {
-    nlohmann::json sets = nlohmann::json::array();
-    for (const auto& s : r.dkn.degenerate) sets.push_back(detail::neurons_json(NeuronSet(s)));
-    j["facts"].push_back({{"fact", r.fact},
-                          {"relation", r.relation},
-                          {"language", r.language},
-                          {"p0", r.dkn.p0},
-                          {"degenerate", sets},
-                          {"forward_passes", r.dkn.forward_passes},
-                          {"truncated", r.dkn.truncated}});
+    auto jf = detail::dkn_json(r.dkn);
+    jf.update({{"fact", r.fact}, {"relation", r.relation}, {"language", r.language}});
+    j["facts"].push_back(std::move(jf));
     auto& a = acc[r.language];
     ++a.facts;
     a.with_dkn += !r.dkn.degenerate.empty();

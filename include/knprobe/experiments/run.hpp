@@ -26,9 +26,9 @@
 #include <vector>
 
 #include "knprobe/core/rng.hpp"
+#include "knprobe/experiments/degenerate.hpp"
 #include "knprobe/experiments/localize.hpp"
 #include "knprobe/io/results_file.hpp"
-#include "knprobe/probe/degenerate.hpp"
 
 namespace knprobe {
 
@@ -143,18 +143,31 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
       if (!lang.empty()) r["language"] = lang;
       return r;
     };
-    std::optional<std::string> screened;  // computed once per fact, when needed
-    for (const auto& lang : langs) {
-      if (done.count({idx, lang})) {
+    // false: the item is in the file already (resumed) or the run must stop (s.stopped).
+    auto start = [&](const std::string& key, const std::string& label) {
+      if (done.count({idx, key})) {
         ++s.resumed;
         ++progressed;
-        continue;
+        return false;
       }
       if (o.stop && o.stop->load()) {
         s.stopped = true;
-        return s;
+        return false;
       }
-      if (o.progress) o.progress(progressed, s.items, fact.id + " [" + lang + "]");
+      if (o.progress) o.progress(progressed, s.items, fact.id + " [" + label + "]");
+      return true;
+    };
+    auto finish = [&](nlohmann::json rec) {
+      file.append(std::move(rec));
+      ++s.computed;
+      ++progressed;
+    };
+    std::optional<std::string> screened;  // computed once per fact, when needed
+    for (const auto& lang : langs) {
+      if (!start(lang, lang)) {
+        if (s.stopped) return s;
+        continue;
+      }
       nlohmann::json rec;
       if (o.require_correct && !screened)
         screened = detail::screen_fact(probe, fact, langs, o.max_answer_tokens);
@@ -166,16 +179,9 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
           const LanguageResult r = localize_language(probe, facts, i, lang, o.localize);
           rec = base("result", lang);
           rec.update(to_json(r, o.top_per_layer));
-          if (o.dkn) {
-            const EncodedFact f = probe.encode(r.prompt, r.answer);
-            const DknResult d = find_degenerate(probe.model(), f, r.attribution, *o.dkn);
-            nlohmann::json ds = nlohmann::json::array();
-            for (const auto& set : d.degenerate) ds.push_back(detail::neurons_json(NeuronSet(set)));
-            rec["dkn"] = {{"p0", d.p0},
-                          {"degenerate", ds},
-                          {"forward_passes", d.forward_passes},
-                          {"truncated", d.truncated}};
-          }
+          if (o.dkn)
+            rec["dkn"] = detail::dkn_json(find_degenerate(
+                probe.model(), probe.encode(r.prompt, r.answer), r.attribution, *o.dkn));
           sets[idx][lang] = r.selection.neurons;
         } catch (const Error& e) {
           rec = base("failure", lang);
@@ -183,21 +189,13 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
           ++s.failed;
         }
       }
-      file.append(std::move(rec));
-      ++s.computed;
-      ++progressed;
+      finish(std::move(rec));
     }
     if (!multilingual) continue;
-    if (done.count({idx, ""})) {
-      ++s.resumed;
-      ++progressed;
+    if (!start("", "LIKN")) {
+      if (s.stopped) return s;
       continue;
     }
-    if (o.stop && o.stop->load()) {
-      s.stopped = true;
-      return s;
-    }
-    if (o.progress) o.progress(progressed, s.items, fact.id + " [LIKN]");
     nlohmann::json rec = base("likn", "");
     rec["languages"] = langs;
     const auto& have = sets[idx];
@@ -221,9 +219,7 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
         }
       }
     }
-    file.append(std::move(rec));
-    ++s.computed;
-    ++progressed;
+    finish(std::move(rec));
   }
   return s;
 }
