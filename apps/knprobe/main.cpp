@@ -697,7 +697,6 @@ int run_run(const LocalizeArgs& a, int rank, int size) {
         for (int r = 0; r < size; ++r)
           parts.push_back(io::read_results(a.out + ".part-" + std::to_string(r) + "-of-" +
                                            std::to_string(size)));
-        header.erase("shard");
       }
       auto merged_header = parts[0].header;
       merged_header.erase("shard");
