@@ -27,19 +27,19 @@ cat "$out/gpu.csv" | tee -a "$out/run.log"
 src="$(cat "$bundle/source_dir" 2>/dev/null)"
 if [[ -n "$src" && ! -e "$src" ]]; then mkdir -p "$(dirname "$src")" && ln -s "$root" "$src"; fi
 log "GPU tests"
-timeout 240 "$bundle/bin/knprobe_tests" --run_test=cuda_device,cuda_gpt2 --log_level=message \
+timeout 150 "$bundle/bin/knprobe_tests" --run_test=cuda_device,cuda_gpt2 --log_level=message \
   --report_level=short >"$out/gpu_tests.log" 2>&1
 echo "rc=$?" >>"$out/gpu_tests.log"
 tail -5 "$out/gpu_tests.log" | tee -a "$out/run.log"
 
 log "random checkpoint"
-timeout 300 python3 "$root/benchmarks/gpu/make_checkpoint.py" --out "$work/mgpt" \
+timeout 150 python3 "$root/benchmarks/gpu/make_checkpoint.py" --out "$work/mgpt" \
   --spec "$work/spec.json" 2>&1 | tee -a "$out/run.log"
 log "bench_cuda"
-timeout 420 "$bundle/bin/bench_cuda" "$work/spec.json" "$work/knprobe.json" 2>&1 |
+timeout 300 "$bundle/bin/bench_cuda" "$work/spec.json" "$work/knprobe.json" 2>&1 |
   tee -a "$out/run.log"
 log "knowledge-neurons"
-timeout 300 python3 "$root/benchmarks/gpu/kn_reference.py" --spec "$work/spec.json" \
+timeout 200 python3 "$root/benchmarks/gpu/kn_reference.py" --spec "$work/spec.json" \
   --out "$work/kn.json" 2>&1 | tail -5 | tee -a "$out/run.log"
 log "summary"
 python3 "$root/benchmarks/gpu/summarize.py" --spec "$work/spec.json" \
