@@ -31,7 +31,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--gpu-prompts", type=int, default=48)
-    ap.add_argument("--cpu-prompts", type=int, default=2)
+    ap.add_argument("--cpu-prompts", type=int, default=1)
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     t0 = time.perf_counter()

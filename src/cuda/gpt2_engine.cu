@@ -3,12 +3,14 @@
 // maths follows include/knprobe/model/gpt2.hpp line by line; see that file for the equations.
 // No Eigen or xtensor here: raw pointers and sizes only.
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <numeric>
+#include <unordered_map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -135,13 +137,30 @@ __device__ float block_max(float v, float* scratch) {
   return t;
 }
 
-/// h[t] = wte[tokens[t]] + wpe[t].
+/// h[t] = wte[tokens[t]] + wpe[t mod period] (rows of several prompts of `period` tokens).
 __global__ void embed_kernel(const int* tokens, const float* wte, const float* wpe, int n, int d,
-                             float* h) {
+                             int period, float* h) {
   const std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
   if (i >= std::size_t(n) * d) return;
   const int t = static_cast<int>(i / d), c = static_cast<int>(i % d);
-  h[i] = wte[std::size_t(tokens[t]) * d + c] + wpe[std::size_t(t) * d + c];
+  h[i] = wte[std::size_t(tokens[t]) * d + c] + wpe[std::size_t(t % period) * d + c];
+}
+
+/// out[i, u] += scale · Σ_b site[(b·n + positions[i]) · F + u] over b < count.
+__global__ void mean_rows_kernel(const float* site, const int* positions, int npos, int count,
+                                 int n, int F, float scale, float* out) {
+  const std::size_t k = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
+  if (k >= std::size_t(npos) * F) return;
+  const int i = static_cast<int>(k / F), u = static_cast<int>(k % F);
+  float acc = 0;
+  for (int b = 0; b < count; ++b) acc += site[(std::size_t(b) * n + positions[i]) * F + u];
+  out[k] += scale * acc;
+}
+
+/// dst = bf16(src), round to nearest even.
+__global__ void to_bf16_kernel(const float* src, __nv_bfloat16* dst, std::size_t n) {
+  const std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
+  if (i < n) dst[i] = __float2bfloat16_rn(src[i]);
 }
 
 /// y = (x − μ) rstd ⊙ γ + β per row; keeps μ and rstd. One block per row.
@@ -430,39 +449,95 @@ struct Gpt2Engine::Impl {
   Buffer wte, wpe, lnf_g, lnf_b;
   std::vector<LayerDevice> layers;
   std::size_t weight_bytes = 0;
+  /// BF16 copies of weight matrices, made on first use in Precision::bf16, dropped on edits.
+  std::unordered_map<const float*, Buffer> bf16_weights;
+  /// Page-locked staging for host transfers (grown on demand).
+  float* pinned = nullptr;
+  std::size_t pinned_floats = 0;
 
   ~Impl() {
     if (blas) cublasDestroy(blas);
+    if (pinned) cudaFreeHost(pinned);
+  }
+
+  float* staging(std::size_t floats) {
+    if (floats > pinned_floats) {
+      if (pinned) cudaFreeHost(pinned);
+      pinned = nullptr;
+      pinned_floats = 0;
+      check(cudaMallocHost(reinterpret_cast<void**>(&pinned), floats * sizeof(float)),
+            "cudaMallocHost (staging)");
+      pinned_floats = floats;
+    }
+    return pinned;
+  }
+  /// Host → device through the staging buffer.
+  void to_device(float* dst, const float* src, std::size_t n, const char* what) {
+    float* st = staging(n);
+    std::copy_n(src, n, st);
+    check(cudaMemcpy(dst, st, n * sizeof(float), cudaMemcpyHostToDevice), what);
+  }
+  /// Device → host through the staging buffer.
+  void to_host(float* dst, const float* src, std::size_t n, const char* what) {
+    float* st = staging(n);
+    check(cudaMemcpy(st, src, n * sizeof(float), cudaMemcpyDeviceToHost), what);
+    std::copy_n(st, n, dst);
+  }
+
+  const void* bf16_of(const float* w, std::size_t n) {
+    auto it = bf16_weights.find(w);
+    if (it == bf16_weights.end()) {
+      Buffer b;
+      b.allocate(n * sizeof(__nv_bfloat16), "bf16 weights");
+      to_bf16_kernel<<<blocks_for(n), k_threads>>>(w, static_cast<__nv_bfloat16*>(b.raw()), n);
+      check(cudaGetLastError(), "to_bf16_kernel");
+      it = bf16_weights.emplace(w, std::move(b)).first;
+    }
+    return it->second.raw();
+  }
+  Buffer bf16_copy(const float* x, std::size_t n) const {
+    Buffer b;
+    b.allocate(n * sizeof(__nv_bfloat16), "bf16 activations");
+    to_bf16_kernel<<<blocks_for(n), k_threads>>>(x, static_cast<__nv_bfloat16*>(b.raw()), n);
+    check(cudaGetLastError(), "to_bf16_kernel");
+    return b;
   }
 
   int hd() const { return s.d_model / s.n_head; }
   float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(hd())); }
 
-  cublasComputeType_t compute() const {
-    switch (precision) {
-      case Precision::tf32: return CUBLAS_COMPUTE_32F_FAST_TF32;
-      case Precision::bf16: return CUBLAS_COMPUTE_32F_FAST_16BF;
-      default: return CUBLAS_COMPUTE_32F;
+  /// One cuBLAS GEMM in the engine's precision. FP32 / TF32: FP32 operands, compute type 32F or
+  /// 32F_FAST_TF32. BF16: the weight's BF16 copy and the activations rounded to BF16, FP32
+  /// accumulation and output (cuBLAS's 32F_FAST_16BF on FP32 operands ran TF32 kernels on an H100
+  /// — identical results — so the rounding is done here).
+  void gemm(cublasOperation_t ta, int m, int n, int k, const float* w, int lda, const float* x,
+            int ldb, float beta, float* y, int ldc, const char* what) {
+    const float one = 1.0f;
+    if (precision == Precision::bf16) {
+      const void* wb = bf16_of(w, std::size_t(lda) * (ta == CUBLAS_OP_T ? m : k));
+      const Buffer xb = bf16_copy(x, std::size_t(ldb) * n);
+      check(cublasGemmEx(blas, ta, CUBLAS_OP_N, m, n, k, &one, wb, CUDA_R_16BF, lda, xb.raw(),
+                         CUDA_R_16BF, ldb, &beta, y, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                         CUBLAS_GEMM_DEFAULT),
+            what);
+      return;
     }
+    const cublasComputeType_t ct =
+        precision == Precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    check(cublasGemmEx(blas, ta, CUBLAS_OP_N, m, n, k, &one, w, CUDA_R_32F, lda, x, CUDA_R_32F,
+                       ldb, &beta, y, CUDA_R_32F, ldc, ct, CUBLAS_GEMM_DEFAULT),
+          what);
   }
 
   /// y [rows × out] = x [rows × in] Wᵀ (+ beta y), W [out × in] row-major.
   void gemm_xwt(const float* x, const float* w, int rows, int in, int out, float* y,
-                float beta = 0.0f) const {
-    const float one = 1.0f;
-    check(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &one, w, CUDA_R_32F, in, x,
-                       CUDA_R_32F, in, &beta, y, CUDA_R_32F, out, compute(),
-                       CUBLAS_GEMM_DEFAULT),
-          "cublasGemmEx (x Wᵀ)");
+                float beta = 0.0f) {
+    gemm(CUBLAS_OP_T, out, rows, in, w, in, x, in, beta, y, out, "cublasGemmEx (x Wᵀ)");
   }
   /// dx [rows × in] = dy [rows × out] W (+ beta dx), W [out × in] row-major.
   void gemm_xw(const float* dy, const float* w, int rows, int out, int in, float* dx,
-               float beta = 0.0f) const {
-    const float one = 1.0f;
-    check(cublasGemmEx(blas, CUBLAS_OP_N, CUBLAS_OP_N, in, rows, out, &one, w, CUDA_R_32F, in, dy,
-                       CUDA_R_32F, out, &beta, dx, CUDA_R_32F, in, compute(),
-                       CUBLAS_GEMM_DEFAULT),
-          "cublasGemmEx (dy W)");
+               float beta = 0.0f) {
+    gemm(CUBLAS_OP_N, in, rows, out, w, in, dy, out, beta, dx, in, "cublasGemmEx (dy W)");
   }
 
   void layer_norm(const float* x, const Buffer& g, const Buffer& b, int rows, float* y,
@@ -490,7 +565,7 @@ struct Gpt2Engine::Impl {
   /// Row r has position pos[r]; its keys j < start[r] come from the trace (kc / vc).
   void attention_forward(int l, int rows, const float* x, const int* pos, const int* start,
                          const int* first, int max_kv, const float* kc, const float* vc,
-                         LayerCache& c, bool keep_probs, float* h_mid) const {
+                         LayerCache& c, bool keep_probs, float* h_mid) {
     const auto& L = layers[static_cast<std::size_t>(l)];
     const int d = s.d_model;
     const std::size_t rd = std::size_t(rows) * d;
@@ -520,7 +595,7 @@ struct Gpt2Engine::Impl {
   }
 
   /// h_mid → pre (z) and post (gelu z) of layer l; keeps LN₂ statistics in the cache.
-  void ffn_pre(int l, int rows, const float* h_mid, LayerCache& c, float* pre, float* post) const {
+  void ffn_pre(int l, int rows, const float* h_mid, LayerCache& c, float* pre, float* post) {
     if (rows == 0) return;
     const auto& L = layers[static_cast<std::size_t>(l)];
     const int d = s.d_model;
@@ -536,7 +611,7 @@ struct Gpt2Engine::Impl {
   }
 
   /// h = h_mid + post W_projᵀ + b_proj.
-  void ffn_post(int l, int rows, const float* post, const float* h_mid, float* h) const {
+  void ffn_post(int l, int rows, const float* post, const float* h_mid, float* h) {
     if (rows == 0) return;
     const auto& L = layers[static_cast<std::size_t>(l)];
     gemm_xwt(post, L.w_proj.f(), rows, s.ffn, s.d_model, h);
@@ -657,7 +732,8 @@ std::shared_ptr<const DeviceTrace> Gpt2Engine::trace(const std::int32_t* token_p
   std::iota(pos.begin(), pos.end(), 0);
   const Buffer dpos = upload_ints(pos, "positions"), dzero = upload_ints(zero, "positions");
   Buffer h(nd, "hidden states"), pre(nf, "ffn pre-activation"), post(nf, "ffn activation");
-  embed_kernel<<<blocks_for(nd), k_threads>>>(tok.i(), m.wte.f(), m.wpe.f(), n, d, h.f());
+  Buffer all_acts(nf * m.s.n_layer, "neuron activations");
+  embed_kernel<<<blocks_for(nd), k_threads>>>(tok.i(), m.wte.f(), m.wpe.f(), n, d, n, h.f());
   check(cudaGetLastError(), "embed_kernel");
   for (int l = 0; l < m.s.n_layer; ++l) {
     LayerCache c;
@@ -665,8 +741,9 @@ std::shared_ptr<const DeviceTrace> Gpt2Engine::trace(const std::int32_t* token_p
     m.attention_forward(l, n, h.f(), dpos.i(), dzero.i(), dzero.i(), n, nullptr, nullptr, c,
                         false, mid.f());
     m.ffn_pre(l, n, mid.f(), c, pre.f(), post.f());
-    check(cudaMemcpy(acts + std::size_t(l) * nf, m.s.site_pre_activation ? pre.f() : post.f(),
-                     nf * sizeof(float), cudaMemcpyDeviceToHost),
+    check(cudaMemcpyAsync(all_acts.f() + std::size_t(l) * nf,
+                          m.s.site_pre_activation ? pre.f() : post.f(), nf * sizeof(float),
+                          cudaMemcpyDeviceToDevice, nullptr),
           "copy activations");
     m.ffn_post(l, n, post.f(), mid.f(), h.f());
     tr->resid_mid.push_back(std::move(mid));
@@ -676,7 +753,7 @@ std::shared_ptr<const DeviceTrace> Gpt2Engine::trace(const std::int32_t* token_p
   tr->final_hidden = Buffer(nd, "final hidden states");
   Buffer mean(n, "layer norm mean"), rstd(n, "layer norm rstd");
   m.layer_norm(h.f(), m.lnf_g, m.lnf_b, n, tr->final_hidden.f(), mean.f(), rstd.f());
-  check(cudaDeviceSynchronize(), "trace");
+  m.to_host(acts, all_acts.f(), nf * m.s.n_layer, "copy activations");
   return tr;
 }
 
@@ -767,9 +844,7 @@ void Gpt2Engine::layer_gradients(const DeviceTrace& t, const GradientRequest* re
       m.gather(t.resid_mid[static_cast<std::size_t>(l)].f(), idx, q.rows, d,
                c.h_mid.f() + r0 * d);
       float* site = (m.s.site_pre_activation ? c.pre.f() : c.post.f()) + r0 * F;
-      check(cudaMemcpy(site, q.points, std::size_t(q.rows) * F * sizeof(float),
-                       cudaMemcpyHostToDevice),
-            "copy points");
+      m.to_device(site, q.points, std::size_t(q.rows) * F, "copy points");
       if (m.s.site_pre_activation)
         m.gelu_forward(c.pre.f() + r0 * F, c.post.f() + r0 * F, std::size_t(q.rows) * F);
     }
@@ -836,13 +911,14 @@ void Gpt2Engine::layer_gradients(const DeviceTrace& t, const GradientRequest* re
   std::vector<float> p(static_cast<std::size_t>(total));
   check(cudaMemcpy(p.data(), prob.f(), p.size() * sizeof(float), cudaMemcpyDeviceToHost),
         "copy probabilities");
+  float* st = m.staging(std::size_t(total) * F);
+  check(cudaMemcpy(st, grads.f(), std::size_t(total) * F * sizeof(float), cudaMemcpyDeviceToHost),
+        "copy gradients");
   for (std::size_t i = 0; i < reqs.size(); ++i) {
     const auto& q = reqs[i];
     const std::size_t r0 = static_cast<std::size_t>(row_begin[i]);
     std::copy_n(p.begin() + static_cast<std::ptrdiff_t>(r0), q.rows, q.probabilities);
-    check(cudaMemcpy(q.gradients, grads.f() + r0 * F, std::size_t(q.rows) * F * sizeof(float),
-                     cudaMemcpyDeviceToHost),
-          "copy gradients");
+    std::copy_n(st + r0 * F, std::size_t(q.rows) * F, q.gradients);
   }
 }
 
@@ -947,6 +1023,59 @@ void Gpt2Engine::probabilities(const DeviceTrace& t, int P,
         "copy probabilities");
 }
 
+void Gpt2Engine::mean_site_activations(const std::int32_t* tokens, int count, int n,
+                                       const int* positions, int npos, float* out) {
+  auto& m = *impl_;
+  check(cudaSetDevice(m.device), "cudaSetDevice");
+  if (count <= 0 || n <= 0) throw ArgumentError("mean_site_activations: no prompts");
+  if (n > m.s.n_positions)
+    throw ArgumentError("cuda gpt2: " + std::to_string(n) + " tokens exceed n_positions = " +
+                        std::to_string(m.s.n_positions));
+  for (std::size_t i = 0; i < std::size_t(count) * n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= m.s.vocab)
+      throw ArgumentError("cuda gpt2: token id " + std::to_string(tokens[i]) +
+                          " outside the vocabulary [0, " + std::to_string(m.s.vocab) + ")");
+  for (int i = 0; i < npos; ++i)
+    if (positions[i] < 0 || positions[i] >= n)
+      throw ArgumentError("position " + std::to_string(positions[i]) + " outside [0, " +
+                          std::to_string(n) + ")");
+  const int L = m.s.n_layer, d = m.s.d_model, F = m.s.ffn;
+  const std::size_t per_layer = std::size_t(npos) * F;
+  Buffer sums(per_layer * L, "mean activations");
+  check(cudaMemsetAsync(sums.raw(), 0, sums.bytes(), nullptr), "cudaMemsetAsync");
+  const Buffer dpositions = upload_ints(std::vector<int>(positions, positions + npos), "positions");
+  const int chunk = std::max(1, 4096 / n);  // prompts per batched forward
+  for (int b0 = 0; b0 < count; b0 += chunk) {
+    const int c = std::min(chunk, count - b0), R = c * n;
+    const Buffer tok = upload_ints(
+        std::vector<int>(tokens + std::size_t(b0) * n, tokens + std::size_t(b0 + c) * n),
+        "tokens");
+    std::vector<int> pos, zero(static_cast<std::size_t>(R), 0), first;
+    for (int r = 0; r < R; ++r) {
+      pos.push_back(r % n);
+      first.push_back(r / n * n);
+    }
+    const Buffer dpos = upload_ints(pos, "positions"), dzero = upload_ints(zero, "starts"),
+                 dfirst = upload_ints(first, "row indices");
+    const std::size_t rd = std::size_t(R) * d, rf = std::size_t(R) * F;
+    Buffer h(rd, "hidden states"), mid(rd, "residual stream"), pre(rf, "pre"), post(rf, "post");
+    embed_kernel<<<blocks_for(rd), k_threads>>>(tok.i(), m.wte.f(), m.wpe.f(), R, d, n, h.f());
+    check(cudaGetLastError(), "embed_kernel");
+    for (int l = 0; l < L; ++l) {
+      LayerCache lc;
+      m.attention_forward(l, R, h.f(), dpos.i(), dzero.i(), dfirst.i(), n, nullptr, nullptr, lc,
+                          false, mid.f());
+      m.ffn_pre(l, R, mid.f(), lc, pre.f(), post.f());
+      mean_rows_kernel<<<blocks_for(per_layer), k_threads>>>(
+          m.s.site_pre_activation ? pre.f() : post.f(), dpositions.i(), npos, c, n, F,
+          1.0f / static_cast<float>(count), sums.f() + std::size_t(l) * per_layer);
+      check(cudaGetLastError(), "mean_rows_kernel");
+      if (l + 1 < L) m.ffn_post(l, R, post.f(), mid.f(), h.f());
+    }
+  }
+  m.to_host(out, sums.f(), per_layer * L, "copy mean activations");
+}
+
 void Gpt2Engine::value_column(int layer, int unit, float* out) const {
   const auto& m = *impl_;
   if (layer < 0 || layer >= m.s.n_layer || unit < 0 || unit >= m.s.ffn)
@@ -967,6 +1096,7 @@ void Gpt2Engine::set_value_column(int layer, int unit, const float* v) {
                      std::size_t(m.s.ffn) * sizeof(float), v, sizeof(float), sizeof(float),
                      m.s.d_model, cudaMemcpyHostToDevice),
         "copy value vector");
+  m.bf16_weights.erase(m.layers[static_cast<std::size_t>(layer)].w_proj.f());
 }
 
 void Gpt2Engine::embedding_row(std::int32_t id, float* out) const {

@@ -133,6 +133,19 @@ concept HasBatchedLayerGradients = HasLayerGradients<M> &&
     } -> std::same_as<std::vector<LayerGradients<typename M::Scalar>>>;
 };
 
+/// Optional: `mean_site_activations(prompts, positions)` returns, for prompts of one length,
+/// result[l] [positions × ffn_width] = the mean over the prompts of the layer-l neuron-site
+/// activation at each position (the AMIG baseline), as one batched forward. attribute() uses it
+/// when present and traces the prompts one by one otherwise.
+template <class M>
+concept HasBatchedMeanActivations = Traceable<M> &&
+    requires(const M& m, std::span<const std::vector<TokenId>> prompts,
+             std::span<const int> positions) {
+  {
+    m.mean_site_activations(prompts, positions)
+    } -> std::same_as<std::vector<Matrix<typename M::Scalar>>>;
+};
+
 /// `probabilities(tokens, patterns, queries)`: one forward per pattern (run as one batch),
 /// returning [patterns × queries] probabilities under each pattern's interventions.
 template <class M>

@@ -72,6 +72,19 @@ std::vector<std::vector<Vector<typename M::Scalar>>> amig_baselines(const M& m,
       L, std::vector<Vector<T>>(nt, Vector<T>::Zero(m.ffn_width())));
   KNPROBE_REQUIRE(!f.replaceable.empty(), ArgumentError,
                   "AMIG: the prompt has no token to replace");
+  if constexpr (HasBatchedMeanActivations<M>) {
+    std::vector<std::vector<TokenId>> prompts;
+    for (int k : f.replaceable) {
+      prompts.push_back(f.tokens);
+      prompts.back()[static_cast<std::size_t>(k)] = repl;
+    }
+    const auto mean = m.mean_site_activations(std::span<const std::vector<TokenId>>(prompts),
+                                              std::span<const int>(f.positions));
+    for (std::size_t l = 0; l < L; ++l)
+      for (std::size_t t = 0; t < nt; ++t)
+        base[l][t] = mean[l].row(static_cast<Index>(t)).transpose();
+    return base;
+  }
   for (int k : f.replaceable) {
     std::vector<TokenId> masked = f.tokens;
     masked[static_cast<std::size_t>(k)] = repl;

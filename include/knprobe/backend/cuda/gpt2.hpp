@@ -78,6 +78,33 @@ class CudaGpt2Model {
     return t;
   }
 
+  /// AMIG baselines as one batched forward: result[l] [positions × ffn] = mean over `prompts`
+  /// (all of one length) of the layer-l neuron-site activation at each position.
+  std::vector<MatrixF> mean_site_activations(std::span<const std::vector<TokenId>> prompts,
+                                             std::span<const int> positions) const {
+    KNPROBE_REQUIRE(!prompts.empty(), ArgumentError, "mean_site_activations: no prompts");
+    const std::size_t n = prompts[0].size();
+    std::vector<TokenId> flat;
+    for (const auto& p : prompts) {
+      KNPROBE_REQUIRE(p.size() == n, ArgumentError,
+                      "mean_site_activations: prompts of different lengths (", p.size(), " and ",
+                      n, ")");
+      flat.insert(flat.end(), p.begin(), p.end());
+    }
+    const Index np = static_cast<Index>(positions.size()), F = ffn_width();
+    std::vector<float> out(static_cast<std::size_t>(num_layers() * np * F));
+    {
+      const std::lock_guard lock(*mutex_);
+      engine_->mean_site_activations(flat.data(), static_cast<int>(prompts.size()),
+                                     static_cast<int>(n), positions.data(),
+                                     static_cast<int>(np), out.data());
+    }
+    std::vector<MatrixF> r;
+    for (int l = 0; l < num_layers(); ++l)
+      r.push_back(Eigen::Map<const MatrixF>(out.data() + Index(l) * np * F, np, F));
+    return r;
+  }
+
   /// Logits [T × V] of the trace's positions.
   MatrixF logits(const Trace& t) const {
     MatrixF z(t.num_tokens(), vocab_size());

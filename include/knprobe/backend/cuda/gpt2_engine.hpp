@@ -18,8 +18,10 @@
 namespace knprobe::cuda {
 
 /// Arithmetic of the GEMMs. fp32: IEEE single precision throughout (the default, the one the
-/// parity tests hold to 1e-4). tf32 / bf16: cuBLAS rounds the GEMM *inputs* to TF32 / BF16 and
-/// accumulates in FP32 (CUBLAS_COMPUTE_32F_FAST_TF32 / _FAST_16BF); our own kernels stay FP32.
+/// parity tests hold to 1e-4). tf32: cuBLAS rounds the GEMM inputs to TF32 on tensor cores
+/// (CUBLAS_COMPUTE_32F_FAST_TF32). bf16: GEMMs read BF16 copies of the weights (made on first
+/// use, half the memory traffic) and BF16-rounded activations. Both accumulate in FP32 and write
+/// FP32; our own kernels (norms, attention, softmax) stay FP32.
 enum class Precision { fp32, tf32, bf16 };
 
 /// "fp32", "tf32", "bf16".
@@ -97,6 +99,12 @@ class Gpt2Engine {
   /// Clean forward pass over `tokens`; writes the neuron-site activations of every layer to
   /// `acts` [n_layer × n × ffn] (row-major, layer-major) and keeps what later calls reuse.
   std::shared_ptr<const DeviceTrace> trace(const std::int32_t* tokens, int n, float* acts);
+
+  /// AMIG baselines in one batched forward: `count` prompts of `n` tokens each (row-major
+  /// tokens [count × n]); out [n_layer × npos × ffn] = mean over the prompts of the neuron-site
+  /// activation of every layer at each of `positions`.
+  void mean_site_activations(const std::int32_t* tokens, int count, int n, const int* positions,
+                             int npos, float* out);
 
   /// Logits of every traced position: out [n × vocab] = final_hidden wteᵀ.
   void logits(const DeviceTrace& trace, float* out);
