@@ -52,8 +52,8 @@ double attribution_flops(const io::Gpt2Config& c, const EncodedFact& f, int step
   const double B = steps + 2;
   for (int l = 0; l < c.n_layer; ++l) {
     const double nb = B * l, nu = B * (l + 1);
-    flops += 2 * nb * (4 * d * d + d * F) + 2 * nu * d * F;        // forward
-    flops += 2 * nu * d * F + 2 * nb * (d * F + 4 * d * d);        // backward (inputs only)
+    flops += 2 * nb * (4 * d * d + d * F) + 2 * nu * d * F;  // forward
+    flops += 2 * nu * d * F + 2 * nb * (d * F + 4 * d * d);  // backward (inputs only)
   }
   flops += 2 * (B * L) * d * V * 2;  // output head, forward and backward
   return flops;
@@ -126,8 +126,8 @@ nlohmann::json parity(const Gpt2Model<float>& cpu, cuda::CudaGpt2Model<>& gpu,
           std::span<const LayerRequest<float>>(all_reqs[static_cast<std::size_t>(i)]));
       for (std::size_t r = 0; r < got.size(); ++r) {
         g = std::max(g, rel(got[r].gradients, want[static_cast<std::size_t>(i)][r].gradients));
-        pr = std::max(pr, rel(got[r].probabilities,
-                              want[static_cast<std::size_t>(i)][r].probabilities));
+        pr = std::max(
+            pr, rel(got[r].probabilities, want[static_cast<std::size_t>(i)][r].probabilities));
       }
     }
     out[cuda::precision_name(p)] = {{"gradients_rel", g}, {"probabilities_rel", pr}};
@@ -154,8 +154,8 @@ int main(int argc, char** argv) try {
   auto w = load_gpt2_safetensors(spec["model"].get<std::string>());
   out["load_seconds"] = seconds_since(t0);
   const io::Gpt2Config cfg = w.config;
-  out["config"] = {{"n_layer", cfg.n_layer},     {"n_embd", cfg.n_embd},
-                   {"n_head", cfg.n_head},       {"ffn", cfg.ffn_width()},
+  out["config"] = {{"n_layer", cfg.n_layer},       {"n_embd", cfg.n_embd},
+                   {"n_head", cfg.n_head},         {"ffn", cfg.ffn_width()},
                    {"vocab_size", cfg.vocab_size}, {"n_positions", cfg.n_positions}};
   t0 = Clock::now();
   cuda::CudaGpt2Model<> gpu(w);
@@ -203,9 +203,8 @@ int main(int argc, char** argv) try {
     o.quadrature = Quadrature::linspace;
     o.paper_compat = true;
     nlohmann::json scores;
-    out["gpu_ig_reference_mode"] =
-        time_attribution(ref, spec, spec.value("reference_prompts", gpu_prompts), o, baseline,
-                         cfg, &scores);
+    out["gpu_ig_reference_mode"] = time_attribution(
+        ref, spec, spec.value("reference_prompts", gpu_prompts), o, baseline, cfg, &scores);
     out["reference_mode_scores_case0"] = scores;
     std::printf("gpu IG reference mode: %.2f prompts/s\n",
                 out["gpu_ig_reference_mode"]["prompts_per_s"].get<double>());

@@ -10,8 +10,8 @@
 #include <cmath>
 #include <cstdio>
 #include <numeric>
-#include <unordered_map>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -68,9 +68,9 @@ class Buffer {
       p_ = nullptr;
       std::size_t free = 0, total = 0;
       cudaMemGetInfo(&free, &total);
-      throw CudaError(std::string("out of device memory: ") + what + " needs " + gib(bytes) +
-                      " (" + std::to_string(bytes) + " bytes), the device has " + gib(free) +
-                      " free of " + gib(total) + " (" + cudaGetErrorString(e) + ")");
+      throw CudaError(std::string("out of device memory: ") + what + " needs " + gib(bytes) + " (" +
+                      std::to_string(bytes) + " bytes), the device has " + gib(free) + " free of " +
+                      gib(total) + " (" + cudaGetErrorString(e) + ")");
     }
   }
   float* f() const { return static_cast<float*>(p_); }
@@ -223,8 +223,8 @@ __device__ float gelu_grad(float x, bool erf_form) {
 }
 
 /// y[r, c] += b[c] (+ resid[r, c]); rows × cols.
-__global__ void bias_residual_kernel(float* y, const float* b, const float* resid,
-                                     std::size_t rows, int cols) {
+__global__ void bias_residual_kernel(float* y, const float* b, const float* resid, std::size_t rows,
+                                     int cols) {
   const std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
   if (i >= rows * cols) return;
   y[i] += b[i % cols] + (resid ? resid[i] : 0.0f);
@@ -274,8 +274,8 @@ __global__ void attention_forward_kernel(const float* q, const float* kn, const 
   __shared__ float scratch[32];
   const int r = blockIdx.x, h = blockIdx.y, H = gridDim.y;
   const int p = pos[r], s0 = start[r], f0 = first[r];
-  float* score = smem;           // [p + 1]
-  float* qh = smem + max_kv;     // [hd]
+  float* score = smem;        // [p + 1]
+  float* qh = smem + max_kv;  // [hd]
   for (int c = threadIdx.x; c < hd; c += blockDim.x) qh[c] = q[std::size_t(r) * d + h * hd + c];
   __syncthreads();
   float local_max = -INFINITY;
@@ -355,8 +355,7 @@ __global__ void attention_backward_kernel(const float* d_o, const float* q, cons
 
 /// Per row r of logits z [rows × V]: prob[r] = softmax(z_r)[target[r]]; with `grad`, z_r is
 /// overwritten by dP/dz = P (e_t − softmax(z_r)). One block per row.
-__global__ void softmax_target_kernel(float* z, const int* target, int V, bool grad,
-                                      float* prob) {
+__global__ void softmax_target_kernel(float* z, const int* target, int V, bool grad, float* prob) {
   __shared__ float scratch[32];
   float* zr = z + std::size_t(blockIdx.x) * V;
   float m = -INFINITY;
@@ -383,8 +382,8 @@ __global__ void intervene_kernel(float* site, const DeviceIntervention* iv, int 
   if (blockIdx.x != 0 || threadIdx.x != 0) return;
   for (int i = 0; i < n; ++i) {
     if (iv[i].layer != layer) continue;
-    float& x = site[(std::size_t(iv[i].pattern) * len + (iv[i].position - start)) * ffn +
-                    iv[i].unit];
+    float& x =
+        site[(std::size_t(iv[i].pattern) * len + (iv[i].position - start)) * ffn + iv[i].unit];
     x = iv[i].op == 0 ? iv[i].value : x * iv[i].value;
   }
 }
@@ -396,9 +395,12 @@ __global__ void intervene_kernel(float* site, const DeviceIntervention* iv, int 
 
 const char* precision_name(Precision p) noexcept {
   switch (p) {
-    case Precision::tf32: return "tf32";
-    case Precision::bf16: return "bf16";
-    default: return "fp32";
+    case Precision::tf32:
+      return "tf32";
+    case Precision::bf16:
+      return "bf16";
+    default:
+      return "fp32";
   }
 }
 
@@ -524,8 +526,8 @@ struct Gpt2Engine::Impl {
     }
     const cublasComputeType_t ct =
         precision == Precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    check(cublasGemmEx(blas, ta, CUBLAS_OP_N, m, n, k, &one, w, CUDA_R_32F, lda, x, CUDA_R_32F,
-                       ldb, &beta, y, CUDA_R_32F, ldc, ct, CUBLAS_GEMM_DEFAULT),
+    check(cublasGemmEx(blas, ta, CUBLAS_OP_N, m, n, k, &one, w, CUDA_R_32F, lda, x, CUDA_R_32F, ldb,
+                       &beta, y, CUDA_R_32F, ldc, ct, CUBLAS_GEMM_DEFAULT),
           what);
   }
 
@@ -540,8 +542,8 @@ struct Gpt2Engine::Impl {
     gemm(CUBLAS_OP_N, in, rows, out, w, in, dy, out, beta, dx, in, "cublasGemmEx (dy W)");
   }
 
-  void layer_norm(const float* x, const Buffer& g, const Buffer& b, int rows, float* y,
-                  float* mean, float* rstd) const {
+  void layer_norm(const float* x, const Buffer& g, const Buffer& b, int rows, float* y, float* mean,
+                  float* rstd) const {
     if (rows == 0) return;
     layer_norm_forward_kernel<<<rows, k_threads>>>(x, g.f(), b.f(), s.d_model, s.eps, y, mean,
                                                    rstd);
@@ -550,8 +552,7 @@ struct Gpt2Engine::Impl {
   void layer_norm_back(const float* dy, const float* x, const Buffer& g, const float* mean,
                        const float* rstd, int rows, const float* add, float* dx) const {
     if (rows == 0) return;
-    layer_norm_backward_kernel<<<rows, k_threads>>>(dy, x, g.f(), mean, rstd, s.d_model, add,
-                                                    dx);
+    layer_norm_backward_kernel<<<rows, k_threads>>>(dy, x, g.f(), mean, rstd, s.d_model, add, dx);
     check(cudaGetLastError(), "layer_norm_backward_kernel");
   }
   void bias_residual(float* y, const Buffer& b, const float* resid, int rows, int cols) const {
@@ -605,8 +606,7 @@ struct Gpt2Engine::Impl {
     layer_norm(h_mid, L.ln2_g, L.ln2_b, rows, f.f(), c.mean2.f(), c.rstd2.f());
     gemm_xwt(f.f(), L.w_fc.f(), rows, d, s.ffn, pre);
     const std::size_t n = std::size_t(rows) * s.ffn;
-    bias_gelu_kernel<<<blocks_for(n), k_threads>>>(pre, L.b_fc.f(), post, rows, s.ffn,
-                                                    s.gelu_erf);
+    bias_gelu_kernel<<<blocks_for(n), k_threads>>>(pre, L.b_fc.f(), post, rows, s.ffn, s.gelu_erf);
     check(cudaGetLastError(), "bias_gelu_kernel");
   }
 
@@ -652,16 +652,15 @@ Gpt2Engine::Gpt2Engine(const Gpt2Shape& shape, const Gpt2HostWeights& w, int dev
                         ", n_head " + std::to_string(shape.n_head) + ", d_model " +
                         std::to_string(shape.d_model) + ")");
   if (static_cast<int>(w.layers.size()) != shape.n_layer)
-    throw ArgumentError("cuda gpt2: " + std::to_string(w.layers.size()) + " layers of weights for " +
-                        std::to_string(shape.n_layer) + " layers");
+    throw ArgumentError("cuda gpt2: " + std::to_string(w.layers.size()) +
+                        " layers of weights for " + std::to_string(shape.n_layer) + " layers");
   if (device_count() <= device)
     throw CudaError("cuda gpt2: no CUDA device " + std::to_string(device) + " (" +
                     std::to_string(device_count()) + " found)");
   const std::size_t d = shape.d_model, f = shape.ffn;
   const std::size_t per_layer = 4 * d * d + 2 * d * f + 9 * d + f;
-  const std::size_t floats =
-      std::size_t(shape.vocab) * d + std::size_t(shape.n_positions) * d + 2 * d +
-      per_layer * shape.n_layer;
+  const std::size_t floats = std::size_t(shape.vocab) * d + std::size_t(shape.n_positions) * d +
+                             2 * d + per_layer * shape.n_layer;
   m.weight_bytes = floats * sizeof(float);
   const auto [free, total] = memory_info(device);
   // Margin for the working memory of a batched gradient call (logits of up to 2048 rows).
@@ -704,11 +703,21 @@ Gpt2Engine::~Gpt2Engine() = default;
 Gpt2Engine::Gpt2Engine(Gpt2Engine&&) noexcept = default;
 Gpt2Engine& Gpt2Engine::operator=(Gpt2Engine&&) noexcept = default;
 
-const Gpt2Shape& Gpt2Engine::shape() const { return impl_->s; }
-void Gpt2Engine::set_precision(Precision p) { impl_->precision = p; }
-Precision Gpt2Engine::precision() const { return impl_->precision; }
-std::size_t Gpt2Engine::weight_bytes() const { return impl_->weight_bytes; }
-std::string Gpt2Engine::device_name() const { return cuda::device_name(impl_->device); }
+const Gpt2Shape& Gpt2Engine::shape() const {
+  return impl_->s;
+}
+void Gpt2Engine::set_precision(Precision p) {
+  impl_->precision = p;
+}
+Precision Gpt2Engine::precision() const {
+  return impl_->precision;
+}
+std::size_t Gpt2Engine::weight_bytes() const {
+  return impl_->weight_bytes;
+}
+std::string Gpt2Engine::device_name() const {
+  return cuda::device_name(impl_->device);
+}
 
 std::shared_ptr<const DeviceTrace> Gpt2Engine::trace(const std::int32_t* token_ptr, int n,
                                                      float* acts) {
@@ -717,8 +726,8 @@ std::shared_ptr<const DeviceTrace> Gpt2Engine::trace(const std::int32_t* token_p
   const std::vector<int> tokens(token_ptr, token_ptr + std::max(n, 0));
   if (n == 0) throw ArgumentError("cuda gpt2: empty token sequence");
   if (n > m.s.n_positions)
-    throw ArgumentError("cuda gpt2: " + std::to_string(n) + " tokens exceed n_positions = " +
-                        std::to_string(m.s.n_positions));
+    throw ArgumentError("cuda gpt2: " + std::to_string(n) +
+                        " tokens exceed n_positions = " + std::to_string(m.s.n_positions));
   for (auto t : tokens)
     if (t < 0 || t >= m.s.vocab)
       throw ArgumentError("cuda gpt2: token id " + std::to_string(t) +
@@ -738,8 +747,8 @@ std::shared_ptr<const DeviceTrace> Gpt2Engine::trace(const std::int32_t* token_p
   for (int l = 0; l < m.s.n_layer; ++l) {
     LayerCache c;
     Buffer mid(nd, "residual stream");
-    m.attention_forward(l, n, h.f(), dpos.i(), dzero.i(), dzero.i(), n, nullptr, nullptr, c,
-                        false, mid.f());
+    m.attention_forward(l, n, h.f(), dpos.i(), dzero.i(), dzero.i(), n, nullptr, nullptr, c, false,
+                        mid.f());
     m.ffn_pre(l, n, mid.f(), c, pre.f(), post.f());
     check(cudaMemcpyAsync(all_acts.f() + std::size_t(l) * nf,
                           m.s.site_pre_activation ? pre.f() : post.f(), nf * sizeof(float),
@@ -765,8 +774,7 @@ void Gpt2Engine::logits(const DeviceTrace& t, float* out) {
   check(cudaMemcpy(out, z.f(), z.bytes(), cudaMemcpyDeviceToHost), "copy logits");
 }
 
-void Gpt2Engine::layer_gradients(const DeviceTrace& t, const GradientRequest* req_ptr,
-                                 int count) {
+void Gpt2Engine::layer_gradients(const DeviceTrace& t, const GradientRequest* req_ptr, int count) {
   auto& m = *impl_;
   const std::vector<GradientRequest> reqs(req_ptr, req_ptr + std::max(count, 0));
   check(cudaSetDevice(m.device), "cudaSetDevice");
@@ -774,8 +782,8 @@ void Gpt2Engine::layer_gradients(const DeviceTrace& t, const GradientRequest* re
   const int L = m.s.n_layer, d = m.s.d_model, F = m.s.ffn;
   for (const auto& q : reqs) {
     if (q.layer < 0 || q.layer >= L)
-      throw ArgumentError("layer " + std::to_string(q.layer) + " outside [0, " +
-                          std::to_string(L) + ")");
+      throw ArgumentError("layer " + std::to_string(q.layer) + " outside [0, " + std::to_string(L) +
+                          ")");
     if (q.position < 0 || q.position >= t.n)
       throw ArgumentError("position " + std::to_string(q.position) + " outside [0, " +
                           std::to_string(t.n) + ")");
@@ -841,8 +849,7 @@ void Gpt2Engine::layer_gradients(const DeviceTrace& t, const GradientRequest* re
       const std::size_t r0 = static_cast<std::size_t>(row_begin[i]);
       const Buffer idx = upload_ints(std::vector<int>(static_cast<std::size_t>(q.rows), q.position),
                                      "row indices");
-      m.gather(t.resid_mid[static_cast<std::size_t>(l)].f(), idx, q.rows, d,
-               c.h_mid.f() + r0 * d);
+      m.gather(t.resid_mid[static_cast<std::size_t>(l)].f(), idx, q.rows, d, c.h_mid.f() + r0 * d);
       float* site = (m.s.site_pre_activation ? c.pre.f() : c.post.f()) + r0 * F;
       m.to_device(site, q.points, std::size_t(q.rows) * F, "copy points");
       if (m.s.site_pre_activation)
@@ -887,11 +894,11 @@ void Gpt2Engine::layer_gradients(const DeviceTrace& t, const GradientRequest* re
     Buffer df(std::size_t(nb) * d, "ffn input gradients");
     m.gemm_xw(d_pre.f(), W.w_fc.f(), nb, F, d, df.f());
     Buffer dmid(std::size_t(nb) * d, "residual gradients");
-    m.layer_norm_back(df.f(), c.h_mid.f(), W.ln2_g, c.mean2.f(), c.rstd2.f(), nb, dh.f(),
-                      dmid.f());
+    m.layer_norm_back(df.f(), c.h_mid.f(), W.ln2_g, c.mean2.f(), c.rstd2.f(), nb, dh.f(), dmid.f());
     Buffer d_o(std::size_t(nb) * d, "attention gradients");
     m.gemm_xw(dmid.f(), W.wo.f(), nb, d, d, d_o.f());
-    Buffer dq(std::size_t(nb) * d, "dq"), dk(std::size_t(nb) * d, "dk"), dv(std::size_t(nb) * d, "dv");
+    Buffer dq(std::size_t(nb) * d, "dq"), dk(std::size_t(nb) * d, "dk"),
+        dv(std::size_t(nb) * d, "dv");
     const dim3 grid(static_cast<unsigned>(nb), static_cast<unsigned>(m.s.n_head));
     const std::size_t smem = (std::size_t(max_kv) + hd) * sizeof(float);
     attention_backward_kernel<<<grid, 128, smem>>>(
@@ -903,8 +910,7 @@ void Gpt2Engine::layer_gradients(const DeviceTrace& t, const GradientRequest* re
     m.gemm_xw(dq.f(), W.wq.f(), nb, d, d, da.f());
     m.gemm_xw(dk.f(), W.wk.f(), nb, d, d, da.f(), 1.0f);
     m.gemm_xw(dv.f(), W.wv.f(), nb, d, d, da.f(), 1.0f);
-    m.layer_norm_back(da.f(), c.h_in.f(), W.ln1_g, c.mean1.f(), c.rstd1.f(), nb, dmid.f(),
-                      dh.f());
+    m.layer_norm_back(da.f(), c.h_in.f(), W.ln1_g, c.mean1.f(), c.rstd1.f(), nb, dmid.f(), dh.f());
     c = LayerCache{};
   }
 
@@ -930,7 +936,8 @@ void Gpt2Engine::probabilities(const DeviceTrace& t, int P,
   const int L = m.s.n_layer, d = m.s.d_model, F = m.s.ffn, Q = static_cast<int>(queries.size());
   int l0 = L, p0 = t.n;
   for (const auto& iv : ivs) {
-    if (iv.pattern < 0 || iv.pattern >= P) throw ArgumentError("intervention of an unknown pattern");
+    if (iv.pattern < 0 || iv.pattern >= P)
+      throw ArgumentError("intervention of an unknown pattern");
     if (iv.layer < 0 || iv.layer >= L)
       throw ArgumentError("layer " + std::to_string(iv.layer) + " outside [0, " +
                           std::to_string(L) + ")");
@@ -938,8 +945,8 @@ void Gpt2Engine::probabilities(const DeviceTrace& t, int P,
       throw ArgumentError("position " + std::to_string(iv.position) + " outside [0, " +
                           std::to_string(t.n) + ")");
     if (iv.unit < 0 || iv.unit >= F)
-      throw ArgumentError("unit " + std::to_string(iv.unit) + " outside [0, " +
-                          std::to_string(F) + ")");
+      throw ArgumentError("unit " + std::to_string(iv.unit) + " outside [0, " + std::to_string(F) +
+                          ")");
     l0 = std::min(l0, iv.layer);
     p0 = std::min(p0, iv.position);
   }
@@ -1015,8 +1022,7 @@ void Gpt2Engine::probabilities(const DeviceTrace& t, int P,
     const int n = std::min(k_chunk, rows - r0);
     Buffer z(std::size_t(n) * m.s.vocab, "logits");
     m.gemm_xwt(hid.f() + std::size_t(r0) * d, m.wte.f(), n, d, m.s.vocab, z.f());
-    softmax_target_kernel<<<n, 1024>>>(z.f(), dtarget.i() + r0, m.s.vocab, false,
-                                       prob.f() + r0);
+    softmax_target_kernel<<<n, 1024>>>(z.f(), dtarget.i() + r0, m.s.vocab, false, prob.f() + r0);
     check(cudaGetLastError(), "softmax_target_kernel");
   }
   check(cudaMemcpy(out, prob.f(), std::size_t(rows) * sizeof(float), cudaMemcpyDeviceToHost),
@@ -1029,8 +1035,8 @@ void Gpt2Engine::mean_site_activations(const std::int32_t* tokens, int count, in
   check(cudaSetDevice(m.device), "cudaSetDevice");
   if (count <= 0 || n <= 0) throw ArgumentError("mean_site_activations: no prompts");
   if (n > m.s.n_positions)
-    throw ArgumentError("cuda gpt2: " + std::to_string(n) + " tokens exceed n_positions = " +
-                        std::to_string(m.s.n_positions));
+    throw ArgumentError("cuda gpt2: " + std::to_string(n) +
+                        " tokens exceed n_positions = " + std::to_string(m.s.n_positions));
   for (std::size_t i = 0; i < std::size_t(count) * n; ++i)
     if (tokens[i] < 0 || tokens[i] >= m.s.vocab)
       throw ArgumentError("cuda gpt2: token id " + std::to_string(tokens[i]) +
@@ -1048,8 +1054,7 @@ void Gpt2Engine::mean_site_activations(const std::int32_t* tokens, int count, in
   for (int b0 = 0; b0 < count; b0 += chunk) {
     const int c = std::min(chunk, count - b0), R = c * n;
     const Buffer tok = upload_ints(
-        std::vector<int>(tokens + std::size_t(b0) * n, tokens + std::size_t(b0 + c) * n),
-        "tokens");
+        std::vector<int>(tokens + std::size_t(b0) * n, tokens + std::size_t(b0 + c) * n), "tokens");
     std::vector<int> pos, zero(static_cast<std::size_t>(R), 0), first;
     for (int r = 0; r < R; ++r) {
       pos.push_back(r % n);
@@ -1081,10 +1086,11 @@ void Gpt2Engine::value_column(int layer, int unit, float* out) const {
   if (layer < 0 || layer >= m.s.n_layer || unit < 0 || unit >= m.s.ffn)
     throw ArgumentError("value_column: (layer " + std::to_string(layer) + ", unit " +
                         std::to_string(unit) + ") outside the model");
-  check(cudaMemcpy2D(out, sizeof(float), m.layers[static_cast<std::size_t>(layer)].w_proj.f() + unit,
-                     std::size_t(m.s.ffn) * sizeof(float), sizeof(float), m.s.d_model,
-                     cudaMemcpyDeviceToHost),
-        "copy value vector");
+  check(
+      cudaMemcpy2D(out, sizeof(float), m.layers[static_cast<std::size_t>(layer)].w_proj.f() + unit,
+                   std::size_t(m.s.ffn) * sizeof(float), sizeof(float), m.s.d_model,
+                   cudaMemcpyDeviceToHost),
+      "copy value vector");
 }
 
 void Gpt2Engine::set_value_column(int layer, int unit, const float* v) {

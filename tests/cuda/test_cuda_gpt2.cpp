@@ -122,8 +122,8 @@ BOOST_AUTO_TEST_CASE(gradients_match_finite_differences) {
       return static_cast<double>(
           m.layer_gradients(t, layer, pos, MatrixF(x.cast<float>()), 9).probabilities[0]);
     };
-    const double err = testing::gradient_error(loss, a.cast<double>(), g.gradients.cast<double>(),
-                                               rng, 16, 1e-2);
+    const double err =
+        testing::gradient_error(loss, a.cast<double>(), g.gradients.cast<double>(), rng, 16, 1e-2);
     BOOST_TEST(err < 2e-2, "layer " << layer << " finite-difference error " << err);
   }
 }
@@ -200,16 +200,16 @@ BOOST_AUTO_TEST_CASE(value_vector_edits_undo_bit_exactly) {
   const auto cpu = Gpt2Model<float>::load(tiny());
   const VectorF v = m.value_vector(2, 5);
   BOOST_TEST(std::memcmp(v.data(), cpu.value_vector(2, 5).data(), sizeof(float) * 32) == 0);
-  const auto before = m.probabilities(k_tokens, std::vector<InterventionPattern>(1),
-                                      std::vector<Query>{{7, 9}});
+  const auto before =
+      m.probabilities(k_tokens, std::vector<InterventionPattern>(1), std::vector<Query>{{7, 9}});
   const VectorF w = v * 3.0f;
   m.set_value_vector(2, 5, w);
   BOOST_TEST(std::memcmp(m.value_vector(2, 5).data(), w.data(), sizeof(float) * 32) == 0);
   BOOST_TEST(bool(m.value_vector(2, 6) == cpu.value_vector(2, 6)));  // neighbours untouched
   m.set_value_vector(2, 5, v);
   BOOST_TEST(std::memcmp(m.value_vector(2, 5).data(), v.data(), sizeof(float) * 32) == 0);
-  const auto after = m.probabilities(k_tokens, std::vector<InterventionPattern>(1),
-                                     std::vector<Query>{{7, 9}});
+  const auto after =
+      m.probabilities(k_tokens, std::vector<InterventionPattern>(1), std::vector<Query>{{7, 9}});
   BOOST_TEST(after(0, 0) == before(0, 0));
   BOOST_TEST(bool(m.token_embedding(3) == cpu.token_embedding(3)));
 }
@@ -224,16 +224,18 @@ BOOST_AUTO_TEST_CASE(bad_arguments_and_memory_errors_are_named) {
       throws_with<ArgumentError>([&] { m.layer_gradients(t, 0, 8, pts, 1); }, {"position 8"}));
   BOOST_TEST(
       throws_with<ArgumentError>([&] { m.layer_gradients(t, 0, 0, pts, 64); }, {"token id 64"}));
-  BOOST_TEST(throws_with<ArgumentError>([&] { m.trace(std::vector<TokenId>{1, 99}); },
-                                        {"token id 99"}));
+  BOOST_TEST(throws_with<ArgumentError>(
+      [&] {
+        m.trace(std::vector<TokenId>{1, 99});
+      },
+      {"token id 99"}));
   BOOST_TEST(throws_with<ArgumentError>([&] { m.trace(std::vector<TokenId>(33, 1)); },
                                         {"33 tokens", "n_positions"}));
-  BOOST_TEST(throws_with<ShapeError>(
-      [&] { m.layer_gradients(t, 0, 0, MatrixF::Zero(1, 5), 1); }, {"layer_gradients points"}));
+  BOOST_TEST(throws_with<ShapeError>([&] { m.layer_gradients(t, 0, 0, MatrixF::Zero(1, 5), 1); },
+                                     {"layer_gradients points"}));
   // 1 PiB cannot be allocated: the message names the size.
-  BOOST_TEST(throws_with<cuda::CudaError>(
-      [] { cuda::probe_allocation(std::size_t(1) << 50); },
-      {"out of device memory", "1125899906842624 bytes"}));
+  BOOST_TEST(throws_with<cuda::CudaError>([] { cuda::probe_allocation(std::size_t(1) << 50); },
+                                          {"out of device memory", "1125899906842624 bytes"}));
   // A model far larger than the card is refused before any upload.
   cuda::Gpt2Shape huge{1, 16, 65536, 262144, 1 << 20, 1024, 1e-5f, false, false};
   cuda::Gpt2HostWeights none{nullptr, nullptr, nullptr, nullptr, {cuda::Gpt2HostLayer{}}};

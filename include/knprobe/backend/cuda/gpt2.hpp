@@ -87,8 +87,8 @@ class CudaGpt2Model {
     std::vector<TokenId> flat;
     for (const auto& p : prompts) {
       KNPROBE_REQUIRE(p.size() == n, ArgumentError,
-                      "mean_site_activations: prompts of different lengths (", p.size(), " and ",
-                      n, ")");
+                      "mean_site_activations: prompts of different lengths (", p.size(), " and ", n,
+                      ")");
       flat.insert(flat.end(), p.begin(), p.end());
     }
     const Index np = static_cast<Index>(positions.size()), F = ffn_width();
@@ -96,8 +96,8 @@ class CudaGpt2Model {
     {
       const std::lock_guard lock(*mutex_);
       engine_->mean_site_activations(flat.data(), static_cast<int>(prompts.size()),
-                                     static_cast<int>(n), positions.data(),
-                                     static_cast<int>(np), out.data());
+                                     static_cast<int>(n), positions.data(), static_cast<int>(np),
+                                     out.data());
     }
     std::vector<MatrixF> r;
     for (int l = 0; l < num_layers(); ++l)
@@ -129,18 +129,19 @@ class CudaGpt2Model {
       KNPROBE_REQUIRE(q.points.rows() > 0, ArgumentError, "layer_gradients: no points");
     }
     const std::lock_guard lock(*mutex_);
-    knprobe::detail::for_each_request_chunk(reqs, k_rows_per_pass, [&](std::size_t begin, std::size_t n) {
-      std::vector<GradientRequest> dev;
-      for (std::size_t i = begin; i < begin + n; ++i) {
-        const auto& q = reqs[i];
-        auto& o = out[i];
-        o.probabilities.resize(q.points.rows());
-        o.gradients.resize(q.points.rows(), ffn_width());
-        dev.push_back({q.layer, q.position, static_cast<int>(q.points.rows()), q.target,
-                       q.points.data(), o.probabilities.data(), o.gradients.data()});
-      }
-      engine_->layer_gradients(*t.device, dev.data(), static_cast<int>(dev.size()));
-    });
+    knprobe::detail::for_each_request_chunk(
+        reqs, k_rows_per_pass, [&](std::size_t begin, std::size_t n) {
+          std::vector<GradientRequest> dev;
+          for (std::size_t i = begin; i < begin + n; ++i) {
+            const auto& q = reqs[i];
+            auto& o = out[i];
+            o.probabilities.resize(q.points.rows());
+            o.gradients.resize(q.points.rows(), ffn_width());
+            dev.push_back({q.layer, q.position, static_cast<int>(q.points.rows()), q.target,
+                           q.points.data(), o.probabilities.data(), o.gradients.data()});
+          }
+          engine_->layer_gradients(*t.device, dev.data(), static_cast<int>(dev.size()));
+        });
     return out;
   }
 
@@ -209,8 +210,8 @@ class CudaGpt2Model {
 
   static Gpt2HostWeights host_pointers(const Gpt2Weights<float>& w) {
     const auto& c = w.config;
-    KNPROBE_REQUIRE(static_cast<int>(w.layers.size()) == c.n_layer, ShapeError, "cuda gpt2: ",
-                    w.layers.size(), " layers for n_layer = ", c.n_layer);
+    KNPROBE_REQUIRE(static_cast<int>(w.layers.size()) == c.n_layer, ShapeError,
+                    "cuda gpt2: ", w.layers.size(), " layers for n_layer = ", c.n_layer);
     knprobe::detail::require_shape(w.wte, c.vocab_size, c.n_embd, "gpt2 wte");
     knprobe::detail::require_shape(w.wpe, c.n_positions, c.n_embd, "gpt2 wpe");
     Gpt2HostWeights h{w.wte.data(), w.wpe.data(), w.lnf_g.data(), w.lnf_b.data(), {}};
