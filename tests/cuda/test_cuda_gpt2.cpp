@@ -237,9 +237,16 @@ BOOST_AUTO_TEST_CASE(bad_arguments_and_memory_errors_are_named) {
   BOOST_TEST(throws_with<cuda::CudaError>([] { cuda::probe_allocation(std::size_t(1) << 50); },
                                           {"out of device memory", "1125899906842624 bytes"}));
   // A model far larger than the card is refused before any upload.
-  cuda::Gpt2Shape huge{1, 16, 65536, 262144, 1 << 20, 1024, 1e-5f, false, false};
-  cuda::Gpt2HostWeights none{nullptr, nullptr, nullptr, nullptr, {cuda::Gpt2HostLayer{}}};
-  BOOST_TEST(throws_with<cuda::CudaError>([&] { cuda::Gpt2Engine e(huge, none); },
+  cuda::DecoderShape huge;
+  huge.n_layer = 1;
+  huge.n_head = huge.n_kv_head = 16;
+  huge.head_dim = 4096;
+  huge.d_model = 65536;
+  huge.ffn = 262144;
+  huge.vocab = 1 << 20;
+  cuda::DecoderHostWeights none;
+  none.layers.resize(1);
+  BOOST_TEST(throws_with<cuda::CudaError>([&] { cuda::DecoderEngine e(huge, none); },
                                           {"the model needs", "GiB", "use the CPU backend"}));
 }
 

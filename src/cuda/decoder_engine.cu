@@ -1,7 +1,7 @@
-// GPT-2 on one GPU: the device side of knprobe::cuda::CudaGpt2Model. Rows are positions (of one
-// prompt, or of several patterns / quadrature points), matrices row-major as on the CPU. The
-// maths follows include/knprobe/model/gpt2.hpp line by line; see that file for the equations.
-// No Eigen or xtensor here: raw pointers and sizes only.
+// A causal decoder on one GPU: the device side of cuda::CudaGpt2Model and cuda::CudaLlamaModel.
+// Rows are positions (of one prompt, or of several patterns / quadrature points), matrices
+// row-major as on the CPU. The maths follows include/knprobe/model/gpt2.hpp and llama.hpp step by
+// step; see those files for the equations. No Eigen or xtensor here: raw pointers and sizes only.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "knprobe/backend/cuda/gpt2_engine.hpp"
+#include "knprobe/backend/cuda/decoder_engine.hpp"
 
 namespace knprobe::cuda {
 
@@ -137,13 +137,15 @@ __device__ float block_max(float v, float* scratch) {
   return t;
 }
 
-/// h[t] = wte[tokens[t]] + wpe[t mod period] (rows of several prompts of `period` tokens).
-__global__ void embed_kernel(const int* tokens, const float* wte, const float* wpe, int n, int d,
-                             int period, float* h) {
+/// h[t] = scale · E[tokens[t]] (+ P[t mod period]) (rows of several prompts of `period` tokens).
+__global__ void embed_kernel(const int* tokens, const float* embed, const float* pos, int n, int d,
+                             int period, float scale, float* h) {
   const std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
   if (i >= std::size_t(n) * d) return;
   const int t = static_cast<int>(i / d), c = static_cast<int>(i % d);
-  h[i] = wte[std::size_t(tokens[t]) * d + c] + wpe[std::size_t(t % period) * d + c];
+  float v = scale * embed[std::size_t(tokens[t]) * d + c];
+  if (pos) v += pos[std::size_t(t % period) * d + c];
+  h[i] = v;
 }
 
 /// out[i, u] += scale · Σ_b site[(b·n + positions[i]) · F + u] over b < count.
@@ -163,42 +165,48 @@ __global__ void to_bf16_kernel(const float* src, __nv_bfloat16* dst, std::size_t
   if (i < n) dst[i] = __float2bfloat16_rn(src[i]);
 }
 
-/// y = (x − μ) rstd ⊙ γ + β per row; keeps μ and rstd. One block per row.
-__global__ void layer_norm_forward_kernel(const float* x, const float* g, const float* b, int d,
-                                          float eps, float* y, float* mean, float* rstd) {
+/// Per row of d features. LayerNorm (b ≠ null): y = (x − μ) r ⊙ g + b, r = 1/√(var + eps);
+/// RMSNorm (b = null): y = x r ⊙ g, r = 1/√(mean(x²) + eps). Keeps μ (LayerNorm) and r.
+__global__ void norm_forward_kernel(const float* x, const float* g, const float* b, int d,
+                                    float eps, float* y, float* mean, float* rstd) {
   __shared__ float scratch[32];
   const float* xr = x + std::size_t(blockIdx.x) * d;
-  float s = 0;
-  for (int c = threadIdx.x; c < d; c += blockDim.x) s += xr[c];
-  const float mu = block_sum(s, scratch) / d;
+  float mu = 0;
+  if (b) {
+    float s = 0;
+    for (int c = threadIdx.x; c < d; c += blockDim.x) s += xr[c];
+    mu = block_sum(s, scratch) / d;
+  }
   float v = 0;
   for (int c = threadIdx.x; c < d; c += blockDim.x) v += (xr[c] - mu) * (xr[c] - mu);
   const float r = rsqrtf(block_sum(v, scratch) / d + eps);
   float* yr = y + std::size_t(blockIdx.x) * d;
-  for (int c = threadIdx.x; c < d; c += blockDim.x) yr[c] = (xr[c] - mu) * r * g[c] + b[c];
+  for (int c = threadIdx.x; c < d; c += blockDim.x)
+    yr[c] = (xr[c] - mu) * r * g[c] + (b ? b[c] : 0.0f);
   if (threadIdx.x == 0) {
-    mean[blockIdx.x] = mu;
+    if (mean) mean[blockIdx.x] = mu;
     rstd[blockIdx.x] = r;
   }
 }
 
-/// dx = add + rstd (γ⊙dy − mean(γ⊙dy) − x̂ mean(γ⊙dy⊙x̂)), x̂ = (x − μ) rstd. `add` may be null
-/// or alias dx.
-__global__ void layer_norm_backward_kernel(const float* dy, const float* x, const float* g,
-                                           const float* mean, const float* rstd, int d,
-                                           const float* add, float* dx) {
+/// Backward of norm_forward_kernel, plus `add` (may be null or alias dx). With gd = g ⊙ dy:
+/// LayerNorm dx = r (gd − mean(gd) − x̂ mean(gd ⊙ x̂)), x̂ = (x − μ) r;
+/// RMSNorm   dx = r gd − x r³ mean(gd ⊙ x).
+__global__ void norm_backward_kernel(const float* dy, const float* x, const float* g,
+                                     const float* mean, const float* rstd, int d, bool layer_norm,
+                                     const float* add, float* dx) {
   __shared__ float scratch[32];
   const std::size_t row = blockIdx.x;
   const float* dyr = dy + row * d;
   const float* xr = x + row * d;
-  const float mu = mean[row], r = rstd[row];
+  const float mu = layer_norm ? mean[row] : 0.0f, r = rstd[row];
   float s1 = 0, s2 = 0;
   for (int c = threadIdx.x; c < d; c += blockDim.x) {
     const float gd = g[c] * dyr[c];
     s1 += gd;
     s2 += gd * (xr[c] - mu) * r;
   }
-  const float m1 = block_sum(s1, scratch) / d;
+  const float m1 = layer_norm ? block_sum(s1, scratch) / d : 0.0f;
   const float m2 = block_sum(s2, scratch) / d;
   for (int c = threadIdx.x; c < d; c += blockDim.x) {
     const float xh = (xr[c] - mu) * r;
@@ -207,50 +215,114 @@ __global__ void layer_norm_backward_kernel(const float* dy, const float* x, cons
   }
 }
 
-__device__ float gelu(float x, bool erf_form) {
-  if (erf_form) return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
-  const float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-  return 0.5f * x * (1.0f + tanhf(u));
+__device__ float activate(float x, ActivationKind a) {
+  switch (a) {
+    case ActivationKind::gelu_erf:
+      return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+    case ActivationKind::silu:
+      return x / (1.0f + expf(-x));
+    default: {
+      const float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+      return 0.5f * x * (1.0f + tanhf(u));
+    }
+  }
 }
-__device__ float gelu_grad(float x, bool erf_form) {
-  if (erf_form)
-    return 0.5f * (1.0f + erff(x * 0.7071067811865476f)) +
-           x * 0.3989422804014327f * expf(-0.5f * x * x);
-  const float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-  const float t = tanhf(u);
-  return 0.5f * (1.0f + t) +
-         0.5f * x * (1.0f - t * t) * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
+__device__ float activate_grad(float x, ActivationKind a) {
+  switch (a) {
+    case ActivationKind::gelu_erf:
+      return 0.5f * (1.0f + erff(x * 0.7071067811865476f)) +
+             x * 0.3989422804014327f * expf(-0.5f * x * x);
+    case ActivationKind::silu: {
+      const float sg = 1.0f / (1.0f + expf(-x));
+      return sg * (1.0f + x * (1.0f - sg));
+    }
+    default: {
+      const float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+      const float t = tanhf(u);
+      return 0.5f * (1.0f + t) +
+             0.5f * x * (1.0f - t * t) * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
+    }
+  }
 }
 
-/// y[r, c] += b[c] (+ resid[r, c]); rows × cols.
+/// y[r, c] += b[c] (b may be null) + resid[r, c] (resid may be null); rows × cols.
 __global__ void bias_residual_kernel(float* y, const float* b, const float* resid, std::size_t rows,
                                      int cols) {
   const std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
   if (i >= rows * cols) return;
-  y[i] += b[i % cols] + (resid ? resid[i] : 0.0f);
+  y[i] += (b ? b[i % cols] : 0.0f) + (resid ? resid[i] : 0.0f);
 }
 
-/// pre[r, c] += b[c]; post = gelu(pre).
-__global__ void bias_gelu_kernel(float* pre, const float* b, float* post, std::size_t rows,
-                                 int cols, bool erf_form) {
+/// Dense FFN: pre[r, c] += b[c] (b may be null); post = act(pre).
+__global__ void bias_act_kernel(float* pre, const float* b, float* post, std::size_t rows, int cols,
+                                ActivationKind a) {
   const std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
   if (i >= rows * cols) return;
-  const float z = pre[i] + b[i % cols];
+  const float z = pre[i] + (b ? b[i % cols] : 0.0f);
   pre[i] = z;
-  post[i] = gelu(z, erf_form);
+  post[i] = activate(z, a);
 }
 
-/// post = gelu(pre).
-__global__ void gelu_kernel(const float* pre, float* post, std::size_t n, bool erf_form) {
+/// post = act(pre).
+__global__ void act_kernel(const float* pre, float* post, std::size_t n, ActivationKind a) {
   const std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
-  if (i < n) post[i] = gelu(pre[i], erf_form);
+  if (i < n) post[i] = activate(pre[i], a);
 }
 
-/// d_pre = d_post ⊙ gelu'(pre).
-__global__ void gelu_backward_kernel(const float* d_post, const float* pre, float* d_pre,
-                                     std::size_t n, bool erf_form) {
+/// d_pre = d_post ⊙ act'(pre).
+__global__ void act_backward_kernel(const float* d_post, const float* pre, float* d_pre,
+                                    std::size_t n, ActivationKind a) {
   const std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
-  if (i < n) d_pre[i] = d_post[i] * gelu_grad(pre[i], erf_form);
+  if (i < n) d_pre[i] = d_post[i] * activate_grad(pre[i], a);
+}
+
+/// Gated FFN: site = act(g) ⊙ u.
+__global__ void gated_kernel(const float* g, const float* u, float* site, std::size_t n,
+                             ActivationKind a) {
+  const std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
+  if (i < n) site[i] = activate(g[i], a) * u[i];
+}
+
+/// Gated FFN backward from d_site: dg = d_site ⊙ u ⊙ act'(g), du = d_site ⊙ act(g).
+__global__ void gated_backward_kernel(const float* d_site, const float* g, const float* u,
+                                      float* dg, float* du, std::size_t n, ActivationKind a) {
+  const std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  dg[i] = d_site[i] * u[i] * activate_grad(g[i], a);
+  du[i] = d_site[i] * activate(g[i], a);
+}
+
+/// Rotates every head of x [rows × heads·hd] in place by the angles of the row's position
+/// pos[r] (sign = −1: the inverse rotation, i.e. backward). Pair j of R = hd: θ_j = p·theta^(−2j/R)
+/// (computed in double, as on the CPU); interleaved (2j, 2j+1) or halves (j, j + R/2).
+__global__ void rope_kernel(float* x, const int* pos, int rows, int heads, int hd, double theta,
+                            bool interleaved, double sign) {
+  const int half = hd / 2;
+  const std::size_t k = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
+  if (k >= std::size_t(rows) * heads * half) return;
+  const int j = static_cast<int>(k % half);
+  const std::size_t rh = k / half;  // row · heads + head
+  const int r = static_cast<int>(rh / heads);
+  const double angle = pos[r] * pow(theta, -2.0 * j / hd);
+  const float cs = static_cast<float>(cos(angle)), sn = static_cast<float>(sign * sin(angle));
+  float* hx = x + rh * hd;
+  const int a = interleaved ? 2 * j : j, b = interleaved ? 2 * j + 1 : j + half;
+  const float xa = hx[a], xb = hx[b];
+  hx[a] = xa * cs - xb * sn;
+  hx[b] = xb * cs + xa * sn;
+}
+
+/// dst[r, g·hd + c] = Σ_{h in group g} src[r, h·hd + c]: per-query-head key / value gradients
+/// summed onto their shared (grouped-query) head.
+__global__ void group_sum_kernel(const float* src, int rows, int kv_heads, int group, int hd,
+                                 float* dst) {
+  const std::size_t k = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
+  const std::size_t kvd = std::size_t(kv_heads) * hd;
+  if (k >= std::size_t(rows) * kvd) return;
+  const std::size_t r = k / kvd, gc = k % kvd, g = gc / hd, c = gc % hd;
+  float acc = 0;
+  for (int i = 0; i < group; ++i) acc += src[r * kvd * group + (g * group + i) * hd + c];
+  dst[k] = acc;
 }
 
 /// dst[r] = src[index[r]] (rows of `cols` floats).
@@ -262,76 +334,98 @@ __global__ void gather_rows_kernel(const float* src, const int* index, int rows,
   dst[i] = src[std::size_t(index[r]) * cols + c];
 }
 
-/// Row r (position pos[r]) attends to keys 0..pos[r]: keys j < start[r] are the trace's cached
-/// ones (kc / vc, [positions × d]), keys j ≥ start[r] are new rows first[r] + j − start[r] of
-/// kn / vn. One block per (row, head); scores in dynamic shared memory. Probabilities go to
-/// probs[(r·H + h)·max_kv + j] when `probs` is not null.
+/// Attention geometry shared by the kernels: query rows of stride qd = H·hd, keys / values of
+/// stride kvd = Hkv·hd, query head h reads kv head h / group; `window` > 0 limits keys to
+/// p − window < j (sliding window), on top of j ≤ p.
+struct AttnGeom {
+  int qd, kvd, hd, group, max_kv, window;
+  float scale;
+};
+
+__device__ int first_visible(int p, int window) {
+  return window > 0 ? max(0, p - window + 1) : 0;
+}
+
+/// Row r (position pos[r]) attends to keys first_visible..pos[r]: keys j < start[r] are the
+/// trace's cached ones (kc / vc, [positions × kvd]), keys j ≥ start[r] are new rows
+/// first[r] + j − start[r] of kn / vn. One block per (row, head); scores in dynamic shared memory.
+/// Probabilities go to probs[(r·H + h)·max_kv + j] when `probs` is not null.
 __global__ void attention_forward_kernel(const float* q, const float* kn, const float* vn,
                                          const float* kc, const float* vc, const int* pos,
-                                         const int* start, const int* first, int d, int hd,
-                                         int max_kv, float scale, float* o, float* probs) {
+                                         const int* start, const int* first, AttnGeom g, float* o,
+                                         float* probs) {
   extern __shared__ float smem[];
   __shared__ float scratch[32];
-  const int r = blockIdx.x, h = blockIdx.y, H = gridDim.y;
-  const int p = pos[r], s0 = start[r], f0 = first[r];
-  float* score = smem;        // [p + 1]
-  float* qh = smem + max_kv;  // [hd]
-  for (int c = threadIdx.x; c < hd; c += blockDim.x) qh[c] = q[std::size_t(r) * d + h * hd + c];
+  const int r = blockIdx.x, h = blockIdx.y, H = gridDim.y, hk = h / g.group, hd = g.hd;
+  const int p = pos[r], s0 = start[r], f0 = first[r], j0 = first_visible(p, g.window);
+  float* score = smem;          // [p + 1]
+  float* qh = smem + g.max_kv;  // [hd]
+  for (int c = threadIdx.x; c < hd; c += blockDim.x) qh[c] = q[std::size_t(r) * g.qd + h * hd + c];
   __syncthreads();
   float local_max = -INFINITY;
   for (int j = threadIdx.x; j <= p; j += blockDim.x) {
-    const float* kr = j < s0 ? kc + std::size_t(j) * d : kn + std::size_t(f0 + j - s0) * d;
-    kr += h * hd;
+    if (j < j0) {
+      score[j] = -INFINITY;
+      continue;
+    }
+    const float* kr = j < s0 ? kc + std::size_t(j) * g.kvd : kn + std::size_t(f0 + j - s0) * g.kvd;
+    kr += hk * hd;
     float acc = 0;
     for (int c = 0; c < hd; ++c) acc += qh[c] * kr[c];
-    acc *= scale;
+    acc *= g.scale;
     score[j] = acc;
     local_max = fmaxf(local_max, acc);
   }
   const float m = block_max(local_max, scratch);
   float local_sum = 0;
   for (int j = threadIdx.x; j <= p; j += blockDim.x) {
-    const float e = expf(score[j] - m);
+    const float e = j < j0 ? 0.0f : expf(score[j] - m);
     score[j] = e;
     local_sum += e;
   }
   const float inv = 1.0f / block_sum(local_sum, scratch);
   for (int j = threadIdx.x; j <= p; j += blockDim.x) {
     score[j] *= inv;
-    if (probs) probs[(std::size_t(r) * H + h) * max_kv + j] = score[j];
+    if (probs) probs[(std::size_t(r) * H + h) * g.max_kv + j] = score[j];
   }
   __syncthreads();
   for (int c = threadIdx.x; c < hd; c += blockDim.x) {
     float acc = 0;
-    for (int j = 0; j <= p; ++j) {
-      const float* vr = j < s0 ? vc + std::size_t(j) * d : vn + std::size_t(f0 + j - s0) * d;
-      acc += score[j] * vr[h * hd + c];
+    for (int j = j0; j <= p; ++j) {
+      const float* vr =
+          j < s0 ? vc + std::size_t(j) * g.kvd : vn + std::size_t(f0 + j - s0) * g.kvd;
+      acc += score[j] * vr[hk * hd + c];
     }
-    o[std::size_t(r) * d + h * hd + c] = acc;
+    o[std::size_t(r) * g.qd + h * hd + c] = acc;
   }
 }
 
 /// Backward of attention_forward for rows whose only new key / value is their own (start = pos,
-/// first = r): from d_o, gives dq and the gradients of the row's own key and value; the cached
-/// keys / values are constants. With a_j the probabilities, da_j = d_o·v_j,
-/// ds_j = a_j (da_j − Σ_i a_i da_i), dq = scale Σ_j ds_j k_j, dk_p = scale ds_p q, dv_p = a_p d_o.
+/// first = r): from d_o, gives dq and, per query head, the gradients of the row's own key and
+/// value (dk, dv: [rows × qd], summed over a group afterwards); cached keys / values are constants.
+/// With a_j the probabilities, da_j = d_o·v_j, ds_j = a_j (da_j − Σ_i a_i da_i),
+/// dq = scale Σ_j ds_j k_j, dk_p = scale ds_p q, dv_p = a_p d_o.
 __global__ void attention_backward_kernel(const float* d_o, const float* q, const float* kn,
                                           const float* vn, const float* kc, const float* vc,
-                                          const int* pos, const float* probs, int d, int hd,
-                                          int max_kv, float scale, float* dq, float* dk,
-                                          float* dv) {
+                                          const int* pos, const float* probs, AttnGeom g, float* dq,
+                                          float* dk, float* dv) {
   extern __shared__ float smem[];
   __shared__ float scratch[32];
-  const int r = blockIdx.x, h = blockIdx.y, H = gridDim.y;
-  const int p = pos[r];
-  float* ds = smem;            // [p + 1]
-  float* doh = smem + max_kv;  // [hd]
-  const float* a = probs + (std::size_t(r) * H + h) * max_kv;
-  for (int c = threadIdx.x; c < hd; c += blockDim.x) doh[c] = d_o[std::size_t(r) * d + h * hd + c];
+  const int r = blockIdx.x, h = blockIdx.y, H = gridDim.y, hk = h / g.group, hd = g.hd;
+  const int p = pos[r], j0 = first_visible(p, g.window);
+  float* ds = smem;              // [p + 1]
+  float* doh = smem + g.max_kv;  // [hd]
+  const float* a = probs + (std::size_t(r) * H + h) * g.max_kv;
+  for (int c = threadIdx.x; c < hd; c += blockDim.x)
+    doh[c] = d_o[std::size_t(r) * g.qd + h * hd + c];
   __syncthreads();
   float local = 0;
   for (int j = threadIdx.x; j <= p; j += blockDim.x) {
-    const float* vr = (j < p ? vc + std::size_t(j) * d : vn + std::size_t(r) * d) + h * hd;
+    if (j < j0) {
+      ds[j] = 0.0f;
+      continue;
+    }
+    const float* vr = (j < p ? vc + std::size_t(j) * g.kvd : vn + std::size_t(r) * g.kvd) + hk * hd;
     float acc = 0;
     for (int c = 0; c < hd; ++c) acc += doh[c] * vr[c];
     ds[j] = acc;
@@ -342,13 +436,13 @@ __global__ void attention_backward_kernel(const float* d_o, const float* q, cons
   __syncthreads();
   for (int c = threadIdx.x; c < hd; c += blockDim.x) {
     float acc = 0;
-    for (int j = 0; j <= p; ++j) {
-      const float* kr = j < p ? kc + std::size_t(j) * d : kn + std::size_t(r) * d;
-      acc += ds[j] * kr[h * hd + c];
+    for (int j = j0; j <= p; ++j) {
+      const float* kr = j < p ? kc + std::size_t(j) * g.kvd : kn + std::size_t(r) * g.kvd;
+      acc += ds[j] * kr[hk * hd + c];
     }
-    const std::size_t at = std::size_t(r) * d + h * hd + c;
-    dq[at] = scale * acc;
-    dk[at] = scale * ds[p] * q[at];
+    const std::size_t at = std::size_t(r) * g.qd + h * hd + c;
+    dq[at] = g.scale * acc;
+    dk[at] = g.scale * ds[p] * q[at];
     dv[at] = a[p] * doh[c];
   }
 }
@@ -430,25 +524,27 @@ void probe_allocation(std::size_t bytes, int device) {
 class DeviceTrace {
  public:
   int n = 0;
-  std::vector<Buffer> resid_mid, keys, values;  // [L] each [n × d]
+  std::vector<Buffer> resid_mid, keys, values;  // [L] each [n × d], [n × kvd] ×2
   Buffer final_hidden;                          // [n × d]
 };
 
 struct LayerDevice {
-  Buffer ln1_g, ln1_b, wq, wk, wv, wo, bq, bk, bv, bo, ln2_g, ln2_b, w_fc, w_proj, b_fc, b_proj;
+  Buffer norm1_g, norm1_b, wq, wk, wv, wo, bq, bk, bv, bo, q_norm, k_norm, post_attn_norm;
+  Buffer norm2_g, norm2_b, w_fc, w_gate, w_up, w_down, b_fc, b_down, post_ffn_norm;
 };
 
 /// Per-layer activations kept for backward (rows of the layer's active requests).
 struct LayerCache {
-  Buffer h_in, mean1, rstd1, q, k, v, probs, h_mid, mean2, rstd2, pre, post;
+  Buffer h_in, mean1, rstd1, q, k, v, q_pre, k_pre, rstd_q, rstd_k, probs, o2, rstd_o2;
+  Buffer h_mid, mean2, rstd2, pre, post, g, u, down, rstd_down;
 };
 
-struct Gpt2Engine::Impl {
-  Gpt2Shape s;
+struct DecoderEngine::Impl {
+  DecoderShape s;
   int device = 0;
   Precision precision = Precision::fp32;
   cublasHandle_t blas = nullptr;
-  Buffer wte, wpe, lnf_g, lnf_b;
+  Buffer embed, positions, final_g, final_b, head_w;
   std::vector<LayerDevice> layers;
   std::size_t weight_bytes = 0;
   /// BF16 copies of weight matrices, made on first use in Precision::bf16, dropped on edits.
@@ -460,6 +556,22 @@ struct Gpt2Engine::Impl {
   ~Impl() {
     if (blas) cublasDestroy(blas);
     if (pinned) cudaFreeHost(pinned);
+  }
+
+  int qd() const { return s.n_head * s.head_dim; }
+  int kvd() const { return s.n_kv_head * s.head_dim; }
+  bool layer_norm_kind() const { return s.norm == NormKind::layer_norm; }
+  const float* head() const { return head_w.raw() ? head_w.f() : embed.f(); }
+  AttnGeom geom(int l, int max_kv) const {
+    AttnGeom g;
+    g.qd = qd();
+    g.kvd = kvd();
+    g.hd = s.head_dim;
+    g.group = s.n_head / s.n_kv_head;
+    g.max_kv = max_kv;
+    g.window = s.window.empty() ? 0 : s.window[static_cast<std::size_t>(l)];
+    g.scale = s.attn_scale > 0 ? s.attn_scale : 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+    return g;
   }
 
   float* staging(std::size_t floats) {
@@ -505,9 +617,6 @@ struct Gpt2Engine::Impl {
     return b;
   }
 
-  int hd() const { return s.d_model / s.n_head; }
-  float attn_scale() const { return 1.0f / std::sqrt(static_cast<float>(hd())); }
-
   /// One cuBLAS GEMM in the engine's precision. FP32 / TF32: FP32 operands, compute type 32F or
   /// 32F_FAST_TF32. BF16: the weight's BF16 copy and the activations rounded to BF16, FP32
   /// accumulation and output (cuBLAS's 32F_FAST_16BF on FP32 operands ran TF32 kernels on an H100
@@ -542,91 +651,153 @@ struct Gpt2Engine::Impl {
     gemm(CUBLAS_OP_N, in, rows, out, w, in, dy, out, beta, dx, in, "cublasGemmEx (dy W)");
   }
 
-  void layer_norm(const float* x, const Buffer& g, const Buffer& b, int rows, float* y, float* mean,
-                  float* rstd) const {
+  /// LayerNorm (b set) or RMSNorm (b null) of `rows` rows of `d` features; μ only for LayerNorm.
+  void norm(const float* x, const Buffer& g, const Buffer& b, int rows, int d, float* y,
+            Buffer* mean, Buffer& rstd) const {
     if (rows == 0) return;
-    layer_norm_forward_kernel<<<rows, k_threads>>>(x, g.f(), b.f(), s.d_model, s.eps, y, mean,
-                                                   rstd);
-    check(cudaGetLastError(), "layer_norm_forward_kernel");
+    rstd = Buffer(rows, "norm statistics");
+    if (mean && b.raw()) *mean = Buffer(rows, "norm statistics");
+    norm_forward_kernel<<<rows, k_threads>>>(x, g.f(), b.raw() ? b.f() : nullptr, d, s.eps, y,
+                                             mean && b.raw() ? mean->f() : nullptr, rstd.f());
+    check(cudaGetLastError(), "norm_forward_kernel");
   }
-  void layer_norm_back(const float* dy, const float* x, const Buffer& g, const float* mean,
-                       const float* rstd, int rows, const float* add, float* dx) const {
+  void norm_back(const float* dy, const float* x, const Buffer& g, const Buffer& b,
+                 const Buffer* mean, const Buffer& rstd, int rows, int d, const float* add,
+                 float* dx) const {
     if (rows == 0) return;
-    layer_norm_backward_kernel<<<rows, k_threads>>>(dy, x, g.f(), mean, rstd, s.d_model, add, dx);
-    check(cudaGetLastError(), "layer_norm_backward_kernel");
+    const bool ln = b.raw() != nullptr;
+    norm_backward_kernel<<<rows, k_threads>>>(dy, x, g.f(), ln ? mean->f() : nullptr, rstd.f(), d,
+                                              ln, add, dx);
+    check(cudaGetLastError(), "norm_backward_kernel");
   }
   void bias_residual(float* y, const Buffer& b, const float* resid, int rows, int cols) const {
-    if (rows == 0) return;
+    if (rows == 0 || (!b.raw() && !resid)) return;
     const std::size_t n = std::size_t(rows) * cols;
-    bias_residual_kernel<<<blocks_for(n), k_threads>>>(y, b.f(), resid, rows, cols);
+    bias_residual_kernel<<<blocks_for(n), k_threads>>>(y, b.raw() ? b.f() : nullptr, resid, rows,
+                                                       cols);
     check(cudaGetLastError(), "bias_residual_kernel");
+  }
+  void rope(float* x, const int* pos, int rows, int heads, int l, double sign) const {
+    if (s.rope == RopeKind::none || rows == 0) return;
+    const std::size_t n = std::size_t(rows) * heads * (s.head_dim / 2);
+    rope_kernel<<<blocks_for(n), k_threads>>>(x, pos, rows, heads, s.head_dim,
+                                              s.rope_theta[static_cast<std::size_t>(l)],
+                                              s.rope == RopeKind::interleaved, sign);
+    check(cudaGetLastError(), "rope_kernel");
+  }
+  /// x ← y with `out` = x + sandwich-norm(y) (or x + y).
+  void branch_add(const float* y, const Buffer& w, const float* x, int rows, float* out,
+                  Buffer& y_keep, Buffer& rstd) const {
+    const int d = s.d_model;
+    const std::size_t rd = std::size_t(rows) * d;
+    if (!s.sandwich_norms) {
+      if (out != y)
+        check(cudaMemcpyAsync(out, y, rd * sizeof(float), cudaMemcpyDeviceToDevice, nullptr),
+              "copy branch");
+      bias_residual(out, Buffer(), x, rows, d);
+      return;
+    }
+    y_keep = Buffer(rd, "branch output");
+    check(cudaMemcpyAsync(y_keep.f(), y, rd * sizeof(float), cudaMemcpyDeviceToDevice, nullptr),
+          "copy branch");
+    norm(y_keep.f(), w, Buffer(), rows, d, out, nullptr, rstd);
+    bias_residual(out, Buffer(), x, rows, d);
   }
 
   /// Attention block of layer l for `rows` rows: x (entering the layer) → h_mid; keeps the cache.
   /// Row r has position pos[r]; its keys j < start[r] come from the trace (kc / vc).
   void attention_forward(int l, int rows, const float* x, const int* pos, const int* start,
                          const int* first, int max_kv, const float* kc, const float* vc,
-                         LayerCache& c, bool keep_probs, float* h_mid) {
+                         LayerCache& c, bool keep, float* h_mid) {
     const auto& L = layers[static_cast<std::size_t>(l)];
-    const int d = s.d_model;
-    const std::size_t rd = std::size_t(rows) * d;
-    c.mean1 = Buffer(rows, "layer norm mean");
-    c.rstd1 = Buffer(rows, "layer norm rstd");
-    Buffer a(rd, "attention input");
-    layer_norm(x, L.ln1_g, L.ln1_b, rows, a.f(), c.mean1.f(), c.rstd1.f());
-    c.q = Buffer(rd, "queries");
-    c.k = Buffer(rd, "keys");
-    c.v = Buffer(rd, "values");
-    gemm_xwt(a.f(), L.wq.f(), rows, d, d, c.q.f());
-    gemm_xwt(a.f(), L.wk.f(), rows, d, d, c.k.f());
-    gemm_xwt(a.f(), L.wv.f(), rows, d, d, c.v.f());
-    bias_residual(c.q.f(), L.bq, nullptr, rows, d);
-    bias_residual(c.k.f(), L.bk, nullptr, rows, d);
-    bias_residual(c.v.f(), L.bv, nullptr, rows, d);
-    if (keep_probs) c.probs = Buffer(std::size_t(rows) * s.n_head * max_kv, "attention weights");
-    Buffer o(rd, "attention output");
-    const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(s.n_head));
-    const std::size_t smem = (std::size_t(max_kv) + hd()) * sizeof(float);
+    const int d = s.d_model, H = s.n_head, Hk = s.n_kv_head, hd = s.head_dim;
+    Buffer a(std::size_t(rows) * d, "attention input");
+    norm(x, L.norm1_g, L.norm1_b, rows, d, a.f(), &c.mean1, c.rstd1);
+    c.q = Buffer(std::size_t(rows) * qd(), "queries");
+    c.k = Buffer(std::size_t(rows) * kvd(), "keys");
+    c.v = Buffer(std::size_t(rows) * kvd(), "values");
+    gemm_xwt(a.f(), L.wq.f(), rows, d, qd(), c.q.f());
+    gemm_xwt(a.f(), L.wk.f(), rows, d, kvd(), c.k.f());
+    gemm_xwt(a.f(), L.wv.f(), rows, d, kvd(), c.v.f());
+    bias_residual(c.q.f(), L.bq, nullptr, rows, qd());
+    bias_residual(c.k.f(), L.bk, nullptr, rows, kvd());
+    bias_residual(c.v.f(), L.bv, nullptr, rows, kvd());
+    if (s.qk_norm) {
+      c.q_pre = Buffer(std::size_t(rows) * qd(), "queries");
+      c.k_pre = Buffer(std::size_t(rows) * kvd(), "keys");
+      check(cudaMemcpyAsync(c.q_pre.f(), c.q.f(), c.q.bytes(), cudaMemcpyDeviceToDevice, nullptr),
+            "copy queries");
+      check(cudaMemcpyAsync(c.k_pre.f(), c.k.f(), c.k.bytes(), cudaMemcpyDeviceToDevice, nullptr),
+            "copy keys");
+      norm(c.q_pre.f(), L.q_norm, Buffer(), rows * H, hd, c.q.f(), nullptr, c.rstd_q);
+      norm(c.k_pre.f(), L.k_norm, Buffer(), rows * Hk, hd, c.k.f(), nullptr, c.rstd_k);
+    }
+    rope(c.q.f(), pos, rows, H, l, 1.0);
+    rope(c.k.f(), pos, rows, Hk, l, 1.0);
+    if (keep) c.probs = Buffer(std::size_t(rows) * H * max_kv, "attention weights");
+    Buffer o(std::size_t(rows) * qd(), "attention output");
+    const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(H));
+    const std::size_t smem = (std::size_t(max_kv) + hd) * sizeof(float);
     attention_forward_kernel<<<grid, 128, smem>>>(c.q.f(), c.k.f(), c.v.f(), kc, vc, pos, start,
-                                                  first, d, hd(), max_kv, attn_scale(), o.f(),
-                                                  keep_probs ? c.probs.f() : nullptr);
+                                                  first, geom(l, max_kv), o.f(),
+                                                  keep ? c.probs.f() : nullptr);
     check(cudaGetLastError(), "attention_forward_kernel");
-    gemm_xwt(o.f(), L.wo.f(), rows, d, d, h_mid);
-    bias_residual(h_mid, L.bo, x, rows, d);
+    Buffer o2(std::size_t(rows) * d, "attention projection");
+    gemm_xwt(o.f(), L.wo.f(), rows, qd(), d, o2.f());
+    bias_residual(o2.f(), L.bo, nullptr, rows, d);
+    branch_add(o2.f(), L.post_attn_norm, x, rows, h_mid, c.o2, c.rstd_o2);
   }
 
-  /// h_mid → pre (z) and post (gelu z) of layer l; keeps LN₂ statistics in the cache.
+  /// h_mid → the neuron site of layer l (dense: pre = z, post = act z; gated: g, u, post =
+  /// act(g) ⊙ u); keeps what backward needs in the cache.
   void ffn_pre(int l, int rows, const float* h_mid, LayerCache& c, float* pre, float* post) {
     if (rows == 0) return;
     const auto& L = layers[static_cast<std::size_t>(l)];
-    const int d = s.d_model;
-    c.mean2 = Buffer(rows, "layer norm mean");
-    c.rstd2 = Buffer(rows, "layer norm rstd");
+    const int d = s.d_model, F = s.ffn;
+    const std::size_t n = std::size_t(rows) * F;
     Buffer f(std::size_t(rows) * d, "ffn input");
-    layer_norm(h_mid, L.ln2_g, L.ln2_b, rows, f.f(), c.mean2.f(), c.rstd2.f());
-    gemm_xwt(f.f(), L.w_fc.f(), rows, d, s.ffn, pre);
-    const std::size_t n = std::size_t(rows) * s.ffn;
-    bias_gelu_kernel<<<blocks_for(n), k_threads>>>(pre, L.b_fc.f(), post, rows, s.ffn, s.gelu_erf);
-    check(cudaGetLastError(), "bias_gelu_kernel");
+    norm(h_mid, L.norm2_g, L.norm2_b, rows, d, f.f(), &c.mean2, c.rstd2);
+    if (!s.gated) {
+      gemm_xwt(f.f(), L.w_fc.f(), rows, d, F, pre);
+      bias_act_kernel<<<blocks_for(n), k_threads>>>(pre, L.b_fc.raw() ? L.b_fc.f() : nullptr, post,
+                                                    rows, F, s.activation);
+      check(cudaGetLastError(), "bias_act_kernel");
+      return;
+    }
+    c.g = Buffer(n, "ffn gate");
+    c.u = Buffer(n, "ffn up");
+    gemm_xwt(f.f(), L.w_gate.f(), rows, d, F, c.g.f());
+    gemm_xwt(f.f(), L.w_up.f(), rows, d, F, c.u.f());
+    gated_kernel<<<blocks_for(n), k_threads>>>(c.g.f(), c.u.f(), post, n, s.activation);
+    check(cudaGetLastError(), "gated_kernel");
   }
 
-  /// h = h_mid + post W_projᵀ + b_proj.
-  void ffn_post(int l, int rows, const float* post, const float* h_mid, float* h) {
+  /// h = h_mid + [norm](post W_downᵀ + b_down).
+  void ffn_post(int l, int rows, const float* post, const float* h_mid, float* h, LayerCache* c) {
     if (rows == 0) return;
     const auto& L = layers[static_cast<std::size_t>(l)];
-    gemm_xwt(post, L.w_proj.f(), rows, s.ffn, s.d_model, h);
-    bias_residual(h, L.b_proj, h_mid, rows, s.d_model);
+    Buffer down(std::size_t(rows) * s.d_model, "ffn output");
+    gemm_xwt(post, L.w_down.f(), rows, s.ffn, s.d_model, down.f());
+    bias_residual(down.f(), L.b_down, nullptr, rows, s.d_model);
+    Buffer keep, rstd;
+    branch_add(down.f(), L.post_ffn_norm, h_mid, rows, h, c ? c->down : keep,
+               c ? c->rstd_down : rstd);
   }
 
-  void gelu_forward(const float* pre, float* post, std::size_t n) const {
-    if (n == 0) return;
-    gelu_kernel<<<blocks_for(n), k_threads>>>(pre, post, n, s.gelu_erf);
-    check(cudaGetLastError(), "gelu_kernel");
+  /// The neuron site of a dense FFN's rows (pre- or post-activation).
+  float* site_of(float* pre, float* post) const {
+    return !s.gated && s.site_pre_activation ? pre : post;
   }
-  void gelu_backward(const float* d_post, const float* pre, float* d_pre, std::size_t n) const {
+
+  void act_forward(const float* pre, float* post, std::size_t n) const {
     if (n == 0) return;
-    gelu_backward_kernel<<<blocks_for(n), k_threads>>>(d_post, pre, d_pre, n, s.gelu_erf);
-    check(cudaGetLastError(), "gelu_backward_kernel");
+    act_kernel<<<blocks_for(n), k_threads>>>(pre, post, n, s.activation);
+    check(cudaGetLastError(), "act_kernel");
+  }
+  void act_backward(const float* d_post, const float* pre, float* d_pre, std::size_t n) const {
+    if (n == 0) return;
+    act_backward_kernel<<<blocks_for(n), k_threads>>>(d_post, pre, d_pre, n, s.activation);
+    check(cudaGetLastError(), "act_backward_kernel");
   }
   void gather(const float* src, const Buffer& index, int rows, int cols, float* dst) const {
     if (rows == 0) return;
@@ -634,104 +805,146 @@ struct Gpt2Engine::Impl {
                                                                             cols, dst);
     check(cudaGetLastError(), "gather_rows_kernel");
   }
-  void softmax_target(float* z, const Buffer& target, int rows, bool grad, float* prob) const {
+  void softmax_target(float* z, const int* target, int rows, bool grad, float* prob) const {
     if (rows == 0) return;
-    softmax_target_kernel<<<rows, 1024>>>(z, target.i(), s.vocab, grad, prob);
+    softmax_target_kernel<<<rows, 1024>>>(z, target, s.vocab, grad, prob);
     check(cudaGetLastError(), "softmax_target_kernel");
+  }
+  void embed_rows(const int* tokens, int rows, int period, float* h) const {
+    const std::size_t n = std::size_t(rows) * s.d_model;
+    embed_kernel<<<blocks_for(n), k_threads>>>(tokens, embed.f(),
+                                               positions.raw() ? positions.f() : nullptr, rows,
+                                               s.d_model, period, s.embed_scale, h);
+    check(cudaGetLastError(), "embed_kernel");
+  }
+  void check_token(std::int32_t t) const {
+    if (t < 0 || t >= s.vocab)
+      throw ArgumentError("token id " + std::to_string(t) + " outside the vocabulary [0, " +
+                          std::to_string(s.vocab) + ")");
+  }
+  void check_length(int n) const {
+    if (s.n_positions > 0 && n > s.n_positions)
+      throw ArgumentError("cuda decoder: " + std::to_string(n) +
+                          " tokens exceed n_positions = " + std::to_string(s.n_positions));
   }
 };
 
-Gpt2Engine::Gpt2Engine(const Gpt2Shape& shape, const Gpt2HostWeights& w, int device)
+namespace {
+Buffer upload_opt(const float* host, std::size_t n, const char* what) {
+  return host ? upload(host, n, what) : Buffer();
+}
+}  // namespace
+
+DecoderEngine::DecoderEngine(const DecoderShape& shape, const DecoderHostWeights& w, int device)
     : impl_(std::make_unique<Impl>()) {
   auto& m = *impl_;
   m.s = shape;
   m.device = device;
-  if (shape.n_layer <= 0 || shape.n_head <= 0 || shape.d_model <= 0 || shape.ffn <= 0 ||
-      shape.vocab <= 0 || shape.n_positions <= 0 || shape.d_model % shape.n_head != 0)
-    throw ArgumentError("cuda gpt2: invalid shape (n_layer " + std::to_string(shape.n_layer) +
-                        ", n_head " + std::to_string(shape.n_head) + ", d_model " +
-                        std::to_string(shape.d_model) + ")");
-  if (static_cast<int>(w.layers.size()) != shape.n_layer)
-    throw ArgumentError("cuda gpt2: " + std::to_string(w.layers.size()) +
-                        " layers of weights for " + std::to_string(shape.n_layer) + " layers");
+  const auto& s = shape;
+  if (s.n_layer <= 0 || s.n_head <= 0 || s.n_kv_head <= 0 || s.head_dim <= 0 || s.d_model <= 0 ||
+      s.ffn <= 0 || s.vocab <= 0 || s.n_head % s.n_kv_head != 0 ||
+      (s.rope != RopeKind::none && s.head_dim % 2 != 0))
+    throw ArgumentError("cuda decoder: invalid shape (n_layer " + std::to_string(s.n_layer) +
+                        ", heads " + std::to_string(s.n_head) + "/" + std::to_string(s.n_kv_head) +
+                        ", head_dim " + std::to_string(s.head_dim) + ", d_model " +
+                        std::to_string(s.d_model) + ")");
+  if (s.rope != RopeKind::none && s.rope_theta.size() != static_cast<std::size_t>(s.n_layer))
+    throw ArgumentError("cuda decoder: one RoPE base per layer needed");
+  if (!s.window.empty() && s.window.size() != static_cast<std::size_t>(s.n_layer))
+    throw ArgumentError("cuda decoder: one sliding window per layer needed");
+  if (static_cast<int>(w.layers.size()) != s.n_layer)
+    throw ArgumentError("cuda decoder: " + std::to_string(w.layers.size()) +
+                        " layers of weights for " + std::to_string(s.n_layer) + " layers");
   if (device_count() <= device)
-    throw CudaError("cuda gpt2: no CUDA device " + std::to_string(device) + " (" +
+    throw CudaError("cuda decoder: no CUDA device " + std::to_string(device) + " (" +
                     std::to_string(device_count()) + " found)");
-  const std::size_t d = shape.d_model, f = shape.ffn;
-  const std::size_t per_layer = 4 * d * d + 2 * d * f + 9 * d + f;
-  const std::size_t floats = std::size_t(shape.vocab) * d + std::size_t(shape.n_positions) * d +
-                             2 * d + per_layer * shape.n_layer;
+  const std::size_t d = s.d_model, f = s.ffn, q = std::size_t(s.n_head) * s.head_dim,
+                    kv = std::size_t(s.n_kv_head) * s.head_dim;
+  const std::size_t per_layer = d * q * 2 + d * kv * 2 + (s.gated ? 3 : 2) * d * f + 8 * d + f;
+  const std::size_t floats = std::size_t(s.vocab) * d * (w.head ? 2 : 1) +
+                             (w.positions ? std::size_t(s.n_positions) * d : 0) + 2 * d +
+                             per_layer * s.n_layer;
   m.weight_bytes = floats * sizeof(float);
   const auto [free, total] = memory_info(device);
   // Margin for the working memory of a batched gradient call (logits of up to 2048 rows).
-  const std::size_t margin = std::size_t(2048) * shape.vocab * sizeof(float) + (512u << 20);
+  const std::size_t margin = std::size_t(2048) * s.vocab * sizeof(float) + (512u << 20);
   if (m.weight_bytes + margin > free)
-    throw CudaError("cuda gpt2: the model needs " + gib(m.weight_bytes) + " of weights plus " +
+    throw CudaError("cuda decoder: the model needs " + gib(m.weight_bytes) + " of weights plus " +
                     gib(margin) + " working memory, but " + cuda::device_name(device) + " has " +
                     gib(free) + " free of " + gib(total) + "; use the CPU backend");
   check(cudaSetDevice(device), "cudaSetDevice");
   retain_pool_memory(device);
   check(cublasCreate(&m.blas), "cublasCreate");
   check(cublasSetMathMode(m.blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
-  m.wte = upload(w.wte, std::size_t(shape.vocab) * d, "wte");
-  m.wpe = upload(w.wpe, std::size_t(shape.n_positions) * d, "wpe");
-  m.lnf_g = upload(w.lnf_g, d, "ln_f.weight");
-  m.lnf_b = upload(w.lnf_b, d, "ln_f.bias");
+  m.embed = upload(w.embed, std::size_t(s.vocab) * d, "token embedding");
+  m.positions = upload_opt(w.positions, std::size_t(s.n_positions) * d, "position embedding");
+  m.final_g = upload(w.final_g, d, "final norm");
+  m.final_b = upload_opt(w.final_b, d, "final norm bias");
+  m.head_w = upload_opt(w.head, std::size_t(s.vocab) * d, "output head");
+  const std::size_t hd = s.head_dim;
   for (const auto& l : w.layers) {
     LayerDevice x;
-    x.ln1_g = upload(l.ln1_g, d, "ln_1.weight");
-    x.ln1_b = upload(l.ln1_b, d, "ln_1.bias");
-    x.wq = upload(l.wq, d * d, "wq");
-    x.wk = upload(l.wk, d * d, "wk");
-    x.wv = upload(l.wv, d * d, "wv");
-    x.wo = upload(l.wo, d * d, "wo");
-    x.bq = upload(l.bq, d, "bq");
-    x.bk = upload(l.bk, d, "bk");
-    x.bv = upload(l.bv, d, "bv");
-    x.bo = upload(l.bo, d, "bo");
-    x.ln2_g = upload(l.ln2_g, d, "ln_2.weight");
-    x.ln2_b = upload(l.ln2_b, d, "ln_2.bias");
-    x.w_fc = upload(l.w_fc, f * d, "mlp.c_fc.weight");
-    x.w_proj = upload(l.w_proj, d * f, "mlp.c_proj.weight");
-    x.b_fc = upload(l.b_fc, f, "mlp.c_fc.bias");
-    x.b_proj = upload(l.b_proj, d, "mlp.c_proj.bias");
+    x.norm1_g = upload(l.norm1_g, d, "attention norm");
+    x.norm1_b = upload_opt(l.norm1_b, d, "attention norm bias");
+    x.wq = upload(l.wq, q * d, "wq");
+    x.wk = upload(l.wk, kv * d, "wk");
+    x.wv = upload(l.wv, kv * d, "wv");
+    x.wo = upload(l.wo, d * q, "wo");
+    x.bq = upload_opt(l.bq, q, "bq");
+    x.bk = upload_opt(l.bk, kv, "bk");
+    x.bv = upload_opt(l.bv, kv, "bv");
+    x.bo = upload_opt(l.bo, d, "bo");
+    if (s.qk_norm) {
+      x.q_norm = upload(l.q_norm, hd, "q norm");
+      x.k_norm = upload(l.k_norm, hd, "k norm");
+    }
+    if (s.sandwich_norms) {
+      x.post_attn_norm = upload(l.post_attn_norm, d, "post-attention norm");
+      x.post_ffn_norm = upload(l.post_ffn_norm, d, "post-FFN norm");
+    }
+    x.norm2_g = upload(l.norm2_g, d, "ffn norm");
+    x.norm2_b = upload_opt(l.norm2_b, d, "ffn norm bias");
+    if (s.gated) {
+      x.w_gate = upload(l.w_gate, f * d, "ffn gate");
+      x.w_up = upload(l.w_up, f * d, "ffn up");
+    } else {
+      x.w_fc = upload(l.w_fc, f * d, "ffn fc");
+      x.b_fc = upload_opt(l.b_fc, f, "ffn fc bias");
+    }
+    x.w_down = upload(l.w_down, d * f, "ffn down");
+    x.b_down = upload_opt(l.b_down, d, "ffn down bias");
     m.layers.push_back(std::move(x));
   }
 }
 
-Gpt2Engine::~Gpt2Engine() = default;
-Gpt2Engine::Gpt2Engine(Gpt2Engine&&) noexcept = default;
-Gpt2Engine& Gpt2Engine::operator=(Gpt2Engine&&) noexcept = default;
+DecoderEngine::~DecoderEngine() = default;
+DecoderEngine::DecoderEngine(DecoderEngine&&) noexcept = default;
+DecoderEngine& DecoderEngine::operator=(DecoderEngine&&) noexcept = default;
 
-const Gpt2Shape& Gpt2Engine::shape() const {
+const DecoderShape& DecoderEngine::shape() const {
   return impl_->s;
 }
-void Gpt2Engine::set_precision(Precision p) {
+void DecoderEngine::set_precision(Precision p) {
   impl_->precision = p;
 }
-Precision Gpt2Engine::precision() const {
+Precision DecoderEngine::precision() const {
   return impl_->precision;
 }
-std::size_t Gpt2Engine::weight_bytes() const {
+std::size_t DecoderEngine::weight_bytes() const {
   return impl_->weight_bytes;
 }
-std::string Gpt2Engine::device_name() const {
+std::string DecoderEngine::device_name() const {
   return cuda::device_name(impl_->device);
 }
 
-std::shared_ptr<const DeviceTrace> Gpt2Engine::trace(const std::int32_t* token_ptr, int n,
-                                                     float* acts) {
+std::shared_ptr<const DeviceTrace> DecoderEngine::trace(const std::int32_t* token_ptr, int n,
+                                                        float* acts) {
   auto& m = *impl_;
   check(cudaSetDevice(m.device), "cudaSetDevice");
-  const std::vector<int> tokens(token_ptr, token_ptr + std::max(n, 0));
-  if (n == 0) throw ArgumentError("cuda gpt2: empty token sequence");
-  if (n > m.s.n_positions)
-    throw ArgumentError("cuda gpt2: " + std::to_string(n) +
-                        " tokens exceed n_positions = " + std::to_string(m.s.n_positions));
-  for (auto t : tokens)
-    if (t < 0 || t >= m.s.vocab)
-      throw ArgumentError("cuda gpt2: token id " + std::to_string(t) +
-                          " outside the vocabulary [0, " + std::to_string(m.s.vocab) + ")");
+  if (n <= 0) throw ArgumentError("cuda decoder: empty token sequence");
+  m.check_length(n);
+  const std::vector<int> tokens(token_ptr, token_ptr + n);
+  for (auto t : tokens) m.check_token(t);
   const int d = m.s.d_model, F = m.s.ffn;
   auto tr = std::make_shared<DeviceTrace>();
   tr->n = n;
@@ -742,44 +955,43 @@ std::shared_ptr<const DeviceTrace> Gpt2Engine::trace(const std::int32_t* token_p
   const Buffer dpos = upload_ints(pos, "positions"), dzero = upload_ints(zero, "positions");
   Buffer h(nd, "hidden states"), pre(nf, "ffn pre-activation"), post(nf, "ffn activation");
   Buffer all_acts(nf * m.s.n_layer, "neuron activations");
-  embed_kernel<<<blocks_for(nd), k_threads>>>(tok.i(), m.wte.f(), m.wpe.f(), n, d, n, h.f());
-  check(cudaGetLastError(), "embed_kernel");
+  m.embed_rows(tok.i(), n, n, h.f());
   for (int l = 0; l < m.s.n_layer; ++l) {
     LayerCache c;
     Buffer mid(nd, "residual stream");
     m.attention_forward(l, n, h.f(), dpos.i(), dzero.i(), dzero.i(), n, nullptr, nullptr, c, false,
                         mid.f());
     m.ffn_pre(l, n, mid.f(), c, pre.f(), post.f());
-    check(cudaMemcpyAsync(all_acts.f() + std::size_t(l) * nf,
-                          m.s.site_pre_activation ? pre.f() : post.f(), nf * sizeof(float),
-                          cudaMemcpyDeviceToDevice, nullptr),
+    check(cudaMemcpyAsync(all_acts.f() + std::size_t(l) * nf, m.site_of(pre.f(), post.f()),
+                          nf * sizeof(float), cudaMemcpyDeviceToDevice, nullptr),
           "copy activations");
-    m.ffn_post(l, n, post.f(), mid.f(), h.f());
+    m.ffn_post(l, n, post.f(), mid.f(), h.f(), nullptr);
     tr->resid_mid.push_back(std::move(mid));
     tr->keys.push_back(std::move(c.k));
     tr->values.push_back(std::move(c.v));
   }
   tr->final_hidden = Buffer(nd, "final hidden states");
-  Buffer mean(n, "layer norm mean"), rstd(n, "layer norm rstd");
-  m.layer_norm(h.f(), m.lnf_g, m.lnf_b, n, tr->final_hidden.f(), mean.f(), rstd.f());
+  Buffer mean, rstd;
+  m.norm(h.f(), m.final_g, m.final_b, n, d, tr->final_hidden.f(), &mean, rstd);
   m.to_host(acts, all_acts.f(), nf * m.s.n_layer, "copy activations");
   return tr;
 }
 
-void Gpt2Engine::logits(const DeviceTrace& t, float* out) {
+void DecoderEngine::logits(const DeviceTrace& t, float* out) {
   auto& m = *impl_;
   check(cudaSetDevice(m.device), "cudaSetDevice");
   Buffer z(std::size_t(t.n) * m.s.vocab, "logits");
-  m.gemm_xwt(t.final_hidden.f(), m.wte.f(), t.n, m.s.d_model, m.s.vocab, z.f());
+  m.gemm_xwt(t.final_hidden.f(), m.head(), t.n, m.s.d_model, m.s.vocab, z.f());
   check(cudaMemcpy(out, z.f(), z.bytes(), cudaMemcpyDeviceToHost), "copy logits");
 }
 
-void Gpt2Engine::layer_gradients(const DeviceTrace& t, const GradientRequest* req_ptr, int count) {
+void DecoderEngine::layer_gradients(const DeviceTrace& t, const GradientRequest* req_ptr,
+                                    int count) {
   auto& m = *impl_;
   const std::vector<GradientRequest> reqs(req_ptr, req_ptr + std::max(count, 0));
   check(cudaSetDevice(m.device), "cudaSetDevice");
   if (reqs.empty()) return;
-  const int L = m.s.n_layer, d = m.s.d_model, F = m.s.ffn;
+  const int L = m.s.n_layer, d = m.s.d_model, F = m.s.ffn, H = m.s.n_head, Hk = m.s.n_kv_head;
   for (const auto& q : reqs) {
     if (q.layer < 0 || q.layer >= L)
       throw ArgumentError("layer " + std::to_string(q.layer) + " outside [0, " + std::to_string(L) +
@@ -787,9 +999,7 @@ void Gpt2Engine::layer_gradients(const DeviceTrace& t, const GradientRequest* re
     if (q.position < 0 || q.position >= t.n)
       throw ArgumentError("position " + std::to_string(q.position) + " outside [0, " +
                           std::to_string(t.n) + ")");
-    if (q.target < 0 || q.target >= m.s.vocab)
-      throw ArgumentError("token id " + std::to_string(q.target) + " outside the vocabulary [0, " +
-                          std::to_string(m.s.vocab) + ")");
+    m.check_token(q.target);
     if (q.rows <= 0) throw ArgumentError("layer_gradients: no points");
   }
   // Rows ordered by request layer: the rows active at layer l are then a prefix.
@@ -798,7 +1008,7 @@ void Gpt2Engine::layer_gradients(const DeviceTrace& t, const GradientRequest* re
   std::stable_sort(order.begin(), order.end(),
                    [&](std::size_t a, std::size_t b) { return reqs[a].layer < reqs[b].layer; });
   std::vector<int> row_begin(reqs.size()), upto(static_cast<std::size_t>(L), 0);
-  std::vector<int> pos, target, row_index;
+  std::vector<int> pos, target;
   int total = 0;
   for (std::size_t i : order) {
     row_begin[i] = total;
@@ -814,11 +1024,8 @@ void Gpt2Engine::layer_gradients(const DeviceTrace& t, const GradientRequest* re
   int max_kv = 0;
   for (int p : pos) max_kv = std::max(max_kv, p + 1);
   const Buffer dpos = upload_ints(pos, "positions"), dtarget = upload_ints(target, "targets");
-  const std::vector<int> rows_seq = [&] {
-    std::vector<int> v(static_cast<std::size_t>(total));
-    std::iota(v.begin(), v.end(), 0);
-    return v;
-  }();
+  std::vector<int> rows_seq(static_cast<std::size_t>(total));
+  std::iota(rows_seq.begin(), rows_seq.end(), 0);
   const Buffer dfirst = upload_ints(rows_seq, "row indices");
   // Gradients of every row at its own site, downloaded once at the end.
   Buffer grads(std::size_t(total) * F, "site gradients");
@@ -834,8 +1041,8 @@ void Gpt2Engine::layer_gradients(const DeviceTrace& t, const GradientRequest* re
     c.post = Buffer(std::size_t(nu) * F, "ffn activation");
     if (nb > 0) {
       c.h_in = Buffer(std::size_t(nb) * d, "layer input");
-      check(cudaMemcpy(c.h_in.f(), h.f(), std::size_t(nb) * d * sizeof(float),
-                       cudaMemcpyDeviceToDevice),
+      check(cudaMemcpyAsync(c.h_in.f(), h.f(), std::size_t(nb) * d * sizeof(float),
+                            cudaMemcpyDeviceToDevice, nullptr),
             "copy layer input");
       m.attention_forward(l, nb, c.h_in.f(), dpos.i(), dpos.i(), dfirst.i(), max_kv,
                           t.keys[static_cast<std::size_t>(l)].f(),
@@ -850,67 +1057,118 @@ void Gpt2Engine::layer_gradients(const DeviceTrace& t, const GradientRequest* re
       const Buffer idx = upload_ints(std::vector<int>(static_cast<std::size_t>(q.rows), q.position),
                                      "row indices");
       m.gather(t.resid_mid[static_cast<std::size_t>(l)].f(), idx, q.rows, d, c.h_mid.f() + r0 * d);
-      float* site = (m.s.site_pre_activation ? c.pre.f() : c.post.f()) + r0 * F;
+      float* site = m.site_of(c.pre.f(), c.post.f()) + r0 * F;
       m.to_device(site, q.points, std::size_t(q.rows) * F, "copy points");
-      if (m.s.site_pre_activation)
-        m.gelu_forward(c.pre.f() + r0 * F, c.post.f() + r0 * F, std::size_t(q.rows) * F);
+      if (site != c.post.f() + r0 * F)
+        m.act_forward(c.pre.f() + r0 * F, c.post.f() + r0 * F, std::size_t(q.rows) * F);
     }
-    m.ffn_post(l, nu, c.post.f(), c.h_mid.f(), h.f());
+    m.ffn_post(l, nu, c.post.f(), c.h_mid.f(), h.f(), &c);
   }
 
   // Head on every row: P and dP/dz, then back to dP/dh.
-  Buffer x(std::size_t(total) * d, "final hidden"), mean(total, "mean"), rstd(total, "rstd");
-  m.layer_norm(h.f(), m.lnf_g, m.lnf_b, total, x.f(), mean.f(), rstd.f());
+  Buffer x(std::size_t(total) * d, "final hidden"), mean, rstd;
+  m.norm(h.f(), m.final_g, m.final_b, total, d, x.f(), &mean, rstd);
   Buffer prob(total, "probabilities");
   {
     Buffer z(std::size_t(total) * m.s.vocab, "logits");
-    m.gemm_xwt(x.f(), m.wte.f(), total, d, m.s.vocab, z.f());
-    m.softmax_target(z.f(), dtarget, total, true, prob.f());
-    m.gemm_xw(z.f(), m.wte.f(), total, m.s.vocab, d, x.f());
+    m.gemm_xwt(x.f(), m.head(), total, d, m.s.vocab, z.f());
+    m.softmax_target(z.f(), dtarget.i(), total, true, prob.f());
+    m.gemm_xw(z.f(), m.head(), total, m.s.vocab, d, x.f());
   }
   Buffer dh(std::size_t(total) * d, "hidden gradients");
-  m.layer_norm_back(x.f(), h.f(), m.lnf_g, mean.f(), rstd.f(), total, nullptr, dh.f());
+  m.norm_back(x.f(), h.f(), m.final_g, m.final_b, &mean, rstd, total, d, nullptr, dh.f());
 
   // Backward, top layer down; rows of requests at layer l stop at the site.
-  const auto hd = m.hd();
+  const auto hd = m.s.head_dim;
+  const int qd = m.qd(), kvd = m.kvd();
   for (int l = L - 1; l >= l_min; --l) {
     const auto& W = m.layers[static_cast<std::size_t>(l)];
     LayerCache& c = cache[static_cast<std::size_t>(l)];
     const int nb = before(l), nu = upto[static_cast<std::size_t>(l)];
-    Buffer d_post(std::size_t(nu) * F, "ffn gradients");
-    m.gemm_xw(dh.f(), W.w_proj.f(), nu, d, F, d_post.f());
+    const std::size_t nuf = std::size_t(nu) * F, nbf = std::size_t(nb) * F;
+    // Through the sandwich norm of the FFN output, then W_down: dL/d(site) of all rows.
+    Buffer d_down;
+    const float* dd = dh.f();
+    if (m.s.sandwich_norms) {
+      d_down = Buffer(std::size_t(nu) * d, "ffn output gradients");
+      m.norm_back(dh.f(), c.down.f(), W.post_ffn_norm, Buffer(), nullptr, c.rstd_down, nu, d,
+                  nullptr, d_down.f());
+      dd = d_down.f();
+    }
+    Buffer d_post(nuf, "ffn gradients");
+    m.gemm_xw(dd, W.w_down.f(), nu, d, F, d_post.f());
     // Site gradients of the rows that joined here.
-    const std::size_t fresh = std::size_t(nu - nb) * F;
-    if (m.s.site_pre_activation)
-      m.gelu_backward(d_post.f() + std::size_t(nb) * F, c.pre.f() + std::size_t(nb) * F,
-                      grads.f() + std::size_t(nb) * F, fresh);
+    const std::size_t fresh = nuf - nbf;
+    if (!m.s.gated && m.s.site_pre_activation)
+      m.act_backward(d_post.f() + nbf, c.pre.f() + nbf, grads.f() + nbf, fresh);
     else if (fresh > 0)
-      check(cudaMemcpy(grads.f() + std::size_t(nb) * F, d_post.f() + std::size_t(nb) * F,
-                       fresh * sizeof(float), cudaMemcpyDeviceToDevice),
+      check(cudaMemcpyAsync(grads.f() + nbf, d_post.f() + nbf, fresh * sizeof(float),
+                            cudaMemcpyDeviceToDevice, nullptr),
             "copy site gradients");
     if (nb == 0) break;
-    Buffer d_pre(std::size_t(nb) * F, "ffn gradients");
-    m.gelu_backward(d_post.f(), c.pre.f(), d_pre.f(), std::size_t(nb) * F);
     Buffer df(std::size_t(nb) * d, "ffn input gradients");
-    m.gemm_xw(d_pre.f(), W.w_fc.f(), nb, F, d, df.f());
+    if (m.s.gated) {
+      Buffer dg(nbf, "gate gradients"), du(nbf, "up gradients");
+      gated_backward_kernel<<<blocks_for(nbf), k_threads>>>(d_post.f(), c.g.f(), c.u.f(), dg.f(),
+                                                            du.f(), nbf, m.s.activation);
+      check(cudaGetLastError(), "gated_backward_kernel");
+      m.gemm_xw(dg.f(), W.w_gate.f(), nb, F, d, df.f());
+      m.gemm_xw(du.f(), W.w_up.f(), nb, F, d, df.f(), 1.0f);
+    } else {
+      Buffer d_pre(nbf, "ffn gradients");
+      m.act_backward(d_post.f(), c.pre.f(), d_pre.f(), nbf);
+      m.gemm_xw(d_pre.f(), W.w_fc.f(), nb, F, d, df.f());
+    }
     Buffer dmid(std::size_t(nb) * d, "residual gradients");
-    m.layer_norm_back(df.f(), c.h_mid.f(), W.ln2_g, c.mean2.f(), c.rstd2.f(), nb, dh.f(), dmid.f());
-    Buffer d_o(std::size_t(nb) * d, "attention gradients");
-    m.gemm_xw(dmid.f(), W.wo.f(), nb, d, d, d_o.f());
-    Buffer dq(std::size_t(nb) * d, "dq"), dk(std::size_t(nb) * d, "dk"),
-        dv(std::size_t(nb) * d, "dv");
-    const dim3 grid(static_cast<unsigned>(nb), static_cast<unsigned>(m.s.n_head));
+    m.norm_back(df.f(), c.h_mid.f(), W.norm2_g, W.norm2_b, &c.mean2, c.rstd2, nb, d, dh.f(),
+                dmid.f());
+    Buffer d_o2_buf;
+    const float* d_o2 = dmid.f();
+    if (m.s.sandwich_norms) {
+      d_o2_buf = Buffer(std::size_t(nb) * d, "attention output gradients");
+      m.norm_back(dmid.f(), c.o2.f(), W.post_attn_norm, Buffer(), nullptr, c.rstd_o2, nb, d,
+                  nullptr, d_o2_buf.f());
+      d_o2 = d_o2_buf.f();
+    }
+    Buffer d_o(std::size_t(nb) * qd, "attention gradients");
+    m.gemm_xw(d_o2, W.wo.f(), nb, d, qd, d_o.f());
+    Buffer dq(std::size_t(nb) * qd, "dq"), dk_h(std::size_t(nb) * qd, "dk"),
+        dv_h(std::size_t(nb) * qd, "dv");
+    const dim3 grid(static_cast<unsigned>(nb), static_cast<unsigned>(H));
     const std::size_t smem = (std::size_t(max_kv) + hd) * sizeof(float);
     attention_backward_kernel<<<grid, 128, smem>>>(
         d_o.f(), c.q.f(), c.k.f(), c.v.f(), t.keys[static_cast<std::size_t>(l)].f(),
-        t.values[static_cast<std::size_t>(l)].f(), dpos.i(), c.probs.f(), d, hd, max_kv,
-        m.attn_scale(), dq.f(), dk.f(), dv.f());
+        t.values[static_cast<std::size_t>(l)].f(), dpos.i(), c.probs.f(), m.geom(l, max_kv), dq.f(),
+        dk_h.f(), dv_h.f());
     check(cudaGetLastError(), "attention_backward_kernel");
+    Buffer dk, dv;
+    const float *dkp = dk_h.f(), *dvp = dv_h.f();
+    if (H != Hk) {
+      dk = Buffer(std::size_t(nb) * kvd, "dk");
+      dv = Buffer(std::size_t(nb) * kvd, "dv");
+      const std::size_t n = std::size_t(nb) * kvd;
+      group_sum_kernel<<<blocks_for(n), k_threads>>>(dk_h.f(), nb, Hk, H / Hk, hd, dk.f());
+      group_sum_kernel<<<blocks_for(n), k_threads>>>(dv_h.f(), nb, Hk, H / Hk, hd, dv.f());
+      check(cudaGetLastError(), "group_sum_kernel");
+      dkp = dk.f();
+      dvp = dv.f();
+    }
+    float* dqm = dq.f();
+    float* dkm = const_cast<float*>(dkp);
+    m.rope(dqm, dpos.i(), nb, H, l, -1.0);
+    m.rope(dkm, dpos.i(), nb, Hk, l, -1.0);
+    if (m.s.qk_norm) {
+      m.norm_back(dqm, c.q_pre.f(), W.q_norm, Buffer(), nullptr, c.rstd_q, nb * H, hd, nullptr,
+                  dqm);
+      m.norm_back(dkm, c.k_pre.f(), W.k_norm, Buffer(), nullptr, c.rstd_k, nb * Hk, hd, nullptr,
+                  dkm);
+    }
     Buffer da(std::size_t(nb) * d, "attention input gradients");
-    m.gemm_xw(dq.f(), W.wq.f(), nb, d, d, da.f());
-    m.gemm_xw(dk.f(), W.wk.f(), nb, d, d, da.f(), 1.0f);
-    m.gemm_xw(dv.f(), W.wv.f(), nb, d, d, da.f(), 1.0f);
-    m.layer_norm_back(da.f(), c.h_in.f(), W.ln1_g, c.mean1.f(), c.rstd1.f(), nb, dmid.f(), dh.f());
+    m.gemm_xw(dqm, W.wq.f(), nb, qd, d, da.f());
+    m.gemm_xw(dkm, W.wk.f(), nb, kvd, d, da.f(), 1.0f);
+    m.gemm_xw(dvp, W.wv.f(), nb, kvd, d, da.f(), 1.0f);
+    m.norm_back(da.f(), c.h_in.f(), W.norm1_g, W.norm1_b, &c.mean1, c.rstd1, nb, d, dmid.f(),
+                dh.f());
     c = LayerCache{};
   }
 
@@ -928,9 +1186,9 @@ void Gpt2Engine::layer_gradients(const DeviceTrace& t, const GradientRequest* re
   }
 }
 
-void Gpt2Engine::probabilities(const DeviceTrace& t, int P,
-                               const std::vector<DeviceIntervention>& ivs,
-                               const std::vector<DeviceQuery>& queries, float* out) {
+void DecoderEngine::probabilities(const DeviceTrace& t, int P,
+                                  const std::vector<DeviceIntervention>& ivs,
+                                  const std::vector<DeviceQuery>& queries, float* out) {
   auto& m = *impl_;
   check(cudaSetDevice(m.device), "cudaSetDevice");
   const int L = m.s.n_layer, d = m.s.d_model, F = m.s.ffn, Q = static_cast<int>(queries.size());
@@ -954,9 +1212,7 @@ void Gpt2Engine::probabilities(const DeviceTrace& t, int P,
     if (q.position < 0 || q.position >= t.n)
       throw ArgumentError("position " + std::to_string(q.position) + " outside [0, " +
                           std::to_string(t.n) + ")");
-    if (q.target < 0 || q.target >= m.s.vocab)
-      throw ArgumentError("token id " + std::to_string(q.target) + " outside the vocabulary [0, " +
-                          std::to_string(m.s.vocab) + ")");
+    m.check_token(q.target);
   }
   if (P == 0 || Q == 0) return;
   const int S = t.n - p0;
@@ -970,18 +1226,17 @@ void Gpt2Engine::probabilities(const DeviceTrace& t, int P,
     check(cudaMemcpy(div.raw(), ivs.data(), ivs.size() * sizeof(DeviceIntervention),
                      cudaMemcpyHostToDevice),
           "copy interventions");
-    std::vector<int> pos, start(static_cast<std::size_t>(R), p0), first, idx;
+    std::vector<int> pos, start(static_cast<std::size_t>(R), p0), first;
     for (int b = 0; b < P; ++b)
       for (int i = 0; i < S; ++i) {
         pos.push_back(p0 + i);
         first.push_back(b * S);
-        idx.push_back(p0 + i);
       }
     const Buffer dpos = upload_ints(pos, "positions"), dstart = upload_ints(start, "starts"),
-                 dfirst = upload_ints(first, "row indices"), didx = upload_ints(idx, "rows");
+                 dfirst = upload_ints(first, "row indices");
     Buffer mid(std::size_t(R) * d, "residual stream"), pre(std::size_t(R) * F, "pre"),
         post(std::size_t(R) * F, "post");
-    m.gather(t.resid_mid[static_cast<std::size_t>(l0)].f(), didx, R, d, mid.f());
+    m.gather(t.resid_mid[static_cast<std::size_t>(l0)].f(), dpos, R, d, mid.f());
     for (int l = l0; l < L; ++l) {
       LayerCache c;
       if (l > l0)
@@ -989,16 +1244,16 @@ void Gpt2Engine::probabilities(const DeviceTrace& t, int P,
                             t.keys[static_cast<std::size_t>(l)].f(),
                             t.values[static_cast<std::size_t>(l)].f(), c, false, mid.f());
       m.ffn_pre(l, R, mid.f(), c, pre.f(), post.f());
-      float* site = m.s.site_pre_activation ? pre.f() : post.f();
+      float* site = m.site_of(pre.f(), post.f());
       intervene_kernel<<<1, 1>>>(site, static_cast<const DeviceIntervention*>(div.raw()),
                                  static_cast<int>(ivs.size()), l, S, p0, F);
       check(cudaGetLastError(), "intervene_kernel");
-      if (m.s.site_pre_activation) m.gelu_forward(pre.f(), post.f(), std::size_t(R) * F);
-      m.ffn_post(l, R, post.f(), mid.f(), h.f());
+      if (site != post.f()) m.act_forward(pre.f(), post.f(), std::size_t(R) * F);
+      m.ffn_post(l, R, post.f(), mid.f(), h.f(), nullptr);
     }
     x = Buffer(std::size_t(R) * d, "final hidden");
-    Buffer mean(R, "mean"), rstd(R, "rstd");
-    m.layer_norm(h.f(), m.lnf_g, m.lnf_b, R, x.f(), mean.f(), rstd.f());
+    Buffer mean, rstd;
+    m.norm(h.f(), m.final_g, m.final_b, R, d, x.f(), &mean, rstd);
   }
   // Rows [P × Q] of final hidden states: from the rerun where the query is at or after p0.
   const int rows = P * Q;
@@ -1010,8 +1265,8 @@ void Gpt2Engine::probabilities(const DeviceTrace& t, int P,
       const float* src = rerun && q.position >= p0
                              ? x.f() + (std::size_t(b) * S + (q.position - p0)) * d
                              : t.final_hidden.f() + std::size_t(q.position) * d;
-      check(cudaMemcpy(hid.f() + (std::size_t(b) * Q + qi) * d, src, d * sizeof(float),
-                       cudaMemcpyDeviceToDevice),
+      check(cudaMemcpyAsync(hid.f() + (std::size_t(b) * Q + qi) * d, src, d * sizeof(float),
+                            cudaMemcpyDeviceToDevice, nullptr),
             "copy hidden state");
       target.push_back(q.target);
     }
@@ -1021,26 +1276,20 @@ void Gpt2Engine::probabilities(const DeviceTrace& t, int P,
   for (int r0 = 0; r0 < rows; r0 += k_chunk) {
     const int n = std::min(k_chunk, rows - r0);
     Buffer z(std::size_t(n) * m.s.vocab, "logits");
-    m.gemm_xwt(hid.f() + std::size_t(r0) * d, m.wte.f(), n, d, m.s.vocab, z.f());
-    softmax_target_kernel<<<n, 1024>>>(z.f(), dtarget.i() + r0, m.s.vocab, false, prob.f() + r0);
-    check(cudaGetLastError(), "softmax_target_kernel");
+    m.gemm_xwt(hid.f() + std::size_t(r0) * d, m.head(), n, d, m.s.vocab, z.f());
+    m.softmax_target(z.f(), dtarget.i() + r0, n, false, prob.f() + r0);
   }
   check(cudaMemcpy(out, prob.f(), std::size_t(rows) * sizeof(float), cudaMemcpyDeviceToHost),
         "copy probabilities");
 }
 
-void Gpt2Engine::mean_site_activations(const std::int32_t* tokens, int count, int n,
-                                       const int* positions, int npos, float* out) {
+void DecoderEngine::mean_site_activations(const std::int32_t* tokens, int count, int n,
+                                          const int* positions, int npos, float* out) {
   auto& m = *impl_;
   check(cudaSetDevice(m.device), "cudaSetDevice");
   if (count <= 0 || n <= 0) throw ArgumentError("mean_site_activations: no prompts");
-  if (n > m.s.n_positions)
-    throw ArgumentError("cuda gpt2: " + std::to_string(n) +
-                        " tokens exceed n_positions = " + std::to_string(m.s.n_positions));
-  for (std::size_t i = 0; i < std::size_t(count) * n; ++i)
-    if (tokens[i] < 0 || tokens[i] >= m.s.vocab)
-      throw ArgumentError("cuda gpt2: token id " + std::to_string(tokens[i]) +
-                          " outside the vocabulary [0, " + std::to_string(m.s.vocab) + ")");
+  m.check_length(n);
+  for (std::size_t i = 0; i < std::size_t(count) * n; ++i) m.check_token(tokens[i]);
   for (int i = 0; i < npos; ++i)
     if (positions[i] < 0 || positions[i] >= n)
       throw ArgumentError("position " + std::to_string(positions[i]) + " outside [0, " +
@@ -1064,53 +1313,50 @@ void Gpt2Engine::mean_site_activations(const std::int32_t* tokens, int count, in
                  dfirst = upload_ints(first, "row indices");
     const std::size_t rd = std::size_t(R) * d, rf = std::size_t(R) * F;
     Buffer h(rd, "hidden states"), mid(rd, "residual stream"), pre(rf, "pre"), post(rf, "post");
-    embed_kernel<<<blocks_for(rd), k_threads>>>(tok.i(), m.wte.f(), m.wpe.f(), R, d, n, h.f());
-    check(cudaGetLastError(), "embed_kernel");
+    m.embed_rows(tok.i(), R, n, h.f());
     for (int l = 0; l < L; ++l) {
       LayerCache lc;
       m.attention_forward(l, R, h.f(), dpos.i(), dzero.i(), dfirst.i(), n, nullptr, nullptr, lc,
                           false, mid.f());
       m.ffn_pre(l, R, mid.f(), lc, pre.f(), post.f());
       mean_rows_kernel<<<blocks_for(per_layer), k_threads>>>(
-          m.s.site_pre_activation ? pre.f() : post.f(), dpositions.i(), npos, c, n, F,
+          m.site_of(pre.f(), post.f()), dpositions.i(), npos, c, n, F,
           1.0f / static_cast<float>(count), sums.f() + std::size_t(l) * per_layer);
       check(cudaGetLastError(), "mean_rows_kernel");
-      if (l + 1 < L) m.ffn_post(l, R, post.f(), mid.f(), h.f());
+      if (l + 1 < L) m.ffn_post(l, R, post.f(), mid.f(), h.f(), nullptr);
     }
   }
   m.to_host(out, sums.f(), per_layer * L, "copy mean activations");
 }
 
-void Gpt2Engine::value_column(int layer, int unit, float* out) const {
+void DecoderEngine::value_column(int layer, int unit, float* out) const {
   const auto& m = *impl_;
   if (layer < 0 || layer >= m.s.n_layer || unit < 0 || unit >= m.s.ffn)
     throw ArgumentError("value_column: (layer " + std::to_string(layer) + ", unit " +
                         std::to_string(unit) + ") outside the model");
   check(
-      cudaMemcpy2D(out, sizeof(float), m.layers[static_cast<std::size_t>(layer)].w_proj.f() + unit,
+      cudaMemcpy2D(out, sizeof(float), m.layers[static_cast<std::size_t>(layer)].w_down.f() + unit,
                    std::size_t(m.s.ffn) * sizeof(float), sizeof(float), m.s.d_model,
                    cudaMemcpyDeviceToHost),
       "copy value vector");
 }
 
-void Gpt2Engine::set_value_column(int layer, int unit, const float* v) {
+void DecoderEngine::set_value_column(int layer, int unit, const float* v) {
   auto& m = *impl_;
   if (layer < 0 || layer >= m.s.n_layer || unit < 0 || unit >= m.s.ffn)
     throw ArgumentError("set_value_column: (layer " + std::to_string(layer) + ", unit " +
                         std::to_string(unit) + ") outside the model");
-  check(cudaMemcpy2D(m.layers[static_cast<std::size_t>(layer)].w_proj.f() + unit,
+  check(cudaMemcpy2D(m.layers[static_cast<std::size_t>(layer)].w_down.f() + unit,
                      std::size_t(m.s.ffn) * sizeof(float), v, sizeof(float), sizeof(float),
                      m.s.d_model, cudaMemcpyHostToDevice),
         "copy value vector");
-  m.bf16_weights.erase(m.layers[static_cast<std::size_t>(layer)].w_proj.f());
+  m.bf16_weights.erase(m.layers[static_cast<std::size_t>(layer)].w_down.f());
 }
 
-void Gpt2Engine::embedding_row(std::int32_t id, float* out) const {
+void DecoderEngine::embedding_row(std::int32_t id, float* out) const {
   const auto& m = *impl_;
-  if (id < 0 || id >= m.s.vocab)
-    throw ArgumentError("token id " + std::to_string(id) + " outside the vocabulary [0, " +
-                        std::to_string(m.s.vocab) + ")");
-  check(cudaMemcpy(out, m.wte.f() + std::size_t(id) * m.s.d_model, m.s.d_model * sizeof(float),
+  m.check_token(id);
+  check(cudaMemcpy(out, m.embed.f() + std::size_t(id) * m.s.d_model, m.s.d_model * sizeof(float),
                    cudaMemcpyDeviceToHost),
         "copy embedding row");
 }

@@ -1,11 +1,12 @@
 #pragma once
-// Device side of the CUDA GPT-2 backend (target knprobe::cuda, macro KNPROBE_HAS_CUDA): weights
-// resident on one GPU, every GEMM through cuBLAS, norms / activations / attention / softmax as our
-// own kernels (src/cuda/gpt2_engine.cu). Plain C++ types and raw row-major float arrays only, so
-// this header is usable from .cpp files compiled without nvcc and the .cu file never sees Eigen.
+// Device side of the CUDA backends (target knprobe::cuda, macro KNPROBE_HAS_CUDA): a causal
+// decoder's weights resident on one GPU, every GEMM through cuBLAS, norms / activations / RoPE /
+// attention / softmax as our own kernels (src/cuda/decoder_engine.cu). Plain C++ types and raw
+// row-major float arrays only, so this header is usable from .cpp files compiled without nvcc and
+// the .cu file never sees Eigen.
 // (Pointer + count rather than std::span: CMake 3.25 compiles .cu files as C++17.)
-// knprobe::cuda::CudaGpt2Model (gpt2.hpp) is the ProbeableModel built on it; the maths of every
-// operation is the CPU Gpt2Model's (include/knprobe/model/gpt2.hpp).
+// cuda::CudaGpt2Model (gpt2.hpp) and cuda::CudaLlamaModel (llama.hpp) are the ProbeableModels
+// built on it; the maths is the CPU Gpt2Model's and LlamaModel's (include/knprobe/model/).
 
 #include <cstddef>
 #include <cstdint>
@@ -29,24 +30,52 @@ const char* precision_name(Precision p) noexcept;
 /// Inverse of precision_name; throws ArgumentError naming the accepted values.
 Precision parse_precision(const std::string& name);
 
-/// Sizes of a GPT-2 model and the choices the CPU model makes at compile time.
-struct Gpt2Shape {
-  int n_layer = 0, n_head = 0, d_model = 0, ffn = 0, vocab = 0, n_positions = 0;
+/// Normalisation of a decoder: LayerNorm with bias (GPT-2) or RMSNorm with weight only (Llama,
+/// Gemma: the weight as stored, GGUF's Gemma weights already hold 1 + w).
+enum class NormKind { layer_norm, rms_norm };
+/// FFN activation: GELU with tanh (GPT-2 "gelu_new", Gemma), GELU with erf, SiLU (Llama).
+enum class ActivationKind { gelu_tanh, gelu_erf, silu };
+/// Rotary embedding layout: none (learned positions), interleaved pairs, or halves (NeoX).
+enum class RopeKind { none, interleaved, half };
+
+/// Everything that distinguishes the causal decoders knprobe runs on the GPU: GPT-2 / mGPT
+/// (LayerNorm, biases, learned positions, dense FFN) and the Llama family incl. Gemma 3 (RMSNorm,
+/// RoPE, grouped-query heads, gated FFN, QK-norm, sandwich norms, sliding windows, √d embedding).
+struct DecoderShape {
+  int n_layer = 0, n_head = 0, n_kv_head = 0, head_dim = 0, d_model = 0, ffn = 0, vocab = 0;
+  int n_positions = 0;  ///< learned positions: table size; RoPE: 0 = no limit
   float eps = 1e-5f;
-  bool gelu_erf = false;             ///< "gelu" (erf) instead of "gelu_new" (tanh)
-  bool site_pre_activation = false;  ///< neuron site z = f W_fcᵀ + b_fc instead of gelu(z)
+  NormKind norm = NormKind::layer_norm;
+  ActivationKind activation = ActivationKind::gelu_tanh;
+  bool gated = false;  ///< FFN act(x W_gᵀ) ⊙ (x W_uᵀ) instead of act(x W_fcᵀ + b)
+  bool site_pre_activation = false;  ///< dense only: neuron = pre-activation (EleutherAI hook)
+  bool qk_norm = false;              ///< RMSNorm of every query / key head
+  bool sandwich_norms = false;       ///< RMSNorm of the attention and FFN outputs before the add
+  float embed_scale = 1.0f;          ///< h₀ = embed_scale · E[id] (+ P[pos])
+  float attn_scale = 0.0f;           ///< 0 → 1/√head_dim
+  RopeKind rope = RopeKind::none;
+  std::vector<double> rope_theta;  ///< per layer (RoPE only)
+  std::vector<int> window;         ///< per layer: sliding window, 0 = full causal
 };
 
-/// Host pointers to one layer's row-major weights, laid out as Gpt2LayerWeights<float>.
-struct Gpt2HostLayer {
-  const float *ln1_g, *ln1_b, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo;
-  const float *ln2_g, *ln2_b, *w_fc, *w_proj, *b_fc, *b_proj;
+/// Host pointers to one layer's row-major float weights; null where the architecture has none.
+/// Dense FFN: w_fc [ffn × d] (+ b_fc), gated: w_gate and w_up [ffn × d]; w_down [d × ffn].
+struct DecoderHostLayer {
+  const float *norm1_g = nullptr, *norm1_b = nullptr;
+  const float *wq = nullptr, *wk = nullptr, *wv = nullptr, *wo = nullptr;
+  const float *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;
+  const float *q_norm = nullptr, *k_norm = nullptr, *post_attn_norm = nullptr;
+  const float *norm2_g = nullptr, *norm2_b = nullptr;
+  const float *w_fc = nullptr, *w_gate = nullptr, *w_up = nullptr, *w_down = nullptr;
+  const float *b_fc = nullptr, *b_down = nullptr, *post_ffn_norm = nullptr;
 };
 
-/// Host pointers to a whole model's row-major weights, laid out as Gpt2Weights<float>.
-struct Gpt2HostWeights {
-  const float *wte, *wpe, *lnf_g, *lnf_b;
-  std::vector<Gpt2HostLayer> layers;
+/// Host pointers to a whole decoder; `positions` null without learned positions, `head` null when
+/// the output head is tied to the embedding.
+struct DecoderHostWeights {
+  const float *embed = nullptr, *positions = nullptr, *final_g = nullptr, *final_b = nullptr;
+  const float* head = nullptr;
+  std::vector<DecoderHostLayer> layers;
 };
 
 /// A clean forward pass kept on the device: per layer the residual stream after attention and the
@@ -76,19 +105,20 @@ struct DeviceQuery {
   std::int32_t target = 0;
 };
 
-/// GPT-2 on one GPU. Not safe to call from two threads at once (one stream, one workspace).
-class Gpt2Engine {
+/// A causal decoder on one GPU. Not safe to call from two threads at once (one stream, one
+/// workspace).
+class DecoderEngine {
  public:
   /// Uploads the weights to `device`. Refuses (CudaError naming the sizes) when the weights plus a
   /// working margin do not fit the device's free memory.
-  Gpt2Engine(const Gpt2Shape& shape, const Gpt2HostWeights& weights, int device = 0);
-  ~Gpt2Engine();
-  Gpt2Engine(Gpt2Engine&&) noexcept;
-  Gpt2Engine& operator=(Gpt2Engine&&) noexcept;
-  Gpt2Engine(const Gpt2Engine&) = delete;
-  Gpt2Engine& operator=(const Gpt2Engine&) = delete;
+  DecoderEngine(const DecoderShape& shape, const DecoderHostWeights& weights, int device = 0);
+  ~DecoderEngine();
+  DecoderEngine(DecoderEngine&&) noexcept;
+  DecoderEngine& operator=(DecoderEngine&&) noexcept;
+  DecoderEngine(const DecoderEngine&) = delete;
+  DecoderEngine& operator=(const DecoderEngine&) = delete;
 
-  const Gpt2Shape& shape() const;
+  const DecoderShape& shape() const;
   void set_precision(Precision p);
   Precision precision() const;
   /// Bytes of device memory the weights take.
@@ -119,7 +149,7 @@ class Gpt2Engine {
                      const std::vector<DeviceIntervention>& interventions,
                      const std::vector<DeviceQuery>& queries, float* out);
 
-  /// Column `unit` of layer `layer`'s W_proj [d_model × ffn]: the value vector (d_model floats).
+  /// Column `unit` of layer `layer`'s W_down [d_model × ffn]: the value vector (d_model floats).
   void value_column(int layer, int unit, float* out) const;
   void set_value_column(int layer, int unit, const float* v);
   /// Row `id` of the token embedding (d_model floats).

@@ -1,0 +1,183 @@
+#pragma once
+// The host side shared by the CUDA models (cuda::CudaGpt2Model, cuda::CudaLlamaModel): every
+// ProbeableModel operation forwarded to one DecoderEngine, with Eigen matrices on this side only.
+//   trace:            one forward pass on the device; the neuron-site activations come back to the
+//                     host, residual stream and keys / values stay on the device for reuse.
+//   layer_gradients:  every request of a call in one pass: rows of all layers' requests share the
+//                     GEMMs of the layers above them and one output-head GEMM (forward and back);
+//                     each row recomputes its own position only, against the cached keys / values.
+//   probabilities:    one batched pass over the patterns from the lowest intervened layer.
+//   mean_site_activations: AMIG baselines as one batched forward.
+//   value vectors:    read / written on the device; set_value_vector restores bit-exactly.
+// Calls are serialised (one stream and workspace per engine).
+
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "knprobe/backend/cuda/decoder_engine.hpp"
+#include "knprobe/model/concept.hpp"
+
+namespace knprobe::cuda::detail {
+
+class CudaDecoderBase {
+ public:
+  using Scalar = float;
+
+  struct Trace {
+    std::vector<TokenId> tokens;
+    std::vector<MatrixF> acts;  ///< [L] each [T × ffn], on the host
+    std::shared_ptr<const DeviceTrace> device;
+    ConstMatrixRef<float> activations(int layer) const {
+      return acts.at(static_cast<std::size_t>(layer));
+    }
+    int num_tokens() const { return static_cast<int>(tokens.size()); }
+  };
+
+  int num_layers() const { return engine_->shape().n_layer; }
+  int ffn_width() const { return engine_->shape().ffn; }
+  int hidden_size() const { return engine_->shape().d_model; }
+  int vocab_size() const { return engine_->shape().vocab; }
+  Precision precision() const { return engine_->precision(); }
+  void set_precision(Precision p) { engine_->set_precision(p); }
+  const DecoderEngine& engine() const { return *engine_; }
+
+  Trace trace(std::span<const TokenId> tokens) const {
+    const std::lock_guard lock(*mutex_);
+    Trace t;
+    t.tokens.assign(tokens.begin(), tokens.end());
+    const Index n = static_cast<Index>(tokens.size()), F = ffn_width();
+    std::vector<float> acts(static_cast<std::size_t>(num_layers() * n * F));
+    t.device = engine_->trace(tokens.data(), static_cast<int>(n), acts.data());
+    for (int l = 0; l < num_layers(); ++l)
+      t.acts.push_back(Eigen::Map<const MatrixF>(acts.data() + Index(l) * n * F, n, F));
+    return t;
+  }
+
+  /// Logits [T × V] of the trace's positions.
+  MatrixF logits(const Trace& t) const {
+    MatrixF z(t.num_tokens(), vocab_size());
+    const std::lock_guard lock(*mutex_);
+    engine_->logits(*t.device, z.data());
+    return z;
+  }
+
+  /// P(target at p) and dP/dh for h = each row of `points` replacing the layer-l neuron vector.
+  LayerGradients<float> layer_gradients(const Trace& t, int layer, int position,
+                                        const MatrixF& points, TokenId target) const {
+    const LayerRequest<float> r{layer, position, points, target};
+    return std::move(layer_gradients(t, std::span<const LayerRequest<float>>(&r, 1))[0]);
+  }
+
+  /// Several requests in one device pass (at most k_rows_per_pass points per pass).
+  std::vector<LayerGradients<float>> layer_gradients(
+      const Trace& t, std::span<const LayerRequest<float>> reqs) const {
+    std::vector<LayerGradients<float>> out(reqs.size());
+    for (const auto& q : reqs) {
+      knprobe::detail::require_cols(q.points, ffn_width(), "layer_gradients points");
+      KNPROBE_REQUIRE(q.points.rows() > 0, ArgumentError, "layer_gradients: no points");
+    }
+    const std::lock_guard lock(*mutex_);
+    knprobe::detail::for_each_request_chunk(
+        reqs, k_rows_per_pass, [&](std::size_t begin, std::size_t n) {
+          std::vector<GradientRequest> dev;
+          for (std::size_t i = begin; i < begin + n; ++i) {
+            const auto& q = reqs[i];
+            auto& o = out[i];
+            o.probabilities.resize(q.points.rows());
+            o.gradients.resize(q.points.rows(), ffn_width());
+            dev.push_back({q.layer, q.position, static_cast<int>(q.points.rows()), q.target,
+                           q.points.data(), o.probabilities.data(), o.gradients.data()});
+          }
+          engine_->layer_gradients(*t.device, dev.data(), static_cast<int>(dev.size()));
+        });
+    return out;
+  }
+
+  /// AMIG baselines as one batched forward: result[l] [positions × ffn] = mean over `prompts`
+  /// (all of one length) of the layer-l neuron-site activation at each position.
+  std::vector<MatrixF> mean_site_activations(std::span<const std::vector<TokenId>> prompts,
+                                             std::span<const int> positions) const {
+    KNPROBE_REQUIRE(!prompts.empty(), ArgumentError, "mean_site_activations: no prompts");
+    const std::size_t n = prompts[0].size();
+    std::vector<TokenId> flat;
+    for (const auto& p : prompts) {
+      KNPROBE_REQUIRE(p.size() == n, ArgumentError,
+                      "mean_site_activations: prompts of different lengths (", p.size(), " and ", n,
+                      ")");
+      flat.insert(flat.end(), p.begin(), p.end());
+    }
+    const Index np = static_cast<Index>(positions.size()), F = ffn_width();
+    std::vector<float> out(static_cast<std::size_t>(num_layers() * np * F));
+    {
+      const std::lock_guard lock(*mutex_);
+      engine_->mean_site_activations(flat.data(), static_cast<int>(prompts.size()),
+                                     static_cast<int>(n), positions.data(), static_cast<int>(np),
+                                     out.data());
+    }
+    std::vector<MatrixF> r;
+    for (int l = 0; l < num_layers(); ++l)
+      r.push_back(Eigen::Map<const MatrixF>(out.data() + Index(l) * np * F, np, F));
+    return r;
+  }
+
+  Matrix<float> probabilities(std::span<const TokenId> tokens,
+                              std::span<const InterventionPattern> patterns,
+                              std::span<const Query> queries) const {
+    return probabilities(trace(tokens), patterns, queries);
+  }
+
+  /// [patterns × queries] probabilities under each pattern's interventions.
+  Matrix<float> probabilities(const Trace& t, std::span<const InterventionPattern> patterns,
+                              std::span<const Query> queries) const {
+    std::vector<DeviceIntervention> ivs;
+    for (std::size_t b = 0; b < patterns.size(); ++b)
+      for (const auto& iv : patterns[b])
+        ivs.push_back({static_cast<int>(b), iv.layer, iv.position, iv.unit,
+                       iv.op == InterventionOp::set ? 0 : 1, static_cast<float>(iv.value)});
+    std::vector<DeviceQuery> qs;
+    for (const auto& q : queries) qs.push_back({q.position, q.target});
+    Matrix<float> out(static_cast<Index>(patterns.size()), static_cast<Index>(queries.size()));
+    const std::lock_guard lock(*mutex_);
+    engine_->probabilities(*t.device, static_cast<int>(patterns.size()), ivs, qs, out.data());
+    return out;
+  }
+
+  /// Column `unit` of layer `layer`'s FFN output matrix: the vector the neuron writes.
+  Vector<float> value_vector(int layer, int unit) const {
+    Vector<float> v(hidden_size());
+    const std::lock_guard lock(*mutex_);
+    engine_->value_column(layer, unit, v.data());
+    return v;
+  }
+  void set_value_vector(int layer, int unit, const Vector<float>& v) {
+    knprobe::detail::require_size(v, hidden_size(), "set_value_vector v");
+    const std::lock_guard lock(*mutex_);
+    engine_->set_value_column(layer, unit, v.data());
+  }
+  /// Row `id` of the (unscaled) input embedding.
+  Vector<float> token_embedding(TokenId id) const {
+    Vector<float> v(hidden_size());
+    const std::lock_guard lock(*mutex_);
+    engine_->embedding_row(id, v.data());
+    return v;
+  }
+
+  /// Rows of one device pass of `layer_gradients` (bounds the logits' working memory).
+  static constexpr Index k_rows_per_pass = 2048;
+
+ protected:
+  CudaDecoderBase(const DecoderShape& shape, const DecoderHostWeights& w, Precision precision,
+                  int device)
+      : engine_(std::make_unique<DecoderEngine>(shape, w, device)),
+        mutex_(std::make_unique<std::mutex>()) {
+    engine_->set_precision(precision);
+  }
+
+ private:
+  std::unique_ptr<DecoderEngine> engine_;
+  std::unique_ptr<std::mutex> mutex_;
+};
+
+}  // namespace knprobe::cuda::detail
