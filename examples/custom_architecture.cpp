@@ -38,7 +38,10 @@ class WordTokenizer : public Tokenizer {
   }
   std::string decode(std::span<const TokenId> ids, bool) const override {
     std::string s;
-    for (auto id : ids) s += (s.empty() ? "" : " ") + id_to_piece(id);
+    for (auto id : ids) {
+      if (!s.empty()) s += ' ';
+      s += id_to_piece(id);
+    }
     return s;
   }
 };

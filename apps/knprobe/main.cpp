@@ -59,9 +59,11 @@ int with_model(const Common& c, F&& fn) {
   KNPROBE_REQUIRE(fs::exists(p), ArgumentError, "model path '", c.model, "' does not exist");
   const auto t0 = std::chrono::steady_clock::now();
   if (p.extension() == ".gguf") {
-    io::GgufFile f(p);
-    LlamaModel<float> m(load_llama_gguf(f));
-    const auto tok = SentencePieceBpe::from_gguf(f);
+    // The weights stay in the file's quantized blocks (dequantized tile by tile in each
+    // product): loading is a file mapping, and forward / gradient passes read 4-7x fewer bytes.
+    const auto f = std::make_shared<const io::GgufFile>(p);
+    QuantizedLlamaModel m(load_llama_gguf_quantized(f));
+    const auto tok = SentencePieceBpe::from_gguf(*f);
     std::fprintf(stderr, "knprobe: loaded %s (%s, %d layers × %d neurons) in %.2f s\n",
                  p.filename().c_str(), m.spec().family.c_str(), m.num_layers(), m.ffn_width(),
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

@@ -1,16 +1,37 @@
-// libFuzzer target: any bytes either parse as GGUF (and dequantize) or raise knprobe::Error.
+// libFuzzer target: any bytes either parse as GGUF (metadata decoded, every array read through
+// the typed accessors, tensors dequantized and multiplied in place) or raise knprobe::Error.
 #include <cstddef>
 #include <cstdint>
 
 #include "knprobe/io/gguf.hpp"
+#include "knprobe/model/blocks/quantized_linear.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   try {
     knprobe::io::GgufFile f(
         std::span<const std::byte>(reinterpret_cast<const std::byte*>(data), size), "fuzz");
+    for (const auto& [key, value] : f.metadata()) {
+      if (value.type != knprobe::io::GgufType::array) continue;
+      try {
+        (void)f.string_array(key);
+      } catch (const knprobe::Error&) {
+      }
+      try {
+        (void)f.float_array(key);
+        (void)f.int_array(key);
+      } catch (const knprobe::Error&) {
+      }
+    }
     for (const auto& t : f.tensors())
-      if (t.numel() < (1 << 16) && knprobe::io::ggml_type_info(t.type).supported)
+      if (t.numel() < (1 << 16) && knprobe::io::ggml_type_info(t.type).supported) {
         (void)f.dequantize(t.name);
+        if (t.ne.size() == 2) {
+          const knprobe::QuantizedMatrix q(t.type, static_cast<knprobe::Index>(t.ne[1]),
+                                           static_cast<knprobe::Index>(t.ne[0]), t.data, nullptr);
+          knprobe::MatrixF y;
+          q.multiply_transposed(knprobe::MatrixF::Ones(1, q.cols()), y);
+        }
+      }
   } catch (const knprobe::Error&) {
   }
   return 0;

@@ -1,6 +1,7 @@
 #include "knprobe/io/gguf.hpp"
 
 #include <boost/test/unit_test.hpp>
+#include <cstdio>
 #include <cstring>
 
 #include "support/paths.hpp"
@@ -12,6 +13,38 @@ using knprobe::testing::throws_with;
 namespace {
 std::filesystem::path small() {
   return knprobe::testing::data_dir() / "gguf" / "small.gguf";
+}
+
+/// A GGUF v3 file with no tensors and the given key / value bytes (each already encoded).
+std::string gguf_with(const std::vector<std::string>& kvs) {
+  std::string b;
+  auto put = [&](auto v) { b.append(reinterpret_cast<const char*>(&v), sizeof(v)); };
+  put(std::uint32_t(0x46554747u));
+  put(std::uint32_t(3));
+  put(std::uint64_t(0));
+  put(std::uint64_t(kvs.size()));
+  for (const auto& kv : kvs) b += kv;
+  b.resize((b.size() + 31) / 32 * 32, '\0');
+  return b;
+}
+
+/// One key whose value is an array of `n` elements of GGUF type `elem`, element i = f(i) bytes.
+template <class F>
+std::string array_kv(const std::string& key, std::uint32_t elem, std::uint64_t n, F&& f) {
+  std::string b;
+  auto put = [&](auto v) { b.append(reinterpret_cast<const char*>(&v), sizeof(v)); };
+  put(std::uint64_t(key.size()));
+  b += key;
+  put(std::uint32_t(9));  // array
+  put(elem);
+  put(n);
+  for (std::uint64_t i = 0; i < n; ++i) b += f(i);
+  return b;
+}
+
+template <class T>
+std::string raw(T v) {
+  return std::string(reinterpret_cast<const char*>(&v), sizeof(v));
 }
 
 std::string small_bytes() {
@@ -127,6 +160,58 @@ BOOST_AUTO_TEST_CASE(corruptions_are_named_errors) {
   const std::uint64_t many = 1ull << 62;
   std::memcpy(b.data() + 8, &many, 8);
   expect(b, {"exceed the file"});
+}
+
+// Long arrays (a tokenizer's 262 144 pieces) are validated at parse time but decoded only when
+// asked for; the typed accessors read them straight from the file.
+BOOST_AUTO_TEST_CASE(long_arrays_decode_on_demand_and_through_typed_accessors) {
+  TempDir dir;
+  const std::uint64_t n = 5000;
+  const auto p = dir.write(
+      "arrays.gguf",
+      gguf_with(
+          {array_kv("tok", 8, n,
+                    [](std::uint64_t i) {
+                      char buf[32];
+                      const int len = i % 7 == 0
+                                          ? 0
+                                          : std::snprintf(buf, sizeof buf, "p%llu",
+                                                          static_cast<unsigned long long>(i));
+                      std::string out = raw(std::uint64_t(len));
+                      out.append(buf, static_cast<std::size_t>(len));
+                      return out;
+                    }),
+           array_kv("score", 6, n, [](std::uint64_t i) { return raw(float(i) * 0.5f); }),
+           array_kv("type", 5, n, [](std::uint64_t i) { return raw(std::int32_t(i % 6) - 1); }),
+           array_kv("short", 4, 3, [](std::uint64_t i) { return raw(std::uint32_t(i + 10)); })}));
+  io::GgufFile f(p);
+  const auto tok = f.string_array("tok");
+  BOOST_REQUIRE(tok.size() == n);
+  BOOST_TEST(tok[0] == "");
+  BOOST_TEST(tok[4999] == "p4999");
+  const auto score = f.float_array("score");
+  BOOST_TEST(score[4999] == 2499.5f);
+  const auto type = f.int_array("type");
+  BOOST_TEST(type[0] == -1);
+  BOOST_TEST(type[4] == 3);
+  BOOST_TEST(f.float_array("type")[5] == 4.0f);
+  BOOST_TEST(f.int_array("short")[2] == 12);
+  // The GgufValue view of the same arrays (decoded on first access).
+  const auto& arr = f.get("tok").as_array("tok");
+  BOOST_TEST(arr.size() == n);
+  BOOST_TEST(arr[1234].as_string("") == "p1234");
+  BOOST_TEST(f.get("score").as_array("score")[3].as_double("") == 1.5);
+  BOOST_TEST(f.metadata().at("type").as_array("type")[4].as_int("") == 3);
+  BOOST_TEST(throws_with<FormatError>([&] { f.string_array("score"); }, {"score", "strings"}));
+  BOOST_TEST(throws_with<FormatError>([&] { f.int_array("score"); }, {"score", "integers"}));
+  BOOST_TEST(throws_with<FormatError>([&] { f.float_array("tok"); }, {"tok", "numbers"}));
+  BOOST_TEST(throws_with<FormatError>([&] { f.float_array("absent"); }, {"absent", "missing"}));
+  // A string inside a long array that runs past the end is caught at parse time.
+  std::string cut = gguf_with({array_kv(
+      "tok", 8, n, [](std::uint64_t) { return raw(std::uint64_t(2)) + std::string("ab"); })});
+  cut.resize(cut.size() - 64);
+  BOOST_TEST(throws_with<FormatError>([&] { io::GgufFile g(dir.write("cut.gguf", cut)); },
+                                      {"cut.gguf", "string"}));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

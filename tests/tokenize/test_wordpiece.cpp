@@ -29,7 +29,7 @@ BOOST_AUTO_TEST_CASE(cased_ids_equal_hugging_face) {
 BOOST_AUTO_TEST_CASE(uncased_ids_equal_hugging_face_and_tokenizer_json_loads) {
   auto from_json = WordPiece::from_tokenizer_json(dir() / "tokenizer.json");
   std::vector<std::string> vocab;
-  for (int i = 0; i < from_json.vocab_size(); ++i) vocab.push_back(from_json.id_to_piece(i));
+  for (int i = 0; i < from_json.vocab_size(); ++i) vocab.emplace_back(from_json.id_to_piece(i));
   WordPieceOptions o;
   o.lowercase = true;
   o.strip_accents = true;

@@ -2,6 +2,7 @@
 // ggml tensor types and their dequantization to float (block layouts as in ggml-quants.c; see
 // MODELS.md §1.5). A row of ne[0] values is ne[0]/block_size consecutive blocks.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -244,20 +245,68 @@ inline BlockDequant block_dequantizer(std::uint32_t type) {
 
 }  // namespace detail
 
+namespace detail {
+
+/// Dequantizes `blocks` consecutive blocks of one type (the block function inlined, so the
+/// compiler can vectorize across a row).
+template <BlockDequant F, std::uint32_t BlockSize, std::uint32_t TypeSize>
+void dequant_blocks(const std::uint8_t* b, std::size_t blocks, float* y) {
+  for (std::size_t i = 0; i < blocks; ++i) F(b + i * TypeSize, y + i * BlockSize);
+}
+
+using BlocksDequant = void (*)(const std::uint8_t*, std::size_t, float*);
+
+/// The many-block dequantizer of a supported type, nullptr otherwise.
+inline BlocksDequant blocks_dequantizer(std::uint32_t type) {
+  switch (static_cast<GgmlType>(type)) {
+    case GgmlType::f32:
+      return dequant_blocks<dequant_f32, 1, 4>;
+    case GgmlType::f16:
+      return dequant_blocks<dequant_f16, 1, 2>;
+    case GgmlType::bf16:
+      return dequant_blocks<dequant_bf16, 1, 2>;
+    case GgmlType::q4_0:
+      return dequant_blocks<dequant_q4_0, 32, 18>;
+    case GgmlType::q4_1:
+      return dequant_blocks<dequant_q4_1, 32, 20>;
+    case GgmlType::q5_0:
+      return dequant_blocks<dequant_q5_0, 32, 22>;
+    case GgmlType::q5_1:
+      return dequant_blocks<dequant_q5_1, 32, 24>;
+    case GgmlType::q8_0:
+      return dequant_blocks<dequant_q8_0, 32, 34>;
+    case GgmlType::q4_k:
+      return dequant_blocks<dequant_q4_k, 256, 144>;
+    case GgmlType::q5_k:
+      return dequant_blocks<dequant_q5_k, 256, 176>;
+    case GgmlType::q6_k:
+      return dequant_blocks<dequant_q6_k, 256, 210>;
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace detail
+
 /// Dequantizes `n` consecutive values of ggml type `type` from `src` into `dst` (blocks in
 /// parallel when there are many).
 /// @pre n is a multiple of the type's block size and src holds n / block_size blocks.
 inline void dequantize(std::uint32_t type, const std::byte* src, std::size_t n, float* dst) {
   const GgmlTypeInfo ti = ggml_type_info(type);
-  const detail::BlockDequant f = detail::block_dequantizer(type);
+  const detail::BlocksDequant f = detail::blocks_dequantizer(type);
   KNPROBE_REQUIRE(ti.supported && f, FormatError, "dequantize: ggml type ", ti.name, " (", type,
                   ") is not supported");
   KNPROBE_REQUIRE(n % ti.block_size == 0, FormatError, "dequantize: ", n,
                   " values is not a multiple of the ", ti.name, " block size ", ti.block_size);
   const auto* b = reinterpret_cast<const std::uint8_t*>(src);
   const auto blocks = static_cast<std::int64_t>(n / ti.block_size);
-  KNPROBE_PARALLEL_FOR_IF(blocks > 16384)
-  for (std::int64_t i = 0; i < blocks; ++i) f(b + i * ti.type_size, dst + i * ti.block_size);
+  constexpr std::int64_t chunk = 4096;  // blocks per task
+  const std::int64_t chunks = (blocks + chunk - 1) / chunk;
+  KNPROBE_PARALLEL_FOR_IF(chunks > 4)
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    const std::int64_t i = c * chunk, m = std::min(chunk, blocks - i);
+    f(b + i * ti.type_size, static_cast<std::size_t>(m), dst + i * ti.block_size);
+  }
 }
 
 }  // namespace knprobe::io

@@ -6,10 +6,14 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -105,10 +109,46 @@ class GgufFile {
   std::size_t data_offset() const { return data_start_; }
 
   bool has(const std::string& key) const { return kv_.count(key) != 0; }
+  /// The value of `key`. Long arrays are decoded into GgufValues on first access (parsing only
+  /// validates and indexes them); the typed *_array accessors below never build them.
   const GgufValue& get(const std::string& key) const {
     auto it = kv_.find(key);
     KNPROBE_REQUIRE(it != kv_.end(), FormatError, path(), ": missing metadata key '", key, "'");
+    materialize(it->first, it->second);
     return it->second;
+  }
+
+  /// Elements of the string array `key` as views into the file's bytes (valid while this file
+  /// lives). Throws FormatError when `key` is missing or not an array of strings.
+  std::vector<std::string_view> string_array(const std::string& key) const {
+    std::vector<std::string_view> out;
+    for_each_string(key, [&](std::string_view s) { out.push_back(s); });
+    return out;
+  }
+
+  /// Calls fn(std::string_view) on each element of the string array `key`, in order, with views
+  /// into the file's bytes. Throws FormatError when `key` is missing or not an array of strings.
+  template <class F>
+  void for_each_string(const std::string& key, F&& fn) const {
+    const RawArray& a = raw_array(key, "strings", [](GgufType t) { return t == GgufType::string; });
+    ByteReader r(bytes_.subspan(a.begin, a.end - a.begin), path());
+    for (std::uint64_t i = 0; i < a.n; ++i) {
+      const auto len = r.read<std::uint64_t>("string length");
+      r.require(len, "string value");
+      fn(std::string_view(reinterpret_cast<const char*>(bytes_.data() + a.begin + r.position()),
+                          static_cast<std::size_t>(len)));
+      r.skip(len, "string value");
+    }
+  }
+
+  /// Elements of the numeric array `key` converted to float. Throws FormatError when `key` is
+  /// missing or not an array of numbers.
+  std::vector<float> float_array(const std::string& key) const { return numeric_array<float>(key); }
+
+  /// Elements of the integer array `key` (booleans as 0 / 1). Throws FormatError when `key` is
+  /// missing or not an array of integers.
+  std::vector<std::int64_t> int_array(const std::string& key) const {
+    return numeric_array<std::int64_t>(key);
   }
   std::int64_t get_int(const std::string& key) const { return get(key).as_int(key); }
   std::int64_t get_int(const std::string& key, std::int64_t fallback) const {
@@ -119,7 +159,11 @@ class GgufFile {
     return has(key) ? get_double(key) : fallback;
   }
   const std::string& get_string(const std::string& key) const { return get(key).as_string(key); }
-  const std::map<std::string, GgufValue>& metadata() const { return kv_; }
+  /// Every key / value (all arrays decoded).
+  const std::map<std::string, GgufValue>& metadata() const {
+    for (auto& [k, v] : kv_) materialize(k, v);
+    return kv_;
+  }
 
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
   bool has_tensor(const std::string& name) const { return index_.count(name) != 0; }
@@ -153,8 +197,122 @@ class GgufFile {
  private:
   static constexpr std::uint64_t k_max_array = std::uint64_t(1) << 32;
   static constexpr int k_max_depth = 4;
+  static constexpr std::uint64_t k_eager_array = 1024;  ///< longer arrays are decoded on demand
 
-  GgufValue read_value(ByteReader& r, GgufType type, int depth) {
+  /// Where a top-level array of scalars or strings lies in the file.
+  struct RawArray {
+    GgufType elem = GgufType::u8;
+    std::uint64_t n = 0;
+    std::size_t begin = 0, end = 0;  ///< absolute byte range of the elements
+  };
+
+  static std::size_t scalar_size(GgufType t) {
+    switch (t) {
+      case GgufType::u8:
+      case GgufType::i8:
+      case GgufType::boolean:
+        return 1;
+      case GgufType::u16:
+      case GgufType::i16:
+        return 2;
+      case GgufType::u32:
+      case GgufType::i32:
+      case GgufType::f32:
+        return 4;
+      case GgufType::u64:
+      case GgufType::i64:
+      case GgufType::f64:
+        return 8;
+      default:
+        return 0;
+    }
+  }
+
+  template <class Accept>
+  const RawArray& raw_array(const std::string& key, const char* what, Accept accept) const {
+    KNPROBE_REQUIRE(has(key), FormatError, path(), ": missing metadata key '", key, "'");
+    auto it = raw_.find(key);
+    KNPROBE_REQUIRE(it != raw_.end() && accept(it->second.elem), FormatError, path(),
+                    ": metadata key '", key, "' is not an array of ", what);
+    return it->second;
+  }
+
+  template <class U>
+  std::vector<U> numeric_array(const std::string& key) const {
+    constexpr bool want_int = std::is_integral_v<U>;
+    const RawArray& a = raw_array(key, want_int ? "integers" : "numbers", [](GgufType t) {
+      return scalar_size(t) != 0 && (!want_int || (t != GgufType::f32 && t != GgufType::f64));
+    });
+    std::vector<U> out(static_cast<std::size_t>(a.n));
+    const std::byte* p = bytes_.data() + a.begin;  // parse() checked a.n elements fit
+    const auto convert = [&]<class E>(E) {
+      for (std::size_t i = 0; i < out.size(); ++i) {
+        E e;
+        std::memcpy(&e, p + i * sizeof(E), sizeof(E));
+        out[i] = static_cast<U>(e);
+      }
+    };
+    switch (a.elem) {
+      case GgufType::u8:
+      case GgufType::boolean:
+        convert(std::uint8_t{});
+        break;
+      case GgufType::i8:
+        convert(std::int8_t{});
+        break;
+      case GgufType::u16:
+        convert(std::uint16_t{});
+        break;
+      case GgufType::i16:
+        convert(std::int16_t{});
+        break;
+      case GgufType::u32:
+        convert(std::uint32_t{});
+        break;
+      case GgufType::i32:
+        convert(std::int32_t{});
+        break;
+      case GgufType::u64:
+        convert(std::uint64_t{});
+        break;
+      case GgufType::i64:
+        convert(std::int64_t{});
+        break;
+      case GgufType::f32:
+        convert(float{});
+        break;
+      case GgufType::f64:
+        convert(double{});
+        break;
+      default:
+        break;  // rejected by raw_array
+    }
+    if constexpr (!want_int) (void)key;
+    return out;
+  }
+
+  /// Decodes a lazily parsed array into `v` (once; thread-safe).
+  void materialize(const std::string& key, GgufValue& v) const {
+    if (v.type != GgufType::array) return;
+    const std::lock_guard<std::mutex> lock(*lazy_mutex_);
+    auto* a = std::get_if<std::shared_ptr<GgufArray>>(&v.value);
+    if (!a || *a) return;
+    const RawArray& raw = raw_.at(key);
+    ByteReader r(bytes_.subspan(raw.begin, raw.end - raw.begin), path());
+    *a = read_elements(r, raw.elem, raw.n, 0);
+  }
+
+  std::shared_ptr<GgufArray> read_elements(ByteReader& r, GgufType elem, std::uint64_t n,
+                                           int depth) const {
+    auto arr = std::make_shared<GgufArray>();
+    arr->reserve(static_cast<std::size_t>(n));
+    for (std::uint64_t i = 0; i < n; ++i) arr->push_back(read_value(r, elem, depth + 1, nullptr));
+    return arr;
+  }
+
+  /// Reads one value. For a top-level array of scalars or strings (`raw` given), records where its
+  /// elements lie and, when it is long, only validates them (decoded later by materialize()).
+  GgufValue read_value(ByteReader& r, GgufType type, int depth, RawArray* raw) const {
     GgufValue v;
     v.type = type;
     switch (type) {
@@ -202,11 +360,27 @@ class GgufFile {
         // Every element takes at least one byte: a length beyond the bytes left is corrupt.
         KNPROBE_REQUIRE(n <= r.remaining() && n < k_max_array, FormatError, path(),
                         ": array length ", n, " exceeds the file");
-        auto arr = std::make_shared<GgufArray>();
-        arr->reserve(static_cast<std::size_t>(n));
-        for (std::uint64_t i = 0; i < n; ++i)
-          arr->push_back(read_value(r, static_cast<GgufType>(et), depth + 1));
-        v.value = std::move(arr);
+        const auto elem = static_cast<GgufType>(et);
+        if (raw && elem != GgufType::array) {
+          raw->elem = elem;
+          raw->n = n;
+          raw->begin = r.position();
+          if (elem == GgufType::string) {
+            for (std::uint64_t i = 0; i < n; ++i)
+              r.skip(r.read<std::uint64_t>("string length"), "string value");
+          } else {
+            r.skip(n * scalar_size(elem), "array elements");
+          }
+          raw->end = r.position();
+          if (n > k_eager_array) {
+            v.value = std::shared_ptr<GgufArray>();  // decoded on first get()
+            break;
+          }
+          ByteReader er(bytes_.subspan(raw->begin, raw->end - raw->begin), path());
+          v.value = read_elements(er, elem, n, depth);
+          break;
+        }
+        v.value = read_elements(r, elem, n, depth);
         break;
       }
       default:
@@ -216,7 +390,7 @@ class GgufFile {
     return v;
   }
 
-  std::string read_string(ByteReader& r, const char* what) {
+  std::string read_string(ByteReader& r, const char* what) const {
     const auto n = r.read<std::uint64_t>(what);
     return r.read_bytes(n, what);
   }
@@ -236,7 +410,9 @@ class GgufFile {
       std::string key = read_string(r, "metadata key");
       const auto type = r.read<std::uint32_t>("metadata type");
       KNPROBE_REQUIRE(type <= 12, FormatError, path(), ": key '", key, "' has unknown type ", type);
-      kv_[key] = read_value(r, static_cast<GgufType>(type), 0);
+      RawArray raw;
+      kv_[key] = read_value(r, static_cast<GgufType>(type), 0, &raw);
+      if (raw.end != 0) raw_[key] = raw;
     }
     if (has("general.alignment")) {
       const auto a = get_int("general.alignment");
@@ -305,7 +481,9 @@ class GgufFile {
   std::uint32_t version_ = 0;
   std::size_t alignment_ = 32;
   std::size_t data_start_ = 0;
-  std::map<std::string, GgufValue> kv_;
+  mutable std::map<std::string, GgufValue> kv_;
+  std::map<std::string, RawArray> raw_;
+  std::shared_ptr<std::mutex> lazy_mutex_ = std::make_shared<std::mutex>();
   std::vector<GgufTensorInfo> tensors_;
   std::map<std::string, std::size_t> index_;
 };

@@ -7,6 +7,9 @@
 //   d = u Wdᵀ;  [d = RMSNorm(d)];  h += d
 // logits = RMSNorm(h) Eᵀ (E = embedding when tied). Input h₀ = embed_scale · E[ids].
 //
+// Weight storage is a template parameter: dense Matrix<T> (default) or QuantizedMatrix (the GGUF
+// blocks, dequantized tile by tile inside each product; `QuantizedLlamaModel`).
+//
 // Attribution-critical operations exploit causality: changing the activation at position p in
 // layer l cannot change positions < p, and the distribution *at* p depends only on positions ≤ p,
 // so `layer_gradients` recomputes one row per point in layers > l against the trace's cached keys
@@ -16,6 +19,7 @@
 #include <filesystem>
 #include <numeric>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "knprobe/model/blocks/activation.hpp"
@@ -30,10 +34,13 @@
 
 namespace knprobe {
 
-template <class T = float>
+template <class T = float, class W = Matrix<T>>
 class LlamaModel {
  public:
   using Scalar = T;
+  using WeightMatrix = W;
+  static constexpr bool quantized = std::is_same_v<W, QuantizedMatrix>;
+  static_assert(!quantized || std::is_same_v<T, float>, "quantized weights compute in float");
 
   /// One forward pass over a sequence, kept for reuse: residual stream entering (`resid_in`) and
   /// halfway through (`resid_mid`, after the attention add) every layer, FFN neuron activations,
@@ -48,15 +55,22 @@ class LlamaModel {
     int num_tokens() const { return static_cast<int>(tokens.size()); }
   };
 
-  explicit LlamaModel(LlamaWeights<T> w) : w_(std::move(w)) { w_.validate(); }
+  explicit LlamaModel(LlamaWeights<T, W> w) : w_(std::move(w)) { w_.validate(); }
 
-  /// Loads a .gguf file, a llama2.c .bin checkpoint, or a Hugging Face directory.
+  /// Loads a .gguf file, a llama2.c .bin checkpoint, or a Hugging Face directory. With quantized
+  /// storage a GGUF file's blocks are used in place; other formats become F32 blocks.
   static LlamaModel load(const std::filesystem::path& path) {
-    if (std::filesystem::is_directory(path))
-      return LlamaModel(load_llama_safetensors(path).template cast<T>());
-    if (path.extension() == ".gguf")
-      return LlamaModel(load_llama_gguf(io::GgufFile(path)).template cast<T>());
-    return LlamaModel(load_llama2c(path).template cast<T>());
+    if constexpr (quantized) {
+      if (!std::filesystem::is_directory(path) && path.extension() == ".gguf")
+        return LlamaModel(load_llama_gguf_quantized(std::make_shared<const io::GgufFile>(path)));
+      return LlamaModel(LlamaModel<float>::load(path).weights().to_quantized_storage());
+    } else {
+      if (std::filesystem::is_directory(path))
+        return LlamaModel(load_llama_safetensors(path).template cast<T>());
+      if (path.extension() == ".gguf")
+        return LlamaModel(load_llama_gguf(io::GgufFile(path)).template cast<T>());
+      return LlamaModel(load_llama2c(path).template cast<T>());
+    }
   }
 
   int num_layers() const { return w_.spec.layers; }
@@ -64,7 +78,7 @@ class LlamaModel {
   int hidden_size() const { return w_.spec.hidden; }
   int vocab_size() const { return w_.spec.vocab_size; }
   const LlamaSpec& spec() const { return w_.spec; }
-  const LlamaWeights<T>& weights() const { return w_; }
+  const LlamaWeights<T, W>& weights() const { return w_; }
 
   /// Full forward over `tokens` (positions 0..T−1), caching what attribution reuses.
   Trace trace(std::span<const TokenId> tokens) const {
@@ -92,13 +106,13 @@ class LlamaModel {
   }
 
   /// Logits [T × V] of the trace's positions.
-  Matrix<T> logits(const Trace& t) const { return t.final_hidden * w_.head().transpose(); }
+  Matrix<T> logits(const Trace& t) const { return head_forward(t.final_hidden); }
 
   /// softmax(logits at `position`)[target] from a trace.
   T probability(const Trace& t, int position, TokenId target) const {
     check_position(t, position);
     check_token(target);
-    const Matrix<T> z = t.final_hidden.row(position) * w_.head().transpose();
+    const Matrix<T> z = head_forward(t.final_hidden.row(position));
     return softmax_at(z, 0, target);
   }
 
@@ -175,7 +189,7 @@ class LlamaModel {
         else
           hid.row(b) = t.final_hidden.row(q.position);
       }
-      const Matrix<T> z = hid * w_.head().transpose();
+      const Matrix<T> z = head_forward(hid);
       for (int b = 0; b < P; ++b) out(b, qi) = softmax_at(z, b, q.target);
     }
     return out;
@@ -187,19 +201,19 @@ class LlamaModel {
     check_layer(layer);
     KNPROBE_REQUIRE(unit >= 0 && unit < ffn_width(), ArgumentError, "value_vector: unit ", unit,
                     " outside [0, ", ffn_width(), ")");
-    return w_.layers[static_cast<std::size_t>(layer)].w_down.col(unit);
+    return blocks::linear::column(w_.layers[static_cast<std::size_t>(layer)].w_down, unit);
   }
   void set_value_vector(int layer, int unit, const Vector<T>& v) {
     check_layer(layer);
     KNPROBE_REQUIRE(unit >= 0 && unit < ffn_width(), ArgumentError, "set_value_vector: unit ", unit,
                     " outside [0, ", ffn_width(), ")");
     detail::require_size(v, hidden_size(), "set_value_vector v");
-    w_.layers[static_cast<std::size_t>(layer)].w_down.col(unit) = v;
+    blocks::linear::set_column(w_.layers[static_cast<std::size_t>(layer)].w_down, unit, v);
   }
   /// Row `id` of the (unscaled) input embedding.
   Vector<T> token_embedding(TokenId id) const {
     check_token(id);
-    return w_.embed.row(id).transpose();
+    return blocks::linear::row(w_.embed, id);
   }
 
  private:
@@ -219,6 +233,12 @@ class LlamaModel {
   };
 
   T eps() const { return static_cast<T>(w_.spec.norm_eps); }
+  /// z = x Eᵀ (the output head).
+  Matrix<T> head_forward(ConstMatrixRef<T> x) const {
+    Matrix<T> z;
+    blocks::linear::forward<T>(x, w_.head(), z);
+    return z;
+  }
   void check_layer(int l) const {
     KNPROBE_REQUIRE(l >= 0 && l < num_layers(), ArgumentError, "layer ", l, " outside [0, ",
                     num_layers(), ")");
@@ -361,8 +381,9 @@ class LlamaModel {
     Matrix<T> dg, tmp = da.cwiseProduct(c.u);
     blocks::activation::backward<T>(w_.spec.activation, tmp, c.g, dg);
     const Matrix<T> du = da.cwiseProduct(c.ag);
-    Matrix<T> df = dg * L.w_gate;
-    df.noalias() += du * L.w_up;
+    Matrix<T> df;
+    blocks::linear::backward<T>(dg, L.w_gate, df);
+    blocks::linear::backward_add<T>(du, L.w_up, df);
     Matrix<T> dmid;
     blocks::rms_norm::backward<T>(df, c.h_mid, L.ffn_norm, plain, c.n_ffn, dmid);
     return dh + dmid;
@@ -405,9 +426,10 @@ class LlamaModel {
       head_norm_backward(dq, s.heads, L.q_norm, c.q_pre, c.n_q);
       head_norm_backward(dk, s.kv_heads, L.k_norm, c.k_pre, c.n_k);
     }
-    Matrix<T> da = dq * L.wq;
-    da.noalias() += dk * L.wk;
-    da.noalias() += dv * L.wv;
+    Matrix<T> da;
+    blocks::linear::backward<T>(dq, L.wq, da);
+    blocks::linear::backward_add<T>(dk, L.wk, da);
+    blocks::linear::backward_add<T>(dv, L.wv, da);
     Matrix<T> dh;
     blocks::rms_norm::backward<T>(da, c.h_in, L.attn_norm, plain, c.n_attn, dh);
     return dmid + dh;
@@ -471,9 +493,10 @@ class LlamaModel {
     blocks::rms_norm::Cache<T> nc;
     Matrix<T> x;
     blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, x, nc);
-    Matrix<T> z = x * w_.head().transpose();
+    Matrix<T> z = head_forward(x);
     const Vector<T> prob = blocks::softmax::target_probability_gradient<T>(z, target);
-    const Matrix<T> dx = z * w_.head();
+    Matrix<T> dx;
+    blocks::linear::backward<T>(z, w_.head(), dx);
     Matrix<T> dh_all;
     blocks::rms_norm::backward<T>(dx, h, w_.final_norm, plain, nc, dh_all);
     at = 0;
@@ -493,11 +516,15 @@ class LlamaModel {
     }
   }
 
-  LlamaWeights<T> w_;
+  LlamaWeights<T, W> w_;
 };
 
-template <class T>
-struct ArchTraits<LlamaModel<T>> {
+/// Gemma / Llama with the GGUF file's quantized blocks used in place (fast to load; each product
+/// dequantizes tiles of rows on the fly).
+using QuantizedLlamaModel = LlamaModel<float, QuantizedMatrix>;
+
+template <class T, class W>
+struct ArchTraits<LlamaModel<T, W>> {
   static constexpr Objective objective = Objective::causal_lm;
   static constexpr FfnLayout ffn_layout = FfnLayout::gated;
   static constexpr NeuronSite neuron_site = NeuronSite::gated_product;

@@ -1,14 +1,17 @@
 #pragma once
 // Weights and architecture facts of the Llama family (Llama 2 / llama2.c, Gemma 3), and their
-// loaders: llama2.c checkpoints, GGUF (architectures "llama" and "gemma3", dequantized to float)
-// and Hugging Face safetensors directories. Norm weights are stored in their *effective* form
-// (the factor that multiplies the normalised vector): GGUF Gemma files already hold 1 + w, HF
-// Gemma safetensors hold w and get 1 added here, never twice (MODELS.md trap 1).
+// loaders: llama2.c checkpoints, GGUF (architectures "llama" and "gemma3"; dequantized to float,
+// or kept in their ggml blocks as QuantizedMatrix) and Hugging Face safetensors directories. Norm
+// weights are stored in their *effective* form (the factor that multiplies the normalised vector):
+// GGUF Gemma files already hold 1 + w, HF Gemma safetensors hold w and get 1 added here, never
+// twice (MODELS.md trap 1).
 
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "knprobe/core/tensor.hpp"
@@ -17,6 +20,7 @@
 #include "knprobe/io/llama2c.hpp"
 #include "knprobe/io/safetensors.hpp"
 #include "knprobe/model/blocks/activation.hpp"
+#include "knprobe/model/blocks/quantized_linear.hpp"
 #include "knprobe/model/blocks/rope.hpp"
 #include "knprobe/model/checkpoint_reader.hpp"
 
@@ -48,30 +52,32 @@ struct LlamaSpec {
   }
 };
 
-template <class T>
+/// One layer's weights. `W` is the storage of the weight matrices: dense `Matrix<T>` (default) or
+/// `QuantizedMatrix` (ggml blocks, T = float); norm weights are always dense vectors.
+template <class T, class W = Matrix<T>>
 struct LlamaLayerWeights {
-  Vector<T> attn_norm;             ///< [d]
-  Matrix<T> wq, wk, wv, wo;        ///< [H·hd × d], [Hkv·hd × d] ×2, [d × H·hd]
-  Vector<T> q_norm, k_norm;        ///< [hd] (qk_norm only)
-  Vector<T> post_attn_norm;        ///< [d] (sandwich only)
-  Vector<T> ffn_norm;              ///< [d]
-  Matrix<T> w_gate, w_up, w_down;  ///< [ffn × d], [ffn × d], [d × ffn]
-  Vector<T> post_ffn_norm;         ///< [d] (sandwich only)
+  Vector<T> attn_norm;       ///< [d]
+  W wq, wk, wv, wo;          ///< [H·hd × d], [Hkv·hd × d] ×2, [d × H·hd]
+  Vector<T> q_norm, k_norm;  ///< [hd] (qk_norm only)
+  Vector<T> post_attn_norm;  ///< [d] (sandwich only)
+  Vector<T> ffn_norm;        ///< [d]
+  W w_gate, w_up, w_down;    ///< [ffn × d], [ffn × d], [d × ffn]
+  Vector<T> post_ffn_norm;   ///< [d] (sandwich only)
 };
 
-template <class T>
+template <class T, class W = Matrix<T>>
 struct LlamaWeights {
   LlamaSpec spec;
-  Matrix<T> embed;                   ///< [V × d], unscaled
-  std::optional<Matrix<T>> lm_head;  ///< [V × d]; absent = tied to embed
-  Vector<T> final_norm;              ///< [d]
-  std::vector<LlamaLayerWeights<T>> layers;
+  W embed;                   ///< [V × d], unscaled
+  std::optional<W> lm_head;  ///< [V × d]; absent = tied to embed
+  Vector<T> final_norm;      ///< [d]
+  std::vector<LlamaLayerWeights<T, W>> layers;
 
-  const Matrix<T>& head() const { return lm_head ? *lm_head : embed; }
+  const W& head() const { return lm_head ? *lm_head : embed; }
 
   /// The same weights in another scalar type (tests run the model in double).
   template <class U>
-  LlamaWeights<U> cast() const {
+  LlamaWeights<U> cast() const requires std::is_same_v<W, Matrix<T>> {
     LlamaWeights<U> w;
     w.spec = spec;
     w.embed = embed.template cast<U>();
@@ -92,6 +98,36 @@ struct LlamaWeights {
       o.w_up = l.w_up.template cast<U>();
       o.w_down = l.w_down.template cast<U>();
       o.post_ffn_norm = l.post_ffn_norm.template cast<U>();
+      w.layers.push_back(std::move(o));
+    }
+    return w;
+  }
+
+  /// The same weights with every matrix stored as F32 blocks of a QuantizedMatrix (for
+  /// checkpoints that are not GGUF files).
+  LlamaWeights<float, QuantizedMatrix> to_quantized_storage()
+      const requires std::is_same_v<W, MatrixF> {
+    const auto q = [](const MatrixF& m) { return QuantizedMatrix::from_dense(m); };
+    LlamaWeights<float, QuantizedMatrix> w;
+    w.spec = spec;
+    w.embed = q(embed);
+    if (lm_head) w.lm_head = q(*lm_head);
+    w.final_norm = final_norm;
+    for (const auto& l : layers) {
+      LlamaLayerWeights<float, QuantizedMatrix> o;
+      o.attn_norm = l.attn_norm;
+      o.wq = q(l.wq);
+      o.wk = q(l.wk);
+      o.wv = q(l.wv);
+      o.wo = q(l.wo);
+      o.q_norm = l.q_norm;
+      o.k_norm = l.k_norm;
+      o.post_attn_norm = l.post_attn_norm;
+      o.ffn_norm = l.ffn_norm;
+      o.w_gate = q(l.w_gate);
+      o.w_up = q(l.w_up);
+      o.w_down = q(l.w_down);
+      o.post_ffn_norm = l.post_ffn_norm;
       w.layers.push_back(std::move(o));
     }
     return w;
@@ -142,14 +178,14 @@ inline Vector<float> as_vector(const MatrixF& m) {
 
 }  // namespace detail
 
-/// llama.cpp's GGUF "llama" converter permutes wq / wk rows so that interleaved RoPE applies;
-/// the "gemma3" converter does not (rotate-half). Reads the architecture from general.architecture.
-inline LlamaWeights<float> load_llama_gguf(const io::GgufFile& f) {
+namespace detail {
+
+/// Architecture facts of a GGUF "llama" / "gemma3" file (vocab_size is set from the embedding).
+inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
   const std::string arch = f.get_string("general.architecture");
   KNPROBE_REQUIRE(arch == "gemma3" || arch == "llama", FormatError, f.path(), ": architecture '",
                   arch, "' is not supported by the Llama-family backend");
-  LlamaWeights<float> w;
-  auto& s = w.spec;
+  LlamaSpec s;
   const std::string p = arch + ".";
   s.family = arch;
   s.hidden = static_cast<int>(f.get_int(p + "embedding_length"));
@@ -180,22 +216,31 @@ inline LlamaWeights<float> load_llama_gguf(const io::GgufFile& f) {
     s.rope_style = blocks::rope::Style::interleaved;
     s.rope_theta_local = s.rope_theta;
   }
-  w.embed = f.matrix("token_embd.weight");
+  return s;
+}
+
+/// The tensors of a GGUF Llama-family file; `matrix(name)` reads one weight matrix as W.
+template <class W, class ReadMatrix>
+LlamaWeights<float, W> gguf_llama_weights(const io::GgufFile& f, ReadMatrix&& matrix) {
+  LlamaWeights<float, W> w;
+  w.spec = gguf_llama_spec(f);
+  auto& s = w.spec;
+  w.embed = matrix("token_embd.weight");
   s.vocab_size = static_cast<int>(w.embed.rows());
-  if (f.has_tensor("output.weight")) w.lm_head = f.matrix("output.weight");
+  if (f.has_tensor("output.weight")) w.lm_head = matrix("output.weight");
   w.final_norm = detail::as_vector(f.matrix("output_norm.weight"));
   for (int i = 0; i < s.layers; ++i) {
     const std::string b = "blk." + std::to_string(i) + ".";
-    LlamaLayerWeights<float> l;
+    LlamaLayerWeights<float, W> l;
     l.attn_norm = detail::as_vector(f.matrix(b + "attn_norm.weight"));
-    l.wq = f.matrix(b + "attn_q.weight");
-    l.wk = f.matrix(b + "attn_k.weight");
-    l.wv = f.matrix(b + "attn_v.weight");
-    l.wo = f.matrix(b + "attn_output.weight");
+    l.wq = matrix(b + "attn_q.weight");
+    l.wk = matrix(b + "attn_k.weight");
+    l.wv = matrix(b + "attn_v.weight");
+    l.wo = matrix(b + "attn_output.weight");
     l.ffn_norm = detail::as_vector(f.matrix(b + "ffn_norm.weight"));
-    l.w_gate = f.matrix(b + "ffn_gate.weight");
-    l.w_up = f.matrix(b + "ffn_up.weight");
-    l.w_down = f.matrix(b + "ffn_down.weight");
+    l.w_gate = matrix(b + "ffn_gate.weight");
+    l.w_up = matrix(b + "ffn_up.weight");
+    l.w_down = matrix(b + "ffn_down.weight");
     if (s.qk_norm) {
       l.q_norm = detail::as_vector(f.matrix(b + "attn_q_norm.weight"));
       l.k_norm = detail::as_vector(f.matrix(b + "attn_k_norm.weight"));
@@ -208,6 +253,24 @@ inline LlamaWeights<float> load_llama_gguf(const io::GgufFile& f) {
   }
   w.validate();
   return w;
+}
+
+}  // namespace detail
+
+/// llama.cpp's GGUF "llama" converter permutes wq / wk rows so that interleaved RoPE applies;
+/// the "gemma3" converter does not (rotate-half). Reads the architecture from general.architecture.
+/// Every weight is dequantized to float32.
+inline LlamaWeights<float> load_llama_gguf(const io::GgufFile& f) {
+  return detail::gguf_llama_weights<MatrixF>(
+      f, [&](const std::string& name) { return f.matrix(name); });
+}
+
+/// As load_llama_gguf, with the weight matrices left in the file's ggml blocks (no
+/// dequantization; the returned weights keep the file mapped).
+inline LlamaWeights<float, QuantizedMatrix> load_llama_gguf_quantized(
+    const std::shared_ptr<const io::GgufFile>& f) {
+  return detail::gguf_llama_weights<QuantizedMatrix>(
+      *f, [&](const std::string& name) { return QuantizedMatrix::from_gguf(f, name); });
 }
 
 /// llama.c checkpoint: interleaved RoPE (theta 1e4), RMSNorm eps 1e-5, SwiGLU; BOS 1, EOS 2.

@@ -89,7 +89,7 @@ class Llama2cTokenizer : public Tokenizer {
         prev = id;
         continue;
       }
-      std::string p = piece_text(id);
+      std::string p(piece_text(id));
       if (prev == *special_.bos && !p.empty() && p[0] == ' ') p.erase(0, 1);
       unsigned byte = 0;
       if (p.size() == 6 && std::sscanf(p.c_str(), "<0x%02X>", &byte) == 1)

@@ -23,7 +23,7 @@
 namespace knprobe {
 
 /// SentencePiece token types as stored in tokenizer.ggml.token_type.
-enum class PieceType : int {
+enum class PieceType : std::uint8_t {
   normal = 1,
   unknown = 2,
   control = 3,
@@ -43,29 +43,15 @@ class SentencePieceBpe : public Tokenizer {
   /// Builds from pieces; ids are positions. `add_bos`, `add_space_prefix` as in GGUF metadata.
   SentencePieceBpe(std::vector<Piece> pieces, SpecialTokens special, bool add_bos,
                    bool add_space_prefix)
-      : pieces_(std::move(pieces)), add_bos_(add_bos), add_space_prefix_(add_space_prefix) {
-    special_ = special;
-    KNPROBE_REQUIRE(!pieces_.empty(), TokenizerError, "SentencePiece vocabulary is empty");
-    std::vector<std::string> text;
-    for (const auto& p : pieces_) text.push_back(p.text);
-    set_vocabulary(std::move(text));
-    for (std::size_t i = 0; i < pieces_.size(); ++i) {
-      const auto id = static_cast<TokenId>(i);
-      const auto& p = pieces_[i];
-      if (p.type == PieceType::byte) {
-        unsigned v = 0;
-        KNPROBE_REQUIRE(p.text.size() == 6 && std::sscanf(p.text.c_str(), "<0x%2X>", &v) == 1,
-                        TokenizerError, "byte piece ", i, " '", p.text, "' is not <0xXX>");
-        byte_ids_[v] = id;
-      }
-      if ((p.type == PieceType::control || p.type == PieceType::user_defined) && !p.text.empty())
-        specials_by_length_.push_back(id);
+      : add_bos_(add_bos), add_space_prefix_(add_space_prefix) {
+    std::string pool;
+    std::vector<std::uint32_t> offsets{0};
+    for (const auto& p : pieces) {
+      append_piece(pool, offsets, p.text);
+      scores_.push_back(p.score);
+      types_.push_back(p.type);
     }
-    std::stable_sort(
-        specials_by_length_.begin(), specials_by_length_.end(),
-        [&](TokenId a, TokenId b) { return pieces_[a].text.size() > pieces_[b].text.size(); });
-    for (auto* id : {&special_.bos, &special_.eos, &special_.unk, &special_.pad, &special_.mask})
-      if (*id) check_id(**id);
+    init(std::move(pool), std::move(offsets), special);
   }
 
   /// Reads the tokenizer stored in a GGUF file (tokenizer.ggml.model must be "llama").
@@ -73,23 +59,27 @@ class SentencePieceBpe : public Tokenizer {
     const std::string model = f.get_string("tokenizer.ggml.model");
     KNPROBE_REQUIRE(model == "llama", TokenizerError, f.path(), ": tokenizer.ggml.model is '",
                     model, "', expected 'llama' (SentencePiece)");
-    const auto& tokens = f.get("tokenizer.ggml.tokens").as_array("tokenizer.ggml.tokens");
-    const bool has_scores = f.has("tokenizer.ggml.scores");
-    const bool has_types = f.has("tokenizer.ggml.token_type");
-    const io::GgufArray* scores =
-        has_scores ? &f.get("tokenizer.ggml.scores").as_array("tokenizer.ggml.scores") : nullptr;
-    const io::GgufArray* types =
-        has_types ? &f.get("tokenizer.ggml.token_type").as_array("tokenizer.ggml.token_type")
-                  : nullptr;
-    KNPROBE_REQUIRE(
-        (!scores || scores->size() == tokens.size()) && (!types || types->size() == tokens.size()),
-        TokenizerError, f.path(), ": tokens, scores and token_type lengths differ");
-    std::vector<Piece> pieces(tokens.size());
-    for (std::size_t i = 0; i < tokens.size(); ++i) {
-      pieces[i].text = tokens[i].as_string("tokenizer.ggml.tokens");
-      if (scores) pieces[i].score = static_cast<float>((*scores)[i].as_double("scores"));
-      if (types) pieces[i].type = static_cast<PieceType>((*types)[i].as_int("token_type"));
-    }
+    std::string pool;
+    std::vector<std::uint32_t> offsets{0};
+    f.for_each_string("tokenizer.ggml.tokens",
+                      [&](std::string_view piece) { append_piece(pool, offsets, piece); });
+    const std::size_t n = offsets.size() - 1;
+    std::optional<std::vector<float>> scores;
+    std::optional<std::vector<std::int64_t>> types;
+    if (f.has("tokenizer.ggml.scores")) scores = f.float_array("tokenizer.ggml.scores");
+    if (f.has("tokenizer.ggml.token_type")) types = f.int_array("tokenizer.ggml.token_type");
+    KNPROBE_REQUIRE((!scores || scores->size() == n) && (!types || types->size() == n),
+                    TokenizerError, f.path(), ": tokens, scores and token_type lengths differ");
+    SentencePieceBpe t;
+    t.scores_ = scores ? std::move(*scores) : std::vector<float>(n, 0.0f);
+    t.types_.assign(n, PieceType::normal);
+    if (types)
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::int64_t v = (*types)[i];
+        KNPROBE_REQUIRE(v >= 0 && v <= 6, TokenizerError, f.path(), ": token_type ", v,
+                        " of piece ", i, " is not a SentencePiece type (0 to 6)");
+        t.types_[i] = static_cast<PieceType>(v);
+      }
     SpecialTokens sp;
     auto id_of = [&](const char* key) -> std::optional<TokenId> {
       if (!f.has(key)) return std::nullopt;
@@ -99,16 +89,20 @@ class SentencePieceBpe : public Tokenizer {
     sp.eos = id_of("tokenizer.ggml.eos_token_id");
     sp.unk = id_of("tokenizer.ggml.unknown_token_id");
     sp.pad = id_of("tokenizer.ggml.padding_token_id");
-    for (std::size_t i = 0; i < pieces.size(); ++i)
-      if (pieces[i].text == "<mask>" || pieces[i].text == "[MASK]")
-        sp.mask = static_cast<TokenId>(i);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::string_view p(pool.data() + offsets[i], offsets[i + 1] - offsets[i]);
+      if (p == "<mask>" || p == "[MASK]") sp.mask = static_cast<TokenId>(i);
+    }
     const bool add_bos = f.has("tokenizer.ggml.add_bos_token")
                              ? f.get_int("tokenizer.ggml.add_bos_token") != 0
                              : true;
     const bool add_space = f.has("tokenizer.ggml.add_space_prefix")
                                ? f.get_int("tokenizer.ggml.add_space_prefix") != 0
                                : true;
-    return SentencePieceBpe(std::move(pieces), sp, add_bos, add_space);
+    t.add_bos_ = add_bos;
+    t.add_space_prefix_ = add_space;
+    t.init(std::move(pool), std::move(offsets), sp);
+    return t;
   }
 
   using Tokenizer::encode;
@@ -125,7 +119,7 @@ class SentencePieceBpe : public Tokenizer {
       first = false;
       if (id < 0) break;
       out.push_back(id);
-      start = pos + pieces_[id].text.size();
+      start = pos + piece_text(id).size();
       first = true;  // a dummy prefix follows a special token, as in llama.cpp
     }
     return out;
@@ -135,25 +129,52 @@ class SentencePieceBpe : public Tokenizer {
     std::string out;
     for (TokenId id : ids) {
       check_id(id);
-      const Piece& p = pieces_[id];
-      if (p.type == PieceType::byte) {
-        out.push_back(static_cast<char>(std::stoi(p.text.substr(3, 2), nullptr, 16)));
-      } else if (p.type == PieceType::control || p.type == PieceType::unknown ||
-                 p.type == PieceType::unused) {
-        if (!skip_special) out += p.text;
+      const std::string_view text = piece_text(id);
+      const PieceType type = types_[static_cast<std::size_t>(id)];
+      if (type == PieceType::byte) {
+        out.push_back(static_cast<char>(std::stoi(std::string(text.substr(3, 2)), nullptr, 16)));
+      } else if (type == PieceType::control || type == PieceType::unknown ||
+                 type == PieceType::unused) {
+        if (!skip_special) out += text;
       } else {
-        out += replace_all(p.text, "\xE2\x96\x81", " ");
+        out += replace_all(text, "\xE2\x96\x81", " ");
       }
     }
     return out;
   }
 
-  const Piece& piece(TokenId id) const {
+  /// Text, score and type of piece `id`.
+  Piece piece(TokenId id) const {
     check_id(id);
-    return pieces_[id];
+    const auto i = static_cast<std::size_t>(id);
+    return {std::string(piece_text(id)), scores_[i], types_[i]};
   }
 
  private:
+  SentencePieceBpe() = default;
+
+  void init(std::string pool, std::vector<std::uint32_t> offsets, const SpecialTokens& special) {
+    special_ = special;
+    KNPROBE_REQUIRE(offsets.size() >= 2, TokenizerError, "SentencePiece vocabulary is empty");
+    set_vocabulary(std::move(pool), std::move(offsets));
+    for (std::size_t i = 0; i < types_.size(); ++i) {
+      const auto id = static_cast<TokenId>(i);
+      const std::string_view p = piece_text(id);
+      if (types_[i] == PieceType::byte) {
+        unsigned v = 0;
+        KNPROBE_REQUIRE(p.size() == 6 && std::sscanf(std::string(p).c_str(), "<0x%2X>", &v) == 1,
+                        TokenizerError, "byte piece ", i, " '", p, "' is not <0xXX>");
+        byte_ids_[v] = id;
+      }
+      if ((types_[i] == PieceType::control || types_[i] == PieceType::user_defined) && !p.empty())
+        specials_by_length_.push_back(id);
+    }
+    std::stable_sort(
+        specials_by_length_.begin(), specials_by_length_.end(),
+        [&](TokenId a, TokenId b) { return piece_text(a).size() > piece_text(b).size(); });
+    for (auto* id : {&special_.bos, &special_.eos, &special_.unk, &special_.pad, &special_.mask})
+      if (*id) check_id(**id);
+  }
   static std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
     std::string out;
     out.reserve(s.size());
@@ -172,7 +193,7 @@ class SentencePieceBpe : public Tokenizer {
     std::size_t best = text.size();
     TokenId best_id = -1;
     for (TokenId id : specials_by_length_) {
-      const auto pos = text.find(pieces_[id].text, start);
+      const auto pos = text.find(piece_text(id), start);
       if (pos != std::string_view::npos && pos < best) {
         best = pos;
         best_id = id;
@@ -190,14 +211,14 @@ class SentencePieceBpe : public Tokenizer {
         unicode::utf8_chars(s), [&](const std::string& piece) -> std::optional<float> {
           const auto id = piece_to_id(piece);
           if (!id) return std::nullopt;
-          const Piece& pc = pieces_[static_cast<std::size_t>(*id)];
-          if (pc.type != PieceType::normal && pc.type != PieceType::user_defined)
+          const auto i = static_cast<std::size_t>(*id);
+          if (types_[i] != PieceType::normal && types_[i] != PieceType::user_defined)
             return std::nullopt;
-          return pc.score;
+          return scores_[i];
         });
     for (const auto& sym : merged) {
       const auto id = piece_to_id(sym);
-      if (id && pieces_[static_cast<std::size_t>(*id)].type != PieceType::control) {
+      if (id && types_[static_cast<std::size_t>(*id)] != PieceType::control) {
         out.push_back(*id);
         continue;
       }
@@ -214,7 +235,8 @@ class SentencePieceBpe : public Tokenizer {
     }
   }
 
-  std::vector<Piece> pieces_;
+  std::vector<float> scores_;     ///< by id
+  std::vector<PieceType> types_;  ///< by id
   std::array<TokenId, 256> byte_ids_ = filled_minus_one();
   std::vector<TokenId> specials_by_length_;
   bool add_bos_ = true;

@@ -1,11 +1,11 @@
 #pragma once
 // One interface for every tokenizer family: encode(text) → ids, decode(ids) → text, special ids.
 
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "knprobe/core/tensor.hpp"
@@ -38,31 +38,79 @@ class Tokenizer {
   std::vector<TokenId> encode(std::string_view text) const { return encode(text, {}); }
   /// Text of the ids; special tokens are skipped when `skip_special`.
   virtual std::string decode(std::span<const TokenId> ids, bool skip_special = true) const = 0;
-  int vocab_size() const { return static_cast<int>(text_.size()); }
+  int vocab_size() const { return static_cast<int>(offsets_.size()) - 1; }
   /// The id of a vocabulary piece (in the family's own spelling, e.g. "▁Paris", "##ing", "ĠParis").
   std::optional<TokenId> piece_to_id(std::string_view piece) const {
-    auto it = index_.find(std::string(piece));
-    if (it == index_.end()) return std::nullopt;
-    return it->second;
+    if (slots_.empty()) return std::nullopt;
+    const std::size_t mask = slots_.size() - 1;
+    const std::uint64_t h = hash(piece);
+    const auto tag = static_cast<std::uint32_t>(h >> 32);
+    for (std::size_t i = h & mask;; i = (i + 1) & mask) {
+      const Slot& s = slots_[i];
+      if (s.id < 0) return std::nullopt;
+      if (s.tag == tag && piece_text(s.id) == piece) return s.id;
+    }
   }
-  const std::string& id_to_piece(TokenId id) const {
+  /// The text of piece `id` (a view into the tokenizer; valid while it lives).
+  std::string_view id_to_piece(TokenId id) const {
     check_id(id);
-    return text_[static_cast<std::size_t>(id)];
+    return piece_text(id);
   }
   const SpecialTokens& special() const { return special_; }
 
  protected:
   /// Sets the vocabulary: piece text by id. A repeated text keeps its first id; "" is not indexed.
-  void set_vocabulary(std::vector<std::string> text) {
-    KNPROBE_REQUIRE(!text.empty(), TokenizerError, "the vocabulary is empty");
-    text_ = std::move(text);
-    index_.clear();
-    index_.reserve(text_.size());
-    for (std::size_t i = 0; i < text_.size(); ++i)
-      if (!text_[i].empty()) index_.emplace(text_[i], static_cast<TokenId>(i));
+  void set_vocabulary(const std::vector<std::string>& text) {
+    std::string pool;
+    std::vector<std::uint32_t> offsets{0};
+    for (const auto& t : text) append_piece(pool, offsets, t);
+    set_vocabulary(std::move(pool), std::move(offsets));
+  }
+
+  /// Appends one piece to a (pool, offsets) vocabulary under construction.
+  static void append_piece(std::string& pool, std::vector<std::uint32_t>& offsets,
+                           std::string_view piece) {
+    KNPROBE_REQUIRE(pool.size() + piece.size() < (std::size_t(1) << 32), TokenizerError,
+                    "the vocabulary text exceeds 4 GiB");
+    pool.append(piece);
+    offsets.push_back(static_cast<std::uint32_t>(pool.size()));
+  }
+
+  /// Sets the vocabulary from all piece texts concatenated (`pool`) and the n + 1 offsets of
+  /// their starts (offsets[0] = 0, offsets[n] = pool.size()).
+  void set_vocabulary(std::string pool, std::vector<std::uint32_t> offsets) {
+    KNPROBE_REQUIRE(offsets.size() >= 2, TokenizerError, "the vocabulary is empty");
+    pool_ = std::move(pool);
+    offsets_ = std::move(offsets);
+    const std::size_t count = offsets_.size() - 1;
+    // Open addressing, linear probing, load factor ≤ 1/2; slots hold ids (copies stay valid).
+    std::size_t n = 16;
+    while (n < 2 * count) n *= 2;
+    slots_.assign(n, Slot{});
+    std::vector<std::uint64_t> hashes(count);
+    for (std::size_t i = 0; i < count; ++i) hashes[i] = hash(piece_text(static_cast<TokenId>(i)));
+    constexpr std::size_t ahead = 16;  // prefetch the slot of a later piece: the table is large
+    for (std::size_t i = 0; i < count; ++i) {
+      if (i + ahead < count) __builtin_prefetch(&slots_[hashes[i + ahead] & (n - 1)], 1);
+      const std::string_view text = piece_text(static_cast<TokenId>(i));
+      if (text.empty()) continue;
+      const std::uint64_t h = hashes[i];
+      const auto tag = static_cast<std::uint32_t>(h >> 32);
+      for (std::size_t j = h & (n - 1);; j = (j + 1) & (n - 1)) {
+        Slot& s = slots_[j];
+        if (s.id < 0) {
+          s = Slot{tag, static_cast<TokenId>(i)};
+          break;
+        }
+        if (s.tag == tag && piece_text(s.id) == text) break;  // repeated text: first id
+      }
+    }
   }
   /// Unchecked piece text (ids already validated).
-  const std::string& piece_text(TokenId id) const { return text_[static_cast<std::size_t>(id)]; }
+  std::string_view piece_text(TokenId id) const {
+    const auto i = static_cast<std::size_t>(id);
+    return std::string_view(pool_).substr(offsets_[i], offsets_[i + 1] - offsets_[i]);
+  }
   void check_id(TokenId id) const {
     KNPROBE_REQUIRE(id >= 0 && id < vocab_size(), TokenizerError, "token id ", id,
                     " is outside the vocabulary [0, ", vocab_size(), ")");
@@ -70,8 +118,22 @@ class Tokenizer {
   SpecialTokens special_;
 
  private:
-  std::vector<std::string> text_;
-  std::unordered_map<std::string, TokenId> index_;
+  /// FNV-1a, 64-bit, finalised so that low (slot) and high (tag) bits both mix.
+  static std::uint64_t hash(std::string_view s) {
+    std::uint64_t h = 1469598103934665603ull;
+    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    return h ^ (h >> 33);
+  }
+
+  struct Slot {
+    std::uint32_t tag = 0;  ///< high hash bits: most mismatches never touch the text
+    TokenId id = -1;
+  };
+  std::string pool_;                       ///< every piece's text, concatenated
+  std::vector<std::uint32_t> offsets_{0};  ///< piece i is pool_[offsets_[i], offsets_[i+1])
+  std::vector<Slot> slots_;                ///< piece → id hash table (open addressing)
 };
 
 }  // namespace knprobe

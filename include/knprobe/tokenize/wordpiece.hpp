@@ -134,7 +134,7 @@ class WordPiece : public Tokenizer {
       if (skip_special && std::find(specials_.begin(), specials_.end(), id) != specials_.end() &&
           id != *special_.unk)
         continue;
-      const std::string& p = piece_text(id);
+      const std::string_view p = piece_text(id);
       if (p.rfind(opts_.continuing_prefix, 0) == 0) {
         out += p.substr(opts_.continuing_prefix.size());
       } else {

@@ -32,4 +32,27 @@ void backward(ConstMatrixRef<T> dy, ConstMatrixRef<T> w, Matrix<T>& dx) {
   dx.noalias() = dy * w;
 }
 
+/// dx += dL/dy · W (a second input path into the same dx).
+template <class T>
+void backward_add(ConstMatrixRef<T> dy, ConstMatrixRef<T> w, Matrix<T>& dx) {
+  detail::require_cols(dy, w.rows(), "linear::backward_add gradient dy");
+  detail::require_shape(dx, dy.rows(), w.cols(), "linear::backward_add output dx");
+  dx.noalias() += dy * w;
+}
+
+/// Column j of W [out × in]: the vector input unit j writes.
+template <class T>
+Vector<T> column(const Matrix<T>& w, Index j) {
+  return w.col(j);
+}
+template <class T>
+void set_column(Matrix<T>& w, Index j, const Vector<T>& v) {
+  w.col(j) = v;
+}
+/// Row i of W.
+template <class T>
+Vector<T> row(const Matrix<T>& w, Index i) {
+  return w.row(i).transpose();
+}
+
 }  // namespace knprobe::blocks::linear
