@@ -206,6 +206,11 @@ BOOST_AUTO_TEST_CASE(long_arrays_decode_on_demand_and_through_typed_accessors) {
   BOOST_TEST(throws_with<FormatError>([&] { f.int_array("score"); }, {"score", "integers"}));
   BOOST_TEST(throws_with<FormatError>([&] { f.float_array("tok"); }, {"tok", "numbers"}));
   BOOST_TEST(throws_with<FormatError>([&] { f.float_array("absent"); }, {"absent", "missing"}));
+  const std::string twice =
+      gguf_with({array_kv("k", 4, 1, [](std::uint64_t) { return raw(std::uint32_t(1)); }),
+                 array_kv("k", 4, 1, [](std::uint64_t) { return raw(std::uint32_t(2)); })});
+  BOOST_TEST(throws_with<FormatError>([&] { io::GgufFile g(dir.write("twice.gguf", twice)); },
+                                      {"twice.gguf", "duplicate metadata key 'k'"}));
   // A string inside a long array that runs past the end is caught at parse time.
   std::string cut = gguf_with({array_kv(
       "tok", 8, n, [](std::uint64_t) { return raw(std::uint64_t(2)) + std::string("ab"); })});

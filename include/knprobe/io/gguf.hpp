@@ -410,6 +410,7 @@ class GgufFile {
       std::string key = read_string(r, "metadata key");
       const auto type = r.read<std::uint32_t>("metadata type");
       KNPROBE_REQUIRE(type <= 12, FormatError, path(), ": key '", key, "' has unknown type ", type);
+      KNPROBE_REQUIRE(!kv_.count(key), FormatError, path(), ": duplicate metadata key '", key, "'");
       RawArray raw;
       kv_[key] = read_value(r, static_cast<GgufType>(type), 0, &raw);
       if (raw.end != 0) raw_[key] = raw;
