@@ -75,62 +75,49 @@ struct LlamaWeights {
 
   const W& head() const { return lm_head ? *lm_head : embed; }
 
-  /// The same weights in another scalar type (tests run the model in double).
-  template <class U>
-  LlamaWeights<U> cast() const requires std::is_same_v<W, Matrix<T>> {
-    LlamaWeights<U> w;
+  /// The same weights with every matrix passed through `matrix` (→ W2) and every norm vector
+  /// cast to U.
+  template <class U, class W2, class F>
+  LlamaWeights<U, W2> convert(F&& matrix) const {
+    const auto vec = [](const Vector<T>& v) { return Vector<U>(v.template cast<U>()); };
+    LlamaWeights<U, W2> w;
     w.spec = spec;
-    w.embed = embed.template cast<U>();
-    if (lm_head) w.lm_head = lm_head->template cast<U>();
-    w.final_norm = final_norm.template cast<U>();
+    w.embed = matrix(embed);
+    if (lm_head) w.lm_head = matrix(*lm_head);
+    w.final_norm = vec(final_norm);
     for (const auto& l : layers) {
-      LlamaLayerWeights<U> o;
-      o.attn_norm = l.attn_norm.template cast<U>();
-      o.wq = l.wq.template cast<U>();
-      o.wk = l.wk.template cast<U>();
-      o.wv = l.wv.template cast<U>();
-      o.wo = l.wo.template cast<U>();
-      o.q_norm = l.q_norm.template cast<U>();
-      o.k_norm = l.k_norm.template cast<U>();
-      o.post_attn_norm = l.post_attn_norm.template cast<U>();
-      o.ffn_norm = l.ffn_norm.template cast<U>();
-      o.w_gate = l.w_gate.template cast<U>();
-      o.w_up = l.w_up.template cast<U>();
-      o.w_down = l.w_down.template cast<U>();
-      o.post_ffn_norm = l.post_ffn_norm.template cast<U>();
+      LlamaLayerWeights<U, W2> o;
+      o.attn_norm = vec(l.attn_norm);
+      o.wq = matrix(l.wq);
+      o.wk = matrix(l.wk);
+      o.wv = matrix(l.wv);
+      o.wo = matrix(l.wo);
+      o.q_norm = vec(l.q_norm);
+      o.k_norm = vec(l.k_norm);
+      o.post_attn_norm = vec(l.post_attn_norm);
+      o.ffn_norm = vec(l.ffn_norm);
+      o.w_gate = matrix(l.w_gate);
+      o.w_up = matrix(l.w_up);
+      o.w_down = matrix(l.w_down);
+      o.post_ffn_norm = vec(l.post_ffn_norm);
       w.layers.push_back(std::move(o));
     }
     return w;
+  }
+
+  /// The same weights in another scalar type (tests run the model in double).
+  template <class U>
+  LlamaWeights<U> cast() const requires std::is_same_v<W, Matrix<T>> {
+    return convert<U, Matrix<U>>(
+        [](const Matrix<T>& m) { return Matrix<U>(m.template cast<U>()); });
   }
 
   /// The same weights with every matrix stored as F32 blocks of a QuantizedMatrix (for
   /// checkpoints that are not GGUF files).
   LlamaWeights<float, QuantizedMatrix> to_quantized_storage()
       const requires std::is_same_v<W, MatrixF> {
-    const auto q = [](const MatrixF& m) { return QuantizedMatrix::from_dense(m); };
-    LlamaWeights<float, QuantizedMatrix> w;
-    w.spec = spec;
-    w.embed = q(embed);
-    if (lm_head) w.lm_head = q(*lm_head);
-    w.final_norm = final_norm;
-    for (const auto& l : layers) {
-      LlamaLayerWeights<float, QuantizedMatrix> o;
-      o.attn_norm = l.attn_norm;
-      o.wq = q(l.wq);
-      o.wk = q(l.wk);
-      o.wv = q(l.wv);
-      o.wo = q(l.wo);
-      o.q_norm = l.q_norm;
-      o.k_norm = l.k_norm;
-      o.post_attn_norm = l.post_attn_norm;
-      o.ffn_norm = l.ffn_norm;
-      o.w_gate = q(l.w_gate);
-      o.w_up = q(l.w_up);
-      o.w_down = q(l.w_down);
-      o.post_ffn_norm = l.post_ffn_norm;
-      w.layers.push_back(std::move(o));
-    }
-    return w;
+    return convert<float, QuantizedMatrix>(
+        [](const MatrixF& m) { return QuantizedMatrix::from_dense(m); });
   }
 
   /// Throws ShapeError naming the first tensor whose shape disagrees with `spec`.
