@@ -45,7 +45,6 @@ class QuantizedMatrix {
                     "QuantizedMatrix: ", rows, " x ", cols, " does not fit ", ti.name,
                     " blocks of ", ti.block_size);
     block_values_ = ti.block_size;
-    block_bytes_ = ti.type_size;
     row_bytes_ = static_cast<std::size_t>(cols) / ti.block_size * ti.type_size;
   }
 
@@ -187,7 +186,7 @@ class QuantizedMatrix {
   const std::byte* data_ = nullptr;
   std::shared_ptr<const void> owner_;
   io::detail::BlocksDequant dequant_ = nullptr;
-  std::uint32_t block_values_ = 1, block_bytes_ = 4;
+  std::uint32_t block_values_ = 1;
   std::size_t row_bytes_ = 0;
   std::map<Index, Edit> edits_;
 };
