@@ -214,39 +214,6 @@ inline void dequant_q5_k(const std::uint8_t* b, float* y) {
 
 using BlockDequant = void (*)(const std::uint8_t*, float*);
 
-inline BlockDequant block_dequantizer(std::uint32_t type) {
-  switch (static_cast<GgmlType>(type)) {
-    case GgmlType::f32:
-      return dequant_f32;
-    case GgmlType::f16:
-      return dequant_f16;
-    case GgmlType::bf16:
-      return dequant_bf16;
-    case GgmlType::q4_0:
-      return dequant_q4_0;
-    case GgmlType::q4_1:
-      return dequant_q4_1;
-    case GgmlType::q5_0:
-      return dequant_q5_0;
-    case GgmlType::q5_1:
-      return dequant_q5_1;
-    case GgmlType::q8_0:
-      return dequant_q8_0;
-    case GgmlType::q4_k:
-      return dequant_q4_k;
-    case GgmlType::q5_k:
-      return dequant_q5_k;
-    case GgmlType::q6_k:
-      return dequant_q6_k;
-    default:
-      return nullptr;
-  }
-}
-
-}  // namespace detail
-
-namespace detail {
-
 /// Dequantizes `blocks` consecutive blocks of one type (the block function inlined, so the
 /// compiler can vectorize across a row).
 template <BlockDequant F, std::uint32_t BlockSize, std::uint32_t TypeSize>
