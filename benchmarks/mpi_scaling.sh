@@ -6,5 +6,5 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$root/build}"
 KNPROBE_MPI_STEPS="${KNPROBE_MPI_STEPS:-2000}" bash "$root/tests/cli/run_mpi.sh" \
-  "$build/apps/knprobe/knprobe" "$(command -v mpiexec)" "$root/../shared/models/stories260K" \
+  "$build/apps/knprobe/knprobe" "$(command -v mpiexec)" "$root/tests/data/models/stories260K" \
   "$root/tests/data/facts/stories_factcheck.jsonl" "${TMPDIR:-/tmp}/knprobe-mpi-scaling"

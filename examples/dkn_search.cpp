@@ -3,7 +3,7 @@
 // strongest attributed neurons and tests pairs (and larger sets, apriori-style) with batched
 // suppressed forward passes:
 //   harmless(S) ⇔ p(S) ≥ (1 − 0.2) p₀,   harmful(S) ⇔ p(S) < (1 − 0.25) p₀.
-//   example_dkn_search [path/to/stories260K]   (default: ../shared/models/stories260K)
+//   example_dkn_search [path/to/stories260K]   (default: tests/data/models/stories260K)
 #include <cstdio>
 #include <filesystem>
 
@@ -15,7 +15,7 @@
 using namespace knprobe;
 
 int main(int argc, char** argv) {
-  const std::filesystem::path dir = argc > 1 ? argv[1] : "../shared/models/stories260K";
+  const std::filesystem::path dir = argc > 1 ? argv[1] : "tests/data/models/stories260K";
   try {
     const auto model = LlamaModel<float>::load(dir / "stories260K.bin");
     const Llama2cTokenizer tok(dir / "tok512.bin", model.vocab_size());

@@ -3,7 +3,7 @@
 // two *phrasings* of the same fact as the two "languages"; with a multilingual model (Gemma 3,
 // mGPT, mBERT) the same code takes an English and a Chinese prompt (see `knprobe localize
 // --langs en,zh`).
-//   example_likn_two_languages [path/to/stories260K]   (default: ../shared/models/stories260K)
+//   example_likn_two_languages [path/to/stories260K]   (default: tests/data/models/stories260K)
 #include <cstdio>
 #include <filesystem>
 
@@ -14,7 +14,7 @@
 using namespace knprobe;
 
 int main(int argc, char** argv) {
-  const std::filesystem::path dir = argc > 1 ? argv[1] : "../shared/models/stories260K";
+  const std::filesystem::path dir = argc > 1 ? argv[1] : "tests/data/models/stories260K";
   try {
     const auto model = LlamaModel<float>::load(dir / "stories260K.bin");
     const Llama2cTokenizer tok(dir / "tok512.bin", model.vocab_size());

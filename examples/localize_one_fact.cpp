@@ -1,6 +1,6 @@
 // Localize one fact: which FFN neurons of stories260K make it continue
 // "Once upon a time, there was a little girl named" with " Lily"?
-//   example_localize_one_fact [path/to/stories260K]   (default: ../shared/models/stories260K)
+//   example_localize_one_fact [path/to/stories260K]   (default: tests/data/models/stories260K)
 #include <cstdio>
 #include <filesystem>
 
@@ -9,7 +9,7 @@
 #include "knprobe/tokenize/llama2c_tokenizer.hpp"
 
 int main(int argc, char** argv) {
-  const std::filesystem::path dir = argc > 1 ? argv[1] : "../shared/models/stories260K";
+  const std::filesystem::path dir = argc > 1 ? argv[1] : "tests/data/models/stories260K";
   try {
     // 1. A real model and its tokenizer.
     const auto model = knprobe::LlamaModel<float>::load(dir / "stories260K.bin");

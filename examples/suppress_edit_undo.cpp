@@ -4,7 +4,7 @@
 //   3. edit their value vectors so that the model says " Tim" instead (Dai et al.: v ← v − λ₁
 //      (|v|/|e_Lily|) e_Lily + λ₂ (|v|/|e_Tim|) e_Tim), through an RAII guard;
 //   4. leave the guard's scope: the weights are restored bit for bit.
-//   example_suppress_edit_undo [path/to/stories260K]   (default: ../shared/models/stories260K)
+//   example_suppress_edit_undo [path/to/stories260K]   (default: tests/data/models/stories260K)
 #include <cstdio>
 #include <filesystem>
 
@@ -15,7 +15,7 @@
 using namespace knprobe;
 
 int main(int argc, char** argv) {
-  const std::filesystem::path dir = argc > 1 ? argv[1] : "../shared/models/stories260K";
+  const std::filesystem::path dir = argc > 1 ? argv[1] : "tests/data/models/stories260K";
   try {
     auto model = LlamaModel<float>::load(dir / "stories260K.bin");  // mutable: we edit it
     const Llama2cTokenizer tok(dir / "tok512.bin", model.vocab_size());

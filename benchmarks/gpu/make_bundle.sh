@@ -21,11 +21,6 @@ ldd "$bundle"/bin/* | awk '/=> \//{print $3}' | sort -u |
 done
 # The test binary finds its fixtures under the source directory it was configured from.
 sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt" >"$bundle/source_dir"
-# The small real checkpoint the GPU tests compare on (KNPROBE_SHARED_DIR points here there).
-stories="$(cat "$bundle/source_dir")/../shared/models/stories260K"
-if [[ -d "$stories" ]]; then
-  mkdir -p "$bundle/shared/models" && cp -r "$stories" "$bundle/shared/models/"
-fi
 kn="$(python3 -c 'import knowledge_neurons, os; print(os.path.dirname(knowledge_neurons.__file__))')"
 cp -r "$kn" "$bundle/py/"
 rm -rf "$bundle/py/knowledge_neurons/__pycache__"

@@ -27,7 +27,7 @@ cat "$out/gpu.csv" | tee -a "$out/run.log"
 src="$(cat "$bundle/source_dir" 2>/dev/null)"
 if [[ -n "$src" && ! -e "$src" ]]; then mkdir -p "$(dirname "$src")" && ln -s "$root" "$src"; fi
 log "GPU tests"
-KNPROBE_SHARED_DIR="$bundle/shared" timeout 150 "$bundle/bin/knprobe_tests" \
+timeout 150 "$bundle/bin/knprobe_tests" \
   --run_test=cuda_device,cuda_gpt2,cuda_llama --log_level=message \
   --report_level=short >"$out/gpu_tests.log" 2>&1
 echo "rc=$?" >>"$out/gpu_tests.log"

@@ -15,12 +15,12 @@ using nlohmann::json;
 
 namespace {
 
-struct Stories {
+struct StoriesFixture {
   LlamaModel<float> model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
   Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
   KnowledgeProbe<LlamaModel<float>> probe{model, tok};
   std::vector<Fact> facts;
-  Stories() {
+  StoriesFixture() {
     facts = read_facts(testing::data_dir() / "facts" / "stories_two_phrasings.jsonl").facts;
     facts.push_back({"only_a", "place", {{"a", "Tim went to the"}}, {{"a", " park"}}});
   }
@@ -39,7 +39,7 @@ RunOptions options() {
 
 const json kHeader{{"format", "test-run/1"}, {"options", {{"languages", {"a", "b"}}}}};
 
-std::vector<json> complete_run(const Stories& s, const std::filesystem::path& p,
+std::vector<json> complete_run(const StoriesFixture& s, const std::filesystem::path& p,
                                const RunOptions& o) {
   io::ResultsFile f(p, kHeader);
   const auto sum = run_dataset(s.probe, s.facts, f, o);
@@ -52,7 +52,7 @@ std::vector<json> complete_run(const Stories& s, const std::filesystem::path& p,
 BOOST_AUTO_TEST_SUITE(experiments_run)
 
 BOOST_AUTO_TEST_CASE(every_item_gets_one_record) {
-  const Stories s;
+  const StoriesFixture s;
   testing::TempDir d;
   const auto recs = complete_run(s, d.path() / "full.jsonl", options());
   // 4 facts × (2 languages + LIKN)
@@ -79,7 +79,7 @@ BOOST_AUTO_TEST_CASE(every_item_gets_one_record) {
 }
 
 BOOST_AUTO_TEST_CASE(an_interrupted_run_resumes_to_the_same_records) {
-  const Stories s;
+  const StoriesFixture s;
   testing::TempDir d;
   const auto full = complete_run(s, d.path() / "full.jsonl", options());
   std::atomic<bool> stop{false};
@@ -110,7 +110,7 @@ BOOST_AUTO_TEST_CASE(an_interrupted_run_resumes_to_the_same_records) {
 }
 
 BOOST_AUTO_TEST_CASE(shards_merge_into_the_single_process_result) {
-  const Stories s;
+  const StoriesFixture s;
   testing::TempDir d;
   const auto full = complete_run(s, d.path() / "full.jsonl", options());
   std::vector<io::ResultsContent> parts;
@@ -139,7 +139,7 @@ BOOST_AUTO_TEST_CASE(shards_merge_into_the_single_process_result) {
 }
 
 BOOST_AUTO_TEST_CASE(screening_is_recorded_per_item) {
-  const Stories s;
+  const StoriesFixture s;
   testing::TempDir d;
   auto o = options();
   o.require_correct = true;
@@ -157,7 +157,7 @@ BOOST_AUTO_TEST_CASE(screening_is_recorded_per_item) {
 }
 
 BOOST_AUTO_TEST_CASE(bad_options_are_refused) {
-  const Stories s;
+  const StoriesFixture s;
   testing::TempDir d;
   io::ResultsFile f(d.path() / "r.jsonl", kHeader);
   auto o = options();

@@ -20,26 +20,26 @@ static_assert(ArchTraits<Gpt2Model<float, NeuronSite::pre_activation>>::neuron_s
 static_assert(HasBatchedLayerGradients<Gpt2Model<float>>);
 
 namespace {
-std::filesystem::path tiny() {
+std::filesystem::path gpt2_tiny() {
   return testing::data_dir() / "hf" / "gpt2_tiny";
 }
-const std::vector<TokenId> k_tokens{1, 17, 5, 33, 3, 41, 12, 2};
+const std::vector<TokenId> k_gpt2_tokens{1, 17, 5, 33, 3, 41, 12, 2};
 
 /// Copies the tiny fixture into `dir` with config.json fields overridden.
-void tiny_with(const testing::TempDir& dir, const nlohmann::json& patch) {
-  auto cfg = testing::read_json(tiny() / "config.json");
+void gpt2_tiny_with(const testing::TempDir& dir, const nlohmann::json& patch) {
+  auto cfg = testing::read_json(gpt2_tiny() / "config.json");
   cfg.merge_patch(patch);
   dir.write("config.json", cfg.dump());
-  std::filesystem::copy_file(tiny() / "model.safetensors", dir.path() / "model.safetensors");
+  std::filesystem::copy_file(gpt2_tiny() / "model.safetensors", dir.path() / "model.safetensors");
 }
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(model_gpt2)
 
 BOOST_AUTO_TEST_CASE(tiny_checkpoint_matches_transformers) {
-  const auto exp = testing::read_json(tiny() / "expected.json");
-  testing::check_hf_parity(Gpt2Model<float>::load(tiny()), exp, "gpt2_tiny post");
-  testing::check_hf_parity(Gpt2Model<float, NeuronSite::pre_activation>::load(tiny()), exp,
+  const auto exp = testing::read_json(gpt2_tiny() / "expected.json");
+  testing::check_hf_parity(Gpt2Model<float>::load(gpt2_tiny()), exp, "gpt2_tiny post");
+  testing::check_hf_parity(Gpt2Model<float, NeuronSite::pre_activation>::load(gpt2_tiny()), exp,
                            "gpt2_tiny pre", "grad_pre", "activation_pre");
 }
 
@@ -56,7 +56,7 @@ BOOST_AUTO_TEST_CASE(real_gpt2_configuration_matches_transformers) {
 
 BOOST_AUTO_TEST_CASE(layer_gradients_match_finite_differences_at_both_sites) {
   auto check = [](const auto& m, const char* site) {
-    const auto t = m.trace(k_tokens);
+    const auto t = m.trace(k_gpt2_tokens);
     Rng rng(11);
     for (int layer : {0, 2})
       for (int pos : {7, 3}) {
@@ -76,13 +76,13 @@ BOOST_AUTO_TEST_CASE(layer_gradients_match_finite_differences_at_both_sites) {
         BOOST_TEST(std::abs(g.probabilities[0] - m.probability(t, pos, target)) < 1e-12);
       }
   };
-  check(Gpt2Model<double>::load(tiny()), "post");
-  check(Gpt2Model<double, NeuronSite::pre_activation>::load(tiny()), "pre");
+  check(Gpt2Model<double>::load(gpt2_tiny()), "post");
+  check(Gpt2Model<double, NeuronSite::pre_activation>::load(gpt2_tiny()), "pre");
 }
 
 BOOST_AUTO_TEST_CASE(batched_requests_equal_single_calls) {
-  const auto m = Gpt2Model<double>::load(tiny());
-  const auto t = m.trace(k_tokens);
+  const auto m = Gpt2Model<double>::load(gpt2_tiny());
+  const auto t = m.trace(k_gpt2_tokens);
   std::vector<LayerRequest<double>> reqs;
   for (int l = 0; l < 3; ++l)
     reqs.push_back({l, 7 - l, t.acts[l].row(7 - l).replicate(2, 1), TokenId(7 + l)});
@@ -96,8 +96,8 @@ BOOST_AUTO_TEST_CASE(batched_requests_equal_single_calls) {
 }
 
 BOOST_AUTO_TEST_CASE(interventions_agree_with_layer_gradients_and_causality) {
-  const auto m = Gpt2Model<double>::load(tiny());
-  const auto t = m.trace(k_tokens);
+  const auto m = Gpt2Model<double>::load(gpt2_tiny());
+  const auto t = m.trace(k_gpt2_tokens);
   const int layer = 1, pos = 4;
   std::vector<InterventionPattern> pats(2);
   pats[1].push_back({layer, 5, pos, InterventionOp::set, 3.0});
@@ -116,7 +116,7 @@ BOOST_AUTO_TEST_CASE(interventions_agree_with_layer_gradients_and_causality) {
 }
 
 BOOST_AUTO_TEST_CASE(value_vectors_round_trip_bit_exactly) {
-  auto m = Gpt2Model<float>::load(tiny());
+  auto m = Gpt2Model<float>::load(gpt2_tiny());
   const VectorF v = m.value_vector(2, 5);
   BOOST_TEST(v.size() == 32);
   const VectorF w = v * 3.0f;
@@ -131,24 +131,24 @@ BOOST_AUTO_TEST_CASE(bad_checkpoints_and_arguments_are_named) {
   using testing::throws_with;
   {
     testing::TempDir dir;  // config claims 4 layers: layer 3's tensors are missing
-    tiny_with(dir, {{"n_layer", 4}});
+    gpt2_tiny_with(dir, {{"n_layer", 4}});
     BOOST_TEST(throws_with<FormatError>([&] { Gpt2Model<float>::load(dir.path()); },
                                         {"transformer.h.3.ln_1.weight"}));
   }
   {
     testing::TempDir dir;  // config's n_inner disagrees with mlp.c_fc
-    tiny_with(dir, {{"n_inner", 40}});
+    gpt2_tiny_with(dir, {{"n_inner", 40}});
     BOOST_TEST(
         throws_with<ShapeError>([&] { Gpt2Model<float>::load(dir.path()); },
                                 {"transformer.h.0.mlp.c_fc.weight", "[32, 48]", "[32, 40]"}));
   }
   {
     testing::TempDir dir;
-    tiny_with(dir, {{"activation_function", "relu"}});
+    gpt2_tiny_with(dir, {{"activation_function", "relu"}});
     BOOST_TEST(throws_with<FormatError>([&] { Gpt2Model<float>::load(dir.path()); }, {"relu"}));
   }
-  const auto m = Gpt2Model<float>::load(tiny());
-  const auto t = m.trace(k_tokens);
+  const auto m = Gpt2Model<float>::load(gpt2_tiny());
+  const auto t = m.trace(k_gpt2_tokens);
   const MatrixF pts = MatrixF::Zero(1, m.ffn_width());
   BOOST_TEST(throws_with<ArgumentError>([&] { m.layer_gradients(t, 3, 0, pts, 1); }, {"layer 3"}));
   BOOST_TEST(

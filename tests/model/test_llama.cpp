@@ -13,7 +13,7 @@ KNPROBE_ASSERT_PROBEABLE(LlamaModel<double>);
 KNPROBE_ASSERT_PROBEABLE(QuantizedLlamaModel);
 
 namespace {
-const std::vector<TokenId> k_tokens{2, 17, 5, 33, 8, 41, 12};
+const std::vector<TokenId> k_llama_tokens{2, 17, 5, 33, 8, 41, 12};
 }
 
 BOOST_AUTO_TEST_SUITE(model_llama)
@@ -21,7 +21,7 @@ BOOST_AUTO_TEST_SUITE(model_llama)
 BOOST_AUTO_TEST_CASE(layer_gradients_match_finite_differences) {
   for (bool gemma : {false, true}) {
     const LlamaModel<double> m(testing::random_llama(gemma));
-    const auto t = m.trace(k_tokens);
+    const auto t = m.trace(k_llama_tokens);
     Rng rng(3);
     for (int layer : {0, 1, 2})
       for (int pos : {6, 3}) {
@@ -49,7 +49,7 @@ BOOST_AUTO_TEST_CASE(layer_gradients_match_finite_differences) {
 
 BOOST_AUTO_TEST_CASE(batched_requests_equal_single_calls) {
   const LlamaModel<double> m(testing::random_llama(true, 5));
-  const auto t = m.trace(k_tokens);
+  const auto t = m.trace(k_llama_tokens);
   std::vector<LayerRequest<double>> reqs;
   for (int l = 0; l < 3; ++l)
     reqs.push_back({l, 6 - l, t.acts[l].row(6 - l).replicate(2, 1), TokenId(7 + l)});
@@ -66,8 +66,8 @@ BOOST_AUTO_TEST_CASE(float_gradients_agree_with_double) {
   const auto w = testing::random_llama(true);
   const LlamaModel<double> md(w);
   const LlamaModel<float> mf(w.cast<float>());
-  const auto td = md.trace(k_tokens);
-  const auto tf = mf.trace(k_tokens);
+  const auto td = md.trace(k_llama_tokens);
+  const auto tf = mf.trace(k_llama_tokens);
   const auto gd = md.layer_gradients(td, 1, 6, td.acts[1].row(6), 3);
   const auto gf = mf.layer_gradients(tf, 1, 6, tf.acts[1].row(6), 3);
   BOOST_TEST((gf.gradients.cast<double>() - gd.gradients).norm() / gd.gradients.norm() < 1e-4);
@@ -75,7 +75,7 @@ BOOST_AUTO_TEST_CASE(float_gradients_agree_with_double) {
 
 BOOST_AUTO_TEST_CASE(interventions_agree_with_layer_gradients_and_causality) {
   const LlamaModel<double> m(testing::random_llama(true, 7));
-  const auto t = m.trace(k_tokens);
+  const auto t = m.trace(k_llama_tokens);
   const int layer = 1, pos = 3;
   // Pattern 0: nothing. Pattern 1: unit 5 set to 3, unit 7 doubled. (Scaling *every* unit would
   // change nothing: Gemma's post-FFN RMSNorm makes the FFN output scale-invariant.)
@@ -96,7 +96,7 @@ BOOST_AUTO_TEST_CASE(interventions_agree_with_layer_gradients_and_causality) {
   BOOST_TEST(std::abs(p(1, 1) - p(0, 1)) / p(0, 1) > 1e-6, p(0, 1) << " " << p(1, 1));  // affected
   BOOST_TEST(std::abs(p(1, 3) - p(0, 3)) < 1e-15);  // outside the window: unaffected
   // Causality of the trace itself: a prefix gives the same distribution at its positions.
-  const std::vector<TokenId> prefix(k_tokens.begin(), k_tokens.begin() + 4);
+  const std::vector<TokenId> prefix(k_llama_tokens.begin(), k_llama_tokens.begin() + 4);
   const auto tp = m.trace(prefix);
   BOOST_TEST(std::abs(m.probability(tp, 3, 9) - m.probability(t, 3, 9)) < 1e-12);
 }
@@ -113,7 +113,7 @@ BOOST_AUTO_TEST_CASE(value_vectors_round_trip) {
 
 BOOST_AUTO_TEST_CASE(bad_arguments_are_named) {
   const LlamaModel<double> m(testing::random_llama(false));
-  const auto t = m.trace(k_tokens);
+  const auto t = m.trace(k_llama_tokens);
   using testing::throws_with;
   const MatrixD pts = MatrixD::Zero(1, m.ffn_width());
   BOOST_TEST(throws_with<ArgumentError>([&] { m.layer_gradients(t, 3, 0, pts, 1); }, {"layer 3"}));
@@ -141,8 +141,8 @@ BOOST_AUTO_TEST_CASE(quantized_storage_matches_dense) {
     const auto w = testing::random_llama(gemma, 21).cast<float>();
     const LlamaModel<float> md(w);
     const QuantizedLlamaModel mq(w.to_quantized_storage());
-    const auto td = md.trace(k_tokens);
-    const auto tq = mq.trace(k_tokens);
+    const auto td = md.trace(k_llama_tokens);
+    const auto tq = mq.trace(k_llama_tokens);
     const MatrixF zd = md.logits(td), zq = mq.logits(tq);
     BOOST_TEST((zq - zd).norm() / zd.norm() < 1e-5, "gemma " << gemma);
     std::vector<LayerRequest<float>> reqs;
@@ -169,19 +169,20 @@ BOOST_AUTO_TEST_CASE(quantized_value_vector_edits_undo_bit_exactly) {
   const auto w = testing::random_llama(true, 22).cast<float>();
   QuantizedLlamaModel m(w.to_quantized_storage());
   LlamaModel<float> dense(w);
-  const auto t0 = m.trace(k_tokens);
+  const auto t0 = m.trace(k_llama_tokens);
   const MatrixF z0 = m.logits(t0);
   const VectorF old = m.value_vector(1, 4);
   const VectorF v = 3.0f * old + VectorF::Ones(old.size());
   m.set_value_vector(1, 4, v);
   dense.set_value_vector(1, 4, v);
   BOOST_TEST((m.value_vector(1, 4).array() == v.array()).all());
-  const MatrixF z1 = m.logits(m.trace(k_tokens)), zd = dense.logits(dense.trace(k_tokens));
+  const MatrixF z1 = m.logits(m.trace(k_llama_tokens)),
+                zd = dense.logits(dense.trace(k_llama_tokens));
   BOOST_TEST((z1 - z0).norm() > 1e-3);              // the edit acts
   BOOST_TEST((z1 - zd).norm() / zd.norm() < 1e-5);  // as on the dense model
   m.set_value_vector(1, 4, old);
   BOOST_TEST(m.weights().layers[1].w_down.edited_columns() == 0u);
-  const MatrixF z2 = m.logits(m.trace(k_tokens));
+  const MatrixF z2 = m.logits(m.trace(k_llama_tokens));
   BOOST_TEST((z2.array() == z0.array()).all());  // bit-exact
 }
 

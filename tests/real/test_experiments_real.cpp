@@ -14,7 +14,7 @@ using namespace knprobe;
 
 namespace {
 
-struct Stories {
+struct StoriesModel {
   LlamaModel<float> model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
   Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
 };
@@ -33,7 +33,7 @@ std::vector<Fact> facts() {
 BOOST_AUTO_TEST_SUITE(real_experiments)
 
 BOOST_AUTO_TEST_CASE(screening_keeps_what_the_model_answers) {
-  const Stories s;
+  const StoriesModel s;
   const KnowledgeProbe probe(s.model, s.tok);
   AnswerableOptions o;
   o.languages = {"en"};
@@ -52,7 +52,7 @@ BOOST_AUTO_TEST_CASE(screening_keeps_what_the_model_answers) {
 }
 
 BOOST_AUTO_TEST_CASE(localization_reports_effects_and_succ) {
-  const Stories s;
+  const StoriesModel s;
   const KnowledgeProbe probe(s.model, s.tok);
   LocalizeOptions o;
   o.languages = {"en"};
@@ -72,7 +72,7 @@ BOOST_AUTO_TEST_CASE(localization_reports_effects_and_succ) {
 }
 
 BOOST_AUTO_TEST_CASE(dkn_experiment_counts_and_bounds) {
-  const Stories s;
+  const StoriesModel s;
   const KnowledgeProbe probe(s.model, s.tok);
   DknExperimentOptions o;
   o.languages = {"en", "zh"};  // no zh prompts: recorded as skipped
@@ -93,7 +93,7 @@ BOOST_AUTO_TEST_CASE(dkn_experiment_counts_and_bounds) {
 }
 
 BOOST_AUTO_TEST_CASE(editing_measures_and_restores_the_weights_bit_exactly) {
-  Stories s;
+  StoriesModel s;
   // Two phrasings stand in for two languages ("a", "b"); two facts of one relation give each
   // other their new answer, a third of another relation is the unrelated one.
   const std::vector<Fact> fs{

@@ -9,7 +9,9 @@
 
 using namespace knprobe;
 
-BOOST_AUTO_TEST_SUITE(real_gemma3_gguf)
+BOOST_AUTO_TEST_SUITE(real_gemma3_gguf,
+                      *testing::needs(testing::find_gemma3_gguf,
+                                      "Gemma 3 270M GGUF (bash scripts/setup.sh test)"))
 
 BOOST_AUTO_TEST_CASE(loads_and_every_tensor_dequantizes) {
   const auto t0 = std::chrono::steady_clock::now();

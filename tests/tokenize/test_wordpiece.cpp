@@ -7,7 +7,7 @@
 using namespace knprobe;
 
 namespace {
-std::filesystem::path dir() {
+std::filesystem::path wordpiece_dir() {
   return knprobe::testing::data_dir() / "tokenizers" / "wordpiece";
 }
 nlohmann::json golden() {
@@ -18,7 +18,7 @@ nlohmann::json golden() {
 BOOST_AUTO_TEST_SUITE(tokenize_wordpiece)
 
 BOOST_AUTO_TEST_CASE(cased_ids_equal_hugging_face) {
-  const auto tok = WordPiece::from_directory(dir());
+  const auto tok = WordPiece::from_directory(wordpiece_dir());
   const auto g = golden()["wordpiece"]["cased"];
   BOOST_TEST(g.size() >= 20u);
   for (auto it = g.begin(); it != g.end(); ++it)
@@ -27,7 +27,7 @@ BOOST_AUTO_TEST_CASE(cased_ids_equal_hugging_face) {
 }
 
 BOOST_AUTO_TEST_CASE(uncased_ids_equal_hugging_face_and_tokenizer_json_loads) {
-  auto from_json = WordPiece::from_tokenizer_json(dir() / "tokenizer.json");
+  auto from_json = WordPiece::from_tokenizer_json(wordpiece_dir() / "tokenizer.json");
   std::vector<std::string> vocab;
   for (int i = 0; i < from_json.vocab_size(); ++i) vocab.emplace_back(from_json.id_to_piece(i));
   WordPieceOptions o;
@@ -44,7 +44,7 @@ BOOST_AUTO_TEST_CASE(uncased_ids_equal_hugging_face_and_tokenizer_json_loads) {
 }
 
 BOOST_AUTO_TEST_CASE(specials_and_decode) {
-  const auto tok = WordPiece::from_directory(dir());
+  const auto tok = WordPiece::from_directory(wordpiece_dir());
   BOOST_TEST(tok.special().mask.has_value());
   const auto ids = tok.encode("The capital of France is [MASK].");
   BOOST_TEST((std::find(ids.begin(), ids.end(), *tok.special().mask) != ids.end()));

@@ -2,12 +2,13 @@
 // Tensor vocabulary. Eigen row-major matrices hold activations as [rows × features] (rows = tokens,
 // possibly of several sequences stacked); xtensor holds N-d results (scores [layers × units]).
 
-#include <Eigen/Core>
 #include <cstddef>
 #include <cstdint>
-#include <xtensor/xtensor.hpp>
 
+#include "knprobe/core/eigen.hpp"
 #include "knprobe/core/error.hpp"
+
+#include <xtensor/xtensor.hpp>
 
 namespace knprobe {
 

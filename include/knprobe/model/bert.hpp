@@ -459,4 +459,10 @@ struct ArchTraits<BertModel<T>> {
   static constexpr NeuronSite neuron_site = NeuronSite::post_activation;
 };
 
+#if KNPROBE_EXTERN_TEMPLATES
+// Compiled once in knprobe_instances for knprobe's own targets (see llama.hpp).
+extern template class BertModel<float>;
+extern template class BertModel<double>;
+#endif
+
 }  // namespace knprobe

@@ -532,4 +532,12 @@ struct ArchTraits<Gpt2Model<T, Site>> {
   static constexpr NeuronSite neuron_site = Site;
 };
 
+#if KNPROBE_EXTERN_TEMPLATES
+// Compiled once in knprobe_instances for knprobe's own targets (see llama.hpp).
+extern template class Gpt2Model<float, NeuronSite::post_activation>;
+extern template class Gpt2Model<double, NeuronSite::post_activation>;
+extern template class Gpt2Model<float, NeuronSite::pre_activation>;
+extern template class Gpt2Model<double, NeuronSite::pre_activation>;
+#endif
+
 }  // namespace knprobe

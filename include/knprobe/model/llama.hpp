@@ -530,4 +530,12 @@ struct ArchTraits<LlamaModel<T, W>> {
   static constexpr NeuronSite neuron_site = NeuronSite::gated_product;
 };
 
+#if KNPROBE_EXTERN_TEMPLATES
+// knprobe's own programs and tests compile these once, in the knprobe_instances library
+// (src/instances/); a user's code instantiates them where used, as for any header-only library.
+extern template class LlamaModel<float>;
+extern template class LlamaModel<double>;
+extern template class LlamaModel<float, QuantizedMatrix>;
+#endif
+
 }  // namespace knprobe

@@ -6,6 +6,9 @@
 // forward(x, y) writes act(x); backward(dy, x, dx) writes dy ⊙ act'(x).
 
 #include <cmath>
+
+#include "knprobe/core/eigen.hpp"  // before any other Eigen header: see the note there
+
 #include <unsupported/Eigen/SpecialFunctions>
 
 #include "knprobe/core/tensor.hpp"
