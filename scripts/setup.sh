@@ -15,7 +15,7 @@ main_packages=(
 )
 test_packages=(
   git ccache libboost-test-dev libbenchmark-dev libopenblas-dev libopencc-dev opencc
-  clang libclang-rt-14-dev libopenmpi-dev openmpi-bin chromium fonts-wqy-microhei
+  clang libclang-rt-14-dev libomp-dev libopenmpi-dev openmpi-bin chromium fonts-wqy-microhei
 )
 case "$tier" in
   main) packages=("${main_packages[@]}") ;;

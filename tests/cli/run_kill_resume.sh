@@ -50,7 +50,7 @@ echo "SIGTERM: clean stop, resumed file identical"
 
 rc=0
 "$knprobe" "${base[@]}" --steps 20 --out "$work/full.jsonl" >"$work/other.log" 2>&1 || rc=$?
-((rc == 2)) && grep -q "cannot resume.*options.steps: file has 300, this run has 20" "$work/other.log" \
+((rc == 1)) && grep -q "cannot resume.*options.steps: file has 300, this run has 20" "$work/other.log" \
   || { echo "FAIL: other options not refused (exit $rc)"; cat "$work/other.log"; exit 1; }
 echo "other options refused: $(grep -o 'cannot resume.*' "$work/other.log")"
 echo PASS

@@ -69,10 +69,10 @@ BOOST_AUTO_TEST_CASE(decoder_prompts_join_languages_and_simplify_chinese) {
   BOOST_TEST(f.answers.at("zh") == "巴黎");
   BOOST_TEST(d.facts[1].answers.at("zh") == "东京");
   BOOST_TEST(has_problem(d, "en/P1", "puts [Y] before [X]"));
-  BOOST_TEST(has_problem(d, "en/P2", "has no [Y]"));
+  BOOST_TEST(has_problem(d, "en/P2", "must hold [Y] exactly once"));
   BOOST_TEST(has_problem(d, "en/P3", "relation has no template"));
   BOOST_TEST(has_problem(d, "P36", "1 facts lack"));
-  BOOST_TEST(has_problem(d, "dev.jsonl:2", "not a JSON object"));
+  BOOST_TEST(has_problem(d, "dev.jsonl:2", "not valid JSON"));
 }
 
 BOOST_AUTO_TEST_CASE(encoder_prompts_hold_the_mask) {
@@ -122,6 +122,29 @@ BOOST_AUTO_TEST_CASE(bad_roots_are_named) {
   o.languages = {};
   BOOST_TEST(
       testing::throws_with<ArgumentError>([&] { load_mlama(dir.path(), o); }, {"no languages"}));
+}
+
+BOOST_AUTO_TEST_CASE(integers_templates_and_codes_are_checked) {
+  testing::TempDir dir;
+  write_tree(dir.path());
+  const auto r = dir.path();
+  put(r / "en/P36/train.jsonl",
+      "{\"lineid\":1,\"sub_label\":\"France\",\"obj_label\":\"Paris\"}\n"
+      "{\"lineid\":1099511627776,\"sub_label\":\"Big\",\"obj_label\":\"Town\"}\n"
+      "{\"lineid\":3.5,\"sub_label\":\"Half\",\"obj_label\":\"Town\"}\n"
+      "{\"lineid\":1,\"sub_label\":\"Again\",\"obj_label\":\"Town\"}\n");
+  put(r / "en/templates/dev.jsonl", "{\"relation\":\"P2\",\"template\":\"[X] and [X] are [Y] .\"}\n");
+  const auto d = load_mlama(r);
+  BOOST_TEST(has_problem(d, "train.jsonl:2", "expected an integer"));  // 2^40 is not cut to 0
+  BOOST_TEST(has_problem(d, "train.jsonl:3", "expected an integer"));  // 3.5 is not 3
+  BOOST_TEST(has_problem(d, "train.jsonl:4", "lineid 1 appears twice"));
+  BOOST_TEST(has_problem(d, "P2", "exactly once"));
+  for (const auto& f : d.facts)
+    if (f.id == "P36:1") BOOST_TEST(f.prompts.at("en").find("France") != std::string::npos);
+  MlamaOptions o;
+  o.languages = {"en", "../zh"};
+  BOOST_TEST(testing::throws_with<ArgumentError>([&] { load_mlama(r, o); },
+                                                 {"language code '../zh'"}));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

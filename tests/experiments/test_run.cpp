@@ -4,6 +4,7 @@
 #include "knprobe/experiments/run.hpp"
 
 #include <boost/test/unit_test.hpp>
+#include <fstream>
 
 #include "knprobe/data/facts.hpp"
 #include "knprobe/model/llama.hpp"
@@ -37,7 +38,10 @@ RunOptions options() {
   return o;
 }
 
-const json kHeader{{"format", "test-run/1"}, {"options", {{"languages", {"a", "b"}}}}};
+const json kHeader{{"format", "knprobe-run/1"},
+                   {"facts", {{"count", 4}}},
+                   {"model", {{"layers", 5}, {"ffn_width", 172}}},
+                   {"options", {{"languages", {"a", "b"}}}}};
 
 std::vector<json> complete_run(const StoriesFixture& s, const std::filesystem::path& p,
                                const RunOptions& o) {
@@ -172,6 +176,30 @@ BOOST_AUTO_TEST_CASE(bad_options_are_refused) {
   BOOST_CHECK_THROW(canonical_records({}), ArgumentError);
   BOOST_TEST(facts_fingerprint(s.facts) != facts_fingerprint({s.facts[0]}));
   BOOST_TEST(facts_fingerprint(s.facts).rfind("fnv1a64:", 0) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_resumed_file_holds_only_items_of_this_run) {
+  const StoriesFixture s;
+  testing::TempDir d;
+  const auto p = d.path() / "r.jsonl";
+  { io::ResultsFile f(p, kHeader); }
+  auto try_with = [&](const json& rec) {
+    {
+      std::ofstream(p, std::ios::app) << rec.dump() << "\n";
+    }
+    io::ResultsFile f(p, kHeader);
+    try {
+      run_dataset(s.probe, s.facts, f, options());
+      return std::string("accepted");
+    } catch (const FormatError& e) {
+      return std::string(e.what());
+    }
+  };
+  const auto msg = try_with({{"record", "failure"}, {"index", 1}, {"fact", "lily"},
+                             {"language", "a"}, {"reason", "x"}});
+  BOOST_TEST(msg.find("r.jsonl:2: index 1 is fact 'tim' in this run, not 'lily'") !=
+                 std::string::npos,
+             msg);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

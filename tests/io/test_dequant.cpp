@@ -122,4 +122,31 @@ BOOST_AUTO_TEST_CASE(half_conversions) {
   BOOST_TEST(bf16_to_float(0x4049) == 3.140625f);
 }
 
+BOOST_AUTO_TEST_CASE(non_finite_values_and_scales_are_found) {
+  using io::GgmlType;
+  auto type = [](GgmlType t) { return static_cast<std::uint32_t>(t); };
+  // Q8_0: two blocks of 34 bytes, d (fp16) first; an infinite d in block 1.
+  std::vector<std::byte> q8(68, std::byte{0});
+  BOOST_TEST(io::first_non_finite(type(GgmlType::q8_0), q8.data(), 64) == 64u);
+  q8[34] = std::byte{0x00};
+  q8[35] = std::byte{0x7C};  // +inf
+  BOOST_TEST(io::first_non_finite(type(GgmlType::q8_0), q8.data(), 64) == 32u);
+  // Q4_1: m right after d.
+  std::vector<std::byte> q41(20, std::byte{0});
+  q41[3] = std::byte{0xFE};  // m = NaN (exponent all ones, mantissa set)
+  BOOST_TEST(io::first_non_finite(type(GgmlType::q4_1), q41.data(), 32) == 0u);
+  // Q6_K: d is the last fp16 of the 210-byte block.
+  std::vector<std::byte> q6(210, std::byte{0});
+  BOOST_TEST(io::first_non_finite(type(GgmlType::q6_k), q6.data(), 256) == 256u);
+  q6[209] = std::byte{0x7C};
+  BOOST_TEST(io::first_non_finite(type(GgmlType::q6_k), q6.data(), 256) == 0u);
+  // F16 / BF16 / F32 element by element.
+  const std::vector<std::uint16_t> h{0x3C00, 0x7E00, 0x3C00};
+  BOOST_TEST(io::first_non_finite(type(GgmlType::f16), reinterpret_cast<const std::byte*>(h.data()), 3) == 1u);
+  const std::vector<std::uint16_t> bf{0x3F80, 0x3F80, 0x7F80};
+  BOOST_TEST(io::first_non_finite(type(GgmlType::bf16), reinterpret_cast<const std::byte*>(bf.data()), 3) == 2u);
+  const std::vector<float> f{1.0f, 2.0f, -std::numeric_limits<float>::infinity()};
+  BOOST_TEST(io::first_non_finite(type(GgmlType::f32), reinterpret_cast<const std::byte*>(f.data()), 3) == 2u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -41,7 +41,7 @@ BOOST_AUTO_TEST_CASE(bad_fields_are_named) {
   knprobe::testing::TempDir dir;
   BOOST_TEST(throws_with<FormatError>(
       [&] { io::read_bert_config(dir.write("c.json", R"({"hidden_size": "big"})")); },
-      {"c.json", "hidden_size", "wrong type"}));
+      {"c.json", "hidden_size", "expected an integer"}));
   BOOST_TEST(throws_with<FormatError>(
       [&] { io::read_gpt2_config(dir.write("c.json", R"({"n_layer": 0})")); }, {"n_layer", "> 0"}));
   BOOST_TEST(throws_with<FormatError>(
@@ -52,8 +52,40 @@ BOOST_AUTO_TEST_CASE(bad_fields_are_named) {
       {"multiple"}));
   BOOST_TEST(throws_with<FormatError>([&] { io::read_llama_config(dir.write("c.json", "[1]")); },
                                       {"not a JSON object"}));
-  BOOST_TEST(throws_with<FormatError>([&] { io::read_llama_config(dir.path() / "none.json"); },
-                                      {"cannot open"}));
+  BOOST_TEST(throws_with<IoError>([&] { io::read_llama_config(dir.path() / "none.json"); },
+                                  {"none.json", "cannot open"}));
+}
+
+BOOST_AUTO_TEST_CASE(integers_are_checked_and_unimplemented_settings_refused) {
+  knprobe::testing::TempDir dir;
+  for (const char* bad : {R"({"n_embd": 4294967328})", R"({"n_embd": 32.7})", R"({"n_embd": true})"})
+    BOOST_TEST(throws_with<FormatError>(
+                   [&] { io::read_gpt2_config(dir.write("c.json", bad)); },
+                   {"c.json", "n_embd", "expected an integer"}),
+               bad);
+  BOOST_TEST(throws_with<FormatError>(
+      [&] { io::read_gpt2_config(dir.write("c.json", R"({"scale_attn_by_inverse_layer_idx": true})")); },
+      {"scale_attn_by_inverse_layer_idx", "not supported"}));
+  BOOST_TEST(throws_with<FormatError>(
+      [&] { io::read_gpt2_config(dir.write("c.json", R"({"scale_attn_weights": false})")); },
+      {"scale_attn_weights", "not supported"}));
+  BOOST_TEST(throws_with<FormatError>(
+      [&] { io::read_gpt2_config(dir.write("c.json", R"({"layer_norm_epsilon": 1e400})")); },
+      {"c.json", "1e400"}));
+  BOOST_TEST(throws_with<FormatError>(
+      [&] {
+        io::read_llama_config(
+            dir.write("c.json", R"({"rope_scaling": {"type": "llama3", "factor": 8.0}})"));
+      },
+      {"rope_scaling", "not supported"}));
+  BOOST_TEST(throws_with<FormatError>(
+      [&] { io::read_llama_config(dir.write("c.json", R"({"rms_norm_eps": 0})")); },
+      {"rms_norm_eps", "(0, 0.1)"}));
+  BOOST_TEST(throws_with<FormatError>(
+      [&] { io::read_llama_config(dir.write("c.json", R"({"eos_token_id": 99999})")); },
+      {"eos_token_id"}));
+  BOOST_CHECK_NO_THROW(io::read_llama_config(dir.write("c.json", R"({"eos_token_id": [2, 5]})")));
+  BOOST_CHECK_NO_THROW(io::read_gpt2_config(dir.write("c.json", R"({"n_inner": null})")));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -44,4 +44,17 @@ BOOST_AUTO_TEST_CASE(truncated_or_bogus_files_are_named) {
   BOOST_TEST(throws_with<FormatError>([&] { io::read_llama2c(p); }, {"n_heads"}));
 }
 
+BOOST_AUTO_TEST_CASE(non_finite_weights_are_named) {
+  knprobe::testing::TempDir dir;
+  const auto bytes =
+      knprobe::testing::read_bytes(knprobe::testing::stories_dir() / "stories260K.bin");
+  std::string s(bytes.begin(), bytes.end());
+  // token_embedding is first ([512 × 64] floats after the 28-byte header); rms_att follows.
+  const float nan = std::nanf("");
+  std::memcpy(s.data() + 28 + 4 * (512 * 64 + 70), &nan, 4);  // rms_att of layer 1, element 6
+  const auto p = dir.write("nan.bin", s);
+  BOOST_TEST(throws_with<NumericError>([&] { io::read_llama2c(p); },
+                                       {"nan.bin", "rms_att of layer 1", "element 6 is NaN"}));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

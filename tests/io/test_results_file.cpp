@@ -110,7 +110,7 @@ BOOST_AUTO_TEST_CASE(damage_before_the_last_line_is_an_error) {
   }
   const auto q = d.write("q.jsonl", "{\"record\":\"result\"}\n");
   BOOST_CHECK_THROW(io::read_results(q), FormatError);  // no header record
-  BOOST_CHECK_THROW(io::read_results(d.path() / "missing.jsonl"), FormatError);
+  BOOST_CHECK_THROW(io::read_results(d.path() / "missing.jsonl"), IoError);
   BOOST_CHECK_THROW(io::ResultsFile(d.path() / "x.jsonl", json::array()), ArgumentError);
 }
 
@@ -123,6 +123,31 @@ BOOST_AUTO_TEST_CASE(atomic_rewrite_replaces_the_file) {
   BOOST_TEST(c.header["v"] == 2);
   BOOST_TEST(c.records.size() == 1u);
   BOOST_TEST(!std::filesystem::exists(p.string() + ".tmp"));
+}
+
+BOOST_AUTO_TEST_CASE(foreign_files_are_refused_and_left_unchanged) {
+  testing::TempDir d;
+  // A one-line file that is not ours must not be taken for a torn header and emptied.
+  for (const std::string text : {"my notes\n", "my notes", "{\"record\":\"result\"}\n"}) {
+    const auto p = d.write("notes.txt", text);
+    BOOST_CHECK_THROW(io::ResultsFile(p, header(20)), FormatError);
+    BOOST_TEST(text_of(p) == text);
+  }
+  // A torn header line (a kill while the header was written) is still repaired.
+  const auto torn = d.write("torn.jsonl", "{\"format\":\"te");
+  { io::ResultsFile f(torn, header(20)); }
+  BOOST_TEST(io::read_results(torn).header["format"] == "test/1");
+  BOOST_CHECK_THROW(io::ResultsFile("/dev/full", header(20)), IoError);
+  BOOST_CHECK_THROW(io::ResultsFile(d.path(), header(20)), IoError);
+  // A line longer than any record is refused, not read into memory.
+  auto h = header(20);
+  h["record"] = "header";
+  const auto big = d.write("big.jsonl", h.dump() + "\n\"" + std::string(17u << 20, 'x') + "\"\n");
+  BOOST_TEST(testing::throws_with<FormatError>([&] { (void)io::read_results(big); },
+                                               {"line 2", "more than a knprobe record"}));
+  // A NaN is never written as null.
+  io::ResultsFile f(d.path() / "n.jsonl", header(20));
+  BOOST_CHECK_THROW(f.append({{"record", "result"}, {"p", std::nan("")}}), NumericError);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

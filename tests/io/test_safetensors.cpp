@@ -113,4 +113,41 @@ BOOST_AUTO_TEST_CASE(corrupt_files_are_named_errors) {
       [&] { io::SafetensorsFile f(dir.path() / "missing.safetensors"); }, {"cannot open"}));
 }
 
+BOOST_AUTO_TEST_CASE(tensors_cover_the_data_exactly_and_are_finite) {
+  TempDir dir;
+  const std::vector<float> v{1.0f, 2.0f};
+  const std::string good = safetensors_bytes({{"t", entry("F32", {2}, 0, 8)}}, raw(v));
+  BOOST_CHECK_NO_THROW(io::SafetensorsFile(dir.write("ok.safetensors", good)));
+  // The header length off by one either way (the trailing pad absorbs it): every tensor would
+  // shift by a byte. Refused, naming the unclaimed bytes.
+  for (const std::int64_t delta : {-1, +1}) {
+    std::string b = good;
+    std::uint64_t n = 0;
+    std::memcpy(&n, b.data(), 8);
+    n = static_cast<std::uint64_t>(static_cast<std::int64_t>(n) + delta);
+    std::memcpy(b.data(), &n, 8);
+    const auto p = dir.write("shifted.safetensors", b);
+    // −1: the header parses (padding) and a data byte is left over; +1: a data byte joins the
+    // header and the last tensor runs past the data.
+    BOOST_TEST(throws_with<FormatError>([&] { io::SafetensorsFile f(p); },
+                                        {"shifted.safetensors",
+                                         delta < 0 ? "belong to no tensor" : "outside the data"}),
+               "delta " << delta);
+  }
+  BOOST_TEST(throws_with<FormatError>(
+      [&] { io::SafetensorsFile f(dir.write("tail.safetensors", good + "xxxx")); },
+      {"after the last tensor"}));
+  BOOST_TEST(throws_with<FormatError>(
+      [&] {
+        io::SafetensorsFile f(dir.write(
+            "hole.safetensors", safetensors_bytes({{"t", entry("F32", {1}, 4, 8)}}, raw(v))));
+      },
+      {"[0, 4)", "belong to no tensor"}));
+  const std::vector<float> bad{1.0f, std::nanf("")};
+  const io::SafetensorsFile nan_file(
+      dir.write("nan.safetensors", safetensors_bytes({{"w", entry("F32", {2}, 0, 8)}}, raw(bad))));
+  BOOST_TEST(throws_with<NumericError>([&] { (void)nan_file.to_float("w"); },
+                                       {"nan.safetensors", "'w'", "element 1 is NaN"}));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

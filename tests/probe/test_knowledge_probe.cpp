@@ -103,4 +103,33 @@ BOOST_AUTO_TEST_CASE(bad_input_is_named) {
   BOOST_TEST(throws_with<ArgumentError>([&] { probe.attribute(f, o); }, {"steps m = 0"}));
 }
 
+BOOST_AUTO_TEST_CASE(impossible_controls_long_inputs_and_nan_are_errors) {
+  KnowledgeProbe probe(stories().model, stories().tok);
+  // More than half of a layer selected: no disjoint control of the same size exists.
+  std::vector<Neuron> most;
+  for (int u = 0; u < 87; ++u) most.push_back({2, u});
+  BOOST_TEST(throws_with<ArgumentError>([&] { probe.random_control(NeuronSet(most), 1); },
+                                        {"layer 2 selects 87 of its 172", "at most half"}));
+  most.pop_back();
+  BOOST_TEST(probe.random_control(NeuronSet(most), 1).size() == 86u);
+  // A prompt longer than the limit is refused before any work.
+  probe.set_max_tokens(8);
+  BOOST_TEST(throws_with<ArgumentError>(
+      [&] { probe.encode("Once upon a time, there was a little girl named", " Lily"); },
+      {"more than the 8 accepted"}));
+  BOOST_TEST(throws_with<ArgumentError>([&] { probe.set_max_tokens(0); }, {"max_tokens"}));
+  probe.set_max_tokens(100000);
+  BOOST_TEST(probe.max_tokens() == 512);  // stories260K's context (seq_len)
+  // NaN weights: attribution names the first layer whose neurons are not finite.
+  auto w = stories().model.weights();
+  w.layers[3].w_up(5, 7) = std::nanf("");
+  const LlamaModel<float> broken(w);
+  const KnowledgeProbe bad(broken, stories().tok);
+  const auto f = bad.encode("Once upon a", " time");
+  BOOST_TEST(throws_with<NumericError>([&] { (void)bad.attribute(f); },
+                                       {"neuron activations of layer 3"}));
+  BOOST_TEST(throws_with<NumericError>([&] { (void)bad.effect(f, NeuronSet({{1, 1}}), 0.0); },
+                                       {"not a finite number"}));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

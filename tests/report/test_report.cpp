@@ -19,6 +19,7 @@ json result(int index, const std::string& lang, std::vector<std::pair<int, int>>
           {"fact", "f" + std::to_string(index)},
           {"relation", "r"},
           {"language", lang},
+          {"p_answer", 0.5},
           {"prompt", "a <b> & c"},
           {"answer", " d"},
           {"neurons", n},
@@ -32,12 +33,15 @@ RunInput sample_run() {
   RunInput r;
   r.path = "/x/results.jsonl";
   r.header = {{"record", "header"},
-              {"model", {{"layers", 3}}},
+              {"format", "knprobe-run/1"},
+              {"facts", {{"count", 3}}},
+              {"model", {{"layers", 3}, {"ffn_width", 8}}},
               {"options", {{"method", "amig"}, {"languages", {"en", "zh"}}}}};
   r.records = {result(0, "en", {{0, 5}, {1, 1}}, -0.8, -0.1, 0.4, 0.2),
                result(0, "zh", {{1, 1}, {2, 3}}, -0.6, -0.2, 0.2, 0.1),
                {{"record", "likn"},
                 {"index", 0},
+                {"fact", "f0"},
                 {"neurons", {{1, 1}}},
                 {"suppress", {{"en", {{"related", -0.5}}}}}},
                result(1, "en", {{1, 4}, {1, 6}}, -0.4, -0.1, 0.2, 0.2),
@@ -130,6 +134,30 @@ BOOST_AUTO_TEST_CASE(bad_input_is_refused) {
   in.fact.clear();
   in.runs[0].header = nullptr;
   BOOST_CHECK_THROW(build_report(in), ArgumentError);
+}
+
+BOOST_AUTO_TEST_CASE(foreign_or_damaged_records_are_refused) {
+  auto expect = [](auto change, const std::string& words) {
+    ReportInput in;
+    in.runs = {sample_run()};
+    change(in.runs[0]);
+    try {
+      (void)build_report(in);
+      BOOST_FAIL("accepted: " + words);
+    } catch (const FormatError& e) {
+      BOOST_TEST(std::string(e.what()).find(words) != std::string::npos, e.what());
+    }
+  };
+  expect([](RunInput& r) { r.records.push_back({{"junk", 1}}); }, "results.jsonl:8: no string 'record'");
+  expect([](RunInput& r) { r.records[1]["index"] = 3; }, "index: expected an integer in [0, 2]");
+  expect([](RunInput& r) { r.records[1]["index"] = "0"; }, "index: expected an integer");
+  expect([](RunInput& r) { r.records[0]["neurons"][0]["layer"] = -1; }, "neuron layer");
+  expect([](RunInput& r) { r.records[0]["language"] = "fr"; }, "language 'fr'");
+  expect([](RunInput& r) { r.records[0]["suppress"]["related"] = nullptr; }, "suppress.related");
+  expect([](RunInput& r) { r.records[0]["record"] = 5; }, "no string 'record'");
+  expect([](RunInput& r) { r.records[0]["top_by_layer"] = json::array(); }, "top_by_layer");
+  expect([](RunInput& r) { r.records.push_back(r.records[0]); }, "a second record of fact index 0");
+  expect([](RunInput& r) { r.header["format"] = "other/1"; }, "not a knprobe run results file");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -41,4 +41,29 @@ BOOST_AUTO_TEST_CASE(gpt2_pre_tokenization) {
   BOOST_TEST(p == want, boost::test_tools::per_element());
 }
 
+BOOST_AUTO_TEST_CASE(bad_tokenizer_files_are_named) {
+  using knprobe::testing::throws_with;
+  auto json_with = [](const std::string& vocab, const std::string& merges) {
+    return "{\"model\":{\"type\":\"BPE\",\"vocab\":" + vocab + ",\"merges\":" + merges + "}}";
+  };
+  BOOST_CHECK_NO_THROW(ByteBpe::from_tokenizer_json_text(
+      json_with(R"({"a":0,"b":1,"ab":2})", R"(["a b"])"), "t.json"));
+  BOOST_TEST(throws_with<FormatError>(
+      [&] { ByteBpe::from_tokenizer_json_text(json_with(R"({"a":3.5})", "[]"), "t.json"); },
+      {"t.json", "id of 'a'", "expected an integer"}));
+  BOOST_TEST(throws_with<TokenizerError>(
+      [&] { ByteBpe::from_tokenizer_json_text(json_with(R"({"a":0,"b":0})", "[]"), "t.json"); },
+      {"t.json", "id 0 is given to both"}));
+  BOOST_TEST(throws_with<TokenizerError>(
+      [&] {
+        ByteBpe::from_tokenizer_json_text(json_with(R"({"a":0,"b":1})", R"(["a zz"])"), "t.json");
+      },
+      {"t.json", "merge 0", "'zz'", "not in the vocabulary"}));
+  BOOST_TEST(throws_with<FormatError>(
+      [&] { ByteBpe::from_tokenizer_json_text("{\"model\":", "t.json"); }, {"t.json", "not valid JSON"}));
+  BOOST_TEST(throws_with<TokenizerError>(
+      [&] { ByteBpe::from_tokenizer_json_text(R"({"model":{"type":"BPE"}})", "t.json"); },
+      {"model.vocab must be an object"}));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -39,6 +39,30 @@ class TokenizerError : public Error {
   using Error::Error;
 };
 
+/// A command-line option is missing, malformed or outside its range (the CLI exits with 2).
+class UsageError : public ArgumentError {
+ public:
+  using ArgumentError::ArgumentError;
+};
+
+/// A file or folder cannot be read or written (permissions, not a regular file, disk full, ...).
+class IoError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A weight, activation, probability or score is NaN or infinite where a number is required.
+class NumericError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// Work was stopped on request (SIGINT / SIGTERM through a stop flag); nothing half-done is kept.
+class Interrupted : public Error {
+ public:
+  using Error::Error;
+};
+
 /// A results file cannot be resumed by this run: it was written for another model, other
 /// options, other facts or another library version (the message names the first difference).
 class ResumeError : public Error {

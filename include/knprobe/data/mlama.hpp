@@ -13,7 +13,7 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -25,6 +25,8 @@
 #include "knprobe/core/rng.hpp"
 #include "knprobe/data/chinese.hpp"
 #include "knprobe/data/facts.hpp"
+#include "knprobe/io/files.hpp"
+#include "knprobe/io/json_get.hpp"
 #include "knprobe/model/concept.hpp"
 
 namespace knprobe {
@@ -55,20 +57,42 @@ struct MlamaTriple {
   std::string subject, object;
 };
 
-/// Appends the JSON objects of a .jsonl file to `out` (missing file: nothing).
-inline void read_jsonl(const std::filesystem::path& p, std::vector<nlohmann::json>& out,
+/// A JSON object of a .jsonl file with where it came from ("<file>:<line>").
+struct JsonlRow {
+  nlohmann::json value;
+  std::string where;
+};
+
+/// Appends the JSON objects of a .jsonl file to `out` (missing file: nothing; a path that is not
+/// a regular file, or one over 256 MiB: IoError / FormatError naming it).
+inline void read_jsonl(const std::filesystem::path& p, std::vector<JsonlRow>& out,
                        std::vector<DataProblem>& problems) {
-  std::ifstream in(p);
-  if (!in.good()) return;
-  std::string line;
-  for (std::size_t n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+  std::error_code ec;
+  if (!std::filesystem::exists(p, ec)) return;
+  const std::string text = io::read_file(p, "mLAMA file", std::uintmax_t(256) << 20);
+  std::size_t n = 0, begin = 0;
+  while (begin < text.size()) {
+    std::size_t end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    const std::string_view line(text.data() + begin, end - begin);
+    begin = end + 1;
+    ++n;
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
     auto j = nlohmann::json::parse(line, nullptr, false);
+    const std::string where = p.string() + ":" + std::to_string(n);
     if (!j.is_object())
-      problems.push_back({p.string() + ":" + std::to_string(n), "not a JSON object"});
+      problems.push_back({where, j.is_discarded() ? "not valid JSON" : "not a JSON object"});
     else
-      out.push_back(std::move(j));
+      out.push_back({std::move(j), where});
   }
+}
+
+/// Occurrences of `needle` in `s`.
+inline std::size_t count_of(const std::string& s, std::string_view needle) {
+  std::size_t n = 0;
+  for (auto at = s.find(needle); at != std::string::npos; at = s.find(needle, at + needle.size()))
+    ++n;
+  return n;
 }
 
 inline bool is_chinese(const std::string& lang) {
@@ -118,24 +142,37 @@ inline MlamaData load_mlama(const std::filesystem::path& root, const MlamaOption
   std::optional<ChineseConverter> t2s;
   std::map<std::string, std::map<std::string, std::string>> templates;  // lang → rel → template
   std::map<std::string, std::map<std::string, std::map<int, detail::MlamaTriple>>> triples;
+  for (const auto& lang : o.languages)
+    KNPROBE_REQUIRE(valid_language_code(lang), ArgumentError, "mLAMA: language code '", lang,
+                    "' (expected 1-16 of A-Z a-z 0-9 _ -)");
   for (const auto& lang : o.languages) {
     const fs::path dir = root / lang;
     KNPROBE_REQUIRE(fs::is_directory(dir), FormatError, root.string(), ": no folder for language '",
                     lang, "'");
     const bool zh = o.simplify_chinese && detail::is_chinese(lang);
     if (zh && !t2s) t2s.emplace("t2s.json");
-    auto norm = [&](const std::string& s) { return zh ? t2s->convert(s) : s; };
-    std::vector<nlohmann::json> rows;
+    auto norm = [&](const nlohmann::json& v) {
+      const auto& s = v.get_ref<const std::string&>();
+      return zh ? t2s->convert(s) : s;
+    };
+    std::vector<detail::JsonlRow> rows;
     for (const char* split : {"train.jsonl", "dev.jsonl"})
       detail::read_jsonl(dir / "templates" / split, rows, out.problems);
-    for (const auto& r : rows)
-      if (r.contains("relation") && r["relation"].is_string() && r.contains("template") &&
-          r["template"].is_string())
-        templates[lang][r["relation"].get<std::string>()] = norm(r["template"].get<std::string>());
+    for (const auto& [r, where] : rows) {
+      if (!(r.contains("relation") && r["relation"].is_string() && r.contains("template") &&
+            r["template"].is_string())) {
+        out.problems.push_back({where, "a template line needs string 'relation' and 'template'"});
+        continue;
+      }
+      const std::string rel = r["relation"].get<std::string>(), tpl = norm(r["template"]);
+      const auto [it, fresh] = templates[lang].emplace(rel, tpl);
+      if (!fresh && it->second != tpl)
+        out.problems.push_back({where, "second, different template of " + rel + " ignored"});
+    }
     for (const auto& e : fs::directory_iterator(dir)) {
       const std::string name = e.path().filename().string();
       if (name == "templates") continue;
-      std::vector<nlohmann::json> facts;
+      std::vector<detail::JsonlRow> facts;
       std::string rel;
       if (e.is_directory()) {
         rel = name;
@@ -151,15 +188,24 @@ inline MlamaData load_mlama(const std::filesystem::path& root, const MlamaOption
           std::find(o.relations.begin(), o.relations.end(), rel) == o.relations.end())
         continue;
       auto& m = triples[lang][rel];
-      for (const auto& f : facts) {
-        if (!f.contains("lineid") || !f["lineid"].is_number_integer() || !f.contains("sub_label") ||
-            !f["sub_label"].is_string() || !f.contains("obj_label") ||
-            !f["obj_label"].is_string()) {
-          out.problems.push_back({lang + "/" + rel, "a line lacks lineid, sub_label or obj_label"});
+      for (const auto& [f, where] : facts) {
+        if (!f.contains("lineid") || !f.contains("sub_label") || !f["sub_label"].is_string() ||
+            !f.contains("obj_label") || !f["obj_label"].is_string()) {
+          out.problems.push_back({where, "a line lacks lineid, sub_label or obj_label"});
           continue;
         }
-        m[f["lineid"].get<int>()] = {norm(f["sub_label"].get<std::string>()),
-                                     norm(f["obj_label"].get<std::string>())};
+        int lineid = 0;
+        try {
+          lineid = io::json_int<int>(f["lineid"], 0, std::numeric_limits<int>::max(), "lineid");
+        } catch (const FormatError& e) {
+          out.problems.push_back({where, e.what()});
+          continue;
+        }
+        const auto [it, fresh] =
+            m.emplace(lineid, detail::MlamaTriple{norm(f["sub_label"]), norm(f["obj_label"])});
+        if (!fresh)
+          out.problems.push_back(
+              {where, "lineid " + std::to_string(lineid) + " appears twice; the first is kept"});
       }
     }
   }
@@ -178,10 +224,10 @@ inline MlamaData load_mlama(const std::filesystem::path& root, const MlamaOption
         why = "relation has no data in this language";
       else if (t == templates[lang].end())
         why = "relation has no template";
-      else if (t->second.find("[Y]") == std::string::npos)
-        why = "template '" + t->second + "' has no [Y]";
-      else if (t->second.find("[X]") == std::string::npos)
-        why = "template '" + t->second + "' has no [X]";
+      else if (detail::count_of(t->second, "[Y]") != 1)
+        why = "template '" + t->second + "' must hold [Y] exactly once";
+      else if (detail::count_of(t->second, "[X]") != 1)
+        why = "template '" + t->second + "' must hold [X] exactly once";
       else if (o.objective == Objective::causal_lm && t->second.find("[Y]") < t->second.find("[X]"))
         why = "template '" + t->second + "' puts [Y] before [X]: no decoder prompt";
       if (!why.empty()) {
@@ -213,9 +259,11 @@ inline MlamaData load_mlama(const std::filesystem::path& root, const MlamaOption
           f.prompts[lang] = pa->first;
           f.answers[lang] = pa->second;
         } else {
+          // Replace the later slot first, so that a subject holding "[Y]" is never taken for it.
           std::string p = tpl;
-          p.replace(p.find("[X]"), 3, it->second.subject);
-          p.replace(p.find("[Y]"), 3, o.mask_token);
+          const auto px = p.find("[X]"), py = p.find("[Y]");
+          if (px > py) p.replace(px, 3, it->second.subject), p.replace(py, 3, o.mask_token);
+          else p.replace(py, 3, o.mask_token), p.replace(px, 3, it->second.subject);
           f.prompts[lang] = p;
           f.answers[lang] = it->second.object;
         }

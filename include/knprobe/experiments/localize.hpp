@@ -92,6 +92,25 @@ inline std::optional<std::size_t> unrelated_fact(const std::vector<Fact>& facts,
   return std::nullopt;
 }
 
+/// The next fact (cyclically) of another relation that has `lang` and can be encoded (a fact that
+/// cannot — too long, untokenizable — is passed over: it must not fail the fact it controls for).
+template <ProbeableModel M>
+std::optional<EncodedFact> unrelated_encoded(const KnowledgeProbe<M>& probe,
+                                             const std::vector<Fact>& facts, std::size_t i,
+                                             const std::string& lang) {
+  for (std::size_t k = 1; k < facts.size(); ++k) {
+    const auto& g = facts[(i + k) % facts.size()];
+    if (g.relation == facts[i].relation || !g.prompts.count(lang) || !g.answers.count(lang))
+      continue;
+    try {
+      return probe.encode(g.prompts.at(lang), g.answers.at(lang));
+    } catch (const ArgumentError&) {
+    } catch (const TokenizerError&) {
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace detail
 
 /// One (fact, language) of the localization experiment: encode facts[i] in `lang`, attribute,
@@ -126,10 +145,9 @@ LanguageResult localize_language(const KnowledgeProbe<M>& probe, const std::vect
     const NeuronSet ctl = probe.random_control(set, o.seed + i);
     r.suppress.control = probe.effect(f, ctl, 0.0).relative();
     r.enhance.control = probe.effect(f, ctl, 2.0).relative();
-    if (auto u = detail::unrelated_fact(facts, i, lang)) {
-      const EncodedFact g = probe.encode(facts[*u].prompts.at(lang), facts[*u].answers.at(lang));
-      r.suppress.unrelated = probe.effect(g, set, 0.0).relative();
-      r.enhance.unrelated = probe.effect(g, set, 2.0).relative();
+    if (auto g = detail::unrelated_encoded(probe, facts, i, lang)) {
+      r.suppress.unrelated = probe.effect(*g, set, 0.0).relative();
+      r.enhance.unrelated = probe.effect(*g, set, 2.0).relative();
     }
   }
   return r;

@@ -14,11 +14,13 @@
 // are deterministic and reported, not retried). Results do not depend on the shard: the control
 // seed and the unrelated fact come from the global index i.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -28,6 +30,7 @@
 #include "knprobe/core/rng.hpp"
 #include "knprobe/experiments/degenerate.hpp"
 #include "knprobe/experiments/localize.hpp"
+#include "knprobe/io/json_get.hpp"
 #include "knprobe/io/results_file.hpp"
 
 namespace knprobe {
@@ -93,6 +96,123 @@ std::string screen_fact(const KnowledgeProbe<M>& probe, const Fact& f,
   return {};
 }
 
+/// Checks one record of a knprobe-run/1 results file against the file's header (the work list:
+/// fact count, shard, languages, model size) and, when given, the facts of this run. FormatError
+/// "<where>: ..." naming what is wrong. Guards resuming, merging and reporting against foreign or
+/// damaged lines: a record is accepted only if it describes an item of this run.
+inline void validate_run_record(const nlohmann::json& r, const nlohmann::json& header,
+                                const std::string& where,
+                                const std::vector<Fact>* facts = nullptr) {
+  auto fail = [&](const std::string& why) { throw FormatError(where + ": " + why); };
+  if (!r.is_object()) fail("not a JSON object");
+  const auto kind_it = r.find("record");
+  if (kind_it == r.end() || !kind_it->is_string()) fail("no string 'record'");
+  const std::string kind = kind_it->get<std::string>();
+  if (kind != "result" && kind != "screened_out" && kind != "failure" && kind != "likn")
+    fail("record kind '" + kind.substr(0, 40) + "' is not one of result, screened_out, failure, likn");
+  const auto count = io::json_int<long long>(
+      io::json_at(io::json_at(header, "facts", "header"), "count", "header facts"), 0,
+      1LL << 40, "header facts.count");
+  if (count == 0) fail("the header lists no facts");
+  const auto idx = io::json_int<long long>(io::json_at(r, "index", where), 0, count - 1,
+                                           where + ": index");
+  if (header.contains("shard")) {
+    const auto rank = io::json_int<long long>(io::json_at(header["shard"], "rank", "shard"), 0,
+                                              1 << 20, "header shard.rank");
+    const auto n = io::json_int<long long>(io::json_at(header["shard"], "count", "shard"), 1,
+                                           1 << 20, "header shard.count");
+    if (idx % n != rank)
+      fail("index " + std::to_string(idx) + " does not belong to shard " + std::to_string(rank) +
+           " of " + std::to_string(n));
+  }
+  const auto& fact = io::json_string(io::json_at(r, "fact", where), where + ": fact");
+  if (facts && fact != (*facts)[static_cast<std::size_t>(idx)].id)
+    fail("index " + std::to_string(idx) + " is fact '" +
+         (*facts)[static_cast<std::size_t>(idx)].id + "' in this run, not '" +
+         fact.substr(0, 60) + "'");
+  const auto& langs = io::json_at(io::json_at(header, "options", "header"), "languages",
+                                  "header options");
+  if (kind != "likn") {
+    const auto& lang = io::json_string(io::json_at(r, "language", where), where + ": language");
+    if (std::find(langs.begin(), langs.end(), nlohmann::json(lang)) == langs.end())
+      fail("language '" + lang.substr(0, 20) + "' is not one of this run's languages");
+  }
+  if (kind == "screened_out" || kind == "failure")
+    (void)io::json_string(io::json_at(r, "reason", where), where + ": reason");
+  if (kind == "result" || kind == "likn") {
+    const auto& model = io::json_at(header, "model", "header");
+    const int layers = io::json_int<int>(io::json_at(model, "layers", "header model"), 1, 1 << 16,
+                                         "header model.layers");
+    const int width = io::json_int<int>(io::json_at(model, "ffn_width", "header model"), 1,
+                                        1 << 24, "header model.ffn_width");
+    const auto& neurons = io::json_at(r, "neurons", where);
+    if (!neurons.is_array()) fail("'neurons' is not an array");
+    for (const auto& n : neurons) {
+      const bool obj = n.is_object();
+      if (!obj && !(n.is_array() && n.size() == 2)) fail("a neuron is not {layer, unit, score}");
+      (void)io::json_int<int>(obj ? io::json_at(n, "layer", where) : n[0], 0, layers - 1,
+                              where + ": neuron layer");
+      (void)io::json_int<int>(obj ? io::json_at(n, "unit", where) : n[1], 0, width - 1,
+                              where + ": neuron unit");
+      if (obj && n.contains("score"))
+        (void)io::json_number(n["score"], -1e300, 1e300, where + ": neuron score");
+    }
+    // Effects: {"related": x, "unrelated": y, "control": z} of finite numbers (LIKN: by language).
+    auto effects = [&](const nlohmann::json& e, const std::string& at) {
+      if (!e.is_object()) fail("'" + at + "' is not an object");
+      for (auto it = e.begin(); it != e.end(); ++it)
+        (void)io::json_number(it.value(), -1e300, 1e300, where + ": " + at + "." + it.key());
+    };
+    for (const char* key : {"suppress", "enhance"}) {
+      if (!r.contains(key)) continue;
+      if (kind == "result") {
+        effects(r[key], key);
+      } else {
+        if (!r[key].is_object()) fail(std::string("'") + key + "' is not an object");
+        for (auto it = r[key].begin(); it != r[key].end(); ++it)
+          effects(it.value(), std::string(key) + "." + it.key());
+      }
+    }
+    if (kind == "result") {
+      (void)io::json_number(io::json_at(r, "p_answer", where), 0.0, 1.0, where + ": p_answer");
+      if (r.contains("max_completeness_delta"))
+        (void)io::json_number(r["max_completeness_delta"], 0.0, 1e300,
+                              where + ": max_completeness_delta");
+      if (r.contains("dkn")) {
+        const auto& d = r["dkn"];
+        const auto& sets = io::json_at(d, "degenerate", where + ": dkn");
+        if (!sets.is_array()) fail("dkn.degenerate is not an array");
+        for (const auto& set : sets)
+          if (!set.is_array()) fail("a dkn.degenerate entry is not an array");
+        if (d.contains("forward_passes"))
+          (void)io::json_int<long long>(d["forward_passes"], 0, 1LL << 50,
+                                        where + ": dkn.forward_passes");
+      }
+      if (r.contains("top_by_layer") &&
+          (!r["top_by_layer"].is_array() || static_cast<int>(r["top_by_layer"].size()) != layers))
+        fail("'top_by_layer' must hold one entry per layer (" + std::to_string(layers) + ")");
+    }
+  }
+}
+
+/// Checks every record of a results file (see validate_run_record); lines are numbered as in the
+/// file (the header is line 1).
+inline void validate_run_records(const io::ResultsContent& c, const std::string& path,
+                                 const std::vector<Fact>* facts = nullptr) {
+  KNPROBE_REQUIRE(c.header.is_object() && c.header.value("format", nlohmann::json()) ==
+                                              "knprobe-run/1",
+                  FormatError, path, ": not a knprobe run results file (header format is not ",
+                  "knprobe-run/1)");
+  std::set<std::pair<long long, std::string>> seen;
+  for (std::size_t i = 0; i < c.records.size(); ++i) {
+    const std::string where = path + ":" + std::to_string(i + 2);
+    validate_run_record(c.records[i], c.header, where, facts);
+    const auto key = run_item_key(c.records[i]);
+    KNPROBE_REQUIRE(seen.insert(key).second, FormatError, where, ": a second record of fact index ",
+                    key.first, " [", key.second.empty() ? "LIKN" : key.second, "]");
+  }
+}
+
 inline NeuronSet neurons_from_json(const nlohmann::json& a) {
   std::vector<Neuron> v;
   for (const auto& n : a)
@@ -120,6 +240,10 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
                     "run: no threshold for language '", lang, "'");
   const bool multilingual = langs.size() > 1;
 
+  {  // what a resumed file holds must be items of this run
+    io::ResultsContent held{file.header(), file.records(), std::nullopt, 0};
+    detail::validate_run_records(held, file.path().string(), &facts);
+  }
   std::set<std::pair<long long, std::string>> done;
   std::map<long long, std::map<std::string, NeuronSet>> sets;  // for LIKN items
   for (const auto& r : file.records()) {
@@ -187,6 +311,10 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
           rec = base("failure", lang);
           rec["reason"] = e.what();
           ++s.failed;
+        } catch (const std::bad_alloc&) {  // recorded, so that a rerun does not die here again
+          rec = base("failure", lang);
+          rec["reason"] = "out of memory";
+          ++s.failed;
         }
       }
       finish(std::move(rec));
@@ -235,6 +363,8 @@ inline std::vector<nlohmann::json> canonical_records(const std::vector<io::Resul
     return h;
   };
   const auto h0 = identity(parts[0].header);
+  for (std::size_t i = 0; i < parts.size(); ++i)
+    detail::validate_run_records(parts[i], "results part " + std::to_string(i + 1));
   std::map<std::string, std::size_t> lang_pos;
   for (const auto& l :
        h0.value("options", nlohmann::json::object()).value("languages", std::vector<std::string>{}))

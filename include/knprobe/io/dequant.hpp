@@ -3,6 +3,7 @@
 // MODELS.md §1.5). A row of ne[0] values is ne[0]/block_size consecutive blocks.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -274,6 +275,61 @@ inline void dequantize(std::uint32_t type, const std::byte* src, std::size_t n, 
     const std::int64_t i = c * chunk, m = std::min(chunk, blocks - i);
     f(b + i * ti.type_size, static_cast<std::size_t>(m), dst + i * ti.block_size);
   }
+}
+
+/// Index of the first value of `n` values of ggml type `type` at `src` that dequantizes to a
+/// non-finite number, or `n` when there is none. Reads only what can be non-finite: every element
+/// of F32 / F16 / BF16, and the fp16 scales (d, and m / dmin) of the quantized blocks, whose
+/// integer parts are always finite. One pass over the scales: cheap next to a forward pass.
+/// @pre as for dequantize.
+inline std::size_t first_non_finite(std::uint32_t type, const std::byte* src, std::size_t n) {
+  const GgmlTypeInfo ti = ggml_type_info(type);
+  const auto* b = reinterpret_cast<const std::uint8_t*>(src);
+  auto bits16 = [](const std::uint8_t* p) {  // fp16 / bf16: exponent bits all ones = Inf / NaN
+    std::uint16_t h;
+    std::memcpy(&h, p, 2);
+    return h;
+  };
+  switch (static_cast<GgmlType>(type)) {
+    case GgmlType::f32:
+      for (std::size_t i = 0; i < n; ++i) {
+        float v;
+        std::memcpy(&v, b + 4 * i, 4);
+        if (!std::isfinite(v)) return i;
+      }
+      return n;
+    case GgmlType::f16:
+      for (std::size_t i = 0; i < n; ++i)
+        if ((bits16(b + 2 * i) & 0x7C00u) == 0x7C00u) return i;
+      return n;
+    case GgmlType::bf16:
+      for (std::size_t i = 0; i < n; ++i)
+        if ((bits16(b + 2 * i) & 0x7F80u) == 0x7F80u) return i;
+      return n;
+    default:
+      break;
+  }
+  // Offsets of the fp16 scales within a block (ggml-quants.c layouts; MODELS.md §1.5).
+  int at[2] = {0, -1};
+  switch (static_cast<GgmlType>(type)) {
+    case GgmlType::q4_1:
+    case GgmlType::q5_1:
+    case GgmlType::q4_k:
+    case GgmlType::q5_k:
+      at[1] = 2;  // m / dmin right after d
+      break;
+    case GgmlType::q6_k:
+      at[0] = 208;  // d last
+      break;
+    default:
+      break;
+  }
+  const std::size_t blocks = ti.block_size ? n / ti.block_size : 0;
+  for (std::size_t k = 0; k < blocks; ++k)
+    for (int a : at)
+      if (a >= 0 && (bits16(b + k * ti.type_size + static_cast<std::size_t>(a)) & 0x7C00u) == 0x7C00u)
+        return k * ti.block_size;
+  return n;
 }
 
 }  // namespace knprobe::io

@@ -5,6 +5,8 @@
 // naming the file and what was wrong.
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -17,6 +19,7 @@
 #include <variant>
 #include <vector>
 
+#include "knprobe/core/finite.hpp"
 #include "knprobe/core/tensor.hpp"
 #include "knprobe/io/byte_reader.hpp"
 #include "knprobe/io/dequant.hpp"
@@ -52,7 +55,11 @@ struct GgufValue {
 
   /// Integer value (any integer type). Throws FormatError otherwise.
   std::int64_t as_int(const std::string& key) const {
-    if (auto* u = std::get_if<std::uint64_t>(&value)) return static_cast<std::int64_t>(*u);
+    if (auto* u = std::get_if<std::uint64_t>(&value)) {
+      KNPROBE_REQUIRE(*u <= static_cast<std::uint64_t>(INT64_MAX), FormatError, "GGUF key '", key,
+                      "' = ", *u, " is too large");
+      return static_cast<std::int64_t>(*u);
+    }
     if (auto* i = std::get_if<std::int64_t>(&value)) return *i;
     if (auto* b = std::get_if<bool>(&value)) return *b ? 1 : 0;
     throw FormatError("GGUF key '" + key + "' is not an integer");
@@ -159,6 +166,52 @@ class GgufFile {
     return has(key) ? get_double(key) : fallback;
   }
   const std::string& get_string(const std::string& key) const { return get(key).as_string(key); }
+
+  /// The integer `key`, which must lie in [lo, hi]: FormatError naming the file, the key, the
+  /// value and the range otherwise (a model size read as 4294967328 is refused, not cut to 32).
+  std::int64_t get_int_in(const std::string& key, std::int64_t lo, std::int64_t hi) const {
+    const std::int64_t v = get_int(key);
+    KNPROBE_REQUIRE(v >= lo && v <= hi, FormatError, path(), ": metadata '", key, "' = ", v,
+                    " outside [", lo, ", ", hi, "]");
+    return v;
+  }
+  /// As get_int_in; `fallback` when the key is absent.
+  std::int64_t get_int_in(const std::string& key, std::int64_t lo, std::int64_t hi,
+                          std::int64_t fallback) const {
+    return has(key) ? get_int_in(key, lo, hi) : fallback;
+  }
+  /// The finite number `key` in [lo, hi] (FormatError naming it otherwise; inf and NaN refused).
+  double get_double_in(const std::string& key, double lo, double hi) const {
+    const double v = get_double(key);
+    KNPROBE_REQUIRE(std::isfinite(v) && v >= lo && v <= hi, FormatError, path(), ": metadata '",
+                    key, "' = ", v, " outside [", lo, ", ", hi, "]");
+    return v;
+  }
+  double get_double_in(const std::string& key, double lo, double hi, double fallback) const {
+    return has(key) ? get_double_in(key, lo, hi) : fallback;
+  }
+  /// The boolean `key` (GGUF type bool only); `fallback` when absent.
+  bool get_bool(const std::string& key, bool fallback) const {
+    if (!has(key)) return fallback;
+    const auto& v = get(key);
+    KNPROBE_REQUIRE(v.type == GgufType::boolean, FormatError, path(), ": metadata '", key,
+                    "' is not a boolean");
+    return std::get<bool>(v.value);
+  }
+
+  /// Throws NumericError naming the tensor unless all its values dequantize to finite numbers.
+  void require_finite_tensor(const GgufTensorInfo& t) const {
+    const auto n = static_cast<std::size_t>(t.numel());
+    const std::size_t i = io::first_non_finite(t.type, t.data, n);
+    KNPROBE_REQUIRE(i == n, NumericError, path(), ": tensor '", t.name, "' holds a NaN or ",
+                    "infinite value (element ", i, " of ", n, ")");
+  }
+  /// Every metadata key, in order (nothing is decoded).
+  std::vector<std::string> keys() const {
+    std::vector<std::string> out;
+    for (const auto& [k, _] : kv_) out.push_back(k);
+    return out;
+  }
   /// Every key / value (all arrays decoded).
   const std::map<std::string, GgufValue>& metadata() const {
     for (auto& [k, v] : kv_) materialize(k, v);
@@ -178,6 +231,7 @@ class GgufFile {
     const auto& t = tensor(name);
     std::vector<float> out(static_cast<std::size_t>(t.numel()));
     io::dequantize(t.type, t.data, out.size(), out.data());
+    knprobe::detail::require_finite(out.data(), out.size(), path() + ": tensor '" + name + "'");
     return out;
   }
 
@@ -191,6 +245,8 @@ class GgufFile {
     const Index rows = t.ne.size() == 2 ? static_cast<Index>(t.ne[1]) : 1;
     MatrixF m(rows, cols);
     io::dequantize(t.type, t.data, static_cast<std::size_t>(m.size()), m.data());
+    knprobe::detail::require_finite(m.data(), static_cast<std::size_t>(m.size()),
+                                    path() + ": tensor '" + name + "'");
     return m;
   }
 

@@ -4,13 +4,15 @@
 // the field.
 
 #include <filesystem>
-#include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "knprobe/core/error.hpp"
+#include "knprobe/io/files.hpp"
+#include "knprobe/io/json_get.hpp"
 
 namespace knprobe::io {
 
@@ -52,27 +54,54 @@ struct LlamaConfig {
 
 namespace detail {
 
+/// The JSON object in `file` (a regular file of at most 64 MiB; IoError / FormatError naming it).
 inline nlohmann::json read_json(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  KNPROBE_REQUIRE(in.good(), FormatError, file.string(), ": cannot open");
-  auto j = nlohmann::json::parse(in, nullptr, false);
+  auto j = parse_json(read_file(file, "JSON file", std::uintmax_t(64) << 20), file.string());
   KNPROBE_REQUIRE(j.is_object(), FormatError, file.string(), ": not a JSON object");
   return j;
 }
 
-/// Reads j[key] into `out` when present; type mismatch → FormatError naming the field.
+/// Reads j[key] into `out` when present and not null, with the checks of json_get.hpp: integers
+/// must be JSON integers within int, numbers finite, booleans true / false. FormatError names
+/// the file and the field.
 template <class T>
 void field(const nlohmann::json& j, const char* key, T& out, const std::string& file) {
   if (!j.contains(key) || j[key].is_null()) return;
-  try {
-    out = j[key].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw FormatError(file + ": field '" + key + "' has the wrong type");
+  const std::string where = file + ": field '" + key + "'";
+  const auto& v = j[key];
+  if constexpr (std::is_same_v<T, bool>) {
+    out = json_bool(v, where);
+  } else if constexpr (std::is_integral_v<T>) {
+    out = json_int<T>(v, std::numeric_limits<T>::min(), std::numeric_limits<T>::max(), where);
+  } else if constexpr (std::is_floating_point_v<T>) {
+    out = static_cast<T>(json_number(v, -std::numeric_limits<double>::max(),
+                                     std::numeric_limits<double>::max(), where));
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    out = json_string(v, where);
+  } else {  // std::vector<std::string>
+    KNPROBE_REQUIRE(v.is_array(), FormatError, where, ": expected an array of strings");
+    out.clear();
+    for (const auto& e : v) out.push_back(json_string(e, where));
   }
 }
 
 inline void positive(int v, const char* key, const std::string& file) {
   KNPROBE_REQUIRE(v > 0, FormatError, file, ": field '", key, "' must be > 0, got ", v);
+}
+
+/// Refuses a config field that would change the model's maths in a way this library does not
+/// implement: present with a value other than `neutral` (null counts as absent).
+inline void refuse_unless(const nlohmann::json& j, const char* key, const nlohmann::json& neutral,
+                          const std::string& file, const char* why) {
+  if (!j.contains(key) || j[key].is_null() || j[key] == neutral) return;
+  throw FormatError(file + ": field '" + key + "' = " + j[key].dump() + " is not supported (" +
+                    why + "); only " + neutral.dump() + " is");
+}
+
+/// eps in (0, 0.1) and finite; theta > 0.
+inline void check_eps(double eps, const char* key, const std::string& file) {
+  KNPROBE_REQUIRE(eps > 0 && eps < 0.1, FormatError, file, ": field '", key,
+                  "' must be in (0, 0.1), got ", eps);
 }
 
 }  // namespace detail
@@ -101,6 +130,12 @@ inline BertConfig read_bert_config(const std::filesystem::path& file) {
     detail::positive(v, k, f);
   KNPROBE_REQUIRE(c.hidden_size % c.num_attention_heads == 0, FormatError, f,
                   ": hidden_size must be a multiple of num_attention_heads");
+  detail::check_eps(c.layer_norm_eps, "layer_norm_eps", f);
+  KNPROBE_REQUIRE(c.pad_token_id >= 0 && c.pad_token_id < c.vocab_size, FormatError, f,
+                  ": field 'pad_token_id' ", c.pad_token_id, " outside [0, vocab_size)");
+  detail::refuse_unless(j, "position_embedding_type", "absolute", f,
+                        "relative position embeddings are not implemented");
+  detail::refuse_unless(j, "is_decoder", false, f, "BERT is used as a masked-LM encoder");
   return c;
 }
 
@@ -124,6 +159,15 @@ inline Gpt2Config read_gpt2_config(const std::filesystem::path& file) {
     detail::positive(v, k, f);
   KNPROBE_REQUIRE(c.n_embd % c.n_head == 0, FormatError, f,
                   ": n_embd must be a multiple of n_head");
+  KNPROBE_REQUIRE(c.n_inner >= 0, FormatError, f, ": field 'n_inner' must be >= 0, got ",
+                  c.n_inner);
+  detail::check_eps(c.layer_norm_epsilon, "layer_norm_epsilon", f);
+  // transformers GPT2Attention: both change the attention scores; we implement the defaults.
+  detail::refuse_unless(j, "scale_attn_by_inverse_layer_idx", false, f,
+                        "scores divided by (layer index + 1) are not implemented");
+  detail::refuse_unless(j, "scale_attn_weights", true, f,
+                        "unscaled attention scores are not implemented");
+  detail::refuse_unless(j, "add_cross_attention", false, f, "cross-attention is not implemented");
   return c;
 }
 
@@ -159,7 +203,11 @@ inline LlamaConfig read_llama_config(const std::filesystem::path& file) {
   detail::field(j, "layer_types", c.layer_types, f);
   detail::field(j, "query_pre_attn_scalar", c.query_pre_attn_scalar, f);
   detail::field(j, "bos_token_id", c.bos_token_id, f);
-  detail::field(j, "eos_token_id", c.eos_token_id, f);
+  if (j.contains("eos_token_id") && j["eos_token_id"].is_array() && !j["eos_token_id"].empty())
+    c.eos_token_id = json_int<int>(j["eos_token_id"][0], 0, std::numeric_limits<int>::max(),
+                                   f + ": field 'eos_token_id[0]'");  // e.g. [1, 106]: the first
+  else
+    detail::field(j, "eos_token_id", c.eos_token_id, f);
   for (auto [v, k] : {std::pair{c.vocab_size, "vocab_size"},
                       {c.hidden_size, "hidden_size"},
                       {c.intermediate_size, "intermediate_size"},
@@ -173,6 +221,27 @@ inline LlamaConfig read_llama_config(const std::filesystem::path& file) {
       c.layer_types.empty() || static_cast<int>(c.layer_types.size()) == c.num_hidden_layers,
       FormatError, f, ": layer_types has ", c.layer_types.size(), " entries for ",
       c.num_hidden_layers, " layers");
+  for (const auto& t : c.layer_types)
+    KNPROBE_REQUIRE(t == "sliding_attention" || t == "full_attention", FormatError, f,
+                    ": field 'layer_types' holds '", t,
+                    "' (expected sliding_attention or full_attention)");
+  KNPROBE_REQUIRE(c.head_dim >= 0 && c.max_position_embeddings > 0 && c.sliding_window >= 0,
+                  FormatError, f,
+                  ": head_dim, max_position_embeddings and sliding_window must not be negative");
+  detail::check_eps(c.rms_norm_eps, "rms_norm_eps", f);
+  KNPROBE_REQUIRE(c.rope_theta > 0 && c.rope_local_base_freq > 0 && c.query_pre_attn_scalar >= 0,
+                  FormatError, f,
+                  ": rope_theta and rope_local_base_freq must be > 0, query_pre_attn_scalar >= 0");
+  KNPROBE_REQUIRE(c.bos_token_id >= 0 && c.bos_token_id < c.vocab_size && c.eos_token_id >= 0 &&
+                      c.eos_token_id < c.vocab_size,
+                  FormatError, f, ": bos_token_id / eos_token_id outside [0, vocab_size)");
+  // Settings that change the maths and are not implemented: refused by name.
+  detail::refuse_unless(j, "rope_scaling", nullptr, f, "RoPE scaling is not implemented");
+  detail::refuse_unless(j, "attention_bias", false, f, "attention biases are not implemented");
+  detail::refuse_unless(j, "mlp_bias", false, f, "MLP biases are not implemented");
+  detail::refuse_unless(j, "attn_logit_softcapping", nullptr, f, "soft-capping is not implemented");
+  detail::refuse_unless(j, "final_logit_softcapping", nullptr, f,
+                        "soft-capping is not implemented");
   if (gemma && c.layer_types.empty())  // Gemma 3: every 6th layer is global
     for (int i = 0; i < c.num_hidden_layers; ++i)
       c.layer_types.push_back((i + 1) % 6 == 0 ? "full_attention" : "sliding_attention");

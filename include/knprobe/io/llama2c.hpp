@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "knprobe/core/finite.hpp"
 #include "knprobe/core/tensor.hpp"
 #include "knprobe/io/byte_reader.hpp"
 #include "knprobe/io/mapped_file.hpp"
@@ -68,21 +69,26 @@ inline Llama2cWeights read_llama2c(const std::filesystem::path& path) {
   const std::uint64_t expected = 28 + 4 * floats;
   KNPROBE_REQUIRE(f.size() == expected, FormatError, f.path(), ": ", f.size(),
                   " bytes, but the header implies ", expected, " (truncated or not llama2.c)");
-  auto take = [&](std::uint64_t rows, std::uint64_t cols, const char* what) {
+  // Every tensor must be finite: a NaN or Inf weight is named here, not found as p = nan later.
+  auto take = [&](std::uint64_t rows, std::uint64_t cols, const std::string& what) {
     MatrixF m(static_cast<Index>(rows), static_cast<Index>(cols));
-    r.require(4 * rows * cols, what);
+    r.require(4 * rows * cols, what.c_str());
     std::memcpy(m.data(), f.data() + r.position(), 4 * rows * cols);
-    r.skip(4 * rows * cols, what);
+    r.skip(4 * rows * cols, what.c_str());
+    knprobe::detail::require_finite(m.data(), static_cast<std::size_t>(m.size()),
+                                    f.path() + ": tensor " + what);
     return m;
   };
   auto per_layer = [&](std::uint64_t rows, std::uint64_t cols, const char* what) {
     std::vector<MatrixF> out;
-    for (std::uint64_t l = 0; l < L; ++l) out.push_back(take(rows, cols, what));
+    for (std::uint64_t l = 0; l < L; ++l)
+      out.push_back(take(rows, cols, std::string(what) + " of layer " + std::to_string(l)));
     return out;
   };
   auto vectors = [&](const char* what) {
     std::vector<VectorF> out;
-    for (std::uint64_t l = 0; l < L; ++l) out.emplace_back(take(d, 1, what));
+    for (std::uint64_t l = 0; l < L; ++l)
+      out.emplace_back(take(d, 1, std::string(what) + " of layer " + std::to_string(l)));
     return out;
   };
   w.token_embedding = take(V, d, "token_embedding");

@@ -13,7 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
+#include <string_view>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -21,6 +21,8 @@
 #include <vector>
 
 #include "knprobe/core/error.hpp"
+#include "knprobe/io/files.hpp"
+#include "knprobe/io/json_get.hpp"
 
 namespace knprobe::io {
 
@@ -57,24 +59,35 @@ inline std::string first_difference(const nlohmann::json& file, const nlohmann::
 
 }  // namespace detail
 
-/// Reads a results file. Every line must be a JSON object; the first must be a header record
-/// (FormatError otherwise). An unparsable or unterminated *last* line — a write cut short by a
-/// kill — is left out and described in `repaired`; an unparsable line elsewhere is a FormatError
-/// naming the file and the line number (the file was damaged, not interrupted).
+/// Longest line accepted in a results file (records are a few KiB; a longer line is not ours).
+inline constexpr std::size_t k_max_results_line = std::size_t(16) << 20;
+
+/// Reads a results file (a regular file: a FIFO or device is refused by name). Every line must be
+/// a JSON object of at most 16 MiB; the first must be a header record (FormatError otherwise: a
+/// file that does not start with a knprobe header is never taken for an interrupted one, so it is
+/// never modified). An unparsable or unterminated *last* line after the header — a write cut short
+/// by a kill — is left out and described in `repaired`; an unparsable line elsewhere is a
+/// FormatError naming the file and the line number (the file was damaged, not interrupted).
 inline ResultsContent read_results(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  KNPROBE_REQUIRE(in.good(), FormatError, path.string(), ": cannot open results file");
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string text = read_file(path, "results file", std::uintmax_t(1) << 36);
   ResultsContent out;
   std::size_t pos = 0, line = 0;
   while (pos < text.size()) {
     ++line;
     const auto nl = text.find('\n', pos);
     const bool last = nl == std::string::npos || nl + 1 == text.size();
-    const std::string s = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    const std::size_t len = (nl == std::string::npos ? text.size() : nl) - pos;
+    KNPROBE_REQUIRE(len <= k_max_results_line, FormatError, path.string(), ": line ", line, " is ",
+                    len, " bytes, more than a knprobe record can be");
+    const std::string_view s(text.data() + pos, len);
     auto j = nlohmann::json::parse(s, nullptr, false);
     const bool ok = nl != std::string::npos && j.is_object();
     if (!ok) {
+      // A torn first line is only ever the start of a header: '{' and nothing else on the line.
+      KNPROBE_REQUIRE(line > 1 || (nl == std::string::npos && s.rfind("{\"", 0) == 0),
+                      FormatError, path.string(),
+                      ": does not start with a knprobe header line; not a results file of "
+                      "knprobe run (left unchanged)");
       const std::string why =
           nl == std::string::npos
               ? "line " + std::to_string(line) + " is unterminated (an interrupted write)"
@@ -85,8 +98,8 @@ inline ResultsContent read_results(const std::filesystem::path& path) {
       break;
     }
     if (line == 1) {
-      KNPROBE_REQUIRE(j.value("record", "") == "header", FormatError, path.string(),
-                      ": the first line is not a knprobe header record");
+      KNPROBE_REQUIRE(j.value("record", nlohmann::json()) == "header", FormatError, path.string(),
+                      ": the first line is not a knprobe header record (left unchanged)");
       out.header = std::move(j);
     } else {
       out.records.push_back(std::move(j));
@@ -101,21 +114,9 @@ inline ResultsContent read_results(const std::filesystem::path& path) {
 /// then renamed over `path` (a crash leaves either the old or the new file, never a mix).
 inline void write_results_atomic(const std::filesystem::path& path, const nlohmann::json& header,
                                  const std::vector<nlohmann::json>& records) {
-  const auto tmp = std::filesystem::path(path.string() + ".tmp");
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    KNPROBE_REQUIRE(out.good(), FormatError, tmp.string(), ": cannot write");
-    out << header.dump() << '\n';
-    for (const auto& r : records) out << r.dump() << '\n';
-    out.flush();
-    KNPROBE_REQUIRE(out.good(), FormatError, tmp.string(), ": write failed");
-  }
-  const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-  std::filesystem::rename(tmp, path);
+  std::string text = header.dump() + '\n';
+  for (const auto& r : records) text += r.dump() + '\n';
+  write_file_atomic(path, text);
 }
 
 /// A results file open for appending, resumed when it already holds records of the same run.
@@ -131,6 +132,7 @@ class ResultsFile {
       : path_(std::move(path)) {
     KNPROBE_REQUIRE(header.is_object(), ArgumentError, "results header must be a JSON object");
     header["record"] = "header";
+    require_file_target(path_, "results file");  // not a folder, FIFO or device
     std::error_code ec;
     if (std::filesystem::exists(path_, ec) && std::filesystem::file_size(path_, ec) > 0) {
       auto c = read_results(path_);
@@ -148,10 +150,14 @@ class ResultsFile {
       }
       records_ = std::move(c.records);
       repaired_ = std::move(c.repaired);
-      if (repaired_) std::filesystem::resize_file(path_, c.valid_bytes);
+      if (repaired_) {
+        std::filesystem::resize_file(path_, c.valid_bytes, ec);
+        KNPROBE_REQUIRE(!ec, IoError, path_.string(), ": cannot cut off the torn last line (",
+                        ec.message(), ")");
+      }
     }
     fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    KNPROBE_REQUIRE(fd_ >= 0, FormatError, path_.string(), ": cannot open for writing (",
+    KNPROBE_REQUIRE(fd_ >= 0, IoError, path_.string(), ": cannot open for writing (",
                     std::strerror(errno), ")");
     if (header_.is_null()) {
       header_ = std::move(header);
@@ -175,6 +181,7 @@ class ResultsFile {
   /// (fdatasync) before returning.
   void append(nlohmann::json record) {
     KNPROBE_REQUIRE(record.is_object(), ArgumentError, "a results record must be a JSON object");
+    require_finite_json(record, path_.string() + ": record");
     write_line(record);
     records_.push_back(std::move(record));
   }
@@ -186,11 +193,11 @@ class ResultsFile {
     while (done < s.size()) {
       const auto n = ::write(fd_, s.data() + done, s.size() - done);
       if (n < 0 && errno == EINTR) continue;
-      KNPROBE_REQUIRE(n > 0, FormatError, path_.string(), ": write failed (", std::strerror(errno),
+      KNPROBE_REQUIRE(n > 0, IoError, path_.string(), ": write failed (", std::strerror(errno),
                       ")");
       done += static_cast<std::size_t>(n);
     }
-    KNPROBE_REQUIRE(::fdatasync(fd_) == 0, FormatError, path_.string(), ": fdatasync failed (",
+    KNPROBE_REQUIRE(::fdatasync(fd_) == 0, IoError, path_.string(), ": fdatasync failed (",
                     std::strerror(errno), ")");
   }
 

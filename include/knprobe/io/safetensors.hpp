@@ -16,8 +16,11 @@
 #include <string>
 #include <vector>
 
+#include "knprobe/core/finite.hpp"
 #include "knprobe/core/half.hpp"
 #include "knprobe/core/tensor.hpp"
+#include "knprobe/io/files.hpp"
+#include "knprobe/io/json_get.hpp"
 #include "knprobe/io/mapped_file.hpp"
 
 namespace knprobe::io {
@@ -131,6 +134,8 @@ class SafetensorsFile {
           throw FormatError(path() + ": tensor '" + name + "' has a non-float dtype");
       }
     }
+    knprobe::detail::require_finite(out.data(), out.size(),
+                                    path() + ": tensor '" + name + "' (as float32)");
     return out;
   }
 
@@ -156,6 +161,8 @@ class SafetensorsFile {
     KNPROBE_REQUIRE(n <= size - 8, FormatError, p, ": header length ", n,
                     " runs past the end of the file (", size, " bytes)");
     const auto* hdr = reinterpret_cast<const char*>(bytes_.data() + 8);
+    KNPROBE_REQUIRE(n > 0 && hdr[0] == '{', FormatError, p,
+                    ": the header does not start with '{' (wrong header length?)");
     nlohmann::json j = nlohmann::json::parse(hdr, hdr + n, nullptr, /*allow_exceptions=*/false);
     KNPROBE_REQUIRE(j.is_object(), FormatError, p, ": header is not a JSON object");
     const std::byte* data = bytes_.data() + 8 + n;
@@ -163,6 +170,8 @@ class SafetensorsFile {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
     for (auto it = j.begin(); it != j.end(); ++it) {
       if (it.key() == "__metadata__") {
+        KNPROBE_REQUIRE(it.value().is_object(), FormatError, p,
+                        ": __metadata__ must be a JSON object");
         metadata_ = it.value();
         continue;
       }
@@ -170,10 +179,21 @@ class SafetensorsFile {
       const auto& t = tensors_.at(it.key());
       if (t.end > t.begin) ranges.emplace_back(t.begin, t.end);
     }
+    // The format requires the tensors to cover the data buffer exactly, without holes: a header
+    // length off by a few bytes (absorbed by the header's trailing padding) shifts every tensor,
+    // and shows here as bytes before the first tensor or after the last.
     std::sort(ranges.begin(), ranges.end());
-    for (std::size_t i = 1; i < ranges.size(); ++i)
-      KNPROBE_REQUIRE(ranges[i].first >= ranges[i - 1].second, FormatError, p,
-                      ": tensor data ranges overlap at offset ", ranges[i].first);
+    std::uint64_t covered = 0;
+    for (const auto& [b, e] : ranges) {
+      KNPROBE_REQUIRE(b >= covered, FormatError, p, ": tensor data ranges overlap at offset ", b);
+      KNPROBE_REQUIRE(b == covered, FormatError, p, ": data bytes [", covered, ", ", b,
+                      ") belong to no tensor (wrong header length, or a hole between tensors)");
+      covered = e;
+    }
+    KNPROBE_REQUIRE(covered == data_size, FormatError, p, ": data bytes [", covered, ", ",
+                    data_size,
+                    ") after the last tensor belong to no tensor (wrong header length, or "
+                    "trailing bytes)");
   }
 
   SafeTensorInfo parse_entry(const std::string& name, const nlohmann::json& e,
@@ -269,9 +289,8 @@ class SafetensorsCheckpoint {
   }
 
   void read_index(const std::filesystem::path& index) {
-    std::ifstream in(index);
-    KNPROBE_REQUIRE(in.good(), FormatError, index.string(), ": cannot open");
-    nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+    nlohmann::json j = parse_json(read_file(index, "safetensors index", std::uintmax_t(64) << 20),
+                                  index.string());
     KNPROBE_REQUIRE(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
                     FormatError, index.string(), ": no weight_map object");
     std::map<std::string, std::size_t> shard_ids;

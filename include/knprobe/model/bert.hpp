@@ -179,6 +179,8 @@ class BertModel {
   }
 
   int num_layers() const { return w_.config.num_hidden_layers; }
+  /// Longest token sequence accepted (max_position_embeddings).
+  int max_positions() const { return w_.config.max_position_embeddings; }
   int ffn_width() const { return w_.config.intermediate_size; }
   int hidden_size() const { return w_.config.hidden_size; }
   int vocab_size() const { return w_.config.vocab_size; }

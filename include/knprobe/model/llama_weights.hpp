@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -42,6 +43,7 @@ struct LlamaSpec {
   double embed_scale = 1.0;     ///< input embedding multiplier (Gemma: sqrt(hidden))
   double attn_scale = 0.0;      ///< 0 → 1/sqrt(head_dim)
   std::optional<TokenId> bos, eos;
+  int context_length = 0;  ///< longest sequence the model was trained for (0 = not stated)
 
   double attention_scale() const {
     return attn_scale > 0 ? attn_scale : 1.0 / std::sqrt(double(head_dim));
@@ -168,37 +170,68 @@ inline Vector<float> as_vector(const MatrixF& m) {
 namespace detail {
 
 /// Architecture facts of a GGUF "llama" / "gemma3" file (vocab_size is set from the embedding).
+/// Every value the model uses is range-checked, the keys llama.cpp always writes are required, and
+/// a key under "<arch>." that this backend does not know is refused: it may change the
+/// computation (rope scaling, soft-capping, ...) or be a damaged name whose default would be used
+/// silently.
 inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
   const std::string arch = f.get_string("general.architecture");
   KNPROBE_REQUIRE(arch == "gemma3" || arch == "llama", FormatError, f.path(), ": architecture '",
                   arch, "' is not supported by the Llama-family backend");
-  LlamaSpec s;
   const std::string p = arch + ".";
+  static const std::set<std::string> known{
+      "context_length",     "embedding_length",       "block_count",
+      "feed_forward_length", "attention.head_count",  "attention.head_count_kv",
+      "attention.key_length", "attention.value_length", "attention.layer_norm_rms_epsilon",
+      "rope.freq_base",      "rope.dimension_count",  "vocab_size",
+      "attention.sliding_window", "rope.freq_base_swa"};
+  for (const auto& key : f.keys())
+    if (key.rfind(p, 0) == 0)
+      KNPROBE_REQUIRE(known.count(key.substr(p.size())), FormatError, f.path(), ": metadata '",
+                      key, "' is not known to the ", arch,
+                      " backend (a setting that may change the computation, or a damaged key "
+                      "name): refusing rather than ignoring it");
+  LlamaSpec s;
   s.family = arch;
-  s.hidden = static_cast<int>(f.get_int(p + "embedding_length"));
-  s.layers = static_cast<int>(f.get_int(p + "block_count"));
-  s.ffn = static_cast<int>(f.get_int(p + "feed_forward_length"));
-  s.heads = static_cast<int>(f.get_int(p + "attention.head_count"));
-  s.kv_heads = static_cast<int>(f.get_int(p + "attention.head_count_kv", s.heads));
-  s.head_dim =
-      static_cast<int>(f.get_int(p + "attention.key_length", s.heads > 0 ? s.hidden / s.heads : 0));
-  s.norm_eps = f.get_double(p + "attention.layer_norm_rms_epsilon", 1e-5);
-  s.rope_theta = f.get_double(p + "rope.freq_base", 10000.0);
+  constexpr std::int64_t dim_max = 1 << 20;
+  s.context_length = static_cast<int>(f.get_int_in(p + "context_length", 1, 1 << 24));
+  s.hidden = static_cast<int>(f.get_int_in(p + "embedding_length", 1, dim_max));
+  s.layers = static_cast<int>(f.get_int_in(p + "block_count", 1, 4095));
+  s.ffn = static_cast<int>(f.get_int_in(p + "feed_forward_length", 1, dim_max));
+  s.heads = static_cast<int>(f.get_int_in(p + "attention.head_count", 1, 4096));
+  s.kv_heads = static_cast<int>(f.get_int_in(p + "attention.head_count_kv", 1, s.heads, s.heads));
+  KNPROBE_REQUIRE(s.heads % s.kv_heads == 0, FormatError, f.path(), ": head_count ", s.heads,
+                  " is not a multiple of head_count_kv ", s.kv_heads);
+  KNPROBE_REQUIRE(arch != "llama" || s.hidden % s.heads == 0, FormatError, f.path(),
+                  ": embedding_length ", s.hidden, " is not a multiple of head_count ", s.heads);
+  s.head_dim = static_cast<int>(f.get_int_in(p + "attention.key_length", 1, 65536, s.hidden / s.heads));
+  KNPROBE_REQUIRE(s.head_dim > 0, FormatError, f.path(), ": head dimension is 0");
+  KNPROBE_REQUIRE(f.get_int_in(p + "attention.value_length", 1, 65536, s.head_dim) == s.head_dim,
+                  FormatError, f.path(), ": attention.value_length differs from key_length (",
+                  s.head_dim, "): not implemented");
+  KNPROBE_REQUIRE(f.get_int_in(p + "rope.dimension_count", 1, 65536, s.head_dim) == s.head_dim,
+                  FormatError, f.path(),
+                  ": rope.dimension_count differs from the head dimension (", s.head_dim,
+                  "): partial rotary embeddings are not implemented");
+  s.norm_eps = f.get_double_in(p + "attention.layer_norm_rms_epsilon", 1e-12, 0.1);
+  s.rope_theta = f.get_double_in(p + "rope.freq_base", 1.0, 1e12, 10000.0);
   if (f.has("tokenizer.ggml.bos_token_id"))
-    s.bos = static_cast<TokenId>(f.get_int("tokenizer.ggml.bos_token_id"));
+    s.bos = static_cast<TokenId>(f.get_int_in("tokenizer.ggml.bos_token_id", 0, (1 << 24) - 1));
   if (f.has("tokenizer.ggml.eos_token_id"))
-    s.eos = static_cast<TokenId>(f.get_int("tokenizer.ggml.eos_token_id"));
-  KNPROBE_REQUIRE(s.layers > 0 && s.layers < 4096, FormatError, f.path(), ": block_count ",
-                  s.layers);
+    s.eos = static_cast<TokenId>(f.get_int_in("tokenizer.ggml.eos_token_id", 0, (1 << 24) - 1));
   if (arch == "gemma3") {
     s.activation = blocks::Activation::gelu_tanh;
     s.rope_style = blocks::rope::Style::half;
-    s.rope_theta_local = f.get_double(p + "rope.freq_base_swa", 10000.0);
-    s.sliding_window = static_cast<int>(f.get_int(p + "attention.sliding_window", 0));
+    s.rope_theta_local = f.get_double_in(p + "rope.freq_base_swa", 1.0, 1e12, 10000.0);
+    s.sliding_window =
+        static_cast<int>(f.get_int_in(p + "attention.sliding_window", 1, s.context_length));
     for (int i = 0; i < s.layers; ++i) s.sliding.push_back(i % 6 < 5);  // llama.cpp SWA pattern 6
     s.qk_norm = s.sandwich_norms = true;
     s.embed_scale = std::sqrt(static_cast<double>(s.hidden));
   } else {
+    KNPROBE_REQUIRE(!f.has(p + "attention.sliding_window") && !f.has(p + "rope.freq_base_swa"),
+                    FormatError, f.path(),
+                    ": sliding-window attention is not implemented for llama files");
     s.activation = blocks::Activation::silu;
     s.rope_style = blocks::rope::Style::interleaved;
     s.rope_theta_local = s.rope_theta;
@@ -214,6 +247,12 @@ LlamaWeights<float, W> gguf_llama_weights(const io::GgufFile& f, ReadMatrix&& ma
   auto& s = w.spec;
   w.embed = matrix("token_embd.weight");
   s.vocab_size = static_cast<int>(w.embed.rows());
+  KNPROBE_REQUIRE(f.get_int_in(s.family + ".vocab_size", 1, 1 << 24, s.vocab_size) == s.vocab_size,
+                  FormatError, f.path(), ": ", s.family, ".vocab_size differs from the ",
+                  s.vocab_size, " rows of token_embd.weight");
+  for (const auto id : {s.bos, s.eos})
+    KNPROBE_REQUIRE(!id || *id < s.vocab_size, FormatError, f.path(), ": special token id ", *id,
+                    " outside the vocabulary of ", s.vocab_size);
   if (f.has_tensor("output.weight")) w.lm_head = matrix("output.weight");
   w.final_norm = detail::as_vector(f.matrix("output_norm.weight"));
   for (int i = 0; i < s.layers; ++i) {
@@ -274,6 +313,7 @@ inline LlamaWeights<float> load_llama2c(const std::filesystem::path& path) {
   s.kv_heads = c.config.n_kv_heads;
   s.head_dim = c.config.head_size();
   s.norm_eps = 1e-5;
+  s.context_length = c.config.seq_len;
   s.activation = blocks::Activation::silu;
   s.rope_style = blocks::rope::Style::interleaved;
   s.bos = 1;
@@ -320,6 +360,7 @@ inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& d
   s.rope_style = blocks::rope::Style::half;
   s.bos = cfg.bos_token_id;
   s.eos = cfg.eos_token_id;
+  s.context_length = cfg.max_position_embeddings;
   KNPROBE_REQUIRE(cfg.hidden_act == "silu" || cfg.hidden_act == "gelu_pytorch_tanh", FormatError,
                   dir.string(), ": activation '", cfg.hidden_act, "' not supported");
   s.activation =

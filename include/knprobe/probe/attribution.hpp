@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "knprobe/core/finite.hpp"
 #include "knprobe/model/concept.hpp"
 #include "knprobe/probe/quadrature.hpp"
 
@@ -117,10 +118,20 @@ Attribution attribute(const M& m, const EncodedFact& f, const AttributionOptions
   for (int l : out.layers)
     KNPROBE_REQUIRE(l >= 0 && l < m.num_layers(), ArgumentError, "attribute: layer ", l,
                     " outside [0, ", m.num_layers(), ")");
+  {
+    std::vector<int> sorted = out.layers;
+    std::sort(sorted.begin(), sorted.end());
+    KNPROBE_REQUIRE(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end(),
+                    ArgumentError, "attribute: a layer is listed twice");
+  }
   out.scores = Tensor<double, 2>::from_shape(
       {static_cast<std::size_t>(m.num_layers()), static_cast<std::size_t>(m.ffn_width())});
   out.scores.fill(0.0);
   const auto trace = m.trace(f.tokens);
+  for (int l = 0; l < m.num_layers(); ++l)  // name the first layer whose neurons are not finite
+    detail::require_finite(trace.activations(l),
+                           "attribute: neuron activations of layer " + std::to_string(l) +
+                               " (NaN / Inf weights or activations upstream)");
   std::vector<std::vector<Vector<T>>> base;
   if (o.method == Method::amig) base = detail::amig_baselines(m, f, baseline_token);
   const int nq = static_cast<int>(rule.nodes.size());
@@ -154,6 +165,10 @@ Attribution attribute(const M& m, const EncodedFact& f, const AttributionOptions
     for (std::size_t li = 0; li < reqs.size(); ++li) {
       const int l = reqs[li].layer;
       const auto& g = grads[li];
+      detail::require_finite(g.probabilities, "attribute: P(answer) along the path of layer " +
+                                                  std::to_string(l));
+      detail::require_finite(g.gradients, "attribute: dP/dh along the path of layer " +
+                                              std::to_string(l));
       const Vector<T>& a = acts[li];
       const Vector<T>& b = bases[li];
       Eigen::VectorXd integral = Eigen::VectorXd::Zero(m.ffn_width());

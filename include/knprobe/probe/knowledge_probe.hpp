@@ -46,6 +46,20 @@ class KnowledgeProbe {
   const M& model() const { return m_; }
   const Tokenizer& tokenizer() const { return tok_; }
 
+  /// Longest encoded fact (prompt + answer tokens) that encode() accepts: the model's context
+  /// when it states one, and at most `max_tokens` (default 512; AMIG's baselines cost T forward
+  /// passes of T tokens, so T is bounded by what the user asks for, not by the input).
+  void set_max_tokens(int max_tokens) {
+    KNPROBE_REQUIRE(max_tokens > 0, ArgumentError, "max_tokens must be > 0, got ", max_tokens);
+    max_tokens_ = max_tokens;
+  }
+  int max_tokens() const {
+    if constexpr (requires { m_.max_positions(); })
+      return std::min(max_tokens_, static_cast<int>(m_.max_positions()));
+    else
+      return max_tokens_;
+  }
+
   /// Tokenises a (prompt, answer) pair. Decoders: tokens = prompt + answer[:−1] (teacher forcing),
   /// answer token t predicted at len(prompt) − 1 + t. Encoders: the prompt's single [MASK] is
   /// widened to one [MASK] per answer token; each is predicted at its own position.
@@ -90,6 +104,16 @@ class KnowledgeProbe {
         }
       }
     }
+    KNPROBE_REQUIRE(static_cast<int>(f.tokens.size()) <= max_tokens(), ArgumentError,
+                    "prompt + answer are ", f.tokens.size(), " tokens, more than the ",
+                    max_tokens(), " accepted (the model's context",
+                    [&] {
+                      if constexpr (requires { m_.max_positions(); })
+                        return " is " + std::to_string(m_.max_positions());
+                      else
+                        return std::string(" is not stated");
+                    }(),
+                    "; the limit is set by max_tokens, --max-tokens in the CLI)");
     return f;
   }
 
@@ -117,6 +141,10 @@ class KnowledgeProbe {
     KNPROBE_REQUIRE(t > 0.0 && t <= 1.0, ArgumentError, "selection threshold t = ", t,
                     " must be in (0, 1]");
     Selection s;
+    for (const double x : a.scores)
+      KNPROBE_REQUIRE(std::isfinite(x), NumericError,
+                      "select: the attribution holds a NaN or infinite score (non-finite "
+                      "activations or weights)");
     s.max_score = a.scores.size() ? *std::max_element(a.scores.begin(), a.scores.end()) : 0.0;
     if (!(s.max_score > 0)) return s;
     const auto shape = a.scores.shape();
@@ -156,16 +184,24 @@ class KnowledgeProbe {
       e.before *= static_cast<double>(p(0, q));
       e.after *= static_cast<double>(p(1, q));
     }
+    KNPROBE_REQUIRE(std::isfinite(e.before) && std::isfinite(e.after), NumericError,
+                    "effect: the answer probability is not a finite number (before ", e.before,
+                    ", after ", e.after, "): the model's weights or activations hold NaN / Inf");
     return e;
   }
 
   /// A random neuron set with the same number of neurons per layer as `like`, disjoint from it.
+  /// ArgumentError when a layer of `like` holds more than half of its units (no disjoint set of
+  /// the same size exists; select with a higher threshold).
   NeuronSet random_control(const NeuronSet& like, std::uint64_t seed) const {
     Rng rng(seed);
     NeuronSet out;
     for (const auto& [layer, count] : like.layer_histogram()) {
-      KNPROBE_REQUIRE(count < m_.ffn_width(), ArgumentError, "random_control: layer ", layer,
-                      " has no room for a disjoint control");
+      KNPROBE_REQUIRE(2 * static_cast<long>(count) <= m_.ffn_width(), ArgumentError,
+                      "random control: layer ", layer, " selects ", count, " of its ",
+                      m_.ffn_width(),
+                      " neurons; a disjoint control set of the same size needs at most half "
+                      "(raise the selection threshold)");
       int added = 0;
       while (added < count) {
         const Neuron n{layer,
@@ -181,6 +217,7 @@ class KnowledgeProbe {
  private:
   const M& m_;
   const Tokenizer& tok_;
+  int max_tokens_ = 512;
 };
 
 }  // namespace knprobe

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "knprobe/core/error.hpp"
+#include "knprobe/experiments/run.hpp"
 
 namespace knprobe {
 
@@ -108,6 +109,7 @@ inline Report build_report(const ReportInput& in) {
   for (const auto& run : in.runs) {
     KNPROBE_REQUIRE(run.header.is_object(), ArgumentError, "report: ", run.path,
                     " has no header record (is it a `knprobe run` results file?)");
+    detail::validate_run_records({run.header, run.records, std::nullopt, 0}, run.path);
     RunSummaryReport r;
     r.header = run.header;
     const auto opt = run.header.value("options", nlohmann::json::object());

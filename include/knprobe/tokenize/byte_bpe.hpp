@@ -13,13 +13,14 @@
 #include <climits>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "knprobe/io/files.hpp"
+#include "knprobe/io/json_get.hpp"
 #include "knprobe/tokenize/tokenizer.hpp"
 #include "knprobe/tokenize/unicode.hpp"
 
@@ -63,59 +64,79 @@ class ByteBpe : public Tokenizer {
     if (!std::filesystem::exists(dir / "vocab.json") &&
         std::filesystem::exists(dir / "tokenizer.json"))
       return from_tokenizer_json(dir / "tokenizer.json");
-    std::ifstream vj(dir / "vocab.json");
-    KNPROBE_REQUIRE(vj.good(), TokenizerError, (dir / "vocab.json").string(), ": cannot open");
-    const auto j = nlohmann::json::parse(vj, nullptr, false);
-    KNPROBE_REQUIRE(j.is_object(), TokenizerError, (dir / "vocab.json").string(),
-                    ": not a JSON object");
-    std::unordered_map<std::string, TokenId> vocab;
-    for (auto it = j.begin(); it != j.end(); ++it) vocab[it.key()] = it.value().get<TokenId>();
-    std::ifstream mt(dir / "merges.txt");
-    KNPROBE_REQUIRE(mt.good(), TokenizerError, (dir / "merges.txt").string(), ": cannot open");
+    const std::string vname = (dir / "vocab.json").string(), mname = (dir / "merges.txt").string();
+    const auto j = io::parse_json(io::read_file(dir / "vocab.json", "vocab.json", k_max_file), vname);
+    KNPROBE_REQUIRE(j.is_object(), TokenizerError, vname, ": not a JSON object");
+    auto vocab = read_vocab(j, vname);
+    const std::string text = io::read_file(dir / "merges.txt", "merges.txt", k_max_file);
     std::vector<std::pair<std::string, std::string>> merges;
-    for (std::string line; std::getline(mt, line);) {
+    std::size_t n = 0, begin = 0;
+    while (begin < text.size()) {
+      std::size_t end = text.find('\n', begin);
+      if (end == std::string::npos) end = text.size();
+      std::string line = text.substr(begin, end - begin);
+      begin = end + 1;
+      ++n;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
       if (line.rfind("#version", 0) == 0 || line.empty()) continue;
       const auto sp = line.find(' ');
-      KNPROBE_REQUIRE(sp != std::string::npos, TokenizerError, (dir / "merges.txt").string(),
-                      ": malformed merge line '", line, "'");
+      KNPROBE_REQUIRE(sp != std::string::npos, TokenizerError, mname, ":", n,
+                      ": malformed merge line '", line.substr(0, 80), "'");
       merges.emplace_back(line.substr(0, sp), line.substr(sp + 1));
     }
+    check_merges(vocab, merges, mname);
     return ByteBpe(std::move(vocab), std::move(merges));
   }
 
   static ByteBpe from_tokenizer_json(const std::filesystem::path& file) {
-    std::ifstream in(file);
-    KNPROBE_REQUIRE(in.good(), TokenizerError, file.string(), ": cannot open");
-    const auto j = nlohmann::json::parse(in, nullptr, false);
-    KNPROBE_REQUIRE(j.is_object() && j.contains("model") && j["model"].value("type", "") == "BPE",
-                    TokenizerError, file.string(), ": not a BPE tokenizer.json");
-    std::unordered_map<std::string, TokenId> vocab;
-    for (auto it = j["model"]["vocab"].begin(); it != j["model"]["vocab"].end(); ++it)
-      vocab[it.key()] = it.value().get<TokenId>();
+    return from_tokenizer_json_text(io::read_file(file, "tokenizer.json", k_max_file),
+                                    file.string());
+  }
+
+  /// As from_tokenizer_json, from the file's text (`name` is used in messages).
+  static ByteBpe from_tokenizer_json_text(std::string_view text, const std::string& name) {
+    const auto j = io::parse_json(text, name);
+    KNPROBE_REQUIRE(j.is_object() && j.contains("model") && j["model"].is_object() &&
+                        j["model"].value("type", nlohmann::json()) == "BPE",
+                    TokenizerError, name, ": not a BPE tokenizer.json");
+    const auto& model = j["model"];
+    KNPROBE_REQUIRE(model.contains("vocab") && model["vocab"].is_object() &&
+                        model.contains("merges") && model["merges"].is_array(),
+                    TokenizerError, name, ": model.vocab must be an object, model.merges an array");
+    auto vocab = read_vocab(model["vocab"], name + ": model.vocab");
     std::vector<std::pair<std::string, std::string>> merges;
-    for (const auto& m : j["model"]["merges"]) {
-      if (m.is_array() && m.size() == 2) {
+    for (const auto& m : model["merges"]) {
+      if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
         merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
       } else {
-        const auto s = m.get<std::string>();
+        const auto& s = io::json_string(m, name + ": model.merges entry");
         const auto sp = s.find(' ');
-        KNPROBE_REQUIRE(sp != std::string::npos, TokenizerError, file.string(),
-                        ": malformed merge '", s, "'");
+        KNPROBE_REQUIRE(sp != std::string::npos, TokenizerError, name, ": malformed merge '",
+                        s.substr(0, 80), "'");
         merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
       }
     }
+    check_merges(vocab, merges, name);
     std::vector<std::string> added;
-    if (j.contains("added_tokens"))
+    if (j.contains("added_tokens")) {
+      KNPROBE_REQUIRE(j["added_tokens"].is_array(), TokenizerError, name,
+                      ": added_tokens must be an array");
       for (const auto& a : j["added_tokens"]) {
-        const auto content = a.value("content", std::string());
-        if (!content.empty()) {
-          vocab.emplace(content, a.value("id", TokenId(-1)));
-          added.push_back(content);
-        }
+        const std::string where = name + ": added_tokens entry";
+        const auto& content = io::json_string(io::json_at(a, "content", where), where + " content");
+        const auto id = io::json_int<TokenId>(io::json_at(a, "id", where), 0, k_max_id, where + " id");
+        if (content.empty()) continue;
+        const auto [it, fresh] = vocab.emplace(content, id);
+        KNPROBE_REQUIRE(fresh || it->second == id, TokenizerError, name, ": added token '",
+                        content, "' has id ", id, " but the vocabulary gives it ", it->second);
+        added.push_back(content);
       }
+    }
     bool prefix = false;
-    if (j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object())
-      prefix = j["pre_tokenizer"].value("add_prefix_space", false);
+    if (j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object() &&
+        j["pre_tokenizer"].contains("add_prefix_space"))
+      prefix = io::json_bool(j["pre_tokenizer"]["add_prefix_space"],
+                             name + ": pre_tokenizer.add_prefix_space");
     return ByteBpe(std::move(vocab), std::move(merges), std::move(added), prefix);
   }
 
@@ -219,6 +240,36 @@ class ByteBpe : public Tokenizer {
   }
 
  private:
+  static constexpr std::uintmax_t k_max_file = std::uintmax_t(512) << 20;
+  static constexpr TokenId k_max_id = (1 << 24) - 1;
+
+  /// piece → id from a JSON object; ids must be integers in [0, 2^24) and distinct.
+  static std::unordered_map<std::string, TokenId> read_vocab(const nlohmann::json& j,
+                                                             const std::string& where) {
+    std::unordered_map<std::string, TokenId> vocab;
+    std::unordered_map<TokenId, std::string> by_id;
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      const auto id = io::json_int<TokenId>(it.value(), 0, k_max_id, where + " id of '" +
+                                                                        it.key().substr(0, 40) + "'");
+      const auto [prev, fresh] = by_id.emplace(id, it.key());
+      KNPROBE_REQUIRE(fresh, TokenizerError, where, ": id ", id, " is given to both '",
+                      prev->second.substr(0, 40), "' and '", it.key().substr(0, 40), "'");
+      vocab[it.key()] = id;
+    }
+    return vocab;
+  }
+
+  /// Every merge must join two pieces of the vocabulary.
+  static void check_merges(const std::unordered_map<std::string, TokenId>& vocab,
+                           const std::vector<std::pair<std::string, std::string>>& merges,
+                           const std::string& where) {
+    for (std::size_t r = 0; r < merges.size(); ++r)
+      for (const auto* side : {&merges[r].first, &merges[r].second})
+        KNPROBE_REQUIRE(vocab.count(*side), TokenizerError, where, ": merge ", r, " ('",
+                        merges[r].first.substr(0, 40), "' '", merges[r].second.substr(0, 40),
+                        "') names '", side->substr(0, 40), "', which is not in the vocabulary");
+  }
+
   void build_byte_tables() {
     std::vector<int> bs;
     for (int b = '!'; b <= '~'; ++b) bs.push_back(b);

@@ -5,6 +5,7 @@
 // Decoding strips the space of the first piece after BOS and maps <0xXX> to bytes.
 
 #include <cstdio>
+#include <cmath>
 #include <filesystem>
 #include <string>
 #include <unordered_map>
@@ -32,6 +33,8 @@ class Llama2cTokenizer : public Tokenizer {
     std::vector<std::string> pieces;
     for (int i = 0; i < vocab_size; ++i) {
       scores_.push_back(r.read<float>("token score"));
+      KNPROBE_REQUIRE(std::isfinite(scores_.back()), FormatError, f.path(), ": token ", i,
+                      " has a non-finite score");
       const auto len = r.read<std::int32_t>("token length");
       KNPROBE_REQUIRE(len >= 0 && len <= max_len_, FormatError, f.path(), ": token ", i,
                       " has length ", len, " (max ", max_len_, ")");

@@ -9,12 +9,13 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "knprobe/io/files.hpp"
+#include "knprobe/io/json_get.hpp"
 #include "knprobe/tokenize/tokenizer.hpp"
 #include "knprobe/tokenize/unicode.hpp"
 
@@ -51,55 +52,68 @@ class WordPiece : public Tokenizer {
     if (std::filesystem::exists(dir / "tokenizer.json") &&
         !std::filesystem::exists(dir / "vocab.txt"))
       return from_tokenizer_json(dir / "tokenizer.json");
-    std::ifstream in(dir / "vocab.txt");
-    KNPROBE_REQUIRE(in.good(), TokenizerError, (dir / "vocab.txt").string(), ": cannot open");
+    const std::string text = io::read_file(dir / "vocab.txt", "vocab.txt", k_max_file);
     std::vector<std::string> vocab;
-    for (std::string line; std::getline(in, line);) {
+    std::size_t begin = 0;
+    while (begin < text.size()) {
+      std::size_t end = text.find('\n', begin);
+      if (end == std::string::npos) end = text.size();
+      std::string line = text.substr(begin, end - begin);
+      begin = end + 1;
       if (!line.empty() && line.back() == '\r') line.pop_back();
-      vocab.push_back(line);
+      vocab.push_back(std::move(line));
     }
     WordPieceOptions o;
-    std::ifstream cfg(dir / "tokenizer_config.json");
-    if (cfg.good()) {
-      const auto j = nlohmann::json::parse(cfg, nullptr, false);
-      KNPROBE_REQUIRE(j.is_object(), TokenizerError, (dir / "tokenizer_config.json").string(),
-                      ": not a JSON object");
-      o.lowercase = j.value("do_lower_case", false);
-      o.strip_accents = j.contains("strip_accents") && j["strip_accents"].is_boolean()
-                            ? j["strip_accents"].get<bool>()
-                            : o.lowercase;
-      o.split_cjk = j.value("tokenize_chinese_chars", true);
+    const auto cfg_path = dir / "tokenizer_config.json";
+    if (std::filesystem::exists(cfg_path)) {
+      const std::string name = cfg_path.string();
+      const auto j =
+          io::parse_json(io::read_file(cfg_path, "tokenizer_config.json", k_max_file), name);
+      KNPROBE_REQUIRE(j.is_object(), TokenizerError, name, ": not a JSON object");
+      read_normalizer(j, "do_lower_case", "strip_accents", "tokenize_chinese_chars", name, o);
     }
     return WordPiece(std::move(vocab), o);
   }
 
   /// From a Hugging Face tokenizer.json whose model is WordPiece.
   static WordPiece from_tokenizer_json(const std::filesystem::path& file) {
-    std::ifstream in(file);
-    KNPROBE_REQUIRE(in.good(), TokenizerError, file.string(), ": cannot open");
-    const auto j = nlohmann::json::parse(in, nullptr, false);
-    KNPROBE_REQUIRE(
-        j.is_object() && j.contains("model") && j["model"].value("type", "") == "WordPiece",
-        TokenizerError, file.string(), ": not a WordPiece tokenizer.json");
+    return from_tokenizer_json_text(io::read_file(file, "tokenizer.json", k_max_file),
+                                    file.string());
+  }
+
+  /// As from_tokenizer_json, from the file's text (`name` is used in messages). Vocabulary ids
+  /// must be the integers 0..n−1, each once.
+  static WordPiece from_tokenizer_json_text(std::string_view text, const std::string& name) {
+    const auto j = io::parse_json(text, name);
+    KNPROBE_REQUIRE(j.is_object() && j.contains("model") && j["model"].is_object() &&
+                        j["model"].value("type", nlohmann::json()) == "WordPiece",
+                    TokenizerError, name, ": not a WordPiece tokenizer.json");
     const auto& m = j["model"];
-    std::vector<std::string> vocab(m["vocab"].size());
+    KNPROBE_REQUIRE(m.contains("vocab") && m["vocab"].is_object() && !m["vocab"].empty(),
+                    TokenizerError, name, ": model.vocab must be a non-empty object");
+    const auto n = m["vocab"].size();
+    std::vector<std::string> vocab(n);
+    std::vector<bool> seen(n, false);
     for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) {
-      const auto id = it.value().get<std::size_t>();
-      KNPROBE_REQUIRE(id < vocab.size(), TokenizerError, file.string(), ": vocab id ", id,
-                      " out of range");
+      const auto id = io::json_int<std::size_t>(it.value(), 0, n - 1,
+                                                name + ": model.vocab id of '" +
+                                                    it.key().substr(0, 40) + "'");
+      KNPROBE_REQUIRE(!seen[id], TokenizerError, name, ": model.vocab gives id ", id,
+                      " twice (to '", vocab[id].substr(0, 40), "' and '", it.key().substr(0, 40),
+                      "')");
+      seen[id] = true;
       vocab[id] = it.key();
     }
     WordPieceOptions o;
-    o.max_input_chars_per_word = m.value("max_input_chars_per_word", 100);
-    o.continuing_prefix = m.value("continuing_subword_prefix", std::string("##"));
-    if (j.contains("normalizer") && j["normalizer"].is_object()) {
-      const auto& n = j["normalizer"];
-      o.lowercase = n.value("lowercase", false);
-      o.strip_accents = n.contains("strip_accents") && n["strip_accents"].is_boolean()
-                            ? n["strip_accents"].get<bool>()
-                            : o.lowercase;
-      o.split_cjk = n.value("handle_chinese_chars", true);
-    }
+    if (m.contains("max_input_chars_per_word"))
+      o.max_input_chars_per_word = io::json_int<int>(m["max_input_chars_per_word"], 1, 100000,
+                                                     name + ": model.max_input_chars_per_word");
+    if (m.contains("continuing_subword_prefix"))
+      o.continuing_prefix =
+          io::json_string(m["continuing_subword_prefix"], name + ": continuing_subword_prefix");
+    if (j.contains("normalizer") && j["normalizer"].is_object())
+      read_normalizer(j["normalizer"], "lowercase", "strip_accents", "handle_chinese_chars",
+                      name + ": normalizer", o);
     return WordPiece(std::move(vocab), o);
   }
 
@@ -146,6 +160,17 @@ class WordPiece : public Tokenizer {
   }
 
  private:
+  static constexpr std::uintmax_t k_max_file = std::uintmax_t(512) << 20;
+
+  /// Lower-casing, accent stripping (default: as lower-casing) and CJK splitting from JSON keys.
+  static void read_normalizer(const nlohmann::json& j, const char* lower, const char* strip,
+                              const char* cjk, const std::string& where, WordPieceOptions& o) {
+    if (j.contains(lower)) o.lowercase = io::json_bool(j[lower], where + ": " + lower);
+    o.strip_accents = j.contains(strip) && j[strip].is_boolean() ? j[strip].get<bool>()
+                                                                 : o.lowercase;
+    if (j.contains(cjk)) o.split_cjk = io::json_bool(j[cjk], where + ": " + cjk);
+  }
+
   static bool is_control(char32_t c) {
     if (c == U'\t' || c == U'\n' || c == U'\r') return false;
     const auto t = u_charType(c);

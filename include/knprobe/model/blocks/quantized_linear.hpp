@@ -54,6 +54,7 @@ class QuantizedMatrix {
     const auto& t = f->tensor(name);
     KNPROBE_REQUIRE(t.ne.size() == 2, ShapeError, f->path(), ": tensor '", name, "' has ",
                     t.ne.size(), " dimensions, expected 2");
+    f->require_finite_tensor(t);
     return {t.type, static_cast<Index>(t.ne[1]), static_cast<Index>(t.ne[0]), t.data, f};
   }
 

@@ -1,0 +1,237 @@
+#pragma once
+// Shared pieces of the knprobe subcommands (one file per subcommand beside this one): option
+// groups that register their options with validators — so that a bad value is refused at parse
+// time, with the valid range, before any work — and serialise themselves in one place; model
+// loading; fact preparation; outputs written safely; exit codes.
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "knprobe/data/facts.hpp"
+#include "knprobe/data/mlama.hpp"
+#include "knprobe/experiments/localize.hpp"
+#include "knprobe/io/files.hpp"
+#include "knprobe/io/hf_config.hpp"
+#include "knprobe/model/bert.hpp"
+#include "knprobe/model/gpt2.hpp"
+#include "knprobe/model/llama.hpp"
+#include "knprobe/probe/degenerate.hpp"
+#include "knprobe/tokenize/byte_bpe.hpp"
+#include "knprobe/tokenize/llama2c_tokenizer.hpp"
+#include "knprobe/tokenize/sentencepiece_bpe.hpp"
+#include "knprobe/tokenize/wordpiece.hpp"
+
+namespace knprobe::cli {
+
+/// Exit codes of the knprobe program (README "Exit codes").
+inline constexpr int k_ok = 0;             ///< done
+inline constexpr int k_bad_input = 1;      ///< an input file, model or data is wrong, or I/O failed
+inline constexpr int k_usage = 2;          ///< an option is missing, malformed or out of range
+inline constexpr int k_internal = 3;       ///< a bug: please report it
+inline constexpr int k_interrupted = 130;  ///< SIGINT / SIGTERM (a run resumes where it stopped)
+
+// --- validators (the message names the valid range; CLI11 prefixes the option) ---------------
+
+/// A decimal integer (no sign other than '-', no hex / octal) in [lo, hi].
+CLI::Validator integer_in(long long lo, long long hi);
+/// A finite decimal number in [lo, hi] (open ends when lo_open / hi_open).
+CLI::Validator number_in(double lo, double hi, bool lo_open = false, bool hi_open = false);
+/// One of `values`.
+CLI::Validator one_of(std::vector<std::string> values);
+/// A language code: 1-16 of A-Z a-z 0-9 _ -.
+CLI::Validator language_code();
+/// LANG=T with a language code and T in (0, 1].
+CLI::Validator threshold_spec();
+/// Valid UTF-8 text of 1..max_bytes bytes.
+CLI::Validator text_of(std::size_t max_bytes);
+
+// --- option groups -----------------------------------------------------------------------------
+
+/// --model, --tokenizer.
+struct ModelArgs {
+  std::string model, tokenizer;
+  void add(CLI::App* c);
+};
+
+/// Where facts come from and which are kept: --facts / --mlama / --prompt + --answer, --langs,
+/// --relations, --sample, --limit, --require-correct, --max-answer-tokens, --seed.
+struct FactArgs {
+  std::string facts, mlama, prompt, answer;
+  std::vector<std::string> langs{"en", "zh"}, relations;
+  std::size_t sample = 0, limit = 0;
+  bool require_correct = false;
+  int max_answer_tokens = 0;
+  std::uint64_t seed = 42;
+  void add(CLI::App* c);
+  /// Cross-option checks (UsageError): one source of facts, --prompt with one language, no
+  /// duplicate languages.
+  void validate() const;
+};
+
+/// --method, --steps, --quadrature, --aggregate, --layers, --paper-compat, --max-tokens.
+struct AttributionArgs {
+  std::string method = "amig", quadrature = "left", aggregate = "sum";
+  int steps = 20, max_tokens = 512;
+  std::vector<int> layers;
+  bool paper_compat = false;
+  void add(CLI::App* c);
+  void validate() const;
+  AttributionOptions options() const;
+  nlohmann::json to_json() const;
+  /// UsageError when a --layers entry is not a layer of the loaded model.
+  void check_layers(int num_layers) const;
+};
+
+/// --threshold LANG=T (repeatable; defaults en=0.3, zh=0.2).
+struct ThresholdArgs {
+  std::vector<std::string> specs;
+  void add(CLI::App* c);
+  /// The threshold of every language of `langs` (UsageError naming a language without one).
+  std::map<std::string, double> resolve(const std::vector<std::string>& langs) const;
+};
+
+/// --top, --t-low, --t-high, --max-set-size, --max-passes.
+struct DknArgs {
+  int top = 20, max_set_size = 2;
+  double t_low = 0.2, t_high = 0.25;
+  std::size_t max_passes = 100000;
+  void add(CLI::App* c);
+  void validate() const;
+  DknOptions options() const;
+  nlohmann::json to_json() const;
+};
+
+// --- models ------------------------------------------------------------------------------------
+
+/// Which loader a --model path takes.
+enum class ModelKind { gguf, llama2c, hf_gpt2, hf_bert };
+/// The kind of `a.model`, or UsageError / FormatError naming what is wrong with the path.
+ModelKind model_kind(const ModelArgs& a);
+/// "xxh3_64:<hex>" over the bytes of the model's files (for results headers).
+std::string model_hash(const ModelArgs& a);
+
+/// Loads the model named by `a` and calls fn(model, tokenizer) with a mutable model (weight edits
+/// change it in place and restore it).
+template <class F>
+int with_model(const ModelArgs& a, F&& fn) {
+  namespace fs = std::filesystem;
+  const fs::path p(a.model);
+  switch (model_kind(a)) {
+    case ModelKind::gguf: {
+      // The weights stay in the file's quantized blocks (dequantized tile by tile in each
+      // product): loading is a file mapping, and forward / gradient passes read 4-7x fewer bytes.
+      const auto f = std::make_shared<const io::GgufFile>(p);
+      QuantizedLlamaModel m(load_llama_gguf_quantized(f));
+      const auto tok = SentencePieceBpe::from_gguf(*f);
+      std::fprintf(stderr, "knprobe: loaded %s (%s, %d layers × %d neurons)\n",
+                   p.filename().c_str(), m.spec().family.c_str(), m.num_layers(), m.ffn_width());
+      return fn(m, tok);
+    }
+    case ModelKind::llama2c: {
+      auto m = LlamaModel<float>::load(p);
+      const fs::path tp = a.tokenizer.empty() ? p.parent_path() / "tok512.bin" : fs::path(a.tokenizer);
+      const Llama2cTokenizer tok(tp, m.vocab_size());
+      return fn(m, tok);
+    }
+    case ModelKind::hf_gpt2: {
+      auto m = Gpt2Model<float>::load(p);
+      return fn(m, ByteBpe::from_directory(a.tokenizer.empty() ? p : fs::path(a.tokenizer)));
+    }
+    case ModelKind::hf_bert: {
+      auto m = BertModel<float>::load(p);
+      return fn(m, WordPiece::from_directory(a.tokenizer.empty() ? p : fs::path(a.tokenizer)));
+    }
+  }
+  return k_internal;
+}
+
+// --- facts -------------------------------------------------------------------------------------
+
+/// Facts from --facts or --prompt/--answer (mLAMA is read once the model is known); unreadable
+/// lines go to `problems` and are reported on stderr.
+std::vector<Fact> read_fact_args(const FactArgs& a, std::vector<FactProblem>& problems);
+
+/// mLAMA facts (when --mlama) and screening (when --require-correct) for the loaded model; with
+/// `pool`, also every fact before sampling and screening (fact-checking draws wrong objects there).
+template <class M>
+void prepare_facts(const FactArgs& a, const KnowledgeProbe<M>& probe, const Tokenizer& tok,
+                   std::vector<Fact>& facts, std::vector<SkippedFact>& filtered,
+                   std::vector<Fact>* pool = nullptr) {
+  if (pool) *pool = facts;  // --facts: every fact of the file
+  if (!a.mlama.empty()) {
+    MlamaOptions mo;
+    mo.languages = a.langs;
+    mo.relations = a.relations;
+    mo.objective = ArchTraits<M>::objective;
+    if (tok.special().mask) mo.mask_token = tok.id_to_piece(*tok.special().mask);
+    mo.seed = a.seed;
+    auto data = load_mlama(a.mlama, mo);
+    for (const auto& p : data.problems)
+      std::fprintf(stderr, "knprobe: mLAMA %s: %s\n", p.where.c_str(), p.reason.c_str());
+    facts = std::move(data.facts);
+    if (pool) *pool = facts;
+    sample_facts(facts, a.sample, a.seed);
+    std::fprintf(stderr, "knprobe: %zu mLAMA facts in %s\n", facts.size(), a.mlama.c_str());
+  }
+  if (a.require_correct) {
+    AnswerableOptions ao;
+    ao.languages = a.langs;
+    ao.max_answer_tokens = a.max_answer_tokens;
+    ao.limit = a.limit;
+    ao.progress = [&](std::size_t scanned, std::size_t kept) {
+      std::fprintf(stderr, "\rscreening: %zu scanned, %zu answered correctly   ", scanned, kept);
+    };
+    facts = answerable_facts(probe, facts, ao, filtered);
+    std::fprintf(stderr, "\n");
+  } else if (a.limit && facts.size() > a.limit) {
+    facts.resize(a.limit);
+  }
+  KNPROBE_REQUIRE(!facts.empty(), ArgumentError, "no facts left to process");
+}
+
+// --- outputs -----------------------------------------------------------------------------------
+
+/// Creates the output folder `out` before any work (IoError naming it when that fails).
+std::filesystem::path prepare_output_folder(const std::string& out);
+/// Writes `j` (finite numbers only) to `path` atomically.
+void write_json_file(const std::filesystem::path& path, const nlohmann::json& j, int indent = 1);
+/// The options of a run as recorded in its output.
+nlohmann::json options_json(const ModelArgs& m, const FactArgs& f, const AttributionArgs& a);
+/// Adds the run's options, unreadable fact lines and screening to `j` and writes it to
+/// <out>/<name>.
+void write_result(const std::string& out, nlohmann::json& j, const std::string& name,
+                  nlohmann::json options, const std::vector<FactProblem>& problems,
+                  const std::vector<SkippedFact>& filtered);
+/// Progress with rate and ETA on stderr, one call per (fact, language).
+std::function<void(const std::string&)> progress_printer(std::size_t total);
+/// "+12%" / "   n/a".
+std::string pct(const std::optional<double>& x);
+
+// --- subcommands ---------------------------------------------------------------------------------
+
+/// A registered subcommand: its CLI11 app and what runs it after parsing.
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+/// Set by SIGINT / SIGTERM; long commands stop at the next safe point.
+extern std::atomic<bool> g_stop;
+
+Command add_localize(CLI::App& app);
+Command add_dkn(CLI::App& app);
+Command add_edit(CLI::App& app);
+Command add_factcheck(CLI::App& app);
+Command add_run(CLI::App& app, int rank, int size);
+Command add_report(CLI::App& app);
+Command add_predict(CLI::App& app);
+
+}  // namespace knprobe::cli

@@ -1,0 +1,116 @@
+// knprobe factcheck: fact-checking with relation DKN sets vs the model-prediction baseline
+// (METHOD.md §7); writes <out>/factcheck.json and prints the metrics table.
+#include <set>
+
+#include "cli.hpp"
+#include "knprobe/experiments/fact_check.hpp"
+
+namespace knprobe::cli {
+namespace {
+
+struct FactCheckArgs {
+  ModelArgs model;
+  FactArgs facts;
+  AttributionArgs attribution;
+  DknArgs dkn;
+  std::string out = "knprobe-out";
+  int wrong = 5;
+  double train_fraction = 0.8, relation_fraction = 0.7;
+  std::optional<double> fixed_threshold;
+};
+
+/// The fact-checking metrics as a Markdown table (test split first).
+void print_factcheck_table(const FactCheckReport& rep) {
+  std::set<std::string> languages;
+  for (const auto& r : rep.relations) languages.insert(r.language);
+  std::printf(
+      "\n| language | split | checker | claims | precision | recall | F1 | accuracy | "
+      "precision (ref) | F1 (ref) |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const auto& lang : languages)
+    for (bool train : {false, true}) {
+      const auto [dkn, base] = confusion(rep, lang, train);
+      for (const auto& [who, c] : {std::pair{"DKN", dkn}, std::pair{"model top-1", base}})
+        std::printf("| %s | %s | %s | %zu | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |\n",
+                    lang.c_str(), train ? "train" : "test", who, c.total(), c.precision(),
+                    c.recall(), c.f1(), c.accuracy(), c.precision_ref(), c.f1_ref());
+    }
+}
+
+int run(const FactCheckArgs& a) {
+  a.facts.validate();
+  a.attribution.validate();
+  a.dkn.validate();
+  FactCheckOptions o;
+  o.languages = a.facts.langs;
+  o.attribution = a.attribution.options();
+  o.dkn = a.dkn.options();
+  o.wrong_per_fact = a.wrong;
+  o.train_fraction = a.train_fraction;
+  o.relation_fraction = a.relation_fraction;
+  o.seed = a.facts.seed;
+  o.fixed_threshold = a.fixed_threshold;
+  prepare_output_folder(a.out);
+  std::vector<FactProblem> problems;
+  std::vector<Fact> facts = read_fact_args(a.facts, problems);
+  return with_model(a.model, [&](const auto& model, const Tokenizer& tok) {
+    a.attribution.check_layers(model.num_layers());
+    KnowledgeProbe probe(model, tok);
+    probe.set_max_tokens(a.attribution.max_tokens);
+    std::vector<SkippedFact> filtered;
+    std::vector<Fact> pool;
+    prepare_facts(a.facts, probe, tok, facts, filtered, &pool);
+    // per language: one DKN search per training fact + one attribution per claim
+    const auto n_train =
+        static_cast<std::size_t>(std::lround(a.train_fraction * static_cast<double>(facts.size())));
+    o.progress = progress_printer((facts.size() * static_cast<std::size_t>(a.wrong + 1) + n_train) *
+                                  o.languages.size());
+    const auto rep = fact_check(probe, facts, pool, o);
+    std::fprintf(stderr, "\n");
+    auto j = to_json(rep);
+    auto opts = options_json(a.model, a.facts, a.attribution);
+    opts["dkn"] = a.dkn.to_json();
+    opts["wrong_per_fact"] = a.wrong;
+    opts["train_fraction"] = a.train_fraction;
+    opts["relation_fraction"] = a.relation_fraction;
+    if (a.fixed_threshold) opts["fixed_threshold"] = *a.fixed_threshold;
+    write_result(a.out, j, "factcheck.json", opts, problems, filtered);
+    for (const auto& r : rep.relations)
+      std::printf(
+          "%s [%s]: %zu train / %zu test facts, %zu with DKN, relation set %zu neurons, "
+          "θ = %.3g\n",
+          r.relation.c_str(), r.language.c_str(), r.train_facts, r.test_facts, r.train_with_dkn,
+          r.neurons.size(), r.threshold);
+    print_factcheck_table(rep);
+    for (const auto& s : rep.skipped)
+      std::printf("skipped %s [%s]: %s\n", s.fact.c_str(), s.language.c_str(), s.reason.c_str());
+    std::printf("wrote %s/factcheck.json\n", a.out.c_str());
+    return k_ok;
+  });
+}
+
+}  // namespace
+
+Command add_factcheck(CLI::App& app) {
+  auto args = std::make_shared<FactCheckArgs>();
+  auto* c = app.add_subcommand(
+      "factcheck", "fact-checking with relation DKN sets vs the model-prediction baseline");
+  args->model.add(c);
+  args->facts.add(c);
+  args->attribution.add(c);
+  args->dkn.add(c);
+  c->add_option("--out", args->out, "output directory");
+  c->add_option("--wrong", args->wrong, "wrong objects per fact, from the same relation (default 5)")
+      ->check(integer_in(1, 1000));
+  c->add_option("--train-fraction", args->train_fraction, "per-relation train split (default 0.8)")
+      ->check(number_in(0, 1, true, true));
+  c->add_option("--relation-fraction", args->relation_fraction,
+                "relation DKN set: neurons counted > fraction * max count (default 0.7)")
+      ->check(number_in(0, 1, false, true));
+  c->add_option("--fixed-threshold", args->fixed_threshold,
+                "decide with this threshold instead of fitting one on the training split "
+                "(reference code: 1e-6)")
+      ->check(number_in(-1e300, 1e300));
+  return {c, [args] { return run(*args); }};
+}
+
+}  // namespace knprobe::cli

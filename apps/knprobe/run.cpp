@@ -1,0 +1,191 @@
+// knprobe run: localize a dataset into a resumable JSON Lines results file; under mpirun the facts
+// are sharded over the ranks (rank r takes i ≡ r mod N and writes <out>.part-r-of-N; rank 0 merges
+// them into the canonical file).
+#include <chrono>
+
+#include "cli.hpp"
+#include "knprobe/experiments/run.hpp"
+#include "knprobe/version.hpp"
+#ifdef KNPROBE_HAS_MPI
+#include <mpi.h>
+#endif
+
+namespace fs = std::filesystem;
+
+namespace knprobe::cli {
+namespace {
+
+struct RunArgs {
+  ModelArgs model;
+  FactArgs facts;
+  AttributionArgs attribution;
+  ThresholdArgs thresholds;
+  DknArgs dkn_args;
+  std::string out;
+  bool no_verify = false, dkn = false;
+  int top_per_layer = 8;
+};
+
+void mpi_barrier([[maybe_unused]] int size) {
+#ifdef KNPROBE_HAS_MPI
+  if (size > 1) MPI_Barrier(MPI_COMM_WORLD);
+#endif
+}
+
+/// Reduces `flag` over the ranks with logical AND (every rank finished its shard).
+bool mpi_all([[maybe_unused]] int size, bool flag) {
+#ifdef KNPROBE_HAS_MPI
+  if (size > 1) {
+    int in = flag ? 1 : 0, out = 0;
+    MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    return out == 1;
+  }
+#endif
+  return flag;
+}
+
+std::string part_name(const std::string& out, int rank, int size) {
+  return out + ".part-" + std::to_string(rank) + "-of-" + std::to_string(size);
+}
+
+int run(const RunArgs& a, int rank, int size) {
+  a.facts.validate();
+  a.attribution.validate();
+  if (a.dkn) a.dkn_args.validate();
+  RunOptions o;
+  o.localize.languages = a.facts.langs;
+  o.localize.thresholds = a.thresholds.resolve(a.facts.langs);
+  o.localize.attribution = a.attribution.options();
+  o.localize.verify = !a.no_verify;
+  o.localize.seed = a.facts.seed;
+  o.require_correct = a.facts.require_correct;
+  o.max_answer_tokens = a.facts.max_answer_tokens;
+  if (a.dkn) o.dkn = a.dkn_args.options();
+  o.top_per_layer = a.top_per_layer;
+  o.shard_rank = static_cast<std::size_t>(rank);
+  o.shard_count = static_cast<std::size_t>(size);
+  o.stop = &g_stop;
+  const fs::path out(a.out);
+  const fs::path mine = size > 1 ? fs::path(part_name(a.out, rank, size)) : out;
+  // Before any work: the outputs must be files we may write (not a folder, FIFO or device).
+  io::require_file_target(out, "results file");
+  io::require_file_target(mine, "results file");
+  if (out.has_parent_path()) io::create_output_folder(out.parent_path());
+  std::vector<FactProblem> problems;
+  std::vector<Fact> facts = read_fact_args(a.facts, problems);
+  const std::string hash = model_hash(a.model);
+  return with_model(a.model, [&](const auto& model, const Tokenizer& tok) {
+    a.attribution.check_layers(model.num_layers());
+    KnowledgeProbe probe(model, tok);
+    probe.set_max_tokens(a.attribution.max_tokens);
+    FactArgs sel = a.facts;  // sampling and --limit only: screening is per fact, in the run
+    sel.require_correct = false;
+    std::vector<SkippedFact> unused;
+    prepare_facts(sel, probe, tok, facts, unused);
+    // The header: what makes results comparable (paths are informative, not identity).
+    nlohmann::json opt = a.attribution.to_json();
+    opt.erase("max_tokens");  // a limit, not a parameter of the results
+    opt["languages"] = a.facts.langs;
+    opt["thresholds"] = o.localize.thresholds;
+    opt["verify"] = !a.no_verify;
+    opt["seed"] = a.facts.seed;
+    opt["require_correct"] = a.facts.require_correct;
+    opt["max_answer_tokens"] = a.facts.max_answer_tokens;
+    opt["top_per_layer"] = a.top_per_layer;
+    opt["dkn"] = a.dkn ? a.dkn_args.to_json() : nlohmann::json(nullptr);
+    if (!a.facts.mlama.empty())
+      opt["mlama"] = {{"relations", a.facts.relations},
+                      {"sample", a.facts.sample},
+                      {"limit", a.facts.limit}};
+    nlohmann::json header{
+        {"format", "knprobe-run/1"},
+        {"knprobe_version", KNPROBE_VERSION_STRING},
+        {"model",
+         {{"objective", ArchTraits<std::decay_t<decltype(model)>>::objective == Objective::masked_lm
+                            ? "masked_lm"
+                            : "causal_lm"},
+          {"layers", model.num_layers()},
+          {"ffn_width", model.ffn_width()},
+          {"hash", hash}}},
+        {"facts", {{"count", facts.size()}, {"fingerprint", facts_fingerprint(facts)}}},
+        {"options", opt},
+        {"paths", {{"model", a.model.model}, {"facts", a.facts.facts}, {"mlama", a.facts.mlama}}}};
+    if (size > 1) header["shard"] = {{"rank", rank}, {"count", size}};
+    RunSummary s;
+    {
+      io::ResultsFile file(mine, header, {"paths"});
+      if (file.repaired())
+        std::fprintf(stderr, "knprobe: %s: %s\n", mine.c_str(), file.repaired()->c_str());
+      if (!file.records().empty())
+        std::fprintf(stderr, "knprobe: resuming %s: %zu records already there\n", mine.c_str(),
+                     file.records().size());
+      const auto t0 = std::chrono::steady_clock::now();
+      std::size_t first = SIZE_MAX;
+      o.progress = [&](std::size_t done, std::size_t total, const std::string& what) {
+        if (first == SIZE_MAX) first = done;
+        const double el =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const std::size_t now = done - first;
+        const double rate = el > 0 ? static_cast<double>(now) / el : 0.0;
+        std::fprintf(stderr, "\r%s[%zu/%zu] %-36.36s %.2f items/s, ETA %.0fs   ",
+                     size > 1 ? ("rank " + std::to_string(rank) + " ").c_str() : "", done + 1,
+                     total, what.c_str(), rate,
+                     rate > 0 ? static_cast<double>(total - done) / rate : 0.0);
+        std::fflush(stderr);
+      };
+      s = run_dataset(probe, facts, file, o);
+      std::fprintf(stderr, "\n");
+    }
+    std::printf("%s%s: %zu items, %zu already done, %zu computed (%zu failures)%s\n",
+                size > 1 ? ("rank " + std::to_string(rank) + ": ").c_str() : "", mine.c_str(),
+                s.items, s.resumed, s.computed, s.failed, s.stopped ? ", interrupted" : "");
+    if (!mpi_all(size, !s.stopped)) {
+      std::printf("interrupted: rerun the same command to resume\n");
+      return k_interrupted;
+    }
+    mpi_barrier(size);
+    if (rank == 0) {  // one canonical file: fact order, language order, LIKN last
+      std::vector<io::ResultsContent> parts;
+      for (int r = 0; r < size; ++r) {
+        const std::string p = size == 1 ? a.out : part_name(a.out, r, size);
+        parts.push_back(io::read_results(p));
+        detail::validate_run_records(parts.back(), p, &facts);
+      }
+      auto merged_header = parts[0].header;
+      merged_header.erase("shard");
+      const auto recs = canonical_records(parts);
+      io::write_results_atomic(out, merged_header, recs);
+      std::size_t failures = 0, screened = 0;
+      for (const auto& r : recs) {
+        failures += r.value("record", "") == "failure";
+        screened += r.value("record", "") == "screened_out";
+      }
+      std::printf("wrote %s: %zu records (%zu screened out, %zu failures)\n", out.c_str(),
+                  recs.size(), screened, failures);
+    }
+    return k_ok;
+  });
+}
+
+}  // namespace
+
+Command add_run(CLI::App& app, int rank, int size) {
+  auto args = std::make_shared<RunArgs>();
+  auto* c = app.add_subcommand(
+      "run", "localize a dataset into a resumable JSON Lines results file (shards under mpirun)");
+  args->model.add(c);
+  args->facts.add(c);
+  args->attribution.add(c);
+  args->thresholds.add(c);
+  args->dkn_args.add(c);
+  c->add_option("--out", args->out, "results file (JSON Lines; resumed when it exists)")
+      ->required();
+  c->add_flag("--no-verify", args->no_verify, "skip the suppress/enhance checks");
+  c->add_flag("--dkn", args->dkn, "also search degenerate neurons of every (fact, language)");
+  c->add_option("--top-per-layer", args->top_per_layer,
+                "per-layer top units kept in each record for heatmaps (default 8)")
+      ->check(integer_in(0, 4096));
+  return {c, [args, rank, size] { return run(*args, rank, size); }};
+}
+
+}  // namespace knprobe::cli

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Bad input to the knprobe program, one class per line of the table in docs/INPUTS.md: every case
+# must end with its documented exit code (0 done, 1 bad input, 2 bad usage) and a message naming
+# what was wrong — within a time limit (no hang), without writing outside the output folder.
+# Usage: bad_input.sh KNPROBE STORIES_DIR FACTS_DIR WORKDIR
+set -uo pipefail
+knprobe=$1 stories=$2 facts=$3 work=$4
+rm -rf "$work" && mkdir -p "$work/out"
+export OMP_NUM_THREADS=1
+model=(--model "$stories/stories260K.bin")
+fact=(--prompt "Once upon a time, there was a little girl named" --answer " Lily" --langs en)
+fails=0 cases=0
+
+# expect RC REGEX ARGS...: runs knprobe ARGS (60 s limit), checks the exit code and the output.
+expect() {
+  local want=$1 regex=$2
+  shift 2
+  cases=$((cases + 1))
+  local rc=0
+  timeout 60 "$knprobe" "$@" >"$work/log" 2>&1 || rc=$?
+  if [[ $rc -ne $want ]] || ! grep -qE -- "$regex" "$work/log"; then
+    echo "FAIL: knprobe $* -> exit $rc (want $want), output:"
+    head -c 600 "$work/log"; echo
+    fails=$((fails + 1))
+  fi
+}
+
+# Options: refused at parse time with the valid range (exit 2), before any work.
+expect 2 "expected a decimal integer in \[1, 1000\]" localize "${model[@]}" "${fact[@]}" --steps 0
+expect 2 "expected a decimal integer in \[1, 1000\]" localize "${model[@]}" "${fact[@]}" --steps -1
+expect 2 "expected a decimal integer" localize "${model[@]}" "${fact[@]}" --steps 1e9
+expect 2 "expected a decimal integer in \[0, 4095\]" localize "${model[@]}" "${fact[@]}" --layers -1
+expect 2 "layer 99 does not exist" localize "${model[@]}" "${fact[@]}" --layers 99 --out "$work/out"
+expect 2 "layers.*twice" localize "${model[@]}" "${fact[@]}" --layers 1,1 --out "$work/out"
+expect 2 "t-low.*expected a finite number in \[0, 1\)" dkn "${model[@]}" "${fact[@]}" --t-low 2
+expect 2 "top.*\[2, 1000\]" dkn "${model[@]}" "${fact[@]}" --top 1
+expect 2 "max-set-size.*\[2, 8\]" dkn "${model[@]}" "${fact[@]}" --max-set-size 0
+expect 2 "aggregate.*expected one of sum, mean" localize "${model[@]}" "${fact[@]}" --aggregate foo
+expect 2 "expected LANG=T" localize "${model[@]}" "${fact[@]}" --threshold =0.3
+expect 2 "expected LANG=T with T a number" localize "${model[@]}" "${fact[@]}" --threshold en=0.3abc
+expect 2 "limit.*expected a decimal integer" localize "${model[@]}" "${fact[@]}" --limit -1
+expect 2 "sample.*expected a decimal integer" localize "${model[@]}" "${fact[@]}" --sample -5
+expect 2 "max-passes.*expected a decimal integer" dkn "${model[@]}" "${fact[@]}" --max-passes -1
+expect 2 "seed.*expected a decimal integer" localize "${model[@]}" "${fact[@]}" --seed -1
+expect 2 "l1.*expected a finite number" edit "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --l1 nan
+expect 2 "l2.*expected a finite number" edit "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --l2 inf
+expect 2 "fixed-threshold.*expected a finite number" factcheck "${model[@]}" "${fact[@]}" --fixed-threshold nan
+expect 2 "language code" localize "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs ../a
+expect 2 "no --threshold for language 'b'" localize "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3
+expect 2 "at most 65536 are accepted" localize "${model[@]}" --prompt "$(head -c 100000 /dev/zero | tr '\0' a)" --answer " x" --langs en
+expect 2 "top.*exceeds the vocabulary of 512" predict "${model[@]}" --prompt "Once upon a time" --top 513
+expect 2 "expected a decimal integer in \[1, 1000\]" predict "${model[@]}" --prompt "Once upon a time" --top 2000
+
+# Files that are not regular files: refused by name, at once (a FIFO would block in open).
+mkfifo "$work/fifo.bin"
+expect 1 "fifo.bin: cannot open model file|fifo.bin: model file is not a regular file" predict --model "$work/fifo.bin" --prompt "Once"
+expect 1 "/dev/full: results file is not a regular file" run "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --threshold b=0.3 --out /dev/full
+
+# A huge prompt inside a fact file: the fact is skipped with the reason; the run completes.
+python3 - "$work" <<'PY'
+import json, sys
+w = sys.argv[1]
+with open(f"{w}/long.jsonl", "w") as f:
+    f.write(json.dumps({"id": "long", "prompts": {"en": "Once upon a time " * 3000}, "answers": {"en": " Lily"}}) + "\n")
+    f.write(json.dumps({"id": "../../escape", "relation": "r", "prompts": {"en": "Once upon a time, there was a little girl named"}, "answers": {"en": " Lily"}}) + "\n")
+    f.write(json.dumps({"id": "a/b", "relation": "s", "prompts": {"en": "Once upon a time, there was a little girl named"}, "answers": {"en": " Lily"}}) + "\n")
+PY
+expect 0 "skipped long \[en\]: .*more than the 512 accepted" localize "${model[@]}" --facts "$work/long.jsonl" --langs en --steps 2 --out "$work/out"
+# ids with '/' or '..' write their scores inside the output folder, under distinct names.
+n_npy=$(find "$work/out/scores" -name "*.npy" | wc -l)
+[[ $n_npy -eq 2 ]] || { echo "FAIL: expected 2 score files, found $n_npy"; fails=$((fails + 1)); }
+if [[ -e "$work/escape.en.npy" || -e "$work/../escape.en.npy" || -e "$work/out/a" ]]; then
+  echo "FAIL: a score file was written outside the output folder"; fails=$((fails + 1))
+fi
+grep -q '"scores_file"' "$work/out/localize.json" || { echo "FAIL: no scores_file in the JSON"; fails=$((fails + 1)); }
+# A threshold selecting most of a layer: no disjoint random control exists; the fact is skipped
+# with the reason (this used to loop for ever).
+expect 0 "random control: layer [0-9]+ selects" localize "${model[@]}" "${fact[@]}" --threshold en=0.0001 --steps 2 --out "$work/out2"
+
+# Non-finite weights: named, never p = nan.
+python3 - "$stories/stories260K.bin" "$work/nan.bin" <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+struct.pack_into("<f", b, 28 + 4 * (512 * 64 + 70), float("nan"))
+open(sys.argv[2], "wb").write(b)
+PY
+cp "$stories/tok512.bin" "$work/tok512.bin"
+expect 1 "nan.bin: tensor rms_att of layer 1: element 6 is NaN" predict --model "$work/nan.bin" --prompt "Once upon a time"
+
+# Results files: a foreign line is refused with the file and line, the file is left unchanged.
+run=(run "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --threshold b=0.3 --steps 2 --no-verify)
+expect 0 "wrote .*r.jsonl" "${run[@]}" --out "$work/r.jsonl"
+echo '{"junk":1}' >>"$work/r.jsonl"
+cp "$work/r.jsonl" "$work/r.before"
+expect 1 "r.jsonl:[0-9]+: no string 'record'" "${run[@]}" --out "$work/r.jsonl"
+cmp -s "$work/r.jsonl" "$work/r.before" || { echo "FAIL: a refused results file was changed"; fails=$((fails + 1)); }
+echo "my notes" >"$work/notes.txt"
+expect 1 "notes.txt: does not start with a knprobe header line" "${run[@]}" --out "$work/notes.txt"
+[[ "$(cat "$work/notes.txt")" == "my notes" ]] || { echo "FAIL: a foreign file was modified"; fails=$((fails + 1)); }
+expect 1 "cannot write|notes.txt" report "$work/notes.txt" --out "$work/rep.html"
+head -n -1 "$work/r.before" >"$work/r.good"
+expect 1 "/proc/knprobe-r.html: cannot write" report "$work/r.good" --out /proc/knprobe-r.html
+expect 0 "wrote .*rep.html" report "$work/r.good" --out "$work/rep.html"
+
+echo "$cases cases, $fails failures"
+((fails == 0)) && echo PASS

@@ -1,0 +1,166 @@
+// model/llama_weights.hpp, GGUF side: every metadata value the model uses is range-checked, the
+// keys llama.cpp always writes are required, unknown "<arch>." keys are refused (they may change
+// the maths, or be a damaged name whose default would be used), and non-finite weights are named.
+#include "knprobe/model/llama_weights.hpp"
+
+#include <boost/test/unit_test.hpp>
+#include <cmath>
+#include <cstring>
+
+#include "support/paths.hpp"
+
+using namespace knprobe;
+using knprobe::testing::throws_with;
+
+namespace {
+
+/// One GGUF metadata entry, encoded.
+struct GgufKv {
+  std::string bytes;
+  static GgufKv head(const std::string& key, std::uint32_t type) {
+    GgufKv kv;
+    const std::uint64_t n = key.size();
+    kv.bytes.append(reinterpret_cast<const char*>(&n), 8);
+    kv.bytes += key;
+    kv.bytes.append(reinterpret_cast<const char*>(&type), 4);
+    return kv;
+  }
+  template <class T>
+  static GgufKv scalar(const std::string& key, std::uint32_t type, T v) {
+    auto kv = head(key, type);
+    kv.bytes.append(reinterpret_cast<const char*>(&v), sizeof v);
+    return kv;
+  }
+  static GgufKv u32(const std::string& k, std::uint32_t v) { return scalar(k, 4, v); }
+  static GgufKv u64(const std::string& k, std::uint64_t v) { return scalar(k, 10, v); }
+  static GgufKv f32(const std::string& k, float v) { return scalar(k, 6, v); }
+  static GgufKv str(const std::string& k, const std::string& v) {
+    auto kv = head(k, 8);
+    const std::uint64_t n = v.size();
+    kv.bytes.append(reinterpret_cast<const char*>(&n), 8);
+    kv.bytes += v;
+    return kv;
+  }
+};
+
+/// A GGUF v3 file with no tensors and these metadata entries.
+std::string gguf_metadata(const std::vector<GgufKv>& kvs) {
+  std::string b;
+  auto put = [&](auto v) { b.append(reinterpret_cast<const char*>(&v), sizeof(v)); };
+  put(std::uint32_t(0x46554747u));
+  put(std::uint32_t(3));
+  put(std::uint64_t(0));
+  put(std::uint64_t(kvs.size()));
+  for (const auto& kv : kvs) b += kv.bytes;
+  b.resize((b.size() + 31) / 32 * 32, '\0');
+  return b;
+}
+
+/// The metadata of a small valid "llama" file, with `key` replaced by `kv` (or dropped when kv is
+/// empty, or added when absent).
+std::vector<GgufKv> llama_kvs(const std::string& key = "", std::optional<GgufKv> kv = {}) {
+  std::vector<std::pair<std::string, GgufKv>> base{
+      {"general.architecture", GgufKv::str("general.architecture", "llama")},
+      {"llama.context_length", GgufKv::u32("llama.context_length", 512)},
+      {"llama.embedding_length", GgufKv::u32("llama.embedding_length", 64)},
+      {"llama.block_count", GgufKv::u32("llama.block_count", 2)},
+      {"llama.feed_forward_length", GgufKv::u32("llama.feed_forward_length", 96)},
+      {"llama.attention.head_count", GgufKv::u32("llama.attention.head_count", 4)},
+      {"llama.attention.head_count_kv", GgufKv::u32("llama.attention.head_count_kv", 2)},
+      {"llama.attention.layer_norm_rms_epsilon",
+       GgufKv::f32("llama.attention.layer_norm_rms_epsilon", 1e-5f)},
+      {"llama.rope.freq_base", GgufKv::f32("llama.rope.freq_base", 10000.0f)}};
+  std::vector<GgufKv> out;
+  bool replaced = false;
+  for (auto& [k, v] : base) {
+    if (k == key) {
+      replaced = true;
+      if (kv) out.push_back(*kv);
+    } else {
+      out.push_back(v);
+    }
+  }
+  if (!replaced && kv) out.push_back(*kv);
+  return out;
+}
+
+LlamaSpec spec_of(const std::vector<GgufKv>& kvs) {
+  const std::string bytes = gguf_metadata(kvs);
+  const io::GgufFile f(std::span(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()),
+                       "m.gguf");
+  return detail::gguf_llama_spec(f);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(model_llama_weights)
+
+BOOST_AUTO_TEST_CASE(gguf_metadata_is_range_checked) {
+  const auto s = spec_of(llama_kvs());
+  BOOST_TEST(s.hidden == 64);
+  BOOST_TEST(s.head_dim == 16);
+  BOOST_TEST(s.context_length == 512);
+  const float inf = std::numeric_limits<float>::infinity();
+  struct Case {
+    std::string key;
+    std::optional<GgufKv> kv;
+    std::vector<std::string> words;
+  };
+  const std::vector<Case> cases{
+      {"llama.attention.layer_norm_rms_epsilon",
+       GgufKv::f32("llama.attention.layer_norm_rms_epsilon", inf),
+       {"m.gguf", "layer_norm_rms_epsilon", "outside"}},
+      {"llama.rope.freq_base", GgufKv::f32("llama.rope.freq_base", inf), {"rope.freq_base"}},
+      {"llama.embedding_length", GgufKv::u64("llama.embedding_length", 4294967328ull),
+       {"embedding_length", "4294967328", "outside"}},
+      {"llama.block_count", GgufKv::u32("llama.block_count", 0), {"block_count"}},
+      {"llama.attention.head_count_kv", GgufKv::u32("llama.attention.head_count_kv", 3),
+       {"not a multiple"}},
+      {"llama.attention.layer_norm_rms_epsilon", std::nullopt,
+       {"missing metadata key 'llama.attention.layer_norm_rms_epsilon'"}},
+      {"llama.context_length", std::nullopt, {"missing metadata key 'llama.context_length'"}},
+      // A damaged key name: its default must not be used silently.
+      {"llama.rope.freq_base", GgufKv::f32("llama.rope.freq_bXse", 5e5f),
+       {"llama.rope.freq_bXse", "not known"}},
+      {"", GgufKv::str("llama.rope.scaling.type", "yarn"), {"llama.rope.scaling.type"}},
+      {"", GgufKv::u32("llama.rope.dimension_count", 8), {"partial rotary"}},
+      {"", GgufKv::u32("llama.attention.sliding_window", 0), {"sliding"}},
+      {"", GgufKv::u32("tokenizer.ggml.bos_token_id", 1u << 30), {"bos_token_id"}},
+  };
+  for (const auto& c : cases) {
+    bool ok = false;
+    try {
+      (void)spec_of(llama_kvs(c.key, c.kv));
+    } catch (const FormatError& e) {
+      ok = true;
+      for (const auto& w : c.words)
+        ok = ok && std::string(e.what()).find(w) != std::string::npos;
+      BOOST_TEST(ok, c.words.front() << " not named in: " << e.what());
+      continue;
+    }
+    BOOST_TEST(ok, "not refused: " << c.words.front());
+  }
+}
+
+BOOST_AUTO_TEST_CASE(gemma3_sliding_window_must_be_positive) {
+  auto kvs = llama_kvs();
+  for (auto& kv : kvs)  // rename every llama.* key to gemma3.*
+    if (kv.bytes.find("llama.") != std::string::npos) {
+      const auto at = kv.bytes.find("llama.");
+      std::uint64_t n = 0;
+      std::memcpy(&n, kv.bytes.data(), 8);
+      kv.bytes.replace(at, 5, "gemma3");
+      ++n;
+      std::memcpy(kv.bytes.data(), &n, 8);
+    }
+  kvs[0] = GgufKv::str("general.architecture", "gemma3");
+  auto with = kvs;
+  with.push_back(GgufKv::u32("gemma3.attention.sliding_window", 512));
+  BOOST_TEST(spec_of(with).sliding_window == 512);
+  BOOST_TEST(throws_with<FormatError>([&] { (void)spec_of(kvs); },
+                                      {"missing metadata key 'gemma3.attention.sliding_window'"}));
+  kvs.push_back(GgufKv::u32("gemma3.attention.sliding_window", 0));
+  BOOST_TEST(throws_with<FormatError>([&] { (void)spec_of(kvs); }, {"sliding_window", "outside"}));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
