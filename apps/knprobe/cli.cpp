@@ -218,8 +218,8 @@ AttributionOptions AttributionArgs::options() const {
 }
 
 nlohmann::json AttributionArgs::to_json() const {
-  return {{"method", method},         {"steps", steps},   {"quadrature", quadrature},
-          {"aggregate", aggregate},   {"layers", layers}, {"paper_compat", paper_compat},
+  return {{"method", method},        {"steps", steps},   {"quadrature", quadrature},
+          {"aggregate", aggregate},  {"layers", layers}, {"paper_compat", paper_compat},
           {"max_tokens", max_tokens}};
 }
 
@@ -253,8 +253,7 @@ void DknArgs::add(CLI::App* c) {
       ->check(number_in(0, 1, false, true));
   c->add_option("--t-high", t_high, "harmful: p(S) < (1 - T_high) p0 (default 0.25)")
       ->check(number_in(0, 1, true, false));
-  c->add_option("--max-set-size", max_set_size, "2 = the paper's pairs")
-      ->check(integer_in(2, 8));
+  c->add_option("--max-set-size", max_set_size, "2 = the paper's pairs")->check(integer_in(2, 8));
   c->add_option("--max-passes", max_passes, "forward-pass budget per (fact, language)")
       ->check(integer_in(1, 1LL << 40));
 }
@@ -335,7 +334,8 @@ std::string model_hash(const ModelArgs& a) {
   return out;
 }
 
-// --- facts -----------------------------------------------------------------------------------------
+// --- facts
+// -----------------------------------------------------------------------------------------
 
 std::vector<Fact> read_fact_args(const FactArgs& a, std::vector<FactProblem>& problems) {
   std::vector<Fact> facts;
@@ -353,7 +353,8 @@ std::vector<Fact> read_fact_args(const FactArgs& a, std::vector<FactProblem>& pr
   return facts;
 }
 
-// --- outputs ---------------------------------------------------------------------------------------
+// --- outputs
+// ---------------------------------------------------------------------------------------
 
 fs::path prepare_output_folder(const std::string& out) {
   const fs::path dir(out);

@@ -137,7 +137,8 @@ int with_model(const ModelArgs& a, F&& fn) {
     }
     case ModelKind::llama2c: {
       auto m = LlamaModel<float>::load(p);
-      const fs::path tp = a.tokenizer.empty() ? p.parent_path() / "tok512.bin" : fs::path(a.tokenizer);
+      const fs::path tp =
+          a.tokenizer.empty() ? p.parent_path() / "tok512.bin" : fs::path(a.tokenizer);
       const Llama2cTokenizer tok(tp, m.vocab_size());
       return fn(m, tok);
     }

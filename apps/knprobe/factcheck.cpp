@@ -99,7 +99,8 @@ Command add_factcheck(CLI::App& app) {
   args->attribution.add(c);
   args->dkn.add(c);
   c->add_option("--out", args->out, "output directory");
-  c->add_option("--wrong", args->wrong, "wrong objects per fact, from the same relation (default 5)")
+  c->add_option("--wrong", args->wrong,
+                "wrong objects per fact, from the same relation (default 5)")
       ->check(integer_in(1, 1000));
   c->add_option("--train-fraction", args->train_fraction, "per-relation train split (default 0.8)")
       ->check(number_in(0, 1, true, true));

@@ -54,12 +54,11 @@ int write_facts_file(const std::string& out, const std::vector<Fact>& facts,
                      const std::vector<SkippedFact>& filtered) {
   std::string text;
   for (const auto& f : facts)
-    text += nlohmann::json{{"id", f.id},
-                           {"relation", f.relation},
-                           {"prompts", f.prompts},
-                           {"answers", f.answers}}
-                .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
-            "\n";
+    text +=
+        nlohmann::json{
+            {"id", f.id}, {"relation", f.relation}, {"prompts", f.prompts}, {"answers", f.answers}}
+            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+        "\n";
   io::write_file_atomic(fs::path(out) / "facts.jsonl", text);
   std::printf("kept %zu facts (%zu screened out); wrote %s/facts.jsonl\n", facts.size(),
               filtered.size(), out.c_str());

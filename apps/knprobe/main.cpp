@@ -112,10 +112,9 @@ int main(int argc, char** argv) {
       "Exit codes: 0 done, 1 bad input or I/O failure, 2 bad usage, 3 internal error, "
       "130 interrupted.");
   const auto [rank, size] = mpi_start(argc, argv);
-  const std::vector<Command> commands{add_localize(app),   add_dkn(app),
-                                      add_edit(app),       add_factcheck(app),
-                                      add_run(app, rank, size), add_report(app),
-                                      add_predict(app)};
+  const std::vector<Command> commands{
+      add_localize(app),        add_dkn(app),    add_edit(app),   add_factcheck(app),
+      add_run(app, rank, size), add_report(app), add_predict(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

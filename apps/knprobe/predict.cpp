@@ -58,7 +58,8 @@ Command add_predict(CLI::App& app) {
       ->check(text_of(k_max_fact_text));
   c->add_option("--top", args->top, "how many tokens to print (default 5)")
       ->check(integer_in(1, 1000));
-  c->add_option("--max-tokens", args->max_tokens, "longest prompt accepted, in tokens (default 512)")
+  c->add_option("--max-tokens", args->max_tokens,
+                "longest prompt accepted, in tokens (default 512)")
       ->check(integer_in(1, 1 << 20));
   return {c, [args] { return run(*args); }};
 }

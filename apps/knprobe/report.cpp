@@ -1,8 +1,8 @@
 // knprobe report: one self-contained HTML page (inline SVG figures, no script) and Markdown tables
 // from results files of `knprobe run` (and a factcheck.json).
+#include "knprobe/report/report.hpp"
 #include "cli.hpp"
 #include "knprobe/experiments/run.hpp"
-#include "knprobe/report/report.hpp"
 
 namespace fs = std::filesystem;
 

@@ -94,9 +94,8 @@ int run(const RunArgs& a, int rank, int size) {
     opt["top_per_layer"] = a.top_per_layer;
     opt["dkn"] = a.dkn ? a.dkn_args.to_json() : nlohmann::json(nullptr);
     if (!a.facts.mlama.empty())
-      opt["mlama"] = {{"relations", a.facts.relations},
-                      {"sample", a.facts.sample},
-                      {"limit", a.facts.limit}};
+      opt["mlama"] = {
+          {"relations", a.facts.relations}, {"sample", a.facts.sample}, {"limit", a.facts.limit}};
     nlohmann::json header{
         {"format", "knprobe-run/1"},
         {"knprobe_version", KNPROBE_VERSION_STRING},

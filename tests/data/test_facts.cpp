@@ -23,16 +23,16 @@ BOOST_AUTO_TEST_SUITE(data_facts)
 BOOST_AUTO_TEST_CASE(bad_lines_are_reported_and_skipped) {
   const std::string ok = R"({"id":"a","relation":"r","prompts":{"en":"P"},"answers":{"en":" A"}})";
   const std::string text =
-      ok + "\n" +                                                                          // 1
-      R"({"id":"a","prompts":{"en":"P"},"answers":{"en":" A"}})" + "\n" +                  // 2
-      R"({"id":"","prompts":{"en":"P"},"answers":{"en":" A"}})" + "\n" +                   // 3
-      R"({"id":"b\u0001","prompts":{"en":"P"},"answers":{"en":" A"}})" + "\n" +            // 4
-      R"({"id":"c","prompts":{"../x":"P"},"answers":{"../x":" A"}})" + "\n" +              // 5
-      R"({"id":"d","prompts":{"en":""},"answers":{"en":" A"}})" + "\n" +                   // 6
-      R"({"id":"e","relation":7,"prompts":{"en":"P"},"answers":{"en":" A"}})" + "\n" +     // 7
+      ok + "\n" +                                                                       // 1
+      R"({"id":"a","prompts":{"en":"P"},"answers":{"en":" A"}})" + "\n" +               // 2
+      R"({"id":"","prompts":{"en":"P"},"answers":{"en":" A"}})" + "\n" +                // 3
+      R"({"id":"b\u0001","prompts":{"en":"P"},"answers":{"en":" A"}})" + "\n" +         // 4
+      R"({"id":"c","prompts":{"../x":"P"},"answers":{"../x":" A"}})" + "\n" +           // 5
+      R"({"id":"d","prompts":{"en":""},"answers":{"en":" A"}})" + "\n" +                // 6
+      R"({"id":"e","relation":7,"prompts":{"en":"P"},"answers":{"en":" A"}})" + "\n" +  // 7
       R"({"id":"f","prompts":{"en":")" + std::string(70000, 'x') + R"("},"answers":{"en":"A"}})" +
-      "\n" +                                                                               // 8
-      "not json\n" +                                                                       // 9
+      "\n" +                                                                                // 8
+      "not json\n" +                                                                        // 9
       R"({"id":"g","prompts":{"en":"P","zh":"Q"},"answers":{"en":" A","zh":"B"}})" + "\n";  // 10
   const auto f = parse_facts(text, "t.jsonl");
   BOOST_TEST(f.facts.size() == 2u);
@@ -53,8 +53,8 @@ BOOST_AUTO_TEST_CASE(unreadable_files_are_named) {
   testing::TempDir dir;
   BOOST_TEST(testing::throws_with<IoError>([&] { (void)read_facts(dir.path() / "none.jsonl"); },
                                            {"none.jsonl", "cannot open fact file"}));
-  BOOST_TEST(testing::throws_with<IoError>([&] { (void)read_facts(dir.path()); },
-                                           {"not a regular file"}));
+  BOOST_TEST(
+      testing::throws_with<IoError>([&] { (void)read_facts(dir.path()); }, {"not a regular file"}));
   const auto empty = dir.write("empty.jsonl", "\n\n");
   BOOST_TEST(testing::throws_with<FormatError>([&] { (void)read_facts(empty); },
                                                {"empty.jsonl", "no facts"}));

@@ -133,7 +133,8 @@ BOOST_AUTO_TEST_CASE(integers_templates_and_codes_are_checked) {
       "{\"lineid\":1099511627776,\"sub_label\":\"Big\",\"obj_label\":\"Town\"}\n"
       "{\"lineid\":3.5,\"sub_label\":\"Half\",\"obj_label\":\"Town\"}\n"
       "{\"lineid\":1,\"sub_label\":\"Again\",\"obj_label\":\"Town\"}\n");
-  put(r / "en/templates/dev.jsonl", "{\"relation\":\"P2\",\"template\":\"[X] and [X] are [Y] .\"}\n");
+  put(r / "en/templates/dev.jsonl",
+      "{\"relation\":\"P2\",\"template\":\"[X] and [X] are [Y] .\"}\n");
   const auto d = load_mlama(r);
   BOOST_TEST(has_problem(d, "train.jsonl:2", "expected an integer"));  // 2^40 is not cut to 0
   BOOST_TEST(has_problem(d, "train.jsonl:3", "expected an integer"));  // 3.5 is not 3
@@ -143,8 +144,8 @@ BOOST_AUTO_TEST_CASE(integers_templates_and_codes_are_checked) {
     if (f.id == "P36:1") BOOST_TEST(f.prompts.at("en").find("France") != std::string::npos);
   MlamaOptions o;
   o.languages = {"en", "../zh"};
-  BOOST_TEST(testing::throws_with<ArgumentError>([&] { load_mlama(r, o); },
-                                                 {"language code '../zh'"}));
+  BOOST_TEST(
+      testing::throws_with<ArgumentError>([&] { load_mlama(r, o); }, {"language code '../zh'"}));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

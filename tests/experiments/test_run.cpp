@@ -184,9 +184,7 @@ BOOST_AUTO_TEST_CASE(a_resumed_file_holds_only_items_of_this_run) {
   const auto p = d.path() / "r.jsonl";
   { io::ResultsFile f(p, kHeader); }
   auto try_with = [&](const json& rec) {
-    {
-      std::ofstream(p, std::ios::app) << rec.dump() << "\n";
-    }
+    { std::ofstream(p, std::ios::app) << rec.dump() << "\n"; }
     io::ResultsFile f(p, kHeader);
     try {
       run_dataset(s.probe, s.facts, f, options());
@@ -195,11 +193,11 @@ BOOST_AUTO_TEST_CASE(a_resumed_file_holds_only_items_of_this_run) {
       return std::string(e.what());
     }
   };
-  const auto msg = try_with({{"record", "failure"}, {"index", 1}, {"fact", "lily"},
-                             {"language", "a"}, {"reason", "x"}});
-  BOOST_TEST(msg.find("r.jsonl:2: index 1 is fact 'tim' in this run, not 'lily'") !=
-                 std::string::npos,
-             msg);
+  const auto msg = try_with(
+      {{"record", "failure"}, {"index", 1}, {"fact", "lily"}, {"language", "a"}, {"reason", "x"}});
+  BOOST_TEST(
+      msg.find("r.jsonl:2: index 1 is fact 'tim' in this run, not 'lily'") != std::string::npos,
+      msg);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

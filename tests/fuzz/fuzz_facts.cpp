@@ -11,8 +11,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   try {
-    const auto ff = knprobe::parse_facts(
-        std::string_view(reinterpret_cast<const char*>(data), size), "fuzz");
+    const auto ff =
+        knprobe::parse_facts(std::string_view(reinterpret_cast<const char*>(data), size), "fuzz");
     std::set<std::string> ids, stems;
     for (const auto& f : ff.facts) {
       if (!ids.insert(f.id).second) std::abort();  // duplicates must be reported, not kept

@@ -1,10 +1,13 @@
 // libFuzzer target: any bytes either parse as GGUF (metadata decoded, every array read through
-// the typed accessors, tensors dequantized and multiplied in place) or raise knprobe::Error.
+// the typed accessors, tensors dequantized and multiplied in place, the Llama-family metadata and
+// tensor-type checks, the SentencePiece tokenizer read and used) or raise knprobe::Error.
 #include <cstddef>
 #include <cstdint>
 
 #include "knprobe/io/gguf.hpp"
 #include "knprobe/model/blocks/quantized_linear.hpp"
+#include "knprobe/model/llama_weights.hpp"
+#include "knprobe/tokenize/sentencepiece_bpe.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   try {
@@ -32,6 +35,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           q.multiply_transposed(knprobe::MatrixF::Ones(1, q.cols()), y);
         }
       }
+  } catch (const knprobe::Error&) {
+  }
+  try {  // the model-level checks of the metadata and tensor types, and the tokenizer reader
+    knprobe::io::GgufFile f(
+        std::span<const std::byte>(reinterpret_cast<const std::byte*>(data), size), "fuzz");
+    try {
+      (void)knprobe::detail::gguf_llama_spec(f);
+      knprobe::detail::gguf_check_tensor_types(f);
+    } catch (const knprobe::Error&) {
+    }
+    const auto tok = knprobe::SentencePieceBpe::from_gguf(f);
+    (void)tok.decode(tok.encode("The capital of France is"));
   } catch (const knprobe::Error&) {
   }
   return 0;

@@ -142,11 +142,14 @@ BOOST_AUTO_TEST_CASE(non_finite_values_and_scales_are_found) {
   BOOST_TEST(io::first_non_finite(type(GgmlType::q6_k), q6.data(), 256) == 0u);
   // F16 / BF16 / F32 element by element.
   const std::vector<std::uint16_t> h{0x3C00, 0x7E00, 0x3C00};
-  BOOST_TEST(io::first_non_finite(type(GgmlType::f16), reinterpret_cast<const std::byte*>(h.data()), 3) == 1u);
+  BOOST_TEST(io::first_non_finite(type(GgmlType::f16), reinterpret_cast<const std::byte*>(h.data()),
+                                  3) == 1u);
   const std::vector<std::uint16_t> bf{0x3F80, 0x3F80, 0x7F80};
-  BOOST_TEST(io::first_non_finite(type(GgmlType::bf16), reinterpret_cast<const std::byte*>(bf.data()), 3) == 2u);
+  BOOST_TEST(io::first_non_finite(type(GgmlType::bf16),
+                                  reinterpret_cast<const std::byte*>(bf.data()), 3) == 2u);
   const std::vector<float> f{1.0f, 2.0f, -std::numeric_limits<float>::infinity()};
-  BOOST_TEST(io::first_non_finite(type(GgmlType::f32), reinterpret_cast<const std::byte*>(f.data()), 3) == 2u);
+  BOOST_TEST(io::first_non_finite(type(GgmlType::f32), reinterpret_cast<const std::byte*>(f.data()),
+                                  3) == 2u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

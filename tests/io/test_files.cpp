@@ -49,8 +49,8 @@ BOOST_AUTO_TEST_CASE(size_cap_and_atomic_writes) {
   BOOST_TEST(entries == 1u);  // no temporary file left behind
   BOOST_TEST(throws_with<IoError>([&] { io::write_file_atomic("/proc/knprobe-r.html", "x"); },
                                   {"/proc/knprobe-r.html"}));
-  BOOST_TEST(throws_with<IoError>([&] { io::write_file_atomic(dir.path(), "x"); },
-                                  {"is a folder"}));
+  BOOST_TEST(
+      throws_with<IoError>([&] { io::write_file_atomic(dir.path(), "x"); }, {"is a folder"}));
   BOOST_TEST(throws_with<IoError>([&] { io::create_output_folder(p / "sub"); }, {"a.txt"}));
 }
 
@@ -58,9 +58,9 @@ BOOST_AUTO_TEST_CASE(file_stems_stay_inside_and_stay_distinct) {
   BOOST_TEST(io::safe_file_stem("capital_france") == "capital_france");
   BOOST_TEST(io::safe_file_stem("P36:12") != "P36_12");  // changed, so it carries a hash
   std::set<std::string> stems;
-  const std::vector<std::string> ids{"../../x", "/tmp/x",  "a/b", std::string("a\0b", 3),
-                                     std::string(5000, 'y'), "..", ".", "x", "a_b", "a/b/",
-                                     "\xe6\xb3\x95"};
+  const std::vector<std::string> ids{
+      "../../x", "/tmp/x", "a/b",  std::string("a\0b", 3), std::string(5000, 'y'), "..", ".",
+      "x",       "a_b",    "a/b/", "\xe6\xb3\x95"};
   for (const auto& id : ids) {
     const auto s = io::safe_file_stem(id);
     BOOST_TEST(!s.empty());

@@ -58,13 +58,15 @@ BOOST_AUTO_TEST_CASE(bad_fields_are_named) {
 
 BOOST_AUTO_TEST_CASE(integers_are_checked_and_unimplemented_settings_refused) {
   knprobe::testing::TempDir dir;
-  for (const char* bad : {R"({"n_embd": 4294967328})", R"({"n_embd": 32.7})", R"({"n_embd": true})"})
-    BOOST_TEST(throws_with<FormatError>(
-                   [&] { io::read_gpt2_config(dir.write("c.json", bad)); },
-                   {"c.json", "n_embd", "expected an integer"}),
+  for (const char* bad :
+       {R"({"n_embd": 4294967328})", R"({"n_embd": 32.7})", R"({"n_embd": true})"})
+    BOOST_TEST(throws_with<FormatError>([&] { io::read_gpt2_config(dir.write("c.json", bad)); },
+                                        {"c.json", "n_embd", "expected an integer"}),
                bad);
   BOOST_TEST(throws_with<FormatError>(
-      [&] { io::read_gpt2_config(dir.write("c.json", R"({"scale_attn_by_inverse_layer_idx": true})")); },
+      [&] {
+        io::read_gpt2_config(dir.write("c.json", R"({"scale_attn_by_inverse_layer_idx": true})"));
+      },
       {"scale_attn_by_inverse_layer_idx", "not supported"}));
   BOOST_TEST(throws_with<FormatError>(
       [&] { io::read_gpt2_config(dir.write("c.json", R"({"scale_attn_weights": false})")); },

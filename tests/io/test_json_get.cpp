@@ -16,7 +16,7 @@ BOOST_AUTO_TEST_CASE(integers_are_integers_in_range) {
   BOOST_TEST(io::json_int<int>(json(32), 1, 64, "n_embd") == 32);
   BOOST_TEST(io::json_int<std::size_t>(json(7u), 0, 10, "id") == 7u);
   for (const json& bad : {json(32.7), json(4294967328LL), json("32"), json(true), json(nullptr),
-                         json(-1), json(1e3), json(1ULL << 63)})
+                          json(-1), json(1e3), json(1ULL << 63)})
     BOOST_TEST(throws_with<FormatError>([&] { (void)io::json_int<int>(bad, 0, 100000, "cfg: n"); },
                                         {"cfg: n", "expected an integer in [0, 100000]"}),
                bad.dump());

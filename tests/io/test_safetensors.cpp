@@ -129,9 +129,9 @@ BOOST_AUTO_TEST_CASE(tensors_cover_the_data_exactly_and_are_finite) {
     const auto p = dir.write("shifted.safetensors", b);
     // −1: the header parses (padding) and a data byte is left over; +1: a data byte joins the
     // header and the last tensor runs past the data.
-    BOOST_TEST(throws_with<FormatError>([&] { io::SafetensorsFile f(p); },
-                                        {"shifted.safetensors",
-                                         delta < 0 ? "belong to no tensor" : "outside the data"}),
+    BOOST_TEST(throws_with<FormatError>(
+                   [&] { io::SafetensorsFile f(p); },
+                   {"shifted.safetensors", delta < 0 ? "belong to no tensor" : "outside the data"}),
                "delta " << delta);
   }
   BOOST_TEST(throws_with<FormatError>(

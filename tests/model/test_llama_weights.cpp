@@ -56,6 +56,41 @@ std::string gguf_metadata(const std::vector<GgufKv>& kvs) {
   return b;
 }
 
+/// One tensor of a test GGUF file.
+struct GgufTensor {
+  std::string name;
+  std::vector<std::uint64_t> ne;
+  std::uint32_t type;
+  std::string data;
+};
+
+/// A GGUF v3 file with these metadata entries and tensors (data aligned to 32 bytes).
+std::string gguf_file(const std::vector<GgufKv>& kvs, const std::vector<GgufTensor>& tensors) {
+  std::string b;
+  auto put = [&](auto v) { b.append(reinterpret_cast<const char*>(&v), sizeof(v)); };
+  put(std::uint32_t(0x46554747u));
+  put(std::uint32_t(3));
+  put(std::uint64_t(tensors.size()));
+  put(std::uint64_t(kvs.size()));
+  for (const auto& kv : kvs) b += kv.bytes;
+  std::uint64_t offset = 0;
+  for (const auto& t : tensors) {
+    put(std::uint64_t(t.name.size()));
+    b += t.name;
+    put(std::uint32_t(t.ne.size()));
+    for (auto n : t.ne) put(n);
+    put(t.type);
+    put(offset);
+    offset += (t.data.size() + 31) / 32 * 32;
+  }
+  b.resize((b.size() + 31) / 32 * 32, '\0');
+  for (const auto& t : tensors) {
+    b += t.data;
+    b.resize((b.size() + 31) / 32 * 32, '\0');
+  }
+  return b;
+}
+
 /// The metadata of a small valid "llama" file, with `key` replaced by `kv` (or dropped when kv is
 /// empty, or added when absent).
 std::vector<GgufKv> llama_kvs(const std::string& key = "", std::optional<GgufKv> kv = {}) {
@@ -111,16 +146,20 @@ BOOST_AUTO_TEST_CASE(gguf_metadata_is_range_checked) {
        GgufKv::f32("llama.attention.layer_norm_rms_epsilon", inf),
        {"m.gguf", "layer_norm_rms_epsilon", "outside"}},
       {"llama.rope.freq_base", GgufKv::f32("llama.rope.freq_base", inf), {"rope.freq_base"}},
-      {"llama.embedding_length", GgufKv::u64("llama.embedding_length", 4294967328ull),
+      {"llama.embedding_length",
+       GgufKv::u64("llama.embedding_length", 4294967328ull),
        {"embedding_length", "4294967328", "outside"}},
       {"llama.block_count", GgufKv::u32("llama.block_count", 0), {"block_count"}},
-      {"llama.attention.head_count_kv", GgufKv::u32("llama.attention.head_count_kv", 3),
+      {"llama.attention.head_count_kv",
+       GgufKv::u32("llama.attention.head_count_kv", 3),
        {"not a multiple"}},
-      {"llama.attention.layer_norm_rms_epsilon", std::nullopt,
+      {"llama.attention.layer_norm_rms_epsilon",
+       std::nullopt,
        {"missing metadata key 'llama.attention.layer_norm_rms_epsilon'"}},
       {"llama.context_length", std::nullopt, {"missing metadata key 'llama.context_length'"}},
       // A damaged key name: its default must not be used silently.
-      {"llama.rope.freq_base", GgufKv::f32("llama.rope.freq_bXse", 5e5f),
+      {"llama.rope.freq_base",
+       GgufKv::f32("llama.rope.freq_bXse", 5e5f),
        {"llama.rope.freq_bXse", "not known"}},
       {"", GgufKv::str("llama.rope.scaling.type", "yarn"), {"llama.rope.scaling.type"}},
       {"", GgufKv::u32("llama.rope.dimension_count", 8), {"partial rotary"}},
@@ -133,8 +172,7 @@ BOOST_AUTO_TEST_CASE(gguf_metadata_is_range_checked) {
       (void)spec_of(llama_kvs(c.key, c.kv));
     } catch (const FormatError& e) {
       ok = true;
-      for (const auto& w : c.words)
-        ok = ok && std::string(e.what()).find(w) != std::string::npos;
+      for (const auto& w : c.words) ok = ok && std::string(e.what()).find(w) != std::string::npos;
       BOOST_TEST(ok, c.words.front() << " not named in: " << e.what());
       continue;
     }
@@ -161,6 +199,30 @@ BOOST_AUTO_TEST_CASE(gemma3_sliding_window_must_be_positive) {
                                       {"missing metadata key 'gemma3.attention.sliding_window'"}));
   kvs.push_back(GgufKv::u32("gemma3.attention.sliding_window", 0));
   BOOST_TEST(throws_with<FormatError>([&] { (void)spec_of(kvs); }, {"sliding_window", "outside"}));
+}
+
+BOOST_AUTO_TEST_CASE(gguf_tensor_types_must_be_consistent) {
+  const std::string f16x32(64, '\0'), f32x32(128, '\0');
+  auto check = [&](std::vector<GgufTensor> tensors) {
+    const std::string bytes = gguf_file(llama_kvs(), tensors);
+    const io::GgufFile f(std::span(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()),
+                         "t.gguf");
+    detail::gguf_check_tensor_types(f);
+  };
+  BOOST_CHECK_NO_THROW(
+      check({{"a", {32, 1}, 1, f16x32}, {"b", {32, 1}, 1, f16x32}, {"n", {32}, 0, f32x32}}));
+  // One matrix's type changed from F16 to BF16 (same size): named.
+  BOOST_TEST(throws_with<FormatError>(
+      [&] {
+        check({{"a", {32, 1}, 1, f16x32}, {"b", {32, 1}, 30, f16x32}, {"c", {32, 1}, 1, f16x32}});
+      },
+      {"t.gguf", "tensor 'b' is BF16 while 2 other 16-bit tensors are F16"}));
+  // A norm vector whose F32 type field was changed.
+  BOOST_TEST(throws_with<FormatError>(
+      [&] {
+        check({{"n", {32}, 1, f16x32}});
+      },
+      {"1-D tensor 'n' has type F16"}));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -128,8 +128,11 @@ BOOST_AUTO_TEST_CASE(impossible_controls_long_inputs_and_nan_are_errors) {
   const auto f = bad.encode("Once upon a", " time");
   BOOST_TEST(throws_with<NumericError>([&] { (void)bad.attribute(f); },
                                        {"neuron activations of layer 3"}));
-  BOOST_TEST(throws_with<NumericError>([&] { (void)bad.effect(f, NeuronSet({{1, 1}}), 0.0); },
-                                       {"not a finite number"}));
+  BOOST_TEST(throws_with<NumericError>(
+      [&] {
+        (void)bad.effect(f, NeuronSet({{1, 1}}), 0.0);
+      },
+      {"not a finite number"}));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -148,7 +148,11 @@ BOOST_AUTO_TEST_CASE(foreign_or_damaged_records_are_refused) {
       BOOST_TEST(std::string(e.what()).find(words) != std::string::npos, e.what());
     }
   };
-  expect([](RunInput& r) { r.records.push_back({{"junk", 1}}); }, "results.jsonl:8: no string 'record'");
+  expect(
+      [](RunInput& r) {
+        r.records.push_back({{"junk", 1}});
+      },
+      "results.jsonl:8: no string 'record'");
   expect([](RunInput& r) { r.records[1]["index"] = 3; }, "index: expected an integer in [0, 2]");
   expect([](RunInput& r) { r.records[1]["index"] = "0"; }, "index: expected an integer");
   expect([](RunInput& r) { r.records[0]["neurons"][0]["layer"] = -1; }, "neuron layer");

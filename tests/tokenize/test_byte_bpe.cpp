@@ -59,8 +59,9 @@ BOOST_AUTO_TEST_CASE(bad_tokenizer_files_are_named) {
         ByteBpe::from_tokenizer_json_text(json_with(R"({"a":0,"b":1})", R"(["a zz"])"), "t.json");
       },
       {"t.json", "merge 0", "'zz'", "not in the vocabulary"}));
-  BOOST_TEST(throws_with<FormatError>(
-      [&] { ByteBpe::from_tokenizer_json_text("{\"model\":", "t.json"); }, {"t.json", "not valid JSON"}));
+  BOOST_TEST(
+      throws_with<FormatError>([&] { ByteBpe::from_tokenizer_json_text("{\"model\":", "t.json"); },
+                               {"t.json", "not valid JSON"}));
   BOOST_TEST(throws_with<TokenizerError>(
       [&] { ByteBpe::from_tokenizer_json_text(R"({"model":{"type":"BPE"}})", "t.json"); },
       {"model.vocab must be an object"}));

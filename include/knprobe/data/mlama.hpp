@@ -262,8 +262,10 @@ inline MlamaData load_mlama(const std::filesystem::path& root, const MlamaOption
           // Replace the later slot first, so that a subject holding "[Y]" is never taken for it.
           std::string p = tpl;
           const auto px = p.find("[X]"), py = p.find("[Y]");
-          if (px > py) p.replace(px, 3, it->second.subject), p.replace(py, 3, o.mask_token);
-          else p.replace(py, 3, o.mask_token), p.replace(px, 3, it->second.subject);
+          if (px > py)
+            p.replace(px, 3, it->second.subject), p.replace(py, 3, o.mask_token);
+          else
+            p.replace(py, 3, o.mask_token), p.replace(px, 3, it->second.subject);
           f.prompts[lang] = p;
           f.answers[lang] = it->second.object;
         }

@@ -173,7 +173,8 @@ FactCheckReport fact_check(const KnowledgeProbe<M>& probe, const std::vector<Fac
       }
       by_relation[facts[i].relation].push_back(i);
     }
-    for (auto& [relation, members] : by_relation) {
+    for (auto& [relation_name, members] : by_relation) {
+      const std::string& relation = relation_name;  // clang 14 cannot capture a binding
       auto skip_relation = [&](const std::string& why) {
         rep.skipped.push_back({"relation:" + relation, lang, why});
       };

@@ -109,13 +109,14 @@ inline void validate_run_record(const nlohmann::json& r, const nlohmann::json& h
   if (kind_it == r.end() || !kind_it->is_string()) fail("no string 'record'");
   const std::string kind = kind_it->get<std::string>();
   if (kind != "result" && kind != "screened_out" && kind != "failure" && kind != "likn")
-    fail("record kind '" + kind.substr(0, 40) + "' is not one of result, screened_out, failure, likn");
+    fail("record kind '" + kind.substr(0, 40) +
+         "' is not one of result, screened_out, failure, likn");
   const auto count = io::json_int<long long>(
-      io::json_at(io::json_at(header, "facts", "header"), "count", "header facts"), 0,
-      1LL << 40, "header facts.count");
+      io::json_at(io::json_at(header, "facts", "header"), "count", "header facts"), 0, 1LL << 40,
+      "header facts.count");
   if (count == 0) fail("the header lists no facts");
-  const auto idx = io::json_int<long long>(io::json_at(r, "index", where), 0, count - 1,
-                                           where + ": index");
+  const auto idx =
+      io::json_int<long long>(io::json_at(r, "index", where), 0, count - 1, where + ": index");
   if (header.contains("shard")) {
     const auto rank = io::json_int<long long>(io::json_at(header["shard"], "rank", "shard"), 0,
                                               1 << 20, "header shard.rank");
@@ -128,10 +129,10 @@ inline void validate_run_record(const nlohmann::json& r, const nlohmann::json& h
   const auto& fact = io::json_string(io::json_at(r, "fact", where), where + ": fact");
   if (facts && fact != (*facts)[static_cast<std::size_t>(idx)].id)
     fail("index " + std::to_string(idx) + " is fact '" +
-         (*facts)[static_cast<std::size_t>(idx)].id + "' in this run, not '" +
-         fact.substr(0, 60) + "'");
-  const auto& langs = io::json_at(io::json_at(header, "options", "header"), "languages",
-                                  "header options");
+         (*facts)[static_cast<std::size_t>(idx)].id + "' in this run, not '" + fact.substr(0, 60) +
+         "'");
+  const auto& langs =
+      io::json_at(io::json_at(header, "options", "header"), "languages", "header options");
   if (kind != "likn") {
     const auto& lang = io::json_string(io::json_at(r, "language", where), where + ": language");
     if (std::find(langs.begin(), langs.end(), nlohmann::json(lang)) == langs.end())
@@ -143,8 +144,8 @@ inline void validate_run_record(const nlohmann::json& r, const nlohmann::json& h
     const auto& model = io::json_at(header, "model", "header");
     const int layers = io::json_int<int>(io::json_at(model, "layers", "header model"), 1, 1 << 16,
                                          "header model.layers");
-    const int width = io::json_int<int>(io::json_at(model, "ffn_width", "header model"), 1,
-                                        1 << 24, "header model.ffn_width");
+    const int width = io::json_int<int>(io::json_at(model, "ffn_width", "header model"), 1, 1 << 24,
+                                        "header model.ffn_width");
     const auto& neurons = io::json_at(r, "neurons", where);
     if (!neurons.is_array()) fail("'neurons' is not an array");
     for (const auto& n : neurons) {
@@ -199,10 +200,10 @@ inline void validate_run_record(const nlohmann::json& r, const nlohmann::json& h
 /// file (the header is line 1).
 inline void validate_run_records(const io::ResultsContent& c, const std::string& path,
                                  const std::vector<Fact>* facts = nullptr) {
-  KNPROBE_REQUIRE(c.header.is_object() && c.header.value("format", nlohmann::json()) ==
-                                              "knprobe-run/1",
-                  FormatError, path, ": not a knprobe run results file (header format is not ",
-                  "knprobe-run/1)");
+  KNPROBE_REQUIRE(
+      c.header.is_object() && c.header.value("format", nlohmann::json()) == "knprobe-run/1",
+      FormatError, path, ": not a knprobe run results file (header format is not ",
+      "knprobe-run/1)");
   std::set<std::pair<long long, std::string>> seen;
   for (std::size_t i = 0; i < c.records.size(); ++i) {
     const std::string where = path + ":" + std::to_string(i + 2);

@@ -327,7 +327,8 @@ inline std::size_t first_non_finite(std::uint32_t type, const std::byte* src, st
   const std::size_t blocks = ti.block_size ? n / ti.block_size : 0;
   for (std::size_t k = 0; k < blocks; ++k)
     for (int a : at)
-      if (a >= 0 && (bits16(b + k * ti.type_size + static_cast<std::size_t>(a)) & 0x7C00u) == 0x7C00u)
+      if (a >= 0 &&
+          (bits16(b + k * ti.type_size + static_cast<std::size_t>(a)) & 0x7C00u) == 0x7C00u)
         return k * ti.block_size;
   return n;
 }

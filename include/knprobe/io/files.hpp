@@ -50,11 +50,12 @@ struct Fd {
 inline void require_regular_file(const std::filesystem::path& path, std::string_view what) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0)
-    throw IoError(path.string() + ": cannot open " + std::string(what) + " (" + detail::errno_text(errno) + ")");
+    throw IoError(path.string() + ": cannot open " + std::string(what) + " (" +
+                  detail::errno_text(errno) + ")");
   if (!S_ISREG(st.st_mode))
-    throw IoError(detail::concat_io(path, what,
-                                    S_ISDIR(st.st_mode) ? "is a folder, expected a file"
-                                                        : "is not a regular file"));
+    throw IoError(detail::concat_io(
+        path, what,
+        S_ISDIR(st.st_mode) ? "is a folder, expected a file" : "is not a regular file"));
 }
 
 /// The bytes of the regular file `path` (refused as in require_regular_file; FormatError when it
@@ -63,7 +64,8 @@ inline std::string read_file(const std::filesystem::path& path, std::string_view
                              std::uintmax_t max_bytes = std::uintmax_t(1) << 30) {
   detail::Fd f{::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC)};
   if (f.fd < 0)
-    throw IoError(path.string() + ": cannot open " + std::string(what) + " (" + detail::errno_text(errno) + ")");
+    throw IoError(path.string() + ": cannot open " + std::string(what) + " (" +
+                  detail::errno_text(errno) + ")");
   struct stat st {};
   if (::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode))
     throw IoError(detail::concat_io(path, what, "is not a regular file"));
@@ -78,7 +80,8 @@ inline std::string read_file(const std::filesystem::path& path, std::string_view
     const ssize_t n = ::read(f.fd, out.data() + at, out.size() - at);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0)
-      throw IoError(path.string() + ": cannot read " + std::string(what) + " (" + detail::errno_text(errno) + ")");
+      throw IoError(path.string() + ": cannot read " + std::string(what) + " (" +
+                    detail::errno_text(errno) + ")");
     if (n == 0) break;  // the file shrank while being read
     at += static_cast<std::size_t>(n);
   }
@@ -92,15 +95,16 @@ inline void require_file_target(const std::filesystem::path& path, std::string_v
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return;
-    throw IoError(path.string() + ": cannot check " + std::string(what) + " (" + detail::errno_text(errno) + ")");
+    throw IoError(path.string() + ": cannot check " + std::string(what) + " (" +
+                  detail::errno_text(errno) + ")");
   }
   if (S_ISLNK(st.st_mode)) {  // a link to a regular file is fine, to anything else not
     if (::stat(path.c_str(), &st) != 0) return;
   }
   if (!S_ISREG(st.st_mode))
-    throw IoError(detail::concat_io(path, what,
-                                    S_ISDIR(st.st_mode) ? "is a folder, expected a file"
-                                                        : "is not a regular file"));
+    throw IoError(detail::concat_io(
+        path, what,
+        S_ISDIR(st.st_mode) ? "is a folder, expected a file" : "is not a regular file"));
 }
 
 /// Writes all of `bytes` to the open descriptor, retrying short writes; IoError on failure.
@@ -128,8 +132,7 @@ inline void write_file_atomic(const std::filesystem::path& path, std::string_vie
   require_file_target(path, "output file");
   const std::filesystem::path tmp = path.string() + ".tmp-" + std::to_string(::getpid());
   detail::Fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
-  if (f.fd < 0)
-    throw IoError(path.string() + ": cannot write (" + detail::errno_text(errno) + ")");
+  if (f.fd < 0) throw IoError(path.string() + ": cannot write (" + detail::errno_text(errno) + ")");
   try {
     write_all(f.fd, bytes, path);
     if (::fsync(f.fd) != 0)

@@ -110,7 +110,8 @@ inline void require_finite_json(const nlohmann::json& j, const std::string& wher
     if (!std::isfinite(j.get<double>()))
       throw NumericError(where + ": a NaN or infinite number would be written");
   } else if (j.is_object()) {
-    for (auto it = j.begin(); it != j.end(); ++it) require_finite_json(it.value(), where + "." + it.key());
+    for (auto it = j.begin(); it != j.end(); ++it)
+      require_finite_json(it.value(), where + "." + it.key());
   } else if (j.is_array()) {
     for (std::size_t i = 0; i < j.size(); ++i)
       require_finite_json(j[i], where + "[" + std::to_string(i) + "]");

@@ -24,7 +24,8 @@ class MappedFile {
 
   /// Maps `path` read-only. Throws FormatError naming the file when it cannot be opened.
   explicit MappedFile(const std::filesystem::path& path) : path_(path.string()) {
-    const int fd = ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // a FIFO must not block
+    const int fd =
+        ::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // a FIFO must not block
     KNPROBE_REQUIRE(fd >= 0, FormatError, path_, ": cannot open (", std::strerror(errno), ")");
     struct stat st {};
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

@@ -13,10 +13,10 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <string_view>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -84,8 +84,8 @@ inline ResultsContent read_results(const std::filesystem::path& path) {
     const bool ok = nl != std::string::npos && j.is_object();
     if (!ok) {
       // A torn first line is only ever the start of a header: '{' and nothing else on the line.
-      KNPROBE_REQUIRE(line > 1 || (nl == std::string::npos && s.rfind("{\"", 0) == 0),
-                      FormatError, path.string(),
+      KNPROBE_REQUIRE(line > 1 || (nl == std::string::npos && s.rfind("{\"", 0) == 0), FormatError,
+                      path.string(),
                       ": does not start with a knprobe header line; not a results file of "
                       "knprobe run (left unchanged)");
       const std::string why =

@@ -289,8 +289,8 @@ class SafetensorsCheckpoint {
   }
 
   void read_index(const std::filesystem::path& index) {
-    nlohmann::json j = parse_json(read_file(index, "safetensors index", std::uintmax_t(64) << 20),
-                                  index.string());
+    nlohmann::json j =
+        parse_json(read_file(index, "safetensors index", std::uintmax_t(64) << 20), index.string());
     KNPROBE_REQUIRE(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
                     FormatError, index.string(), ": no weight_map object");
     std::map<std::string, std::size_t> shard_ids;

@@ -79,15 +79,18 @@ class LlamaModel {
   int vocab_size() const { return w_.spec.vocab_size; }
   /// Longest token sequence accepted: the context the checkpoint states (llama2.c seq_len, GGUF
   /// context_length, HF max_position_embeddings), or 2^20 when it states none.
-  int max_positions() const { return w_.spec.context_length > 0 ? w_.spec.context_length : 1 << 20; }
+  int max_positions() const {
+    return w_.spec.context_length > 0 ? w_.spec.context_length : 1 << 20;
+  }
   const LlamaSpec& spec() const { return w_.spec; }
   const LlamaWeights<T, W>& weights() const { return w_; }
 
   /// Full forward over `tokens` (positions 0..T−1), caching what attribution reuses.
   Trace trace(std::span<const TokenId> tokens) const {
     KNPROBE_REQUIRE(!tokens.empty(), ArgumentError, "llama: empty token sequence");
-    KNPROBE_REQUIRE(static_cast<int>(tokens.size()) <= max_positions(), ArgumentError, "llama: ",
-                    tokens.size(), " tokens exceed the model's context of ", max_positions());
+    KNPROBE_REQUIRE(static_cast<int>(tokens.size()) <= max_positions(), ArgumentError,
+                    "llama: ", tokens.size(), " tokens exceed the model's context of ",
+                    max_positions());
     Trace t;
     t.tokens.assign(tokens.begin(), tokens.end());
     const int n = static_cast<int>(tokens.size());

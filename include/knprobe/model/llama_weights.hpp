@@ -180,15 +180,15 @@ inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
                   arch, "' is not supported by the Llama-family backend");
   const std::string p = arch + ".";
   static const std::set<std::string> known{
-      "context_length",     "embedding_length",       "block_count",
-      "feed_forward_length", "attention.head_count",  "attention.head_count_kv",
-      "attention.key_length", "attention.value_length", "attention.layer_norm_rms_epsilon",
-      "rope.freq_base",      "rope.dimension_count",  "vocab_size",
+      "context_length",           "embedding_length",       "block_count",
+      "feed_forward_length",      "attention.head_count",   "attention.head_count_kv",
+      "attention.key_length",     "attention.value_length", "attention.layer_norm_rms_epsilon",
+      "rope.freq_base",           "rope.dimension_count",   "vocab_size",
       "attention.sliding_window", "rope.freq_base_swa"};
   for (const auto& key : f.keys())
     if (key.rfind(p, 0) == 0)
-      KNPROBE_REQUIRE(known.count(key.substr(p.size())), FormatError, f.path(), ": metadata '",
-                      key, "' is not known to the ", arch,
+      KNPROBE_REQUIRE(known.count(key.substr(p.size())), FormatError, f.path(), ": metadata '", key,
+                      "' is not known to the ", arch,
                       " backend (a setting that may change the computation, or a damaged key "
                       "name): refusing rather than ignoring it");
   LlamaSpec s;
@@ -204,15 +204,15 @@ inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
                   " is not a multiple of head_count_kv ", s.kv_heads);
   KNPROBE_REQUIRE(arch != "llama" || s.hidden % s.heads == 0, FormatError, f.path(),
                   ": embedding_length ", s.hidden, " is not a multiple of head_count ", s.heads);
-  s.head_dim = static_cast<int>(f.get_int_in(p + "attention.key_length", 1, 65536, s.hidden / s.heads));
+  s.head_dim =
+      static_cast<int>(f.get_int_in(p + "attention.key_length", 1, 65536, s.hidden / s.heads));
   KNPROBE_REQUIRE(s.head_dim > 0, FormatError, f.path(), ": head dimension is 0");
   KNPROBE_REQUIRE(f.get_int_in(p + "attention.value_length", 1, 65536, s.head_dim) == s.head_dim,
                   FormatError, f.path(), ": attention.value_length differs from key_length (",
                   s.head_dim, "): not implemented");
   KNPROBE_REQUIRE(f.get_int_in(p + "rope.dimension_count", 1, 65536, s.head_dim) == s.head_dim,
-                  FormatError, f.path(),
-                  ": rope.dimension_count differs from the head dimension (", s.head_dim,
-                  "): partial rotary embeddings are not implemented");
+                  FormatError, f.path(), ": rope.dimension_count differs from the head dimension (",
+                  s.head_dim, "): partial rotary embeddings are not implemented");
   s.norm_eps = f.get_double_in(p + "attention.layer_norm_rms_epsilon", 1e-12, 0.1);
   s.rope_theta = f.get_double_in(p + "rope.freq_base", 1.0, 1e12, 10000.0);
   if (f.has("tokenizer.ggml.bos_token_id"))
@@ -239,12 +239,38 @@ inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
   return s;
 }
 
+/// Tensor types as llama.cpp writes them: 1-D tensors (norm weights) in F32, and the 16-bit float
+/// matrices of one file all F16 or all BF16. A tensor whose type was changed to another of the
+/// same byte size (F16 ↔ BF16) would dequantize to plausible but wrong numbers; it shows here.
+inline void gguf_check_tensor_types(const io::GgufFile& f) {
+  const auto f32 = static_cast<std::uint32_t>(io::GgmlType::f32);
+  const auto f16 = static_cast<std::uint32_t>(io::GgmlType::f16);
+  const auto bf16 = static_cast<std::uint32_t>(io::GgmlType::bf16);
+  std::size_t n16 = 0, nbf16 = 0;
+  for (const auto& t : f.tensors()) {
+    KNPROBE_REQUIRE(t.ne.size() != 1 || t.type == f32, FormatError, f.path(), ": 1-D tensor '",
+                    t.name, "' has type ", io::ggml_type_info(t.type).name,
+                    "; llama.cpp writes vectors as F32 (a changed type field?)");
+    n16 += t.type == f16;
+    nbf16 += t.type == bf16;
+  }
+  if (n16 && nbf16) {
+    const auto odd = n16 < nbf16 ? f16 : bf16;
+    for (const auto& t : f.tensors())
+      KNPROBE_REQUIRE(t.type != odd, FormatError, f.path(), ": tensor '", t.name, "' is ",
+                      io::ggml_type_info(odd).name, " while ", std::max(n16, nbf16),
+                      " other 16-bit tensors are ",
+                      io::ggml_type_info(odd == f16 ? bf16 : f16).name, " (a changed type field?)");
+  }
+}
+
 /// The tensors of a GGUF Llama-family file; `matrix(name)` reads one weight matrix as W.
 template <class W, class ReadMatrix>
 LlamaWeights<float, W> gguf_llama_weights(const io::GgufFile& f, ReadMatrix&& matrix) {
   LlamaWeights<float, W> w;
   w.spec = gguf_llama_spec(f);
   auto& s = w.spec;
+  gguf_check_tensor_types(f);
   w.embed = matrix("token_embd.weight");
   s.vocab_size = static_cast<int>(w.embed.rows());
   KNPROBE_REQUIRE(f.get_int_in(s.family + ".vocab_size", 1, 1 << 24, s.vocab_size) == s.vocab_size,

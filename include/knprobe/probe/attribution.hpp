@@ -121,8 +121,8 @@ Attribution attribute(const M& m, const EncodedFact& f, const AttributionOptions
   {
     std::vector<int> sorted = out.layers;
     std::sort(sorted.begin(), sorted.end());
-    KNPROBE_REQUIRE(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end(),
-                    ArgumentError, "attribute: a layer is listed twice");
+    KNPROBE_REQUIRE(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end(), ArgumentError,
+                    "attribute: a layer is listed twice");
   }
   out.scores = Tensor<double, 2>::from_shape(
       {static_cast<std::size_t>(m.num_layers()), static_cast<std::size_t>(m.ffn_width())});
@@ -165,10 +165,10 @@ Attribution attribute(const M& m, const EncodedFact& f, const AttributionOptions
     for (std::size_t li = 0; li < reqs.size(); ++li) {
       const int l = reqs[li].layer;
       const auto& g = grads[li];
-      detail::require_finite(g.probabilities, "attribute: P(answer) along the path of layer " +
-                                                  std::to_string(l));
-      detail::require_finite(g.gradients, "attribute: dP/dh along the path of layer " +
-                                              std::to_string(l));
+      detail::require_finite(g.probabilities,
+                             "attribute: P(answer) along the path of layer " + std::to_string(l));
+      detail::require_finite(g.gradients,
+                             "attribute: dP/dh along the path of layer " + std::to_string(l));
       const Vector<T>& a = acts[li];
       const Vector<T>& b = bases[li];
       Eigen::VectorXd integral = Eigen::VectorXd::Zero(m.ffn_width());

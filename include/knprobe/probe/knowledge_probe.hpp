@@ -104,16 +104,16 @@ class KnowledgeProbe {
         }
       }
     }
-    KNPROBE_REQUIRE(static_cast<int>(f.tokens.size()) <= max_tokens(), ArgumentError,
-                    "prompt + answer are ", f.tokens.size(), " tokens, more than the ",
-                    max_tokens(), " accepted (the model's context",
-                    [&] {
-                      if constexpr (requires { m_.max_positions(); })
-                        return " is " + std::to_string(m_.max_positions());
-                      else
-                        return std::string(" is not stated");
-                    }(),
-                    "; the limit is set by max_tokens, --max-tokens in the CLI)");
+    KNPROBE_REQUIRE(
+        static_cast<int>(f.tokens.size()) <= max_tokens(), ArgumentError, "prompt + answer are ",
+        f.tokens.size(), " tokens, more than the ", max_tokens(), " accepted (the model's context",
+        [&] {
+          if constexpr (requires { m_.max_positions(); })
+            return " is " + std::to_string(m_.max_positions());
+          else
+            return std::string(" is not stated");
+        }(),
+        "; the limit is set by max_tokens, --max-tokens in the CLI)");
     return f;
   }
 

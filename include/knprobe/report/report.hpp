@@ -183,8 +183,9 @@ inline Report build_report(const ReportInput& in) {
           const std::string k = std::string(what) + "_" + where;
           s.effects[k] = detail::mean_opt(a[k]);
         }
+      auto& effects = s.effects;  // clang 14 cannot capture a structured binding
       auto ratio = [&](const char* rel, const char* unrel) -> std::optional<double> {
-        const auto x = s.effects[rel], y = s.effects[unrel];
+        const auto x = effects[rel], y = effects[unrel];
         if (!x || !y || *y == 0) return std::nullopt;
         return std::abs(*x / *y);
       };

@@ -65,7 +65,8 @@ class ByteBpe : public Tokenizer {
         std::filesystem::exists(dir / "tokenizer.json"))
       return from_tokenizer_json(dir / "tokenizer.json");
     const std::string vname = (dir / "vocab.json").string(), mname = (dir / "merges.txt").string();
-    const auto j = io::parse_json(io::read_file(dir / "vocab.json", "vocab.json", k_max_file), vname);
+    const auto j =
+        io::parse_json(io::read_file(dir / "vocab.json", "vocab.json", k_max_file), vname);
     KNPROBE_REQUIRE(j.is_object(), TokenizerError, vname, ": not a JSON object");
     auto vocab = read_vocab(j, vname);
     const std::string text = io::read_file(dir / "merges.txt", "merges.txt", k_max_file);
@@ -124,11 +125,12 @@ class ByteBpe : public Tokenizer {
       for (const auto& a : j["added_tokens"]) {
         const std::string where = name + ": added_tokens entry";
         const auto& content = io::json_string(io::json_at(a, "content", where), where + " content");
-        const auto id = io::json_int<TokenId>(io::json_at(a, "id", where), 0, k_max_id, where + " id");
+        const auto id =
+            io::json_int<TokenId>(io::json_at(a, "id", where), 0, k_max_id, where + " id");
         if (content.empty()) continue;
         const auto [it, fresh] = vocab.emplace(content, id);
-        KNPROBE_REQUIRE(fresh || it->second == id, TokenizerError, name, ": added token '",
-                        content, "' has id ", id, " but the vocabulary gives it ", it->second);
+        KNPROBE_REQUIRE(fresh || it->second == id, TokenizerError, name, ": added token '", content,
+                        "' has id ", id, " but the vocabulary gives it ", it->second);
         added.push_back(content);
       }
     }
@@ -249,8 +251,8 @@ class ByteBpe : public Tokenizer {
     std::unordered_map<std::string, TokenId> vocab;
     std::unordered_map<TokenId, std::string> by_id;
     for (auto it = j.begin(); it != j.end(); ++it) {
-      const auto id = io::json_int<TokenId>(it.value(), 0, k_max_id, where + " id of '" +
-                                                                        it.key().substr(0, 40) + "'");
+      const auto id = io::json_int<TokenId>(it.value(), 0, k_max_id,
+                                            where + " id of '" + it.key().substr(0, 40) + "'");
       const auto [prev, fresh] = by_id.emplace(id, it.key());
       KNPROBE_REQUIRE(fresh, TokenizerError, where, ": id ", id, " is given to both '",
                       prev->second.substr(0, 40), "' and '", it.key().substr(0, 40), "'");

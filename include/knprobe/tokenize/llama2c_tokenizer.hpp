@@ -4,8 +4,8 @@
 // as its piece or as byte tokens (byte + 3), then merges by highest score (ties → first).
 // Decoding strips the space of the first piece after BOS and maps <0xXX> to bytes.
 
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <string>
 #include <unordered_map>

@@ -95,9 +95,8 @@ class WordPiece : public Tokenizer {
     std::vector<std::string> vocab(n);
     std::vector<bool> seen(n, false);
     for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) {
-      const auto id = io::json_int<std::size_t>(it.value(), 0, n - 1,
-                                                name + ": model.vocab id of '" +
-                                                    it.key().substr(0, 40) + "'");
+      const auto id = io::json_int<std::size_t>(
+          it.value(), 0, n - 1, name + ": model.vocab id of '" + it.key().substr(0, 40) + "'");
       KNPROBE_REQUIRE(!seen[id], TokenizerError, name, ": model.vocab gives id ", id,
                       " twice (to '", vocab[id].substr(0, 40), "' and '", it.key().substr(0, 40),
                       "')");
@@ -166,8 +165,8 @@ class WordPiece : public Tokenizer {
   static void read_normalizer(const nlohmann::json& j, const char* lower, const char* strip,
                               const char* cjk, const std::string& where, WordPieceOptions& o) {
     if (j.contains(lower)) o.lowercase = io::json_bool(j[lower], where + ": " + lower);
-    o.strip_accents = j.contains(strip) && j[strip].is_boolean() ? j[strip].get<bool>()
-                                                                 : o.lowercase;
+    o.strip_accents =
+        j.contains(strip) && j[strip].is_boolean() ? j[strip].get<bool>() : o.lowercase;
     if (j.contains(cjk)) o.split_cjk = io::json_bool(j[cjk], where + ": " + cjk);
   }
 
