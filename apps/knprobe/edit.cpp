@@ -24,6 +24,7 @@ int run(const EditArgs& a) {
   o.attribution = a.attribution.options();
   o.l1 = a.l1;
   o.l2 = a.l2;
+  o.max_tokens = a.attribution.max_tokens;
   prepare_output_folder(a.out);
   std::vector<FactProblem> problems;
   std::vector<Fact> facts = read_fact_args(a.facts, problems);

@@ -92,8 +92,10 @@ int dispatch(const std::vector<Command>& commands, int size) {
   } catch (const std::filesystem::filesystem_error& e) {
     return report_error("error", e.what(), k_bad_input, size);
   } catch (const nlohmann::json::exception& e) {
-    return report_error("error", std::string("malformed JSON input: ") + e.what(), k_bad_input,
-                        size);
+    return report_error("error",
+                        "an input file has a JSON value of an unexpected type or shape (" +
+                            io::detail::json_message(e) + ")",
+                        k_bad_input, size);
   } catch (const std::bad_alloc&) {
     return report_error("error", "out of memory (the input asks for more than this machine has)",
                         k_bad_input, size);
@@ -122,11 +124,16 @@ int main(int argc, char** argv) {
     mpi_finish();
     return rc == 0 ? k_ok : k_usage;
   }
-  struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  // Only `run` stops at a safe point (it polls g_stop between items and exits 130); every other
+  // command keeps the default action, so Ctrl-C or SIGTERM ends it at once (the shell reports
+  // 130 / 143; outputs are written atomically, so none is left half-written).
+  if (app.got_subcommand("run")) {
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+  }
   int rc = dispatch(commands, size);
   if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
     std::fprintf(stderr, "knprobe: error: cannot write to standard output\n");

@@ -37,7 +37,7 @@ int run(const ReportArgs& a) {
   try {
     rep = build_report(ri);
   } catch (const nlohmann::json::exception& e) {  // a field of an input has an unexpected shape
-    throw FormatError("report: an input has an unexpected field (" + std::string(e.what()) +
+    throw FormatError("report: an input has an unexpected field (" + io::detail::json_message(e) +
                       "); inputs: results files and " +
                       (a.factcheck.empty() ? std::string("no factcheck.json") : a.factcheck));
   }

@@ -67,9 +67,11 @@ with open(f"{w}/long.jsonl", "w") as f:
 PY
 expect 0 "skipped long \[en\]: .*more than the 512 accepted" localize "${model[@]}" --facts "$work/long.jsonl" --langs en --steps 2 --out "$work/out"
 # ids with '/' or '..' write their scores inside the output folder, under distinct names.
-n_npy=$(find "$work/out/scores" -name "*.npy" | wc -l)
-[[ $n_npy -eq 2 ]] || { echo "FAIL: expected 2 score files, found $n_npy"; fails=$((fails + 1)); }
-if [[ -e "$work/escape.en.npy" || -e "$work/../escape.en.npy" || -e "$work/out/a" ]]; then
+n_npy=$(find "$work/out/scores" -maxdepth 1 -type f -name "*.npy" | wc -l)
+[[ $n_npy -eq 2 ]] || { echo "FAIL: expected 2 score files in out/scores, found $n_npy"; fails=$((fails + 1)); }
+stray=$(find "$work" -name "*.npy" -not -path "$work/out/scores/*" | wc -l)
+deep=$(find "$work/out/scores" -mindepth 1 -type d | wc -l)
+if [[ $stray -ne 0 || $deep -ne 0 || -e "$work/../escape.en.npy" ]]; then
   echo "FAIL: a score file was written outside the output folder"; fails=$((fails + 1))
 fi
 grep -q '"scores_file"' "$work/out/localize.json" || { echo "FAIL: no scores_file in the JSON"; fails=$((fails + 1)); }
@@ -97,10 +99,30 @@ cmp -s "$work/r.jsonl" "$work/r.before" || { echo "FAIL: a refused results file 
 echo "my notes" >"$work/notes.txt"
 expect 1 "notes.txt: does not start with a knprobe header line" "${run[@]}" --out "$work/notes.txt"
 [[ "$(cat "$work/notes.txt")" == "my notes" ]] || { echo "FAIL: a foreign file was modified"; fails=$((fails + 1)); }
-expect 1 "cannot write|notes.txt" report "$work/notes.txt" --out "$work/rep.html"
+expect 1 "notes.txt: does not start with a knprobe header line" report "$work/notes.txt" --out "$work/rep.html"
+# A one-line fact file without its final newline given as --out: refused, never emptied.
+printf '%s' '{"id": "f1", "prompts": {"a": "x"}, "answers": {"a": " y"}}' >"$work/one.jsonl"
+cp "$work/one.jsonl" "$work/one.before"
+expect 1 "one.jsonl: does not start with a knprobe header line" "${run[@]}" --out "$work/one.jsonl"
+cmp -s "$work/one.jsonl" "$work/one.before" || { echo "FAIL: a one-line fact file was modified"; fails=$((fails + 1)); }
 head -n -1 "$work/r.before" >"$work/r.good"
 expect 1 "/proc/knprobe-r.html: cannot write" report "$work/r.good" --out /proc/knprobe-r.html
 expect 0 "wrote .*rep.html" report "$work/r.good" --out "$work/rep.html"
+# A factcheck.json of the wrong shape: the key is named.
+echo '{"summary": {"en": {"test": {"dkn": {"precision": "high"}}}}}' >"$work/fc.json"
+expect 1 "fc.json: summary.en.test.dkn.precision: expected a finite number" report "$work/r.good" --factcheck "$work/fc.json" --out "$work/rep2.html"
+# JSON nested a million deep (copying or printing it would overflow the stack): refused by name.
+mkdir -p "$work/deep"
+python3 -c "import sys; sys.stdout.write('{\"model_type\": ' + '[' * 1000000 + ']' * 1000000 + '}')" >"$work/deep/config.json"
+expect 1 "config.json: JSON nested deeper than 128 levels" predict --model "$work/deep" --prompt "Once"
+python3 -c "import sys; sys.stdout.write('[' * 1000000 + '\n')" >"$work/deep.jsonl"
+expect 1 "deep.jsonl:1: JSON nested too deeply" localize "${model[@]}" --facts "$work/deep.jsonl" --langs en
+
+# Signals: a command other than run ends at once on SIGINT (it used to ignore the first one).
+rc=0
+timeout -s INT --preserve-status 1 "$knprobe" localize "${model[@]}" "${fact[@]}" --steps 1000 --out "$work/out3" >"$work/log" 2>&1 || rc=$?
+cases=$((cases + 1))
+[[ $rc -eq 130 ]] || { echo "FAIL: localize after SIGINT -> exit $rc (want 130)"; fails=$((fails + 1)); }
 
 echo "$cases cases, $fails failures"
 ((fails == 0)) && echo PASS

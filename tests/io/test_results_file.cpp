@@ -91,7 +91,7 @@ BOOST_AUTO_TEST_CASE(an_interrupted_last_line_is_cut_and_redone) {
     BOOST_TEST(io::read_results(p).records.size() == 2u);
   }
   // a header cut short: the file starts again
-  d.write("h.jsonl", "{\"format\":\"te");
+  d.write("h.jsonl", "{\"record\":\"header\",\"format\":\"te");
   io::ResultsFile h(d.path() / "h.jsonl", header(20));
   BOOST_TEST(h.records().empty());
   BOOST_TEST(io::read_results(d.path() / "h.jsonl").header["format"] == "test/1");
@@ -128,15 +128,26 @@ BOOST_AUTO_TEST_CASE(atomic_rewrite_replaces_the_file) {
 BOOST_AUTO_TEST_CASE(foreign_files_are_refused_and_left_unchanged) {
   testing::TempDir d;
   // A one-line file that is not ours must not be taken for a torn header and emptied.
-  for (const std::string text : {"my notes\n", "my notes", "{\"record\":\"result\"}\n"}) {
+  // Nor a one-line JSON file without its final newline (a fact file, a minified config).
+  for (const std::string text :
+       {"my notes\n", "my notes", "{\"record\":\"result\"}\n", "{\"id\":\"f1\",\"prompts\":{}}",
+        "{\"record\":\"headerx\"}", "[[[[[[[["}) {
     const auto p = d.write("notes.txt", text);
     BOOST_CHECK_THROW(io::ResultsFile(p, header(20)), FormatError);
     BOOST_TEST(text_of(p) == text);
   }
   // A torn header line (a kill while the header was written) is still repaired.
-  const auto torn = d.write("torn.jsonl", "{\"format\":\"te");
-  { io::ResultsFile f(torn, header(20)); }
-  BOOST_TEST(io::read_results(torn).header["format"] == "test/1");
+  for (const std::string cut :
+       {"{\"rec", "{\"record\":\"header\"", "{\"record\":\"header\",\"format\":\"te"}) {
+    const auto torn = d.write("torn.jsonl", cut);
+    { io::ResultsFile f(torn, header(20)); }
+    BOOST_TEST(io::read_results(torn).header["format"] == "test/1");
+    BOOST_TEST(text_of(torn).rfind(std::string(io::k_header_start), 0) == 0u);
+  }
+  // JSON nested a million deep is refused by name (copying or printing it would overflow the
+  // stack).
+  const auto deep = d.write("deep.jsonl", std::string(1000000, '[') + "\n");
+  BOOST_CHECK_THROW(io::ResultsFile(deep, header(20)), FormatError);
   BOOST_CHECK_THROW(io::ResultsFile("/dev/full", header(20)), IoError);
   BOOST_CHECK_THROW(io::ResultsFile(d.path(), header(20)), IoError);
   // A line longer than any record is refused, not read into memory.

@@ -162,6 +162,8 @@ BOOST_AUTO_TEST_CASE(gguf_metadata_is_range_checked) {
        GgufKv::f32("llama.rope.freq_bXse", 5e5f),
        {"llama.rope.freq_bXse", "not known"}},
       {"", GgufKv::str("llama.rope.scaling.type", "yarn"), {"llama.rope.scaling.type"}},
+      {"", GgufKv::f32("llama.rope.scaling.factor", 8.0f), {"llama.rope.scaling.factor"}},
+      {"", GgufKv::u32("llama.expert_count", 8), {"llama.expert_count"}},
       {"", GgufKv::u32("llama.rope.dimension_count", 8), {"partial rotary"}},
       {"", GgufKv::u32("llama.attention.sliding_window", 0), {"sliding"}},
       {"", GgufKv::u32("tokenizer.ggml.bos_token_id", 1u << 30), {"bos_token_id"}},
@@ -178,6 +180,15 @@ BOOST_AUTO_TEST_CASE(gguf_metadata_is_range_checked) {
     }
     BOOST_TEST(ok, "not refused: " << c.words.front());
   }
+}
+
+BOOST_AUTO_TEST_CASE(neutral_and_harmless_keys_of_older_converters_are_accepted) {
+  auto kvs = llama_kvs();
+  kvs.push_back(GgufKv::str("llama.tensor_data_layout", "Meta AI original pth"));
+  kvs.push_back(GgufKv::str("llama.rope.scaling.type", "none"));
+  kvs.push_back(GgufKv::f32("llama.rope.scaling.factor", 1.0f));
+  kvs.push_back(GgufKv::u32("llama.expert_count", 0));
+  BOOST_TEST(spec_of(kvs).hidden == 64);
 }
 
 BOOST_AUTO_TEST_CASE(gemma3_sliding_window_must_be_positive) {

@@ -58,7 +58,8 @@ BOOST_AUTO_TEST_SUITE_END()
 BOOST_AUTO_TEST_SUITE(real_mlama_full,
                       *testing::needs(testing::full_mlama_dir,
                                       "the full mLAMA 1.1 tree ($KNPROBE_MLAMA_DIR or "
-                                      "../shared/data/mlama1.1)"))
+                                      "../shared/data/mlama1.1)",
+                                      testing::Provider::external))
 
 BOOST_AUTO_TEST_CASE(english_chinese_and_french_facts_load) {
   const auto root = testing::full_mlama_dir();

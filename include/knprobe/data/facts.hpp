@@ -21,6 +21,7 @@
 
 #include "knprobe/core/error.hpp"
 #include "knprobe/io/files.hpp"
+#include "knprobe/io/json_get.hpp"
 
 namespace knprobe {
 
@@ -81,6 +82,10 @@ inline FactFile parse_facts(std::string_view text, const std::string& name) {
     ++n;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
     auto bad = [&](const std::string& why) { out.problems.push_back({n, why}); };
+    if (!io::json_depth_ok(line)) {
+      bad("JSON nested too deeply");
+      continue;
+    }
     const auto j = nlohmann::json::parse(line, nullptr, false);
     if (!j.is_object()) {
       bad(j.is_discarded() ? "not valid JSON" : "not a JSON object");

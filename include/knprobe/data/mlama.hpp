@@ -78,6 +78,10 @@ inline void read_jsonl(const std::filesystem::path& p, std::vector<JsonlRow>& ou
     begin = end + 1;
     ++n;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    if (!io::json_depth_ok(line)) {
+      problems.push_back({p.string() + ":" + std::to_string(n), "JSON nested too deeply"});
+      continue;
+    }
     auto j = nlohmann::json::parse(line, nullptr, false);
     const std::string where = p.string() + ":" + std::to_string(n);
     if (!j.is_object())

@@ -29,7 +29,8 @@ struct EditingOptions {
   std::vector<std::string> languages{"en", "zh"};
   std::map<std::string, double> thresholds{{"en", 0.3}, {"zh", 0.2}};
   AttributionOptions attribution;
-  double l1 = 1.0, l2 = 8.0;                         ///< Dai's edit strengths
+  double l1 = 1.0, l2 = 8.0;  ///< Dai's edit strengths
+  int max_tokens = 512;       ///< longest prompt + answer accepted (KnowledgeProbe::set_max_tokens)
   std::function<void(const std::string&)> progress;  ///< once per fact
 };
 
@@ -99,7 +100,8 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
   for (const auto& l : o.languages)
     KNPROBE_REQUIRE(o.thresholds.count(l), ArgumentError, "editing: no threshold for language '", l,
                     "'");
-  const KnowledgeProbe<M> probe(model, tok);
+  KnowledgeProbe<M> probe(model, tok);
+  probe.set_max_tokens(o.max_tokens);
   EditingReport rep;
   for (std::size_t i = 0; i < facts.size(); ++i) {
     const Fact& fact = facts[i];

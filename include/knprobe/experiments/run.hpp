@@ -307,6 +307,8 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
           if (o.dkn)
             rec["dkn"] = detail::dkn_json(find_degenerate(
                 probe.model(), probe.encode(r.prompt, r.answer), r.attribution, *o.dkn));
+          // a NaN here would stop every rerun at this item: record it as this item's failure
+          io::require_finite_json(rec, "fact " + fact.id + " [" + lang + "]");
           sets[idx][lang] = r.selection.neurons;
         } catch (const Error& e) {
           rec = base("failure", lang);
@@ -339,10 +341,13 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
       if (o.localize.verify && !l.empty()) {
         try {
           const auto [sup, enh] = set_effects(probe, fact, l, langs);
+          nlohmann::json eff = nlohmann::json::object();
           for (const auto& lang : langs) {
-            rec["suppress"][lang] = detail::effects_json(sup.at(lang));
-            rec["enhance"][lang] = detail::effects_json(enh.at(lang));
+            eff["suppress"][lang] = detail::effects_json(sup.at(lang));
+            eff["enhance"][lang] = detail::effects_json(enh.at(lang));
           }
+          io::require_finite_json(eff, "fact " + fact.id + " [LIKN]");
+          rec.update(eff);
         } catch (const Error& e) {
           rec["reason"] = e.what();
         }

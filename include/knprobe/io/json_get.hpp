@@ -25,6 +25,13 @@ inline std::string json_brief(const nlohmann::json& v) {
   return s;
 }
 
+/// nlohmann's message without its "[json.exception.type_error.302] " prefix.
+inline std::string json_message(const nlohmann::json::exception& e) {
+  std::string msg = e.what();
+  const auto cut = msg.find("] ");
+  return cut == std::string::npos ? msg : msg.substr(cut + 2);
+}
+
 }  // namespace detail
 
 /// The integer `v` in [lo, hi]. FormatError "<where>: expected an integer in [lo, hi], got <v>"
@@ -91,15 +98,45 @@ inline const nlohmann::json& json_at(const nlohmann::json& obj, const char* key,
   return *it;
 }
 
-/// Parses `text`; FormatError "<where>: not valid JSON (<parser message>)" on failure.
+/// Deepest nesting of arrays and objects accepted in any JSON input. nlohmann parses without
+/// recursion but copies and dumps recursively, so a 1,000,000-deep `[[[...` (2 MB) would overflow
+/// the stack later; no file knprobe reads nests deeper than 10.
+inline constexpr int k_max_json_depth = 128;
+
+/// True when no array / object in `text` nests deeper than `max_depth` (brackets inside strings
+/// are skipped; the text need not be valid JSON).
+inline bool json_depth_ok(std::string_view text, int max_depth = k_max_json_depth) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return true;
+}
+
+/// Parses `text`; FormatError "<where>: not valid JSON (<parser message>)" on failure, or when
+/// it nests deeper than k_max_json_depth.
 inline nlohmann::json parse_json(std::string_view text, std::string_view where) {
+  if (!json_depth_ok(text))
+    throw FormatError(std::string(where) + ": JSON nested deeper than " +
+                      std::to_string(k_max_json_depth) + " levels");
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {  // parse errors, number overflow (1e400)
-    std::string msg = e.what();
-    const auto cut = msg.find("] ");
-    if (cut != std::string::npos) msg = msg.substr(cut + 2);  // drop "[json.exception...]"
-    throw FormatError(std::string(where) + ": not valid JSON (" + msg + ")");
+    throw FormatError(std::string(where) + ": not valid JSON (" + detail::json_message(e) + ")");
   }
 }
 

@@ -59,6 +59,21 @@ inline std::string first_difference(const nlohmann::json& file, const nlohmann::
 
 }  // namespace detail
 
+/// How every header line knprobe writes begins (the key written first, whatever the other keys):
+/// the only first line that may be taken for a header cut short by a kill is a prefix of this or
+/// an unterminated line that starts with it.
+inline constexpr std::string_view k_header_start = R"({"record":"header")";
+
+/// The header record `h` as one line of text (no newline) starting with k_header_start.
+inline std::string header_line(nlohmann::json h) {
+  h.erase("record");
+  const std::string rest = h.dump();
+  return std::string(k_header_start) + (rest == "{}" ? "}" : "," + rest.substr(1));
+}
+
+/// Largest results file read (the records are held in memory; a run of 100,000 items is ~500 MB).
+inline constexpr std::uintmax_t k_max_results_file = std::uintmax_t(2) << 30;
+
 /// Longest line accepted in a results file (records are a few KiB; a longer line is not ours).
 inline constexpr std::size_t k_max_results_line = std::size_t(16) << 20;
 
@@ -69,7 +84,7 @@ inline constexpr std::size_t k_max_results_line = std::size_t(16) << 20;
 /// by a kill — is left out and described in `repaired`; an unparsable line elsewhere is a
 /// FormatError naming the file and the line number (the file was damaged, not interrupted).
 inline ResultsContent read_results(const std::filesystem::path& path) {
-  const std::string text = read_file(path, "results file", std::uintmax_t(1) << 36);
+  const std::string text = read_file(path, "results file", k_max_results_file);
   ResultsContent out;
   std::size_t pos = 0, line = 0;
   while (pos < text.size()) {
@@ -80,12 +95,16 @@ inline ResultsContent read_results(const std::filesystem::path& path) {
     KNPROBE_REQUIRE(len <= k_max_results_line, FormatError, path.string(), ": line ", line, " is ",
                     len, " bytes, more than a knprobe record can be");
     const std::string_view s(text.data() + pos, len);
-    auto j = nlohmann::json::parse(s, nullptr, false);
+    auto j = json_depth_ok(s) ? nlohmann::json::parse(s, nullptr, false)
+                              : nlohmann::json(nlohmann::json::value_t::discarded);
     const bool ok = nl != std::string::npos && j.is_object();
     if (!ok) {
-      // A torn first line is only ever the start of a header: '{' and nothing else on the line.
-      KNPROBE_REQUIRE(line > 1 || (nl == std::string::npos && s.rfind("{\"", 0) == 0), FormatError,
-                      path.string(),
+      // A torn first line is only ever the start of a header line as header_line() writes it.
+      const auto n0 = k_header_start.size();
+      const bool torn_header =
+          nl == std::string::npos &&
+          (k_header_start.starts_with(s) || (s.starts_with(k_header_start) && s[n0] == ','));
+      KNPROBE_REQUIRE(line > 1 || torn_header, FormatError, path.string(),
                       ": does not start with a knprobe header line; not a results file of "
                       "knprobe run (left unchanged)");
       const std::string why =
@@ -114,7 +133,7 @@ inline ResultsContent read_results(const std::filesystem::path& path) {
 /// then renamed over `path` (a crash leaves either the old or the new file, never a mix).
 inline void write_results_atomic(const std::filesystem::path& path, const nlohmann::json& header,
                                  const std::vector<nlohmann::json>& records) {
-  std::string text = header.dump() + '\n';
+  std::string text = header_line(header) + '\n';
   for (const auto& r : records) text += r.dump() + '\n';
   write_file_atomic(path, text);
 }
@@ -188,7 +207,8 @@ class ResultsFile {
 
  private:
   void write_line(const nlohmann::json& j) {
-    const std::string s = j.dump() + "\n";
+    const std::string s =
+        (j.value("record", nlohmann::json()) == "header" ? header_line(j) : j.dump()) + "\n";
     std::size_t done = 0;
     while (done < s.size()) {
       const auto n = ::write(fd_, s.data() + done, s.size() - done);

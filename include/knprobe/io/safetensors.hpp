@@ -163,6 +163,8 @@ class SafetensorsFile {
     const auto* hdr = reinterpret_cast<const char*>(bytes_.data() + 8);
     KNPROBE_REQUIRE(n > 0 && hdr[0] == '{', FormatError, p,
                     ": the header does not start with '{' (wrong header length?)");
+    KNPROBE_REQUIRE(json_depth_ok(std::string_view(hdr, n)), FormatError, p,
+                    ": header JSON nested too deeply");
     nlohmann::json j = nlohmann::json::parse(hdr, hdr + n, nullptr, /*allow_exceptions=*/false);
     KNPROBE_REQUIRE(j.is_object(), FormatError, p, ": header is not a JSON object");
     const std::byte* data = bytes_.data() + 8 + n;

@@ -171,7 +171,8 @@ namespace detail {
 
 /// Architecture facts of a GGUF "llama" / "gemma3" file (vocab_size is set from the embedding).
 /// Every value the model uses is range-checked, the keys llama.cpp always writes are required, and
-/// a key under "<arch>." that this backend does not know is refused: it may change the
+/// a key under "<arch>." that this backend does not know (or that holds other than its neutral
+/// value: rope scaling "none", expert_count 0, ...) is refused: it may change the
 /// computation (rope scaling, soft-capping, ...) or be a damaged name whose default would be used
 /// silently.
 inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
@@ -184,11 +185,23 @@ inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
       "feed_forward_length",      "attention.head_count",   "attention.head_count_kv",
       "attention.key_length",     "attention.value_length", "attention.layer_norm_rms_epsilon",
       "rope.freq_base",           "rope.dimension_count",   "vocab_size",
-      "attention.sliding_window", "rope.freq_base_swa"};
+      "attention.sliding_window", "rope.freq_base_swa",     "tensor_data_layout"};
+  // Keys that change the computation unless they hold their neutral value (older converters
+  // write them with it): accepted only then.
+  auto neutral = [&](const std::string& k) {
+    const std::string key = p + k;
+    if (k == "rope.scaling.type") return f.get_string(key) == "none";
+    if (k == "rope.scaling.factor") return f.get_double(key) == 1.0;
+    if (k == "rope.scaling.original_context_length")
+      return !f.has(p + "rope.scaling.type") || f.get_string(p + "rope.scaling.type") == "none";
+    if (k == "expert_count" || k == "expert_used_count") return f.get_int_in(key, 0, 1 << 20) == 0;
+    if (k == "attention.causal") return f.get_bool(key, true);
+    return false;
+  };
   for (const auto& key : f.keys())
     if (key.rfind(p, 0) == 0)
-      KNPROBE_REQUIRE(known.count(key.substr(p.size())), FormatError, f.path(), ": metadata '", key,
-                      "' is not known to the ", arch,
+      KNPROBE_REQUIRE(known.count(key.substr(p.size())) || neutral(key.substr(p.size())),
+                      FormatError, f.path(), ": metadata '", key, "' is not known to the ", arch,
                       " backend (a setting that may change the computation, or a damaged key "
                       "name): refusing rather than ignoring it");
   LlamaSpec s;

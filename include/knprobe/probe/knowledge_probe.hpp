@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "knprobe/core/error.hpp"
 #include "knprobe/core/rng.hpp"
 #include "knprobe/probe/attribution.hpp"
 #include "knprobe/probe/intervention.hpp"
@@ -25,10 +26,16 @@ struct Selection {
 };
 
 /// Effect of an intervention on the answer probability (product over answer tokens):
-/// relative = (after − before) / before.
+/// relative = (after − before) / before. NumericError when `before` is 0, below 1e-300 (the
+/// ratio would overflow) or not finite: the change is then undefined, never reported as 0 or inf.
 struct Effect {
   double before = 0, after = 0;
-  double relative() const { return before > 0 ? (after - before) / before : 0.0; }
+  double relative() const {
+    KNPROBE_REQUIRE(std::isfinite(before) && before >= 1e-300 && std::isfinite(after), NumericError,
+                    "P(answer) before the intervention is ", before, " (after: ", after,
+                    "): the relative change is undefined");
+    return (after - before) / before;
+  }
 };
 
 template <ProbeableModel M>

@@ -24,6 +24,7 @@
 
 #include "knprobe/core/error.hpp"
 #include "knprobe/experiments/run.hpp"
+#include "knprobe/io/json_get.hpp"
 
 namespace knprobe {
 
@@ -97,6 +98,33 @@ inline std::string base_name(const std::string& p) {
   return k == std::string::npos ? p : p.substr(k + 1);
 }
 
+/// Checks the part of a factcheck.json (`knprobe factcheck --out`) that the report reads:
+/// {"summary": {<language>: {"test"|"train": {"dkn"|"baseline": {<metric>: number}}}}}; every
+/// metric present must be a finite number. FormatError naming the file and the key otherwise.
+inline void validate_factcheck(const nlohmann::json& fc, const std::string& path) {
+  KNPROBE_REQUIRE(fc.is_object(), FormatError, path, ": not a JSON object (a factcheck.json?)");
+  if (!fc.contains("summary")) return;
+  const auto& s = fc["summary"];
+  KNPROBE_REQUIRE(s.is_object(), FormatError, path, ": 'summary' is not an object");
+  for (auto l = s.begin(); l != s.end(); ++l) {
+    const std::string wl = path + ": summary." + l.key();
+    KNPROBE_REQUIRE(l.value().is_object(), FormatError, wl, " is not an object");
+    for (const char* split : {"test", "train"}) {
+      if (!l.value().contains(split)) continue;
+      const auto& sp = l.value()[split];
+      KNPROBE_REQUIRE(sp.is_object(), FormatError, wl, ".", split, " is not an object");
+      for (const char* checker : {"dkn", "baseline"}) {
+        if (!sp.contains(checker)) continue;
+        const auto& m = sp[checker];
+        const std::string wm = wl + "." + split + "." + checker;
+        KNPROBE_REQUIRE(m.is_object(), FormatError, wm, " is not an object");
+        for (const char* k : {"precision", "recall", "f1", "accuracy", "precision_ref", "f1_ref"})
+          if (m.contains(k)) io::json_number(m[k], -1e300, 1e300, wm + "." + k);
+      }
+    }
+  }
+}
+
 }  // namespace detail
 
 /// Summaries of every run and the heatmap data of the chosen fact. Throws ArgumentError when a
@@ -104,6 +132,7 @@ inline std::string base_name(const std::string& p) {
 inline Report build_report(const ReportInput& in) {
   KNPROBE_REQUIRE(!in.runs.empty(), ArgumentError, "report: no results files");
   Report rep;
+  if (!in.factcheck.is_null()) detail::validate_factcheck(in.factcheck, in.factcheck_path);
   rep.factcheck = in.factcheck;
   rep.factcheck_path = in.factcheck_path;
   for (const auto& run : in.runs) {

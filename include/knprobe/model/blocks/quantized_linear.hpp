@@ -54,8 +54,10 @@ class QuantizedMatrix {
     const auto& t = f->tensor(name);
     KNPROBE_REQUIRE(t.ne.size() == 2, ShapeError, f->path(), ": tensor '", name, "' has ",
                     t.ne.size(), " dimensions, expected 2");
+    QuantizedMatrix m(t.type, static_cast<Index>(t.ne[1]), static_cast<Index>(t.ne[0]), t.data,
+                      f);  // checks the type is supported before its blocks are read
     f->require_finite_tensor(t);
-    return {t.type, static_cast<Index>(t.ne[1]), static_cast<Index>(t.ne[0]), t.data, f};
+    return m;
   }
 
   /// An F32 copy of a dense matrix (for checkpoints that are not quantized).
