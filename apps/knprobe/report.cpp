@@ -33,14 +33,7 @@ int run(const ReportArgs& a) {
     ri.factcheck_path = a.factcheck;
   }
   ri.fact = a.fact;
-  Report rep;
-  try {
-    rep = build_report(ri);
-  } catch (const nlohmann::json::exception& e) {  // a field of an input has an unexpected shape
-    throw FormatError("report: an input has an unexpected field (" + io::detail::json_message(e) +
-                      "); inputs: results files and " +
-                      (a.factcheck.empty() ? std::string("no factcheck.json") : a.factcheck));
-  }
+  const Report rep = build_report(ri);  // FormatError names the inputs on a malformed field
   const fs::path o(a.out);
   if (o.has_parent_path()) io::create_output_folder(o.parent_path());
   io::write_file_atomic(o, render_html(rep));

@@ -5,6 +5,8 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include "support/paths.hpp"
+
 using namespace knprobe;
 using nlohmann::json;
 
@@ -162,6 +164,21 @@ BOOST_AUTO_TEST_CASE(foreign_or_damaged_records_are_refused) {
   expect([](RunInput& r) { r.records[0]["top_by_layer"] = json::array(); }, "top_by_layer");
   expect([](RunInput& r) { r.records.push_back(r.records[0]); }, "a second record of fact index 0");
   expect([](RunInput& r) { r.header["format"] = "other/1"; }, "not a knprobe run results file");
+  // Found by fuzz_results: a float where an int is read was undefined behaviour (UBSan).
+  expect([](RunInput& r) { r.header["model"]["layers"] = 1.36673e+24; }, "model.layers");
+  expect(
+      [](RunInput& r) {
+        r.records[0]["top_by_layer"][0] = json::array({json::array({1e30, 0.5})});
+      },
+      "top_by_layer unit");
+  expect([](RunInput& r) { r.header["options"]["method"] = 5; }, "unexpected type");
+  // A factcheck.json of the wrong shape names the key.
+  ReportInput in;
+  in.runs = {sample_run()};
+  in.factcheck = {{"summary", {{"en", {{"test", {{"dkn", {{"f1", "high"}}}}}}}}}};
+  in.factcheck_path = "fc.json";
+  BOOST_TEST(testing::throws_with<FormatError>([&] { (void)build_report(in); },
+                                               {"fc.json: summary.en.test.dkn.f1"}));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -189,9 +189,19 @@ inline void validate_run_record(const nlohmann::json& r, const nlohmann::json& h
           (void)io::json_int<long long>(d["forward_passes"], 0, 1LL << 50,
                                         where + ": dkn.forward_passes");
       }
-      if (r.contains("top_by_layer") &&
-          (!r["top_by_layer"].is_array() || static_cast<int>(r["top_by_layer"].size()) != layers))
-        fail("'top_by_layer' must hold one entry per layer (" + std::to_string(layers) + ")");
+      if (r.contains("top_by_layer")) {
+        const auto& t = r["top_by_layer"];
+        if (!t.is_array() || static_cast<int>(t.size()) != layers)
+          fail("'top_by_layer' must hold one entry per layer (" + std::to_string(layers) + ")");
+        for (const auto& row : t) {
+          if (!row.is_array()) fail("a 'top_by_layer' row is not an array");
+          for (const auto& c : row) {
+            if (!c.is_array() || c.size() != 2) fail("a 'top_by_layer' entry is not [unit, score]");
+            (void)io::json_int<int>(c[0], 0, width - 1, where + ": top_by_layer unit");
+            (void)io::json_number(c[1], -1e300, 1e300, where + ": top_by_layer score");
+          }
+        }
+      }
     }
   }
 }

@@ -125,11 +125,7 @@ inline void validate_factcheck(const nlohmann::json& fc, const std::string& path
   }
 }
 
-}  // namespace detail
-
-/// Summaries of every run and the heatmap data of the chosen fact. Throws ArgumentError when a
-/// run has no header or `in.fact` names a fact that no run has a result for.
-inline Report build_report(const ReportInput& in) {
+inline Report build_report_unchecked(const ReportInput& in) {
   KNPROBE_REQUIRE(!in.runs.empty(), ArgumentError, "report: no results files");
   Report rep;
   if (!in.factcheck.is_null()) detail::validate_factcheck(in.factcheck, in.factcheck_path);
@@ -143,7 +139,9 @@ inline Report build_report(const ReportInput& in) {
     r.header = run.header;
     const auto opt = run.header.value("options", nlohmann::json::object());
     r.label = detail::base_name(run.path) + " (" + opt.value("method", std::string("?")) + ")";
-    r.layers = run.header.value("model", nlohmann::json::object()).value("layers", 0);
+    if (const auto m = run.header.find("model");
+        m != run.header.end() && m->is_object() && m->contains("layers"))
+      r.layers = io::json_int<int>((*m)["layers"], 0, 1 << 16, run.path + ": header model.layers");
     r.language_order = opt.value("languages", std::vector<std::string>{});
     std::map<std::string, std::map<std::string, std::vector<double>>> acc;
     std::map<std::string, std::vector<double>> layer_counts;
@@ -278,6 +276,22 @@ inline Report build_report(const ReportInput& in) {
   KNPROBE_REQUIRE(in.fact.empty() || !rep.heatmaps.empty(), ArgumentError, "report: fact '",
                   in.fact, "' has no result with per-layer scores in the results files");
   return rep;
+}
+}  // namespace detail
+
+/// Summaries of every run and the heatmap data of the chosen fact. Throws ArgumentError when a
+/// run has no header or `in.fact` names a fact that no run has a result for, FormatError when an
+/// input holds a field of an unexpected type.
+inline Report build_report(const ReportInput& in) {
+  try {
+    return detail::build_report_unchecked(in);
+  } catch (const nlohmann::json::exception& e) {  // a field of an input has an unexpected shape
+    std::string inputs;
+    for (const auto& r : in.runs) inputs += (inputs.empty() ? "" : ", ") + r.path;
+    if (!in.factcheck_path.empty()) inputs += ", " + in.factcheck_path;
+    throw FormatError("report: an input has a field of an unexpected type or shape (" +
+                      io::detail::json_message(e) + "); inputs: " + inputs);
+  }
 }
 
 namespace detail {
