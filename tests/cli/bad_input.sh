@@ -116,11 +116,13 @@ mkdir -p "$work/deep"
 python3 -c "import sys; sys.stdout.write('{\"model_type\": ' + '[' * 1000000 + ']' * 1000000 + '}')" >"$work/deep/config.json"
 expect 1 "config.json: JSON nested deeper than 128 levels" predict --model "$work/deep" --prompt "Once"
 python3 -c "import sys; sys.stdout.write('[' * 1000000 + '\n')" >"$work/deep.jsonl"
-expect 1 "deep.jsonl:1: JSON nested too deeply" localize "${model[@]}" --facts "$work/deep.jsonl" --langs en
+expect 1 "deep.jsonl line 1 skipped: JSON nested too deeply" localize "${model[@]}" --facts "$work/deep.jsonl" --langs en
 
 # Signals: a command other than run ends at once on SIGINT (it used to ignore the first one).
 rc=0
-timeout -s INT --preserve-status 1 "$knprobe" localize "${model[@]}" "${fact[@]}" --steps 1000 --out "$work/out3" >"$work/log" 2>&1 || rc=$?
+long_prompt=$(for _ in $(seq 35); do printf 'Once upon a time, there was a girl. '; done)
+timeout -s INT --preserve-status 1 "$knprobe" localize "${model[@]}" --prompt "$long_prompt" \
+  --answer " Lily" --langs en --steps 1000 --out "$work/out3" >"$work/log" 2>&1 || rc=$?
 cases=$((cases + 1))
 [[ $rc -eq 130 ]] || { echo "FAIL: localize after SIGINT -> exit $rc (want 130)"; fails=$((fails + 1)); }
 
