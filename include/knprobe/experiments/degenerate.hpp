@@ -17,6 +17,7 @@ namespace knprobe {
 
 struct DknExperimentOptions {
   std::vector<std::string> languages{"en", "zh"};
+  std::map<std::string, double> thresholds{{"en", 0.3}, {"zh", 0.2}};  ///< selection t per language
   AttributionOptions attribution;
   DknOptions dkn;
   std::function<void(const std::string&)> progress;  ///< once per (fact, language)
@@ -48,8 +49,11 @@ DknReport degenerate_neurons(const KnowledgeProbe<M>& probe, const std::vector<F
       try {
         const EncodedFact f = probe.encode(fact.prompts.at(lang), fact.answers.at(lang));
         const auto a = probe.attribute(f, o.attribution);
-        rep.results.push_back(
-            {fact.id, fact.relation, lang, find_degenerate(probe.model(), f, a, o.dkn)});
+        KNPROBE_REQUIRE(o.thresholds.count(lang), ArgumentError, "no threshold for language '",
+                        lang, "'");
+        const Selection sel = KnowledgeProbe<M>::select(a, o.thresholds.at(lang));
+        rep.results.push_back({fact.id, fact.relation, lang,
+                               find_degenerate(probe.model(), f, a, o.dkn, &sel.ranked)});
       } catch (const Error& e) {
         rep.skipped.push_back({fact.id, lang, e.what()});
       }
@@ -63,10 +67,15 @@ namespace detail {
 inline nlohmann::json dkn_json(const DknResult& d) {
   nlohmann::json sets = nlohmann::json::array();
   for (const auto& s : d.degenerate) sets.push_back(neurons_json(NeuronSet(s)));
-  return {{"p0", d.p0},
-          {"degenerate", sets},
-          {"forward_passes", d.forward_passes},
-          {"truncated", d.truncated}};
+  nlohmann::json cand = nlohmann::json::array();
+  for (const auto& [n, score] : d.candidates) cand.push_back({n.layer, n.unit, score});
+  nlohmann::json j{{"p0", d.p0},
+                   {"candidates", cand},
+                   {"degenerate", sets},
+                   {"forward_passes", d.forward_passes},
+                   {"truncated", d.truncated}};
+  if (!d.note.empty()) j["note"] = d.note;
+  return j;
 }
 
 }  // namespace detail

@@ -4,13 +4,17 @@
 //   sets  = LIKN (∩_l N_l), each N_l, and their union ("all");
 // and for every set S with every fact language l measured:
 //   suppress — activations of S × 0 at l's answer positions (the papers' intervention);
-//   erase    — value vectors v ← v − λ₁ (|v|/|e_o|) e_o        (weights, undone bit-exactly);
-//   edit     — v ← v − λ₁ (|v|/|e_o|) e_o + λ₂ (|v|/|e_t|) e_t (old → new answer, likewise).
+//   erase    — value vectors v ← v − s λ₁ (|v|/|e_o|) e_o        (weights, undone bit-exactly);
+//   edit     — v ← v − s λ₁ (|v|/|e_o|) e_o + s λ₂ (|v|/|e_t|) e_t (old → new answer, likewise),
+//              s = sign of the neuron's activation at the answer position in the source language
+//              (METHOD.md §6: a neuron writes a·v; Dai's rule as written, s = 1, is the option
+//              `EditSign::none`).
 // e_o / e_t are the input embeddings of the first token of the old / new answer in the edit's
 // source language: l for N_l, the first listed language for LIKN and "all". The new answer is the
 // answer of the next fact of the same relation. Reported per measurement: P(old) before / after,
 // for edits P(new) before / after and whether the new answer now beats the old one, and locality:
-// the relative change of an unrelated fact's (other relation) answer probability in l.
+// the relative change of the answer probabilities of K facts of other relations in l (signed
+// mean and mean |Δ|). The summary carries bootstrap 95 % intervals over facts.
 // Reliability = measured in the source language; generality = in the other languages.
 
 #include <functional>
@@ -25,12 +29,22 @@
 
 namespace knprobe {
 
+/// Which way an erase / edit moves a neuron's value vector.
+enum class EditSign {
+  activation,  ///< along the neuron's contribution: sign of its activation (default)
+  none         ///< Dai's rule as written (correct only for positive activations)
+};
+
 struct EditingOptions {
   std::vector<std::string> languages{"en", "zh"};
   std::map<std::string, double> thresholds{{"en", 0.3}, {"zh", 0.2}};
   AttributionOptions attribution;
   double l1 = 1.0, l2 = 8.0;  ///< Dai's edit strengths
   int max_tokens = 512;       ///< longest prompt + answer accepted (KnowledgeProbe::set_max_tokens)
+  EditSign sign = EditSign::activation;
+  int unrelated = 10;     ///< K facts of other relations for locality (seeded)
+  std::uint64_t seed = 42;
+  BootstrapOptions bootstrap;
   std::function<void(const std::string&)> progress;  ///< once per fact
 };
 
@@ -38,7 +52,9 @@ struct EditMeasure {
   std::string set, mode, source, language;  ///< e.g. "likn", "edit", "en", "zh"
   double p_old_before = 0, p_old_after = 0;
   std::optional<double> p_new_before, p_new_after;  ///< edits only
-  std::optional<double> unrelated_change;           ///< relative, on a fact of another relation
+  std::optional<double> unrelated_change;  ///< mean relative change over the K unrelated facts
+  std::optional<double> unrelated_abs;     ///< mean |relative change| over them
+  std::optional<double> negative_share;    ///< weight edits: share of the set with a < 0 (source)
   double old_change() const {
     return p_old_before > 0 ? (p_old_after - p_old_before) / p_old_before : 0.0;
   }
@@ -58,6 +74,7 @@ struct EditingFactResult {
 struct EditingReport {
   std::vector<EditingFactResult> facts;
   std::vector<SkippedFact> skipped;
+  BootstrapOptions bootstrap;
 };
 
 namespace detail {
@@ -100,9 +117,12 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
   for (const auto& l : o.languages)
     KNPROBE_REQUIRE(o.thresholds.count(l), ArgumentError, "editing: no threshold for language '", l,
                     "'");
+  KNPROBE_REQUIRE(o.unrelated >= 1, ArgumentError, "editing: K = ", o.unrelated,
+                  " unrelated facts; at least 1 is needed for locality");
   KnowledgeProbe<M> probe(model, tok);
   probe.set_max_tokens(o.max_tokens);
   EditingReport rep;
+  rep.bootstrap = o.bootstrap;
   for (std::size_t i = 0; i < facts.size(); ++i) {
     const Fact& fact = facts[i];
     if (o.progress) o.progress(fact.id);
@@ -113,14 +133,17 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
       const auto sib = detail::sibling_fact(facts, i, o.languages);
       KNPROBE_REQUIRE(sib.has_value(), ArgumentError, "no other fact of relation '", fact.relation,
                       "' with a different answer in every language to take a new answer from");
-      std::map<std::string, EncodedFact> old_f, new_f, unrel_f;
+      std::map<std::string, EncodedFact> old_f, new_f;
+      std::map<std::string, std::vector<EncodedFact>> unrel_f;
+      std::map<std::string, typename M::Trace> traces;  // of the old fact, for activation signs
       EditingFactResult fr{fact.id, fact.relation, {}, {}};
       std::vector<NeuronSet> per_lang;
       for (const auto& l : o.languages) {
         old_f.emplace(l, probe.encode(fact.prompts.at(l), fact.answers.at(l)));
         new_f.emplace(l, probe.encode(fact.prompts.at(l), facts[*sib].answers.at(l)));
-        if (auto u = detail::unrelated_fact(facts, i, l))
-          unrel_f.emplace(l, probe.encode(facts[*u].prompts.at(l), facts[*u].answers.at(l)));
+        for (auto& [id, g] : detail::unrelated_facts(probe, facts, i, l, o.unrelated, o.seed))
+          unrel_f[l].push_back(std::move(g));
+        traces.emplace(l, model.trace(old_f.at(l).tokens));
         const auto a = probe.attribute(old_f.at(l), o.attribution);
         fr.sets[l] = KnowledgeProbe<M>::select(a, o.thresholds.at(l)).neurons;
         per_lang.push_back(fr.sets[l]);
@@ -128,45 +151,70 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
       fr.sets["likn"] = likn(per_lang);
       fr.sets["all"] = at_least(1, per_lang);
       // Clean probabilities, measured once.
-      std::map<std::string, double> p_old, p_new, p_unrel;
+      std::map<std::string, double> p_old, p_new;
+      std::map<std::string, std::vector<double>> p_unrel;
       for (const auto& l : o.languages) {
         p_old[l] = detail::answer_probability(model, old_f.at(l));
         p_new[l] = detail::answer_probability(model, new_f.at(l));
-        if (unrel_f.count(l)) p_unrel[l] = detail::answer_probability(model, unrel_f.at(l));
+        for (const auto& g : unrel_f.at(l))
+          p_unrel[l].push_back(detail::answer_probability(model, g));
       }
+      // Locality: mean signed and absolute relative change of the K unrelated answers in l.
+      // `set`: the activations of that set are suppressed (else the model's weights are as the
+      // current edit left them).
+      auto locality = [&](EditMeasure& e, const std::string& l, const NeuronSet* set) {
+        double s = 0, sa = 0;
+        const auto& us = unrel_f.at(l);
+        for (std::size_t k = 0; k < us.size(); ++k) {
+          const double after = set ? detail::answer_probability(model, us[k],
+                                                                 suppress(*set, us[k].positions))
+                                   : detail::answer_probability(model, us[k]);
+          const double c = p_unrel[l][k] > 0 ? (after - p_unrel[l][k]) / p_unrel[l][k] : 0.0;
+          s += c, sa += std::abs(c);
+        }
+        e.unrelated_change = s / static_cast<double>(us.size());
+        e.unrelated_abs = sa / static_cast<double>(us.size());
+      };
       for (const auto& [name, set] : fr.sets) {
         if (set.empty()) continue;
         const std::string source =
             fr.sets.count(name) && name != "likn" && name != "all" ? name : o.languages.front();
         for (const auto& l : o.languages) {  // activation suppression at l's answer positions
-          EditMeasure e{name, "suppress", source, l, p_old[l], 0, {}, {}, {}};
+          EditMeasure e{name, "suppress", source, l, p_old[l], 0, {}, {}, {}, {}, {}};
           e.p_old_after =
               detail::answer_probability(model, old_f.at(l), suppress(set, old_f.at(l).positions));
-          if (unrel_f.count(l) && p_unrel[l] > 0)
-            e.unrelated_change =
-                (detail::answer_probability(model, unrel_f.at(l),
-                                            suppress(set, unrel_f.at(l).positions)) -
-                 p_unrel[l]) /
-                p_unrel[l];
+          locality(e, l, &set);
           fr.measures.push_back(e);
+        }
+        // The activation of every neuron of the set at the source's first answer position: the
+        // sign of its contribution a·v, which the edit follows.
+        std::map<Neuron, double> act;
+        std::size_t negative = 0;
+        const int p0 = old_f.at(source).positions.front();
+        for (const auto& n : set) {
+          act[n] = static_cast<double>(traces.at(source).activations(n.layer)(p0, n.unit));
+          negative += act[n] < 0;
         }
         for (const bool is_edit : {false, true}) {  // weight edits, undone by the guard
           ValueVectorEdit<M> guard(model, set);
           const TokenId eo = old_f.at(source).targets.front();
-          if (is_edit)
-            guard.edit(eo, new_f.at(source).targets.front(), o.l1, o.l2);
+          const std::optional<TokenId> et =
+              is_edit ? std::optional<TokenId>(new_f.at(source).targets.front()) : std::nullopt;
+          const double l2 = is_edit ? o.l2 : 0.0;
+          if (o.sign == EditSign::activation)
+            guard.edit(eo, et, o.l1, l2, act);
           else
-            guard.edit(eo, std::nullopt, o.l1, 0.0);
+            guard.edit(eo, et, o.l1, l2);
           for (const auto& l : o.languages) {
-            EditMeasure e{name, is_edit ? "edit" : "erase", source, l, p_old[l], 0, {}, {}, {}};
+            EditMeasure e{name, is_edit ? "edit" : "erase", source, l, p_old[l], 0, {}, {}, {},
+                          {}, {}};
             e.p_old_after = detail::answer_probability(model, old_f.at(l));
             if (is_edit) {
               e.p_new_before = p_new[l];
               e.p_new_after = detail::answer_probability(model, new_f.at(l));
             }
-            if (unrel_f.count(l) && p_unrel[l] > 0)
-              e.unrelated_change =
-                  (detail::answer_probability(model, unrel_f.at(l)) - p_unrel[l]) / p_unrel[l];
+            locality(e, l, nullptr);
+            e.negative_share = static_cast<double>(negative) / static_cast<double>(set.size());
             fr.measures.push_back(e);
           }
         }
@@ -179,13 +227,15 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
   return rep;
 }
 
-/// JSON of the report with a summary per (set, mode, reliability | generality): mean relative
-/// change of P(old), for edits the fraction flipped to the new answer, and mean |locality change|.
+/// JSON of the report with a summary per (set, mode, reliability | generality): the relative
+/// change of P(old), for edits whether the new answer now beats the old one, the signed and the
+/// absolute locality change, and for weight edits the share of neurons with negative activation —
+/// each a per-fact mean / median with bootstrap 95 % intervals (statistics.hpp).
 inline nlohmann::json to_json(const EditingReport& rep) {
   nlohmann::json j;
   j["facts"] = nlohmann::json::array();
   struct Acc {
-    std::vector<double> change, flipped, locality;
+    std::vector<double> change, flipped, locality, locality_abs, negative;
   };
   std::map<std::string, Acc> acc;
   for (const auto& f : rep.facts) {
@@ -200,21 +250,32 @@ inline nlohmann::json to_json(const EditingReport& rep) {
                        {"p_old_after", e.p_old_after}};
       if (e.p_new_after) m["p_new_before"] = *e.p_new_before, m["p_new_after"] = *e.p_new_after;
       if (e.unrelated_change) m["unrelated_change"] = *e.unrelated_change;
+      if (e.unrelated_abs) m["unrelated_abs"] = *e.unrelated_abs;
+      if (e.negative_share) m["negative_share"] = *e.negative_share;
       jf["measures"].push_back(m);
       const std::string set_kind = e.set == "likn" || e.set == "all" ? e.set : "N_source";
       auto& a = acc[set_kind + "/" + e.mode + "/" +
                     (e.language == e.source ? "reliability" : "generality")];
       a.change.push_back(e.old_change());
       if (auto fl = e.flipped()) a.flipped.push_back(*fl ? 1.0 : 0.0);
-      if (e.unrelated_change) a.locality.push_back(std::abs(*e.unrelated_change));
+      if (e.unrelated_change) a.locality.push_back(*e.unrelated_change);
+      if (e.unrelated_abs) a.locality_abs.push_back(*e.unrelated_abs);
+      if (e.negative_share) a.negative.push_back(*e.negative_share);
     }
     j["facts"].push_back(jf);
   }
-  for (const auto& [k, a] : acc)
-    j["summary"][k] = {{"measures", a.change.size()},
-                       {"mean_old_change", detail::mean_of(a.change)},
-                       {"flipped", detail::mean_of(a.flipped)},
-                       {"mean_abs_unrelated_change", detail::mean_of(a.locality)}};
+  const auto& b = rep.bootstrap;
+  j["bootstrap"] = {{"resamples", b.resamples}, {"level", b.level}, {"seed", b.seed}};
+  for (const auto& [k, a] : acc) {
+    auto& out = j["summary"][k];
+    out["measures"] = a.change.size();
+    out["old_change"] = to_json(summarize(a.change, b, k + "/old_change"));
+    if (!a.flipped.empty()) out["flipped"] = to_json(summarize(a.flipped, b, k + "/flipped"));
+    out["unrelated_change"] = to_json(summarize(a.locality, b, k + "/unrelated_change"));
+    out["unrelated_abs"] = to_json(summarize(a.locality_abs, b, k + "/unrelated_abs"));
+    if (!a.negative.empty())
+      out["negative_share"] = to_json(summarize(a.negative, b, k + "/negative_share"));
+  }
   j["skipped"] = nlohmann::json::array();
   for (const auto& s : rep.skipped)
     j["skipped"].push_back({{"fact", s.fact}, {"reason", s.reason}});

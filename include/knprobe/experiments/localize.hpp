@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "knprobe/data/facts.hpp"
+#include "knprobe/experiments/statistics.hpp"
 #include "knprobe/probe/knowledge_probe.hpp"
 
 namespace knprobe {
@@ -28,12 +29,22 @@ struct LocalizeOptions {
   AttributionOptions attribution;
   bool verify = true;
   std::uint64_t seed = 42;
+  int unrelated = 10;          ///< K: unrelated facts per (fact, language), other relations, seeded
+  double control_band = 0.02;  ///< magnitude-matched control: |a|-rank window / layer width
+  BootstrapOptions bootstrap;  ///< confidence intervals of the summary
   std::function<void(const std::string&)> progress;  ///< called once per (fact, language)
 };
 
-/// Relative changes (p_after − p_before) / p_before of the answer probability.
+/// Relative changes (p_after − p_before) / p_before of an answer probability when a neuron set is
+/// scaled: on the fact itself ("related"), on K facts of other relations ("unrelated": the mean of
+/// the signed changes; "unrelated_abs": the mean of their absolute values), and for two random
+/// controls of the same size — the same layer histogram ("control") and, besides, matched on
+/// activation magnitude ("control_magnitude"). A control that cannot be formed is absent, with the
+/// reason in `notes`.
 struct EffectSet {
-  std::optional<double> related, unrelated, control;
+  std::optional<double> related, unrelated, unrelated_abs, control, control_magnitude;
+  std::vector<std::string> unrelated_facts;  ///< ids of the K unrelated facts used
+  std::vector<std::string> notes;            ///< why a control is missing
 };
 
 struct LanguageResult {
@@ -50,7 +61,7 @@ struct FactResult {
   std::string id, relation;
   std::map<std::string, LanguageResult> languages;
   NeuronSet likn;
-  std::map<std::string, EffectSet> likn_suppress, likn_enhance;  ///< by language (related only)
+  std::map<std::string, EffectSet> likn_suppress, likn_enhance;  ///< by language, all controls
 };
 
 struct SkippedFact {
@@ -60,6 +71,7 @@ struct SkippedFact {
 struct LocalizeReport {
   std::vector<FactResult> facts;
   std::vector<SkippedFact> skipped;
+  BootstrapOptions bootstrap;  ///< of the summary's intervals
 };
 
 namespace detail {
@@ -92,23 +104,96 @@ inline std::optional<std::size_t> unrelated_fact(const std::vector<Fact>& facts,
   return std::nullopt;
 }
 
-/// The next fact (cyclically) of another relation that has `lang` and can be encoded (a fact that
-/// cannot — too long, untokenizable — is passed over: it must not fail the fact it controls for).
+/// K unrelated facts of facts[i] in `lang`: facts of other relations with another answer, drawn
+/// without replacement in a seeded order that depends only on (seed, fact id, language) — so a
+/// sharded or resumed run draws the same ones — skipping facts that cannot be encoded. Fewer
+/// than K available: ArgumentError naming how many there are.
 template <ProbeableModel M>
-std::optional<EncodedFact> unrelated_encoded(const KnowledgeProbe<M>& probe,
-                                             const std::vector<Fact>& facts, std::size_t i,
-                                             const std::string& lang) {
-  for (std::size_t k = 1; k < facts.size(); ++k) {
-    const auto& g = facts[(i + k) % facts.size()];
-    if (g.relation == facts[i].relation || !g.prompts.count(lang) || !g.answers.count(lang))
-      continue;
+std::vector<std::pair<std::string, EncodedFact>> unrelated_facts(const KnowledgeProbe<M>& probe,
+                                                                 const std::vector<Fact>& facts,
+                                                                 std::size_t i,
+                                                                 const std::string& lang, int k,
+                                                                 std::uint64_t seed) {
+  const Fact& fact = facts[i];
+  std::vector<std::size_t> pool;
+  for (std::size_t j = 0; j < facts.size(); ++j) {
+    const auto& g = facts[j];
+    if (j != i && g.relation != fact.relation && g.prompts.count(lang) && g.answers.count(lang) &&
+        g.answers.at(lang) != fact.answers.at(lang))
+      pool.push_back(j);
+  }
+  Rng rng(seed ^ fnv1a(fact.id + '\x1f' + lang + "\x1funrelated"));
+  std::vector<std::pair<std::string, EncodedFact>> out;
+  for (std::size_t n = 0; n < pool.size() && static_cast<int>(out.size()) < k; ++n) {
+    std::swap(pool[n], pool[n + static_cast<std::size_t>(rng.below(pool.size() - n))]);
+    const Fact& g = facts[pool[n]];
     try {
-      return probe.encode(g.prompts.at(lang), g.answers.at(lang));
-    } catch (const ArgumentError&) {
+      out.emplace_back(g.id, probe.encode(g.prompts.at(lang), g.answers.at(lang)));
+    } catch (const ArgumentError&) {  // too long, empty: it cannot serve as a control
     } catch (const TokenizerError&) {
     }
   }
-  return std::nullopt;
+  KNPROBE_REQUIRE(static_cast<int>(out.size()) >= k, ArgumentError, "only ", out.size(),
+                  " fact(s) of other relations can serve as unrelated controls in '", lang,
+                  "'; K = ", k, " are asked for");
+  return out;
+}
+
+/// Suppress (×0) and enhance (×2) effects of `set` on the encoded fact f (facts[i] in `lang`)
+/// with every control of METHOD.md §10: K unrelated facts, a random set of the same layer
+/// histogram and one matched on activation magnitude. A control that cannot be formed leaves its
+/// field empty and says why in `notes`; the related effect is always measured.
+template <ProbeableModel M>
+std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
+                                            const std::vector<Fact>& facts, std::size_t i,
+                                            const std::string& lang, const EncodedFact& f,
+                                            const NeuronSet& set, const LocalizeOptions& o,
+                                            double* p_answer = nullptr) {
+  static constexpr double factors[] = {0.0, 2.0};
+  EffectSet sup, enh;
+  const auto rel = probe.effects(f, set, factors);
+  if (p_answer) *p_answer = rel[0].before;
+  sup.related = rel[0].relative();
+  enh.related = rel[1].relative();
+  auto note = [&](const std::string& why) {
+    sup.notes.push_back(why);
+    enh.notes.push_back(why);
+  };
+  try {
+    const NeuronSet ctl = probe.random_control(set, o.seed + i);
+    const auto c = probe.effects(f, ctl, factors);
+    sup.control = c[0].relative();
+    enh.control = c[1].relative();
+  } catch (const ArgumentError& e) {
+    note(std::string("control: ") + e.what());
+  }
+  try {
+    const NeuronSet ctl = probe.magnitude_control(set, f, o.seed + i, o.control_band);
+    const auto c = probe.effects(f, ctl, factors);
+    sup.control_magnitude = c[0].relative();
+    enh.control_magnitude = c[1].relative();
+  } catch (const ArgumentError& e) {
+    note(std::string("control_magnitude: ") + e.what());
+  }
+  if (o.unrelated > 0) {
+    try {
+      double s = 0, sa = 0, e = 0, ea = 0;
+      const auto us = unrelated_facts(probe, facts, i, lang, o.unrelated, o.seed);
+      for (const auto& [id, g] : us) {
+        const auto u = probe.effects(g, set, factors);
+        s += u[0].relative(), sa += std::abs(u[0].relative());
+        e += u[1].relative(), ea += std::abs(u[1].relative());
+        sup.unrelated_facts.push_back(id);
+        enh.unrelated_facts.push_back(id);
+      }
+      const double k = static_cast<double>(us.size());
+      sup.unrelated = s / k, sup.unrelated_abs = sa / k;
+      enh.unrelated = e / k, enh.unrelated_abs = ea / k;
+    } catch (const ArgumentError& e) {
+      note(std::string("unrelated: ") + e.what());
+    }
+  }
+  return {sup, enh};
 }
 
 }  // namespace detail
@@ -136,34 +221,23 @@ LanguageResult localize_language(const KnowledgeProbe<M>& probe, const std::vect
   r.top1 = detail::answers_top1(probe.model(), f);
   r.attribution = probe.attribute(f, o.attribution);
   r.selection = probe.select(r.attribution, o.thresholds.at(lang));
-  if (o.verify) {
-    const auto& set = r.selection.neurons;
-    const Effect base = probe.effect(f, set, 0.0);
-    r.p_answer = base.before;
-    r.suppress.related = base.relative();
-    r.enhance.related = probe.effect(f, set, 2.0).relative();
-    const NeuronSet ctl = probe.random_control(set, o.seed + i);
-    r.suppress.control = probe.effect(f, ctl, 0.0).relative();
-    r.enhance.control = probe.effect(f, ctl, 2.0).relative();
-    if (auto g = detail::unrelated_encoded(probe, facts, i, lang)) {
-      r.suppress.unrelated = probe.effect(*g, set, 0.0).relative();
-      r.enhance.unrelated = probe.effect(*g, set, 2.0).relative();
-    }
-  }
+  if (o.verify)
+    std::tie(r.suppress, r.enhance) =
+        detail::measure_set(probe, facts, i, lang, f, r.selection.neurons, o, &r.p_answer);
   return r;
 }
 
-/// The relative change of P(answer) in each language of `languages` on suppressing (×0) and
-/// enhancing (×2) `set` (the fact's LIKN): {suppress, enhance} by language (related only).
+/// The effects of suppressing (×0) and enhancing (×2) `set` (the fact's LIKN) in each language of
+/// `languages`, with the same controls as a per-language set: {suppress, enhance} by language.
 template <ProbeableModel M>
 std::pair<std::map<std::string, EffectSet>, std::map<std::string, EffectSet>> set_effects(
-    const KnowledgeProbe<M>& probe, const Fact& fact, const NeuronSet& set,
-    const std::vector<std::string>& languages) {
+    const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts, std::size_t i,
+    const NeuronSet& set, const LocalizeOptions& o) {
   std::map<std::string, EffectSet> sup, enh;
-  for (const auto& lang : languages) {
+  const Fact& fact = facts.at(i);
+  for (const auto& lang : o.languages) {
     const EncodedFact f = probe.encode(fact.prompts.at(lang), fact.answers.at(lang));
-    sup[lang].related = probe.effect(f, set, 0.0).relative();
-    enh[lang].related = probe.effect(f, set, 2.0).relative();
+    std::tie(sup[lang], enh[lang]) = detail::measure_set(probe, facts, i, lang, f, set, o);
   }
   return {sup, enh};
 }
@@ -177,6 +251,7 @@ LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>&
     KNPROBE_REQUIRE(o.thresholds.count(lang), ArgumentError,
                     "localize: no threshold for language '", lang, "'");
   LocalizeReport rep;
+  rep.bootstrap = o.bootstrap;
   for (std::size_t i = 0; i < facts.size(); ++i) {
     const Fact& fact = facts[i];
     FactResult fr{fact.id, fact.relation, {}, {}, {}, {}};
@@ -196,9 +271,13 @@ LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>&
       std::vector<NeuronSet> sets;
       for (const auto& [lang, r] : fr.languages) sets.push_back(r.selection.neurons);
       fr.likn = likn(sets);
-      if (o.verify && !fr.likn.empty())
-        std::tie(fr.likn_suppress, fr.likn_enhance) =
-            set_effects(probe, fact, fr.likn, o.languages);
+      if (o.verify && !fr.likn.empty()) {
+        try {
+          std::tie(fr.likn_suppress, fr.likn_enhance) = set_effects(probe, facts, i, fr.likn, o);
+        } catch (const Error& e) {
+          rep.skipped.push_back({fact.id, "LIKN", e.what()});
+        }
+      }
     }
     if (!fr.languages.empty()) rep.facts.push_back(std::move(fr));
   }
@@ -260,11 +339,22 @@ namespace detail {
 
 inline nlohmann::json effects_json(const EffectSet& e) {
   nlohmann::json j = nlohmann::json::object();
-  if (e.related) j["related"] = *e.related;
-  if (e.unrelated) j["unrelated"] = *e.unrelated;
-  if (e.control) j["control"] = *e.control;
+  const std::pair<const char*, const std::optional<double>*> fields[] = {
+      {"related", &e.related},
+      {"unrelated", &e.unrelated},
+      {"unrelated_abs", &e.unrelated_abs},
+      {"control", &e.control},
+      {"control_magnitude", &e.control_magnitude}};
+  for (const auto& [k, v] : fields)
+    if (*v) j[k] = **v;
+  if (!e.unrelated_facts.empty()) j["unrelated_facts"] = e.unrelated_facts;
+  if (!e.notes.empty()) j["notes"] = e.notes;
   return j;
 }
+
+/// The effect fields that are numbers, in the order tables show them.
+inline constexpr const char* k_effect_fields[] = {"related", "unrelated", "unrelated_abs", "control",
+                                                  "control_magnitude"};
 
 inline nlohmann::json neurons_json(const NeuronSet& s) {
   nlohmann::json j = nlohmann::json::array();
@@ -282,46 +372,68 @@ inline nlohmann::json mean_of(const std::vector<double>& v) {
 
 }  // namespace detail
 
-/// Per-language means: neuron count, suppress / enhance related, unrelated, control; LIKN sizes.
-inline nlohmann::json summarize(const LocalizeReport& rep) {
+/// Per language: for every per-fact quantity (neuron count, completeness error, top-1, and each
+/// suppress / enhance effect of the selected set and of LIKN, with their controls) its mean,
+/// median and mean |x| with bootstrap 95 % intervals over facts (statistics.hpp); Succ from the
+/// mean effects with its interval and an "unstable" flag when a denominator's interval contains 0
+/// (Succ divides by small signed numbers: read it next to the signed and absolute means).
+inline nlohmann::json summarize(const LocalizeReport& rep, const BootstrapOptions& b = {}) {
   std::map<std::string, std::map<std::string, std::vector<double>>> acc;
+  // Pairs (related, unrelated) per fact for the Succ ratios.
+  std::map<std::string, std::map<std::string, std::pair<std::vector<double>, std::vector<double>>>>
+      ratio;
   std::vector<double> likn_sizes;
+  auto add_effects = [&](const std::string& lang, const std::string& prefix, const char* name,
+                         const EffectSet& e) {
+    auto& a = acc[lang];
+    const std::pair<const char*, const std::optional<double>*> fields[] = {
+        {"related", &e.related},
+        {"unrelated", &e.unrelated},
+        {"unrelated_abs", &e.unrelated_abs},
+        {"control", &e.control},
+        {"control_magnitude", &e.control_magnitude}};
+    for (const auto& [k, v] : fields)
+      if (*v) a[prefix + name + "_" + k].push_back(**v);
+    if (e.related && e.unrelated) {
+      auto& [x, y] = ratio[lang][prefix + name];
+      x.push_back(*e.related);
+      y.push_back(*e.unrelated);
+    }
+  };
   for (const auto& f : rep.facts) {
     for (const auto& [lang, r] : f.languages) {
       auto& a = acc[lang];
       a["neurons"].push_back(static_cast<double>(r.selection.neurons.size()));
       a["max_completeness_delta"].push_back(r.attribution.max_delta());
       if (r.top1) a["top1"].push_back(*r.top1 ? 1.0 : 0.0);
-      for (auto [name, e] : {std::pair{"suppress", &r.suppress}, {"enhance", &r.enhance}}) {
-        if (e->related) a[std::string(name) + "_related"].push_back(*e->related);
-        if (e->unrelated) a[std::string(name) + "_unrelated"].push_back(*e->unrelated);
-        if (e->control) a[std::string(name) + "_control"].push_back(*e->control);
-      }
+      add_effects(lang, "", "suppress", r.suppress);
+      add_effects(lang, "", "enhance", r.enhance);
     }
-    for (const auto& [lang, e] : f.likn_suppress)
-      if (e.related) acc[lang]["likn_suppress_related"].push_back(*e.related);
-    for (const auto& [lang, e] : f.likn_enhance)
-      if (e.related) acc[lang]["likn_enhance_related"].push_back(*e.related);
+    for (const auto& [lang, e] : f.likn_suppress) add_effects(lang, "likn_", "suppress", e);
+    for (const auto& [lang, e] : f.likn_enhance) add_effects(lang, "likn_", "enhance", e);
     if (f.languages.size() > 1) likn_sizes.push_back(static_cast<double>(f.likn.size()));
   }
   nlohmann::json j;
+  j["bootstrap"] = {{"resamples", b.resamples}, {"level", b.level}, {"seed", b.seed}};
   for (const auto& [lang, a] : acc) {
     auto& out = j["languages"][lang];
     out["facts"] = a.count("neurons") ? a.at("neurons").size() : 0;
-    for (const auto& [k, v] : a) out["mean_" + k] = detail::mean_of(v);
+    for (const auto& [k, v] : a) out[k] = to_json(summarize(v, b, lang + "/" + k));
     // Succ = |E_rel / E_unrel| + |S_rel / S_unrel| over the mean effects (METHOD.md §8).
-    auto ratio = [&](const char* rel, const char* unrel) -> std::optional<double> {
-      if (!out.contains(rel) || !out.contains(unrel) || out[rel].is_null() || out[unrel].is_null())
-        return std::nullopt;
-      const double d = out[unrel].get<double>();
-      if (d == 0) return std::nullopt;
-      return std::abs(out[rel].get<double>() / d);
-    };
-    const auto e = ratio("mean_enhance_related", "mean_enhance_unrelated");
-    const auto sp = ratio("mean_suppress_related", "mean_suppress_unrelated");
-    out["succ"] = e && sp ? nlohmann::json(*e + *sp) : nlohmann::json();
+    const auto& rs = ratio[lang];
+    if (rs.count("suppress") && rs.count("enhance")) {
+      const auto s = ratio_of_means(rs.at("suppress").first, rs.at("suppress").second, b,
+                                    lang + "/succ_s");
+      const auto e = ratio_of_means(rs.at("enhance").first, rs.at("enhance").second, b,
+                                    lang + "/succ_e");
+      nlohmann::json succ{{"suppress_ratio", to_json(s)}, {"enhance_ratio", to_json(e)}};
+      succ["value"] =
+          s.ratio && e.ratio ? nlohmann::json(std::abs(*s.ratio) + std::abs(*e.ratio)) : nullptr;
+      succ["unstable"] = s.unstable || e.unstable;
+      out["succ"] = succ;
+    }
   }
-  j["mean_likn"] = detail::mean_of(likn_sizes);
+  j["likn_size"] = to_json(summarize(likn_sizes, b, "likn_size"));
   std::size_t nonempty = 0;
   for (double x : likn_sizes) nonempty += x > 0;
   j["facts_with_likn"] = nonempty;
@@ -393,7 +505,7 @@ inline nlohmann::json to_json(const LocalizeReport& rep) {
   j["skipped"] = nlohmann::json::array();
   for (const auto& s : rep.skipped)
     j["skipped"].push_back({{"fact", s.fact}, {"language", s.language}, {"reason", s.reason}});
-  j["summary"] = summarize(rep);
+  j["summary"] = summarize(rep, rep.bootstrap);
   return j;
 }
 

@@ -315,8 +315,10 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
           rec = base("result", lang);
           rec.update(to_json(r, o.top_per_layer));
           if (o.dkn)
-            rec["dkn"] = detail::dkn_json(find_degenerate(
-                probe.model(), probe.encode(r.prompt, r.answer), r.attribution, *o.dkn));
+            rec["dkn"] = detail::dkn_json(find_degenerate(probe.model(),
+                                                          probe.encode(r.prompt, r.answer),
+                                                          r.attribution, *o.dkn,
+                                                          &r.selection.ranked));
           // a NaN here would stop every rerun at this item: record it as this item's failure
           io::require_finite_json(rec, "fact " + fact.id + " [" + lang + "]");
           sets[idx][lang] = r.selection.neurons;

@@ -3,7 +3,10 @@
 // same fact, so that suppressing any one of them is harmless while suppressing them together is
 // not. With p₀ = P(answer | prompt) and p(S) = the same with the activations of S set to 0 at the
 // answer positions (product over answer tokens):
-//   candidates  = the `top` neurons by attribution (paper: 20);
+//   candidates  = the fact's selected knowledge neurons (after the t·max threshold), strongest
+//                 first, at most `top` (paper: neurons[:20]); `DknCandidates::top_attributed`
+//                 takes the `top` neurons by attribution among all instead (another method,
+//                 offered under its own name);
 //   harmless(S) ⇔ p(S) ≥ (1 − T_low) p₀    (paper: T_low = 0.2)
 //   harmful(S)  ⇔ p(S) < (1 − T_high) p₀   (paper: T_high = 0.25)
 //   S is degenerate ⇔ harmful(S) and every proper subset of S is harmless.
@@ -16,6 +19,7 @@
 #include <map>
 #include <set>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "knprobe/probe/attribution.hpp"
@@ -23,7 +27,14 @@
 
 namespace knprobe {
 
+/// Where the DKN candidates come from (METHOD.md §5).
+enum class DknCandidates {
+  knowledge_neurons,  ///< the selected knowledge neurons, strongest first (the paper; default)
+  top_attributed      ///< the top neurons by attribution among all units
+};
+
 struct DknOptions {
+  DknCandidates candidates = DknCandidates::knowledge_neurons;
   int top = 20;
   double t_low = 0.2, t_high = 0.25;
   int max_set_size = 2;  ///< 2 = the paper's pairs
@@ -38,12 +49,16 @@ struct DknResult {
   std::vector<std::vector<Neuron>> degenerate;        ///< degenerate sets, sorted
   std::size_t forward_passes = 0;                     ///< suppressed passes evaluated (+1 clean)
   bool truncated = false;                             ///< the search stopped at max_forward_passes
+  std::string note;  ///< why nothing was searched (fewer than 2 candidates), else empty
 };
 
-/// Searches degenerate neuron sets of one encoded fact among its strongest attributed neurons.
+/// Searches degenerate neuron sets of one encoded fact. `selected`: the fact's selected knowledge
+/// neurons with their scores, strongest first (KnowledgeProbe::select(...).ranked) — required
+/// for the default DknCandidates::knowledge_neurons, unused for top_attributed.
 template <ProbeableModel M>
 DknResult find_degenerate(const M& m, const EncodedFact& f, const Attribution& a,
-                          const DknOptions& o = {}) {
+                          const DknOptions& o = {},
+                          const std::vector<std::pair<Neuron, double>>* selected = nullptr) {
   KNPROBE_REQUIRE(o.top >= 2, ArgumentError, "DKN: top = ", o.top, " must be ≥ 2");
   KNPROBE_REQUIRE(
       o.t_low >= 0 && o.t_low < 1 && o.t_high > 0 && o.t_high <= 1 && o.t_low <= o.t_high,
@@ -54,18 +69,25 @@ DknResult find_degenerate(const M& m, const EncodedFact& f, const Attribution& a
   KNPROBE_REQUIRE(o.batch >= 1, ArgumentError, "DKN: batch must be ≥ 1");
   KNPROBE_REQUIRE(!f.targets.empty(), ArgumentError, "DKN: the fact has no answer tokens");
   DknResult r;
-  // Candidates: top neurons by score (ties by position).
-  std::vector<std::pair<Neuron, double>> all;
-  const auto shape = a.scores.shape();
-  for (std::size_t l = 0; l < shape[0]; ++l)
-    for (std::size_t i = 0; i < shape[1]; ++i)
-      all.push_back({Neuron{static_cast<int>(l), static_cast<int>(i)}, a.scores(l, i)});
-  const auto k = std::min<std::size_t>(static_cast<std::size_t>(o.top), all.size());
-  std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(k), all.end(),
-                    [](const auto& x, const auto& y) {
-                      return x.second != y.second ? x.second > y.second : x.first < y.first;
-                    });
-  r.candidates.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(k));
+  if (o.candidates == DknCandidates::knowledge_neurons) {
+    KNPROBE_REQUIRE(selected != nullptr, ArgumentError,
+                    "DKN: the knowledge-neuron candidates need the fact's selected neurons (or "
+                    "use DknCandidates::top_attributed)");
+    const auto k = std::min<std::size_t>(static_cast<std::size_t>(o.top), selected->size());
+    r.candidates.assign(selected->begin(), selected->begin() + static_cast<std::ptrdiff_t>(k));
+  } else {  // the top neurons by score among all (ties by position)
+    std::vector<std::pair<Neuron, double>> all;
+    const auto shape = a.scores.shape();
+    for (std::size_t l = 0; l < shape[0]; ++l)
+      for (std::size_t i = 0; i < shape[1]; ++i)
+        all.push_back({Neuron{static_cast<int>(l), static_cast<int>(i)}, a.scores(l, i)});
+    const auto k = std::min<std::size_t>(static_cast<std::size_t>(o.top), all.size());
+    std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(k), all.end(),
+                      [](const auto& x, const auto& y) {
+                        return x.second != y.second ? x.second > y.second : x.first < y.first;
+                      });
+    r.candidates.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(k));
+  }
 
   std::vector<Query> qs;
   for (std::size_t t = 0; t < f.targets.size(); ++t) qs.push_back({f.positions[t], f.targets[t]});
@@ -94,6 +116,10 @@ DknResult find_degenerate(const M& m, const EncodedFact& f, const Attribution& a
     return out;
   };
   r.p0 = evaluate({{}})[0];
+  if (r.candidates.size() < 2) {  // a result, not an error: nothing to search
+    r.note = "fewer than 2 candidate neurons (" + std::to_string(r.candidates.size()) + ")";
+    return r;
+  }
   const double harmless = (1 - o.t_low) * r.p0, harmful = (1 - o.t_high) * r.p0;
 
   std::vector<std::vector<Neuron>> level;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -195,6 +196,78 @@ class KnowledgeProbe {
                     "effect: the answer probability is not a finite number (before ", e.before,
                     ", after ", e.after, "): the model's weights or activations hold NaN / Inf");
     return e;
+  }
+
+  /// Effects of scaling the neurons of `set` by each of `factors` at the fact's target positions,
+  /// from one batched call (the clean pass is shared): result[k] = {P(answer), P under factor k}.
+  std::vector<Effect> effects(const EncodedFact& f, const NeuronSet& set,
+                              std::span<const double> factors) const {
+    std::vector<InterventionPattern> pats{{}};
+    for (const double x : factors)
+      pats.push_back(make_pattern(set, f.positions, InterventionOp::scale, x));
+    std::vector<Query> qs;
+    for (std::size_t t = 0; t < f.targets.size(); ++t) qs.push_back({f.positions[t], f.targets[t]});
+    const auto p = m_.probabilities(f.tokens, pats, qs);
+    auto product = [&](Index row) {
+      double x = 1;
+      for (Index q = 0; q < p.cols(); ++q) x *= static_cast<double>(p(row, q));
+      return x;
+    };
+    std::vector<Effect> out;
+    for (std::size_t k = 0; k < factors.size(); ++k) {
+      Effect e{product(0), product(static_cast<Index>(k + 1))};
+      KNPROBE_REQUIRE(std::isfinite(e.before) && std::isfinite(e.after), NumericError,
+                      "effect: the answer probability is not a finite number (before ", e.before,
+                      ", after ", e.after, "): the model's weights or activations hold NaN / Inf");
+      out.push_back(e);
+    }
+    return out;
+  }
+
+  /// A control matched on activation magnitude: for every neuron (l, i) of `like`, a unit j of the
+  /// same layer, not in `like`, whose mean |activation| at the fact's answer positions is close
+  /// to that of i — its rank among the layer's units by |a| differs from i's by at most
+  /// w = max(1, ⌊band · width⌋). Neurons are matched strongest first; the pick within the window
+  /// is seeded, the result deterministic. ArgumentError naming the neuron when its window has no
+  /// free unit (never widened silently).
+  NeuronSet magnitude_control(const NeuronSet& like, const EncodedFact& f, std::uint64_t seed,
+                              double band = 0.02) const {
+    KNPROBE_REQUIRE(band > 0 && band < 1, ArgumentError, "magnitude control: band = ", band,
+                    " must be in (0, 1)");
+    const auto trace = m_.trace(f.tokens);
+    const int W = m_.ffn_width();
+    const int w = std::max(1, static_cast<int>(std::floor(band * W)));
+    Rng rng(seed ^ detail::fnv1a("magnitude"));
+    NeuronSet out;
+    for (const auto& [layer, count] : like.layer_histogram()) {
+      const auto acts = trace.activations(layer);
+      std::vector<double> mag(static_cast<std::size_t>(W), 0.0);
+      for (int p : f.positions)
+        for (int j = 0; j < W; ++j) mag[j] += std::abs(static_cast<double>(acts(p, j)));
+      std::vector<int> order(static_cast<std::size_t>(W)), rank(static_cast<std::size_t>(W));
+      for (int j = 0; j < W; ++j) order[j] = j;
+      std::sort(order.begin(), order.end(),
+                [&](int a, int b) { return mag[a] != mag[b] ? mag[a] < mag[b] : a < b; });
+      for (int r = 0; r < W; ++r) rank[order[r]] = r;
+      std::vector<int> mine;
+      for (const auto& n : like)
+        if (n.layer == layer) mine.push_back(n.unit);
+      std::sort(mine.begin(), mine.end(),
+                [&](int a, int b) { return mag[a] != mag[b] ? mag[a] > mag[b] : a < b; });
+      for (const int i : mine) {
+        std::vector<int> pool;
+        for (int r = std::max(0, rank[i] - w); r <= std::min(W - 1, rank[i] + w); ++r) {
+          const Neuron c{layer, order[r]};
+          if (!like.contains(c) && !out.contains(c)) pool.push_back(order[r]);
+        }
+        KNPROBE_REQUIRE(!pool.empty(), ArgumentError, "magnitude control: no free unit of layer ",
+                        layer, " within ", w, " ranks of |activation| of unit ", i,
+                        " (the set fills its window; widen the band or select fewer neurons)");
+        out.insert(
+            {layer, pool[static_cast<std::size_t>(rng.below(static_cast<std::uint64_t>(pool.size())))]});
+      }
+    }
+    return out;
   }
 
   /// A random neuron set with the same number of neurons per layer as `like`, disjoint from it.
