@@ -23,10 +23,12 @@ int main(int argc, char** argv) {
     const auto fact = probe.encode("Once upon a time, there was a little girl named", " Lily");
     const auto attribution = probe.attribute(fact);
 
-    DknOptions o;        // the paper's settings: top 20, T_low 0.2, T_high 0.25 ...
+    // The candidates: the fact's knowledge neurons (attribution ≥ 0.2 · max), strongest first.
+    const auto selection = probe.select(attribution, 0.2);
+    DknOptions o;        // the paper's settings: at most 20 candidates, T_low 0.2, T_high 0.25 ...
     o.max_set_size = 3;  // ... plus triples, within a forward-pass budget
     o.max_forward_passes = 5000;
-    const DknResult r = find_degenerate(model, fact, attribution, o);
+    const DknResult r = find_degenerate(model, fact, attribution, o, &selection.ranked);
     std::printf("P(Lily) = %.3f; %zu degenerate sets in %zu suppressed passes%s\n", r.p0,
                 r.degenerate.size(), r.forward_passes, r.truncated ? " (budget reached)" : "");
     for (const auto& set : r.degenerate) {

@@ -148,7 +148,37 @@ void FactArgs::add(CLI::App* c) {
   c->add_option("--sample", sample, "mLAMA: a seeded sample of this many facts (0 = all)")
       ->check(integer_in(0, k_count));
   c->add_flag("--require-correct", require_correct,
-              "keep facts whose answer the model predicts (top-1) in every language");
+              "keep facts whose answer the model predicts (top-1) in every language "
+              "(= --screen top1)");
+  c->add_option("--screen", screen,
+                "keep facts the model knows in every language: top1, rank:K (every answer token "
+                "in the top K) or prob:P (P(answer) >= P)")
+      ->check(CLI::Validator(
+          [](std::string& s) -> std::string {
+            if (s == "top1") return {};
+            const auto colon = s.find(':');
+            const std::string kind = s.substr(0, colon), value =
+                colon == std::string::npos ? "" : s.substr(colon + 1);
+            if (kind == "rank") {
+              std::string v = value;
+              return integer_in(1, 1000000)(v).empty() ? ""
+                                                        : "rank:K needs K in [1, 1000000]";
+            }
+            if (kind == "prob") {
+              std::string v = value;
+              return number_in(0, 1, true, false)(v).empty() ? ""
+                                                              : "prob:P needs P in (0, 1]";
+            }
+            return "expected top1, rank:K or prob:P";
+          },
+          "top1|rank:K|prob:P"));
+  c->add_option("--per-relation", per_relation,
+                "with screening: keep at most this many facts per relation, visiting relations "
+                "round-robin (0 = no cap)")
+      ->check(integer_in(0, k_count));
+  c->add_option("--per-answer", per_answer,
+                "with screening: keep at most this many facts per (relation, answer) (0 = no cap)")
+      ->check(integer_in(0, k_count));
   c->add_option("--max-answer-tokens", max_answer_tokens,
                 "with --require-correct: drop answers longer than this many tokens (0 = any)")
       ->check(integer_in(0, 4096));
@@ -178,6 +208,22 @@ void FactArgs::validate() const {
   KNPROBE_REQUIRE(unique.size() == langs.size(), UsageError, "--langs names a language twice");
   KNPROBE_REQUIRE(relations.empty() || !mlama.empty(), UsageError,
                   "--relations selects mLAMA relations: it needs --mlama");
+  KNPROBE_REQUIRE(screening() || (per_relation == 0 && per_answer == 0), UsageError,
+                  "--per-relation / --per-answer balance the screened facts: give --screen or "
+                  "--require-correct");
+}
+
+ScreenRule FactArgs::screen_rule() const {
+  ScreenRule r;
+  r.max_answer_tokens = max_answer_tokens;
+  if (screen.rfind("rank:", 0) == 0) {
+    r.kind = ScreenRule::Kind::rank;
+    r.max_rank = std::stoi(screen.substr(5));
+  } else if (screen.rfind("prob:", 0) == 0) {
+    r.kind = ScreenRule::Kind::probability;
+    r.min_probability = std::stod(screen.substr(5));
+  }
+  return r;
 }
 
 void AttributionArgs::add(CLI::App* c) {
@@ -246,8 +292,31 @@ std::map<std::string, double> ThresholdArgs::resolve(const std::vector<std::stri
   return t;
 }
 
+void ControlArgs::add(CLI::App* c) {
+  c->add_option("--unrelated", unrelated,
+                "K facts of other relations (seeded draw) on which each set's locality is "
+                "measured (default 10)")
+      ->check(integer_in(1, 1000));
+  c->add_option("--control-band", control_band,
+                "magnitude-matched control: each neuron is replaced by a random unit of its "
+                "layer whose |activation| rank is within this fraction of the layer (default "
+                "0.02)")
+      ->check(number_in(0, 0.5, true, false));
+  c->add_option("--bootstrap", bootstrap,
+                "resamples of the bootstrap 95 % confidence intervals (default 2000)")
+      ->check(integer_in(100, 1000000));
+}
+
+nlohmann::json ControlArgs::to_json() const {
+  return {{"unrelated", unrelated}, {"control_band", control_band}, {"bootstrap", bootstrap}};
+}
+
 void DknArgs::add(CLI::App* c) {
-  c->add_option("--top", top, "candidates: the top neurons by attribution (default 20)")
+  c->add_option("--dkn-candidates", candidates,
+                "knowledge-neurons: the fact's selected neurons, strongest first (the paper); "
+                "top-attributed: the top neurons by attribution among all units")
+      ->check(one_of({"knowledge-neurons", "top-attributed"}));
+  c->add_option("--top", top, "at most this many candidates (default 20)")
       ->check(integer_in(2, 1000));
   c->add_option("--t-low", t_low, "harmless: p(S) >= (1 - T_low) p0 (default 0.2)")
       ->check(number_in(0, 1, false, true));
@@ -265,6 +334,8 @@ void DknArgs::validate() const {
 
 DknOptions DknArgs::options() const {
   DknOptions d;
+  d.candidates = candidates == "top-attributed" ? DknCandidates::top_attributed
+                                                : DknCandidates::knowledge_neurons;
   d.top = top;
   d.t_low = t_low;
   d.t_high = t_high;
@@ -274,7 +345,8 @@ DknOptions DknArgs::options() const {
 }
 
 nlohmann::json DknArgs::to_json() const {
-  return {{"top", top},
+  return {{"candidates", candidates},
+          {"top", top},
           {"t_low", t_low},
           {"t_high", t_high},
           {"max_set_size", max_set_size},
@@ -374,12 +446,16 @@ nlohmann::json options_json(const ModelArgs& m, const FactArgs& f, const Attribu
   j["languages"] = f.langs;
   j["seed"] = f.seed;
   j["knprobe_version"] = KNPROBE_VERSION_STRING;
+  if (f.screening()) j["screen"] = f.screen_rule().describe();
   if (!f.mlama.empty())
     j["mlama"] = {{"root", f.mlama},
                   {"relations", f.relations},
                   {"sample", f.sample},
                   {"limit", f.limit},
-                  {"require_correct", f.require_correct},
+                  {"require_correct", f.screening()},
+                  {"screen", f.screening() ? f.screen_rule().describe() : ""},
+                  {"per_relation", f.per_relation},
+                  {"per_answer", f.per_answer},
                   {"max_answer_tokens", f.max_answer_tokens}};
   return j;
 }
@@ -406,6 +482,12 @@ std::function<void(const std::string&)> progress_printer(std::size_t total) {
                  std::max(total, *done), what.c_str(), el, eta);
     std::fflush(stderr);
   };
+}
+
+std::string fmt_number(double x, int digits) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.*f", digits, x);
+  return b;
 }
 
 std::string pct(const std::optional<double>& x) {

@@ -64,9 +64,9 @@ struct ModelArgs {
 /// Where facts come from and which are kept: --facts / --mlama / --prompt + --answer, --langs,
 /// --relations, --sample, --limit, --require-correct, --max-answer-tokens, --seed.
 struct FactArgs {
-  std::string facts, mlama, prompt, answer;
+  std::string facts, mlama, prompt, answer, screen;
   std::vector<std::string> langs{"en", "zh"}, relations;
-  std::size_t sample = 0, limit = 0;
+  std::size_t sample = 0, limit = 0, per_relation = 0, per_answer = 0;
   bool require_correct = false;
   int max_answer_tokens = 0;
   std::uint64_t seed = 42;
@@ -74,6 +74,10 @@ struct FactArgs {
   /// Cross-option checks (UsageError): one source of facts, --prompt with one language, no
   /// duplicate languages.
   void validate() const;
+  /// Whether facts are screened (--require-correct or --screen).
+  bool screening() const { return require_correct || !screen.empty(); }
+  /// The screening rule of --screen (top1 when only --require-correct).
+  ScreenRule screen_rule() const;
 };
 
 /// --method, --steps, --quadrature, --aggregate, --layers, --paper-compat, --max-tokens.
@@ -98,8 +102,24 @@ struct ThresholdArgs {
   std::map<std::string, double> resolve(const std::vector<std::string>& langs) const;
 };
 
-/// --top, --t-low, --t-high, --max-set-size, --max-passes.
+/// The controls and intervals of METHOD.md §10: --unrelated K, --control-band, --bootstrap R.
+struct ControlArgs {
+  int unrelated = 10, bootstrap = 2000;
+  double control_band = 0.02;
+  void add(CLI::App* c);
+  /// Copies the settings into `o` (LocalizeOptions or EditingOptions).
+  template <class O>
+  void apply(O& o) const {
+    o.unrelated = unrelated;
+    o.bootstrap.resamples = bootstrap;
+    if constexpr (requires { o.control_band; }) o.control_band = control_band;
+  }
+  nlohmann::json to_json() const;
+};
+
+/// --dkn-candidates, --top, --t-low, --t-high, --max-set-size, --max-passes.
 struct DknArgs {
+  std::string candidates = "knowledge-neurons";
   int top = 20, max_set_size = 2;
   double t_low = 0.2, t_high = 0.25;
   std::size_t max_passes = 100000;
@@ -182,13 +202,16 @@ void prepare_facts(const FactArgs& a, const KnowledgeProbe<M>& probe, const Toke
     sample_facts(facts, a.sample, a.seed);
     std::fprintf(stderr, "knprobe: %zu mLAMA facts in %s\n", facts.size(), a.mlama.c_str());
   }
-  if (a.require_correct) {
+  if (a.screening()) {
     AnswerableOptions ao;
     ao.languages = a.langs;
-    ao.max_answer_tokens = a.max_answer_tokens;
+    ao.rule = a.screen_rule();
     ao.limit = a.limit;
+    ao.per_relation = a.per_relation;
+    ao.per_answer = a.per_answer;
     ao.progress = [&](std::size_t scanned, std::size_t kept) {
-      std::fprintf(stderr, "\rscreening: %zu scanned, %zu answered correctly   ", scanned, kept);
+      std::fprintf(stderr, "\rscreening (%s): %zu scanned, %zu kept   ",
+                   ao.rule.describe().c_str(), scanned, kept);
     };
     facts = answerable_facts(probe, facts, ao, filtered);
     std::fprintf(stderr, "\n");
@@ -215,6 +238,8 @@ void write_result(const std::string& out, nlohmann::json& j, const std::string& 
 std::function<void(const std::string&)> progress_printer(std::size_t total);
 /// "+12%" / "   n/a".
 std::string pct(const std::optional<double>& x);
+/// x with `digits` decimals ("%.*f").
+std::string fmt_number(double x, int digits);
 
 // --- subcommands ---------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ struct DknCommandArgs {
   FactArgs facts;
   AttributionArgs attribution;
   DknArgs dkn;
+  ThresholdArgs thresholds;
   std::string out = "knprobe-out";
 };
 
@@ -22,6 +23,7 @@ int run(const DknCommandArgs& a) {
   o.languages = a.facts.langs;
   o.attribution = a.attribution.options();
   o.dkn = a.dkn.options();
+  o.thresholds = a.thresholds.resolve(a.facts.langs);
   prepare_output_folder(a.out);
   std::vector<FactProblem> problems;
   std::vector<Fact> facts = read_fact_args(a.facts, problems);
@@ -37,6 +39,7 @@ int run(const DknCommandArgs& a) {
     auto j = to_json(rep);
     auto opts = options_json(a.model, a.facts, a.attribution);
     opts["dkn"] = a.dkn.to_json();
+    opts["thresholds"] = o.thresholds;
     write_result(a.out, j, "dkn.json", opts, problems, filtered);
     for (const auto& r : rep.results) {
       std::printf("%s [%s] p0=%.3f %zu degenerate set(s) in %zu passes:", r.fact.c_str(),
@@ -64,6 +67,7 @@ Command add_dkn(CLI::App& app) {
   args->facts.add(c);
   args->attribution.add(c);
   args->dkn.add(c);
+  args->thresholds.add(c);
   c->add_option("--out", args->out, "output directory");
   return {c, [args] { return run(*args); }};
 }

@@ -11,7 +11,8 @@ struct EditArgs {
   FactArgs facts;
   AttributionArgs attribution;
   ThresholdArgs thresholds;
-  std::string out = "knprobe-out";
+  ControlArgs controls;
+  std::string out = "knprobe-out", sign = "activation";
   double l1 = 1.0, l2 = 8.0;
 };
 
@@ -23,6 +24,9 @@ int run(const EditArgs& a) {
   o.thresholds = a.thresholds.resolve(a.facts.langs);
   o.attribution = a.attribution.options();
   o.l1 = a.l1;
+  o.sign = a.sign == "none" ? EditSign::none : EditSign::activation;
+  o.seed = a.facts.seed;
+  a.controls.apply(o);
   o.l2 = a.l2;
   o.max_tokens = a.attribution.max_tokens;
   prepare_output_folder(a.out);
@@ -44,6 +48,8 @@ int run(const EditArgs& a) {
     opts["thresholds"] = o.thresholds;
     opts["l1"] = a.l1;
     opts["l2"] = a.l2;
+    opts["edit_sign"] = a.sign;
+    opts["controls"] = a.controls.to_json();
     write_result(a.out, j, "editing.json", opts, problems, filtered);
     std::printf("summary (set/mode/measured-in):\n");
     for (auto it = j["summary"].begin(); it != j["summary"].end(); ++it)
@@ -63,7 +69,12 @@ Command add_edit(CLI::App& app) {
   args->facts.add(c);
   args->attribution.add(c);
   args->thresholds.add(c);
+  args->controls.add(c);
   c->add_option("--out", args->out, "output directory");
+  c->add_option("--edit-sign", args->sign,
+                "activation: erase / edit along each neuron's contribution a·v (sign of its "
+                "activation, METHOD.md §6; default); none: Dai's rule as written")
+      ->check(one_of({"activation", "none"}));
   c->add_option("--l1", args->l1, "erase strength λ1 (default 1)")->check(number_in(0, 1e6));
   c->add_option("--l2", args->l2, "edit strength λ2 (default 8)")->check(number_in(0, 1e6));
   return {c, [args] { return run(*args); }};

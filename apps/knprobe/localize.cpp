@@ -16,8 +16,10 @@ struct LocalizeArgs {
   FactArgs facts;
   AttributionArgs attribution;
   ThresholdArgs thresholds;
+  ControlArgs controls;
   std::string out = "knprobe-out";
   bool no_verify = false, screen_only = false;
+  double drop_generic = 0;
 };
 
 void print_fact(const FactResult& f) {
@@ -34,11 +36,14 @@ void print_fact(const FactResult& f) {
       std::printf(" L%d.%d", n.layer, n.unit);
     }
     std::printf(
-        "\n      suppress %s (unrelated %s, random control %s)   enhance %s (unrelated %s, control "
-        "%s)\n",
+        "\n      suppress %s (unrelated %s, |unrelated| %s, controls %s / %s)   enhance %s "
+        "(unrelated %s, |unrelated| %s, controls %s / %s)\n",
         pct(r.suppress.related).c_str(), pct(r.suppress.unrelated).c_str(),
-        pct(r.suppress.control).c_str(), pct(r.enhance.related).c_str(),
-        pct(r.enhance.unrelated).c_str(), pct(r.enhance.control).c_str());
+        pct(r.suppress.unrelated_abs).c_str(), pct(r.suppress.control).c_str(),
+        pct(r.suppress.control_magnitude).c_str(), pct(r.enhance.related).c_str(),
+        pct(r.enhance.unrelated).c_str(), pct(r.enhance.unrelated_abs).c_str(),
+        pct(r.enhance.control).c_str(), pct(r.enhance.control_magnitude).c_str());
+    for (const auto& n : r.suppress.notes) std::printf("      note: %s\n", n.c_str());
   }
   if (f.languages.size() > 1) {
     std::printf("  LIKN %zu:", f.likn.size());
@@ -88,6 +93,8 @@ int run(const LocalizeArgs& a) {
   o.attribution = a.attribution.options();
   o.verify = !a.no_verify;
   o.seed = a.facts.seed;
+  a.controls.apply(o);
+  o.generic_fraction = a.drop_generic;
   prepare_output_folder(a.out);
   std::vector<FactProblem> problems;
   std::vector<Fact> facts = read_fact_args(a.facts, problems);
@@ -116,6 +123,8 @@ int run(const LocalizeArgs& a) {
     }
     auto opts = options_json(a.model, a.facts, a.attribution);
     opts["thresholds"] = o.thresholds;
+    opts["controls"] = a.controls.to_json();
+    opts["drop_generic"] = a.drop_generic;
     write_result(a.out, j, "localize.json", opts, problems, filtered);
     std::printf("\nsummary: %s\n", j["summary"].dump(1).c_str());
     for (const auto& s : rep.skipped)
@@ -134,8 +143,14 @@ Command add_localize(CLI::App& app) {
   args->facts.add(c);
   args->attribution.add(c);
   args->thresholds.add(c);
+  args->controls.add(c);
   c->add_option("--out", args->out, "output directory");
   c->add_flag("--no-verify", args->no_verify, "skip the suppress/enhance checks");
+  c->add_option("--drop-generic", args->drop_generic,
+                "Dai's refinement: drop from a fact's set the neurons selected for more than this "
+                "share of the facts of other relations (0 = off, the default; the summary reports "
+                "recurrence either way)")
+      ->check(number_in(0, 1, false, true));
   c->add_flag("--screen-only", args->screen_only,
               "only select (sample, screen, limit) and write the kept facts to <out>/facts.jsonl");
   return {c, [args] { return run(*args); }};

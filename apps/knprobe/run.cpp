@@ -20,6 +20,7 @@ struct RunArgs {
   FactArgs facts;
   AttributionArgs attribution;
   ThresholdArgs thresholds;
+  ControlArgs controls;
   DknArgs dkn_args;
   std::string out;
   bool no_verify = false, dkn = false;
@@ -58,7 +59,13 @@ int run(const RunArgs& a, int rank, int size) {
   o.localize.attribution = a.attribution.options();
   o.localize.verify = !a.no_verify;
   o.localize.seed = a.facts.seed;
-  o.require_correct = a.facts.require_correct;
+  a.controls.apply(o.localize);
+  KNPROBE_REQUIRE(a.facts.per_relation == 0 && a.facts.per_answer == 0, UsageError,
+                  "run screens each fact as it goes: balance the facts first with `knprobe "
+                  "localize --screen ... --per-relation N --screen-only` and run on the facts.jsonl "
+                  "it writes");
+  o.require_correct = a.facts.screening();
+  o.screen = a.facts.screen_rule();
   o.max_answer_tokens = a.facts.max_answer_tokens;
   if (a.dkn) o.dkn = a.dkn_args.options();
   o.top_per_layer = a.top_per_layer;
@@ -80,6 +87,7 @@ int run(const RunArgs& a, int rank, int size) {
     probe.set_max_tokens(a.attribution.max_tokens);
     FactArgs sel = a.facts;  // sampling and --limit only: screening is per fact, in the run
     sel.require_correct = false;
+    sel.screen.clear();
     std::vector<SkippedFact> unused;
     prepare_facts(sel, probe, tok, facts, unused);
     // The header: what makes results comparable (paths are informative, not identity).
@@ -89,7 +97,9 @@ int run(const RunArgs& a, int rank, int size) {
     opt["thresholds"] = o.localize.thresholds;
     opt["verify"] = !a.no_verify;
     opt["seed"] = a.facts.seed;
-    opt["require_correct"] = a.facts.require_correct;
+    opt["controls"] = a.controls.to_json();
+    opt["require_correct"] = a.facts.screening();
+    if (a.facts.screening()) opt["screen"] = a.facts.screen_rule().describe();
     opt["max_answer_tokens"] = a.facts.max_answer_tokens;
     opt["top_per_layer"] = a.top_per_layer;
     opt["dkn"] = a.dkn ? a.dkn_args.to_json() : nlohmann::json(nullptr);

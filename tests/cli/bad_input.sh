@@ -50,6 +50,17 @@ expect 2 "no --threshold for language 'b'" localize "${model[@]}" --facts "$fact
 expect 2 "at most 65536 are accepted" localize "${model[@]}" --prompt "$(head -c 100000 /dev/zero | tr '\0' a)" --answer " x" --langs en
 expect 2 "top.*exceeds the vocabulary of 512" predict "${model[@]}" --prompt "Once upon a time" --top 513
 expect 2 "expected a decimal integer in \[1, 1000\]" predict "${model[@]}" --prompt "Once upon a time" --top 2000
+# Options of the controls, screening, DKN candidates and fact-checking (issue 18).
+expect 2 "unrelated.*\[1, 1000\]" localize "${model[@]}" "${fact[@]}" --unrelated 0
+expect 2 "control-band.*expected a finite number in \(0, 0.5\]" localize "${model[@]}" "${fact[@]}" --control-band 0.9
+expect 2 "bootstrap.*\[100, 1000000\]" localize "${model[@]}" "${fact[@]}" --bootstrap 5
+expect 2 "rank:K needs K" localize "${model[@]}" "${fact[@]}" --screen rank:0
+expect 2 "expected top1, rank:K or prob:P" localize "${model[@]}" "${fact[@]}" --screen best
+expect 2 "per-relation / --per-answer balance the screened facts" localize "${model[@]}" "${fact[@]}" --per-relation 3
+expect 2 "dkn-candidates.*expected one of" dkn "${model[@]}" "${fact[@]}" --dkn-candidates all
+expect 2 "fit.*expected one of" factcheck "${model[@]}" "${fact[@]}" --fit maybe
+expect 2 "edit-sign.*expected one of" edit "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --edit-sign up
+expect 2 "drop-generic.*expected a finite number" localize "${model[@]}" "${fact[@]}" --drop-generic 1
 
 # Files that are not regular files: refused by name, at once (a FIFO would block in open).
 mkfifo "$work/fifo.bin"

@@ -4,6 +4,7 @@
 #include "knprobe/experiments/fact_check.hpp"
 
 #include <boost/test/unit_test.hpp>
+#include <set>
 
 #include "knprobe/data/facts.hpp"
 #include "knprobe/model/llama.hpp"
@@ -93,6 +94,8 @@ BOOST_AUTO_TEST_CASE(runs_on_stories260k_deterministically_and_reports_what_it_s
   FactCheckOptions o;
   o.languages = {"en"};
   o.attribution.steps = 8;
+  o.thresholds = {{"en", 0.1}};  // DKN candidates: the knowledge neurons at t = 0.1
+  o.fit = FactCheckFit::in_sample;  // the reference code's fit: set and θ on all training facts
   const auto rep = fact_check(probe, facts, facts, o);
   BOOST_TEST(rep.relations.size() == 2u);
   std::size_t claims_true = 0;
@@ -115,6 +118,9 @@ BOOST_AUTO_TEST_CASE(runs_on_stories260k_deterministically_and_reports_what_it_s
   const auto [dkn, base] = confusion(rep, "en", true);
   BOOST_TEST(dkn.total() == 60u);
   BOOST_TEST(base.total() == 60u);
+  // the tuned baseline and the 1:1 variant are there, on the same claims
+  BOOST_TEST(confusion(rep, "en", Checker::probability, ClaimSplit::test).total() == 12u);
+  BOOST_TEST(confusion(rep, "en", Checker::dkn, ClaimSplit::test_1to1).total() == 4u);
   // Same seed, same everything.
   const auto again = fact_check(probe, facts, facts, o);
   BOOST_REQUIRE(again.claims.size() == rep.claims.size());
@@ -128,6 +134,59 @@ BOOST_AUTO_TEST_CASE(runs_on_stories260k_deterministically_and_reports_what_it_s
   BOOST_TEST(none.claims.empty());
   BOOST_TEST(none.skipped.size() == 3u);  // u, v, then the relation without a split
   BOOST_TEST(none.skipped[0].reason.find("empty candidate list") != std::string::npos);
+}
+
+// METHOD.md §10: the relation set and θ come from disjoint training folds, θ_p of the P(candidate)
+// baseline from the same claims as θ, and only held-out claims are evidence.
+BOOST_AUTO_TEST_CASE(cross_fitting_keeps_the_set_threshold_and_test_claims_apart) {
+  const auto model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
+  const Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
+  const KnowledgeProbe probe(model, tok);
+  const auto facts = read_facts(testing::data_dir() / "facts" / "stories_factcheck.jsonl").facts;
+  FactCheckOptions o;
+  o.languages = {"en"};
+  o.attribution.steps = 8;
+  o.thresholds = {{"en", 0.1}};
+  const auto rep = fact_check(probe, facts, facts, o);  // cross-fit is the default
+  BOOST_TEST(rep.fit == FactCheckFit::cross_fit);
+  std::map<std::string, std::set<ClaimFold>> folds_of;  // every fact sits in exactly one fold
+  std::map<ClaimFold, std::size_t> facts_in;
+  for (const auto& c : rep.claims) folds_of[c.fact].insert(c.fold);
+  for (const auto& [f, folds] : folds_of) {
+    BOOST_TEST(folds.size() == 1u, f);
+    ++facts_in[*folds.begin()];
+  }
+  // per relation of 6: 5 train = 3 set + 2 threshold, 1 test (relations without a set have no
+  // claims, so count only what is there)
+  for (const auto& r : rep.relations) {
+    BOOST_TEST(r.train_facts == 5u);
+    BOOST_TEST(r.test_facts == 1u);
+  }
+  if (!rep.claims.empty()) {
+    BOOST_TEST(facts_in[ClaimFold::set] == 3u * facts_in[ClaimFold::test]);
+    BOOST_TEST(facts_in[ClaimFold::threshold] == 2u * facts_in[ClaimFold::test]);
+    // θ is the best threshold of the threshold-fold claims, whatever the set-fold claims say
+    for (const auto& r : rep.relations) {
+      if (r.neurons.empty()) continue;
+      std::vector<std::pair<double, bool>> fit;
+      for (const auto& c : rep.claims)
+        if (c.relation == r.relation && c.fold == ClaimFold::threshold)
+          fit.push_back({c.score, c.truth});
+      BOOST_TEST(r.threshold == detail::best_threshold(fit));
+    }
+    const auto j = to_json(rep);
+    BOOST_TEST(j["fit"] == "cross_fit");
+    BOOST_TEST(j["summary"]["en"]["test"].contains("baseline_p"));
+    BOOST_TEST(j["summary"]["en"].contains("test_1to1"));
+  }
+  // One training fact per relation cannot be cut in two folds: the relation is skipped, named.
+  std::vector<Fact> small{facts[0], facts[1], facts[6], facts[7]};
+  o.train_fraction = 0.5;
+  const auto tiny = fact_check(probe, small, facts, o);
+  BOOST_TEST(tiny.claims.empty());
+  bool named = false;
+  for (const auto& s : tiny.skipped) named |= s.reason.find("cross-fitting needs") != std::string::npos;
+  BOOST_TEST(named);
 }
 
 BOOST_AUTO_TEST_CASE(absurd_options_are_clear_errors) {

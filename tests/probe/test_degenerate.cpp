@@ -8,6 +8,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "knprobe/model/llama.hpp"
+#include "knprobe/probe/knowledge_probe.hpp"
 #include "support/paths.hpp"
 #include "support/random_llama.hpp"
 
@@ -56,7 +57,9 @@ BOOST_AUTO_TEST_CASE(planted_pair_is_found_with_the_paper_settings) {
   const auto m = planted();
   const auto f = fact();
   const auto a = ig(m, f);
-  const auto r = find_degenerate(m, f, a);  // top 20, T_low 0.2, T_high 0.25, pairs
+  DknOptions paper;  // T_low 0.2, T_high 0.25, pairs; candidates: the top 20 of all units here
+  paper.candidates = DknCandidates::top_attributed;
+  const auto r = find_degenerate(m, f, a, paper);
   BOOST_TEST(r.p0 > 0.3, "p0 " << r.p0);
   BOOST_TEST(r.candidates.size() == 20u);
   const std::vector<Neuron> pair{{2, 0}, {2, 1}};
@@ -83,6 +86,7 @@ BOOST_AUTO_TEST_CASE(larger_sets_respect_the_pass_budget_and_batching_changes_no
   const auto f = fact();
   const auto a = ig(m, f);
   DknOptions o;
+  o.candidates = DknCandidates::top_attributed;
   o.max_set_size = 3;
   const auto full = find_degenerate(m, f, a, o);
   o.batch = 7;
@@ -97,6 +101,37 @@ BOOST_AUTO_TEST_CASE(larger_sets_respect_the_pass_budget_and_batching_changes_no
   const auto cut = find_degenerate(m, f, a, o);
   BOOST_TEST(cut.truncated);
   BOOST_TEST(cut.forward_passes <= 30u);
+}
+
+// METHOD.md §5: the candidates are the fact's selected knowledge neurons (after the t·max
+// threshold), strongest first, at most `top` — never a unit outside the selection (the committed
+// example report had 21 of 120 DKN neurons that were not knowledge neurons).
+BOOST_AUTO_TEST_CASE(candidates_are_the_selected_knowledge_neurons_by_default) {
+  const auto m = planted();
+  const auto f = fact();
+  const auto a = ig(m, f);
+  const auto sel = KnowledgeProbe<LlamaModel<double>>::select(a, 0.3);
+  BOOST_TEST_REQUIRE(sel.ranked.size() >= 2u);
+  const auto r = find_degenerate(m, f, a, DknOptions{}, &sel.ranked);
+  BOOST_TEST(r.candidates.size() == std::min<std::size_t>(20, sel.ranked.size()));
+  for (const auto& [n, s] : r.candidates) BOOST_TEST(sel.neurons.contains(n));
+  for (std::size_t i = 1; i < r.candidates.size(); ++i)
+    BOOST_TEST(r.candidates[i - 1].second >= r.candidates[i].second);
+  // The top of all units reaches beyond the selection (the other method, under its own name).
+  DknOptions all;
+  all.candidates = DknCandidates::top_attributed;
+  const auto t = find_degenerate(m, f, a, all);
+  std::size_t outside = 0;
+  for (const auto& [n, s] : t.candidates) outside += !sel.neurons.contains(n);
+  BOOST_TEST(outside > 0u);
+  // Without the selection the default cannot run: a clear error, not a silent fallback.
+  BOOST_TEST(testing::throws_with<ArgumentError>([&] { (void)find_degenerate(m, f, a); },
+                                                 {"selected neurons"}));
+  // Fewer than 2 candidates: a result with a note, not an error.
+  const std::vector<std::pair<Neuron, double>> one{sel.ranked.front()};
+  const auto lone = find_degenerate(m, f, a, DknOptions{}, &one);
+  BOOST_TEST(lone.degenerate.empty());
+  BOOST_TEST(lone.note.find("fewer than 2") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(bad_parameters_are_named) {

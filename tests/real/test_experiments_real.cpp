@@ -58,6 +58,7 @@ BOOST_AUTO_TEST_CASE(localization_reports_effects_and_succ) {
   o.languages = {"en"};
   o.thresholds = {{"en", 0.3}};
   o.attribution.steps = 8;
+  o.unrelated = 2;  // the two facts of other relations
   const auto rep = localize(probe, facts(), o);
   BOOST_REQUIRE(rep.facts.size() == 3u);
   const auto& lily = rep.facts[0].languages.at("en");
@@ -66,9 +67,26 @@ BOOST_AUTO_TEST_CASE(localization_reports_effects_and_succ) {
   BOOST_TEST(!lily.selection.neurons.empty());
   BOOST_TEST(lily.suppress.related.value() < 0.0);
   BOOST_TEST(lily.suppress.unrelated.has_value());
+  BOOST_TEST(lily.suppress.unrelated_facts.size() == 2u);
+  BOOST_TEST(lily.suppress.unrelated_abs.value() >= std::abs(lily.suppress.unrelated.value()));
+  BOOST_TEST(lily.suppress.control.has_value());
+  BOOST_TEST(lily.suppress.control_magnitude.has_value());
   BOOST_TEST(!rep.facts[2].languages.at("en").top1.value());
   const auto j = to_json(rep);
-  BOOST_TEST(j["summary"]["languages"]["en"].contains("succ"));
+  const auto& en = j["summary"]["languages"]["en"];
+  BOOST_TEST(en.contains("succ"));
+  BOOST_TEST(en["suppress_related"]["n"] == 3);
+  BOOST_TEST(en["suppress_related"]["mean_ci"].is_array());  // 95 % interval over the 3 facts
+  BOOST_TEST(en.contains("recurrence"));
+  // K larger than the facts of other relations: the control is missing with its reason, the
+  // related effect is still measured, nothing is averaged over zero facts.
+  o.unrelated = 5;
+  const auto few = localize(probe, facts(), o);
+  const auto& e = few.facts[0].languages.at("en").suppress;
+  BOOST_TEST(!e.unrelated.has_value());
+  BOOST_TEST(e.related.has_value());
+  BOOST_REQUIRE(!e.notes.empty());
+  BOOST_TEST(e.notes[0].find("only 2 fact(s) of other relations") != std::string::npos, e.notes[0]);
 }
 
 BOOST_AUTO_TEST_CASE(dkn_experiment_counts_and_bounds) {
@@ -83,7 +101,10 @@ BOOST_AUTO_TEST_CASE(dkn_experiment_counts_and_bounds) {
   BOOST_TEST(rep.results.size() == 2u);
   BOOST_TEST(rep.skipped.size() == 2u);
   for (const auto& r : rep.results) {
-    BOOST_TEST(r.dkn.candidates.size() == 20u);
+    // candidates: the fact's selected knowledge neurons (t = 0.3), at most 20
+    BOOST_TEST(r.dkn.candidates.size() <= 20u);
+    for (std::size_t k = 1; k < r.dkn.candidates.size(); ++k)
+      BOOST_TEST(r.dkn.candidates[k].second >= 0.3 * r.dkn.candidates.front().second);
     BOOST_TEST(r.dkn.forward_passes <= 210u);
     for (const auto& set : r.dkn.degenerate) BOOST_TEST(set.size() == 2u);
   }
@@ -115,6 +136,7 @@ BOOST_AUTO_TEST_CASE(editing_measures_and_restores_the_weights_bit_exactly) {
   o.languages = {"a", "b"};
   o.thresholds = {{"a", 0.3}, {"b", 0.3}};
   o.attribution.steps = 8;
+  o.unrelated = 1;  // "park" is the only fact of another relation
   const auto rep = cross_lingual_editing(s.model, s.tok, fs, o);
   BOOST_TEST(rep.facts.size() == 2u);  // "park" has no sibling of its relation
   BOOST_TEST(rep.skipped.size() == 1u);

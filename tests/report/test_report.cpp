@@ -120,8 +120,16 @@ BOOST_AUTO_TEST_CASE(html_is_self_contained_and_escaped) {
   BOOST_TEST(html.find("bad &lt;token&gt;") != std::string::npos);
   BOOST_TEST(html.find("<b> & c") == std::string::npos);
   const std::string md = render_markdown(rep);
-  BOOST_TEST(md.find("| en | 2 | 1 | 0 | 2.00 | -60.0% / -10.0% / +0.0% | +30.0% / +20.0% / "
-                     "+0.0% | 7.5 |") != std::string::npos);
+  // Succ with its bootstrap interval over the 2 facts (both resampled alike: 5, 7.5 or 10)
+  BOOST_TEST(md.find("| en | 2 | 1 | 0 | 2.00 | 7.5 [5.0, 10.0] | 0.01 |") != std::string::npos,
+             md);
+  // every effect mean with its 95 % interval; absent controls are n/a, never 0
+  BOOST_TEST(md.find("| en | suppress | -60.0% [-80.0, -40.0] | -10.0% [-10.0, -10.0] | n/a | "
+                     "+0.0% [+0.0, +0.0] | n/a |") != std::string::npos);
+  // the effect chart has error bars and ticks at round values
+  BOOST_TEST(html.find("95% CI -80 to -40") != std::string::npos);
+  BOOST_TEST(html.find(">-100</text>") != std::string::npos);
+  BOOST_TEST(html.find(">50</text>") != std::string::npos);
   BOOST_TEST(md.find("| en – zh | 1 | 1.00 | 0.333 |") != std::string::npos);
   BOOST_TEST(md.find("| en | test | DKN | 0.500 | 1.000 | 0.667 |") != std::string::npos);
   BOOST_TEST(md.find("| en | 2 | 1 | 0.50 | 2.00 | 20 |") != std::string::npos);

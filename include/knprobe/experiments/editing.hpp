@@ -94,18 +94,6 @@ inline std::optional<std::size_t> sibling_fact(const std::vector<Fact>& facts, s
   return std::nullopt;
 }
 
-/// Product over answer tokens of P(target) at each answer position of `f`.
-template <ProbeableModel M>
-double answer_probability(const M& m, const EncodedFact& f, const InterventionPattern& pat = {}) {
-  std::vector<Query> qs;
-  for (std::size_t t = 0; t < f.targets.size(); ++t) qs.push_back({f.positions[t], f.targets[t]});
-  const std::vector<InterventionPattern> pats{pat};
-  const auto p = m.probabilities(f.tokens, pats, qs);
-  double prod = 1;
-  for (Index q = 0; q < p.cols(); ++q) prod *= static_cast<double>(p(0, q));
-  return prod;
-}
-
 }  // namespace detail
 
 /// Runs the editing experiment; `model` is edited in place and restored after every edit.

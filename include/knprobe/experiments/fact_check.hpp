@@ -2,16 +2,25 @@
 // Fact-checking with degenerate knowledge neurons (METHOD.md §7; Chen et al. 2024), per language:
 //   claims      = every fact with its true object and `wrong_per_fact` wrong objects, the objects
 //                 of other facts of the same relation (distinct, ≠ the true one, seeded per fact);
-//   split       = per relation, a seeded shuffle: the first round(train_fraction · n) facts train;
-//   relation set R = the neurons occurring in the degenerate sets of the training facts (true
+//   split       = per relation, a seeded shuffle: the first round(train_fraction · n) facts train,
+//                 the rest test. Cross-fitting (default, METHOD.md §10): the training facts are
+//                 cut in two disjoint folds — the first ⌈n_train/2⌉ ("set" fold) give the
+//                 relation set, the others ("threshold" fold) the thresholds — so neither the set
+//                 nor θ is fitted on the claims it scores; `FactCheckFit::in_sample` (the
+//                 reference code) fits both on all training facts;
+//   relation set R = the neurons occurring in the degenerate sets of the set-fold facts (true
 //                 object) more than relation_fraction · max_count times;
 //   score(c)    = mean over n ∈ R of Attr_n(prompt → candidate c), attributed at R's layers only;
-//   decision    = "true" ⇔ score ≥ θ_relation, θ chosen on the training claims to maximise F1
-//                 (or fixed, e.g. the reference code's 1e-6);
-//   baseline    = "true" ⇔ the model's own top-1 continuation is the candidate (every token).
-// Metrics on the test split, positive class = "the claim is true": precision TP/(TP+FP), recall
-// TP/(TP+FN), F1, accuracy (TP+TN)/all. The reference code's variant counts rejected true claims as
-// false positives as well: precision_ref = TP/(TP+FP+FN), F1_ref from precision_ref and recall.
+//   decision    = "true" ⇔ score ≥ θ_relation, θ maximising F1 on the threshold-fold claims (or
+//                 fixed in advance, e.g. the reference code's 1e-6);
+//   baselines   = "top-1": the model's own top-1 continuation is the candidate (every token);
+//                 "P(candidate)": P(candidate | prompt) ≥ θ_p, θ_p fitted on the same claims and
+//                 in the same way as θ (the same tuning as the DKN checker).
+// Metrics on the held-out test claims (only those are evidence), positive class = "the claim is
+// true": precision TP/(TP+FP), recall TP/(TP+FN), F1, accuracy (TP+TN)/all, each with a bootstrap
+// 95 % interval over test facts; also on the test claims of the paper's 1:1 variant (each fact's
+// true object and its first wrong one). The reference code's variant counts rejected true claims
+// as false positives as well: precision_ref = TP/(TP+FP+FN), F1_ref from precision_ref and recall.
 
 #include <algorithm>
 #include <cmath>
@@ -29,13 +38,23 @@
 
 namespace knprobe {
 
+/// How the relation set and the thresholds are fitted.
+enum class FactCheckFit {
+  cross_fit,  ///< set and θ on two disjoint folds of the training facts (default)
+  in_sample   ///< both on all training facts (the reference code: optimistic, for comparison)
+};
+
 struct FactCheckOptions {
+  FactCheckFit fit = FactCheckFit::cross_fit;
+  BootstrapOptions bootstrap;
   std::vector<std::string> languages{"en", "zh"};
   int wrong_per_fact = 5;
   double train_fraction = 0.8;
   double relation_fraction = 0.7;  ///< relation set: count > fraction · max_count
   std::uint64_t seed = 42;
   std::optional<double> fixed_threshold;  ///< instead of learning θ (reference: 1e-6)
+  /// Per-language t of the knowledge neurons that the DKN candidates are drawn from (METHOD.md §5).
+  std::map<std::string, double> thresholds{{"en", 0.3}, {"zh", 0.2}};
   AttributionOptions attribution;
   DknOptions dkn;
   std::function<void(const std::string&)> progress;  ///< once per attribution
@@ -61,12 +80,22 @@ struct Confusion {
   double f1_ref() const { return harmonic(precision_ref(), recall()); }
 };
 
-/// One (fact, candidate object, language) claim with its DKN score and the baseline's decision.
+/// Which part of the data a claim belongs to.
+enum class ClaimFold {
+  set,        ///< training fact whose DKN search builds the relation set
+  threshold,  ///< training fact whose claims fit θ (cross-fitting; in-sample: every training fact)
+  test        ///< held out: the only claims that count as evidence
+};
+
+/// One (fact, candidate object, language) claim with its DKN score and the baselines' inputs.
 struct Claim {
   std::string fact, relation, language, object;
   bool truth = false, train = false;
   double score = 0;
   bool model_top1 = false;
+  double p_model = 0;  ///< P(candidate | prompt), product over its tokens
+  int candidate = 0;   ///< 0 = the true object, k = the k-th wrong object drawn
+  ClaimFold fold = ClaimFold::test;
 };
 
 struct RelationCheck {
@@ -74,11 +103,14 @@ struct RelationCheck {
   NeuronSet neurons;          ///< the relation DKN set R
   std::size_t max_count = 0;  ///< occurrences of the most frequent DKN neuron
   std::size_t train_facts = 0, test_facts = 0, train_with_dkn = 0;
-  double threshold = 0;
+  double threshold = 0;            ///< θ of the DKN checker
+  double threshold_p = 0;          ///< θ_p of the P(candidate) baseline
   std::size_t forward_passes = 0;  ///< of the DKN searches
 };
 
 struct FactCheckReport {
+  FactCheckFit fit = FactCheckFit::cross_fit;
+  BootstrapOptions bootstrap;
   std::vector<Claim> claims;
   std::vector<RelationCheck> relations;
   std::vector<SkippedFact> skipped;  ///< facts or relations (fact = "relation:<id>") left out
@@ -162,7 +194,12 @@ FactCheckReport fact_check(const KnowledgeProbe<M>& probe, const std::vector<Fac
                   "fact-checking: train fraction ", o.train_fraction, " must be in (0, 1)");
   KNPROBE_REQUIRE(o.relation_fraction >= 0 && o.relation_fraction < 1, ArgumentError,
                   "fact-checking: relation fraction ", o.relation_fraction, " must be in [0, 1)");
+  for (const auto& l : o.languages)
+    KNPROBE_REQUIRE(o.thresholds.count(l), ArgumentError, "fact-checking: no threshold for language '",
+                    l, "' (the DKN candidates are its selected knowledge neurons)");
   FactCheckReport rep;
+  rep.fit = o.fit;
+  rep.bootstrap = o.bootstrap;
   const auto& model = probe.model();
   for (const auto& lang : o.languages) {
     std::map<std::string, std::vector<std::size_t>> by_relation;  // facts usable in `lang`
@@ -184,17 +221,29 @@ FactCheckReport fact_check(const KnowledgeProbe<M>& probe, const std::vector<Fac
         continue;
       }
       const std::size_t n_train = detail::split_train(members, o.train_fraction, o.seed);
+      // Cross-fitting: the first ⌈n_train/2⌉ training facts build the set, the others fit θ.
+      const bool cross = o.fit == FactCheckFit::cross_fit && !o.fixed_threshold;
+      const std::size_t n_set = cross ? (n_train + 1) / 2 : n_train;
+      if (cross && n_train < 2) {
+        skip_relation("cross-fitting needs at least 2 training facts (one per fold), has " +
+                      std::to_string(n_train));
+        continue;
+      }
       // Candidates per fact (true object first); a fact without wrong objects is left out.
       struct Item {
         const Fact* fact;
         bool train;
+        ClaimFold fold;
         std::vector<std::string> objects;  // [0] = the true object
         std::vector<EncodedFact> encoded;
       };
       std::vector<Item> items;
       for (std::size_t k = 0; k < members.size(); ++k) {
         const Fact& f = facts[members[k]];
-        Item it{&f, k < n_train, {f.answers.at(lang)}, {}};
+        const ClaimFold fold = k >= n_train ? ClaimFold::test
+                               : k < n_set  ? (cross ? ClaimFold::set : ClaimFold::threshold)
+                                            : ClaimFold::threshold;
+        Item it{&f, k < n_train, fold, {f.answers.at(lang)}, {}};
         for (auto& w : detail::wrong_objects(f, pool, lang, o.wrong_per_fact, o.seed))
           it.objects.push_back(std::move(w));
         if (it.objects.size() == 1) {
@@ -212,15 +261,19 @@ FactCheckReport fact_check(const KnowledgeProbe<M>& probe, const std::vector<Fac
         items.push_back(std::move(it));
       }
       // Relation DKN set from the training facts' degenerate sets.
-      RelationCheck rc{relation, lang, {}, 0, 0, 0, 0, 0, 0};
+      RelationCheck rc{relation, lang, {}, 0, 0, 0, 0, 0, 0, 0};
       std::map<Neuron, std::size_t> count;
       std::map<const Fact*, Attribution> true_attr;
+      std::size_t set_facts = 0, threshold_facts = 0;
       for (const auto& it : items) {
         (it.train ? rc.train_facts : rc.test_facts) += 1;
-        if (!it.train) continue;
+        set_facts += it.fold == ClaimFold::set || (!cross && it.train);
+        threshold_facts += it.fold == ClaimFold::threshold;
+        if (!(it.fold == ClaimFold::set || (!cross && it.train))) continue;
         if (o.progress) o.progress(it.fact->id + " [" + lang + "] DKN");
         auto a = probe.attribute(it.encoded[0], o.attribution);
-        const auto d = find_degenerate(model, it.encoded[0], a, o.dkn);
+        const auto sel = KnowledgeProbe<M>::select(a, o.thresholds.at(lang));
+        const auto d = find_degenerate(model, it.encoded[0], a, o.dkn, &sel.ranked);
         rc.forward_passes += d.forward_passes;
         rc.train_with_dkn += !d.degenerate.empty();
         for (const auto& set : d.degenerate)
@@ -229,6 +282,12 @@ FactCheckReport fact_check(const KnowledgeProbe<M>& probe, const std::vector<Fac
       }
       if (rc.train_facts == 0 || rc.test_facts == 0) {
         skip_relation("no train / test split left after dropping facts without candidates");
+        continue;
+      }
+      if (set_facts == 0 || (!o.fixed_threshold && threshold_facts == 0)) {
+        skip_relation(std::string("a training fold is empty after dropping facts without ") +
+                      "candidates (set fold " + std::to_string(set_facts) + ", threshold fold " +
+                      std::to_string(threshold_facts) + " facts): no true claim to fit on");
         continue;
       }
       for (const auto& [n, c] : count)
@@ -248,41 +307,135 @@ FactCheckReport fact_check(const KnowledgeProbe<M>& probe, const std::vector<Fac
         for (std::size_t c = 0; c < it.objects.size(); ++c) {
           if (o.progress) o.progress(it.fact->id + " [" + lang + "] " + it.objects[c]);
           Claim cl{it.fact->id, relation, lang, it.objects[c], c == 0, it.train, 0, false};
+          cl.candidate = static_cast<int>(c);
+          cl.fold = it.fold;
           const auto reuse = c == 0 ? true_attr.find(it.fact) : true_attr.end();
           cl.score = detail::mean_over(
               reuse != true_attr.end() ? reuse->second : probe.attribute(it.encoded[c], at),
               rc.neurons);
           cl.model_top1 = detail::answers_top1(model, it.encoded[c]).value_or(false);
+          cl.p_model = detail::answer_probability(model, it.encoded[c]);
           rep.claims.push_back(std::move(cl));
         }
-      if (o.fixed_threshold) {
-        rc.threshold = *o.fixed_threshold;
-      } else {
-        std::vector<std::pair<double, bool>> train;
-        for (std::size_t i = first_claim; i < rep.claims.size(); ++i)
-          if (rep.claims[i].train) train.push_back({rep.claims[i].score, rep.claims[i].truth});
-        rc.threshold = detail::best_threshold(std::move(train));
-      }
+      // θ and θ_p on the threshold-fold claims only (never on the claims that built R or that
+      // are scored as evidence).
+      std::vector<std::pair<double, bool>> fit_dkn, fit_p;
+      for (std::size_t i = first_claim; i < rep.claims.size(); ++i)
+        if (rep.claims[i].fold == ClaimFold::threshold) {
+          fit_dkn.push_back({rep.claims[i].score, rep.claims[i].truth});
+          fit_p.push_back({rep.claims[i].p_model, rep.claims[i].truth});
+        }
+      rc.threshold =
+          o.fixed_threshold ? *o.fixed_threshold : detail::best_threshold(std::move(fit_dkn));
+      rc.threshold_p = fit_p.empty() ? 0.5 : detail::best_threshold(std::move(fit_p));
       rep.relations.push_back(rc);
     }
   }
   return rep;
 }
 
-/// Confusion matrices of the DKN checker and the model-prediction baseline over the claims of
-/// `language` in the given split (relations without a DKN set have no claims).
+/// The checkers compared on the same claims.
+enum class Checker {
+  dkn,         ///< relation DKN score ≥ θ
+  top1,        ///< the model's top-1 continuation is the candidate (no tuning)
+  probability  ///< P(candidate) ≥ θ_p, tuned like θ
+};
+
+/// Which claims a confusion matrix counts.
+enum class ClaimSplit {
+  test,         ///< held-out claims (the evidence)
+  test_1to1,    ///< held-out, each fact's true object and its first wrong one (the paper's 1:1)
+  fit           ///< the claims θ was fitted on (in-sample by construction: not evidence)
+};
+
+namespace detail {
+
+inline bool in_split(const Claim& c, ClaimSplit s) {
+  switch (s) {
+    case ClaimSplit::test: return c.fold == ClaimFold::test;
+    case ClaimSplit::test_1to1: return c.fold == ClaimFold::test && c.candidate <= 1;
+    case ClaimSplit::fit: return c.fold == ClaimFold::threshold;
+  }
+  return false;
+}
+
+/// The decision of `who` on claim c, with the thresholds of its relation.
+inline bool accepts(const Claim& c, Checker who, const RelationCheck& r) {
+  switch (who) {
+    case Checker::dkn: return c.score >= r.threshold;
+    case Checker::top1: return c.model_top1;
+    case Checker::probability: return c.p_model >= r.threshold_p;
+  }
+  return false;
+}
+
+inline std::map<std::string, const RelationCheck*> relations_of(const FactCheckReport& rep,
+                                                               const std::string& language) {
+  std::map<std::string, const RelationCheck*> out;
+  for (const auto& r : rep.relations)
+    if (r.language == language) out[r.relation] = &r;
+  return out;
+}
+
+}  // namespace detail
+
+/// Confusion matrix of checker `who` over the claims of `language` in `split` (relations without
+/// a DKN set have no claims).
+inline Confusion confusion(const FactCheckReport& rep, const std::string& language, Checker who,
+                           ClaimSplit split) {
+  const auto rel = detail::relations_of(rep, language);
+  Confusion cm;
+  for (const auto& c : rep.claims)
+    if (c.language == language && detail::in_split(c, split))
+      cm.add(c.truth, detail::accepts(c, who, *rel.at(c.relation)));
+  return cm;
+}
+
+/// The DKN checker and the top-1 baseline on the test claims (`train` = false) or on the claims
+/// θ was fitted on (`train` = true).
 inline std::pair<Confusion, Confusion> confusion(const FactCheckReport& rep,
                                                  const std::string& language, bool train) {
-  std::map<std::string, double> theta;
-  for (const auto& r : rep.relations)
-    if (r.language == language) theta[r.relation] = r.threshold;
-  Confusion dkn, base;
+  const auto s = train ? ClaimSplit::fit : ClaimSplit::test;
+  return {confusion(rep, language, Checker::dkn, s), confusion(rep, language, Checker::top1, s)};
+}
+
+/// Bootstrap 95 % intervals of precision, recall, F1 and accuracy of `who` on `split`: the facts
+/// are resampled (a fact's claims stay together). Absent when fewer than 2 facts.
+inline nlohmann::json confusion_intervals(const FactCheckReport& rep, const std::string& language,
+                                          Checker who, ClaimSplit split) {
+  const auto rel = detail::relations_of(rep, language);
+  std::map<std::string, Confusion> by_fact;
   for (const auto& c : rep.claims)
-    if (c.language == language && c.train == train) {
-      dkn.add(c.truth, c.score >= theta.at(c.relation));
-      base.add(c.truth, c.model_top1);
+    if (c.language == language && detail::in_split(c, split))
+      by_fact[c.relation + '\x1f' + c.fact].add(c.truth,
+                                                 detail::accepts(c, who, *rel.at(c.relation)));
+  if (by_fact.size() < 2) return nullptr;
+  std::vector<Confusion> facts;
+  for (const auto& [_, cm] : by_fact) facts.push_back(cm);
+  const auto& b = rep.bootstrap;
+  detail::check_bootstrap(b);
+  Rng rng(b.seed ^ detail::fnv1a(language + "/factcheck"));
+  std::vector<double> prec, rec, f1, acc;
+  for (int r = 0; r < b.resamples; ++r) {
+    Confusion cm;
+    for (std::size_t k = 0; k < facts.size(); ++k) {
+      const auto& f = facts[static_cast<std::size_t>(rng.below(facts.size()))];
+      cm.tp += f.tp, cm.fp += f.fp, cm.fn += f.fn, cm.tn += f.tn;
     }
-  return {dkn, base};
+    prec.push_back(cm.precision());
+    rec.push_back(cm.recall());
+    f1.push_back(cm.f1());
+    acc.push_back(cm.accuracy());
+  }
+  auto ci = [&](std::vector<double>& v) {
+    const auto i = detail::percentile_interval(v, b.level);
+    return nlohmann::json{i.lo, i.hi};
+  };
+  return {{"facts", facts.size()},
+          {"precision", ci(prec)},
+          {"recall", ci(rec)},
+          {"f1", ci(f1)},
+          {"accuracy", ci(acc)}};
 }
 
 inline nlohmann::json to_json(const Confusion& c) {
@@ -312,6 +465,7 @@ inline nlohmann::json to_json(const FactCheckReport& rep) {
                               {"test_facts", r.test_facts},
                               {"train_facts_with_dkn", r.train_with_dkn},
                               {"threshold", r.threshold},
+                              {"threshold_p", r.threshold_p},
                               {"dkn_forward_passes", r.forward_passes}});
   }
   j["claims"] = nlohmann::json::array();
@@ -322,14 +476,30 @@ inline nlohmann::json to_json(const FactCheckReport& rep) {
                            {"object", c.object},
                            {"true", c.truth},
                            {"split", c.train ? "train" : "test"},
+                           {"fold", c.fold == ClaimFold::set         ? "set"
+                                    : c.fold == ClaimFold::threshold ? "threshold"
+                                                                     : "test"},
+                           {"candidate", c.candidate},
                            {"score", c.score},
-                           {"model_top1", c.model_top1}});
+                           {"model_top1", c.model_top1},
+                           {"p_model", c.p_model}});
+  j["fit"] = rep.fit == FactCheckFit::cross_fit ? "cross_fit" : "in_sample";
+  j["bootstrap"] = {{"resamples", rep.bootstrap.resamples},
+                    {"level", rep.bootstrap.level},
+                    {"seed", rep.bootstrap.seed}};
+  // "test": the evidence; "test_1to1": the paper's 1:1 variant; "train": the claims θ was fitted
+  // on (in-sample, not evidence). Checkers: "dkn", "baseline" (top-1), "baseline_p" (tuned P).
+  const std::pair<ClaimSplit, const char*> splits[] = {
+      {ClaimSplit::test, "test"}, {ClaimSplit::test_1to1, "test_1to1"}, {ClaimSplit::fit, "train"}};
+  const std::pair<Checker, const char*> checkers[] = {
+      {Checker::dkn, "dkn"}, {Checker::top1, "baseline"}, {Checker::probability, "baseline_p"}};
   for (const auto& lang : languages)
-    for (bool train : {false, true}) {
-      const auto [dkn, base] = confusion(rep, lang, train);
-      j["summary"][lang][train ? "train" : "test"] = {{"dkn", to_json(dkn)},
-                                                      {"baseline", to_json(base)}};
-    }
+    for (const auto& [split, sname] : splits)
+      for (const auto& [who, cname] : checkers) {
+        auto m = to_json(confusion(rep, lang, who, split));
+        if (split != ClaimSplit::fit) m["ci"] = confusion_intervals(rep, lang, who, split);
+        j["summary"][lang][sname][cname] = m;
+      }
   j["skipped"] = nlohmann::json::array();
   for (const auto& s : rep.skipped)
     j["skipped"].push_back({{"fact", s.fact}, {"language", s.language}, {"reason", s.reason}});

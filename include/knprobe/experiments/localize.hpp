@@ -8,10 +8,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -32,6 +34,11 @@ struct LocalizeOptions {
   int unrelated = 10;          ///< K: unrelated facts per (fact, language), other relations, seeded
   double control_band = 0.02;  ///< magnitude-matched control: |a|-rank window / layer width
   BootstrapOptions bootstrap;  ///< confidence intervals of the summary
+  /// Dai's refinement against generic neurons (METHOD.md §10), applied by localize() when > 0:
+  /// a neuron is dropped from a fact's set in a language when it is selected for more than this
+  /// share of the facts of *other* relations in that language (0 = off; the summary reports how
+  /// often neurons recur either way).
+  double generic_fraction = 0;
   std::function<void(const std::string&)> progress;  ///< called once per (fact, language)
 };
 
@@ -54,6 +61,7 @@ struct LanguageResult {
   std::optional<bool> top1;  ///< every answer token is the model's argmax (teacher-forced)
   Attribution attribution;
   Selection selection;
+  std::vector<Neuron> dropped_generic;  ///< removed from the selection by the refinement
   EffectSet suppress, enhance;
 };
 
@@ -91,6 +99,18 @@ std::optional<bool> answers_top1(const M& m, const EncodedFact& f) {
   } else {
     return std::nullopt;
   }
+}
+
+/// Product over answer tokens of P(target) at each answer position of `f`.
+template <ProbeableModel M>
+double answer_probability(const M& m, const EncodedFact& f, const InterventionPattern& pat = {}) {
+  std::vector<Query> qs;
+  for (std::size_t t = 0; t < f.targets.size(); ++t) qs.push_back({f.positions[t], f.targets[t]});
+  const std::vector<InterventionPattern> pats{pat};
+  const auto p = m.probabilities(f.tokens, pats, qs);
+  double prod = 1;
+  for (Index q = 0; q < p.cols(); ++q) prod *= static_cast<double>(p(0, q));
+  return prod;
 }
 
 /// Index of the next fact (cyclically) of another relation that has `lang`.
@@ -164,7 +184,7 @@ std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
     const auto c = probe.effects(f, ctl, factors);
     sup.control = c[0].relative();
     enh.control = c[1].relative();
-  } catch (const ArgumentError& e) {
+  } catch (const Error& e) {
     note(std::string("control: ") + e.what());
   }
   try {
@@ -172,7 +192,7 @@ std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
     const auto c = probe.effects(f, ctl, factors);
     sup.control_magnitude = c[0].relative();
     enh.control_magnitude = c[1].relative();
-  } catch (const ArgumentError& e) {
+  } catch (const Error& e) {
     note(std::string("control_magnitude: ") + e.what());
   }
   if (o.unrelated > 0) {
@@ -189,7 +209,7 @@ std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
       const double k = static_cast<double>(us.size());
       sup.unrelated = s / k, sup.unrelated_abs = sa / k;
       enh.unrelated = e / k, enh.unrelated_abs = ea / k;
-    } catch (const ArgumentError& e) {
+    } catch (const Error& e) {
       note(std::string("unrelated: ") + e.what());
     }
   }
@@ -224,6 +244,8 @@ LanguageResult localize_language(const KnowledgeProbe<M>& probe, const std::vect
   if (o.verify)
     std::tie(r.suppress, r.enhance) =
         detail::measure_set(probe, facts, i, lang, f, r.selection.neurons, o, &r.p_answer);
+  else
+    r.p_answer = detail::answer_probability(probe.model(), f);
   return r;
 }
 
@@ -242,6 +264,44 @@ std::pair<std::map<std::string, EffectSet>, std::map<std::string, EffectSet>> se
   return {sup, enh};
 }
 
+namespace detail {
+
+/// Dai's refinement (LocalizeOptions::generic_fraction): in each language, drop from every fact's
+/// selection the neurons selected for more than `fraction` of the facts of other relations.
+inline void drop_generic_neurons(std::vector<FactResult>& facts, double fraction) {
+  std::map<std::string, std::map<Neuron, std::map<std::string, std::size_t>>> count;  // lang→n→rel
+  std::map<std::string, std::map<std::string, std::size_t>> facts_of;  // lang → relation → facts
+  for (const auto& f : facts)
+    for (const auto& [lang, r] : f.languages) {
+      ++facts_of[lang][f.relation];
+      for (const auto& n : r.selection.neurons) ++count[lang][n][f.relation];
+    }
+  for (auto& f : facts)
+    for (auto& [lang, r] : f.languages) {
+      std::size_t others = 0;
+      for (const auto& [rel, k] : facts_of[lang]) others += rel == f.relation ? 0 : k;
+      if (others == 0) continue;
+      std::vector<std::pair<Neuron, double>> kept;
+      for (const auto& [n, score] : r.selection.ranked) {
+        std::size_t in_others = 0;
+        for (const auto& [rel, k] : count[lang][n]) in_others += rel == f.relation ? 0 : k;
+        if (static_cast<double>(in_others) > fraction * static_cast<double>(others))
+          r.dropped_generic.push_back(n);
+        else
+          kept.push_back({n, score});
+      }
+      std::vector<Neuron> ns;
+      for (const auto& [n, _] : kept) ns.push_back(n);
+      r.selection.ranked = std::move(kept);
+      r.selection.neurons = NeuronSet(std::move(ns));
+    }
+}
+
+}  // namespace detail
+
+/// The localization experiment over `facts` (see localize_language): every (fact, language) is
+/// attributed and selected first; then, with o.generic_fraction > 0, generic neurons are dropped
+/// (detail::drop_generic_neurons); then the sets are verified and LIKN formed.
 template <ProbeableModel M>
 LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
                         const LocalizeOptions& o) {
@@ -250,8 +310,13 @@ LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>&
   for (const auto& lang : o.languages)
     KNPROBE_REQUIRE(o.thresholds.count(lang), ArgumentError,
                     "localize: no threshold for language '", lang, "'");
+  KNPROBE_REQUIRE(o.generic_fraction >= 0 && o.generic_fraction < 1, ArgumentError,
+                  "localize: generic fraction ", o.generic_fraction, " must be in [0, 1)");
   LocalizeReport rep;
   rep.bootstrap = o.bootstrap;
+  LocalizeOptions select_only = o;
+  select_only.verify = false;
+  std::vector<std::size_t> index;  // rep.facts[k] is facts[index[k]]
   for (std::size_t i = 0; i < facts.size(); ++i) {
     const Fact& fact = facts[i];
     FactResult fr{fact.id, fact.relation, {}, {}, {}, {}};
@@ -262,11 +327,33 @@ LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>&
         continue;
       }
       try {
-        fr.languages.emplace(lang, localize_language(probe, facts, i, lang, o));
+        fr.languages.emplace(lang, localize_language(probe, facts, i, lang, select_only));
       } catch (const Error& e) {
         rep.skipped.push_back({fact.id, lang, e.what()});
       }
     }
+    if (!fr.languages.empty()) {
+      rep.facts.push_back(std::move(fr));
+      index.push_back(i);
+    }
+  }
+  if (o.generic_fraction > 0) detail::drop_generic_neurons(rep.facts, o.generic_fraction);
+  for (std::size_t k = 0; k < rep.facts.size(); ++k) {
+    auto& fr = rep.facts[k];
+    const std::size_t i = index[k];
+    if (o.verify)
+      for (auto it = fr.languages.begin(); it != fr.languages.end();) {
+        auto& r = it->second;
+        try {
+          const EncodedFact f = probe.encode(r.prompt, r.answer);
+          std::tie(r.suppress, r.enhance) = detail::measure_set(
+              probe, facts, i, r.language, f, r.selection.neurons, o, &r.p_answer);
+          ++it;
+        } catch (const Error& e) {
+          rep.skipped.push_back({fr.id, r.language, e.what()});
+          it = fr.languages.erase(it);
+        }
+      }
     if (fr.languages.size() == o.languages.size() && o.languages.size() > 1) {
       std::vector<NeuronSet> sets;
       for (const auto& [lang, r] : fr.languages) sets.push_back(r.selection.neurons);
@@ -275,61 +362,168 @@ LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>&
         try {
           std::tie(fr.likn_suppress, fr.likn_enhance) = set_effects(probe, facts, i, fr.likn, o);
         } catch (const Error& e) {
-          rep.skipped.push_back({fact.id, "LIKN", e.what()});
+          rep.skipped.push_back({fr.id, "LIKN", e.what()});
         }
       }
     }
-    if (!fr.languages.empty()) rep.facts.push_back(std::move(fr));
   }
+  std::erase_if(rep.facts, [](const FactResult& f) { return f.languages.empty(); });
   return rep;
+}
+
+/// Which facts a run keeps (METHOD.md §10 "Screening"): the model must know the answer in every
+/// language, by one stated rule.
+struct ScreenRule {
+  enum class Kind {
+    top1,        ///< every answer token is the model's argmax (teacher-forced)
+    rank,        ///< every answer token is within the model's top `max_rank`
+    probability  ///< P(answer | prompt), product over its tokens, ≥ `min_probability`
+  };
+  Kind kind = Kind::top1;
+  int max_rank = 1;
+  double min_probability = 0;
+  int max_answer_tokens = 0;  ///< longer answers are screened out (0 = any length)
+  /// "top1", "rank<=5", "p>=0.01" (recorded in outputs).
+  std::string describe() const {
+    switch (kind) {
+      case Kind::top1: return "top1";
+      case Kind::rank: return "rank<=" + std::to_string(max_rank);
+      case Kind::probability: {
+        char b[48];
+        std::snprintf(b, sizeof b, "p>=%g", min_probability);
+        return b;
+      }
+    }
+    return "?";
+  }
+};
+
+namespace detail {
+
+/// The rank (1 = argmax) of every answer token at its position (teacher-forced), from one forward
+/// pass; nullopt when the model exposes no logits.
+template <class M>
+std::optional<std::vector<int>> answer_ranks(const M& m, const EncodedFact& f) {
+  if constexpr (requires(const typename M::Trace& t) { m.logits(t); }) {
+    const auto z = m.logits(m.trace(f.tokens));
+    std::vector<int> ranks;
+    for (std::size_t t = 0; t < f.targets.size(); ++t) {
+      const auto row = z.row(f.positions[t]);
+      const auto target = row(f.targets[t]);
+      int above = 0;
+      for (Index v = 0; v < row.size(); ++v) above += row(v) > target;
+      ranks.push_back(above + 1);
+    }
+    return ranks;
+  } else {
+    return std::nullopt;
+  }
+}
+
+}  // namespace detail
+
+/// Why fact f does not pass `rule` in `lang` ("" when it passes). A model without logits passes
+/// the rank rules (nothing to rank); the probability rule works on every model.
+template <ProbeableModel M>
+std::string screen_reason(const KnowledgeProbe<M>& probe, const Fact& f, const std::string& lang,
+                          const ScreenRule& rule) {
+  if (!f.prompts.count(lang) || !f.answers.count(lang))
+    return "no prompt or answer in this language";
+  try {
+    const EncodedFact e = probe.encode(f.prompts.at(lang), f.answers.at(lang));
+    if (rule.max_answer_tokens > 0 && static_cast<int>(e.targets.size()) > rule.max_answer_tokens)
+      return "answer has " + std::to_string(e.targets.size()) + " tokens (> " +
+             std::to_string(rule.max_answer_tokens) + ")";
+    if (rule.kind == ScreenRule::Kind::probability) {
+      const double p = detail::answer_probability(probe.model(), e);
+      if (!(p >= rule.min_probability)) {
+        char b[96];
+        std::snprintf(b, sizeof b, "P(answer) = %.3g < %g", p, rule.min_probability);
+        return b;
+      }
+      return {};
+    }
+    const int k = rule.kind == ScreenRule::Kind::top1 ? 1 : rule.max_rank;
+    if (const auto ranks = detail::answer_ranks(probe.model(), e))
+      for (const int r : *ranks)
+        if (r > k)
+          return k == 1 ? "the model does not answer it (answer not top-1)"
+                        : "an answer token has rank " + std::to_string(r) + " (> " +
+                              std::to_string(k) + ")";
+    return {};
+  } catch (const Error& e) {
+    return e.what();
+  }
 }
 
 struct AnswerableOptions {
   std::vector<std::string> languages{"en", "zh"};
-  int max_answer_tokens = 0;  ///< 0 = any length
+  ScreenRule rule;
+  int max_answer_tokens = 0;  ///< 0 = any length (also read from rule.max_answer_tokens)
   std::size_t limit = 0;      ///< stop after this many kept facts (0 = scan all)
+  /// Balance (0 = no cap): at most this many kept facts per relation, and per (relation, answer
+  /// in the first language). With a cap the facts are visited round-robin over relations (each
+  /// relation's facts in their order), so --limit takes from every relation alike.
+  std::size_t per_relation = 0, per_answer = 0;
   std::function<void(std::size_t scanned, std::size_t kept)> progress;
 };
 
-/// The facts (in order) that the model answers correctly in every language of `o`: each answer
-/// token its argmax (teacher-forced), with at most `max_answer_tokens` tokens. The others are
-/// appended to `skipped` with the first reason found.
+/// `facts` interleaved round-robin over their relations (relations in order of first
+/// appearance, each relation's facts in their order).
+inline std::vector<Fact> round_robin_by_relation(const std::vector<Fact>& facts) {
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<const Fact*>> by;
+  for (const auto& f : facts) {
+    if (!by.count(f.relation)) order.push_back(f.relation);
+    by[f.relation].push_back(&f);
+  }
+  std::vector<Fact> out;
+  for (std::size_t k = 0; out.size() < facts.size(); ++k)
+    for (const auto& r : order)
+      if (k < by[r].size()) out.push_back(*by[r][k]);
+  return out;
+}
+
+/// The facts that pass `o.rule` in every language of `o`, within the balance caps and the limit.
+/// The others are appended to `skipped` with the first reason found (a cap is a reason too).
 template <ProbeableModel M>
 std::vector<Fact> answerable_facts(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
                                    const AnswerableOptions& o, std::vector<SkippedFact>& skipped) {
   KNPROBE_REQUIRE(!o.languages.empty(), ArgumentError, "answerable_facts: no languages");
+  ScreenRule rule = o.rule;
+  if (o.max_answer_tokens > 0) rule.max_answer_tokens = o.max_answer_tokens;
+  const bool balance = o.per_relation > 0 || o.per_answer > 0;
+  const std::vector<Fact> visit = balance ? round_robin_by_relation(facts) : facts;
+  std::map<std::string, std::size_t> per_relation, per_answer;
   std::vector<Fact> kept;
   std::size_t scanned = 0;
-  for (const auto& fact : facts) {
+  for (const auto& fact : visit) {
     if (o.limit && kept.size() >= o.limit) break;
     ++scanned;
     std::string why, where;
-    for (const auto& lang : o.languages) {
-      where = lang;
-      if (!fact.prompts.count(lang) || !fact.answers.count(lang)) {
-        why = "no prompt or answer in this language";
-        break;
-      }
-      try {
-        const EncodedFact f = probe.encode(fact.prompts.at(lang), fact.answers.at(lang));
-        if (o.max_answer_tokens > 0 && static_cast<int>(f.targets.size()) > o.max_answer_tokens) {
-          why = "answer has " + std::to_string(f.targets.size()) + " tokens (> " +
-                std::to_string(o.max_answer_tokens) + ")";
-          break;
-        }
-        if (detail::answers_top1(probe.model(), f) == false) {
-          why = "the model does not answer it (answer not top-1)";
-          break;
-        }
-      } catch (const Error& e) {
-        why = e.what();
-        break;
+    const std::string first = o.languages.front();
+    const std::string answer_key =
+        fact.relation + '\x1f' + (fact.answers.count(first) ? fact.answers.at(first) : "");
+    if (o.per_relation && per_relation[fact.relation] >= o.per_relation) {
+      why = "balance: relation " + fact.relation + " has " + std::to_string(o.per_relation) +
+            " kept facts";
+    } else if (o.per_answer && per_answer[answer_key] >= o.per_answer) {
+      why = "balance: answer '" + fact.answers.at(first) + "' of relation " + fact.relation +
+            " has " + std::to_string(o.per_answer) + " kept facts";
+    } else {
+      for (const auto& lang : o.languages) {
+        where = lang;
+        why = screen_reason(probe, fact, lang, rule);
+        if (!why.empty()) break;
       }
     }
-    if (why.empty())
+    if (why.empty()) {
+      ++per_relation[fact.relation];
+      ++per_answer[answer_key];
       kept.push_back(fact);
-    else
+    } else {
       skipped.push_back({fact.id, where, why});
+    }
     if (o.progress) o.progress(scanned, kept.size());
   }
   return kept;
@@ -421,17 +615,61 @@ inline nlohmann::json summarize(const LocalizeReport& rep, const BootstrapOption
     for (const auto& [k, v] : a) out[k] = to_json(summarize(v, b, lang + "/" + k));
     // Succ = |E_rel / E_unrel| + |S_rel / S_unrel| over the mean effects (METHOD.md §8).
     const auto& rs = ratio[lang];
-    if (rs.count("suppress") && rs.count("enhance")) {
+    if (rs.count("suppress") && rs.count("enhance") &&
+        rs.at("suppress").first.size() == rs.at("enhance").first.size()) {
       const auto s = ratio_of_means(rs.at("suppress").first, rs.at("suppress").second, b,
                                     lang + "/succ_s");
       const auto e = ratio_of_means(rs.at("enhance").first, rs.at("enhance").second, b,
                                     lang + "/succ_e");
-      nlohmann::json succ{{"suppress_ratio", to_json(s)}, {"enhance_ratio", to_json(e)}};
-      succ["value"] =
-          s.ratio && e.ratio ? nlohmann::json(std::abs(*s.ratio) + std::abs(*e.ratio)) : nullptr;
-      succ["unstable"] = s.unstable || e.unstable;
+      const auto sc = succ_summary(rs.at("suppress").first, rs.at("suppress").second,
+                                   rs.at("enhance").first, rs.at("enhance").second, b,
+                                   lang + "/succ");
+      nlohmann::json succ = to_json(sc);  // {"n", "ratio": Succ, "ci", "unstable"}
+      succ["value"] = succ["ratio"];
+      succ.erase("ratio");
+      succ["suppress_ratio"] = to_json(s);
+      succ["enhance_ratio"] = to_json(e);
       out["succ"] = succ;
     }
+  }
+  // Generic neurons (METHOD.md §10): how often each neuron recurs across facts and relations.
+  std::map<std::string, std::map<Neuron, std::pair<std::size_t, std::set<std::string>>>> rec;
+  std::map<std::string, std::size_t> n_facts;
+  for (const auto& f : rep.facts)
+    for (const auto& [lang, r] : f.languages) {
+      ++n_facts[lang];
+      for (const auto& n : r.selection.neurons) {
+        auto& [count, rels] = rec[lang][n];
+        ++count;
+        rels.insert(f.relation);
+      }
+    }
+  for (const auto& [lang, by] : rec) {
+    std::vector<std::tuple<std::size_t, std::size_t, Neuron>> v;
+    for (const auto& [n, cr] : by) v.push_back({cr.first, cr.second.size(), n});
+    std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) {
+      return std::get<0>(a) != std::get<0>(b) ? std::get<0>(a) > std::get<0>(b)
+                                              : std::get<2>(a) < std::get<2>(b);
+    });
+    const double nf = static_cast<double>(n_facts[lang]);
+    auto& out = j["languages"][lang]["recurrence"];
+    out["facts"] = n_facts[lang];
+    std::size_t over_10 = 0;
+    for (const auto& [c, r, n] : v) over_10 += static_cast<double>(c) > 0.1 * nf;
+    out["neurons_in_over_10pct_of_facts"] = over_10;
+    out["top"] = nlohmann::json::array();
+    for (std::size_t k = 0; k < std::min<std::size_t>(10, v.size()); ++k) {
+      const auto& [c, r, n] = v[k];
+      out["top"].push_back({{"layer", n.layer},
+                            {"unit", n.unit},
+                            {"facts", c},
+                            {"relations", r},
+                            {"share_of_facts", static_cast<double>(c) / nf}});
+    }
+    std::size_t dropped = 0;
+    for (const auto& f : rep.facts)
+      if (f.languages.count(lang)) dropped += f.languages.at(lang).dropped_generic.size();
+    out["dropped_generic"] = dropped;
   }
   j["likn_size"] = to_json(summarize(likn_sizes, b, "likn_size"));
   std::size_t nonempty = 0;
@@ -467,6 +705,7 @@ inline nlohmann::json to_json(const LanguageResult& r, int top_per_layer = 0) {
                    {"suppress", detail::effects_json(r.suppress)},
                    {"enhance", detail::effects_json(r.enhance)},
                    {"max_completeness_delta", r.attribution.max_delta()},
+                   {"dropped_generic", detail::neurons_json(NeuronSet(r.dropped_generic))},
                    {"completeness", comp}};
   if (top_per_layer > 0) {
     const auto& sc = r.attribution.scores;

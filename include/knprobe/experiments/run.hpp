@@ -37,8 +37,9 @@ namespace knprobe {
 
 struct RunOptions {
   LocalizeOptions localize;       ///< languages, thresholds, attribution, verify, seed
-  bool require_correct = false;   ///< screen each fact: the model answers it (top-1) everywhere
+  bool require_correct = false;   ///< screen each fact: it must pass `screen` in every language
   int max_answer_tokens = 0;      ///< with require_correct: longer answers are screened out
+  ScreenRule screen;              ///< with require_correct: top-1 (default), top-k or P(answer) ≥ p
   std::optional<DknOptions> dkn;  ///< also search degenerate neurons of every (fact, language)
   int top_per_layer = 8;          ///< per-layer top units kept for heatmaps (0 = none)
   std::size_t shard_rank = 0, shard_count = 1;
@@ -75,24 +76,13 @@ inline std::pair<long long, std::string> run_item_key(const nlohmann::json& r) {
   return {r.value("index", -1LL), r.value("record", "") == "likn" ? "" : r.value("language", "")};
 }
 
-/// Why the model does not answer fact f in some language of `languages` (screening), or "".
+/// Why fact f does not pass `rule` in some language of `languages` (screening), or "".
 template <ProbeableModel M>
 std::string screen_fact(const KnowledgeProbe<M>& probe, const Fact& f,
-                        const std::vector<std::string>& languages, int max_answer_tokens) {
-  for (const auto& lang : languages) {
-    if (!f.prompts.count(lang) || !f.answers.count(lang))
-      return "[" + lang + "] no prompt or answer in this language";
-    try {
-      const EncodedFact e = probe.encode(f.prompts.at(lang), f.answers.at(lang));
-      if (max_answer_tokens > 0 && static_cast<int>(e.targets.size()) > max_answer_tokens)
-        return "[" + lang + "] answer has " + std::to_string(e.targets.size()) + " tokens (> " +
-               std::to_string(max_answer_tokens) + ")";
-      if (answers_top1(probe.model(), e) == false)
-        return "[" + lang + "] the model does not answer it (answer not top-1)";
-    } catch (const Error& e) {
-      return "[" + lang + "] " + e.what();
-    }
-  }
+                        const std::vector<std::string>& languages, const ScreenRule& rule) {
+  for (const auto& lang : languages)
+    if (auto why = screen_reason(probe, f, lang, rule); !why.empty())
+      return "[" + lang + "] " + why;
   return {};
 }
 
@@ -158,11 +148,19 @@ inline void validate_run_record(const nlohmann::json& r, const nlohmann::json& h
       if (obj && n.contains("score"))
         (void)io::json_number(n["score"], -1e300, 1e300, where + ": neuron score");
     }
-    // Effects: {"related": x, "unrelated": y, "control": z} of finite numbers (LIKN: by language).
+    // Effects: {"related": x, "unrelated": y, ...} of finite numbers, with the ids of the
+    // unrelated facts and notes on missing controls as arrays of strings (LIKN: by language).
     auto effects = [&](const nlohmann::json& e, const std::string& at) {
       if (!e.is_object()) fail("'" + at + "' is not an object");
-      for (auto it = e.begin(); it != e.end(); ++it)
-        (void)io::json_number(it.value(), -1e300, 1e300, where + ": " + at + "." + it.key());
+      for (auto it = e.begin(); it != e.end(); ++it) {
+        const std::string w = where + ": " + at + "." + it.key();
+        if (it.key() == "unrelated_facts" || it.key() == "notes") {
+          if (!it.value().is_array()) fail(at + "." + it.key() + " is not an array");
+          for (const auto& s : it.value()) (void)io::json_string(s, w);
+        } else {
+          (void)io::json_number(it.value(), -1e300, 1e300, w);
+        }
+      }
     };
     for (const char* key : {"suppress", "enhance"}) {
       if (!r.contains(key)) continue;
@@ -305,7 +303,11 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
       }
       nlohmann::json rec;
       if (o.require_correct && !screened)
-        screened = detail::screen_fact(probe, fact, langs, o.max_answer_tokens);
+        screened = detail::screen_fact(probe, fact, langs, [&] {
+          ScreenRule r = o.screen;
+          if (o.max_answer_tokens > 0) r.max_answer_tokens = o.max_answer_tokens;
+          return r;
+        }());
       if (screened && !screened->empty()) {
         rec = base("screened_out", lang);
         rec["reason"] = *screened;
@@ -352,7 +354,9 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
       rec["neurons"] = detail::neurons_json(l);
       if (o.localize.verify && !l.empty()) {
         try {
-          const auto [sup, enh] = set_effects(probe, fact, l, langs);
+          LocalizeOptions lo = o.localize;
+          lo.languages = langs;
+          const auto [sup, enh] = set_effects(probe, facts, i, l, lo);
           nlohmann::json eff = nlohmann::json::object();
           for (const auto& lang : langs) {
             eff["suppress"][lang] = detail::effects_json(sup.at(lang));

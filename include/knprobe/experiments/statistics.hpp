@@ -177,6 +177,52 @@ inline RatioSummary ratio_of_means(std::span<const double> x, std::span<const do
   return r;
 }
 
+/// Succ = |mean(E_rel) / mean(E_unrel)| + |mean(S_rel) / mean(S_unrel)| (METHOD.md §8) over the
+/// same facts (k-th entries of the four vectors belong to fact k), with a bootstrap interval that
+/// resamples facts jointly; `unstable` when the interval of mean(E_unrel) or of mean(S_unrel)
+/// contains 0 (Succ then divides by noise and is not evidence). Absent value when a denominator
+/// is 0; no interval when n < 2 or a resampled denominator is 0.
+inline RatioSummary succ_summary(std::span<const double> s_rel, std::span<const double> s_unrel,
+                                 std::span<const double> e_rel, std::span<const double> e_unrel,
+                                 const BootstrapOptions& o = {}, std::string_view name = "succ") {
+  detail::check_bootstrap(o);
+  const std::size_t n = s_rel.size();
+  KNPROBE_REQUIRE(s_unrel.size() == n && e_rel.size() == n && e_unrel.size() == n, ArgumentError,
+                  "succ_summary: the four effect lists must hold one value per fact");
+  RatioSummary r;
+  r.n = n;
+  if (n == 0) return r;
+  auto succ = [](double sr, double su, double er, double eu) -> std::optional<double> {
+    if (su == 0 || eu == 0) return std::nullopt;
+    return std::abs(er / eu) + std::abs(sr / su);
+  };
+  const double N = static_cast<double>(n);
+  r.ratio = succ(detail::mean_of_values(s_rel), detail::mean_of_values(s_unrel),
+                 detail::mean_of_values(e_rel), detail::mean_of_values(e_unrel));
+  if (n < 2) return r;
+  Rng rng(o.seed ^ detail::fnv1a(name));
+  std::vector<double> values, su_means, eu_means;
+  bool complete = true;
+  for (int k = 0; k < o.resamples; ++k) {
+    double a = 0, b = 0, c = 0, d = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto j = static_cast<std::size_t>(rng.below(n));
+      a += s_rel[j], b += s_unrel[j], c += e_rel[j], d += e_unrel[j];
+    }
+    su_means.push_back(b / N);
+    eu_means.push_back(d / N);
+    if (const auto v = succ(a, b, c, d))
+      values.push_back(*v);
+    else
+      complete = false;
+  }
+  if (complete) r.ci = detail::percentile_interval(values, o.level);
+  const Interval si = detail::percentile_interval(su_means, o.level);
+  const Interval ei = detail::percentile_interval(eu_means, o.level);
+  r.unstable = (si.lo <= 0 && si.hi >= 0) || (ei.lo <= 0 && ei.hi >= 0);
+  return r;
+}
+
 /// {"n", "mean", "mean_ci": [lo, hi], "median", "median_ci", "mean_abs", "mean_abs_ci"}; the
 /// intervals are null when n < 2, everything but n is null when n = 0.
 inline nlohmann::json to_json(const Summary& s) {

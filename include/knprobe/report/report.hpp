@@ -24,6 +24,7 @@
 
 #include "knprobe/core/error.hpp"
 #include "knprobe/experiments/run.hpp"
+#include "knprobe/experiments/statistics.hpp"
 #include "knprobe/io/json_get.hpp"
 
 namespace knprobe {
@@ -48,7 +49,11 @@ struct LanguageSummary {
   double mean_neurons = 0, mean_max_delta = 0;
   std::vector<double> layer_share;  ///< share of the selected neurons in each layer
   std::map<std::string, std::optional<double>> effects;  ///< "suppress_related", ... (means)
+  /// Bootstrap 95 % intervals of those means (resampling facts; absent below 2 facts).
+  std::map<std::string, std::optional<Interval>> effect_ci;
   std::optional<double> succ;
+  std::optional<Interval> succ_ci;  ///< bootstrap over facts
+  bool succ_unstable = true;        ///< a denominator's interval contains 0: not evidence
   std::size_t dkn_facts = 0, dkn_with_sets = 0, dkn_sets = 0, dkn_neurons = 0, dkn_passes = 0;
 };
 
@@ -181,10 +186,18 @@ inline Report build_report_unchecked(const ReportInput& in) {
         lc[static_cast<std::size_t>(l)] += 1;
         sets[rec.value("index", -1LL)][lang].insert({l, n.at("unit").get<int>()});
       }
-      for (const char* what : {"suppress", "enhance"})
-        for (const char* where : {"related", "unrelated", "control"})
+      for (const char* what : {"suppress", "enhance"}) {
+        for (const char* where : detail::k_effect_fields)
           if (rec.contains(what) && rec.at(what).contains(where))
             a[std::string(what) + "_" + where].push_back(rec.at(what).at(where).get<double>());
+        // pairs for Succ: facts with both a related and an unrelated effect
+        if (rec.contains(what) && rec.at(what).contains("related") &&
+            rec.at(what).contains("unrelated")) {
+          a[std::string(what) + "_pair_rel"].push_back(rec.at(what).at("related").get<double>());
+          a[std::string(what) + "_pair_unrel"].push_back(
+              rec.at(what).at("unrelated").get<double>());
+        }
+      }
       if (rec.contains("dkn")) {
         const auto& d = rec.at("dkn");
         ++s.dkn_facts;
@@ -205,20 +218,23 @@ inline Report build_report_unchecked(const ReportInput& in) {
       for (double x : lc) total += x;
       for (double& x : lc) x = total > 0 ? x / total : 0.0;
       s.layer_share = lc;
+      const BootstrapOptions boot;  // 2000 resamples, 95 %, seed 42: a report is reproducible
       for (const char* what : {"suppress", "enhance"})
-        for (const char* where : {"related", "unrelated", "control"}) {
+        for (const char* where : detail::k_effect_fields) {
           const std::string k = std::string(what) + "_" + where;
           s.effects[k] = detail::mean_opt(a[k]);
+          if (a[k].size() >= 2) s.effect_ci[k] = summarize(a[k], boot, lang + "/" + k).mean_ci;
         }
-      auto& effects = s.effects;  // clang 14 cannot capture a structured binding
-      auto ratio = [&](const char* rel, const char* unrel) -> std::optional<double> {
-        const auto x = effects[rel], y = effects[unrel];
-        if (!x || !y || *y == 0) return std::nullopt;
-        return std::abs(*x / *y);
-      };
-      const auto e = ratio("enhance_related", "enhance_unrelated");
-      const auto sp = ratio("suppress_related", "suppress_unrelated");
-      if (e && sp) s.succ = *e + *sp;
+      // Succ = |E_rel / E_unrel| + |S_rel / S_unrel| over the mean effects of the same facts,
+      // with a bootstrap interval over facts (statistics.hpp succ_summary).
+      if (a["suppress_pair_rel"].size() == a["enhance_pair_rel"].size()) {
+        const auto sc = succ_summary(a["suppress_pair_rel"], a["suppress_pair_unrel"],
+                                     a["enhance_pair_rel"], a["enhance_pair_unrel"], boot,
+                                     lang + "/succ");
+        s.succ = sc.ratio;
+        s.succ_ci = sc.ci;
+        s.succ_unstable = sc.unstable;
+      }
       if (std::find(r.language_order.begin(), r.language_order.end(), lang) ==
           r.language_order.end())
         r.language_order.push_back(lang);
@@ -335,31 +351,53 @@ inline const char* series_color(std::size_t i) {
 struct Series {
   std::string name;
   std::vector<double> values;
+  std::vector<std::optional<Interval>> errors;  ///< 95 % intervals drawn as error bars (optional)
 };
 
-/// A grouped bar chart as an SVG element: one group per category, one bar per series; values in
-/// the units of `axis` (the y range covers [min(0, v), max(0, v)]).
+/// A "nice" tick step for a range of `span` split into about `n` steps: 1, 2 or 5 × 10^k.
+inline double nice_step(double span, int n = 4) {
+  const double raw = span / n;
+  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  for (const double m : {1.0, 2.0, 5.0, 10.0})
+    if (raw <= m * mag * (1 + 1e-9)) return m * mag;
+  return 10 * mag;
+}
+
+/// A grouped bar chart as an SVG element: one group per category, one bar per series, with error
+/// bars where a series has intervals; values in the units of `axis`. The y range covers 0, every
+/// value and every interval, extended to multiples of a nice step (ticks at round values).
 inline std::string svg_bars(const std::vector<std::string>& categories,
                             const std::vector<Series>& series, const std::string& axis,
                             int width = 760, int height = 260) {
   const double left = 56, right = 12, top = 24, bottom = 44;
   double lo = 0, hi = 0;
-  for (const auto& s : series)
+  for (const auto& s : series) {
     for (double v : s.values) {
       lo = std::min(lo, v);
       hi = std::max(hi, v);
     }
+    for (const auto& e : s.errors)
+      if (e) {
+        lo = std::min(lo, e->lo);
+        hi = std::max(hi, e->hi);
+      }
+  }
   if (hi - lo < 1e-12) hi = lo + 1;
+  const double step = nice_step(hi - lo);
+  lo = std::floor(lo / step - 1e-9) * step;
+  hi = std::ceil(hi / step - 1e-9) * step;
   const double plot_w = width - left - right, plot_h = height - top - bottom;
   auto y = [&](double v) { return top + (hi - v) / (hi - lo) * plot_h; };
   std::ostringstream o;
   o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
     << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
-  for (int t = 0; t <= 4; ++t) {
-    const double v = lo + (hi - lo) * t / 4.0;
+  const int ticks = static_cast<int>(std::lround((hi - lo) / step));
+  for (int t = 0; t <= ticks; ++t) {
+    double v = lo + step * t;
+    if (std::abs(v) < step * 1e-9) v = 0;  // no "-0"
     o << "<line x1=\"" << left << "\" x2=\"" << width - right << "\" y1=\"" << y(v) << "\" y2=\""
       << y(v) << "\" stroke=\"#ddd\"/><text x=\"" << left - 4 << "\" y=\"" << y(v) + 4
-      << "\" text-anchor=\"end\">" << fmt("%.3g", v) << "</text>\n";
+      << "\" text-anchor=\"end\">" << fmt("%g", v) << "</text>\n";
   }
   o << "<line x1=\"" << left << "\" x2=\"" << width - right << "\" y1=\"" << y(0) << "\" y2=\""
     << y(0) << "\" stroke=\"#333\"/>\n";
@@ -373,6 +411,14 @@ inline std::string svg_bars(const std::vector<std::string>& categories,
         << std::max(bar - 1, 1.0) << "\" height=\"" << std::abs(y(v) - y(0)) << "\" fill=\""
         << series_color(s) << "\"><title>" << html_escape(series[s].name) << ", "
         << html_escape(categories[c]) << ": " << fmt("%.4g", v) << "</title></rect>\n";
+      if (c < series[s].errors.size() && series[s].errors[c]) {
+        const auto& e = *series[s].errors[c];
+        const double cx = x + std::max(bar - 1, 1.0) / 2, cap = std::min(bar / 4, 4.0);
+        o << "<path d=\"M" << cx << " " << y(e.lo) << "V" << y(e.hi) << "M" << cx - cap << " "
+          << y(e.lo) << "H" << cx + cap << "M" << cx - cap << " " << y(e.hi) << "H" << cx + cap
+          << "\" stroke=\"#222\" fill=\"none\"><title>95% CI " << fmt("%.4g", e.lo) << " to "
+          << fmt("%.4g", e.hi) << "</title></path>\n";
+      }
     }
     if (categories.size() <= 40)
       o << "<text x=\"" << left + (c + 0.5) * group << "\" y=\"" << height - bottom + 14
@@ -440,21 +486,35 @@ inline std::string tables_markdown(const Report& rep) {
   std::ostringstream o;
   for (const auto& r : rep.runs) {
     o << "### " << r.label << "\n\n"
-      << "| language | results | screened out | failures | neurons | suppress rel / unrel / "
-         "control | enhance rel / unrel / control | Succ | completeness δ |\n"
-         "|---|---|---|---|---|---|---|---|---|\n";
+      << "| language | results | screened out | failures | neurons | Succ [95% CI] | "
+         "completeness δ |\n|---|---|---|---|---|---|---|\n";
     for (const auto& lang : r.language_order) {
       if (!r.languages.count(lang)) continue;
       const auto& s = r.languages.at(lang);
-      auto e = [&](const char* k) {
-        return pct_or_na(s.effects.count(k) ? s.effects.at(k) : std::nullopt);
-      };
+      std::string succ = s.succ ? fmt("%.1f", *s.succ) : "n/a";
+      if (s.succ_ci) succ += " [" + fmt("%.1f", s.succ_ci->lo) + ", " + fmt("%.1f", s.succ_ci->hi) + "]";
+      if (s.succ && s.succ_unstable) succ += " (unstable)";
       o << "| " << lang << " | " << s.results << " | " << s.screened_out << " | " << s.failures
-        << " | " << fmt("%.2f", s.mean_neurons) << " | " << e("suppress_related") << " / "
-        << e("suppress_unrelated") << " / " << e("suppress_control") << " | "
-        << e("enhance_related") << " / " << e("enhance_unrelated") << " / " << e("enhance_control")
-        << " | " << (s.succ ? fmt("%.1f", *s.succ) : "n/a") << " | "
+        << " | " << fmt("%.2f", s.mean_neurons) << " | " << succ << " | "
         << fmt("%.3g", s.mean_max_delta) << " |\n";
+    }
+    // Effects with their bootstrap 95 % intervals (relative change of P(answer), mean over facts).
+    o << "\n| language | intervention | related | unrelated | unrelated, mean abs | random control | "
+         "magnitude control |\n|---|---|---|---|---|---|---|\n";
+    for (const auto& lang : r.language_order) {
+      if (!r.languages.count(lang) || r.languages.at(lang).results == 0) continue;
+      const auto& s = r.languages.at(lang);
+      for (const char* what : {"suppress", "enhance"}) {
+        o << "| " << lang << " | " << what;
+        for (const char* where : detail::k_effect_fields) {
+          const std::string k = std::string(what) + "_" + where;
+          o << " | " << pct_or_na(s.effects.count(k) ? s.effects.at(k) : std::nullopt);
+          if (s.effect_ci.count(k) && s.effect_ci.at(k))
+            o << " [" << fmt("%+.1f", 100 * s.effect_ci.at(k)->lo) << ", "
+              << fmt("%+.1f", 100 * s.effect_ci.at(k)->hi) << "]";
+        }
+        o << " |\n";
+      }
     }
     if (!r.overlaps.empty()) {
       o << "\n| languages | facts | mean shared neurons | mean Jaccard |\n|---|---|---|---|\n";
@@ -575,23 +635,31 @@ inline std::string render_html(const Report& rep) {
     std::vector<detail::Series> share, effects;
     for (const auto& lang : r.language_order)
       if (r.languages.count(lang) && r.languages.at(lang).results > 0)
-        share.push_back({lang, r.languages.at(lang).layer_share});
+        share.push_back({lang, r.languages.at(lang).layer_share, {}});
     o << "<h3>Knowledge neurons over layers</h3>\n<p>Share of each language's selected neurons "
          "in each layer.</p>\n"
       << detail::svg_bars(layers, share, "share of neurons");
     const std::vector<std::string> cats{"suppress: related", "unrelated", "random control",
-                                        "enhance: related",  "unrelated", "random control"};
+                                        "magnitude control", "enhance: related",  "unrelated",
+                                        "random control",    "magnitude control"};
     for (const auto& lang : r.language_order) {
       if (!r.languages.count(lang) || r.languages.at(lang).results == 0) continue;
-      std::vector<double> v;
+      detail::Series sv{lang, {}, {}};
       for (const char* k : {"suppress_related", "suppress_unrelated", "suppress_control",
-                            "enhance_related", "enhance_unrelated", "enhance_control"}) {
-        const auto& e = r.languages.at(lang).effects;
-        v.push_back(e.count(k) && e.at(k) ? 100.0 * *e.at(k) : 0.0);
+                            "suppress_control_magnitude", "enhance_related", "enhance_unrelated",
+                            "enhance_control", "enhance_control_magnitude"}) {
+        const auto& s = r.languages.at(lang);
+        sv.values.push_back(s.effects.count(k) && s.effects.at(k) ? 100.0 * *s.effects.at(k)
+                                                                  : 0.0);
+        std::optional<Interval> ci;
+        if (s.effect_ci.count(k) && s.effect_ci.at(k))
+          ci = Interval{100.0 * s.effect_ci.at(k)->lo, 100.0 * s.effect_ci.at(k)->hi};
+        sv.errors.push_back(ci);
       }
-      effects.push_back({lang, v});
+      effects.push_back(sv);
     }
-    o << "<h3>Suppress and enhance</h3>\n<p>Mean relative change of P(answer), in percent.</p>\n"
+    o << "<h3>Suppress and enhance</h3>\n<p>Mean relative change of P(answer) over facts, in "
+         "percent, with bootstrap 95 % confidence intervals.</p>\n"
       << detail::svg_bars(cats, effects, "change of P(answer) %");
     if (!r.overlaps.empty()) {
       std::vector<std::string> pairs;
@@ -602,7 +670,7 @@ inline std::string render_html(const Report& rep) {
       }
       o << "<h3>Overlap across languages (LIKN)</h3>\n<p>Mean Jaccard index |N_a ∩ N_b| / "
            "|N_a ∪ N_b| of the knowledge neurons of the same fact in two languages.</p>\n"
-        << detail::svg_bars(pairs, {{"mean Jaccard", jac}}, "Jaccard", 480, 220);
+        << detail::svg_bars(pairs, {{"mean Jaccard", jac, {}}}, "Jaccard", 480, 220);
     }
     if (!r.failures.empty()) {
       o << "<h3>Failures</h3>\n<table><tr><th>item</th><th>reason</th></tr>\n";

@@ -1,0 +1,97 @@
+// experiments/editing.hpp and the signed value-vector edit (METHOD.md §6) on the real stories260K
+// model: a neuron with a negative activation writes a·v, so Dai's rule as written (v − λ e_old)
+// pushes the old answer *up* through it; the edit along sign(a) must lower P(old). Then the
+// editing experiment: K unrelated facts for locality, the activation signs logged, weights
+// restored bit-exactly.
+#include "knprobe/experiments/editing.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include "knprobe/data/facts.hpp"
+#include "knprobe/model/llama.hpp"
+#include "knprobe/tokenize/llama2c_tokenizer.hpp"
+#include "support/paths.hpp"
+
+using namespace knprobe;
+
+BOOST_AUTO_TEST_SUITE(experiments_editing)
+
+BOOST_AUTO_TEST_CASE(erasing_through_negative_neurons_follows_the_sign_of_the_activation) {
+  auto model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
+  const Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
+  const KnowledgeProbe probe(model, tok);
+  const auto f = probe.encode("Once upon a time, there was a little girl named", " Lily");
+  // The planted set: the 8 units of the last layer with the most negative activation at the
+  // answer position.
+  const int last = model.num_layers() - 1, p0 = f.positions.front();
+  const auto acts = model.trace(f.tokens).activations(last);
+  std::vector<std::pair<double, int>> by;
+  for (int j = 0; j < model.ffn_width(); ++j) by.push_back({static_cast<double>(acts(p0, j)), j});
+  std::sort(by.begin(), by.end());
+  std::vector<Neuron> ns;
+  std::map<Neuron, double> act;
+  for (int k = 0; k < 8; ++k) {
+    BOOST_TEST_REQUIRE(by[k].first < 0.0);
+    ns.push_back({last, by[k].second});
+    act[{last, by[k].second}] = by[k].first;
+  }
+  const NeuronSet set(ns);
+  const double before = detail::answer_probability(model, f);
+  const auto saved = model.weights().layers[last].w_down;
+  double signed_after = 0, as_written_after = 0;
+  {
+    ValueVectorEdit<LlamaModel<float>> e(model, set);
+    e.edit(f.targets.front(), std::nullopt, 1.0, 0.0, act);
+    signed_after = detail::answer_probability(model, f);
+  }
+  {
+    ValueVectorEdit<LlamaModel<float>> e(model, set);
+    e.edit(f.targets.front(), std::nullopt, 1.0, 0.0);
+    as_written_after = detail::answer_probability(model, f);
+  }
+  BOOST_TEST(signed_after < before, "erase along sign(a): P(old) " << before << " -> "
+                                                                   << signed_after);
+  BOOST_TEST(as_written_after > signed_after, "Dai's rule as written: P(old) " << before << " -> "
+                                                                               << as_written_after);
+  BOOST_TEST((model.weights().layers[last].w_down.array() == saved.array()).all());  // undone
+  // every neuron needs its activation; a zero one is left as it is
+  std::map<Neuron, double> missing = act;
+  missing.erase(missing.begin());
+  ValueVectorEdit<LlamaModel<float>> e(model, set);
+  BOOST_CHECK_THROW(e.edit(f.targets.front(), std::nullopt, 1.0, 0.0, missing), ArgumentError);
+}
+
+BOOST_AUTO_TEST_CASE(experiment_uses_k_unrelated_facts_and_logs_activation_signs) {
+  auto model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
+  const Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
+  auto facts = read_facts(testing::data_dir() / "facts" / "stories_factcheck.jsonl").facts;
+  facts.resize(8);  // 6 names, 2 places
+  std::vector<MatrixF> before;
+  for (const auto& l : model.weights().layers) before.push_back(l.w_down);
+  EditingOptions o;
+  o.languages = {"en"};
+  o.thresholds = {{"en", 0.3}};
+  o.attribution.steps = 8;
+  o.unrelated = 2;
+  const auto rep = cross_lingual_editing(model, tok, std::vector<Fact>(facts.begin(), facts.begin() + 2), o);
+  BOOST_TEST(rep.facts.empty());  // two names, no fact of another relation: skipped with reason
+  BOOST_REQUIRE(rep.skipped.size() == 2u);
+  BOOST_TEST(rep.skipped[0].reason.find("other relations") != std::string::npos);
+  const auto all = cross_lingual_editing(model, tok, facts, o);
+  BOOST_TEST(!all.facts.empty());
+  bool logged = false;
+  for (const auto& f : all.facts)
+    for (const auto& m : f.measures) {
+      if (m.mode == "suppress") continue;
+      BOOST_TEST(m.unrelated_abs.has_value());
+      BOOST_TEST(*m.unrelated_abs >= std::abs(*m.unrelated_change) - 1e-12);
+      logged |= m.negative_share.has_value();
+    }
+  BOOST_TEST(logged);
+  for (std::size_t l = 0; l < before.size(); ++l)
+    BOOST_TEST((model.weights().layers[l].w_down.array() == before[l].array()).all());
+  const auto j = to_json(all);
+  BOOST_TEST(j["summary"]["N_source/erase/reliability"]["old_change"]["mean_ci"].is_array());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
