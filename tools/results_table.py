@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Markdown tables from a `knprobe localize`, `knprobe edit` or `knprobe factcheck` result file
-(used for docs/results.md); the kind is recognised from the file's content.
+(used for docs/results.md); the kind is recognised from the file's content. Every mean is shown
+with its bootstrap 95 % confidence interval (METHOD.md §10) as written by knprobe.
 
 Usage: python3 tools/results_table.py results/main-job/localize.json [--no-per-fact]
        python3 tools/results_table.py RUN/editing.json
@@ -14,41 +15,69 @@ def pct(x):
     return "n/a" if x is None else "%+.1f%%" % (100 * x)
 
 
+def ci_pct(s, key="mean"):
+    """'−81.7% [−85.0, −78.1]' from a summary {"mean", "mean_ci", ...} (n/a when absent)."""
+    if not s or s.get(key) is None:
+        return "n/a"
+    ci = s.get(key + "_ci")
+    out = pct(s[key])
+    if ci:
+        out += " [%+.1f, %+.1f]" % (100 * ci[0], 100 * ci[1])
+    return out
+
+
+def ci_num(s, fmt="%.2f", key="mean"):
+    if not s or s.get(key) is None:
+        return "n/a"
+    ci = s.get(key + "_ci")
+    return (fmt % s[key]) + ((" [" + fmt + ", " + fmt + "]") % tuple(ci) if ci else "")
+
+
 def editing_table(j):
     """Rows: neuron set × intervention; reliability = measured in the set's source language,
-    generality = in the other languages, locality = mean |relative change| of unrelated facts."""
+    generality = in the other languages, locality = relative change of the K unrelated facts."""
     s = j["summary"]
     print("| set | intervention | P(old) change, same language | flipped to new | P(old) change, "
-          "other language | flipped to new | mean abs unrelated change (same / other) |")
-    print("|---|---|---|---|---|---|---|")
+          "other language | flipped to new | unrelated change, mean abs (same / other) "
+          "| neurons with a < 0 |")
+    print("|---|---|---|---|---|---|---|---|")
     for st in ("N_source", "likn", "all"):
         for mode in ("suppress", "erase", "edit"):
             r, g = s.get("%s/%s/reliability" % (st, mode)), s.get("%s/%s/generality" % (st, mode))
-            if not r or not g:
+            if not r:
                 continue
-            fl = lambda v: "n/a" if v.get("flipped") is None else "%.0f%%" % (100 * v["flipped"])
-            print("| %s | %s | %s | %s | %s | %s | %.1f%% / %.1f%% |" % (
-                st, mode, pct(r["mean_old_change"]), fl(r), pct(g["mean_old_change"]), fl(g),
-                100 * r["mean_abs_unrelated_change"], 100 * g["mean_abs_unrelated_change"]))
+            g = g or {}
+            fl = lambda v: ci_num(v.get("flipped"), "%.2f") if v.get("flipped") else "n/a"
+            print("| %s | %s | %s | %s | %s | %s | %s / %s | %s |" % (
+                st, mode, ci_pct(r.get("old_change")), fl(r), ci_pct(g.get("old_change")), fl(g),
+                ci_pct(r.get("unrelated_abs")), ci_pct(g.get("unrelated_abs")),
+                ci_num(r.get("negative_share"), "%.2f")))
 
 
 def factcheck_table(j):
-    print("| relation | language | train / test facts | train facts with DKN | relation set | θ |")
-    print("|---|---|---|---|---|---|")
+    print("Fit: %s (only the test rows are evidence).\n" % j.get("fit", "in_sample"))
+    print("| relation | language | train / test facts | train facts with DKN | relation set | θ | θp |")
+    print("|---|---|---|---|---|---|---|")
     for r in j["relations"]:
-        print("| %s | %s | %d / %d | %d | %d neurons | %.3g |" % (
+        print("| %s | %s | %d / %d | %d | %d neurons | %.3g | %.3g |" % (
             r["relation"], r["language"], r["train_facts"], r["test_facts"],
-            r["train_facts_with_dkn"], len(r["neurons"]), r["threshold"]))
-    print("\n| language | split | checker | claims | precision | recall | F1 | accuracy "
+            r["train_facts_with_dkn"], len(r["neurons"]), r["threshold"], r.get("threshold_p", 0)))
+    print("\n| language | claims | checker | n | precision | recall | F1 [95% CI] | accuracy "
           "| precision (ref) | F1 (ref) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    names = (("dkn", "DKN"), ("baseline", "model top-1"), ("baseline_p", "P(candidate) ≥ θp"))
     for lang, v in sorted(j.get("summary", {}).items()):
-        for split in ("test", "train"):
-            for who, name in (("dkn", "DKN"), ("baseline", "model top-1")):
-                c = v[split][who]
-                print("| %s | %s | %s | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |" % (
+        for split in ("test", "test_1to1", "train"):
+            for who, name in names:
+                c = v.get(split, {}).get(who)
+                if not c:
+                    continue
+                f1 = "%.3f" % c["f1"]
+                if c.get("ci"):
+                    f1 += " [%.3f, %.3f]" % tuple(c["ci"]["f1"])
+                print("| %s | %s | %s | %d | %.3f | %.3f | %s | %.3f | %.3f | %.3f |" % (
                     lang, split, name, c["tp"] + c["fp"] + c["fn"] + c["tn"], c["precision"],
-                    c["recall"], c["f1"], c["accuracy"], c["precision_ref"], c["f1_ref"]))
+                    c["recall"], f1, c["accuracy"], c["precision_ref"], c["f1_ref"]))
     if j["skipped"]:
         print("\nSkipped: " + "; ".join("%s [%s]: %s" % (x.get("fact"), x.get("language"), x.get("reason"))
                                         for x in j["skipped"]))
@@ -61,43 +90,64 @@ def main(path, per_fact=True):
     if any("/reliability" in k for k in j.get("summary", {})):
         return editing_table(j)
     s = j["summary"]
+    if any("mean_neurons" in v for v in s.get("languages", {}).values()):
+        sys.exit("%s: written before the evaluation protocol (no intervals, one unrelated prompt "
+                 "per relation); re-run it with this version of knprobe" % path)
     o = j.get("options", {})
-    print("Options: method %s, m = %s, quadrature %s, thresholds %s, %d facts.\n" % (
-        o.get("method"), o.get("steps"), o.get("quadrature"), o.get("thresholds"), len(j["facts"])))
-    print("| language | facts | answer is top-1 | mean neurons | suppress related | unrelated | random control "
-          "| enhance related | unrelated | random control | Succ | max completeness δ (mean) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("Options: method %s, m = %s, quadrature %s, thresholds %s, controls %s, %d facts.\n" % (
+        o.get("method"), o.get("steps"), o.get("quadrature"), o.get("thresholds"),
+        o.get("controls"), len(j["facts"])))
+    print("| language | facts | answer is top-1 | neurons | Succ [95% CI] | max completeness δ (mean) |")
+    print("|---|---|---|---|---|---|")
     for lang, v in sorted(s["languages"].items()):
-        succ = v.get("succ")
-        if succ is None:  # results written before Succ was in the summary
-            er, eu = v.get("mean_enhance_related"), v.get("mean_enhance_unrelated")
-            sr, su = v.get("mean_suppress_related"), v.get("mean_suppress_unrelated")
-            if None not in (er, eu, sr, su) and eu != 0 and su != 0:
-                succ = abs(er / eu) + abs(sr / su)
-        print("| %s | %d | %s | %.1f | %s | %s | %s | %s | %s | %s | %s | %.2g |" % (
-            lang, v["facts"], "%.0f%%" % (100 * (v.get("mean_top1") or 0)), v["mean_neurons"], pct(v.get("mean_suppress_related")),
-            pct(v.get("mean_suppress_unrelated")), pct(v.get("mean_suppress_control")),
-            pct(v.get("mean_enhance_related")), pct(v.get("mean_enhance_unrelated")),
-            pct(v.get("mean_enhance_control")), "n/a" if succ is None else "%.1f" % succ,
-            v.get("mean_max_completeness_delta") or 0))
-    print("\nLIKN: mean %.2f neurons per fact; %d of %d facts have at least one." % (
-        s["mean_likn"] or 0, s["facts_with_likn"], s["facts_multilingual"]))
-    print("\n| language | suppress LIKN (related) | enhance LIKN (related) |")
-    print("|---|---|---|")
+        succ = v.get("succ") or {}
+        sv = "n/a" if succ.get("value") is None else "%.1f" % succ["value"]
+        if succ.get("ci"):
+            sv += " [%.1f, %.1f]" % tuple(succ["ci"])
+        if succ.get("unstable") and succ.get("value") is not None:
+            sv += " (unstable)"
+        top1 = v.get("top1", {})
+        print("| %s | %d | %s | %s | %s | %.2g |" % (
+            lang, v["facts"], ci_num(top1, "%.2f"), ci_num(v.get("neurons"), "%.1f"), sv,
+            (v.get("max_completeness_delta") or {}).get("mean") or 0))
+    print("\nRelative change of P(answer), mean over facts [95% CI] (mean abs for the unrelated "
+          "facts in its own column):\n")
+    print("| language | set | intervention | related | unrelated | unrelated, mean abs "
+          "| random control | magnitude control |")
+    print("|---|---|---|---|---|---|---|---|")
     for lang, v in sorted(s["languages"].items()):
-        print("| %s | %s | %s |" % (lang, pct(v.get("mean_likn_suppress_related")),
-                                   pct(v.get("mean_likn_enhance_related"))))
+        for prefix, name in (("", "N_lang"), ("likn_", "LIKN")):
+            for what in ("suppress", "enhance"):
+                k = prefix + what + "_"
+                if k + "related" not in v:
+                    continue
+                print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    lang, name, what, ci_pct(v.get(k + "related")), ci_pct(v.get(k + "unrelated")),
+                    ci_pct(v.get(k + "unrelated_abs")), ci_pct(v.get(k + "control")),
+                    ci_pct(v.get(k + "control_magnitude"))))
+    ls = s.get("likn_size", {})
+    print("\nLIKN: %s neurons per fact; %d of %d facts have at least one." % (
+        ci_num(ls, "%.2f"), s["facts_with_likn"], s["facts_multilingual"]))
+    for lang, v in sorted(s["languages"].items()):
+        r = v.get("recurrence")
+        if not r:
+            continue
+        top = ", ".join("L%d.%d in %d facts / %d relations" % (t["layer"], t["unit"], t["facts"], t["relations"])
+                        for t in r["top"][:5])
+        print("\nRecurrence [%s]: %d neurons are selected for more than 10%% of the %d facts; most "
+              "frequent: %s; dropped as generic: %d." % (
+                  lang, r["neurons_in_over_10pct_of_facts"], r["facts"], top, r["dropped_generic"]))
     if not per_fact:
         return
-    print("\nPer fact (neurons en / zh / LIKN, suppress related en / zh):\n")
-    print("| fact | en | zh | LIKN | suppress en | suppress zh |")
-    print("|---|---|---|---|---|---|")
+    langs = sorted(s["languages"])
+    print("\nPer fact (neurons per language / LIKN, suppress related per language):\n")
+    print("| fact | " + " | ".join(langs) + " | LIKN | " + " | ".join("suppress " + l for l in langs) + " |")
+    print("|---|" + "---|" * (2 * len(langs) + 1))
     for f in j["facts"]:
         L = f.get("languages", {})
-        en, zh = L.get("en", {}), L.get("zh", {})
-        print("| %s | %d | %d | %d | %s | %s |" % (
-            f["id"], len(en.get("neurons", [])), len(zh.get("neurons", [])), len(f["likn"]),
-            pct(en.get("suppress", {}).get("related")), pct(zh.get("suppress", {}).get("related"))))
+        print("| %s | %s | %d | %s |" % (
+            f["id"], " | ".join(str(len(L.get(l, {}).get("neurons", []))) for l in langs), len(f["likn"]),
+            " | ".join(pct(L.get(l, {}).get("suppress", {}).get("related")) for l in langs)))
     if j["skipped"]:
         print("\nSkipped: " + "; ".join("%s [%s]: %s" % (x.get("fact"), x.get("language"), x.get("reason"))
                                         for x in j["skipped"]))

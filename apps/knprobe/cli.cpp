@@ -157,17 +157,15 @@ void FactArgs::add(CLI::App* c) {
           [](std::string& s) -> std::string {
             if (s == "top1") return {};
             const auto colon = s.find(':');
-            const std::string kind = s.substr(0, colon), value =
-                colon == std::string::npos ? "" : s.substr(colon + 1);
+            const std::string kind = s.substr(0, colon),
+                              value = colon == std::string::npos ? "" : s.substr(colon + 1);
             if (kind == "rank") {
               std::string v = value;
-              return integer_in(1, 1000000)(v).empty() ? ""
-                                                        : "rank:K needs K in [1, 1000000]";
+              return integer_in(1, 1000000)(v).empty() ? "" : "rank:K needs K in [1, 1000000]";
             }
             if (kind == "prob") {
               std::string v = value;
-              return number_in(0, 1, true, false)(v).empty() ? ""
-                                                              : "prob:P needs P in (0, 1]";
+              return number_in(0, 1, true, false)(v).empty() ? "" : "prob:P needs P in (0, 1]";
             }
             return "expected top1, rank:K or prob:P";
           },
@@ -292,7 +290,8 @@ std::map<std::string, double> ThresholdArgs::resolve(const std::vector<std::stri
   return t;
 }
 
-void ControlArgs::add(CLI::App* c) {
+void ControlArgs::add(CLI::App* c, bool offer_bootstrap) {
+  with_bootstrap = offer_bootstrap;
   c->add_option("--unrelated", unrelated,
                 "K facts of other relations (seeded draw) on which each set's locality is "
                 "measured (default 10)")
@@ -302,13 +301,16 @@ void ControlArgs::add(CLI::App* c) {
                 "layer whose |activation| rank is within this fraction of the layer (default "
                 "0.02)")
       ->check(number_in(0, 0.5, true, false));
-  c->add_option("--bootstrap", bootstrap,
-                "resamples of the bootstrap 95 % confidence intervals (default 2000)")
-      ->check(integer_in(100, 1000000));
+  if (offer_bootstrap)
+    c->add_option("--bootstrap", bootstrap,
+                  "resamples of the bootstrap 95 % confidence intervals (default 2000)")
+        ->check(integer_in(100, 1000000));
 }
 
 nlohmann::json ControlArgs::to_json() const {
-  return {{"unrelated", unrelated}, {"control_band", control_band}, {"bootstrap", bootstrap}};
+  nlohmann::json j{{"unrelated", unrelated}, {"control_band", control_band}};
+  if (with_bootstrap) j["bootstrap"] = bootstrap;
+  return j;
 }
 
 void DknArgs::add(CLI::App* c) {

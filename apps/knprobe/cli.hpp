@@ -106,7 +106,8 @@ struct ThresholdArgs {
 struct ControlArgs {
   int unrelated = 10, bootstrap = 2000;
   double control_band = 0.02;
-  void add(CLI::App* c);
+  bool with_bootstrap = true;  ///< false for `run`, which writes per-item records, no summaries
+  void add(CLI::App* c, bool offer_bootstrap = true);
   /// Copies the settings into `o` (LocalizeOptions or EditingOptions).
   template <class O>
   void apply(O& o) const {
@@ -210,8 +211,8 @@ void prepare_facts(const FactArgs& a, const KnowledgeProbe<M>& probe, const Toke
     ao.per_relation = a.per_relation;
     ao.per_answer = a.per_answer;
     ao.progress = [&](std::size_t scanned, std::size_t kept) {
-      std::fprintf(stderr, "\rscreening (%s): %zu scanned, %zu kept   ",
-                   ao.rule.describe().c_str(), scanned, kept);
+      std::fprintf(stderr, "\rscreening (%s): %zu scanned, %zu kept   ", ao.rule.describe().c_str(),
+                   scanned, kept);
     };
     facts = answerable_facts(probe, facts, ao, filtered);
     std::fprintf(stderr, "\n");

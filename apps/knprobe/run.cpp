@@ -60,10 +60,11 @@ int run(const RunArgs& a, int rank, int size) {
   o.localize.verify = !a.no_verify;
   o.localize.seed = a.facts.seed;
   a.controls.apply(o.localize);
-  KNPROBE_REQUIRE(a.facts.per_relation == 0 && a.facts.per_answer == 0, UsageError,
-                  "run screens each fact as it goes: balance the facts first with `knprobe "
-                  "localize --screen ... --per-relation N --screen-only` and run on the facts.jsonl "
-                  "it writes");
+  KNPROBE_REQUIRE(
+      a.facts.per_relation == 0 && a.facts.per_answer == 0, UsageError,
+      "run screens each fact as it goes: balance the facts first with `knprobe "
+      "localize --screen ... --per-relation N --screen-only` and run on the facts.jsonl "
+      "it writes");
   o.require_correct = a.facts.screening();
   o.screen = a.facts.screen_rule();
   o.max_answer_tokens = a.facts.max_answer_tokens;
@@ -186,6 +187,7 @@ Command add_run(CLI::App& app, int rank, int size) {
   args->facts.add(c);
   args->attribution.add(c);
   args->thresholds.add(c);
+  args->controls.add(c, /*offer_bootstrap=*/false);  // intervals: `knprobe report`
   args->dkn_args.add(c);
   c->add_option("--out", args->out, "results file (JSON Lines; resumed when it exists)")
       ->required();

@@ -94,7 +94,7 @@ BOOST_AUTO_TEST_CASE(runs_on_stories260k_deterministically_and_reports_what_it_s
   FactCheckOptions o;
   o.languages = {"en"};
   o.attribution.steps = 8;
-  o.thresholds = {{"en", 0.1}};  // DKN candidates: the knowledge neurons at t = 0.1
+  o.thresholds = {{"en", 0.1}};     // DKN candidates: the knowledge neurons at t = 0.1
   o.fit = FactCheckFit::in_sample;  // the reference code's fit: set and θ on all training facts
   const auto rep = fact_check(probe, facts, facts, o);
   BOOST_TEST(rep.relations.size() == 2u);
@@ -148,7 +148,7 @@ BOOST_AUTO_TEST_CASE(cross_fitting_keeps_the_set_threshold_and_test_claims_apart
   o.attribution.steps = 8;
   o.thresholds = {{"en", 0.1}};
   const auto rep = fact_check(probe, facts, facts, o);  // cross-fit is the default
-  BOOST_TEST(rep.fit == FactCheckFit::cross_fit);
+  BOOST_TEST((rep.fit == FactCheckFit::cross_fit));
   std::map<std::string, std::set<ClaimFold>> folds_of;  // every fact sits in exactly one fold
   std::map<ClaimFold, std::size_t> facts_in;
   for (const auto& c : rep.claims) folds_of[c.fact].insert(c.fold);
@@ -162,7 +162,8 @@ BOOST_AUTO_TEST_CASE(cross_fitting_keeps_the_set_threshold_and_test_claims_apart
     BOOST_TEST(r.train_facts == 5u);
     BOOST_TEST(r.test_facts == 1u);
   }
-  if (!rep.claims.empty()) {
+  BOOST_TEST_REQUIRE(!rep.claims.empty());  // at least one relation has a DKN set
+  {
     BOOST_TEST(facts_in[ClaimFold::set] == 3u * facts_in[ClaimFold::test]);
     BOOST_TEST(facts_in[ClaimFold::threshold] == 2u * facts_in[ClaimFold::test]);
     // θ is the best threshold of the threshold-fold claims, whatever the set-fold claims say
@@ -185,7 +186,8 @@ BOOST_AUTO_TEST_CASE(cross_fitting_keeps_the_set_threshold_and_test_claims_apart
   const auto tiny = fact_check(probe, small, facts, o);
   BOOST_TEST(tiny.claims.empty());
   bool named = false;
-  for (const auto& s : tiny.skipped) named |= s.reason.find("cross-fitting needs") != std::string::npos;
+  for (const auto& s : tiny.skipped)
+    named |= s.reason.find("cross-fitting needs") != std::string::npos;
   BOOST_TEST(named);
 }
 

@@ -110,10 +110,10 @@ BOOST_AUTO_TEST_CASE(generic_neurons_shared_with_other_relations_are_dropped) {
   const Neuron G{0, 1}, A{1, 2}, B{1, 3};
   std::vector<FactResult> facts;
   for (int k = 0; k < 3; ++k) {
-    FactResult fa{"a" + std::to_string(k), "a", {}, {}, {}, {}};
+    FactResult fa{"a" + std::to_string(k), "a", {}, {}, false, {}, {}};
     fa.languages.emplace("en", result({G, A}));
     facts.push_back(fa);
-    FactResult fb{"b" + std::to_string(k), "b", {}, {}, {}, {}};
+    FactResult fb{"b" + std::to_string(k), "b", {}, {}, false, {}, {}};
     fb.languages.emplace("en", result({G, B}));
     facts.push_back(fb);
   }
@@ -155,7 +155,8 @@ BOOST_AUTO_TEST_CASE(screening_by_rank_and_probability_balanced_over_relations) 
   for (const auto& f : kept) ++per[f.relation];
   BOOST_TEST(per["name"] == 2);
   BOOST_TEST(per["place"] == 2);
-  BOOST_TEST(ScreenRule{ScreenRule::Kind::rank, 5, 0, 0}.describe() == "rank<=5");
+  const ScreenRule rank5{ScreenRule::Kind::rank, 5, 0, 0};
+  BOOST_TEST(rank5.describe() == "rank<=5");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -132,7 +132,29 @@ BOOST_AUTO_TEST_CASE(html_is_self_contained_and_escaped) {
   BOOST_TEST(html.find(">50</text>") != std::string::npos);
   BOOST_TEST(md.find("| en – zh | 1 | 1.00 | 0.333 |") != std::string::npos);
   BOOST_TEST(md.find("| en | test | DKN | 0.500 | 1.000 | 0.667 |") != std::string::npos);
-  BOOST_TEST(md.find("| en | 2 | 1 | 0.50 | 2.00 | 20 |") != std::string::npos);
+  BOOST_TEST(md.find("| en | 2 | 0 | 1 | 0.50 | 2.00 | 20 |") != std::string::npos);
+}
+
+// METHOD.md §10: two methods on the same facts are compared by paired per-item differences.
+BOOST_AUTO_TEST_CASE(runs_of_the_same_facts_get_paired_differences) {
+  ReportInput in;
+  auto a = sample_run(), b = sample_run();
+  a.header["facts"]["fingerprint"] = b.header["facts"]["fingerprint"] = "fnv1a64:1";
+  b.path = "/x/ig.jsonl";
+  b.records[0]["suppress"]["related"] = -0.5;  // f0 en: −0.8 vs −0.5; f1 en: −0.4 vs −0.4
+  in.runs = {a, b};
+  const std::string md = render_markdown(build_report(in));
+  BOOST_TEST(md.find("### Paired differences: results.jsonl (amig) − ig.jsonl (amig)") !=
+             std::string::npos);
+  // per language, facts as the unit: en has f0 (−0.3) and f1 (0): mean −15 %, median −15 %
+  BOOST_TEST(md.find("| en | suppress_related | 2 | -15.0% [-30.0%, +0.0%] | -15.0% |") !=
+                 std::string::npos,
+             md);
+  BOOST_TEST(md.find("| zh | suppress_related | 1 | +0.0% | +0.0% |") != std::string::npos, md);
+  // another fact list: no pairing
+  b.header["facts"]["fingerprint"] = "fnv1a64:2";
+  in.runs = {a, b};
+  BOOST_TEST(render_markdown(build_report(in)).find("Paired differences") == std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(bad_input_is_refused) {

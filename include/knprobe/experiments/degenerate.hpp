@@ -84,7 +84,9 @@ inline nlohmann::json to_json(const DknReport& rep) {
   nlohmann::json j;
   j["facts"] = nlohmann::json::array();
   struct Acc {
-    std::size_t facts = 0, with_dkn = 0, sets = 0, neurons_in_sets = 0, passes = 0, truncated = 0;
+    std::size_t facts = 0, searched = 0, with_dkn = 0, sets = 0, neurons_in_sets = 0, passes = 0,
+                truncated = 0;
+    std::vector<double> sets_per_fact;
   };
   std::map<std::string, Acc> acc;
   for (const auto& r : rep.results) {
@@ -93,6 +95,9 @@ inline nlohmann::json to_json(const DknReport& rep) {
     j["facts"].push_back(std::move(jf));
     auto& a = acc[r.language];
     ++a.facts;
+    if (!r.dkn.note.empty()) continue;  // fewer than 2 candidates: not searched, not "none found"
+    ++a.searched;
+    a.sets_per_fact.push_back(static_cast<double>(r.dkn.degenerate.size()));
     a.with_dkn += !r.dkn.degenerate.empty();
     a.sets += r.dkn.degenerate.size();
     for (const auto& s : r.dkn.degenerate) a.neurons_in_sets += s.size();
@@ -100,14 +105,18 @@ inline nlohmann::json to_json(const DknReport& rep) {
     a.truncated += r.dkn.truncated;
   }
   for (const auto& [lang, a] : acc) {
-    const double n = static_cast<double>(std::max<std::size_t>(a.facts, 1));
+    const double n = static_cast<double>(a.searched);
+    auto ratio = [](double x, double y) {
+      return y > 0 ? nlohmann::json(x / y) : nlohmann::json();
+    };
     j["summary"][lang] = {
         {"facts", a.facts},
+        {"facts_searched", a.searched},  // the others had fewer than 2 candidates
         {"facts_with_dkn", a.with_dkn},
-        {"mean_sets_per_fact", static_cast<double>(a.sets) / n},
+        {"sets_per_fact", to_json(summarize(a.sets_per_fact, {}, lang + "/dkn_sets"))},
         {"mean_set_size",
-         a.sets ? static_cast<double>(a.neurons_in_sets) / static_cast<double>(a.sets) : 0.0},
-        {"mean_forward_passes", static_cast<double>(a.passes) / n},
+         ratio(static_cast<double>(a.neurons_in_sets), static_cast<double>(a.sets))},
+        {"mean_forward_passes", ratio(static_cast<double>(a.passes), n)},
         {"truncated_searches", a.truncated}};
   }
   j["skipped"] = nlohmann::json::array();

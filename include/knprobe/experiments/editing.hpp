@@ -42,7 +42,7 @@ struct EditingOptions {
   double l1 = 1.0, l2 = 8.0;  ///< Dai's edit strengths
   int max_tokens = 512;       ///< longest prompt + answer accepted (KnowledgeProbe::set_max_tokens)
   EditSign sign = EditSign::activation;
-  int unrelated = 10;     ///< K facts of other relations for locality (seeded)
+  int unrelated = 10;  ///< K facts of other relations for locality (seeded)
   std::uint64_t seed = 42;
   BootstrapOptions bootstrap;
   std::function<void(const std::string&)> progress;  ///< once per fact
@@ -55,7 +55,7 @@ struct EditMeasure {
   std::optional<double> unrelated_change;  ///< mean relative change over the K unrelated facts
   std::optional<double> unrelated_abs;     ///< mean |relative change| over them
   std::optional<double> negative_share;    ///< weight edits: share of the set with a < 0 (source)
-  double old_change() const {
+  double old_change() const {  // p_old_before ≥ 1e-300 is checked when the fact is measured
     return p_old_before > 0 ? (p_old_after - p_old_before) / p_old_before : 0.0;
   }
   /// Edits: the new answer now has a higher probability than the old one.
@@ -68,6 +68,9 @@ struct EditMeasure {
 struct EditingFactResult {
   std::string fact, relation;
   std::map<std::string, NeuronSet> sets;  ///< "likn", "all", and one per language
+  /// Per set: each neuron's activation at the source's first answer position (its sign is the
+  /// direction of the weight edits).
+  std::map<std::string, std::map<Neuron, double>> activations;
   std::vector<EditMeasure> measures;
 };
 
@@ -124,7 +127,7 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
       std::map<std::string, EncodedFact> old_f, new_f;
       std::map<std::string, std::vector<EncodedFact>> unrel_f;
       std::map<std::string, typename M::Trace> traces;  // of the old fact, for activation signs
-      EditingFactResult fr{fact.id, fact.relation, {}, {}};
+      EditingFactResult fr{fact.id, fact.relation, {}, {}, {}};
       std::vector<NeuronSet> per_lang;
       for (const auto& l : o.languages) {
         old_f.emplace(l, probe.encode(fact.prompts.at(l), fact.answers.at(l)));
@@ -146,6 +149,12 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
         p_new[l] = detail::answer_probability(model, new_f.at(l));
         for (const auto& g : unrel_f.at(l))
           p_unrel[l].push_back(detail::answer_probability(model, g));
+        // relative changes are undefined at P = 0: the fact is skipped with the reason
+        KNPROBE_REQUIRE(p_old[l] >= 1e-300, NumericError, "[", l, "] P(old answer) = ", p_old[l],
+                        ": its relative change is undefined");
+        for (double p : p_unrel[l])
+          KNPROBE_REQUIRE(p >= 1e-300, NumericError, "[", l, "] an unrelated fact has P = ", p,
+                          ": its relative change is undefined");
       }
       // Locality: mean signed and absolute relative change of the K unrelated answers in l.
       // `set`: the activations of that set are suppressed (else the model's weights are as the
@@ -154,10 +163,10 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
         double s = 0, sa = 0;
         const auto& us = unrel_f.at(l);
         for (std::size_t k = 0; k < us.size(); ++k) {
-          const double after = set ? detail::answer_probability(model, us[k],
-                                                                 suppress(*set, us[k].positions))
-                                   : detail::answer_probability(model, us[k]);
-          const double c = p_unrel[l][k] > 0 ? (after - p_unrel[l][k]) / p_unrel[l][k] : 0.0;
+          const double after =
+              set ? detail::answer_probability(model, us[k], suppress(*set, us[k].positions))
+                  : detail::answer_probability(model, us[k]);
+          const double c = (after - p_unrel[l][k]) / p_unrel[l][k];  // p ≥ 1e-300, checked
           s += c, sa += std::abs(c);
         }
         e.unrelated_change = s / static_cast<double>(us.size());
@@ -183,6 +192,7 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
           act[n] = static_cast<double>(traces.at(source).activations(n.layer)(p0, n.unit));
           negative += act[n] < 0;
         }
+        fr.activations[name] = act;
         for (const bool is_edit : {false, true}) {  // weight edits, undone by the guard
           ValueVectorEdit<M> guard(model, set);
           const TokenId eo = old_f.at(source).targets.front();
@@ -194,8 +204,8 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
           else
             guard.edit(eo, et, o.l1, l2);
           for (const auto& l : o.languages) {
-            EditMeasure e{name, is_edit ? "edit" : "erase", source, l, p_old[l], 0, {}, {}, {},
-                          {}, {}};
+            EditMeasure e{name, is_edit ? "edit" : "erase", source, l, p_old[l], 0, {}, {}, {}, {},
+                          {}};
             e.p_old_after = detail::answer_probability(model, old_f.at(l));
             if (is_edit) {
               e.p_new_before = p_new[l];
@@ -225,10 +235,14 @@ inline nlohmann::json to_json(const EditingReport& rep) {
   struct Acc {
     std::vector<double> change, flipped, locality, locality_abs, negative;
   };
-  std::map<std::string, Acc> acc;
+  std::map<std::string, Acc> acc;  // one value per fact: the unit the intervals resample
+  std::map<std::string, std::size_t> measures;
   for (const auto& f : rep.facts) {
+    std::map<std::string, Acc> fact_acc;  // this fact's measures per summary key
     nlohmann::json jf{{"fact", f.fact}, {"relation", f.relation}};
     for (const auto& [name, set] : f.sets) jf["sets"][name] = detail::neurons_json(set);
+    for (const auto& [name, act] : f.activations)
+      for (const auto& [n, a] : act) jf["activations"][name].push_back({n.layer, n.unit, a});
     for (const auto& e : f.measures) {
       nlohmann::json m{{"set", e.set},
                        {"mode", e.mode},
@@ -242,13 +256,31 @@ inline nlohmann::json to_json(const EditingReport& rep) {
       if (e.negative_share) m["negative_share"] = *e.negative_share;
       jf["measures"].push_back(m);
       const std::string set_kind = e.set == "likn" || e.set == "all" ? e.set : "N_source";
-      auto& a = acc[set_kind + "/" + e.mode + "/" +
-                    (e.language == e.source ? "reliability" : "generality")];
+      const std::string key =
+          set_kind + "/" + e.mode + "/" + (e.language == e.source ? "reliability" : "generality");
+      ++measures[key];
+      auto& a = fact_acc[key];
       a.change.push_back(e.old_change());
       if (auto fl = e.flipped()) a.flipped.push_back(*fl ? 1.0 : 0.0);
       if (e.unrelated_change) a.locality.push_back(*e.unrelated_change);
       if (e.unrelated_abs) a.locality_abs.push_back(*e.unrelated_abs);
       if (e.negative_share) a.negative.push_back(*e.negative_share);
+    }
+    // A fact contributes the mean of its measures under each key (e.g. N_en in en and N_zh in
+    // zh both count as reliability): facts, not measurements, are resampled.
+    auto mean = [](const std::vector<double>& v, std::vector<double>& out) {
+      if (v.empty()) return;
+      double s = 0;
+      for (double x : v) s += x;
+      out.push_back(s / static_cast<double>(v.size()));
+    };
+    for (const auto& [k, fa] : fact_acc) {
+      auto& a = acc[k];
+      mean(fa.change, a.change);
+      mean(fa.flipped, a.flipped);
+      mean(fa.locality, a.locality);
+      mean(fa.locality_abs, a.locality_abs);
+      mean(fa.negative, a.negative);
     }
     j["facts"].push_back(jf);
   }
@@ -256,7 +288,8 @@ inline nlohmann::json to_json(const EditingReport& rep) {
   j["bootstrap"] = {{"resamples", b.resamples}, {"level", b.level}, {"seed", b.seed}};
   for (const auto& [k, a] : acc) {
     auto& out = j["summary"][k];
-    out["measures"] = a.change.size();
+    out["facts"] = a.change.size();
+    out["measures"] = measures[k];
     out["old_change"] = to_json(summarize(a.change, b, k + "/old_change"));
     if (!a.flipped.empty()) out["flipped"] = to_json(summarize(a.flipped, b, k + "/flipped"));
     out["unrelated_change"] = to_json(summarize(a.locality, b, k + "/unrelated_change"));

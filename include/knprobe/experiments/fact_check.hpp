@@ -195,8 +195,9 @@ FactCheckReport fact_check(const KnowledgeProbe<M>& probe, const std::vector<Fac
   KNPROBE_REQUIRE(o.relation_fraction >= 0 && o.relation_fraction < 1, ArgumentError,
                   "fact-checking: relation fraction ", o.relation_fraction, " must be in [0, 1)");
   for (const auto& l : o.languages)
-    KNPROBE_REQUIRE(o.thresholds.count(l), ArgumentError, "fact-checking: no threshold for language '",
-                    l, "' (the DKN candidates are its selected knowledge neurons)");
+    KNPROBE_REQUIRE(o.thresholds.count(l), ArgumentError,
+                    "fact-checking: no threshold for language '", l,
+                    "' (the DKN candidates are its selected knowledge neurons)");
   FactCheckReport rep;
   rep.fit = o.fit;
   rep.bootstrap = o.bootstrap;
@@ -220,7 +221,9 @@ FactCheckReport fact_check(const KnowledgeProbe<M>& probe, const std::vector<Fac
                       std::to_string(members.size()));
         continue;
       }
-      const std::size_t n_train = detail::split_train(members, o.train_fraction, o.seed);
+      // one seeded permutation per relation (the same in every language)
+      const std::size_t n_train =
+          detail::split_train(members, o.train_fraction, o.seed ^ detail::fnv1a(relation));
       // Cross-fitting: the first ⌈n_train/2⌉ training facts build the set, the others fit θ.
       const bool cross = o.fit == FactCheckFit::cross_fit && !o.fixed_threshold;
       const std::size_t n_set = cross ? (n_train + 1) / 2 : n_train;
@@ -343,18 +346,21 @@ enum class Checker {
 
 /// Which claims a confusion matrix counts.
 enum class ClaimSplit {
-  test,         ///< held-out claims (the evidence)
-  test_1to1,    ///< held-out, each fact's true object and its first wrong one (the paper's 1:1)
-  fit           ///< the claims θ was fitted on (in-sample by construction: not evidence)
+  test,       ///< held-out claims (the evidence)
+  test_1to1,  ///< held-out, each fact's true object and its first wrong one (the paper's 1:1)
+  fit         ///< the claims θ was fitted on (in-sample by construction: not evidence)
 };
 
 namespace detail {
 
 inline bool in_split(const Claim& c, ClaimSplit s) {
   switch (s) {
-    case ClaimSplit::test: return c.fold == ClaimFold::test;
-    case ClaimSplit::test_1to1: return c.fold == ClaimFold::test && c.candidate <= 1;
-    case ClaimSplit::fit: return c.fold == ClaimFold::threshold;
+    case ClaimSplit::test:
+      return c.fold == ClaimFold::test;
+    case ClaimSplit::test_1to1:
+      return c.fold == ClaimFold::test && c.candidate <= 1;
+    case ClaimSplit::fit:
+      return c.fold == ClaimFold::threshold;
   }
   return false;
 }
@@ -362,15 +368,18 @@ inline bool in_split(const Claim& c, ClaimSplit s) {
 /// The decision of `who` on claim c, with the thresholds of its relation.
 inline bool accepts(const Claim& c, Checker who, const RelationCheck& r) {
   switch (who) {
-    case Checker::dkn: return c.score >= r.threshold;
-    case Checker::top1: return c.model_top1;
-    case Checker::probability: return c.p_model >= r.threshold_p;
+    case Checker::dkn:
+      return c.score >= r.threshold;
+    case Checker::top1:
+      return c.model_top1;
+    case Checker::probability:
+      return c.p_model >= r.threshold_p;
   }
   return false;
 }
 
 inline std::map<std::string, const RelationCheck*> relations_of(const FactCheckReport& rep,
-                                                               const std::string& language) {
+                                                                const std::string& language) {
   std::map<std::string, const RelationCheck*> out;
   for (const auto& r : rep.relations)
     if (r.language == language) out[r.relation] = &r;
@@ -408,7 +417,7 @@ inline nlohmann::json confusion_intervals(const FactCheckReport& rep, const std:
   for (const auto& c : rep.claims)
     if (c.language == language && detail::in_split(c, split))
       by_fact[c.relation + '\x1f' + c.fact].add(c.truth,
-                                                 detail::accepts(c, who, *rel.at(c.relation)));
+                                                detail::accepts(c, who, *rel.at(c.relation)));
   if (by_fact.size() < 2) return nullptr;
   std::vector<Confusion> facts;
   for (const auto& [_, cm] : by_fact) facts.push_back(cm);

@@ -69,6 +69,7 @@ struct FactResult {
   std::string id, relation;
   std::map<std::string, LanguageResult> languages;
   NeuronSet likn;
+  bool likn_formed = false;  ///< every language of the run has a result, so LIKN was formed
   std::map<std::string, EffectSet> likn_suppress, likn_enhance;  ///< by language, all controls
 };
 
@@ -125,9 +126,10 @@ inline std::optional<std::size_t> unrelated_fact(const std::vector<Fact>& facts,
 }
 
 /// K unrelated facts of facts[i] in `lang`: facts of other relations with another answer, drawn
-/// without replacement in a seeded order that depends only on (seed, fact id, language) — so a
-/// sharded or resumed run draws the same ones — skipping facts that cannot be encoded. Fewer
-/// than K available: ArgumentError naming how many there are.
+/// without replacement from the fact list with a stream seeded by (seed, fact id, language) — a
+/// sharded or resumed run of the same list draws the same ones; another list (more facts, another
+/// order) draws others — skipping facts that cannot be encoded. Fewer than K available:
+/// ArgumentError naming how many there are.
 template <ProbeableModel M>
 std::vector<std::pair<std::string, EncodedFact>> unrelated_facts(const KnowledgeProbe<M>& probe,
                                                                  const std::vector<Fact>& facts,
@@ -179,8 +181,13 @@ std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
     sup.notes.push_back(why);
     enh.notes.push_back(why);
   };
+  // Control draws depend on (seed, fact id, language) only: the same in localize and run, in any
+  // shard, whatever the fact's position in the list.
+  const std::uint64_t cs = o.seed ^ fnv1a(facts[i].id + '\x1f' + lang +
+                                          "\x1f"
+                                          "control");
   try {
-    const NeuronSet ctl = probe.random_control(set, o.seed + i);
+    const NeuronSet ctl = probe.random_control(set, cs);
     const auto c = probe.effects(f, ctl, factors);
     sup.control = c[0].relative();
     enh.control = c[1].relative();
@@ -188,7 +195,7 @@ std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
     note(std::string("control: ") + e.what());
   }
   try {
-    const NeuronSet ctl = probe.magnitude_control(set, f, o.seed + i, o.control_band);
+    const NeuronSet ctl = probe.magnitude_control(set, f, cs, o.control_band);
     const auto c = probe.effects(f, ctl, factors);
     sup.control_magnitude = c[0].relative();
     enh.control_magnitude = c[1].relative();
@@ -198,17 +205,25 @@ std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
   if (o.unrelated > 0) {
     try {
       double s = 0, sa = 0, e = 0, ea = 0;
+      std::size_t used = 0;
       const auto us = unrelated_facts(probe, facts, i, lang, o.unrelated, o.seed);
       for (const auto& [id, g] : us) {
-        const auto u = probe.effects(g, set, factors);
-        s += u[0].relative(), sa += std::abs(u[0].relative());
-        e += u[1].relative(), ea += std::abs(u[1].relative());
-        sup.unrelated_facts.push_back(id);
-        enh.unrelated_facts.push_back(id);
+        try {
+          const auto u = probe.effects(g, set, factors);
+          const double su = u[0].relative(), eu = u[1].relative();
+          s += su, sa += std::abs(su), e += eu, ea += std::abs(eu);
+          ++used;
+          sup.unrelated_facts.push_back(id);
+          enh.unrelated_facts.push_back(id);
+        } catch (const NumericError& err) {  // P = 0 on that fact: left out, named
+          note("unrelated fact " + id + " left out: " + err.what());
+        }
       }
-      const double k = static_cast<double>(us.size());
-      sup.unrelated = s / k, sup.unrelated_abs = sa / k;
-      enh.unrelated = e / k, enh.unrelated_abs = ea / k;
+      if (used > 0) {
+        const double k = static_cast<double>(used);
+        sup.unrelated = s / k, sup.unrelated_abs = sa / k;
+        enh.unrelated = e / k, enh.unrelated_abs = ea / k;
+      }
     } catch (const Error& e) {
       note(std::string("unrelated: ") + e.what());
     }
@@ -220,10 +235,10 @@ std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
 
 /// One (fact, language) of the localization experiment: encode facts[i] in `lang`, attribute,
 /// select with the language's threshold and, when o.verify, measure the relative change of
-/// P(answer) on suppressing (×0) / enhancing (×2) the set on the fact itself, on the next fact of
-/// another relation, and for a random control of the same layer histogram (seed o.seed + i). The
-/// position `i` is part of the definition (control seed, unrelated fact), so a sharded run gives
-/// the same numbers. Throws Error when the fact cannot be processed.
+/// P(answer) on suppressing (×0) / enhancing (×2) the set with every control of METHOD.md §10
+/// (detail::measure_set: the fact itself, K unrelated facts of other relations, random and
+/// |activation|-matched control sets). Draws are seeded by (o.seed, fact id, language), so a
+/// sharded or resumed run gives the same numbers. Throws Error when the fact cannot be processed.
 template <ProbeableModel M>
 LanguageResult localize_language(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
                                  std::size_t i, const std::string& lang, const LocalizeOptions& o) {
@@ -319,7 +334,7 @@ LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>&
   std::vector<std::size_t> index;  // rep.facts[k] is facts[index[k]]
   for (std::size_t i = 0; i < facts.size(); ++i) {
     const Fact& fact = facts[i];
-    FactResult fr{fact.id, fact.relation, {}, {}, {}, {}};
+    FactResult fr{fact.id, fact.relation, {}, {}, false, {}, {}};
     for (const auto& lang : o.languages) {
       if (o.progress) o.progress(fact.id + " [" + lang + "]");
       if (!fact.prompts.count(lang) || !fact.answers.count(lang)) {
@@ -358,6 +373,7 @@ LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>&
       std::vector<NeuronSet> sets;
       for (const auto& [lang, r] : fr.languages) sets.push_back(r.selection.neurons);
       fr.likn = likn(sets);
+      fr.likn_formed = true;
       if (o.verify && !fr.likn.empty()) {
         try {
           std::tie(fr.likn_suppress, fr.likn_enhance) = set_effects(probe, facts, i, fr.likn, o);
@@ -386,8 +402,10 @@ struct ScreenRule {
   /// "top1", "rank<=5", "p>=0.01" (recorded in outputs).
   std::string describe() const {
     switch (kind) {
-      case Kind::top1: return "top1";
-      case Kind::rank: return "rank<=" + std::to_string(max_rank);
+      case Kind::top1:
+        return "top1";
+      case Kind::rank:
+        return "rank<=" + std::to_string(max_rank);
       case Kind::probability: {
         char b[48];
         std::snprintf(b, sizeof b, "p>=%g", min_probability);
@@ -547,8 +565,8 @@ inline nlohmann::json effects_json(const EffectSet& e) {
 }
 
 /// The effect fields that are numbers, in the order tables show them.
-inline constexpr const char* k_effect_fields[] = {"related", "unrelated", "unrelated_abs", "control",
-                                                  "control_magnitude"};
+inline constexpr const char* k_effect_fields[] = {"related", "unrelated", "unrelated_abs",
+                                                  "control", "control_magnitude"};
 
 inline nlohmann::json neurons_json(const NeuronSet& s) {
   nlohmann::json j = nlohmann::json::array();
@@ -605,7 +623,7 @@ inline nlohmann::json summarize(const LocalizeReport& rep, const BootstrapOption
     }
     for (const auto& [lang, e] : f.likn_suppress) add_effects(lang, "likn_", "suppress", e);
     for (const auto& [lang, e] : f.likn_enhance) add_effects(lang, "likn_", "enhance", e);
-    if (f.languages.size() > 1) likn_sizes.push_back(static_cast<double>(f.likn.size()));
+    if (f.likn_formed) likn_sizes.push_back(static_cast<double>(f.likn.size()));
   }
   nlohmann::json j;
   j["bootstrap"] = {{"resamples", b.resamples}, {"level", b.level}, {"seed", b.seed}};
@@ -617,13 +635,13 @@ inline nlohmann::json summarize(const LocalizeReport& rep, const BootstrapOption
     const auto& rs = ratio[lang];
     if (rs.count("suppress") && rs.count("enhance") &&
         rs.at("suppress").first.size() == rs.at("enhance").first.size()) {
-      const auto s = ratio_of_means(rs.at("suppress").first, rs.at("suppress").second, b,
-                                    lang + "/succ_s");
-      const auto e = ratio_of_means(rs.at("enhance").first, rs.at("enhance").second, b,
-                                    lang + "/succ_e");
-      const auto sc = succ_summary(rs.at("suppress").first, rs.at("suppress").second,
-                                   rs.at("enhance").first, rs.at("enhance").second, b,
-                                   lang + "/succ");
+      const auto s =
+          ratio_of_means(rs.at("suppress").first, rs.at("suppress").second, b, lang + "/succ_s");
+      const auto e =
+          ratio_of_means(rs.at("enhance").first, rs.at("enhance").second, b, lang + "/succ_e");
+      const auto sc =
+          succ_summary(rs.at("suppress").first, rs.at("suppress").second, rs.at("enhance").first,
+                       rs.at("enhance").second, b, lang + "/succ");
       nlohmann::json succ = to_json(sc);  // {"n", "ratio": Succ, "ci", "unstable"}
       succ["value"] = succ["ratio"];
       succ.erase("ratio");

@@ -160,8 +160,9 @@ class KnowledgeProbe {
       for (std::size_t i = 0; i < shape[1]; ++i)
         if (a.scores(l, i) >= t * s.max_score)
           s.ranked.push_back({Neuron{static_cast<int>(l), static_cast<int>(i)}, a.scores(l, i)});
-    std::sort(s.ranked.begin(), s.ranked.end(),
-              [](const auto& x, const auto& y) { return x.second > y.second; });
+    std::sort(s.ranked.begin(), s.ranked.end(), [](const auto& x, const auto& y) {
+      return x.second != y.second ? x.second > y.second : x.first < y.first;  // ties by position
+    });
     std::vector<Neuron> n;
     for (const auto& [x, _] : s.ranked) n.push_back(x);
     s.neurons = NeuronSet(std::move(n));
@@ -264,7 +265,8 @@ class KnowledgeProbe {
                         layer, " within ", w, " ranks of |activation| of unit ", i,
                         " (the set fills its window; widen the band or select fewer neurons)");
         out.insert(
-            {layer, pool[static_cast<std::size_t>(rng.below(static_cast<std::uint64_t>(pool.size())))]});
+            {layer,
+             pool[static_cast<std::size_t>(rng.below(static_cast<std::uint64_t>(pool.size())))]});
       }
     }
     return out;

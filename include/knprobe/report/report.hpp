@@ -20,6 +20,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "knprobe/core/error.hpp"
@@ -55,6 +56,7 @@ struct LanguageSummary {
   std::optional<Interval> succ_ci;  ///< bootstrap over facts
   bool succ_unstable = true;        ///< a denominator's interval contains 0: not evidence
   std::size_t dkn_facts = 0, dkn_with_sets = 0, dkn_sets = 0, dkn_neurons = 0, dkn_passes = 0;
+  std::size_t dkn_unsearched = 0;  ///< results whose fact had fewer than 2 DKN candidates
 };
 
 struct PairOverlap {
@@ -74,6 +76,12 @@ struct RunSummaryReport {
   double mean_likn = 0;
   std::map<std::string, std::optional<double>> likn_suppress, likn_enhance;  ///< by language
   std::vector<std::pair<std::string, std::string>> failures;  ///< (item, reason), first 50
+  /// Generic neurons (METHOD.md §10), per language: the neurons selected for the most facts, as
+  /// (layer, unit, facts, relations), and how many are selected for more than 10 % of the facts.
+  std::map<std::string, std::vector<std::tuple<int, int, std::size_t, std::size_t>>> recurrence;
+  std::map<std::string, std::size_t> recurrent_over_10pct;
+  /// Per-item values for paired comparisons of runs: metric → "index language" → value.
+  std::map<std::string, std::map<std::string, double>> item_values;
 };
 
 struct HeatmapData {
@@ -114,11 +122,11 @@ inline void validate_factcheck(const nlohmann::json& fc, const std::string& path
   for (auto l = s.begin(); l != s.end(); ++l) {
     const std::string wl = path + ": summary." + l.key();
     KNPROBE_REQUIRE(l.value().is_object(), FormatError, wl, " is not an object");
-    for (const char* split : {"test", "train"}) {
+    for (const char* split : {"test", "test_1to1", "train"}) {
       if (!l.value().contains(split)) continue;
       const auto& sp = l.value()[split];
       KNPROBE_REQUIRE(sp.is_object(), FormatError, wl, ".", split, " is not an object");
-      for (const char* checker : {"dkn", "baseline"}) {
+      for (const char* checker : {"dkn", "baseline", "baseline_p"}) {
         if (!sp.contains(checker)) continue;
         const auto& m = sp[checker];
         const std::string wm = wl + "." + split + "." + checker;
@@ -151,6 +159,9 @@ inline Report build_report_unchecked(const ReportInput& in) {
     std::map<std::string, std::map<std::string, std::vector<double>>> acc;
     std::map<std::string, std::vector<double>> layer_counts;
     std::map<long long, std::map<std::string, std::set<std::pair<int, int>>>> sets;
+    std::map<std::string,
+             std::map<std::pair<int, int>, std::pair<std::size_t, std::set<std::string>>>>
+        recur;
     std::vector<double> likn_sizes;
     std::map<std::string, std::vector<double>> ls, le;
     for (const auto& rec : run.records) {
@@ -179,12 +190,22 @@ inline Report build_report_unchecked(const ReportInput& in) {
       const auto& neurons = rec.at("neurons");
       a["neurons"].push_back(static_cast<double>(neurons.size()));
       a["max_delta"].push_back(rec.value("max_completeness_delta", 0.0));
+      const std::string item = std::to_string(rec.value("index", -1LL)) + " " + lang;
+      r.item_values["neurons"][item] = static_cast<double>(neurons.size());
+      for (const char* what : {"suppress", "enhance"})
+        for (const char* where : {"related", "unrelated_abs"})
+          if (rec.contains(what) && rec.at(what).contains(where))
+            r.item_values[std::string(what) + "_" + where][item] =
+                rec.at(what).at(where).get<double>();
       auto& lc = layer_counts[lang];
       for (const auto& n : neurons) {
         const int l = n.at("layer").get<int>();
         if (l >= static_cast<int>(lc.size())) lc.resize(static_cast<std::size_t>(l) + 1, 0.0);
         lc[static_cast<std::size_t>(l)] += 1;
         sets[rec.value("index", -1LL)][lang].insert({l, n.at("unit").get<int>()});
+        auto& [facts_n, rels] = recur[lang][{l, n.at("unit").get<int>()}];
+        ++facts_n;
+        rels.insert(rec.value("relation", ""));
       }
       for (const char* what : {"suppress", "enhance"}) {
         for (const char* where : detail::k_effect_fields)
@@ -198,7 +219,9 @@ inline Report build_report_unchecked(const ReportInput& in) {
               rec.at(what).at("unrelated").get<double>());
         }
       }
-      if (rec.contains("dkn")) {
+      if (rec.contains("dkn") && rec.at("dkn").contains("note")) {
+        ++s.dkn_unsearched;  // fewer than 2 candidates: not searched (not "no DKN")
+      } else if (rec.contains("dkn")) {
         const auto& d = rec.at("dkn");
         ++s.dkn_facts;
         s.dkn_with_sets += !d.at("degenerate").empty();
@@ -228,9 +251,9 @@ inline Report build_report_unchecked(const ReportInput& in) {
       // Succ = |E_rel / E_unrel| + |S_rel / S_unrel| over the mean effects of the same facts,
       // with a bootstrap interval over facts (statistics.hpp succ_summary).
       if (a["suppress_pair_rel"].size() == a["enhance_pair_rel"].size()) {
-        const auto sc = succ_summary(a["suppress_pair_rel"], a["suppress_pair_unrel"],
-                                     a["enhance_pair_rel"], a["enhance_pair_unrel"], boot,
-                                     lang + "/succ");
+        const auto sc =
+            succ_summary(a["suppress_pair_rel"], a["suppress_pair_unrel"], a["enhance_pair_rel"],
+                         a["enhance_pair_unrel"], boot, lang + "/succ");
         s.succ = sc.ratio;
         s.succ_ci = sc.ci;
         s.succ_unstable = sc.unstable;
@@ -257,6 +280,19 @@ inline Report build_report_unchecked(const ReportInput& in) {
         p.mean_shared = detail::mean_opt(shared).value_or(0.0);
         r.overlaps.push_back(p);
       }
+    for (const auto& [lang, by] : recur) {
+      std::vector<std::tuple<int, int, std::size_t, std::size_t>> v;
+      for (const auto& [n, fr] : by) v.push_back({n.first, n.second, fr.first, fr.second.size()});
+      std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) {
+        return std::get<2>(a) != std::get<2>(b) ? std::get<2>(a) > std::get<2>(b) : a < b;
+      });
+      const double nf = static_cast<double>(r.languages[lang].results);
+      std::size_t over = 0;
+      for (const auto& t : v) over += static_cast<double>(std::get<2>(t)) > 0.1 * nf;
+      r.recurrent_over_10pct[lang] = over;
+      v.resize(std::min<std::size_t>(v.size(), 5));
+      r.recurrence[lang] = v;
+    }
     r.likn_facts = likn_sizes.size();
     for (double x : likn_sizes) r.likn_nonempty += x > 0;
     r.mean_likn = detail::mean_opt(likn_sizes).value_or(0.0);
@@ -492,14 +528,16 @@ inline std::string tables_markdown(const Report& rep) {
       if (!r.languages.count(lang)) continue;
       const auto& s = r.languages.at(lang);
       std::string succ = s.succ ? fmt("%.1f", *s.succ) : "n/a";
-      if (s.succ_ci) succ += " [" + fmt("%.1f", s.succ_ci->lo) + ", " + fmt("%.1f", s.succ_ci->hi) + "]";
+      if (s.succ_ci)
+        succ += " [" + fmt("%.1f", s.succ_ci->lo) + ", " + fmt("%.1f", s.succ_ci->hi) + "]";
       if (s.succ && s.succ_unstable) succ += " (unstable)";
       o << "| " << lang << " | " << s.results << " | " << s.screened_out << " | " << s.failures
         << " | " << fmt("%.2f", s.mean_neurons) << " | " << succ << " | "
         << fmt("%.3g", s.mean_max_delta) << " |\n";
     }
     // Effects with their bootstrap 95 % intervals (relative change of P(answer), mean over facts).
-    o << "\n| language | intervention | related | unrelated | unrelated, mean abs | random control | "
+    o << "\n| language | intervention | related | unrelated | unrelated, mean abs | random control "
+         "| "
          "magnitude control |\n|---|---|---|---|---|---|---|\n";
     for (const auto& lang : r.language_order) {
       if (!r.languages.count(lang) || r.languages.at(lang).results == 0) continue;
@@ -527,17 +565,26 @@ inline std::string tables_markdown(const Report& rep) {
         o << " Suppressing LIKN in " << lang << ": " << pct_or_na(v) << ".";
       o << "\n";
     }
+    for (const auto& lang : r.language_order) {
+      if (!r.recurrence.count(lang)) continue;
+      o << "\nRecurrence [" << lang << "]: " << r.recurrent_over_10pct.at(lang)
+        << " neurons are selected for more than 10% of the facts; most frequent:";
+      for (const auto& [l, u, nf, nr] : r.recurrence.at(lang))
+        o << " L" << l << "." << u << " (" << nf << " facts, " << nr << " relations)";
+      o << ".\n";
+    }
     bool dkn = false;
-    for (const auto& [lang, s] : r.languages) dkn |= s.dkn_facts > 0;
+    for (const auto& [lang, s] : r.languages) dkn |= s.dkn_facts + s.dkn_unsearched > 0;
     if (dkn) {
-      o << "\n| language | facts searched | facts with DKN | DKN sets per fact | mean set size | "
-           "forward passes per fact |\n|---|---|---|---|---|---|\n";
+      o << "\n| language | facts searched | fewer than 2 candidates | facts with DKN | DKN sets "
+           "per "
+           "fact | mean set size | forward passes per fact |\n|---|---|---|---|---|---|---|\n";
       for (const auto& lang : r.language_order) {
         if (!r.languages.count(lang)) continue;
         const auto& s = r.languages.at(lang);
         const double n = static_cast<double>(std::max<std::size_t>(s.dkn_facts, 1));
-        o << "| " << lang << " | " << s.dkn_facts << " | " << s.dkn_with_sets << " | "
-          << fmt("%.2f", static_cast<double>(s.dkn_sets) / n) << " | "
+        o << "| " << lang << " | " << s.dkn_facts << " | " << s.dkn_unsearched << " | "
+          << s.dkn_with_sets << " | " << fmt("%.2f", static_cast<double>(s.dkn_sets) / n) << " | "
           << (s.dkn_sets ? fmt("%.2f",
                                static_cast<double>(s.dkn_neurons) / static_cast<double>(s.dkn_sets))
                          : std::string("n/a"))
@@ -546,15 +593,57 @@ inline std::string tables_markdown(const Report& rep) {
     }
     o << "\n";
   }
+  // Paired differences of two runs of the same facts (e.g. AMIG vs IG, METHOD.md §10): per
+  // (fact, language) item present in both, the difference first − second, mean with its interval.
+  for (std::size_t a = 0; a < rep.runs.size(); ++a)
+    for (std::size_t b = a + 1; b < rep.runs.size(); ++b) {
+      const auto& x = rep.runs[a];
+      const auto& y = rep.runs[b];
+      const auto fp = [](const RunSummaryReport& r) {
+        return r.header.value("facts", nlohmann::json::object())
+            .value("fingerprint", nlohmann::json());
+      };
+      if (fp(x).is_null() || fp(x) != fp(y)) continue;
+      o << "### Paired differences: " << x.label << " − " << y.label << "\n\n"
+        << "| language | per-fact value | facts in both | mean difference [95% CI] | median "
+           "difference |\n|---|---|---|---|---|\n";
+      for (const auto& lang : x.language_order)
+        for (const auto& [metric, values] : x.item_values) {
+          if (!y.item_values.count(metric)) continue;
+          // one item per fact of this language: facts are the resampling unit
+          std::map<std::string, double> xa, ya;
+          const std::string suffix = " " + lang;
+          auto pick = [&](const std::map<std::string, double>& m,
+                          std::map<std::string, double>& out) {
+            for (const auto& [k, v] : m)
+              if (k.size() > suffix.size() &&
+                  k.compare(k.size() - suffix.size(), suffix.size(), suffix) == 0)
+                out[k] = v;
+          };
+          pick(values, xa);
+          pick(y.item_values.at(metric), ya);
+          const auto p = paired(xa, ya, BootstrapOptions{}, lang + "/" + metric);
+          const auto& d = p.difference;
+          if (d.n == 0) continue;
+          const bool percent = metric != "neurons";
+          auto show = [&](double v) { return percent ? fmt("%+.1f%%", 100 * v) : fmt("%+.2f", v); };
+          o << "| " << lang << " | " << metric << " | " << d.n << " | " << show(d.mean);
+          if (d.mean_ci) o << " [" << show(d.mean_ci->lo) << ", " << show(d.mean_ci->hi) << "]";
+          o << " | " << show(d.median) << " |\n";
+        }
+      o << "\n";
+    }
   if (rep.factcheck.is_object() && rep.factcheck.contains("summary")) {
     o << "### Fact-checking (" << base_name(rep.factcheck_path) << ")\n\n"
-      << "| language | split | checker | precision | recall | F1 | accuracy | precision (ref) | "
+      << "| language | claims | checker | precision | recall | F1 | accuracy | precision (ref) | "
          "F1 (ref) |\n|---|---|---|---|---|---|---|---|---|\n";
     const auto& s = rep.factcheck.at("summary");
     for (auto it = s.begin(); it != s.end(); ++it)
-      for (const char* split : {"test", "train"})
+      for (const char* split : {"test", "test_1to1", "train"})
         if (it.value().contains(split))
-          for (const auto& [key, name] : {std::pair{"dkn", "DKN"}, {"baseline", "model top-1"}})
+          for (const auto& [key, name] : {std::pair{"dkn", "DKN"},
+                                          {"baseline", "model top-1"},
+                                          {"baseline_p", "P(candidate)"}})
             if (it.value().at(split).contains(key))
               o << "| " << it.key() << " | " << split << " | " << name
                 << metric_row(it.value().at(split).at(key)) << "\n";
@@ -639,8 +728,8 @@ inline std::string render_html(const Report& rep) {
     o << "<h3>Knowledge neurons over layers</h3>\n<p>Share of each language's selected neurons "
          "in each layer.</p>\n"
       << detail::svg_bars(layers, share, "share of neurons");
-    const std::vector<std::string> cats{"suppress: related", "unrelated", "random control",
-                                        "magnitude control", "enhance: related",  "unrelated",
+    const std::vector<std::string> cats{"suppress: related", "unrelated",        "random control",
+                                        "magnitude control", "enhance: related", "unrelated",
                                         "random control",    "magnitude control"};
     for (const auto& lang : r.language_order) {
       if (!r.languages.count(lang) || r.languages.at(lang).results == 0) continue;
@@ -649,8 +738,7 @@ inline std::string render_html(const Report& rep) {
                             "suppress_control_magnitude", "enhance_related", "enhance_unrelated",
                             "enhance_control", "enhance_control_magnitude"}) {
         const auto& s = r.languages.at(lang);
-        sv.values.push_back(s.effects.count(k) && s.effects.at(k) ? 100.0 * *s.effects.at(k)
-                                                                  : 0.0);
+        sv.values.push_back(s.effects.count(k) && s.effects.at(k) ? 100.0 * *s.effects.at(k) : 0.0);
         std::optional<Interval> ci;
         if (s.effect_ci.count(k) && s.effect_ci.at(k))
           ci = Interval{100.0 * s.effect_ci.at(k)->lo, 100.0 * s.effect_ci.at(k)->hi};
