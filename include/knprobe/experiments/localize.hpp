@@ -7,6 +7,7 @@
 // Facts that cannot be processed are recorded with the reason; the run continues.
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -52,6 +53,14 @@ struct EffectSet {
   std::optional<double> related, unrelated, unrelated_abs, control, control_magnitude;
   std::vector<std::string> unrelated_facts;  ///< ids of the K unrelated facts used
   std::vector<std::string> notes;            ///< why a control is missing
+  /// The numeric fields with their JSON names, in the order tables show them.
+  std::array<std::pair<const char*, const std::optional<double>*>, 5> fields() const {
+    return {{{"related", &related},
+             {"unrelated", &unrelated},
+             {"unrelated_abs", &unrelated_abs},
+             {"control", &control},
+             {"control_magnitude", &control_magnitude}}};
+  }
 };
 
 struct LanguageResult {
@@ -551,13 +560,7 @@ namespace detail {
 
 inline nlohmann::json effects_json(const EffectSet& e) {
   nlohmann::json j = nlohmann::json::object();
-  const std::pair<const char*, const std::optional<double>*> fields[] = {
-      {"related", &e.related},
-      {"unrelated", &e.unrelated},
-      {"unrelated_abs", &e.unrelated_abs},
-      {"control", &e.control},
-      {"control_magnitude", &e.control_magnitude}};
-  for (const auto& [k, v] : fields)
+  for (const auto& [k, v] : e.fields())
     if (*v) j[k] = **v;
   if (!e.unrelated_facts.empty()) j["unrelated_facts"] = e.unrelated_facts;
   if (!e.notes.empty()) j["notes"] = e.notes;
@@ -572,14 +575,6 @@ inline nlohmann::json neurons_json(const NeuronSet& s) {
   nlohmann::json j = nlohmann::json::array();
   for (const auto& n : s) j.push_back({n.layer, n.unit});
   return j;
-}
-
-/// Mean of the present values, or null.
-inline nlohmann::json mean_of(const std::vector<double>& v) {
-  if (v.empty()) return nullptr;
-  double s = 0;
-  for (double x : v) s += x;
-  return s / static_cast<double>(v.size());
 }
 
 }  // namespace detail
@@ -598,13 +593,7 @@ inline nlohmann::json summarize(const LocalizeReport& rep, const BootstrapOption
   auto add_effects = [&](const std::string& lang, const std::string& prefix, const char* name,
                          const EffectSet& e) {
     auto& a = acc[lang];
-    const std::pair<const char*, const std::optional<double>*> fields[] = {
-        {"related", &e.related},
-        {"unrelated", &e.unrelated},
-        {"unrelated_abs", &e.unrelated_abs},
-        {"control", &e.control},
-        {"control_magnitude", &e.control_magnitude}};
-    for (const auto& [k, v] : fields)
+    for (const auto& [k, v] : e.fields())
       if (*v) a[prefix + name + "_" + k].push_back(**v);
     if (e.related && e.unrelated) {
       auto& [x, y] = ratio[lang][prefix + name];
