@@ -24,7 +24,8 @@ BOOST_AUTO_TEST_CASE(erasing_through_negative_neurons_follows_the_sign_of_the_ac
   // The planted set: the 8 units of the last layer with the most negative activation at the
   // answer position.
   const int last = model.num_layers() - 1, p0 = f.positions.front();
-  const auto acts = model.trace(f.tokens).activations(last);
+  const auto trace = model.trace(f.tokens);  // activations() views the trace: keep it alive
+  const auto acts = trace.activations(last);
   std::vector<std::pair<double, int>> by;
   for (int j = 0; j < model.ffn_width(); ++j) by.push_back({static_cast<double>(acts(p0, j)), j});
   std::sort(by.begin(), by.end());
@@ -49,10 +50,10 @@ BOOST_AUTO_TEST_CASE(erasing_through_negative_neurons_follows_the_sign_of_the_ac
     e.edit(f.targets.front(), std::nullopt, 1.0, 0.0);
     as_written_after = detail::answer_probability(model, f);
   }
-  BOOST_TEST(signed_after < before, "erase along sign(a): P(old) " << before << " -> "
-                                                                   << signed_after);
-  BOOST_TEST(as_written_after > signed_after, "Dai's rule as written: P(old) " << before << " -> "
-                                                                               << as_written_after);
+  BOOST_TEST(signed_after < before,
+             "erase along sign(a): P(old) " << before << " -> " << signed_after);
+  BOOST_TEST(as_written_after > signed_after,
+             "Dai's rule as written: P(old) " << before << " -> " << as_written_after);
   BOOST_TEST((model.weights().layers[last].w_down.array() == saved.array()).all());  // undone
   // every neuron needs its activation; a zero one is left as it is
   std::map<Neuron, double> missing = act;
@@ -73,7 +74,8 @@ BOOST_AUTO_TEST_CASE(experiment_uses_k_unrelated_facts_and_logs_activation_signs
   o.thresholds = {{"en", 0.3}};
   o.attribution.steps = 8;
   o.unrelated = 2;
-  const auto rep = cross_lingual_editing(model, tok, std::vector<Fact>(facts.begin(), facts.begin() + 2), o);
+  const auto rep =
+      cross_lingual_editing(model, tok, std::vector<Fact>(facts.begin(), facts.begin() + 2), o);
   BOOST_TEST(rep.facts.empty());  // two names, no fact of another relation: skipped with reason
   BOOST_REQUIRE(rep.skipped.size() == 2u);
   BOOST_TEST(rep.skipped[0].reason.find("other relations") != std::string::npos);

@@ -36,10 +36,10 @@
 namespace knprobe {
 
 struct RunOptions {
-  LocalizeOptions localize;       ///< languages, thresholds, attribution, verify, seed
-  bool require_correct = false;   ///< screen each fact: it must pass `screen` in every language
-  int max_answer_tokens = 0;      ///< with require_correct: longer answers are screened out
-  ScreenRule screen;              ///< with require_correct: top-1 (default), top-k or P(answer) ≥ p
+  LocalizeOptions localize;      ///< languages, thresholds, attribution, verify, seed
+  bool require_correct = false;  ///< screen each fact: it must pass `screen` in every language
+  int max_answer_tokens = 0;     ///< with require_correct: longer answers are screened out
+  ScreenRule screen;  ///< with require_correct: top-1 (default), top-k or P(answer) ≥ p
   std::optional<DknOptions> dkn;  ///< also search degenerate neurons of every (fact, language)
   int top_per_layer = 8;          ///< per-layer top units kept for heatmaps (0 = none)
   std::size_t shard_rank = 0, shard_count = 1;
@@ -317,10 +317,9 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
           rec = base("result", lang);
           rec.update(to_json(r, o.top_per_layer));
           if (o.dkn)
-            rec["dkn"] = detail::dkn_json(find_degenerate(probe.model(),
-                                                          probe.encode(r.prompt, r.answer),
-                                                          r.attribution, *o.dkn,
-                                                          &r.selection.ranked));
+            rec["dkn"] =
+                detail::dkn_json(find_degenerate(probe.model(), probe.encode(r.prompt, r.answer),
+                                                 r.attribution, *o.dkn, &r.selection.ranked));
           // a NaN here would stop every rerun at this item: record it as this item's failure
           io::require_finite_json(rec, "fact " + fact.id + " [" + lang + "]");
           sets[idx][lang] = r.selection.neurons;

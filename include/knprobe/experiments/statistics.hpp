@@ -230,10 +230,19 @@ inline nlohmann::json to_json(const Summary& s) {
     return i ? nlohmann::json{i->lo, i->hi} : nlohmann::json(nullptr);
   };
   if (s.n == 0)
-    return {{"n", 0},          {"mean", nullptr},   {"mean_ci", nullptr},    {"median", nullptr},
-            {"median_ci", nullptr}, {"mean_abs", nullptr}, {"mean_abs_ci", nullptr}};
-  return {{"n", s.n},           {"mean", s.mean},           {"mean_ci", ci(s.mean_ci)},
-          {"median", s.median}, {"median_ci", ci(s.median_ci)}, {"mean_abs", s.mean_abs},
+    return {{"n", 0},
+            {"mean", nullptr},
+            {"mean_ci", nullptr},
+            {"median", nullptr},
+            {"median_ci", nullptr},
+            {"mean_abs", nullptr},
+            {"mean_abs_ci", nullptr}};
+  return {{"n", s.n},
+          {"mean", s.mean},
+          {"mean_ci", ci(s.mean_ci)},
+          {"median", s.median},
+          {"median_ci", ci(s.median_ci)},
+          {"mean_abs", s.mean_abs},
           {"mean_abs_ci", ci(s.mean_abs_ci)}};
 }
 
