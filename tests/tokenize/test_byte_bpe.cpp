@@ -10,6 +10,59 @@ namespace {
 std::filesystem::path dir() {
   return knprobe::testing::data_dir() / "tokenizers" / "byte_bpe";
 }
+std::filesystem::path rules_dir() {
+  return knprobe::testing::data_dir() / "tokenizers" / "bpe_rules";
+}
+
+/// A GGUF v3 file without tensors holding a byte-level BPE tokenizer; each entry of `kv` is one
+/// key with its encoded type and value.
+struct BpeGguf {
+  std::vector<std::string> kv;
+  template <class T>
+  static std::string raw(T v) {
+    return std::string(reinterpret_cast<const char*>(&v), sizeof(v));
+  }
+  static std::string str(const std::string& s) { return raw(std::uint64_t(s.size())) + s; }
+  void text(const std::string& key, const std::string& v) {
+    kv.push_back(str(key) + raw(std::uint32_t(8)) + str(v));
+  }
+  void strings(const std::string& key, const std::vector<std::string>& v) {
+    std::string b =
+        str(key) + raw(std::uint32_t(9)) + raw(std::uint32_t(8)) + raw(std::uint64_t(v.size()));
+    for (const auto& x : v) b += str(x);
+    kv.push_back(b);
+  }
+  void ints(const std::string& key, const std::vector<std::int32_t>& v) {
+    std::string b =
+        str(key) + raw(std::uint32_t(9)) + raw(std::uint32_t(5)) + raw(std::uint64_t(v.size()));
+    for (auto x : v) b += raw(x);
+    kv.push_back(b);
+  }
+  void u32(const std::string& key, std::uint32_t v) {
+    kv.push_back(str(key) + raw(std::uint32_t(4)) + raw(v));
+  }
+  void flag(const std::string& key, bool v) {
+    kv.push_back(str(key) + raw(std::uint32_t(7)) + raw(std::uint8_t(v)));
+  }
+  std::string bytes() const {
+    std::string b = raw(std::uint32_t(0x46554747u)) + raw(std::uint32_t(3)) +
+                    raw(std::uint64_t(0)) + raw(std::uint64_t(kv.size()));
+    for (const auto& x : kv) b += x;
+    b.resize((b.size() + 31) / 32 * 32, '\0');
+    return b;
+  }
+  /// A valid two-letter tokenizer: a, b, ab (merge "a b"), <s> (control).
+  static BpeGguf valid(const std::string& pre = "default") {
+    BpeGguf g;
+    g.text("tokenizer.ggml.model", "gpt2");
+    if (!pre.empty()) g.text("tokenizer.ggml.pre", pre);
+    g.strings("tokenizer.ggml.tokens", {"a", "b", "ab", "<s>"});
+    g.strings("tokenizer.ggml.merges", {"a b"});
+    g.ints("tokenizer.ggml.token_type", {1, 1, 1, 3});
+    g.u32("tokenizer.ggml.bos_token_id", 3);
+    return g;
+  }
+};
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(tokenize_byte_bpe)
@@ -65,6 +118,123 @@ BOOST_AUTO_TEST_CASE(bad_tokenizer_files_are_named) {
   BOOST_TEST(throws_with<TokenizerError>(
       [&] { ByteBpe::from_tokenizer_json_text(R"({"model":{"type":"BPE"}})", "t.json"); },
       {"model.vocab must be an object"}));
+}
+
+// For each pre-tokenisation rule, a small BPE trained by Hugging Face `tokenizers` with that rule
+// (tools/make_bpe_fixtures.py): knprobe gives HF's ids from its tokenizer.json and from the GGUF
+// file holding the same vocabulary (tokenizer.ggml.pre names the rule as llama.cpp does).
+BOOST_AUTO_TEST_CASE(ids_equal_hugging_face_for_llama3_qwen2_smollm_from_json_and_gguf) {
+  const auto g = knprobe::testing::read_json(rules_dir() / "expected.json")["ids"];
+  const std::pair<const char*, PreTokenizer> rules[] = {{"gpt2", PreTokenizer::gpt2},
+                                                        {"llama3", PreTokenizer::llama3},
+                                                        {"qwen2", PreTokenizer::qwen2},
+                                                        {"smollm", PreTokenizer::smollm}};
+  for (const auto& [name, rule] : rules) {
+    BOOST_TEST_CONTEXT("rule " << name) {
+      const auto a = ByteBpe::from_tokenizer_json(rules_dir() / name / "tokenizer.json");
+      const io::GgufFile file(rules_dir() / name / "model.gguf");
+      const auto b = ByteBpe::from_gguf(file);
+      BOOST_TEST(int(a.pre_tokenizer()) == int(rule));
+      BOOST_TEST(int(b.pre_tokenizer()) == int(rule));
+      BOOST_TEST(a.vocab_size() == b.vocab_size());
+      BOOST_TEST(g[name].size() >= 30u);
+      const bool bos = rule == PreTokenizer::llama3;  // written with add_bos_token for Llama 3
+      BOOST_TEST(b.adds_bos() == bos);
+      for (auto it = g[name].begin(); it != g[name].end(); ++it)
+        BOOST_TEST_CONTEXT("text '" << it.key() << "'") {
+          const auto want = it.value().get<std::vector<TokenId>>();
+          BOOST_TEST(a.encode(it.key()) == want, boost::test_tools::per_element());
+          EncodeOptions plain;
+          plain.add_special = false;
+          BOOST_TEST(b.encode(it.key(), plain) == want, boost::test_tools::per_element());
+          if (bos) {
+            const auto framed = b.encode(it.key());
+            BOOST_REQUIRE(!framed.empty());
+            BOOST_TEST(framed.front() == *b.special().bos);
+          }
+          // Text comes back (NFC-normalised for Qwen 2), control tokens included when asked.
+          BOOST_TEST(b.decode(b.encode(it.key(), plain), false) ==
+                     (rule == PreTokenizer::qwen2 ? b.decode(want, false) : it.key()));
+        }
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(gguf_byte_level_bpe_reads_specials_and_refuses_bad_files) {
+  using knprobe::testing::throws_with;
+  knprobe::testing::TempDir tmp;
+  auto open = [&](const BpeGguf& g) {
+    const io::GgufFile f(tmp.write("t.gguf", g.bytes()));
+    return ByteBpe::from_gguf(f);
+  };
+  const auto t = open(BpeGguf::valid());
+  BOOST_TEST(t.encode("abab") == (std::vector<TokenId>{2, 2}), boost::test_tools::per_element());
+  BOOST_TEST(t.encode("a<s>b") == (std::vector<TokenId>{0, 3, 1}),
+             boost::test_tools::per_element());  // a control token is matched whole
+  BOOST_TEST(*t.special().bos == 3);
+  BOOST_TEST(!t.adds_bos());
+  BOOST_TEST(int(open(BpeGguf::valid("")).pre_tokenizer()) == int(PreTokenizer::gpt2));
+
+  auto g = BpeGguf::valid("tekken");
+  BOOST_TEST(
+      throws_with<TokenizerError>([&] { open(g); }, {"t.gguf", "tokenizer.ggml.pre", "'tekken'"}));
+  g = BpeGguf::valid();
+  g.kv.erase(g.kv.begin() + 3);  // merges
+  BOOST_TEST(throws_with<TokenizerError>([&] { open(g); }, {"t.gguf", "merges is missing"}));
+  g = BpeGguf::valid();
+  g.strings("tokenizer.ggml.merges", {"a zz"});
+  g.kv.erase(g.kv.begin() + 3);
+  BOOST_TEST(throws_with<TokenizerError>([&] { open(g); },
+                                         {"t.gguf", "merge 0", "'zz'", "not in the vocabulary"}));
+  g = BpeGguf::valid();
+  g.strings("tokenizer.ggml.merges", {"ab"});
+  g.kv.erase(g.kv.begin() + 3);
+  BOOST_TEST(throws_with<TokenizerError>([&] { open(g); }, {"t.gguf", "'ab'", "not 'left right'"}));
+  g = BpeGguf::valid();
+  g.ints("tokenizer.ggml.token_type", {1, 1});
+  g.kv.erase(g.kv.begin() + 4);
+  BOOST_TEST(throws_with<TokenizerError>([&] { open(g); }, {"token_type has 2 entries for 4"}));
+  g = BpeGguf::valid();
+  g.u32("tokenizer.ggml.eos_token_id", 99);
+  BOOST_TEST(throws_with<FormatError>([&] { open(g); }, {"t.gguf", "eos_token_id", "99"}));
+  g = BpeGguf::valid();
+  g.kv.pop_back();  // no BOS id
+  g.flag("tokenizer.ggml.add_bos_token", true);
+  BOOST_TEST(throws_with<TokenizerError>([&] { open(g); }, {"add_bos_token", "no bos_token_id"}));
+  g = BpeGguf::valid();
+  g.kv.erase(g.kv.begin());
+  g.text("tokenizer.ggml.model", "llama");
+  BOOST_TEST(throws_with<TokenizerError>([&] { open(g); }, {"'llama'", "expected 'gpt2'"}));
+}
+
+BOOST_AUTO_TEST_CASE(tokenizer_json_pre_tokenizers_are_recognised_or_refused) {
+  using knprobe::testing::throws_with;
+  auto json_with = [](const std::string& pre, const std::string& norm = "null") {
+    return R"({"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":["a b"]},)"
+           R"("normalizer":)" +
+           norm + R"(,"pre_tokenizer":)" + pre + "}";
+  };
+  BOOST_TEST(int(ByteBpe::from_tokenizer_json_text(
+                     json_with(R"({"type":"ByteLevel","add_prefix_space":false})"), "t.json")
+                     .pre_tokenizer()) == int(PreTokenizer::gpt2));
+  BOOST_TEST(throws_with<TokenizerError>(
+      [&] { ByteBpe::from_tokenizer_json_text(json_with(R"({"type":"Whitespace"})"), "t.json"); },
+      {"t.json", "pre_tokenizer", "Whitespace", "not implemented"}));
+  BOOST_TEST(throws_with<TokenizerError>(
+      [&] {
+        ByteBpe::from_tokenizer_json_text(
+            json_with(R"({"type":"Sequence","pretokenizers":[{"type":"Split","pattern":)"
+                      R"({"Regex":"\\s+"},"behavior":"Isolated","invert":false},)"
+                      R"({"type":"ByteLevel","use_regex":false}]})"),
+            "t.json");
+      },
+      {"t.json", "neither Llama 3's nor Qwen 2's"}));
+  BOOST_TEST(throws_with<TokenizerError>(
+      [&] {
+        ByteBpe::from_tokenizer_json_text(
+            json_with(R"({"type":"ByteLevel"})", R"({"type":"NFKC"})"), "t.json");
+      },
+      {"t.json", "normalizer", "NFKC", "not implemented"}));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,12 +1,13 @@
 #pragma once
-// Byte-level BPE (GPT-2, mGPT; Hugging Face ByteLevel pre-tokenizer + BPE model):
+// Byte-level BPE (GPT-2, mGPT, Llama 3, Qwen 2, SmolLM; Hugging Face ByteLevel + BPE model, GGUF
+// tokenizer.ggml.model "gpt2"):
 //   1. split out added / special tokens (e.g. "<|endoftext|>") when parse_special;
-//   2. pre-tokenise with the GPT-2 pattern
-//        's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+//   2. pre-tokenise with the file's rule (pre_tokenize.hpp: gpt2, llama3, qwen2, smollm);
 //   3. map every byte of a pre-token to a printable code point (bytes_to_unicode);
 //   4. merge adjacent symbols by lowest merge rank until none applies; look up ids.
 // Whitespace is part of the tokens: " Paris" (with its space, as after "is") and "Paris" are
-// different ids. Nothing is prepended unless the tokenizer declares add_prefix_space.
+// different ids. Nothing is prepended unless the tokenizer declares add_prefix_space; BOS only
+// where the file asks for it (GGUF tokenizer.ggml.add_bos_token).
 
 #include <algorithm>
 #include <array>
@@ -20,7 +21,9 @@
 #include <vector>
 
 #include "knprobe/io/files.hpp"
+#include "knprobe/io/gguf.hpp"
 #include "knprobe/io/json_get.hpp"
+#include "knprobe/tokenize/pre_tokenize.hpp"
 #include "knprobe/tokenize/tokenizer.hpp"
 #include "knprobe/tokenize/unicode.hpp"
 
@@ -31,8 +34,9 @@ class ByteBpe : public Tokenizer {
   /// vocab: piece → id; merges in rank order as ("left", "right") pairs of byte-mapped strings.
   ByteBpe(std::unordered_map<std::string, TokenId> vocab,
           std::vector<std::pair<std::string, std::string>> merges,
-          std::vector<std::string> added_tokens = {}, bool add_prefix_space = false)
-      : add_prefix_space_(add_prefix_space) {
+          std::vector<std::string> added_tokens = {}, bool add_prefix_space = false,
+          PreTokenizer rule = PreTokenizer::gpt2)
+      : add_prefix_space_(add_prefix_space), rule_(rule) {
     KNPROBE_REQUIRE(!vocab.empty(), TokenizerError, "byte-level BPE vocabulary is empty");
     TokenId max_id = 0;
     for (const auto& [p, id] : vocab) {
@@ -43,8 +47,7 @@ class ByteBpe : public Tokenizer {
     std::vector<std::string> text(static_cast<std::size_t>(max_id) + 1);
     for (const auto& [p, id] : vocab) text[static_cast<std::size_t>(id)] = p;
     set_vocabulary(std::move(text));
-    for (std::size_t r = 0; r < merges.size(); ++r)
-      ranks_.emplace(merges[r].first + ' ' + merges[r].second, static_cast<int>(r));
+    set_merges(merges);
     build_byte_tables();
     for (auto& t : added_tokens) {
       auto id = piece_to_id(t);
@@ -58,6 +61,75 @@ class ByteBpe : public Tokenizer {
     if (auto unk = piece_to_id("<unk>")) special_.unk = unk;
     if (auto pad = piece_to_id("<pad>")) special_.pad = pad;
   }
+
+  /// Reads the tokenizer stored in a GGUF file (tokenizer.ggml.model "gpt2"): tokens (id order),
+  /// merges ("left right", rank order), token_type (3 control and 4 user-defined tokens are
+  /// matched whole in the text), pre (the pre-tokenisation rule; absent means "default", as in
+  /// llama.cpp), bos / eos / unknown / padding ids, add_bos_token, add_space_prefix.
+  static ByteBpe from_gguf(const io::GgufFile& f) {
+    const std::string& model = f.get_string("tokenizer.ggml.model");
+    KNPROBE_REQUIRE(model == "gpt2", TokenizerError, f.path(), ": tokenizer.ggml.model is '",
+                    model.substr(0, 64), "', expected 'gpt2' (byte-level BPE)");
+    PreTokenizer rule = PreTokenizer::gpt2;
+    if (f.has("tokenizer.ggml.pre")) {
+      try {
+        rule = pre_tokenizer_from_gguf_name(f.get_string("tokenizer.ggml.pre"));
+      } catch (const TokenizerError& e) {
+        throw TokenizerError(detail::concat(f.path(), ": tokenizer.ggml.pre: ", e.what()));
+      }
+    }
+    std::vector<std::string> pieces;
+    f.for_each_string("tokenizer.ggml.tokens", [&](std::string_view t) {
+      KNPROBE_REQUIRE(pieces.size() < std::size_t(k_max_id), TokenizerError, f.path(),
+                      ": more than ", k_max_id, " tokens");
+      pieces.emplace_back(t);
+    });
+    KNPROBE_REQUIRE(!pieces.empty(), TokenizerError, f.path(), ": tokenizer.ggml.tokens is empty");
+    KNPROBE_REQUIRE(f.has("tokenizer.ggml.merges"), TokenizerError, f.path(),
+                    ": tokenizer.ggml.merges is missing (a byte-level BPE tokenizer needs them)");
+    std::vector<std::pair<std::string, std::string>> merges;
+    f.for_each_string("tokenizer.ggml.merges", [&](std::string_view m) {
+      const auto sp = m.find(' ');
+      KNPROBE_REQUIRE(sp != std::string_view::npos, TokenizerError, f.path(),
+                      ": tokenizer.ggml.merges entry ", merges.size(), " ('",
+                      std::string(m.substr(0, 80)), "') is not 'left right'");
+      merges.emplace_back(std::string(m.substr(0, sp)), std::string(m.substr(sp + 1)));
+    });
+    std::vector<std::int64_t> types;
+    if (f.has("tokenizer.ggml.token_type")) {
+      types = f.int_array("tokenizer.ggml.token_type");
+      KNPROBE_REQUIRE(types.size() == pieces.size(), TokenizerError, f.path(),
+                      ": tokenizer.ggml.token_type has ", types.size(), " entries for ",
+                      pieces.size(), " tokens");
+    }
+    ByteBpe t(std::move(pieces), f.path() + ": tokenizer.ggml");
+    t.rule_ = rule;
+    t.ignore_merges_ = rule == PreTokenizer::llama3;  // as llama.cpp (and Llama 3's tokenizer.json)
+    t.nfc_ = rule == PreTokenizer::qwen2;  // Qwen 2's tokenizer.json normalises to NFC first
+    t.check_merges_by_id(merges, f.path() + ": tokenizer.ggml.merges");
+    t.set_merges(merges);
+    for (std::size_t i = 0; i < types.size(); ++i)
+      if ((types[i] == 3 || types[i] == 4) && !t.piece_text(static_cast<TokenId>(i)).empty())
+        t.added_.push_back(static_cast<TokenId>(i));
+    auto id_of = [&](const char* key) -> std::optional<TokenId> {
+      if (!f.has(key)) return std::nullopt;
+      return static_cast<TokenId>(f.get_int_in(key, 0, t.vocab_size() - 1));
+    };
+    t.special_ = {};
+    t.special_.bos = id_of("tokenizer.ggml.bos_token_id");
+    t.special_.eos = id_of("tokenizer.ggml.eos_token_id");
+    t.special_.unk = id_of("tokenizer.ggml.unknown_token_id");
+    t.special_.pad = id_of("tokenizer.ggml.padding_token_id");
+    t.add_bos_ = f.get_bool("tokenizer.ggml.add_bos_token", false);
+    KNPROBE_REQUIRE(!t.add_bos_ || t.special_.bos, TokenizerError, f.path(),
+                    ": tokenizer.ggml.add_bos_token is true but there is no bos_token_id");
+    t.add_prefix_space_ = f.get_bool("tokenizer.ggml.add_space_prefix", false);
+    return t;
+  }
+
+  PreTokenizer pre_tokenizer() const { return rule_; }
+  /// Whether encode() with add_special puts BOS first.
+  bool adds_bos() const { return add_bos_; }
 
   /// From vocab.json + merges.txt in a directory, else from its tokenizer.json.
   static ByteBpe from_directory(const std::filesystem::path& dir) {
@@ -135,17 +207,31 @@ class ByteBpe : public Tokenizer {
       }
     }
     bool prefix = false;
-    if (j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object() &&
-        j["pre_tokenizer"].contains("add_prefix_space"))
-      prefix = io::json_bool(j["pre_tokenizer"]["add_prefix_space"],
-                             name + ": pre_tokenizer.add_prefix_space");
-    return ByteBpe(std::move(vocab), std::move(merges), std::move(added), prefix);
+    const PreTokenizer rule = read_hf_pre_tokenizer(j, name, prefix);
+    bool nfc = false;
+    if (j.contains("normalizer") && !j["normalizer"].is_null()) {
+      const auto type = j["normalizer"].is_object()
+                            ? j["normalizer"].value("type", nlohmann::json())
+                            : nlohmann::json();
+      KNPROBE_REQUIRE(type == "NFC", TokenizerError, name, ": normalizer ",
+                      j["normalizer"].dump().substr(0, 80),
+                      " is not implemented for byte-level BPE (only none or NFC)");
+      nfc = true;
+    }
+    bool ignore_merges = false;
+    if (model.contains("ignore_merges") && !model["ignore_merges"].is_null())
+      ignore_merges = io::json_bool(model["ignore_merges"], name + ": model.ignore_merges");
+    ByteBpe t(std::move(vocab), std::move(merges), std::move(added), prefix, rule);
+    t.nfc_ = nfc;
+    t.ignore_merges_ = ignore_merges;
+    return t;
   }
 
   using Tokenizer::encode;
   /// Ids of `text` exactly as written (no BOS; byte-level BPE models are not framed by default).
   std::vector<TokenId> encode(std::string_view text, const EncodeOptions& opts) const override {
     std::vector<TokenId> out;
+    if (add_bos_ && opts.add_special) out.push_back(*special_.bos);
     std::size_t start = 0;
     bool first = true;
     while (start <= text.size()) {
@@ -160,9 +246,12 @@ class ByteBpe : public Tokenizer {
       std::string frag;
       frag.reserve(piece.size() + 1);
       if (first && add_prefix_space_ && !piece.empty() && piece[0] != ' ') frag.push_back(' ');
-      frag.append(piece);
+      if (nfc_)
+        frag.append(unicode::encode_utf8(unicode::nfc(unicode::decode_utf8(piece))));
+      else
+        frag.append(piece);
       first = false;
-      for (const auto& word : pre_tokenize(frag)) bpe(word, out);
+      for (const auto& word : knprobe::pre_tokenize(frag, rule_)) bpe(word, out);
       if (best_id < 0) break;
       out.push_back(best_id);
       start = best + piece_text(best_id).size();
@@ -191,59 +280,85 @@ class ByteBpe : public Tokenizer {
 
   /// The GPT-2 pre-tokenisation of `text` (exposed for tests).
   static std::vector<std::string> pre_tokenize(std::string_view text) {
-    const std::u32string s = unicode::decode_utf8(text);
-    const std::size_t n = s.size();
-    std::vector<std::string> out;
-    std::size_t i = 0;
-    auto emit = [&](std::size_t a, std::size_t b) {
-      out.push_back(unicode::encode_utf8(s.substr(a, b - a)));
-    };
-    auto run = [&](std::size_t j, auto pred) {
-      while (j < n && pred(s[j])) ++j;
-      return j;
-    };
-    auto other = [](char32_t c) {
-      return !unicode::is_space(c) && !unicode::is_letter(c) && !unicode::is_number(c);
-    };
-    while (i < n) {
-      if (s[i] == U'\'') {  // contractions
-        static const std::u32string suffixes[] = {U"s", U"t", U"re", U"ve", U"m", U"ll", U"d"};
-        bool hit = false;
-        for (const auto& suf : suffixes)
-          if (s.compare(i + 1, suf.size(), suf) == 0 && i + 1 + suf.size() <= n) {
-            emit(i, i + 1 + suf.size());
-            i += 1 + suf.size();
-            hit = true;
-            break;
-          }
-        if (hit) continue;
-      }
-      const std::size_t j = (s[i] == U' ' && i + 1 < n) ? i + 1 : i;
-      if (unicode::is_letter(s[j])) {
-        const auto k = run(j, unicode::is_letter);
-        emit(i, k);
-        i = k;
-      } else if (unicode::is_number(s[j])) {
-        const auto k = run(j, unicode::is_number);
-        emit(i, k);
-        i = k;
-      } else if (other(s[j])) {
-        const auto k = run(j, other);
-        emit(i, k);
-        i = k;
-      } else {  // whitespace: \s+(?!\S) then \s+
-        const auto k = run(i, unicode::is_space);
-        const std::size_t end = (k == n || k - i == 1) ? k : k - 1;
-        emit(i, end);
-        i = end;
-      }
-    }
-    return out;
+    return knprobe::pre_tokenize(text, PreTokenizer::gpt2);
   }
 
  private:
   static constexpr std::uintmax_t k_max_file = std::uintmax_t(512) << 20;
   static constexpr TokenId k_max_id = (1 << 24) - 1;
+
+  /// The pre-tokenisation rule of a tokenizer.json (`prefix` gets ByteLevel's add_prefix_space):
+  /// ByteLevel(use_regex) → gpt2; Sequence[Digits(individual_digits), ByteLevel(use_regex)] →
+  /// smollm; Sequence[Split(Regex of llama3 / qwen2, Isolated), ByteLevel(no regex)] → llama3 /
+  /// qwen2. No pre_tokenizer key at all is read as gpt2 (minimal files); anything else is refused.
+  static PreTokenizer read_hf_pre_tokenizer(const nlohmann::json& j, const std::string& name,
+                                            bool& prefix) {
+    if (!j.contains("pre_tokenizer")) return PreTokenizer::gpt2;
+    const auto& p = j["pre_tokenizer"];
+    auto refuse = [&](const std::string& why) {
+      return TokenizerError(detail::concat(name, ": pre_tokenizer ", p.dump().substr(0, 160),
+                                           " is not implemented (", why, ")"));
+    };
+    auto type = [](const nlohmann::json& x) {
+      return x.is_object() && x.contains("type") && x["type"].is_string()
+                 ? x["type"].get<std::string>()
+                 : std::string();
+    };
+    auto byte_level = [&](const nlohmann::json& x, bool regex) {
+      if (type(x) != "ByteLevel") return false;
+      if (x.contains("add_prefix_space"))
+        prefix = io::json_bool(x["add_prefix_space"], name + ": pre_tokenizer.add_prefix_space");
+      const bool uses = !x.contains("use_regex") ||
+                        io::json_bool(x["use_regex"], name + ": pre_tokenizer.use_regex");
+      return uses == regex;
+    };
+    if (byte_level(p, true)) return PreTokenizer::gpt2;
+    if (type(p) != "Sequence" || !p.contains("pretokenizers") || !p["pretokenizers"].is_array() ||
+        p["pretokenizers"].size() != 2)
+      throw refuse("expected ByteLevel or a Sequence of two");
+    const auto& a = p["pretokenizers"][0];
+    const auto& b = p["pretokenizers"][1];
+    if (type(a) == "Digits" && a.value("individual_digits", nlohmann::json()) == true &&
+        byte_level(b, true))
+      return PreTokenizer::smollm;
+    if (type(a) == "Split" && byte_level(b, false) &&
+        a.value("behavior", nlohmann::json()) == "Isolated" &&
+        a.value("invert", nlohmann::json(false)) == false && a.contains("pattern") &&
+        a["pattern"].is_object() && a["pattern"].contains("Regex") &&
+        a["pattern"]["Regex"].is_string()) {
+      const auto re = a["pattern"]["Regex"].get<std::string>();
+      static const std::string head = R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|)";
+      static const std::string tail = R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+      if (re == head + R"(\p{N}{1,3})" + tail) return PreTokenizer::llama3;
+      if (re == head + R"(\p{N})" + tail) return PreTokenizer::qwen2;
+      throw refuse("the Split regex is neither Llama 3's nor Qwen 2's");
+    }
+    throw refuse("unknown sequence");
+  }
+
+  /// Pieces by id (GGUF order; a repeated text keeps its first id for lookups).
+  ByteBpe(std::vector<std::string> pieces, const std::string& where) {
+    KNPROBE_REQUIRE(!pieces.empty(), TokenizerError, where, ": the vocabulary is empty");
+    set_vocabulary(pieces);
+    build_byte_tables();
+  }
+
+  void set_merges(const std::vector<std::pair<std::string, std::string>>& merges) {
+    ranks_.clear();
+    ranks_.reserve(merges.size());
+    for (std::size_t r = 0; r < merges.size(); ++r)
+      ranks_.emplace(merges[r].first + ' ' + merges[r].second, static_cast<int>(r));
+  }
+
+  /// Every merge must join two pieces of the vocabulary (already set).
+  void check_merges_by_id(const std::vector<std::pair<std::string, std::string>>& merges,
+                          const std::string& where) const {
+    for (std::size_t r = 0; r < merges.size(); ++r)
+      for (const auto* side : {&merges[r].first, &merges[r].second})
+        KNPROBE_REQUIRE(piece_to_id(*side).has_value(), TokenizerError, where, ": merge ", r, " ('",
+                        merges[r].first.substr(0, 40), "' '", merges[r].second.substr(0, 40),
+                        "') names '", side->substr(0, 40), "', which is not in the vocabulary");
+  }
 
   /// piece → id from a JSON object; ids must be integers in [0, 2^24) and distinct.
   static std::unordered_map<std::string, TokenId> read_vocab(const nlohmann::json& j,
@@ -293,6 +408,14 @@ class ByteBpe : public Tokenizer {
   void bpe(const std::string& word, std::vector<TokenId>& out) const {
     std::vector<std::string> sym;
     for (unsigned char b : word) sym.push_back(byte_to_unicode_[b]);
+    if (ignore_merges_ && sym.size() > 1) {  // a whole word in the vocabulary is one token
+      std::string whole;
+      for (const auto& x : sym) whole += x;
+      if (const auto id = piece_to_id(whole)) {
+        out.push_back(*id);
+        return;
+      }
+    }
     while (sym.size() > 1) {
       int best_rank = INT32_MAX;
       std::size_t best = 0;
@@ -330,6 +453,10 @@ class ByteBpe : public Tokenizer {
   std::map<char32_t, unsigned char> unicode_to_byte_;
   std::vector<TokenId> added_;
   bool add_prefix_space_ = false;
+  bool add_bos_ = false;
+  bool nfc_ = false;            ///< NFC-normalise the text first (Qwen 2 tokenizer.json)
+  bool ignore_merges_ = false;  ///< a word that is a vocabulary piece is not merged (Llama 3)
+  PreTokenizer rule_ = PreTokenizer::gpt2;
 };
 
 }  // namespace knprobe

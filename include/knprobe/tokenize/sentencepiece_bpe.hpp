@@ -57,8 +57,9 @@ class SentencePieceBpe : public Tokenizer {
   /// Reads the tokenizer stored in a GGUF file (tokenizer.ggml.model must be "llama").
   static SentencePieceBpe from_gguf(const io::GgufFile& f) {
     const std::string model = f.get_string("tokenizer.ggml.model");
-    KNPROBE_REQUIRE(model == "llama", TokenizerError, f.path(), ": tokenizer.ggml.model is '",
-                    model, "', expected 'llama' (SentencePiece)");
+    KNPROBE_REQUIRE(
+        model == "llama", TokenizerError, f.path(), ": tokenizer.ggml.model is '", model,
+        "', expected 'llama' (SentencePiece; 'gpt2' files are read by ByteBpe::from_gguf)");
     std::string pool;
     std::vector<std::uint32_t> offsets{0};
     f.for_each_string("tokenizer.ggml.tokens",

@@ -110,6 +110,19 @@ inline std::u32string nfd(std::u32string_view s) {
   return decode_utf8(r);
 }
 
+/// NFC composition of code points.
+inline std::u32string nfc(std::u32string_view s) {
+  UErrorCode err = U_ZERO_ERROR;
+  const icu::Normalizer2* n = icu::Normalizer2::getNFCInstance(err);
+  KNPROBE_REQUIRE(U_SUCCESS(err), TokenizerError, "ICU NFC normalizer unavailable");
+  const std::string u8 = encode_utf8(s);
+  icu::UnicodeString out = n->normalize(icu::UnicodeString::fromUTF8(u8), err);
+  KNPROBE_REQUIRE(U_SUCCESS(err), TokenizerError, "ICU NFC normalization failed");
+  std::string r;
+  out.toUTF8String(r);
+  return decode_utf8(r);
+}
+
 /// Full lower-casing (root locale), as Python's str.lower.
 inline std::u32string to_lower(std::u32string_view s) {
   const std::string u8 = encode_utf8(s);
