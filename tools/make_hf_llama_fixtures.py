@@ -2,8 +2,12 @@
 """Parity fixtures for the Llama-family backend from Hugging Face transformers (run by hand; the
 small outputs are committed under tests/data/hf/<name>/):
 
-- a randomly initialised LlamaForCausalLM and Gemma3ForCausalLM (text) of tiny configurations,
-  saved with save_pretrained (config.json + model.safetensors, float32);
+- randomly initialised LlamaForCausalLM, Gemma3ForCausalLM (text), and — for the model families of
+  issue 20 — LlamaForCausalLM with Llama 3.x RoPE scaling, Qwen2ForCausalLM (q/k/v biases),
+  Qwen3ForCausalLM (q/k norms) and MistralForCausalLM (sliding window) of tiny configurations,
+  saved with save_pretrained (config.json + model.safetensors, float32); for llama3 / qwen2 /
+  qwen3 also model.gguf, the same weights as an F32 GGUF file laid out as llama.cpp's converter
+  writes it (llama wq / wk permuted for interleaved RoPE, rope_freqs.weight, biases, q/k norms);
 - expected.json: the token ids, the logits at every position, and for several (layer, position)
   pairs P(target) and dP/d(neuron activation) from torch autograd, where the neuron activation is
   the input of mlp.down_proj at that position (act(gate) * up), replaced by a leaf tensor.
@@ -15,16 +19,52 @@ import os
 
 import torch
 from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM,
-                          __version__ as tv)
+                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                          Qwen3Config, Qwen3ForCausalLM, __version__ as tv)
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "hf")
 IDS = [2, 17, 5, 33, 8, 41, 12, 60]
 PAIRS = [(0, 7, 9), (1, 4, 30), (2, 7, 3), (2, 2, 50)]  # (layer, position, target)
 
 
+TINY = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+            tie_word_embeddings=False)
+
+
 def build(kind):
     torch.manual_seed(1234)
-    if kind == "llama_tiny":
+    if kind == "llama3_tiny":  # Llama 3.x RoPE scaling, with a short original context so that
+        # the three wavelength bands (kept, interpolated, divided by factor) all occur
+        cfg = LlamaConfig(**TINY, rms_norm_eps=1e-5,
+                          rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0,
+                                           "factor": 8.0, "low_freq_factor": 1.0,
+                                           "high_freq_factor": 4.0,
+                                           "original_max_position_embeddings": 16})
+        model = LlamaForCausalLM(cfg)
+    elif kind == "qwen2_tiny":  # q / k / v biases
+        cfg = Qwen2Config(**TINY, rms_norm_eps=1e-6, rope_parameters={"rope_type": "default",
+                                                                     "rope_theta": 1e6})
+        model = Qwen2ForCausalLM(cfg)
+        with torch.no_grad():  # biases start at zero: make them matter
+            for n, p in model.named_parameters():
+                if n.endswith("proj.bias"):
+                    p.normal_(0.0, 0.5)
+    elif kind == "qwen3_tiny":  # q / k RMSNorm per head, explicit head_dim
+        cfg = Qwen3Config(**TINY, head_dim=16, rms_norm_eps=1e-6,
+                          rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+        model = Qwen3ForCausalLM(cfg)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "norm" in n:
+                    p.normal_(1.0, 0.3)
+    elif kind == "mistral_tiny":  # sliding-window attention on every layer
+        cfg = MistralConfig(**TINY, rms_norm_eps=1e-5, sliding_window=4,
+                            rope_parameters={"rope_type": "default", "rope_theta": 1e4})
+        model = MistralForCausalLM(cfg)
+    if kind in ("llama3_tiny", "qwen2_tiny", "qwen3_tiny", "mistral_tiny"):
+        pass
+    elif kind == "llama_tiny":
         cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                           rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False)
@@ -68,8 +108,86 @@ def grad_at(model, layer, pos, target):
     return float(p), holder["leaf"].grad.tolist(), holder["leaf"].detach().tolist()
 
 
+def permute(w, n_head):
+    """llama.cpp's convert_hf_to_gguf permutation of a llama wq / wk (rotate-half → interleaved)."""
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def write_gguf(model, kind, path):
+    """The same weights as an F32 GGUF file named and laid out as llama.cpp's converter does."""
+    import gguf
+    cfg = model.config
+    arch = {"llama3_tiny": "llama", "mistral_tiny": "llama", "qwen2_tiny": "qwen2",
+            "qwen3_tiny": "qwen3"}[kind]
+    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    w = gguf.GGUFWriter(path, arch)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    if arch == "qwen3":
+        w.add_key_length(hd)
+        w.add_value_length(hd)
+    else:
+        w.add_rope_dimension_count(hd)
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    t = lambda name, x: w.add_tensor(name, x.astype("float32").copy())
+    t("token_embd.weight", sd["model.embed_tokens.weight"])
+    t("output_norm.weight", sd["model.norm.weight"])
+    if not cfg.tie_word_embeddings:
+        t("output.weight", sd["lm_head.weight"])
+    rp = cfg.rope_parameters
+    if rp.get("rope_type") == "llama3":  # as convert_hf_to_gguf's generate_extra_tensors
+        import math
+        base, factor = rp["rope_theta"], rp["factor"]
+        lo, hi, old = rp["low_freq_factor"], rp["high_freq_factor"], \
+            rp["original_max_position_embeddings"]
+        freqs = 1.0 / (base ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+        f = []
+        for fr in freqs.tolist():
+            wl = 2 * math.pi / fr
+            if wl < old / hi:
+                f.append(1.0)
+            elif wl > old / lo:
+                f.append(factor)
+            else:
+                sm = (old / wl - lo) / (hi - lo)
+                f.append(1 / ((1 - sm) / factor + sm))
+        t("rope_freqs.weight", torch.tensor(f).numpy())
+    for i in range(cfg.num_hidden_layers):
+        p, b = f"model.layers.{i}.", f"blk.{i}."
+        q, k = sd[p + "self_attn.q_proj.weight"], sd[p + "self_attn.k_proj.weight"]
+        if arch == "llama":
+            q, k = permute(q, cfg.num_attention_heads), permute(k, cfg.num_key_value_heads)
+        t(b + "attn_norm.weight", sd[p + "input_layernorm.weight"])
+        t(b + "attn_q.weight", q)
+        t(b + "attn_k.weight", k)
+        t(b + "attn_v.weight", sd[p + "self_attn.v_proj.weight"])
+        t(b + "attn_output.weight", sd[p + "self_attn.o_proj.weight"])
+        if arch == "qwen2":
+            for x in "qkv":
+                t(b + f"attn_{x}.bias", sd[p + f"self_attn.{x}_proj.bias"])
+        if arch == "qwen3":
+            t(b + "attn_q_norm.weight", sd[p + "self_attn.q_norm.weight"])
+            t(b + "attn_k_norm.weight", sd[p + "self_attn.k_norm.weight"])
+        t(b + "ffn_norm.weight", sd[p + "post_attention_layernorm.weight"])
+        t(b + "ffn_gate.weight", sd[p + "mlp.gate_proj.weight"])
+        t(b + "ffn_up.weight", sd[p + "mlp.up_proj.weight"])
+        t(b + "ffn_down.weight", sd[p + "mlp.down_proj.weight"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def main():
-    for kind in ("llama_tiny", "gemma3_tiny"):
+    for kind in ("llama_tiny", "gemma3_tiny", "llama3_tiny", "qwen2_tiny", "qwen3_tiny",
+                 "mistral_tiny"):
         model = build(kind)
         d = os.path.join(OUT, kind)
         os.makedirs(d, exist_ok=True)
@@ -83,6 +201,8 @@ def main():
                                  "grad": g, "activation": a})
         with open(os.path.join(d, "expected.json"), "w") as f:
             json.dump(exp, f)
+        if kind in ("llama3_tiny", "qwen2_tiny", "qwen3_tiny"):
+            write_gguf(model, kind, os.path.join(d, "model.gguf"))
         for extra in ("generation_config.json",):
             if os.path.exists(os.path.join(d, extra)):
                 os.remove(os.path.join(d, extra))

@@ -365,16 +365,18 @@ ModelKind model_kind(const ModelArgs& a) {
     const auto type = cfg.value("model_type", nlohmann::json());
     if (type == "gpt2") return ModelKind::hf_gpt2;
     if (type == "bert") return ModelKind::hf_bert;
-    throw FormatError(a.model + "/config.json: model_type " + type.dump() +
-                      " has no loader here (gpt2 and bert directories are supported; use the "
-                      "GGUF file of Llama / Gemma models)");
+    for (const char* t : {"llama", "mistral", "qwen2", "qwen3", "gemma3", "gemma3_text"})
+      if (type == t) return ModelKind::hf_llama;
+    throw FormatError(a.model + "/config.json: model_type " + type.dump().substr(0, 64) +
+                      " has no loader here (gpt2, bert, llama, mistral, qwen2, qwen3, gemma3 "
+                      "directories are supported)");
   }
   io::require_regular_file(p, "model file");
   if (p.extension() == ".gguf") return ModelKind::gguf;
   if (p.extension() == ".bin") return ModelKind::llama2c;
   throw UsageError("--model '" + a.model +
                    "': expected a .gguf file, a llama2.c .bin checkpoint (with --tokenizer) or a "
-                   "Hugging Face gpt2 / bert directory");
+                   "Hugging Face gpt2 / bert / Llama-family directory");
 }
 
 std::string model_hash(const ModelArgs& a) {

@@ -133,7 +133,7 @@ struct DknArgs {
 // --- models ------------------------------------------------------------------------------------
 
 /// Which loader a --model path takes.
-enum class ModelKind { gguf, llama2c, hf_gpt2, hf_bert };
+enum class ModelKind { gguf, llama2c, hf_gpt2, hf_bert, hf_llama };
 /// The kind of `a.model`, or UsageError / FormatError naming what is wrong with the path.
 ModelKind model_kind(const ModelArgs& a);
 /// "xxh3_64:<hex>" over the bytes of the model's files (for results headers).
@@ -168,6 +168,14 @@ int with_model(const ModelArgs& a, F&& fn) {
     case ModelKind::hf_gpt2: {
       auto m = Gpt2Model<float>::load(p);
       return fn(m, ByteBpe::from_directory(a.tokenizer.empty() ? p : fs::path(a.tokenizer)));
+    }
+    case ModelKind::hf_llama: {
+      // Weights as F32 blocks of the quantized storage (one model type for GGUF and HF files);
+      // the tokenizer from tokenizer.json: byte-level BPE (Llama 3, Qwen, SmolLM); a
+      // SentencePiece-style tokenizer.json (Llama 2, Mistral, Gemma) is refused by name.
+      QuantizedLlamaModel m(load_llama_safetensors(p).to_quantized_storage());
+      const fs::path tp = a.tokenizer.empty() ? p : fs::path(a.tokenizer);
+      return fn(m, ByteBpe::from_tokenizer_json(fs::is_directory(tp) ? tp / "tokenizer.json" : tp));
     }
     case ModelKind::hf_bert: {
       auto m = BertModel<float>::load(p);

@@ -79,7 +79,20 @@ BOOST_AUTO_TEST_CASE(integers_are_checked_and_unimplemented_settings_refused) {
         io::read_llama_config(
             dir.write("c.json", R"({"rope_scaling": {"type": "llama3", "factor": 8.0}})"));
       },
-      {"rope_scaling", "not supported"}));
+      {"rope_scaling", "(llama3) lacks 'low_freq_factor'"}));
+  BOOST_TEST(throws_with<FormatError>(
+      [&] {
+        io::read_llama_config(
+            dir.write("c.json", R"({"rope_scaling": {"type": "linear", "factor": 8.0}})"));
+      },
+      {"rope_scaling", "'linear'", "not implemented"}));
+  BOOST_TEST(throws_with<FormatError>(
+      [&] {
+        io::read_llama_config(dir.write(
+            "c.json",
+            R"({"model_type": "gemma3_text", "rope_parameters": {"full_attention": {"rope_type": "linear", "factor": 8.0}}})"));
+      },
+      {"rope_parameters.full_attention", "'linear'"}));
   BOOST_TEST(throws_with<FormatError>(
       [&] { io::read_llama_config(dir.write("c.json", R"({"rms_norm_eps": 0})")); },
       {"rms_norm_eps", "(0, 0.1)"}));

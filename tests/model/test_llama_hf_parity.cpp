@@ -12,11 +12,87 @@ using namespace knprobe;
 BOOST_AUTO_TEST_SUITE(model_llama_hf_parity)
 
 BOOST_AUTO_TEST_CASE(logits_and_gradients_match_transformers) {
-  for (std::string name : {"llama_tiny", "gemma3_tiny"}) {
+  for (std::string name :
+       {"llama_tiny", "gemma3_tiny", "llama3_tiny", "qwen2_tiny", "qwen3_tiny", "mistral_tiny"}) {
     const auto dir = testing::data_dir() / "hf" / name;
     testing::check_hf_parity(LlamaModel<float>::load(dir),
                              testing::read_json(dir / "expected.json"), name);
   }
+}
+
+// The same weights written as llama.cpp's converter lays out a GGUF file (llama: wq / wk permuted
+// for interleaved RoPE and the Llama 3 frequency factors in rope_freqs.weight; qwen2: biases;
+// qwen3: q / k norms, key_length): the GGUF loader gives transformers' logits and gradients too,
+// dequantized and with the weights left in the file's blocks.
+BOOST_AUTO_TEST_CASE(gguf_files_of_llama3_qwen2_qwen3_match_transformers) {
+  for (std::string name : {"llama3_tiny", "qwen2_tiny", "qwen3_tiny"}) {
+    const auto dir = testing::data_dir() / "hf" / name;
+    const auto exp = testing::read_json(dir / "expected.json");
+    const auto f = std::make_shared<const io::GgufFile>(dir / "model.gguf");
+    const LlamaModel<float> dense(load_llama_gguf(*f));
+    testing::check_hf_parity(dense, exp, name + " (GGUF)");
+    testing::check_hf_parity(QuantizedLlamaModel(load_llama_gguf_quantized(f)), exp,
+                             name + " (GGUF, quantized storage)");
+    const auto& s = dense.spec();
+    BOOST_TEST(s.rope_freq_factors.size() == (name == "llama3_tiny" ? 4u : 0u));
+    BOOST_TEST(s.qkv_bias == (name == "qwen2_tiny"));
+    BOOST_TEST(s.qk_norm == (name == "qwen3_tiny"));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(llama3_frequency_factors_equal_the_converter) {
+  // HF config → factors computed here; GGUF → the converter's float32 tensor.
+  const auto dir = testing::data_dir() / "hf" / "llama3_tiny";
+  const auto hf = LlamaModel<float>::load(dir).spec().rope_freq_factors;
+  const auto gg = load_llama_gguf(io::GgufFile(dir / "model.gguf")).spec.rope_freq_factors;
+  BOOST_REQUIRE(hf.size() == gg.size());
+  for (std::size_t j = 0; j < hf.size(); ++j) BOOST_TEST(std::abs(hf[j] - gg[j]) <= 1e-6 * gg[j]);
+  BOOST_TEST(hf[0] > 1.0);  // the interpolated band
+  BOOST_TEST(hf[0] < 8.0);
+  BOOST_TEST(hf[3] == 8.0);  // long wavelengths: divided by factor
+}
+
+BOOST_AUTO_TEST_CASE(settings_that_change_the_maths_are_refused_by_name) {
+  testing::TempDir dir;
+  const auto src = testing::data_dir() / "hf" / "qwen2_tiny";
+  std::string cfg;
+  {
+    std::ifstream in(src / "config.json");
+    cfg.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string c = cfg;
+    const auto at = c.find(from);
+    BOOST_REQUIRE(at != std::string::npos);
+    c.replace(at, from.size(), to);
+    dir.write("config.json", c);
+    return dir.path() / "config.json";
+  };
+  using testing::throws_with;
+  BOOST_TEST(throws_with<FormatError>(
+      [&] { io::read_llama_config(with("\"rope_type\": \"default\"", "\"rope_type\": \"yarn\"")); },
+      {"rope_parameters", "'yarn'", "not implemented"}));
+  BOOST_TEST(throws_with<FormatError>(
+      [&] {
+        io::read_llama_config(
+            with("\"use_sliding_window\": false", "\"use_sliding_window\": true"));
+      },
+      {"use_sliding_window", "not supported"}));
+  BOOST_TEST(throws_with<FormatError>(
+      [&] { io::read_llama_config(with("\"model_type\": \"qwen2\"", "\"model_type\": \"phi3\"")); },
+      {"model_type 'phi3'", "not a Llama-family model"}));
+  BOOST_TEST(throws_with<FormatError>(
+      [&] { io::read_llama_config(with("\"full_attention\",", "\"sliding_attention\",")); },
+      {"layer_types", "'sliding_attention'"}));
+  {
+    std::ifstream in(testing::data_dir() / "hf" / "llama3_tiny" / "config.json");
+    cfg.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  BOOST_TEST(throws_with<FormatError>([&] { io::read_llama_config(with("\"factor\": 8.0,", "")); },
+                                      {"rope_parameters", "lacks 'factor'"}));
+  BOOST_TEST(throws_with<FormatError>(
+      [&] { io::read_llama_config(with("\"factor\": 8.0,", "\"factor\": 0.5,")); },
+      {"llama3 scaling needs factor"}));
 }
 
 BOOST_AUTO_TEST_CASE(missing_or_misshapen_tensors_are_named) {

@@ -3,10 +3,12 @@
 // take the transformers defaults of that model class; impossible values raise FormatError naming
 // the field.
 
+#include <cmath>
 #include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -32,7 +34,36 @@ struct Gpt2Config {
   int ffn_width() const { return n_inner > 0 ? n_inner : 4 * n_embd; }
 };
 
-/// Llama-family decoder (Llama 2, Gemma 3): the union of what both need.
+/// RoPE scaling of Llama 3.x ("rope_type": "llama3"): angles of long wavelengths are divided by
+/// `factor`, short ones kept, and the band between interpolated (METHOD: Llama 3 report).
+struct Llama3RopeScaling {
+  double factor = 1, low_freq_factor = 1, high_freq_factor = 4;
+  int original_max_position_embeddings = 8192;
+  /// The divisor f_j of the angle of pair j (θ_j = p · theta^(−2j/R) / f_j), as transformers'
+  /// _compute_llama3_parameters and llama.cpp's rope_freqs tensor define it.
+  std::vector<double> freq_factors(double theta, int rotary_dim) const {
+    std::vector<double> out;
+    const double pi = 3.14159265358979323846;
+    const double low_wavelen = original_max_position_embeddings / low_freq_factor;
+    const double high_wavelen = original_max_position_embeddings / high_freq_factor;
+    for (int j = 0; j < rotary_dim / 2; ++j) {
+      const double freq = std::pow(theta, -2.0 * j / rotary_dim);
+      const double wavelen = 2 * pi / freq;
+      if (wavelen < high_wavelen) {
+        out.push_back(1.0);
+      } else if (wavelen > low_wavelen) {
+        out.push_back(factor);
+      } else {
+        const double smooth = (original_max_position_embeddings / wavelen - low_freq_factor) /
+                              (high_freq_factor - low_freq_factor);
+        out.push_back(1.0 / ((1 - smooth) / factor + smooth));
+      }
+    }
+    return out;
+  }
+};
+
+/// Llama-family decoder (Llama 2 / 3, Mistral, Qwen 2 / 3, Gemma 3): the union of what they need.
 struct LlamaConfig {
   std::string model_type = "llama";
   int vocab_size = 32000, hidden_size = 4096, intermediate_size = 11008, num_hidden_layers = 32,
@@ -47,6 +78,7 @@ struct LlamaConfig {
   std::vector<std::string> layer_types;  ///< "sliding_attention" / "full_attention" per layer
   double query_pre_attn_scalar = 0.0;    ///< 0 → head_dim
   int bos_token_id = 1, eos_token_id = 2;
+  std::optional<Llama3RopeScaling> llama3_rope;  ///< Llama 3.x RoPE scaling, when configured
   int resolved_head_dim() const {
     return head_dim > 0 ? head_dim : hidden_size / num_attention_heads;
   }
@@ -171,12 +203,71 @@ inline Gpt2Config read_gpt2_config(const std::filesystem::path& file) {
   return c;
 }
 
+namespace detail {
+
+/// RoPE settings from "rope_parameters" (transformers 5; per layer type for Gemma 3) or
+/// "rope_scaling" (transformers 4): theta and the scaling type. Only "default" and, outside
+/// Gemma, "llama3" are implemented; any other type (linear, dynamic, yarn, longrope, ...) is
+/// refused by name.
+inline void read_rope(const nlohmann::json& j, bool gemma, LlamaConfig& c, const std::string& f) {
+  auto one = [&](const nlohmann::json& r, const std::string& where, double& theta,
+                 bool allow_llama3) {
+    KNPROBE_REQUIRE(r.is_object(), FormatError, f, ": field '", where, "' is not an object");
+    field(r, "rope_theta", theta, f);
+    std::string type = "default";
+    field(r, "type", type, f);
+    field(r, "rope_type", type, f);
+    if (type == "default") return;
+    KNPROBE_REQUIRE(type == "llama3" && allow_llama3, FormatError, f, ": field '", where,
+                    "' has rope_type '", type.substr(0, 32),
+                    "', which is not implemented (only default and, for Llama, llama3)");
+    Llama3RopeScaling s;
+    for (const char* k :
+         {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"})
+      KNPROBE_REQUIRE(r.contains(k), FormatError, f, ": field '", where, "' (llama3) lacks '", k,
+                      "'");
+    field(r, "factor", s.factor, f);
+    field(r, "low_freq_factor", s.low_freq_factor, f);
+    field(r, "high_freq_factor", s.high_freq_factor, f);
+    field(r, "original_max_position_embeddings", s.original_max_position_embeddings, f);
+    KNPROBE_REQUIRE(s.factor >= 1 && s.factor <= 1e4 && s.low_freq_factor > 0 &&
+                        s.high_freq_factor > s.low_freq_factor &&
+                        s.original_max_position_embeddings > 0,
+                    FormatError, f, ": field '", where,
+                    "': llama3 scaling needs factor in [1, 1e4], 0 < low_freq_factor < "
+                    "high_freq_factor and original_max_position_embeddings > 0");
+    c.llama3_rope = s;
+  };
+  const bool llama = c.model_type == "llama";
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    if (!j.contains(key) || j[key].is_null()) continue;
+    const auto& r = j[key];
+    if (gemma && r.is_object() && r.contains("full_attention")) {
+      one(r["full_attention"], std::string(key) + ".full_attention", c.rope_theta, false);
+      if (r.contains("sliding_attention"))
+        one(r["sliding_attention"], std::string(key) + ".sliding_attention", c.rope_local_base_freq,
+            false);
+    } else {
+      one(r, key, c.rope_theta, llama);
+    }
+  }
+}
+
+}  // namespace detail
+
 inline LlamaConfig read_llama_config(const std::filesystem::path& file) {
   const auto j = detail::read_json(file);
   const std::string f = file.string();
   LlamaConfig c;
   detail::field(j, "model_type", c.model_type, f);
+  static const std::set<std::string> types{"llama", "mistral", "qwen2",
+                                           "qwen3", "gemma3",  "gemma3_text"};
+  KNPROBE_REQUIRE(types.count(c.model_type), FormatError, f, ": model_type '",
+                  c.model_type.substr(0, 64),
+                  "' is not a Llama-family model this backend implements (llama, mistral, qwen2, "
+                  "qwen3, gemma3, gemma3_text)");
   const bool gemma = c.model_type.rfind("gemma", 0) == 0;
+  const bool qwen = c.model_type.rfind("qwen", 0) == 0;
   if (gemma) {  // Gemma3TextConfig defaults
     c.hidden_act = "gelu_pytorch_tanh";
     c.rope_theta = 1e6;
@@ -195,11 +286,12 @@ inline LlamaConfig read_llama_config(const std::filesystem::path& file) {
   detail::field(j, "max_position_embeddings", c.max_position_embeddings, f);
   detail::field(j, "rms_norm_eps", c.rms_norm_eps, f);
   detail::field(j, "rope_theta", c.rope_theta, f);
+  detail::read_rope(j, gemma, c, f);
   detail::field(j, "hidden_act", c.hidden_act, f);
   detail::field(j, "hidden_activation", c.hidden_act, f);
   detail::field(j, "tie_word_embeddings", c.tie_word_embeddings, f);
   detail::field(j, "rope_local_base_freq", c.rope_local_base_freq, f);
-  detail::field(j, "sliding_window", c.sliding_window, f);
+  if (gemma || c.model_type == "mistral") detail::field(j, "sliding_window", c.sliding_window, f);
   detail::field(j, "layer_types", c.layer_types, f);
   detail::field(j, "query_pre_attn_scalar", c.query_pre_attn_scalar, f);
   detail::field(j, "bos_token_id", c.bos_token_id, f);
@@ -236,12 +328,21 @@ inline LlamaConfig read_llama_config(const std::filesystem::path& file) {
                       c.eos_token_id < c.vocab_size,
                   FormatError, f, ": bos_token_id / eos_token_id outside [0, vocab_size)");
   // Settings that change the maths and are not implemented: refused by name.
-  detail::refuse_unless(j, "rope_scaling", nullptr, f, "RoPE scaling is not implemented");
-  detail::refuse_unless(j, "attention_bias", false, f, "attention biases are not implemented");
+  if (c.model_type != "qwen2")  // Qwen 2 always has q / k / v biases (and no such field)
+    detail::refuse_unless(j, "attention_bias", false, f,
+                          "attention biases are implemented for Qwen 2's q / k / v only");
+  if (qwen)
+    detail::refuse_unless(j, "use_sliding_window", false, f,
+                          "sliding-window attention is not implemented for Qwen");
   detail::refuse_unless(j, "mlp_bias", false, f, "MLP biases are not implemented");
   detail::refuse_unless(j, "attn_logit_softcapping", nullptr, f, "soft-capping is not implemented");
   detail::refuse_unless(j, "final_logit_softcapping", nullptr, f,
                         "soft-capping is not implemented");
+  if (!gemma)
+    for (const auto& t : c.layer_types)
+      KNPROBE_REQUIRE(t == "full_attention", FormatError, f, ": field 'layer_types' holds '", t,
+                      "': sliding-window layers are implemented for Gemma 3 and Mistral "
+                      "(sliding_window) only");
   if (gemma && c.layer_types.empty())  // Gemma 3: every 6th layer is global
     for (int i = 0; i < c.num_hidden_layers; ++i)
       c.layer_types.push_back((i + 1) % 6 == 0 ? "full_attention" : "sliding_attention");

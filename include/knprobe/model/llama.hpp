@@ -287,7 +287,8 @@ class LlamaModel {
     return p;
   }
   blocks::rope::Spec rope_spec(int l, int heads) const {
-    return {heads, w_.spec.head_dim, w_.spec.theta(l), w_.spec.rope_style, 0};
+    return {heads, w_.spec.head_dim,         w_.spec.theta(l), w_.spec.rope_style,
+            0,     w_.spec.rope_freq_factors};
   }
 
   /// h (rows entering layer l) → c.h_mid (after the attention residual add). Keys and values of
@@ -301,6 +302,11 @@ class LlamaModel {
     blocks::linear::forward<T>(c.a, L.wq, c.q);
     blocks::linear::forward<T>(c.a, L.wk, c.k_new);
     blocks::linear::forward<T>(c.a, L.wv, c.v_new);
+    if (s.qkv_bias) {  // constants: the backward pass is unchanged
+      c.q.rowwise() += L.bq.transpose();
+      c.k_new.rowwise() += L.bk.transpose();
+      c.v_new.rowwise() += L.bv.transpose();
+    }
     if (s.qk_norm) {
       head_norm(c.q, s.heads, L.q_norm, c.q_pre, c.n_q);
       head_norm(c.k_new, s.kv_heads, L.k_norm, c.k_pre, c.n_k);

@@ -29,7 +29,7 @@ namespace knprobe {
 
 /// Runtime architecture description of one Llama-family checkpoint.
 struct LlamaSpec {
-  std::string family = "llama";  ///< "llama" or "gemma3"
+  std::string family = "llama";  ///< "llama", "gemma3", "qwen2", "qwen3" or "mistral"
   int vocab_size = 0, hidden = 0, ffn = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
   double norm_eps = 1e-5;
   blocks::Activation activation = blocks::Activation::silu;
@@ -38,7 +38,9 @@ struct LlamaSpec {
   double rope_theta_local = 10000.0;  ///< sliding-window layers
   std::vector<bool> sliding;          ///< per layer: sliding-window attention
   int sliding_window = 0;
-  bool qk_norm = false;         ///< Gemma 3: RMSNorm of q and k per head
+  bool qk_norm = false;                   ///< Gemma 3, Qwen 3: RMSNorm of q and k per head
+  bool qkv_bias = false;                  ///< Qwen 2: biases on the q, k and v projections
+  std::vector<double> rope_freq_factors;  ///< Llama 3.x: head_dim/2 divisors of the angles
   bool sandwich_norms = false;  ///< Gemma 3: post-attention and post-FFN norms in the branch
   double embed_scale = 1.0;     ///< input embedding multiplier (Gemma: sqrt(hidden))
   double attn_scale = 0.0;      ///< 0 → 1/sqrt(head_dim)
@@ -60,6 +62,7 @@ template <class T, class W = Matrix<T>>
 struct LlamaLayerWeights {
   Vector<T> attn_norm;       ///< [d]
   W wq, wk, wv, wo;          ///< [H·hd × d], [Hkv·hd × d] ×2, [d × H·hd]
+  Vector<T> bq, bk, bv;      ///< [H·hd], [Hkv·hd] ×2 (qkv_bias only)
   Vector<T> q_norm, k_norm;  ///< [hd] (qk_norm only)
   Vector<T> post_attn_norm;  ///< [d] (sandwich only)
   Vector<T> ffn_norm;        ///< [d]
@@ -94,6 +97,9 @@ struct LlamaWeights {
       o.wk = matrix(l.wk);
       o.wv = matrix(l.wv);
       o.wo = matrix(l.wo);
+      o.bq = vec(l.bq);
+      o.bk = vec(l.bk);
+      o.bv = vec(l.bv);
       o.q_norm = vec(l.q_norm);
       o.k_norm = vec(l.k_norm);
       o.post_attn_norm = vec(l.post_attn_norm);
@@ -135,6 +141,13 @@ struct LlamaWeights {
     detail::require_shape(embed, s.vocab_size, d, "token embedding");
     if (lm_head) detail::require_shape(*lm_head, s.vocab_size, d, "output head");
     detail::require_size(final_norm, d, "final norm");
+    KNPROBE_REQUIRE(s.rope_freq_factors.empty() ||
+                        static_cast<int>(s.rope_freq_factors.size()) * 2 == s.head_dim,
+                    ShapeError, "llama: ", s.rope_freq_factors.size(),
+                    " RoPE frequency factors for head_dim ", s.head_dim);
+    for (double f : s.rope_freq_factors)
+      KNPROBE_REQUIRE(std::isfinite(f) && f > 0, FormatError, "llama: RoPE frequency factor ", f,
+                      " is not finite and > 0");
     for (std::size_t i = 0; i < layers.size(); ++i) {
       const auto& l = layers[i];
       const std::string p = "layer " + std::to_string(i) + " ";
@@ -147,6 +160,11 @@ struct LlamaWeights {
       detail::require_shape(l.w_gate, s.ffn, d, (p + "ffn gate").c_str());
       detail::require_shape(l.w_up, s.ffn, d, (p + "ffn up").c_str());
       detail::require_shape(l.w_down, d, s.ffn, (p + "ffn down").c_str());
+      if (s.qkv_bias) {
+        detail::require_size(l.bq, q, (p + "q bias").c_str());
+        detail::require_size(l.bk, kv, (p + "k bias").c_str());
+        detail::require_size(l.bv, kv, (p + "v bias").c_str());
+      }
       if (s.qk_norm) {
         detail::require_size(l.q_norm, s.head_dim, (p + "q norm").c_str());
         detail::require_size(l.k_norm, s.head_dim, (p + "k norm").c_str());
@@ -177,8 +195,9 @@ namespace detail {
 /// silently.
 inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
   const std::string arch = f.get_string("general.architecture");
-  KNPROBE_REQUIRE(arch == "gemma3" || arch == "llama", FormatError, f.path(), ": architecture '",
-                  arch, "' is not supported by the Llama-family backend");
+  KNPROBE_REQUIRE(arch == "gemma3" || arch == "llama" || arch == "qwen2" || arch == "qwen3",
+                  FormatError, f.path(), ": architecture '", arch,
+                  "' is not supported by the Llama-family backend (llama, gemma3, qwen2, qwen3)");
   const std::string p = arch + ".";
   static const std::set<std::string> known{
       "context_length",           "embedding_length",       "block_count",
@@ -215,8 +234,9 @@ inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
   s.kv_heads = static_cast<int>(f.get_int_in(p + "attention.head_count_kv", 1, s.heads, s.heads));
   KNPROBE_REQUIRE(s.heads % s.kv_heads == 0, FormatError, f.path(), ": head_count ", s.heads,
                   " is not a multiple of head_count_kv ", s.kv_heads);
-  KNPROBE_REQUIRE(arch != "llama" || s.hidden % s.heads == 0, FormatError, f.path(),
-                  ": embedding_length ", s.hidden, " is not a multiple of head_count ", s.heads);
+  KNPROBE_REQUIRE(f.has(p + "attention.key_length") || s.hidden % s.heads == 0, FormatError,
+                  f.path(), ": embedding_length ", s.hidden, " is not a multiple of head_count ",
+                  s.heads);
   s.head_dim =
       static_cast<int>(f.get_int_in(p + "attention.key_length", 1, 65536, s.hidden / s.heads));
   KNPROBE_REQUIRE(s.head_dim > 0, FormatError, f.path(), ": head dimension is 0");
@@ -243,11 +263,15 @@ inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
     s.embed_scale = std::sqrt(static_cast<double>(s.hidden));
   } else {
     KNPROBE_REQUIRE(!f.has(p + "attention.sliding_window") && !f.has(p + "rope.freq_base_swa"),
-                    FormatError, f.path(),
-                    ": sliding-window attention is not implemented for llama files");
+                    FormatError, f.path(), ": sliding-window attention is not implemented for ",
+                    arch, " files");
     s.activation = blocks::Activation::silu;
-    s.rope_style = blocks::rope::Style::interleaved;
+    // llama.cpp's converter permutes a llama file's wq / wk rows for interleaved RoPE; Qwen files
+    // keep Hugging Face's order and use rotate-half (NEOX).
+    s.rope_style = arch == "llama" ? blocks::rope::Style::interleaved : blocks::rope::Style::half;
     s.rope_theta_local = s.rope_theta;
+    s.qkv_bias = arch == "qwen2";
+    s.qk_norm = arch == "qwen3";
   }
   return s;
 }
@@ -279,11 +303,20 @@ inline void gguf_check_tensor_types(const io::GgufFile& f) {
 
 /// The tensors of a GGUF Llama-family file; `matrix(name)` reads one weight matrix as W.
 template <class W, class ReadMatrix>
-LlamaWeights<float, W> gguf_llama_weights(const io::GgufFile& f, ReadMatrix&& matrix) {
+LlamaWeights<float, W> gguf_llama_weights(const io::GgufFile& f, ReadMatrix&& read_matrix) {
   LlamaWeights<float, W> w;
   w.spec = gguf_llama_spec(f);
   auto& s = w.spec;
   gguf_check_tensor_types(f);
+  std::set<std::string> used;  // every tensor of the file must be one the model uses
+  auto matrix = [&](const std::string& name) {
+    used.insert(name);
+    return read_matrix(name);
+  };
+  auto vector = [&](const std::string& name) {
+    used.insert(name);
+    return detail::as_vector(f.matrix(name));
+  };
   w.embed = matrix("token_embd.weight");
   s.vocab_size = static_cast<int>(w.embed.rows());
   KNPROBE_REQUIRE(f.get_int_in(s.family + ".vocab_size", 1, 1 << 24, s.vocab_size) == s.vocab_size,
@@ -293,29 +326,50 @@ LlamaWeights<float, W> gguf_llama_weights(const io::GgufFile& f, ReadMatrix&& ma
     KNPROBE_REQUIRE(!id || *id < s.vocab_size, FormatError, f.path(), ": special token id ", *id,
                     " outside the vocabulary of ", s.vocab_size);
   if (f.has_tensor("output.weight")) w.lm_head = matrix("output.weight");
-  w.final_norm = detail::as_vector(f.matrix("output_norm.weight"));
+  w.final_norm = vector("output_norm.weight");
+  if (f.has_tensor("rope_freqs.weight")) {  // Llama 3.x "llama3" RoPE scaling, as factors
+    KNPROBE_REQUIRE(s.family == "llama", FormatError, f.path(), ": rope_freqs.weight in a ",
+                    s.family, " file is not implemented");
+    const auto v = vector("rope_freqs.weight");
+    KNPROBE_REQUIRE(v.size() * 2 == s.head_dim, FormatError, f.path(), ": rope_freqs.weight has ",
+                    v.size(), " entries, expected head_dim / 2 = ", s.head_dim / 2);
+    for (float x : v)
+      KNPROBE_REQUIRE(std::isfinite(x) && x > 0, FormatError, f.path(),
+                      ": rope_freqs.weight holds ", x, " (factors must be finite and > 0)");
+    s.rope_freq_factors.assign(v.data(), v.data() + v.size());
+  }
   for (int i = 0; i < s.layers; ++i) {
     const std::string b = "blk." + std::to_string(i) + ".";
     LlamaLayerWeights<float, W> l;
-    l.attn_norm = detail::as_vector(f.matrix(b + "attn_norm.weight"));
+    l.attn_norm = vector(b + "attn_norm.weight");
     l.wq = matrix(b + "attn_q.weight");
     l.wk = matrix(b + "attn_k.weight");
     l.wv = matrix(b + "attn_v.weight");
     l.wo = matrix(b + "attn_output.weight");
-    l.ffn_norm = detail::as_vector(f.matrix(b + "ffn_norm.weight"));
+    l.ffn_norm = vector(b + "ffn_norm.weight");
     l.w_gate = matrix(b + "ffn_gate.weight");
     l.w_up = matrix(b + "ffn_up.weight");
     l.w_down = matrix(b + "ffn_down.weight");
+    if (s.qkv_bias) {
+      l.bq = vector(b + "attn_q.bias");
+      l.bk = vector(b + "attn_k.bias");
+      l.bv = vector(b + "attn_v.bias");
+    }
     if (s.qk_norm) {
-      l.q_norm = detail::as_vector(f.matrix(b + "attn_q_norm.weight"));
-      l.k_norm = detail::as_vector(f.matrix(b + "attn_k_norm.weight"));
+      l.q_norm = vector(b + "attn_q_norm.weight");
+      l.k_norm = vector(b + "attn_k_norm.weight");
     }
     if (s.sandwich_norms) {
-      l.post_attn_norm = detail::as_vector(f.matrix(b + "post_attention_norm.weight"));
-      l.post_ffn_norm = detail::as_vector(f.matrix(b + "post_ffw_norm.weight"));
+      l.post_attn_norm = vector(b + "post_attention_norm.weight");
+      l.post_ffn_norm = vector(b + "post_ffw_norm.weight");
     }
     w.layers.push_back(std::move(l));
   }
+  for (const auto& t : f.tensors())
+    KNPROBE_REQUIRE(used.count(t.name), FormatError, f.path(), ": tensor '", t.name,
+                    "' is not used by the ", s.family,
+                    " backend (a bias, norm or scaling it does not implement?): refusing rather "
+                    "than ignoring it");
   w.validate();
   return w;
 }
@@ -377,15 +431,16 @@ inline LlamaWeights<float> load_llama2c(const std::filesystem::path& path) {
   return w;
 }
 
-/// Hugging Face directory (config.json + safetensors) of LlamaForCausalLM or Gemma3ForCausalLM.
-/// Gemma norm weights get their 1 added here (HF stores them zero-centred).
+/// Hugging Face directory (config.json + safetensors) of LlamaForCausalLM (Llama 2 / 3.x),
+/// MistralForCausalLM, Qwen2ForCausalLM (q / k / v biases), Qwen3ForCausalLM (q / k RMSNorm) or
+/// Gemma3ForCausalLM. Gemma norm weights get their 1 added here (HF stores them zero-centred).
 inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& dir) {
   const auto cfg = io::read_llama_config(dir / "config.json");
   const io::SafetensorsCheckpoint ck(dir);
   const bool gemma = cfg.model_type.rfind("gemma", 0) == 0;
   LlamaWeights<float> w;
   auto& s = w.spec;
-  s.family = gemma ? "gemma3" : "llama";
+  s.family = gemma ? "gemma3" : cfg.model_type;
   s.vocab_size = cfg.vocab_size;
   s.hidden = cfg.hidden_size;
   s.ffn = cfg.intermediate_size;
@@ -411,7 +466,14 @@ inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& d
     // HF casts sqrt(hidden) to the weight dtype; in float32 that is the float of sqrt(hidden).
     s.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(s.hidden)));
     s.attn_scale = cfg.query_pre_attn_scalar > 0 ? 1.0 / std::sqrt(cfg.query_pre_attn_scalar) : 0.0;
+  } else if (cfg.model_type == "mistral" && cfg.sliding_window > 0) {
+    s.sliding_window = cfg.sliding_window;  // every layer
+    s.sliding.assign(static_cast<std::size_t>(s.layers), true);
   }
+  s.qkv_bias = cfg.model_type == "qwen2";
+  if (cfg.model_type == "qwen3") s.qk_norm = true;
+  if (cfg.llama3_rope)
+    s.rope_freq_factors = cfg.llama3_rope->freq_factors(s.rope_theta, s.head_dim);
   const detail::CheckpointReader r(ck);
   const Index d = s.hidden, q = Index(s.heads) * s.head_dim, kv = Index(s.kv_heads) * s.head_dim;
   auto vec = [&](const std::string& name, Index n) {
@@ -432,6 +494,15 @@ inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& d
     l.wk = r.matrix(b + "self_attn.k_proj.weight", kv, d);
     l.wv = r.matrix(b + "self_attn.v_proj.weight", kv, d);
     l.wo = r.matrix(b + "self_attn.o_proj.weight", d, q);
+    if (s.qkv_bias) {
+      l.bq = r.vector(b + "self_attn.q_proj.bias", q);
+      l.bk = r.vector(b + "self_attn.k_proj.bias", kv);
+      l.bv = r.vector(b + "self_attn.v_proj.bias", kv);
+    }
+    if (cfg.model_type == "qwen3") {  // plain RMSNorm weights (not zero-centred)
+      l.q_norm = r.vector(b + "self_attn.q_norm.weight", s.head_dim);
+      l.k_norm = r.vector(b + "self_attn.k_norm.weight", s.head_dim);
+    }
     l.ffn_norm = vec(
         b + (gemma ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"), d);
     l.w_gate = r.matrix(b + "mlp.gate_proj.weight", s.ffn, d);

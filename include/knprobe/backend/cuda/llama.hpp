@@ -59,6 +59,9 @@ class CudaLlamaModel : public detail::CudaDecoderBase {
         d.activation = ActivationKind::silu;
         break;
     }
+    KNPROBE_REQUIRE(!s.qkv_bias && s.rope_freq_factors.empty(), ArgumentError, "cuda: ", s.family,
+                    ": q/k/v biases (Qwen 2) and RoPE frequency factors (Llama 3.x) are not "
+                    "implemented on the GPU; use the CPU model");
     d.gated = true;
     d.qk_norm = s.qk_norm;
     d.sandwich_norms = s.sandwich_norms;

@@ -4,7 +4,8 @@
 //   x_a' = x_a cos θ_j − x_b sin θ_j,   x_b' = x_b cos θ_j + x_a sin θ_j
 // interleaved (llama2.c, Meta Llama): (a, b) = (2j, 2j+1); half (NEOX / HF rotate_half, Gemma):
 // (a, b) = (j, j + R/2). Dimensions ≥ R pass through. Angles are computed in double.
-// The map is orthogonal, so backward is the same rotation by −θ.
+// The map is orthogonal, so backward is the same rotation by −θ. Frequency factors f_j (Llama 3.x
+// "llama3" scaling; GGUF tensor rope_freqs.weight) divide the angle: θ_j = p · theta^(−2j/R) / f_j.
 
 #include <cmath>
 #include <span>
@@ -20,7 +21,8 @@ struct Spec {
   int head_dim = 0;
   double theta = 10000.0;
   Style style = Style::half;
-  int rotary_dim = 0;  ///< 0 → head_dim
+  int rotary_dim = 0;                         ///< 0 → head_dim
+  std::span<const double> freq_factors = {};  ///< empty, or R/2 divisors of the angles
 };
 
 namespace detail {
@@ -32,6 +34,12 @@ inline int validate(const Spec& s) {
   KNPROBE_REQUIRE(r > 0 && r <= s.head_dim && r % 2 == 0, ArgumentError,
                   "rope: rotary_dim must be even and in (0, head_dim], got ", r);
   KNPROBE_REQUIRE(s.theta > 0.0, ArgumentError, "rope: theta must be > 0, got ", s.theta);
+  KNPROBE_REQUIRE(s.freq_factors.empty() || static_cast<int>(s.freq_factors.size()) == r / 2,
+                  ArgumentError, "rope: ", s.freq_factors.size(),
+                  " frequency factors for a rotary dimension of ", r, " (expected ", r / 2, ")");
+  for (double f : s.freq_factors)
+    KNPROBE_REQUIRE(std::isfinite(f) && f > 0.0, ArgumentError,
+                    "rope: frequency factors must be finite and > 0, got ", f);
   return r;
 }
 
@@ -47,7 +55,8 @@ void rotate(Matrix<T>& x, std::span<const int> positions, const Spec& s, double 
     const int p = positions[static_cast<std::size_t>(row)];
     KNPROBE_REQUIRE(p >= 0, ArgumentError, "rope: position must be >= 0, got ", p);
     for (int j = 0; j < half; ++j) {
-      const double angle = p * std::pow(s.theta, -2.0 * j / r);
+      double angle = p * std::pow(s.theta, -2.0 * j / r);
+      if (!s.freq_factors.empty()) angle /= s.freq_factors[static_cast<std::size_t>(j)];
       cs[j] = static_cast<T>(std::cos(angle));
       sn[j] = static_cast<T>(sign * std::sin(angle));
     }
