@@ -1,12 +1,15 @@
 // libFuzzer target: any bytes either parse as GGUF (metadata decoded, every array read through
 // the typed accessors, tensors dequantized and multiplied in place, the Llama-family metadata and
-// tensor-type checks, the SentencePiece tokenizer read and used) or raise knprobe::Error.
+// tensor-type checks, the whole Llama-family loader — llama, gemma3, qwen2, qwen3, rope_freqs — for
+// small files, the SentencePiece or byte-level BPE tokenizer read and used) or raise
+// knprobe::Error.
 #include <cstddef>
 #include <cstdint>
 
 #include "knprobe/io/gguf.hpp"
 #include "knprobe/model/blocks/quantized_linear.hpp"
 #include "knprobe/model/llama_weights.hpp"
+#include "knprobe/tokenize/byte_bpe.hpp"
 #include "knprobe/tokenize/sentencepiece_bpe.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -45,8 +48,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       knprobe::detail::gguf_check_tensor_types(f);
     } catch (const knprobe::Error&) {
     }
-    const auto tok = knprobe::SentencePieceBpe::from_gguf(f);
-    (void)tok.decode(tok.encode("The capital of France is"));
+    if (size < (1 << 20)) try {  // whole weights of small files (biases, norms, frequency factors)
+        (void)knprobe::load_llama_gguf(f);
+      } catch (const knprobe::Error&) {
+      }
+    if (f.has("tokenizer.ggml.model") && f.get_string("tokenizer.ggml.model") == "gpt2") {
+      const auto tok = knprobe::ByteBpe::from_gguf(f);
+      (void)tok.decode(tok.encode("The capital of France is 1234 東京 🙂 it's"), false);
+    } else {
+      const auto tok = knprobe::SentencePieceBpe::from_gguf(f);
+      (void)tok.decode(tok.encode("The capital of France is"));
+    }
   } catch (const knprobe::Error&) {
   }
   return 0;
