@@ -2,6 +2,7 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include "support/bpe_rules.hpp"
 #include "support/paths.hpp"
 
 using namespace knprobe;
@@ -125,11 +126,7 @@ BOOST_AUTO_TEST_CASE(bad_tokenizer_files_are_named) {
 // file holding the same vocabulary (tokenizer.ggml.pre names the rule as llama.cpp does).
 BOOST_AUTO_TEST_CASE(ids_equal_hugging_face_for_llama3_qwen2_smollm_from_json_and_gguf) {
   const auto g = knprobe::testing::read_json(rules_dir() / "expected.json")["ids"];
-  const std::pair<const char*, PreTokenizer> rules[] = {{"gpt2", PreTokenizer::gpt2},
-                                                        {"llama3", PreTokenizer::llama3},
-                                                        {"qwen2", PreTokenizer::qwen2},
-                                                        {"smollm", PreTokenizer::smollm}};
-  for (const auto& [name, rule] : rules) {
+  for (const auto& [name, rule] : knprobe::testing::k_bpe_rules) {
     BOOST_TEST_CONTEXT("rule " << name) {
       const auto a = ByteBpe::from_tokenizer_json(rules_dir() / name / "tokenizer.json");
       const io::GgufFile file(rules_dir() / name / "model.gguf");

@@ -2,6 +2,7 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include "support/bpe_rules.hpp"
 #include "support/paths.hpp"
 
 using namespace knprobe;
@@ -15,11 +16,7 @@ BOOST_AUTO_TEST_SUITE(tokenize_pre_tokenize)
 BOOST_AUTO_TEST_CASE(words_equal_hugging_face_for_every_rule) {
   const auto g = knprobe::testing::read_json(knprobe::testing::data_dir() / "tokenizers" /
                                              "bpe_rules" / "pre_tokenize.json")["rules"];
-  const std::pair<const char*, PreTokenizer> rules[] = {{"gpt2", PreTokenizer::gpt2},
-                                                        {"llama3", PreTokenizer::llama3},
-                                                        {"qwen2", PreTokenizer::qwen2},
-                                                        {"smollm", PreTokenizer::smollm}};
-  for (const auto& [name, rule] : rules) {
+  for (const auto& [name, rule] : knprobe::testing::k_bpe_rules) {
     BOOST_TEST_CONTEXT("rule " << name) {
       BOOST_REQUIRE(g.contains(name));
       BOOST_TEST(g[name].size() >= 30u);
