@@ -31,7 +31,7 @@ OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "tokenizers
 HEAD = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
 TAIL = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 REGEX = {"llama3": HEAD + r"\p{N}{1,3}" + TAIL, "qwen2": HEAD + r"\p{N}" + TAIL}
-GGUF_PRE = {"gpt2": "default", "llama3": "llama-bpe", "qwen2": "qwen2", "smollm": "smollm"}
+GGUF_PRE = {"gpt2": "gpt2", "llama3": "llama-bpe", "qwen2": "qwen2", "smollm": "smollm"}
 
 STRINGS = [
     "", " ", "The capital of France is", " Paris", "  leading and trailing  ",
@@ -89,6 +89,12 @@ def train(rule):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tok.train_from_iterator(CORPUS, trainer)
+    if rule == "llama3":  # Llama 3 frames every text with BOS (its GGUF: add_bos_token)
+        from tokenizers import processors
+        tok.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="<|endoftext|> $A",
+                                          special_tokens=[("<|endoftext|>", 0)])])
     return tok
 
 

@@ -34,13 +34,14 @@ TINY = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_laye
 
 def build(kind):
     torch.manual_seed(1234)
-    if kind == "llama3_tiny":  # Llama 3.x RoPE scaling, with a short original context so that
-        # the three wavelength bands (kept, interpolated, divided by factor) all occur
+    if kind == "llama3_tiny":  # Llama 3.x RoPE scaling, with an original context such that the
+        # three wavelength bands all occur at head_dim 8 (wavelengths 6.3, 63, 628, 6283 against
+        # 48 / 4 = 12 and 48 / 0.5 = 96: kept, interpolated, divided by factor twice)
         cfg = LlamaConfig(**TINY, rms_norm_eps=1e-5,
                           rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0,
-                                           "factor": 8.0, "low_freq_factor": 1.0,
+                                           "factor": 8.0, "low_freq_factor": 0.5,
                                            "high_freq_factor": 4.0,
-                                           "original_max_position_embeddings": 16})
+                                           "original_max_position_embeddings": 48})
         model = LlamaForCausalLM(cfg)
     elif kind == "qwen2_tiny":  # q / k / v biases
         cfg = Qwen2Config(**TINY, rms_norm_eps=1e-6, rope_parameters={"rope_type": "default",

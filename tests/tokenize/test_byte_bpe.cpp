@@ -53,7 +53,7 @@ struct BpeGguf {
     return b;
   }
   /// A valid two-letter tokenizer: a, b, ab (merge "a b"), <s> (control).
-  static BpeGguf valid(const std::string& pre = "default") {
+  static BpeGguf valid(const std::string& pre = "gpt2") {
     BpeGguf g;
     g.text("tokenizer.ggml.model", "gpt2");
     if (!pre.empty()) g.text("tokenizer.ggml.pre", pre);
@@ -135,20 +135,19 @@ BOOST_AUTO_TEST_CASE(ids_equal_hugging_face_for_llama3_qwen2_smollm_from_json_an
       BOOST_TEST(int(b.pre_tokenizer()) == int(rule));
       BOOST_TEST(a.vocab_size() == b.vocab_size());
       BOOST_TEST(g[name].size() >= 30u);
-      const bool bos = rule == PreTokenizer::llama3;  // written with add_bos_token for Llama 3
+      // Llama 3 frames with BOS: its tokenizer.json through TemplateProcessing, its GGUF through
+      // add_bos_token (llama-bpe's default).
+      const bool bos = rule == PreTokenizer::llama3;
+      BOOST_TEST(a.adds_bos() == bos);
       BOOST_TEST(b.adds_bos() == bos);
       for (auto it = g[name].begin(); it != g[name].end(); ++it)
         BOOST_TEST_CONTEXT("text '" << it.key() << "'") {
           const auto want = it.value().get<std::vector<TokenId>>();
           BOOST_TEST(a.encode(it.key()) == want, boost::test_tools::per_element());
+          BOOST_TEST(b.encode(it.key()) == want, boost::test_tools::per_element());
+          if (bos) BOOST_TEST(want.front() == *b.special().bos);
           EncodeOptions plain;
           plain.add_special = false;
-          BOOST_TEST(b.encode(it.key(), plain) == want, boost::test_tools::per_element());
-          if (bos) {
-            const auto framed = b.encode(it.key());
-            BOOST_REQUIRE(!framed.empty());
-            BOOST_TEST(framed.front() == *b.special().bos);
-          }
           // Text comes back (NFC-normalised for Qwen 2), control tokens included when asked.
           BOOST_TEST(b.decode(b.encode(it.key(), plain), false) ==
                      (rule == PreTokenizer::qwen2 ? b.decode(want, false) : it.key()));
@@ -170,7 +169,19 @@ BOOST_AUTO_TEST_CASE(gguf_byte_level_bpe_reads_specials_and_refuses_bad_files) {
              boost::test_tools::per_element());  // a control token is matched whole
   BOOST_TEST(*t.special().bos == 3);
   BOOST_TEST(!t.adds_bos());
-  BOOST_TEST(int(open(BpeGguf::valid("")).pre_tokenizer()) == int(PreTokenizer::gpt2));
+  BOOST_TEST(throws_with<TokenizerError>([&] { open(BpeGguf::valid("")); },
+                                         {"t.gguf", "tokenizer.ggml.pre is missing"}));
+  BOOST_TEST(throws_with<TokenizerError>([&] { open(BpeGguf::valid("default")); },
+                                         {"t.gguf", "'default'", "not implemented"}));
+  {  // llama-bpe: BOS unless the file says otherwise (llama.cpp); add_eos_token is refused
+    auto g = BpeGguf::valid("llama-bpe");
+    BOOST_TEST(open(g).encode("ab") == (std::vector<TokenId>{3, 2}),
+               boost::test_tools::per_element());
+    g.flag("tokenizer.ggml.add_bos_token", false);
+    BOOST_TEST(open(g).encode("ab") == (std::vector<TokenId>{2}), boost::test_tools::per_element());
+    g.flag("tokenizer.ggml.add_eos_token", true);
+    BOOST_TEST(throws_with<TokenizerError>([&] { open(g); }, {"add_eos_token", "not implemented"}));
+  }
 
   auto g = BpeGguf::valid("tekken");
   BOOST_TEST(
@@ -183,6 +194,11 @@ BOOST_AUTO_TEST_CASE(gguf_byte_level_bpe_reads_specials_and_refuses_bad_files) {
   g.kv.erase(g.kv.begin() + 3);
   BOOST_TEST(throws_with<TokenizerError>([&] { open(g); },
                                          {"t.gguf", "merge 0", "'zz'", "not in the vocabulary"}));
+  g = BpeGguf::valid();
+  g.strings("tokenizer.ggml.merges", {"b a"});  // "ba" is not a piece
+  g.kv.erase(g.kv.begin() + 3);
+  BOOST_TEST(throws_with<TokenizerError>(
+      [&] { open(g); }, {"t.gguf", "merge 0", "makes a piece not in the vocabulary"}));
   g = BpeGguf::valid();
   g.strings("tokenizer.ggml.merges", {"ab"});
   g.kv.erase(g.kv.begin() + 3);
@@ -202,6 +218,81 @@ BOOST_AUTO_TEST_CASE(gguf_byte_level_bpe_reads_specials_and_refuses_bad_files) {
   g.kv.erase(g.kv.begin());
   g.text("tokenizer.ggml.model", "llama");
   BOOST_TEST(throws_with<TokenizerError>([&] { open(g); }, {"'llama'", "expected 'gpt2'"}));
+}
+
+// Llama 3's ignore_merges: a word that is itself a piece is one token even when the merges would
+// not build it ("abc" with only the merge "a b" → [abc], not [ab, c]); from tokenizer.json and
+// GGUF.
+BOOST_AUTO_TEST_CASE(ignore_merges_takes_whole_words_from_the_vocabulary) {
+  auto json = [](bool ignore) {
+    return std::string(R"({"model":{"type":"BPE","ignore_merges":)") + (ignore ? "true" : "false") +
+           R"(,"vocab":{"a":0,"b":1,"c":2,"ab":3,"abc":4},"merges":["a b"]},)"
+           R"("pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false}})";
+  };
+  BOOST_TEST(ByteBpe::from_tokenizer_json_text(json(true), "t.json").encode("abc") ==
+                 (std::vector<TokenId>{4}),
+             boost::test_tools::per_element());
+  BOOST_TEST(ByteBpe::from_tokenizer_json_text(json(false), "t.json").encode("abc") ==
+                 (std::vector<TokenId>{3, 2}),
+             boost::test_tools::per_element());
+  knprobe::testing::TempDir tmp;
+  for (const std::string pre : {"llama-bpe", "gpt2"}) {
+    BpeGguf g;
+    g.text("tokenizer.ggml.model", "gpt2");
+    g.text("tokenizer.ggml.pre", pre);
+    g.strings("tokenizer.ggml.tokens", {"a", "b", "c", "ab", "abc"});
+    g.strings("tokenizer.ggml.merges", {"a b"});
+    g.flag("tokenizer.ggml.add_bos_token", false);
+    const io::GgufFile f(tmp.write("t.gguf", g.bytes()));
+    BOOST_TEST(ByteBpe::from_gguf(f).encode("abc") ==
+                   (pre == "llama-bpe" ? std::vector<TokenId>{4} : std::vector<TokenId>{3, 2}),
+               boost::test_tools::per_element());
+  }
+}
+
+// Added tokens: at one position the longest wins ("<s>x" over "<s>", as HF and llama.cpp); the
+// ByteLevel prefix space goes before every segment between them; many tokens in a long text stay
+// linear.
+BOOST_AUTO_TEST_CASE(added_tokens_longest_match_prefix_space_and_long_texts) {
+  const std::string json =
+      R"({"model":{"type":"BPE","vocab":{"a":0,"b":1,"Ġ":2,"<s>":3,"<s>x":4},"merges":[]},)"
+      R"("added_tokens":[{"id":3,"content":"<s>"},{"id":4,"content":"<s>x"}],)"
+      R"("pre_tokenizer":{"type":"ByteLevel","add_prefix_space":true}})";
+  const auto t = ByteBpe::from_tokenizer_json_text(json, "t.json");
+  BOOST_TEST(t.encode("a<s>xb") == (std::vector<TokenId>{2, 0, 4, 2, 1}),
+             boost::test_tools::per_element());
+  BOOST_TEST(t.encode("a<s>b") == (std::vector<TokenId>{2, 0, 3, 2, 1}),
+             boost::test_tools::per_element());
+  std::string long_text;
+  for (int i = 0; i < 20000; ++i) long_text += "<s>xa";
+  BOOST_TEST(t.encode(long_text).size() == 60000u);
+}
+
+BOOST_AUTO_TEST_CASE(tokenizer_json_post_processors) {
+  using knprobe::testing::throws_with;
+  auto json = [](const std::string& post) {
+    return R"({"model":{"type":"BPE","vocab":{"a":0,"b":1,"<s>":2,"</s>":3},"merges":[]},)"
+           R"("added_tokens":[{"id":2,"content":"<s>"},{"id":3,"content":"</s>"}],)"
+           R"("post_processor":)" +
+           post + "}";
+  };
+  const auto t = ByteBpe::from_tokenizer_json_text(
+      json(R"({"type":"TemplateProcessing","single":[{"SpecialToken":{"id":"<s>","type_id":0}},)"
+           R"({"Sequence":{"id":"A","type_id":0}}],"special_tokens":{"<s>":{"id":"<s>","ids":[2],)"
+           R"("tokens":["<s>"]}}})"),
+      "t.json");
+  BOOST_TEST(t.encode("ab") == (std::vector<TokenId>{2, 0, 1}), boost::test_tools::per_element());
+  BOOST_TEST(throws_with<TokenizerError>(
+      [&] {
+        ByteBpe::from_tokenizer_json_text(
+            json(R"({"type":"TemplateProcessing","single":[{"Sequence":{"id":"A","type_id":0}},)"
+                 R"({"SpecialToken":{"id":"</s>","type_id":0}}],"special_tokens":{}})"),
+            "t.json");
+      },
+      {"t.json", "post_processor", "only [A] or [special token, A]"}));
+  BOOST_TEST(throws_with<TokenizerError>(
+      [&] { ByteBpe::from_tokenizer_json_text(json(R"({"type":"RobertaProcessing"})"), "t.json"); },
+      {"t.json", "post_processor", "RobertaProcessing"}));
 }
 
 BOOST_AUTO_TEST_CASE(tokenizer_json_pre_tokenizers_are_recognised_or_refused) {

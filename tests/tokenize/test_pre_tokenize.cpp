@@ -49,7 +49,10 @@ BOOST_AUTO_TEST_CASE(rules_differ_where_the_expressions_do) {
 }
 
 BOOST_AUTO_TEST_CASE(names_and_unknown_rules) {
-  BOOST_TEST(int(pre_tokenizer_from_gguf_name("default")) == int(PreTokenizer::gpt2));
+  BOOST_TEST(int(pre_tokenizer_from_gguf_name("gpt2")) == int(PreTokenizer::gpt2));
+  // llama.cpp's "default" is a four-expression chain, not GPT-2's rule: refused, not mapped.
+  BOOST_TEST(knprobe::testing::throws_with<TokenizerError>(
+      [] { pre_tokenizer_from_gguf_name("default"); }, {"'default'", "not implemented"}));
   BOOST_TEST(int(pre_tokenizer_from_gguf_name("llama-bpe")) == int(PreTokenizer::llama3));
   BOOST_TEST(int(pre_tokenizer_from_gguf_name("qwen2")) == int(PreTokenizer::qwen2));
   BOOST_TEST(int(pre_tokenizer_from_gguf_name("smollm")) == int(PreTokenizer::smollm));

@@ -214,6 +214,7 @@ inline void read_rope(const nlohmann::json& j, bool gemma, LlamaConfig& c, const
                  bool allow_llama3) {
     KNPROBE_REQUIRE(r.is_object(), FormatError, f, ": field '", where, "' is not an object");
     field(r, "rope_theta", theta, f);
+    refuse_unless(r, "partial_rotary_factor", 1.0, f, "partial rotary embeddings");
     std::string type = "default";
     field(r, "type", type, f);
     field(r, "rope_type", type, f);
@@ -328,6 +329,7 @@ inline LlamaConfig read_llama_config(const std::filesystem::path& file) {
                       c.eos_token_id < c.vocab_size,
                   FormatError, f, ": bos_token_id / eos_token_id outside [0, vocab_size)");
   // Settings that change the maths and are not implemented: refused by name.
+  detail::refuse_unless(j, "partial_rotary_factor", 1.0, f, "partial rotary embeddings");
   if (c.model_type != "qwen2")  // Qwen 2 always has q / k / v biases (and no such field)
     detail::refuse_unless(j, "attention_bias", false, f,
                           "attention biases are implemented for Qwen 2's q / k / v only");

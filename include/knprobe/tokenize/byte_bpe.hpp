@@ -64,19 +64,21 @@ class ByteBpe : public Tokenizer {
 
   /// Reads the tokenizer stored in a GGUF file (tokenizer.ggml.model "gpt2"): tokens (id order),
   /// merges ("left right", rank order), token_type (3 control and 4 user-defined tokens are
-  /// matched whole in the text), pre (the pre-tokenisation rule; absent means "default", as in
-  /// llama.cpp), bos / eos / unknown / padding ids, add_bos_token, add_space_prefix.
+  /// matched whole in the text), pre (the pre-tokenisation rule: gpt2, llama-bpe, qwen2 or
+  /// smollm; absent or another name is refused), bos / eos / unknown / padding ids, add_bos_token
+  /// (default: true for llama-bpe, as llama.cpp); add_eos_token = true is refused.
   static ByteBpe from_gguf(const io::GgufFile& f) {
     const std::string& model = f.get_string("tokenizer.ggml.model");
     KNPROBE_REQUIRE(model == "gpt2", TokenizerError, f.path(), ": tokenizer.ggml.model is '",
                     model.substr(0, 64), "', expected 'gpt2' (byte-level BPE)");
+    KNPROBE_REQUIRE(f.has("tokenizer.ggml.pre"), TokenizerError, f.path(),
+                    ": tokenizer.ggml.pre is missing: the pre-tokenisation rule is unknown "
+                    "(llama.cpp would fall back to its 'default' chain, which is no model's rule)");
     PreTokenizer rule = PreTokenizer::gpt2;
-    if (f.has("tokenizer.ggml.pre")) {
-      try {
-        rule = pre_tokenizer_from_gguf_name(f.get_string("tokenizer.ggml.pre"));
-      } catch (const TokenizerError& e) {
-        throw TokenizerError(detail::concat(f.path(), ": tokenizer.ggml.pre: ", e.what()));
-      }
+    try {
+      rule = pre_tokenizer_from_gguf_name(f.get_string("tokenizer.ggml.pre"));
+    } catch (const TokenizerError& e) {
+      throw TokenizerError(detail::concat(f.path(), ": tokenizer.ggml.pre: ", e.what()));
     }
     std::vector<std::string> pieces;
     f.for_each_string("tokenizer.ggml.tokens", [&](std::string_view t) {
@@ -120,10 +122,14 @@ class ByteBpe : public Tokenizer {
     t.special_.eos = id_of("tokenizer.ggml.eos_token_id");
     t.special_.unk = id_of("tokenizer.ggml.unknown_token_id");
     t.special_.pad = id_of("tokenizer.ggml.padding_token_id");
-    t.add_bos_ = f.get_bool("tokenizer.ggml.add_bos_token", false);
+    // llama.cpp: BOS by default for llama-bpe, else not; the key decides when present. A space
+    // prefix is not applied to byte-level BPE (add_space_prefix is ignored there, as llama.cpp).
+    t.add_bos_ = f.get_bool("tokenizer.ggml.add_bos_token", rule == PreTokenizer::llama3);
     KNPROBE_REQUIRE(!t.add_bos_ || t.special_.bos, TokenizerError, f.path(),
                     ": tokenizer.ggml.add_bos_token is true but there is no bos_token_id");
-    t.add_prefix_space_ = f.get_bool("tokenizer.ggml.add_space_prefix", false);
+    KNPROBE_REQUIRE(!f.get_bool("tokenizer.ggml.add_eos_token", false), TokenizerError, f.path(),
+                    ": tokenizer.ggml.add_eos_token = true is not implemented (an EOS after the "
+                    "prompt would change every probability)");
     return t;
   }
 
@@ -224,33 +230,42 @@ class ByteBpe : public Tokenizer {
     ByteBpe t(std::move(vocab), std::move(merges), std::move(added), prefix, rule);
     t.nfc_ = nfc;
     t.ignore_merges_ = ignore_merges;
+    if (j.contains("post_processor") && !j["post_processor"].is_null())
+      t.read_post_processor(j["post_processor"], name);
     return t;
   }
 
   using Tokenizer::encode;
-  /// Ids of `text` exactly as written (no BOS; byte-level BPE models are not framed by default).
+  /// Ids of `text` exactly as written; BOS first when the file asks for it and add_special.
   std::vector<TokenId> encode(std::string_view text, const EncodeOptions& opts) const override {
     std::vector<TokenId> out;
     if (add_bos_ && opts.add_special) out.push_back(*special_.bos);
     std::size_t start = 0;
-    bool first = true;
+    // Next occurrence of each added token at or after `start` (found once, refreshed only when
+    // passed: linear in the text for any number of tokens); at one position the longest wins.
+    std::vector<std::size_t> next;
+    if (opts.parse_special)
+      for (TokenId id : added_) next.push_back(text.find(piece_text(id)));
     while (start <= text.size()) {
       std::size_t best = text.size();
       TokenId best_id = -1;
-      if (opts.parse_special)
-        for (TokenId id : added_) {
-          const auto p = text.find(piece_text(id), start);
-          if (p != std::string_view::npos && p < best) best = p, best_id = id;
-        }
+      for (std::size_t k = 0; k < next.size(); ++k) {
+        if (next[k] != std::string_view::npos && next[k] < start)
+          next[k] = text.find(piece_text(added_[k]), start);
+        const auto p = next[k];
+        if (p == std::string_view::npos || p > best) continue;
+        if (p < best || piece_text(added_[k]).size() > piece_text(best_id).size())
+          best = p, best_id = added_[k];
+      }
       const std::string_view piece = text.substr(start, best - start);
       std::string frag;
       frag.reserve(piece.size() + 1);
-      if (first && add_prefix_space_ && !piece.empty() && piece[0] != ' ') frag.push_back(' ');
+      // Hugging Face's ByteLevel(add_prefix_space) prefixes every segment between added tokens.
+      if (add_prefix_space_ && !piece.empty() && piece[0] != ' ') frag.push_back(' ');
       if (nfc_)
         frag.append(unicode::encode_utf8(unicode::nfc(unicode::decode_utf8(piece))));
       else
         frag.append(piece);
-      first = false;
       for (const auto& word : knprobe::pre_tokenize(frag, rule_)) bpe(word, out);
       if (best_id < 0) break;
       out.push_back(best_id);
@@ -336,6 +351,49 @@ class ByteBpe : public Tokenizer {
     throw refuse("unknown sequence");
   }
 
+  /// A tokenizer.json post_processor: ByteLevel (offsets only), TemplateProcessing whose single
+  /// template is the sequence alone or one special token and the sequence (Llama 3's BOS), or a
+  /// Sequence of these. Anything else (an appended EOS, RoBERTa's processor) is refused.
+  void read_post_processor(const nlohmann::json& p, const std::string& name) {
+    const std::string type = p.is_object() && p.contains("type") && p["type"].is_string()
+                                 ? p["type"].get<std::string>()
+                                 : "";
+    auto refuse = [&](const std::string& why) {
+      return TokenizerError(detail::concat(name, ": post_processor ", p.dump().substr(0, 160),
+                                           " is not implemented (", why, ")"));
+    };
+    if (type == "ByteLevel") return;
+    if (type == "Sequence") {
+      KNPROBE_REQUIRE(p.contains("processors") && p["processors"].is_array(), TokenizerError, name,
+                      ": post_processor Sequence without a processors array");
+      for (const auto& q : p["processors"]) read_post_processor(q, name);
+      return;
+    }
+    if (type != "TemplateProcessing") throw refuse("unknown type");
+    const auto single = p.value("single", nlohmann::json());
+    auto is_a = [](const nlohmann::json& x) {
+      return x.is_object() && x.contains("Sequence") && x["Sequence"].is_object() &&
+             x["Sequence"].value("id", nlohmann::json()) == "A";
+    };
+    if (single.is_array() && single.size() == 1 && is_a(single[0])) return;
+    if (!(single.is_array() && single.size() == 2 && is_a(single[1]) && single[0].is_object() &&
+          single[0].contains("SpecialToken") && single[0]["SpecialToken"].is_object()))
+      throw refuse("only [A] or [special token, A] templates are implemented");
+    const auto tok = single[0]["SpecialToken"].value("id", nlohmann::json());
+    const auto specials = p.value("special_tokens", nlohmann::json());
+    KNPROBE_REQUIRE(
+        tok.is_string() && specials.is_object() && specials.contains(tok.get<std::string>()) &&
+            specials[tok.get<std::string>()].is_object() &&
+            specials[tok.get<std::string>()].contains("ids") &&
+            specials[tok.get<std::string>()]["ids"].is_array() &&
+            specials[tok.get<std::string>()]["ids"].size() == 1,
+        TokenizerError, name, ": post_processor's first template token has no single id");
+    special_.bos =
+        io::json_int<TokenId>(specials[tok.get<std::string>()]["ids"][0], 0, vocab_size() - 1,
+                              name + ": post_processor special token id");
+    add_bos_ = true;
+  }
+
   /// Pieces by id (GGUF order; a repeated text keeps its first id for lookups).
   ByteBpe(std::vector<std::string> pieces, const std::string& where) {
     KNPROBE_REQUIRE(!pieces.empty(), TokenizerError, where, ": the vocabulary is empty");
@@ -358,6 +416,10 @@ class ByteBpe : public Tokenizer {
         KNPROBE_REQUIRE(piece_to_id(*side).has_value(), TokenizerError, where, ": merge ", r, " ('",
                         merges[r].first.substr(0, 40), "' '", merges[r].second.substr(0, 40),
                         "') names '", side->substr(0, 40), "', which is not in the vocabulary");
+    for (std::size_t r = 0; r < merges.size(); ++r)
+      KNPROBE_REQUIRE(piece_to_id(merges[r].first + merges[r].second).has_value(), TokenizerError,
+                      where, ": merge ", r, " ('", merges[r].first.substr(0, 40), "' '",
+                      merges[r].second.substr(0, 40), "') makes a piece not in the vocabulary");
   }
 
   /// piece → id from a JSON object; ids must be integers in [0, 2^24) and distinct.
@@ -385,6 +447,10 @@ class ByteBpe : public Tokenizer {
         KNPROBE_REQUIRE(vocab.count(*side), TokenizerError, where, ": merge ", r, " ('",
                         merges[r].first.substr(0, 40), "' '", merges[r].second.substr(0, 40),
                         "') names '", side->substr(0, 40), "', which is not in the vocabulary");
+    for (std::size_t r = 0; r < merges.size(); ++r)  // Hugging Face refuses these at load too
+      KNPROBE_REQUIRE(vocab.count(merges[r].first + merges[r].second), TokenizerError, where,
+                      ": merge ", r, " ('", merges[r].first.substr(0, 40), "' '",
+                      merges[r].second.substr(0, 40), "') makes a piece not in the vocabulary");
   }
 
   void build_byte_tables() {

@@ -1,13 +1,16 @@
 #pragma once
 // The pre-tokenisation rules of byte-level BPE tokenizers: the text is cut into words, and BPE
 // merges never cross a word boundary. Each rule is the leftmost-first match of one regular
-// expression, written out here as a scanner (as llama.cpp does) so that no regex engine's Unicode
-// tables or backtracking limits decide the result. The names are those of the GGUF key
-// tokenizer.ggml.pre; Hugging Face tokenizer.json files spell the same rules as pre_tokenizer
-// objects (see byte_bpe.hpp).
+// expression, written out here as a scanner (as llama.cpp does) so that no regex engine's
+// backtracking limits decide the result. \p{L}, \p{N} and \s come from the ICU the library is
+// built with (Debian 12: ICU 72, Unicode 15): code points assigned or re-categorised in later
+// Unicode versions can be classified differently from Hugging Face tokenizers' tables. Case
+// folding of the contractions is ASCII (as llama.cpp; Oniguruma also folds U+017F ſ to s). The
+// names are those of the GGUF key tokenizer.ggml.pre; Hugging Face tokenizer.json files spell the
+// same rules as pre_tokenizer objects (see byte_bpe.hpp).
 //
 //   gpt2    's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-//           (GGUF "default" and "gpt2"; HF ByteLevel with use_regex)
+//           (GGUF "gpt2"; HF ByteLevel with use_regex)
 //   llama3  (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}
 //           | ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+          (GGUF "llama-bpe")
 //   qwen2   as llama3 with \p{N} in place of \p{N}{1,3}                   (GGUF "qwen2")
@@ -28,14 +31,16 @@ enum class PreTokenizer { gpt2, llama3, qwen2, smollm };
 
 /// The rule a GGUF tokenizer.ggml.pre value names; TokenizerError naming the value when it is
 /// not one of those implemented (a different rule would tokenize differently, silently).
+/// llama.cpp's "default" is not GPT-2's rule but a chain of four expressions (punctuation runs,
+/// GPT-2, \p{N}+, three ASCII digits) that no model was trained with: it is refused too.
 inline PreTokenizer pre_tokenizer_from_gguf_name(std::string_view name) {
-  if (name == "default" || name == "gpt2") return PreTokenizer::gpt2;
+  if (name == "gpt2") return PreTokenizer::gpt2;
   if (name == "llama-bpe" || name == "llama3") return PreTokenizer::llama3;
   if (name == "qwen2") return PreTokenizer::qwen2;
   if (name == "smollm") return PreTokenizer::smollm;
   throw TokenizerError(
       detail::concat("pre-tokenizer '", std::string(name).substr(0, 64),
-                     "' is not implemented (known: default, gpt2, llama-bpe, qwen2, smollm)"));
+                     "' is not implemented (known: gpt2, llama-bpe, qwen2, smollm)"));
 }
 
 inline const char* to_string(PreTokenizer p) {
