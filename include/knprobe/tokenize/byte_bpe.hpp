@@ -108,7 +108,8 @@ class ByteBpe : public Tokenizer {
     t.rule_ = rule;
     t.ignore_merges_ = rule == PreTokenizer::llama3;  // as llama.cpp (and Llama 3's tokenizer.json)
     t.nfc_ = rule == PreTokenizer::qwen2;  // Qwen 2's tokenizer.json normalises to NFC first
-    t.check_merges_by_id(merges, f.path() + ": tokenizer.ggml.merges");
+    check_merges(merges, f.path() + ": tokenizer.ggml.merges",
+                 [&](const std::string& p) { return t.piece_to_id(p).has_value(); });
     t.set_merges(merges);
     for (std::size_t i = 0; i < types.size(); ++i)
       if ((types[i] == 3 || types[i] == 4) && !t.piece_text(static_cast<TokenId>(i)).empty())
@@ -408,20 +409,6 @@ class ByteBpe : public Tokenizer {
       ranks_.emplace(merges[r].first + ' ' + merges[r].second, static_cast<int>(r));
   }
 
-  /// Every merge must join two pieces of the vocabulary (already set).
-  void check_merges_by_id(const std::vector<std::pair<std::string, std::string>>& merges,
-                          const std::string& where) const {
-    for (std::size_t r = 0; r < merges.size(); ++r)
-      for (const auto* side : {&merges[r].first, &merges[r].second})
-        KNPROBE_REQUIRE(piece_to_id(*side).has_value(), TokenizerError, where, ": merge ", r, " ('",
-                        merges[r].first.substr(0, 40), "' '", merges[r].second.substr(0, 40),
-                        "') names '", side->substr(0, 40), "', which is not in the vocabulary");
-    for (std::size_t r = 0; r < merges.size(); ++r)
-      KNPROBE_REQUIRE(piece_to_id(merges[r].first + merges[r].second).has_value(), TokenizerError,
-                      where, ": merge ", r, " ('", merges[r].first.substr(0, 40), "' '",
-                      merges[r].second.substr(0, 40), "') makes a piece not in the vocabulary");
-  }
-
   /// piece → id from a JSON object; ids must be integers in [0, 2^24) and distinct.
   static std::unordered_map<std::string, TokenId> read_vocab(const nlohmann::json& j,
                                                              const std::string& where) {
@@ -442,15 +429,25 @@ class ByteBpe : public Tokenizer {
   static void check_merges(const std::unordered_map<std::string, TokenId>& vocab,
                            const std::vector<std::pair<std::string, std::string>>& merges,
                            const std::string& where) {
+    check_merges(merges, where, [&](const std::string& p) { return vocab.count(p) != 0; });
+  }
+
+  /// Every merge must join two pieces of the vocabulary and make a third (Hugging Face refuses
+  /// the rest at load too); `has(piece)` says whether a piece is in the vocabulary.
+  template <class Has>
+  static void check_merges(const std::vector<std::pair<std::string, std::string>>& merges,
+                           const std::string& where, Has&& has) {
+    for (std::size_t r = 0; r < merges.size(); ++r) {
+      const auto& [left, right] = merges[r];
+      for (const auto* side : {&left, &right})
+        KNPROBE_REQUIRE(has(*side), TokenizerError, where, ": merge ", r, " ('", left.substr(0, 40),
+                        "' '", right.substr(0, 40), "') names '", side->substr(0, 40),
+                        "', which is not in the vocabulary");
+    }
     for (std::size_t r = 0; r < merges.size(); ++r)
-      for (const auto* side : {&merges[r].first, &merges[r].second})
-        KNPROBE_REQUIRE(vocab.count(*side), TokenizerError, where, ": merge ", r, " ('",
-                        merges[r].first.substr(0, 40), "' '", merges[r].second.substr(0, 40),
-                        "') names '", side->substr(0, 40), "', which is not in the vocabulary");
-    for (std::size_t r = 0; r < merges.size(); ++r)  // Hugging Face refuses these at load too
-      KNPROBE_REQUIRE(vocab.count(merges[r].first + merges[r].second), TokenizerError, where,
-                      ": merge ", r, " ('", merges[r].first.substr(0, 40), "' '",
-                      merges[r].second.substr(0, 40), "') makes a piece not in the vocabulary");
+      KNPROBE_REQUIRE(has(merges[r].first + merges[r].second), TokenizerError, where, ": merge ", r,
+                      " ('", merges[r].first.substr(0, 40), "' '", merges[r].second.substr(0, 40),
+                      "') makes a piece not in the vocabulary");
   }
 
   void build_byte_tables() {
