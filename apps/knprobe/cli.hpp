@@ -171,11 +171,16 @@ int with_model(const ModelArgs& a, F&& fn) {
     }
     case ModelKind::hf_llama: {
       // Weights as F32 blocks of the quantized storage (one model type for GGUF and HF files);
-      // the tokenizer from tokenizer.json: byte-level BPE (Llama 3, Qwen, SmolLM); a
-      // SentencePiece-style tokenizer.json (Llama 2, Mistral, Gemma) is refused by name.
+      // the tokenizer from tokenizer.json: byte-level BPE (Llama 3, Qwen, SmolLM) or
+      // SentencePiece-style BPE (Llama 2, Mistral 7B, Gemma).
       QuantizedLlamaModel m(load_llama_safetensors(p).to_quantized_storage());
-      const fs::path tp = a.tokenizer.empty() ? p : fs::path(a.tokenizer);
-      return fn(m, ByteBpe::from_tokenizer_json(fs::is_directory(tp) ? tp / "tokenizer.json" : tp));
+      fs::path tp = a.tokenizer.empty() ? p : fs::path(a.tokenizer);
+      if (fs::is_directory(tp)) tp /= "tokenizer.json";
+      const auto j =
+          io::parse_json(io::read_file(tp, "tokenizer.json", std::uintmax_t(1) << 29), tp.string());
+      if (detail::hf::is_byte_level(j))
+        return fn(m, ByteBpe::from_tokenizer_json_value(j, tp.string()));
+      return fn(m, SentencePieceBpe::from_tokenizer_json_value(j, tp.string()));
     }
     case ModelKind::hf_bert: {
       auto m = BertModel<float>::load(p);

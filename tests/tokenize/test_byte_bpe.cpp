@@ -156,6 +156,29 @@ BOOST_AUTO_TEST_CASE(ids_equal_hugging_face_for_llama3_qwen2_smollm_from_json_an
   }
 }
 
+// llama.cpp's "default" chain (no Hugging Face pre-tokenizer spells it): the gpt2 fixture's
+// vocabulary in a GGUF file with tokenizer.ggml.pre "default" gives the ids of the BPE model of
+// `tokenizers` applied to the pieces of tools/make_bpe_fixtures.py's emulation of llama.cpp
+// (the control token <|endoftext|> split out first, as llama.cpp does).
+BOOST_AUTO_TEST_CASE(ids_under_llama_cpp_default_chain_from_gguf) {
+  const auto g = knprobe::testing::read_json(rules_dir() / "expected.json")["ids"]["default"];
+  const io::GgufFile file(rules_dir() / "default" / "model.gguf");
+  const auto b = ByteBpe::from_gguf(file);
+  BOOST_TEST(int(b.pre_tokenizer()) == int(PreTokenizer::llama_default));
+  BOOST_TEST(g.size() >= 30u);
+  std::size_t differ_from_gpt2 = 0;
+  const auto gpt2 = knprobe::testing::read_json(rules_dir() / "expected.json")["ids"]["gpt2"];
+  for (auto it = g.begin(); it != g.end(); ++it) BOOST_TEST_CONTEXT("text '" << it.key() << "'") {
+      const auto want = it.value().get<std::vector<TokenId>>();
+      BOOST_TEST(b.encode(it.key()) == want, boost::test_tools::per_element());
+      EncodeOptions plain;
+      plain.add_special = false;
+      BOOST_TEST(b.decode(b.encode(it.key(), plain), false) == it.key());
+      differ_from_gpt2 += gpt2[it.key()].get<std::vector<TokenId>>() != want;
+    }
+  BOOST_TEST(differ_from_gpt2 >= 5u);  // the chain is not GPT-2's rule
+}
+
 BOOST_AUTO_TEST_CASE(gguf_byte_level_bpe_reads_specials_and_refuses_bad_files) {
   using knprobe::testing::throws_with;
   knprobe::testing::TempDir tmp;
@@ -171,8 +194,10 @@ BOOST_AUTO_TEST_CASE(gguf_byte_level_bpe_reads_specials_and_refuses_bad_files) {
   BOOST_TEST(!t.adds_bos());
   BOOST_TEST(throws_with<TokenizerError>([&] { open(BpeGguf::valid("")); },
                                          {"t.gguf", "tokenizer.ggml.pre is missing"}));
-  BOOST_TEST(throws_with<TokenizerError>([&] { open(BpeGguf::valid("default")); },
-                                         {"t.gguf", "'default'", "not implemented"}));
+  BOOST_TEST(int(open(BpeGguf::valid("default")).pre_tokenizer()) ==
+             int(PreTokenizer::llama_default));
+  BOOST_TEST(throws_with<TokenizerError>([&] { open(BpeGguf::valid("tekken")); },
+                                         {"t.gguf", "'tekken'", "not implemented"}));
   {  // llama-bpe: BOS unless the file says otherwise (llama.cpp); add_eos_token is refused
     auto g = BpeGguf::valid("llama-bpe");
     BOOST_TEST(open(g).encode("ab") == (std::vector<TokenId>{3, 2}),

@@ -29,6 +29,25 @@ BOOST_AUTO_TEST_CASE(words_equal_hugging_face_for_every_rule) {
   }
 }
 
+// llama.cpp's "default" list of four expressions, emulated with Python's `regex` module as
+// unicode_regex_split applies it (tools/make_bpe_fixtures.py).
+BOOST_AUTO_TEST_CASE(words_equal_llama_cpp_default_chain) {
+  const auto g = knprobe::testing::read_json(knprobe::testing::data_dir() / "tokenizers" /
+                                             "bpe_rules" / "pre_tokenize.json")["rules"];
+  BOOST_REQUIRE(g.contains("llamacpp_default"));
+  BOOST_TEST(g["llamacpp_default"].size() >= 30u);
+  for (auto it = g["llamacpp_default"].begin(); it != g["llamacpp_default"].end(); ++it)
+    BOOST_TEST_CONTEXT("text '" << it.key() << "'") {
+      const auto want = it.value().get<std::vector<std::string>>();
+      BOOST_TEST(pre_tokenize(it.key(), PreTokenizer::llama_default) == want,
+                 boost::test_tools::per_element());
+    }
+  // Punctuation runs are cut out first, so contractions and " (" no longer hold together.
+  BOOST_TEST(pre_tokenize("it's (ok) 12345", PreTokenizer::llama_default) ==
+                 (std::vector<std::string>{"it", "'", "s", " ", "(", "ok", ")", " ", "123", "45"}),
+             boost::test_tools::per_element());
+}
+
 BOOST_AUTO_TEST_CASE(rules_differ_where_the_expressions_do) {
   // Llama 3 keeps up to three digits together, Qwen 2 and SmolLM one; GPT-2 any number.
   BOOST_TEST(
@@ -50,9 +69,8 @@ BOOST_AUTO_TEST_CASE(rules_differ_where_the_expressions_do) {
 
 BOOST_AUTO_TEST_CASE(names_and_unknown_rules) {
   BOOST_TEST(int(pre_tokenizer_from_gguf_name("gpt2")) == int(PreTokenizer::gpt2));
-  // llama.cpp's "default" is a four-expression chain, not GPT-2's rule: refused, not mapped.
-  BOOST_TEST(knprobe::testing::throws_with<TokenizerError>(
-      [] { pre_tokenizer_from_gguf_name("default"); }, {"'default'", "not implemented"}));
+  // llama.cpp's "default" is a four-expression chain, not GPT-2's rule.
+  BOOST_TEST(int(pre_tokenizer_from_gguf_name("default")) == int(PreTokenizer::llama_default));
   BOOST_TEST(int(pre_tokenizer_from_gguf_name("llama-bpe")) == int(PreTokenizer::llama3));
   BOOST_TEST(int(pre_tokenizer_from_gguf_name("qwen2")) == int(PreTokenizer::qwen2));
   BOOST_TEST(int(pre_tokenizer_from_gguf_name("smollm")) == int(PreTokenizer::smollm));

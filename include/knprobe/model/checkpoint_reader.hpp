@@ -3,6 +3,7 @@
 // the shape its config implies, so that a checkpoint that does not match its config.json is
 // rejected at load with a message naming the tensor (not later with a wrong number).
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@ class CheckpointReader {
   /// Tensor `name` stored [rows × cols] (nn.Linear / nn.Embedding layout).
   MatrixF matrix(const std::string& name, Index rows, Index cols) const {
     check_shape(name, {rows, cols});
+    read_.insert(name);
     const auto v = ck_.to_float(name);
     return ConstMatrixMap<float>(v.data(), rows, cols);
   }
@@ -29,6 +31,7 @@ class CheckpointReader {
   /// [rows × cols] = [out × in] so that every linear map is y = x Wᵀ.
   MatrixF matrix_transposed(const std::string& name, Index rows, Index cols) const {
     check_shape(name, {cols, rows});
+    read_.insert(name);
     const auto v = ck_.to_float(name);
     return ConstMatrixMap<float>(v.data(), cols, rows).transpose();
   }
@@ -36,8 +39,21 @@ class CheckpointReader {
   /// 1-D tensor `name` of n entries.
   VectorF vector(const std::string& name, Index n) const {
     check_shape(name, {n});
+    read_.insert(name);
     const auto v = ck_.to_float(name);
     return Eigen::Map<const VectorF>(v.data(), n);
+  }
+
+  /// Refuses (FormatError naming the tensor) any tensor of the checkpoint that was not read and
+  /// that `ignorable(name)` does not accept: a bias, norm or scale the model does not implement
+  /// must not be dropped silently.
+  template <class Ignorable>
+  void refuse_unread(const std::string& family, Ignorable&& ignorable) const {
+    for (const auto& n : ck_.names())
+      KNPROBE_REQUIRE(read_.count(n) || ignorable(n), FormatError, ck_.directory().string(),
+                      ": tensor '", n, "' is not used by the ", family,
+                      " backend (a bias, norm or scaling it does not implement?): refusing rather "
+                      "than ignoring it");
   }
 
  private:
@@ -56,6 +72,7 @@ class CheckpointReader {
   }
 
   const io::SafetensorsCheckpoint& ck_;
+  mutable std::set<std::string> read_;  ///< names of the tensors read so far
 };
 
 }  // namespace knprobe::detail

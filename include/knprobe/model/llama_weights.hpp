@@ -483,8 +483,12 @@ inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& d
   };
   const std::string m = ck.contains("model.embed_tokens.weight") ? "model." : "";
   w.embed = r.matrix(m + "embed_tokens.weight", s.vocab_size, d);
-  if (!cfg.tie_word_embeddings && ck.contains("lm_head.weight"))
+  if (!cfg.tie_word_embeddings) {
+    KNPROBE_REQUIRE(ck.contains("lm_head.weight"), FormatError, dir.string(),
+                    ": tie_word_embeddings is false but there is no lm_head.weight (transformers "
+                    "would start from random output weights)");
     w.lm_head = r.matrix("lm_head.weight", s.vocab_size, d);
+  }
   w.final_norm = vec(m + "norm.weight", d);
   for (int i = 0; i < s.layers; ++i) {
     const std::string b = m + "layers." + std::to_string(i) + ".";
@@ -516,6 +520,11 @@ inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& d
     }
     w.layers.push_back(std::move(l));
   }
+  // Buffers transformers recomputes (RoPE inverse frequencies) and an lm_head the config ties to
+  // the embedding (transformers ignores it) carry nothing the model lacks.
+  r.refuse_unread(s.family, [&](const std::string& n) {
+    return n.ends_with("rotary_emb.inv_freq") || (cfg.tie_word_embeddings && n == "lm_head.weight");
+  });
   w.validate();
   return w;
 }

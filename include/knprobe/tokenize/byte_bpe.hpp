@@ -25,6 +25,7 @@
 #include "knprobe/io/json_get.hpp"
 #include "knprobe/tokenize/pre_tokenize.hpp"
 #include "knprobe/tokenize/tokenizer.hpp"
+#include "knprobe/tokenize/tokenizer_json.hpp"
 #include "knprobe/tokenize/unicode.hpp"
 
 namespace knprobe {
@@ -108,8 +109,8 @@ class ByteBpe : public Tokenizer {
     t.rule_ = rule;
     t.ignore_merges_ = rule == PreTokenizer::llama3;  // as llama.cpp (and Llama 3's tokenizer.json)
     t.nfc_ = rule == PreTokenizer::qwen2;  // Qwen 2's tokenizer.json normalises to NFC first
-    check_merges(merges, f.path() + ": tokenizer.ggml.merges",
-                 [&](const std::string& p) { return t.piece_to_id(p).has_value(); });
+    detail::hf::check_merges(merges, f.path() + ": tokenizer.ggml.merges",
+                             [&](const std::string& p) { return t.piece_to_id(p).has_value(); });
     t.set_merges(merges);
     for (std::size_t i = 0; i < types.size(); ++i)
       if ((types[i] == 3 || types[i] == 4) && !t.piece_text(static_cast<TokenId>(i)).empty())
@@ -147,7 +148,7 @@ class ByteBpe : public Tokenizer {
     const auto j =
         io::parse_json(io::read_file(dir / "vocab.json", "vocab.json", k_max_file), vname);
     KNPROBE_REQUIRE(j.is_object(), TokenizerError, vname, ": not a JSON object");
-    auto vocab = read_vocab(j, vname);
+    auto vocab = detail::hf::read_vocab(j, vname);
     const std::string text = io::read_file(dir / "merges.txt", "merges.txt", k_max_file);
     std::vector<std::pair<std::string, std::string>> merges;
     std::size_t n = 0, begin = 0;
@@ -175,7 +176,11 @@ class ByteBpe : public Tokenizer {
 
   /// As from_tokenizer_json, from the file's text (`name` is used in messages).
   static ByteBpe from_tokenizer_json_text(std::string_view text, const std::string& name) {
-    const auto j = io::parse_json(text, name);
+    return from_tokenizer_json_value(io::parse_json(text, name), name);
+  }
+
+  /// As from_tokenizer_json, from the parsed file.
+  static ByteBpe from_tokenizer_json_value(const nlohmann::json& j, const std::string& name) {
     KNPROBE_REQUIRE(j.is_object() && j.contains("model") && j["model"].is_object() &&
                         j["model"].value("type", nlohmann::json()) == "BPE",
                     TokenizerError, name, ": not a BPE tokenizer.json");
@@ -183,56 +188,37 @@ class ByteBpe : public Tokenizer {
     KNPROBE_REQUIRE(model.contains("vocab") && model["vocab"].is_object() &&
                         model.contains("merges") && model["merges"].is_array(),
                     TokenizerError, name, ": model.vocab must be an object, model.merges an array");
-    auto vocab = read_vocab(model["vocab"], name + ": model.vocab");
-    std::vector<std::pair<std::string, std::string>> merges;
-    for (const auto& m : model["merges"]) {
-      if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-        merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
-      } else {
-        const auto& s = io::json_string(m, name + ": model.merges entry");
-        const auto sp = s.find(' ');
-        KNPROBE_REQUIRE(sp != std::string::npos, TokenizerError, name, ": malformed merge '",
-                        s.substr(0, 80), "'");
-        merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
-      }
-    }
+    KNPROBE_REQUIRE(!model.value("byte_fallback", false), TokenizerError, name,
+                    ": model.byte_fallback is a SentencePiece-style option, not byte-level BPE");
+    auto vocab = detail::hf::read_vocab(model["vocab"], name + ": model.vocab");
+    auto merges = detail::hf::read_merges(model["merges"], name);
     check_merges(vocab, merges, name);
+    const bool ignore_merges = detail::hf::read_bpe_options(model, name);
     std::vector<std::string> added;
-    if (j.contains("added_tokens")) {
-      KNPROBE_REQUIRE(j["added_tokens"].is_array(), TokenizerError, name,
-                      ": added_tokens must be an array");
-      for (const auto& a : j["added_tokens"]) {
-        const std::string where = name + ": added_tokens entry";
-        const auto& content = io::json_string(io::json_at(a, "content", where), where + " content");
-        const auto id =
-            io::json_int<TokenId>(io::json_at(a, "id", where), 0, k_max_id, where + " id");
-        if (content.empty()) continue;
-        const auto [it, fresh] = vocab.emplace(content, id);
-        KNPROBE_REQUIRE(fresh || it->second == id, TokenizerError, name, ": added token '", content,
-                        "' has id ", id, " but the vocabulary gives it ", it->second);
-        added.push_back(content);
-      }
+    std::vector<std::string> stripping;
+    for (auto& a : detail::hf::read_added_tokens(j, name, vocab)) {
+      if (a.strips) stripping.push_back(a.content);
+      added.push_back(std::move(a.content));
     }
     bool prefix = false;
     const PreTokenizer rule = read_hf_pre_tokenizer(j, name, prefix);
     bool nfc = false;
     if (j.contains("normalizer") && !j["normalizer"].is_null()) {
-      const auto type = j["normalizer"].is_object()
-                            ? j["normalizer"].value("type", nlohmann::json())
-                            : nlohmann::json();
-      KNPROBE_REQUIRE(type == "NFC", TokenizerError, name, ": normalizer ",
-                      j["normalizer"].dump().substr(0, 80),
+      KNPROBE_REQUIRE(detail::hf::type_of(j["normalizer"]) == "NFC", TokenizerError, name,
+                      ": normalizer ", j["normalizer"].dump().substr(0, 80),
                       " is not implemented for byte-level BPE (only none or NFC)");
       nfc = true;
     }
-    bool ignore_merges = false;
-    if (model.contains("ignore_merges") && !model["ignore_merges"].is_null())
-      ignore_merges = io::json_bool(model["ignore_merges"], name + ": model.ignore_merges");
     ByteBpe t(std::move(vocab), std::move(merges), std::move(added), prefix, rule);
     t.nfc_ = nfc;
     t.ignore_merges_ = ignore_merges;
-    if (j.contains("post_processor") && !j["post_processor"].is_null())
-      t.read_post_processor(j["post_processor"], name);
+    for (const auto& c : stripping) t.stripping_.push_back(*t.piece_to_id(c));
+    if (j.contains("post_processor"))
+      if (const auto bos =
+              detail::hf::read_post_processor(j["post_processor"], name, t.vocab_size())) {
+        t.special_.bos = bos;
+        t.add_bos_ = true;
+      }
     return t;
   }
 
@@ -269,6 +255,9 @@ class ByteBpe : public Tokenizer {
         frag.append(piece);
       for (const auto& word : knprobe::pre_tokenize(frag, rule_)) bpe(word, out);
       if (best_id < 0) break;
+      KNPROBE_REQUIRE(std::find(stripping_.begin(), stripping_.end(), best_id) == stripping_.end(),
+                      TokenizerError, "the text contains the added token '", piece_text(best_id),
+                      "', whose lstrip / rstrip / single_word matching is not implemented");
       out.push_back(best_id);
       start = best + piece_text(best_id).size();
     }
@@ -352,49 +341,6 @@ class ByteBpe : public Tokenizer {
     throw refuse("unknown sequence");
   }
 
-  /// A tokenizer.json post_processor: ByteLevel (offsets only), TemplateProcessing whose single
-  /// template is the sequence alone or one special token and the sequence (Llama 3's BOS), or a
-  /// Sequence of these. Anything else (an appended EOS, RoBERTa's processor) is refused.
-  void read_post_processor(const nlohmann::json& p, const std::string& name) {
-    const std::string type = p.is_object() && p.contains("type") && p["type"].is_string()
-                                 ? p["type"].get<std::string>()
-                                 : "";
-    auto refuse = [&](const std::string& why) {
-      return TokenizerError(detail::concat(name, ": post_processor ", p.dump().substr(0, 160),
-                                           " is not implemented (", why, ")"));
-    };
-    if (type == "ByteLevel") return;
-    if (type == "Sequence") {
-      KNPROBE_REQUIRE(p.contains("processors") && p["processors"].is_array(), TokenizerError, name,
-                      ": post_processor Sequence without a processors array");
-      for (const auto& q : p["processors"]) read_post_processor(q, name);
-      return;
-    }
-    if (type != "TemplateProcessing") throw refuse("unknown type");
-    const auto single = p.value("single", nlohmann::json());
-    auto is_a = [](const nlohmann::json& x) {
-      return x.is_object() && x.contains("Sequence") && x["Sequence"].is_object() &&
-             x["Sequence"].value("id", nlohmann::json()) == "A";
-    };
-    if (single.is_array() && single.size() == 1 && is_a(single[0])) return;
-    if (!(single.is_array() && single.size() == 2 && is_a(single[1]) && single[0].is_object() &&
-          single[0].contains("SpecialToken") && single[0]["SpecialToken"].is_object()))
-      throw refuse("only [A] or [special token, A] templates are implemented");
-    const auto tok = single[0]["SpecialToken"].value("id", nlohmann::json());
-    const auto specials = p.value("special_tokens", nlohmann::json());
-    KNPROBE_REQUIRE(
-        tok.is_string() && specials.is_object() && specials.contains(tok.get<std::string>()) &&
-            specials[tok.get<std::string>()].is_object() &&
-            specials[tok.get<std::string>()].contains("ids") &&
-            specials[tok.get<std::string>()]["ids"].is_array() &&
-            specials[tok.get<std::string>()]["ids"].size() == 1,
-        TokenizerError, name, ": post_processor's first template token has no single id");
-    special_.bos =
-        io::json_int<TokenId>(specials[tok.get<std::string>()]["ids"][0], 0, vocab_size() - 1,
-                              name + ": post_processor special token id");
-    add_bos_ = true;
-  }
-
   /// Pieces by id (GGUF order; a repeated text keeps its first id for lookups).
   ByteBpe(std::vector<std::string> pieces, const std::string& where) {
     KNPROBE_REQUIRE(!pieces.empty(), TokenizerError, where, ": the vocabulary is empty");
@@ -409,45 +355,12 @@ class ByteBpe : public Tokenizer {
       ranks_.emplace(merges[r].first + ' ' + merges[r].second, static_cast<int>(r));
   }
 
-  /// piece → id from a JSON object; ids must be integers in [0, 2^24) and distinct.
-  static std::unordered_map<std::string, TokenId> read_vocab(const nlohmann::json& j,
-                                                             const std::string& where) {
-    std::unordered_map<std::string, TokenId> vocab;
-    std::unordered_map<TokenId, std::string> by_id;
-    for (auto it = j.begin(); it != j.end(); ++it) {
-      const auto id = io::json_int<TokenId>(it.value(), 0, k_max_id,
-                                            where + " id of '" + it.key().substr(0, 40) + "'");
-      const auto [prev, fresh] = by_id.emplace(id, it.key());
-      KNPROBE_REQUIRE(fresh, TokenizerError, where, ": id ", id, " is given to both '",
-                      prev->second.substr(0, 40), "' and '", it.key().substr(0, 40), "'");
-      vocab[it.key()] = id;
-    }
-    return vocab;
-  }
-
-  /// Every merge must join two pieces of the vocabulary.
+  /// Every merge must join two pieces of the vocabulary and make a third.
   static void check_merges(const std::unordered_map<std::string, TokenId>& vocab,
                            const std::vector<std::pair<std::string, std::string>>& merges,
                            const std::string& where) {
-    check_merges(merges, where, [&](const std::string& p) { return vocab.count(p) != 0; });
-  }
-
-  /// Every merge must join two pieces of the vocabulary and make a third (Hugging Face refuses
-  /// the rest at load too); `has(piece)` says whether a piece is in the vocabulary.
-  template <class Has>
-  static void check_merges(const std::vector<std::pair<std::string, std::string>>& merges,
-                           const std::string& where, Has&& has) {
-    for (std::size_t r = 0; r < merges.size(); ++r) {
-      const auto& [left, right] = merges[r];
-      for (const auto* side : {&left, &right})
-        KNPROBE_REQUIRE(has(*side), TokenizerError, where, ": merge ", r, " ('", left.substr(0, 40),
-                        "' '", right.substr(0, 40), "') names '", side->substr(0, 40),
-                        "', which is not in the vocabulary");
-    }
-    for (std::size_t r = 0; r < merges.size(); ++r)
-      KNPROBE_REQUIRE(has(merges[r].first + merges[r].second), TokenizerError, where, ": merge ", r,
-                      " ('", merges[r].first.substr(0, 40), "' '", merges[r].second.substr(0, 40),
-                      "') makes a piece not in the vocabulary");
+    detail::hf::check_merges(merges, where,
+                             [&](const std::string& p) { return vocab.count(p) != 0; });
   }
 
   void build_byte_tables() {
@@ -515,6 +428,7 @@ class ByteBpe : public Tokenizer {
   std::array<std::string, 256> byte_to_unicode_;
   std::map<char32_t, unsigned char> unicode_to_byte_;
   std::vector<TokenId> added_;
+  std::vector<TokenId> stripping_;  ///< added tokens with lstrip / rstrip / single_word
   bool add_prefix_space_ = false;
   bool add_bos_ = false;
   bool nfc_ = false;            ///< NFC-normalise the text first (Qwen 2 tokenizer.json)

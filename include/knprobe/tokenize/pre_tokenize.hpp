@@ -16,6 +16,10 @@
 //   qwen2   as llama3 with \p{N} in place of \p{N}{1,3}                   (GGUF "qwen2")
 //   smollm  every \p{N} alone, then gpt2 inside the rest (HF Sequence[Digits(individual),
 //           ByteLevel])                                                   (GGUF "smollm")
+//   llama_default  llama.cpp's chain for GGUF "default" (files converted with that name): each
+//           expression cuts the pieces of the one before, matches and the text between them
+//           becoming pieces: [\p{P}$+<=>^~|]+ , then gpt2, then \p{N}+ , then [0-9]{3}.
+//           \p{P} is the Unicode punctuation categories (Pc Pd Ps Pe Pi Pf Po).
 
 #include <cstddef>
 #include <string>
@@ -27,20 +31,20 @@
 
 namespace knprobe {
 
-enum class PreTokenizer { gpt2, llama3, qwen2, smollm };
+enum class PreTokenizer { gpt2, llama3, qwen2, smollm, llama_default };
 
 /// The rule a GGUF tokenizer.ggml.pre value names; TokenizerError naming the value when it is
 /// not one of those implemented (a different rule would tokenize differently, silently).
-/// llama.cpp's "default" is not GPT-2's rule but a chain of four expressions (punctuation runs,
-/// GPT-2, \p{N}+, three ASCII digits) that no model was trained with: it is refused too.
+/// llama.cpp's "default" is not GPT-2's rule but a chain of four expressions (llama_default).
 inline PreTokenizer pre_tokenizer_from_gguf_name(std::string_view name) {
   if (name == "gpt2") return PreTokenizer::gpt2;
+  if (name == "default") return PreTokenizer::llama_default;
   if (name == "llama-bpe" || name == "llama3") return PreTokenizer::llama3;
   if (name == "qwen2") return PreTokenizer::qwen2;
   if (name == "smollm") return PreTokenizer::smollm;
   throw TokenizerError(
       detail::concat("pre-tokenizer '", std::string(name).substr(0, 64),
-                     "' is not implemented (known: gpt2, llama-bpe, qwen2, smollm)"));
+                     "' is not implemented (known: default, gpt2, llama-bpe, qwen2, smollm)"));
 }
 
 inline const char* to_string(PreTokenizer p) {
@@ -53,6 +57,8 @@ inline const char* to_string(PreTokenizer p) {
       return "qwen2";
     case PreTokenizer::smollm:
       return "smollm";
+    case PreTokenizer::llama_default:
+      return "default";
   }
   return "?";
 }
@@ -87,6 +93,43 @@ inline void pre_tokenize_ranges(const std::u32string& s, std::size_t from, std::
     return (k == n || k - i == 1) ? k : k - 1;
   };
 
+  if (rule == PreTokenizer::llama_default) {
+    // Maximal runs of `pred` and the text between them, each a piece (one regex split).
+    auto split_runs = [&](const auto& pieces, auto pred) {
+      std::vector<std::pair<std::size_t, std::size_t>> cut;
+      for (const auto& [a, b] : pieces)
+        for (std::size_t i = a; i < b;) {
+          const bool in = pred(s[i]);
+          std::size_t j = i + 1;
+          while (j < b && pred(s[j]) == in) ++j;
+          cut.emplace_back(i, j);
+          i = j;
+        }
+      return cut;
+    };
+    auto punct = [](char32_t c) {
+      return unicode::is_punctuation(c) || c == U'$' || c == U'+' || c == U'<' || c == U'=' ||
+             c == U'>' || c == U'^' || c == U'~' || c == U'|';
+    };
+    std::vector<std::pair<std::size_t, std::size_t>> first = {{from, to}}, words;
+    for (const auto& [a, b] : split_runs(first, punct))
+      pre_tokenize_ranges(s, a, b, PreTokenizer::gpt2, words);
+    auto ascii_digit = [](char32_t c) { return c >= U'0' && c <= U'9'; };
+    for (const auto& [a, b] : split_runs(words, is_number)) {
+      std::size_t rest = a;  // [0-9][0-9][0-9], leftmost first, non-overlapping
+      for (std::size_t i = a; i + 3 <= b;) {
+        if (ascii_digit(s[i]) && ascii_digit(s[i + 1]) && ascii_digit(s[i + 2])) {
+          if (rest < i) out.emplace_back(rest, i);
+          out.emplace_back(i, i + 3);
+          rest = i += 3;
+        } else {
+          ++i;
+        }
+      }
+      if (rest < b) out.emplace_back(rest, b);
+    }
+    return;
+  }
   if (rule == PreTokenizer::smollm) {  // isolate every \p{N}, gpt2 inside the rest
     std::size_t a = from;
     for (std::size_t i = from; i < n; ++i)

@@ -7,6 +7,17 @@
 //   3. merge adjacent symbols by highest piece score (merge_by_score);
 //   4. a final symbol that is not a piece is emitted as its UTF-8 bytes <0xXX>.
 // Decoding: '▁' → ' ', byte tokens → raw bytes, control tokens skipped.
+//
+// The same tokenizers as Hugging Face tokenizer.json files (Llama 2, Mistral 7B, Gemma) follow
+// the `tokenizers` library instead (from_tokenizer_json):
+//   1. split out the added tokens (matched in the raw text, longest first at one position);
+//   2. each fragment between them: the normalizer (Prepend("▁"): every fragment; Replace(" ",
+//      "▁")), then a Metaspace pre-tokenizer (spaces → '▁', '▁' prepended to the text's first
+//      fragment ("first") or to every fragment ("always") unless it already starts with one,
+//      words cut before each '▁' when split);
+//   3. merge by lowest merge rank (merge_by_rank), not by piece score;
+//   4. a character that is not a piece becomes its bytes <0xXX> when byte_fallback (all of them
+//      must exist), else <unk> (consecutive ones fused when fuse_unk).
 
 #include <algorithm>
 #include <array>
@@ -15,9 +26,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "knprobe/io/files.hpp"
 #include "knprobe/io/gguf.hpp"
 #include "knprobe/tokenize/score_bpe.hpp"
 #include "knprobe/tokenize/tokenizer.hpp"
+#include "knprobe/tokenize/tokenizer_json.hpp"
 #include "knprobe/tokenize/unicode.hpp"
 
 namespace knprobe {
@@ -106,6 +119,92 @@ class SentencePieceBpe : public Tokenizer {
     return t;
   }
 
+  /// Reads a SentencePiece-style BPE tokenizer.json (detail::hf::is_byte_level is false):
+  /// model BPE with merges (byte_fallback, fuse_unk, unk_token); normalizer none, Prepend("▁"),
+  /// Replace(" " → "▁") or a Sequence of these; pre_tokenizer none, Metaspace("▁", prepend_scheme
+  /// first / always / never, split) or Split(" ") after a normalizer that leaves no space (a no-op,
+  /// Gemma); post_processor [BOS, A] or [A]. Anything else is refused, naming the field.
+  static SentencePieceBpe from_tokenizer_json(const std::filesystem::path& file) {
+    const std::string name = file.string();
+    return from_tokenizer_json_value(
+        io::parse_json(io::read_file(file, "tokenizer.json", std::uintmax_t(1) << 29), name), name);
+  }
+
+  /// As from_tokenizer_json, from the parsed file (`name` is used in messages).
+  static SentencePieceBpe from_tokenizer_json_value(const nlohmann::json& j,
+                                                    const std::string& name) {
+    namespace hf = detail::hf;
+    KNPROBE_REQUIRE(j.is_object() && j.contains("model") && j["model"].is_object() &&
+                        hf::type_of(j["model"]) == "BPE",
+                    TokenizerError, name, ": not a BPE tokenizer.json");
+    const auto& model = j["model"];
+    KNPROBE_REQUIRE(model.contains("vocab") && model["vocab"].is_object() &&
+                        model.contains("merges") && model["merges"].is_array(),
+                    TokenizerError, name, ": model.vocab must be an object, model.merges an array");
+    auto vocab = hf::read_vocab(model["vocab"], name + ": model.vocab");
+    auto merges = hf::read_merges(model["merges"], name);
+    hf::check_merges(merges, name, [&](const std::string& p) { return vocab.count(p) != 0; });
+    SentencePieceBpe t;
+    t.from_json_ = true;
+    t.ignore_merges_ = hf::read_bpe_options(model, name);
+    auto flag = [&](const char* key) {
+      return model.contains(key) && !model[key].is_null() &&
+             io::json_bool(model[key], name + ": model." + key);
+    };
+    t.byte_fallback_ = flag("byte_fallback");
+    t.fuse_unk_ = flag("fuse_unk");
+    const auto added = hf::read_added_tokens(j, name, vocab);
+    TokenId max_id = 0;
+    for (const auto& [p, id] : vocab) max_id = std::max(max_id, id);
+    std::vector<std::string> text(static_cast<std::size_t>(max_id) + 1);
+    for (const auto& [p, id] : vocab) text[static_cast<std::size_t>(id)] = p;
+    t.types_.assign(text.size(), PieceType::normal);
+    t.scores_.assign(text.size(), 0.0f);
+    if (t.byte_fallback_)
+      for (std::size_t i = 0; i < text.size(); ++i) {
+        unsigned v = 0;
+        char tail = 0;
+        if (text[i].size() == 6 && std::sscanf(text[i].c_str(), "<0x%2X%c", &v, &tail) == 2 &&
+            tail == '>')
+          t.types_[i] = PieceType::byte;
+      }
+    for (const auto& a : added) {
+      t.types_[static_cast<std::size_t>(a.id)] =
+          a.special ? PieceType::control : PieceType::user_defined;
+      if (a.strips) t.stripping_.push_back(a.id);
+    }
+    SpecialTokens sp;
+    if (model.contains("unk_token") && !model["unk_token"].is_null()) {
+      const auto& u = io::json_string(model["unk_token"], name + ": model.unk_token");
+      const auto it = vocab.find(u);
+      KNPROBE_REQUIRE(it != vocab.end(), TokenizerError, name, ": model.unk_token '",
+                      u.substr(0, 40), "' is not in the vocabulary");
+      sp.unk = it->second;
+    }
+    for (const auto& a : added) {
+      if (!a.special) continue;
+      if (a.content == "<s>" || a.content == "<bos>") sp.bos = a.id;
+      if (a.content == "</s>" || a.content == "<eos>") sp.eos = a.id;
+      if (a.content == "<pad>") sp.pad = a.id;
+      if (a.content == "<mask>" || a.content == "[MASK]") sp.mask = a.id;
+    }
+    t.read_json_normalization(j, name);
+    t.add_bos_ = false;
+    if (j.contains("post_processor"))
+      if (const auto bos =
+              hf::read_post_processor(j["post_processor"], name, static_cast<int>(text.size()))) {
+        sp.bos = bos;
+        t.add_bos_ = true;
+      }
+    for (std::size_t r = 0; r < merges.size(); ++r)
+      t.ranks_.emplace(merges[r].first + '\xFF' + merges[r].second, static_cast<int>(r));
+    std::string pool;
+    std::vector<std::uint32_t> offsets{0};
+    for (const auto& p : text) append_piece(pool, offsets, p);
+    t.init(std::move(pool), std::move(offsets), sp);
+    return t;
+  }
+
   using Tokenizer::encode;
   std::vector<TokenId> encode(std::string_view text, const EncodeOptions& opts) const override {
     std::vector<TokenId> out;
@@ -115,10 +214,17 @@ class SentencePieceBpe : public Tokenizer {
     while (start <= text.size()) {
       auto [pos, id] =
           opts.parse_special ? find_special(text, start) : std::pair{text.size(), TokenId(-1)};
-      if (pos > start)
-        encode_fragment(text.substr(start, pos - start), first && opts.dummy_prefix, out);
+      if (pos > start) {
+        if (!from_json_)
+          encode_fragment(text.substr(start, pos - start), first && opts.dummy_prefix, out);
+        else
+          encode_json_fragment(text.substr(start, pos - start), start == 0, opts.dummy_prefix, out);
+      }
       first = false;
       if (id < 0) break;
+      KNPROBE_REQUIRE(std::find(stripping_.begin(), stripping_.end(), id) == stripping_.end(),
+                      TokenizerError, "the text contains the added token '", piece_text(id),
+                      "', whose lstrip / rstrip / single_word matching is not implemented");
       out.push_back(id);
       start = pos + piece_text(id).size();
       first = true;  // a dummy prefix follows a special token, as in llama.cpp
@@ -236,12 +342,140 @@ class SentencePieceBpe : public Tokenizer {
     }
   }
 
+  /// tokenizer.json: normalizer and pre-tokenizer (see the header comment).
+  void read_json_normalization(const nlohmann::json& j, const std::string& name) {
+    namespace hf = detail::hf;
+    const std::string bar = "\xE2\x96\x81";  // '▁'
+    auto refuse = [&](const char* field, const nlohmann::json& v) {
+      return TokenizerError(detail::concat(name, ": ", field, " ", v.dump().substr(0, 160),
+                                           " is not implemented for SentencePiece-style BPE"));
+    };
+    if (j.contains("normalizer") && !j["normalizer"].is_null()) {
+      const auto& n = j["normalizer"];
+      std::vector<nlohmann::json> steps;
+      if (hf::type_of(n) == "Sequence" && n.contains("normalizers") && n["normalizers"].is_array())
+        steps.assign(n["normalizers"].begin(), n["normalizers"].end());
+      else
+        steps.push_back(n);
+      for (const auto& x : steps) {
+        if (hf::type_of(x) == "Prepend" && x.value("prepend", nlohmann::json()) == bar) {
+          prepend_every_ = true;
+        } else if (hf::type_of(x) == "Replace" && x.contains("pattern") &&
+                   x["pattern"].is_object() &&
+                   x["pattern"].value("String", nlohmann::json()) == " " &&
+                   x.value("content", nlohmann::json()) == bar) {
+          replace_spaces_ = true;
+        } else {
+          throw refuse("normalizer", n);
+        }
+      }
+    }
+    if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) {
+      const auto& p = j["pre_tokenizer"];
+      if (hf::type_of(p) == "Metaspace" && p.value("replacement", nlohmann::json()) == bar) {
+        replace_spaces_ = true;
+        // Older files say add_prefix_space (default true) instead of prepend_scheme.
+        const bool add =
+            !p.contains("add_prefix_space") ||
+            io::json_bool(p["add_prefix_space"], name + ": pre_tokenizer.add_prefix_space");
+        const auto scheme = p.value("prepend_scheme", nlohmann::json(add ? "always" : "never"));
+        if (scheme == "first")
+          metaspace_prepend_ = MetaspacePrepend::first;
+        else if (scheme == "always")
+          metaspace_prepend_ = MetaspacePrepend::always;
+        else if (scheme != "never")
+          throw refuse("pre_tokenizer", p);
+        if (p.contains("split"))
+          split_words_ = io::json_bool(p["split"], name + ": pre_tokenizer.split");
+        else
+          split_words_ = true;
+      } else if (hf::type_of(p) == "Split" && replace_spaces_ && p.contains("pattern") &&
+                 p["pattern"].is_object() &&
+                 p["pattern"].value("String", nlohmann::json()) == " " &&
+                 p.value("invert", nlohmann::json(false)) == false) {
+        // The normalizer left no space to split on.
+      } else {
+        throw refuse("pre_tokenizer", p);
+      }
+    }
+    KNPROBE_REQUIRE(replace_spaces_, TokenizerError, name,
+                    ": neither the normalizer nor the pre_tokenizer writes spaces as '▁' (not a "
+                    "SentencePiece-style tokenizer.json)");
+  }
+
+  /// One fragment between added tokens, as `tokenizers` does (header comment, steps 2-4);
+  /// `at_start`: the fragment begins the text.
+  void encode_json_fragment(std::string_view frag, bool at_start, bool prefix,
+                            std::vector<TokenId>& out) const {
+    const std::string bar = "\xE2\x96\x81";
+    std::string s;
+    if (prefix && prepend_every_) s = bar;
+    s += frag;
+    if (replace_spaces_) s = replace_all(s, " ", bar);
+    const bool meta = metaspace_prepend_ == MetaspacePrepend::always ||
+                      (metaspace_prepend_ == MetaspacePrepend::first && at_start);
+    if (prefix && meta && s.rfind(bar, 0) != 0) s = bar + s;
+    std::vector<std::string> words;
+    if (split_words_) {
+      std::size_t a = 0;
+      for (std::size_t p = s.find(bar, 1); p != std::string::npos; p = s.find(bar, p + 1))
+        words.push_back(s.substr(a, p - a)), a = p;
+      words.push_back(s.substr(a));
+    } else {
+      words.push_back(std::move(s));
+    }
+    bool last_unk = false;
+    for (const auto& word : words) {
+      if (word.empty()) continue;
+      const auto whole = ignore_merges_ ? piece_to_id(word) : std::nullopt;
+      const auto symbols =
+          whole ? std::vector<std::string>{word}
+                : detail::merge_by_rank(
+                      unicode::utf8_chars(word),
+                      [&](const std::string& l, const std::string& r) -> std::optional<int> {
+                        const auto it = ranks_.find(l + '\xFF' + r);
+                        if (it == ranks_.end()) return std::nullopt;
+                        return it->second;
+                      });
+      for (const auto& sym : symbols) {
+        if (const auto id = piece_to_id(sym)) {
+          out.push_back(*id);
+          last_unk = false;
+          continue;
+        }
+        bool bytes = byte_fallback_;
+        for (unsigned char b : sym) bytes = bytes && byte_ids_[b] >= 0;
+        if (bytes) {
+          for (unsigned char b : sym) out.push_back(byte_ids_[b]);
+          last_unk = false;
+          continue;
+        }
+        KNPROBE_REQUIRE(special_.unk.has_value(), TokenizerError, "character '", sym,
+                        "' is not in the vocabulary and there is neither a byte piece nor <unk>");
+        if (!(fuse_unk_ && last_unk)) out.push_back(*special_.unk);
+        last_unk = true;
+      }
+    }
+  }
+
+  enum class MetaspacePrepend { none, first, always };
+
   std::vector<float> scores_;     ///< by id
   std::vector<PieceType> types_;  ///< by id
   std::array<TokenId, 256> byte_ids_ = filled_minus_one();
   std::vector<TokenId> specials_by_length_;
   bool add_bos_ = true;
   bool add_space_prefix_ = false;
+  bool from_json_ = false;  ///< read from a tokenizer.json: the members below apply
+  std::unordered_map<std::string, int> ranks_;  ///< "left\xFFright" → merge rank
+  std::vector<TokenId> stripping_;              ///< added tokens with lstrip / rstrip / single_word
+  bool prepend_every_ = false;                  ///< normalizer Prepend("▁")
+  bool replace_spaces_ = false;                 ///< ' ' → '▁' (normalizer Replace or Metaspace)
+  MetaspacePrepend metaspace_prepend_ = MetaspacePrepend::none;
+  bool split_words_ = false;  ///< Metaspace split: a word starts at every '▁'
+  bool byte_fallback_ = false;
+  bool fuse_unk_ = false;
+  bool ignore_merges_ = false;
 
   static std::array<TokenId, 256> filled_minus_one() {
     std::array<TokenId, 256> a{};

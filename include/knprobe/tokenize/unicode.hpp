@@ -80,6 +80,10 @@ inline bool is_letter(char32_t c) {
 inline bool is_number(char32_t c) {
   return (U_GET_GC_MASK(c) & U_GC_N_MASK) != 0;
 }
+/// General category P* (regex \p{P}).
+inline bool is_punctuation(char32_t c) {
+  return (U_GET_GC_MASK(c) & U_GC_P_MASK) != 0;
+}
 inline bool is_mark_nonspacing(char32_t c) {
   return u_charType(c) == U_NON_SPACING_MARK;
 }
