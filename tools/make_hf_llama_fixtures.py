@@ -8,6 +8,10 @@ small outputs are committed under tests/data/hf/<name>/):
   saved with save_pretrained (config.json + model.safetensors, float32); for llama3 / qwen2 /
   qwen3 also model.gguf, the same weights as an F32 GGUF file laid out as llama.cpp's converter
   writes it (llama wq / wk permuted for interleaved RoPE, rope_freqs.weight, biases, q/k norms);
+- mistral_spm: a MistralForCausalLM whose directory also holds a SentencePiece-style
+  tokenizer.json (tests/data/tokenizers/spm_json/llama2, Llama 2 / Mistral 7B's design) and a
+  tokenizer_config.json; its expected.json holds the ids AutoTokenizer gives for a few prompts
+  (checked equal to `tokenizers`' own) and the model's logits on them;
 - expected.json: the token ids, the logits at every position, and for several (layer, position)
   pairs P(target) and dP/d(neuron activation) from torch autograd, where the neuron activation is
   the input of mlp.down_proj at that position (act(gate) * up), replaced by a leaf tensor.
@@ -26,6 +30,12 @@ OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "hf")
 IDS = [2, 17, 5, 33, 8, 41, 12, 60]
 PAIRS = [(0, 7, 9), (1, 4, 30), (2, 7, 3), (2, 2, 50)]  # (layer, position, target)
 
+
+SPM_JSON = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "tokenizers", "spm_json",
+                        "llama2", "tokenizer.json")
+SPM_VOCAB = 665
+PROMPTS = ["The capital of France is", "Paris est la capitale de la France",
+           "法国的首都是巴黎", "x 🙂 12345"]
 
 TINY = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
@@ -63,7 +73,12 @@ def build(kind):
         cfg = MistralConfig(**TINY, rms_norm_eps=1e-5, sliding_window=4,
                             rope_parameters={"rope_type": "default", "rope_theta": 1e4})
         model = MistralForCausalLM(cfg)
-    if kind in ("llama3_tiny", "qwen2_tiny", "qwen3_tiny", "mistral_tiny"):
+    elif kind == "mistral_spm":  # vocabulary of the SentencePiece-style tokenizer fixture
+        cfg = MistralConfig(**dict(TINY, vocab_size=SPM_VOCAB), rms_norm_eps=1e-5,
+                            sliding_window=None, bos_token_id=1, eos_token_id=2,
+                            rope_parameters={"rope_type": "default", "rope_theta": 1e4})
+        model = MistralForCausalLM(cfg)
+    if kind in ("llama3_tiny", "qwen2_tiny", "qwen3_tiny", "mistral_tiny", "mistral_spm"):
         pass
     elif kind == "llama_tiny":
         cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
@@ -186,9 +201,32 @@ def write_gguf(model, kind, path):
     w.close()
 
 
+def spm_dir(d):
+    """Writes mistral_spm's tokenizer files and expected.json."""
+    import shutil
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    shutil.copy(SPM_JSON, os.path.join(d, "tokenizer.json"))
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+                   "add_bos_token": True, "add_eos_token": False, "legacy": True}, f)
+    tok = AutoTokenizer.from_pretrained(d)
+    raw = Tokenizer.from_file(SPM_JSON)
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+    exp = {"generator": "transformers " + tv, "tokenizer": type(tok).__name__, "prompts": []}
+    for text in PROMPTS:
+        ids = tok(text)["input_ids"]
+        assert ids == raw.encode(text).ids, (text, ids, raw.encode(text).ids)
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, -1]
+        exp["prompts"].append({"text": text, "ids": ids, "last_logits": logits.tolist()})
+    with open(os.path.join(d, "expected.json"), "w") as f:
+        json.dump(exp, f)
+
+
 def main():
     for kind in ("llama_tiny", "gemma3_tiny", "llama3_tiny", "qwen2_tiny", "qwen3_tiny",
-                 "mistral_tiny"):
+                 "mistral_tiny", "mistral_spm"):
         model = build(kind)
         d = os.path.join(OUT, kind)
         os.makedirs(d, exist_ok=True)
@@ -204,6 +242,11 @@ def main():
             json.dump(exp, f)
         if kind in ("llama3_tiny", "qwen2_tiny", "qwen3_tiny"):
             write_gguf(model, kind, os.path.join(d, "model.gguf"))
+        if kind == "mistral_spm":
+            for extra in ("generation_config.json",):
+                if os.path.exists(os.path.join(d, extra)):
+                    os.remove(os.path.join(d, extra))
+            spm_dir(d)
         for extra in ("generation_config.json",):
             if os.path.exists(os.path.join(d, extra)):
                 os.remove(os.path.join(d, extra))

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -26,6 +27,7 @@
 #include "knprobe/probe/degenerate.hpp"
 #include "knprobe/tokenize/byte_bpe.hpp"
 #include "knprobe/tokenize/llama2c_tokenizer.hpp"
+#include "knprobe/tokenize/load.hpp"
 #include "knprobe/tokenize/sentencepiece_bpe.hpp"
 #include "knprobe/tokenize/wordpiece.hpp"
 
@@ -154,9 +156,13 @@ int with_model(const ModelArgs& a, F&& fn) {
       std::fprintf(stderr, "knprobe: loaded %s (%s, %d layers × %d neurons)\n",
                    p.filename().c_str(), m.spec().family.c_str(), m.num_layers(), m.ffn_width());
       // SentencePiece ("llama": Gemma, Llama 2) or byte-level BPE ("gpt2": Llama 3, Qwen, SmolLM).
+      // (One instantiation of the commands for both: they use the Tokenizer interface only.)
+      std::unique_ptr<Tokenizer> tok;
       if (f->has("tokenizer.ggml.model") && f->get_string("tokenizer.ggml.model") == "gpt2")
-        return fn(m, ByteBpe::from_gguf(*f));
-      return fn(m, SentencePieceBpe::from_gguf(*f));
+        tok = std::make_unique<ByteBpe>(ByteBpe::from_gguf(*f));
+      else
+        tok = std::make_unique<SentencePieceBpe>(SentencePieceBpe::from_gguf(*f));
+      return fn(m, *tok);
     }
     case ModelKind::llama2c: {
       auto m = LlamaModel<float>::load(p);
@@ -174,13 +180,8 @@ int with_model(const ModelArgs& a, F&& fn) {
       // the tokenizer from tokenizer.json: byte-level BPE (Llama 3, Qwen, SmolLM) or
       // SentencePiece-style BPE (Llama 2, Mistral 7B, Gemma).
       QuantizedLlamaModel m(load_llama_safetensors(p).to_quantized_storage());
-      fs::path tp = a.tokenizer.empty() ? p : fs::path(a.tokenizer);
-      if (fs::is_directory(tp)) tp /= "tokenizer.json";
-      const auto j =
-          io::parse_json(io::read_file(tp, "tokenizer.json", std::uintmax_t(1) << 29), tp.string());
-      if (detail::hf::is_byte_level(j))
-        return fn(m, ByteBpe::from_tokenizer_json_value(j, tp.string()));
-      return fn(m, SentencePieceBpe::from_tokenizer_json_value(j, tp.string()));
+      const auto tok = load_tokenizer_json(a.tokenizer.empty() ? p : fs::path(a.tokenizer));
+      return fn(m, *tok);
     }
     case ModelKind::hf_bert: {
       auto m = BertModel<float>::load(p);

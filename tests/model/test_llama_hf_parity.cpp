@@ -4,6 +4,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "knprobe/model/llama.hpp"
+#include "knprobe/tokenize/load.hpp"
 #include "support/hf_parity.hpp"
 #include "support/paths.hpp"
 
@@ -121,6 +122,68 @@ BOOST_AUTO_TEST_CASE(missing_or_misshapen_tensors_are_named) {
   BOOST_TEST(testing::throws_with<ShapeError>(
       [&] { LlamaModel<float>::load(dir.path()); },
       {"model.layers.0.mlp.gate_proj.weight", "[48, 32]", "[40, 32]"}));
+}
+
+// A Mistral directory with a SentencePiece-style tokenizer.json (Llama 2 / Mistral 7B's design):
+// the ids AutoTokenizer gives on the directory, then transformers' last-position logits.
+BOOST_AUTO_TEST_CASE(directory_with_sentencepiece_tokenizer_json_matches_transformers) {
+  const auto dir = testing::data_dir() / "hf" / "mistral_spm";
+  const auto exp = testing::read_json(dir / "expected.json");
+  const auto tok = load_tokenizer_json(dir);
+  BOOST_TEST(dynamic_cast<const SentencePieceBpe*>(tok.get()) != nullptr);
+  const auto m = LlamaModel<float>::load(dir);
+  BOOST_TEST(exp["prompts"].size() >= 4u);
+  for (const auto& p : exp["prompts"]) {
+    const auto text = p["text"].get<std::string>();
+    BOOST_TEST_CONTEXT("prompt '" << text << "'") {
+      const auto ids = tok->encode(text);
+      BOOST_TEST(ids == p["ids"].get<std::vector<TokenId>>(), boost::test_tools::per_element());
+      const auto z = m.logits(m.trace(ids));
+      const auto want = p["last_logits"].get<std::vector<double>>();
+      BOOST_REQUIRE(static_cast<std::size_t>(z.cols()) == want.size());
+      const Index last = z.rows() - 1;
+      const double scale = static_cast<double>(z.row(last).cwiseAbs().maxCoeff());
+      double worst = 0;
+      for (std::size_t v = 0; v < want.size(); ++v)
+        worst = std::max(worst, std::abs(double(z(last, Index(v))) - want[v]) / scale);
+      BOOST_TEST(worst < 1e-4);
+    }
+  }
+}
+
+// A tensor the backend does not read (a bias it lacks, a renamed norm) is refused by name
+// instead of being dropped; so is an untied model without lm_head.weight.
+BOOST_AUTO_TEST_CASE(unread_tensors_and_missing_lm_head_are_refused) {
+  testing::TempDir dir;
+  const auto src = testing::data_dir() / "hf" / "llama_tiny";
+  auto slurp = [](const std::filesystem::path& f) {
+    std::ifstream in(f, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string st = slurp(src / "model.safetensors"), cfg = slurp(src / "config.json");
+  auto write = [&](bool tie, bool rename_head) {
+    std::string c = cfg, s = st;
+    const std::string untied = "\"tie_word_embeddings\": false";
+    const auto at = c.find(untied);
+    BOOST_REQUIRE(at != std::string::npos);
+    if (tie) c.replace(at, untied.size(), "\"tie_word_embeddings\": true");
+    if (rename_head) {  // same length: the header stays valid
+      const auto h = s.find("lm_head.weight");
+      BOOST_REQUIRE(h != std::string::npos);
+      s.replace(h, 14, "lm_head.bias__");
+    }
+    dir.write("config.json", c);
+    dir.write("model.safetensors", s);
+  };
+  using testing::throws_with;
+  write(true, true);  // tied, and a tensor nothing reads
+  BOOST_TEST(throws_with<FormatError>([&] { LlamaModel<float>::load(dir.path()); },
+                                      {"tensor 'lm_head.bias__'", "not used", "refusing"}));
+  write(false, true);  // untied without an output matrix
+  BOOST_TEST(throws_with<FormatError>([&] { LlamaModel<float>::load(dir.path()); },
+                                      {"tie_word_embeddings is false", "no lm_head.weight"}));
+  write(true, false);  // tied: a stored lm_head.weight is ignored, as transformers does
+  BOOST_CHECK_NO_THROW(LlamaModel<float>::load(dir.path()));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
