@@ -13,7 +13,9 @@ tests/data/tokenizers/spm_json/:
     gemma      Replace(" ", "▁") only (no prefix), Split(" ") pre-tokenizer, <bos> template,
                Gemma's special-token order and a non-special added token;
     split_unk  Metaspace(prepend_scheme "always", split true), no template, no byte fallback:
-               unknown characters become <unk>, consecutive ones fused (fuse_unk).
+               unknown characters become <unk>, consecutive ones fused (fuse_unk);
+    llama2_normalized  llama2 with its added tokens marked "normalized": true, as the original
+               Llama / Llama 2 files have them (matched in the normalized text as "▁</s>").
 - expected.json: the ids `tokenizers` assigns to every string of the set (special tokens added
   as the template says), for each variant.
 
@@ -33,6 +35,7 @@ BAR = "\u2581"
 EXTRA = [
     " Paris", "<s>Hello world", "a </s> b", "x<start_of_turn>y <start_of_turn>", "<mask>ed",
     "▁already▁barred", "  two leading", "emoji only 🙂🙂🙂", "ӂӂ unseen cyrillic", "<unk> text",
+    "a<s>b", "x </s>", " </s> </s>",
 ]
 
 
@@ -49,9 +52,9 @@ def train():
     return [p for p, _ in trained if p != "<unk>"], merges
 
 
-def added(content, i, special=True):
+def added(content, i, special=True, normalized=False):
     return {"id": i, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
-            "normalized": False, "special": special}
+            "normalized": normalized, "special": special}
 
 
 def template(bos, i):
@@ -83,11 +86,12 @@ def build(variant, pieces, merges):
              "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": variant != "split_unk",
              "ignore_merges": False, "vocab": vocab, "merges": copy.deepcopy(merges)}
     j = {"version": "1.0", "truncation": None, "padding": None,
-         "added_tokens": [added(s, vocab[s], special=(s != "<mask>")) for s in specials],
+         "added_tokens": [added(s, vocab[s], special=(s != "<mask>"),
+                                normalized=(variant == "llama2_normalized")) for s in specials],
          "normalizer": None, "pre_tokenizer": None, "post_processor": None, "decoder": None,
          "model": model}
     replace = {"type": "Replace", "pattern": {"String": " "}, "content": BAR}
-    if variant == "llama2":
+    if variant in ("llama2", "llama2_normalized"):
         j["normalizer"] = {"type": "Sequence",
                            "normalizers": [{"type": "Prepend", "prepend": BAR}, replace]}
         j["post_processor"] = template("<s>", vocab["<s>"])
@@ -111,7 +115,7 @@ def main():
     pieces, merges = train()
     strings = STRINGS + EXTRA
     expected = {}
-    for variant in ["llama2", "metaspace", "gemma", "split_unk"]:
+    for variant in ["llama2", "llama2_normalized", "metaspace", "gemma", "split_unk"]:
         j = build(variant, pieces, merges)
         text = json.dumps(j, ensure_ascii=False, indent=1)
         tok = Tokenizer.from_str(text)
@@ -123,7 +127,7 @@ def main():
               open(os.path.join(OUT, "expected.json"), "w"), ensure_ascii=False, indent=1)
     # The variants must differ where their rules do (a fixture set that agreed everywhere would
     # not test the rules).
-    for a, b in [("llama2", "metaspace"), ("metaspace", "gemma"), ("gemma", "split_unk")]:
+    for a, b in [("llama2", "llama2_normalized"), ("llama2", "metaspace"), ("metaspace", "gemma"), ("gemma", "split_unk")]:
         n = sum(expected[a][s] != expected[b][s] for s in strings)
         print(f"{a} vs {b}: {n} of {len(strings)} strings differ")
         assert n > 0

@@ -1,5 +1,6 @@
-// libFuzzer target: tokenizer files made of fuzz bytes — a byte-level BPE tokenizer.json, a
-// WordPiece tokenizer.json, a llama2.c tokenizer.bin — load or raise knprobe::Error, and what
+// libFuzzer target: tokenizer files made of fuzz bytes — a BPE tokenizer.json (read as byte-level
+// and as SentencePiece-style BPE), a WordPiece tokenizer.json, a llama2.c tokenizer.bin — load or
+// raise knprobe::Error, and what
 // loads encodes and decodes the rest of the input to ids inside the vocabulary.
 #include <cstddef>
 #include <cstdint>
@@ -8,6 +9,7 @@
 #include "fuzz_support.hpp"
 #include "knprobe/tokenize/byte_bpe.hpp"
 #include "knprobe/tokenize/llama2c_tokenizer.hpp"
+#include "knprobe/tokenize/sentencepiece_bpe.hpp"
 #include "knprobe/tokenize/wordpiece.hpp"
 
 namespace {
@@ -28,6 +30,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const auto parts = knprobe::fuzz::split(data, size, 4);
   try {
     exercise(knprobe::ByteBpe::from_tokenizer_json_text(parts[0], "bpe.json"), parts[3]);
+  } catch (const knprobe::Error&) {
+  }
+  try {
+    exercise(knprobe::SentencePieceBpe::from_tokenizer_json_value(
+                 knprobe::io::parse_json(parts[0], "spm.json"), "spm.json"),
+             parts[3]);
   } catch (const knprobe::Error&) {
   }
   try {

@@ -179,6 +179,24 @@ BOOST_AUTO_TEST_CASE(ids_under_llama_cpp_default_chain_from_gguf) {
   BOOST_TEST(differ_from_gpt2 >= 5u);  // the chain is not GPT-2's rule
 }
 
+// A pair listed twice in model.merges keeps its last rank, as `tokenizers` (and GPT-2's encoder)
+// build a map from the list: "abc" merges a+b first when (b, c) is listed again after (a, b).
+BOOST_AUTO_TEST_CASE(duplicate_merges_keep_the_last_rank) {
+  const auto t = ByteBpe::from_tokenizer_json_text(
+      R"({"model":{"type":"BPE","vocab":{"a":0,"b":1,"c":2,"ab":3,"bc":4},
+          "merges":[["b","c"],["a","b"],["b","c"]]},"pre_tokenizer":{"type":"ByteLevel"}})",
+      "t.json");
+  BOOST_TEST(t.encode("abc") == (std::vector<TokenId>{3, 2}), boost::test_tools::per_element());
+  BOOST_TEST(knprobe::testing::throws_with<TokenizerError>(
+      [] {
+        ByteBpe::from_tokenizer_json_text(
+            R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[],"byte_fallback":null},
+                "added_tokens":[{"id":0,"content":"x"}]})",
+            "t.json");
+      },
+      {"t.json", "'x' has id 0", "which is the id of 'a'"}));
+}
+
 BOOST_AUTO_TEST_CASE(gguf_byte_level_bpe_reads_specials_and_refuses_bad_files) {
   using knprobe::testing::throws_with;
   knprobe::testing::TempDir tmp;

@@ -24,10 +24,12 @@ BOOST_AUTO_TEST_SUITE(tokenize_sentencepiece_bpe)
 // Llama 2's Prepend + Replace normalizer, a Metaspace("first") pre-tokenizer, Gemma's Replace
 // with no prefix, and Metaspace("always", split) without byte fallback. knprobe gives the ids of
 // Hugging Face `tokenizers` for every string: multilingual text, emoji (byte fallback), runs of
-// spaces, digits, added tokens inside the text, unknown characters fused into one <unk>.
+// spaces, digits, added tokens inside the text, unknown characters fused into one <unk>, and
+// added tokens marked "normalized" (the original Llama 2 files) matched as "▁</s>" in the
+// normalized text.
 BOOST_AUTO_TEST_CASE(ids_equal_hugging_face_for_every_design) {
   const auto g = knprobe::testing::read_json(spm_json_dir() / "expected.json")["ids"];
-  for (const char* variant : {"llama2", "metaspace", "gemma", "split_unk"}) {
+  for (const char* variant : {"llama2", "llama2_normalized", "metaspace", "gemma", "split_unk"}) {
     BOOST_TEST_CONTEXT("variant " << variant) {
       const auto t =
           SentencePieceBpe::from_tokenizer_json(spm_json_dir() / variant / "tokenizer.json");
@@ -106,6 +108,29 @@ BOOST_AUTO_TEST_CASE(unimplemented_fields_are_refused_by_name) {
   BOOST_TEST(t.encode("plain text").size() > 1u);
   BOOST_TEST(throws_with<TokenizerError>([&] { t.encode("a </s> b"); },
                                          {"'</s>'", "rstrip", "not implemented"}));
+}
+
+// Only pieces named exactly <0x00> .. <0xFF> are byte pieces: "<0x-1>" (which sscanf's %X would
+// read as 0xFFFFFFFF) is an ordinary piece, never an index into the byte table.
+BOOST_AUTO_TEST_CASE(byte_pieces_are_exact_names) {
+  auto j = spm_json_variant("llama2");
+  const auto n = j["model"]["vocab"].size();
+  j["model"]["vocab"]["<0x-1>"] = n;
+  j["model"]["vocab"]["<0x+7>"] = n + 1;
+  const auto t = spm_json_from(j);
+  BOOST_TEST(*t.piece_to_id("<0x-1>") == TokenId(n));
+  BOOST_TEST(int(t.piece(TokenId(n)).type) == int(PieceType::normal));
+  BOOST_TEST(int(t.piece(*t.piece_to_id("<0x41>")).type) == int(PieceType::byte));
+  // Duplicate merges keep their last rank and added-token ids must not belong to another piece
+  // (tokenizer_json.hpp), both as `tokenizers` reads the file.
+  auto clash = spm_json_variant("llama2");
+  clash["added_tokens"].push_back({{"id", 300}, {"content", "<extra>"}, {"special", true}});
+  BOOST_TEST(knprobe::testing::throws_with<TokenizerError>(
+      [&] { spm_json_from(clash); }, {"t.json", "'<extra>' has id 300", "which is the id of"}));
+  auto far = spm_json_variant("llama2");
+  far["model"]["vocab"]["<far>"] = (1 << 24) - 2;
+  BOOST_TEST(knprobe::testing::throws_with<TokenizerError>([&] { spm_json_from(far); },
+                                                           {"t.json", "nearly contiguous"}));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -16,7 +16,7 @@ BOOST_AUTO_TEST_CASE(byte_level_or_sentencepiece_style) {
     BOOST_TEST(detail::hf::is_byte_level(
                    knprobe::testing::read_json(d / "bpe_rules" / rule / "tokenizer.json")),
                rule);
-  for (const char* variant : {"llama2", "metaspace", "gemma", "split_unk"})
+  for (const char* variant : {"llama2", "llama2_normalized", "metaspace", "gemma", "split_unk"})
     BOOST_TEST(!detail::hf::is_byte_level(
                    knprobe::testing::read_json(d / "spm_json" / variant / "tokenizer.json")),
                variant);

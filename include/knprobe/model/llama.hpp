@@ -134,14 +134,30 @@ class LlamaModel {
     return std::move(layer_gradients(t, std::span<const LayerRequest<T>>(&r, 1))[0]);
   }
 
-  /// Several requests at once: each runs its own layers, then all final hidden states share one
-  /// output-head GEMM forward and one backward (chunks of at most `k_head_rows` rows).
+  /// Several requests at once. Requests at one position share every layer above their start:
+  /// at layer k the rows of all requests that started below k go through one batched pass (one
+  /// GEMM of Σ rows per weight instead of one per request), then all final hidden states share the
+  /// output-head GEMMs (at most `k_head_rows` rows each). Requests are taken in chunks whose layer
+  /// caches stay under `k_cache_bytes`.
   std::vector<LayerGradients<T>> layer_gradients(const Trace& t,
                                                  std::span<const LayerRequest<T>> reqs) const {
     std::vector<LayerGradients<T>> out(reqs.size());
-    detail::for_each_request_chunk(reqs, k_head_rows, [&](std::size_t begin, std::size_t n) {
-      gradients_chunk(t, reqs.subspan(begin, n), std::span(out).subspan(begin, n));
-    });
+    const double row_layer = 4.0 * sizeof(T) *
+                             (8.0 * hidden_size() + 4.0 * w_.spec.heads * w_.spec.head_dim +
+                              6.0 * ffn_width() + 2.0 * t.num_tokens() * w_.spec.heads);
+    std::size_t begin = 0;
+    while (begin < reqs.size()) {
+      std::size_t end = begin;
+      double bytes = 0;
+      do {
+        bytes += row_layer * double(reqs[end].points.rows()) *
+                 double(std::max(1, num_layers() - reqs[end].layer));
+        ++end;
+      } while (end < reqs.size() && bytes <= k_cache_bytes);
+      gradients_chunk(t, reqs.subspan(begin, end - begin),
+                      std::span(out).subspan(begin, end - begin));
+      begin = end;
+    }
     return out;
   }
 
@@ -461,72 +477,130 @@ class LlamaModel {
   }
 
   static constexpr Index k_head_rows = 256;
+  static constexpr double k_cache_bytes = 512.0 * (1 << 20);
 
-  struct Pending {
-    std::vector<LayerCache> caches;
-    Matrix<T> h;
+  /// The requests of one chunk at one position, in order of start layer; their rows run together
+  /// from the lowest start layer up.
+  struct Group {
+    int position = 0;
+    std::vector<std::size_t> members;  ///< indices into the chunk's requests, by start layer
+    std::vector<Index> first_row;      ///< each member's first row in the batch
+    std::vector<LayerCache> start;     ///< each member's own cache of its start layer
+    std::vector<LayerCache> caches;    ///< by layer: the batched pass of layer k (rows `full[k]`)
+    std::vector<Index> full;           ///< by layer: rows that ran the whole layer k
+    Matrix<T> h;                       ///< final hidden states, one row per point
   };
 
   void gradients_chunk(const Trace& t, std::span<const LayerRequest<T>> reqs,
                        std::span<LayerGradients<T>> out) const {
-    std::vector<Pending> pend(reqs.size());
-    Index total = 0;
-    for (std::size_t r = 0; r < reqs.size(); ++r) {
-      const auto& q = reqs[r];
+    for (const auto& q : reqs) {
       check_layer(q.layer);
       check_position(t, q.position);
       check_token(q.target);
       detail::require_cols(q.points, ffn_width(), "layer_gradients points");
       KNPROBE_REQUIRE(q.points.rows() > 0, ArgumentError, "layer_gradients: no points");
-      const int B = static_cast<int>(q.points.rows());
-      const Rows rows{B, 1, q.position};
-      auto& p = pend[r];
-      p.caches.resize(static_cast<std::size_t>(num_layers() - q.layer));
-      LayerCache& c0 = p.caches[0];
-      c0.h_mid = t.resid_mid[static_cast<std::size_t>(q.layer)].row(q.position).replicate(B, 1);
-      c0.act = q.points;
-      ffn_post(q.layer, c0, p.h);
-      for (int l = q.layer + 1; l < num_layers(); ++l) {
-        LayerCache& c = p.caches[static_cast<std::size_t>(l - q.layer)];
-        attention_forward(l, rows, p.h, &t, c);
-        ffn_pre(l, c);
-        ffn_post(l, c, p.h);
-      }
-      total += B;
     }
-    // The head, once for every row: P_b and dP_b/dz = P_b (e_t − softmax(z_b)).
+    std::vector<std::size_t> order(reqs.size());
+    for (std::size_t r = 0; r < reqs.size(); ++r) order[r] = r;
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      return reqs[a].position != reqs[b].position ? reqs[a].position < reqs[b].position
+                                                  : reqs[a].layer < reqs[b].layer;
+    });
+    std::vector<Group> groups;
+    for (const std::size_t r : order) {
+      if (groups.empty() || groups.back().position != reqs[r].position) {
+        groups.emplace_back();
+        groups.back().position = reqs[r].position;
+      }
+      groups.back().members.push_back(r);
+    }
+    const int L = num_layers();
+    Index total = 0;
+    for (auto& g : groups) {  // forward, from the group's lowest start layer up
+      g.first_row.resize(g.members.size());
+      g.start.resize(g.members.size());
+      g.caches.resize(static_cast<std::size_t>(L));
+      g.full.assign(static_cast<std::size_t>(L), 0);
+      g.h.resize(0, hidden_size());
+      std::size_t next = 0;
+      for (int k = reqs[g.members[0]].layer; k < L; ++k) {
+        const auto ks = static_cast<std::size_t>(k);
+        g.full[ks] = g.h.rows();
+        if (g.h.rows() > 0) {
+          LayerCache& c = g.caches[ks];
+          const Rows rows{static_cast<int>(g.h.rows()), 1, g.position};
+          attention_forward(k, rows, g.h, &t, c);
+          ffn_pre(k, c);
+          ffn_post(k, c, g.h);
+        }
+        for (; next < g.members.size() && reqs[g.members[next]].layer == k; ++next) {
+          const auto& q = reqs[g.members[next]];
+          const Index B = q.points.rows();
+          LayerCache& c0 = g.start[next];
+          c0.h_mid = t.resid_mid[ks].row(g.position).replicate(B, 1);
+          c0.act = q.points;
+          Matrix<T> hn;
+          ffn_post(k, c0, hn);
+          g.first_row[next] = g.h.rows();
+          g.h.conservativeResize(g.h.rows() + B, Eigen::NoChange);
+          g.h.bottomRows(B) = hn;
+        }
+      }
+      total += g.h.rows();
+    }
+    // The head, for every row: P_b and dP_b/dz = P_b (e_t − softmax(z_b)), in pieces of at most
+    // k_head_rows rows (the logits of a piece are rows × vocabulary).
     Matrix<T> h(total, hidden_size());
     std::vector<TokenId> target(static_cast<std::size_t>(total));
     Index at = 0;
-    for (std::size_t r = 0; r < reqs.size(); ++r) {
-      h.middleRows(at, pend[r].h.rows()) = pend[r].h;
-      for (Index b = 0; b < pend[r].h.rows(); ++b)
-        target[static_cast<std::size_t>(at + b)] = reqs[r].target;
-      at += pend[r].h.rows();
-    }
-    blocks::rms_norm::Cache<T> nc;
-    Matrix<T> x;
-    blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, x, nc);
-    Matrix<T> z = head_forward(x);
-    const Vector<T> prob = blocks::softmax::target_probability_gradient<T>(z, target);
-    Matrix<T> dx;
-    blocks::linear::backward<T>(z, w_.head(), dx);
-    Matrix<T> dh_all;
-    blocks::rms_norm::backward<T>(dx, h, w_.final_norm, plain, nc, dh_all);
-    at = 0;
-    for (std::size_t r = 0; r < reqs.size(); ++r) {
-      const auto& q = reqs[r];
-      const int B = static_cast<int>(q.points.rows());
-      const Rows rows{B, 1, q.position};
-      Matrix<T> dh = dh_all.middleRows(at, B);
-      out[r].probabilities = prob.segment(at, B);
-      for (int l = num_layers() - 1; l > q.layer; --l) {
-        const LayerCache& c = pend[r].caches[static_cast<std::size_t>(l - q.layer)];
-        Matrix<T> dmid = ffn_backward(l, c, dh, nullptr);
-        dh = attention_backward(l, rows, c, dmid);
+    for (const auto& g : groups) {
+      h.middleRows(at, g.h.rows()) = g.h;
+      for (std::size_t m = 0; m < g.members.size(); ++m) {
+        const auto& q = reqs[g.members[m]];
+        for (Index b = 0; b < q.points.rows(); ++b)
+          target[static_cast<std::size_t>(at + g.first_row[m] + b)] = q.target;
       }
-      ffn_backward(q.layer, pend[r].caches[0], dh, &out[r].gradients);
-      at += B;
+      at += g.h.rows();
+    }
+    Vector<T> prob(total);
+    Matrix<T> dh_all(total, hidden_size());
+    for (Index a = 0; a < total; a += k_head_rows) {
+      const Index n = std::min(k_head_rows, total - a);
+      const Matrix<T> hp = h.middleRows(a, n);
+      blocks::rms_norm::Cache<T> nc;
+      Matrix<T> x;
+      blocks::rms_norm::forward<T>(hp, w_.final_norm, eps(), plain, x, nc);
+      Matrix<T> z = head_forward(x);
+      const std::vector<TokenId> tp(target.begin() + a, target.begin() + a + n);
+      prob.segment(a, n) = blocks::softmax::target_probability_gradient<T>(z, tp);
+      Matrix<T> dx, dhp;
+      blocks::linear::backward<T>(z, w_.head(), dx);
+      blocks::rms_norm::backward<T>(dx, hp, w_.final_norm, plain, nc, dhp);
+      dh_all.middleRows(a, n) = dhp;
+    }
+    at = 0;
+    for (auto& g : groups) {  // backward, from the top layer down to each member's start
+      Matrix<T> dh = dh_all.middleRows(at, g.h.rows());
+      for (std::size_t m = 0; m < g.members.size(); ++m) {
+        const auto& q = reqs[g.members[m]];
+        out[g.members[m]].probabilities = prob.segment(at + g.first_row[m], q.points.rows());
+      }
+      std::size_t next = g.members.size();
+      for (int k = L - 1; k >= reqs[g.members[0]].layer; --k) {
+        const auto ks = static_cast<std::size_t>(k);
+        for (; next > 0 && reqs[g.members[next - 1]].layer == k; --next) {
+          const auto& q = reqs[g.members[next - 1]];
+          Matrix<T> d = dh.middleRows(g.first_row[next - 1], q.points.rows());
+          ffn_backward(k, g.start[next - 1], d, &out[g.members[next - 1]].gradients);
+        }
+        if (g.full[ks] == 0) break;
+        dh.conservativeResize(g.full[ks], Eigen::NoChange);
+        const Rows rows{static_cast<int>(g.full[ks]), 1, g.position};
+        Matrix<T> dmid = ffn_backward(k, g.caches[ks], dh, nullptr);
+        dh = attention_backward(k, rows, g.caches[ks], dmid);
+        g.caches[ks] = LayerCache{};  // free as we go
+      }
+      at += g.h.rows();
     }
   }
 

@@ -45,6 +45,7 @@ class ByteBpe : public Tokenizer {
                       "' is out of range");
       max_id = std::max(max_id, id);
     }
+    detail::hf::check_id_range(max_id, vocab.size(), "byte-level BPE vocabulary");
     std::vector<std::string> text(static_cast<std::size_t>(max_id) + 1);
     for (const auto& [p, id] : vocab) text[static_cast<std::size_t>(id)] = p;
     set_vocabulary(std::move(text));
@@ -111,7 +112,7 @@ class ByteBpe : public Tokenizer {
     t.nfc_ = rule == PreTokenizer::qwen2;  // Qwen 2's tokenizer.json normalises to NFC first
     detail::hf::check_merges(merges, f.path() + ": tokenizer.ggml.merges",
                              [&](const std::string& p) { return t.piece_to_id(p).has_value(); });
-    t.set_merges(merges);
+    t.set_merges(merges, /*first_wins=*/true);
     for (std::size_t i = 0; i < types.size(); ++i)
       if ((types[i] == 3 || types[i] == 4) && !t.piece_text(static_cast<TokenId>(i)).empty())
         t.added_.push_back(static_cast<TokenId>(i));
@@ -188,7 +189,9 @@ class ByteBpe : public Tokenizer {
     KNPROBE_REQUIRE(model.contains("vocab") && model["vocab"].is_object() &&
                         model.contains("merges") && model["merges"].is_array(),
                     TokenizerError, name, ": model.vocab must be an object, model.merges an array");
-    KNPROBE_REQUIRE(!model.value("byte_fallback", false), TokenizerError, name,
+    KNPROBE_REQUIRE(!model.contains("byte_fallback") || model["byte_fallback"].is_null() ||
+                        !io::json_bool(model["byte_fallback"], name + ": model.byte_fallback"),
+                    TokenizerError, name,
                     ": model.byte_fallback is a SentencePiece-style option, not byte-level BPE");
     auto vocab = detail::hf::read_vocab(model["vocab"], name + ": model.vocab");
     auto merges = detail::hf::read_merges(model["merges"], name);
@@ -228,22 +231,12 @@ class ByteBpe : public Tokenizer {
     std::vector<TokenId> out;
     if (add_bos_ && opts.add_special) out.push_back(*special_.bos);
     std::size_t start = 0;
-    // Next occurrence of each added token at or after `start` (found once, refreshed only when
-    // passed: linear in the text for any number of tokens); at one position the longest wins.
-    std::vector<std::size_t> next;
+    std::vector<std::pair<std::string_view, TokenId>> pats;
     if (opts.parse_special)
-      for (TokenId id : added_) next.push_back(text.find(piece_text(id)));
+      for (TokenId id : added_) pats.emplace_back(piece_text(id), id);
+    detail::TokenScanner scan(text, std::move(pats));
     while (start <= text.size()) {
-      std::size_t best = text.size();
-      TokenId best_id = -1;
-      for (std::size_t k = 0; k < next.size(); ++k) {
-        if (next[k] != std::string_view::npos && next[k] < start)
-          next[k] = text.find(piece_text(added_[k]), start);
-        const auto p = next[k];
-        if (p == std::string_view::npos || p > best) continue;
-        if (p < best || piece_text(added_[k]).size() > piece_text(best_id).size())
-          best = p, best_id = added_[k];
-      }
+      const auto [best, best_id] = scan.next(start);
       const std::string_view piece = text.substr(start, best - start);
       std::string frag;
       frag.reserve(piece.size() + 1);
@@ -348,11 +341,19 @@ class ByteBpe : public Tokenizer {
     build_byte_tables();
   }
 
-  void set_merges(const std::vector<std::pair<std::string, std::string>>& merges) {
+  /// A pair listed twice keeps its last rank (Hugging Face and GPT-2's encoder build a map from
+  /// the list), or its first when `first_wins` (llama.cpp's GGUF reader).
+  void set_merges(const std::vector<std::pair<std::string, std::string>>& merges,
+                  bool first_wins = false) {
     ranks_.clear();
     ranks_.reserve(merges.size());
-    for (std::size_t r = 0; r < merges.size(); ++r)
-      ranks_.emplace(merges[r].first + ' ' + merges[r].second, static_cast<int>(r));
+    for (std::size_t r = 0; r < merges.size(); ++r) {
+      const std::string key = merges[r].first + ' ' + merges[r].second;
+      if (first_wins)
+        ranks_.emplace(key, static_cast<int>(r));
+      else
+        ranks_[key] = static_cast<int>(r);
+    }
   }
 
   /// Every merge must join two pieces of the vocabulary and make a third.

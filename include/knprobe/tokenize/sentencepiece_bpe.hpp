@@ -156,17 +156,17 @@ class SentencePieceBpe : public Tokenizer {
     const auto added = hf::read_added_tokens(j, name, vocab);
     TokenId max_id = 0;
     for (const auto& [p, id] : vocab) max_id = std::max(max_id, id);
+    hf::check_id_range(max_id, vocab.size(), name + ": model.vocab and added_tokens");
     std::vector<std::string> text(static_cast<std::size_t>(max_id) + 1);
     for (const auto& [p, id] : vocab) text[static_cast<std::size_t>(id)] = p;
     t.types_.assign(text.size(), PieceType::normal);
     t.scores_.assign(text.size(), 0.0f);
-    if (t.byte_fallback_)
-      for (std::size_t i = 0; i < text.size(); ++i) {
-        unsigned v = 0;
-        char tail = 0;
-        if (text[i].size() == 6 && std::sscanf(text[i].c_str(), "<0x%2X%c", &v, &tail) == 2 &&
-            tail == '>')
-          t.types_[i] = PieceType::byte;
+    if (t.byte_fallback_)  // the pieces named exactly <0x00> .. <0xFF>, as `tokenizers` looks up
+      for (int b = 0; b < 256; ++b) {
+        char piece[8];
+        std::snprintf(piece, sizeof piece, "<0x%02X>", b);
+        if (const auto it = vocab.find(piece); it != vocab.end())
+          t.types_[static_cast<std::size_t>(it->second)] = PieceType::byte;
       }
     for (const auto& a : added) {
       t.types_[static_cast<std::size_t>(a.id)] =
@@ -196,12 +196,21 @@ class SentencePieceBpe : public Tokenizer {
         sp.bos = bos;
         t.add_bos_ = true;
       }
+    // A pair listed twice keeps its last rank, as `tokenizers` builds its map.
     for (std::size_t r = 0; r < merges.size(); ++r)
-      t.ranks_.emplace(merges[r].first + '\xFF' + merges[r].second, static_cast<int>(r));
+      t.ranks_[merges[r].first + '\xFF' + merges[r].second] = static_cast<int>(r);
     std::string pool;
     std::vector<std::uint32_t> offsets{0};
     for (const auto& p : text) append_piece(pool, offsets, p);
     t.init(std::move(pool), std::move(offsets), sp);
+    // Added tokens marked normalized are matched inside the normalized text, their own text
+    // normalized the same way (Hugging Face's second pass); the others in the raw text.
+    if (t.norm_prepend_ || t.norm_replace_)
+      for (const auto& a : added) {
+        if (!a.normalized) continue;
+        t.normalized_added_.emplace_back(t.normalize(a.content, true), a.id);
+        std::erase(t.specials_by_length_, a.id);
+      }
     return t;
   }
 
@@ -211,14 +220,17 @@ class SentencePieceBpe : public Tokenizer {
     if (opts.add_special && add_bos_ && special_.bos) out.push_back(*special_.bos);
     std::size_t start = 0;
     bool first = true;
+    std::vector<std::pair<std::string_view, TokenId>> pats;
+    if (opts.parse_special)
+      for (TokenId id : specials_by_length_) pats.emplace_back(piece_text(id), id);
+    detail::TokenScanner scan(text, std::move(pats));
     while (start <= text.size()) {
-      auto [pos, id] =
-          opts.parse_special ? find_special(text, start) : std::pair{text.size(), TokenId(-1)};
+      const auto [pos, id] = scan.next(start);
       if (pos > start) {
         if (!from_json_)
           encode_fragment(text.substr(start, pos - start), first && opts.dummy_prefix, out);
         else
-          encode_json_fragment(text.substr(start, pos - start), start == 0, opts.dummy_prefix, out);
+          encode_json_fragment(text.substr(start, pos - start), start == 0, opts, out);
       }
       first = false;
       if (id < 0) break;
@@ -239,7 +251,7 @@ class SentencePieceBpe : public Tokenizer {
       const std::string_view text = piece_text(id);
       const PieceType type = types_[static_cast<std::size_t>(id)];
       if (type == PieceType::byte) {
-        out.push_back(static_cast<char>(std::stoi(std::string(text.substr(3, 2)), nullptr, 16)));
+        out.push_back(static_cast<char>(byte_piece_value(text)));
       } else if (type == PieceType::control || type == PieceType::unknown ||
                  type == PieceType::unused) {
         if (!skip_special) out += text;
@@ -268,10 +280,10 @@ class SentencePieceBpe : public Tokenizer {
       const auto id = static_cast<TokenId>(i);
       const std::string_view p = piece_text(id);
       if (types_[i] == PieceType::byte) {
-        unsigned v = 0;
-        KNPROBE_REQUIRE(p.size() == 6 && std::sscanf(std::string(p).c_str(), "<0x%2X>", &v) == 1,
-                        TokenizerError, "byte piece ", i, " '", p, "' is not <0xXX>");
-        byte_ids_[v] = id;
+        const int v = byte_piece_value(p);
+        KNPROBE_REQUIRE(v >= 0, TokenizerError, "byte piece ", i, " '", p.substr(0, 40),
+                        "' is not <0xXX> (two hexadecimal digits)");
+        byte_ids_[static_cast<std::size_t>(v)] = id;
       }
       if ((types_[i] == PieceType::control || types_[i] == PieceType::user_defined) && !p.empty())
         specials_by_length_.push_back(id);
@@ -281,6 +293,18 @@ class SentencePieceBpe : public Tokenizer {
         [&](TokenId a, TokenId b) { return piece_text(a).size() > piece_text(b).size(); });
     for (auto* id : {&special_.bos, &special_.eos, &special_.unk, &special_.pad, &special_.mask})
       if (*id) check_id(**id);
+  }
+  /// The byte of a piece spelled exactly "<0xXX>" (hexadecimal digits of either case), else -1.
+  static int byte_piece_value(std::string_view p) {
+    auto hex = [](char c) {
+      return c >= '0' && c <= '9'   ? c - '0'
+             : c >= 'A' && c <= 'F' ? c - 'A' + 10
+             : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                    : -1;
+    };
+    if (p.size() != 6 || p.substr(0, 3) != "<0x" || p[5] != '>') return -1;
+    const int hi = hex(p[3]), lo = hex(p[4]);
+    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
   }
   static std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
     std::string out;
@@ -293,20 +317,6 @@ class SentencePieceBpe : public Tokenizer {
     }
     out.append(s.substr(start));
     return out;
-  }
-
-  /// The earliest (then longest) control / user-defined token string at or after `start`.
-  std::pair<std::size_t, TokenId> find_special(std::string_view text, std::size_t start) const {
-    std::size_t best = text.size();
-    TokenId best_id = -1;
-    for (TokenId id : specials_by_length_) {
-      const auto pos = text.find(piece_text(id), start);
-      if (pos != std::string_view::npos && pos < best) {
-        best = pos;
-        best_id = id;
-      }
-    }
-    return {best, best_id};
   }
 
   void encode_fragment(std::string_view frag, bool first, std::vector<TokenId>& out) const {
@@ -359,12 +369,12 @@ class SentencePieceBpe : public Tokenizer {
         steps.push_back(n);
       for (const auto& x : steps) {
         if (hf::type_of(x) == "Prepend" && x.value("prepend", nlohmann::json()) == bar) {
-          prepend_every_ = true;
+          norm_prepend_ = true;
         } else if (hf::type_of(x) == "Replace" && x.contains("pattern") &&
                    x["pattern"].is_object() &&
                    x["pattern"].value("String", nlohmann::json()) == " " &&
                    x.value("content", nlohmann::json()) == bar) {
-          replace_spaces_ = true;
+          norm_replace_ = true;
         } else {
           throw refuse("normalizer", n);
         }
@@ -373,7 +383,7 @@ class SentencePieceBpe : public Tokenizer {
     if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) {
       const auto& p = j["pre_tokenizer"];
       if (hf::type_of(p) == "Metaspace" && p.value("replacement", nlohmann::json()) == bar) {
-        replace_spaces_ = true;
+        meta_replace_ = true;
         // Older files say add_prefix_space (default true) instead of prepend_scheme.
         const bool add =
             !p.contains("add_prefix_space") ||
@@ -389,7 +399,7 @@ class SentencePieceBpe : public Tokenizer {
           split_words_ = io::json_bool(p["split"], name + ": pre_tokenizer.split");
         else
           split_words_ = true;
-      } else if (hf::type_of(p) == "Split" && replace_spaces_ && p.contains("pattern") &&
+      } else if (hf::type_of(p) == "Split" && norm_replace_ && p.contains("pattern") &&
                  p["pattern"].is_object() &&
                  p["pattern"].value("String", nlohmann::json()) == " " &&
                  p.value("invert", nlohmann::json(false)) == false) {
@@ -398,22 +408,50 @@ class SentencePieceBpe : public Tokenizer {
         throw refuse("pre_tokenizer", p);
       }
     }
-    KNPROBE_REQUIRE(replace_spaces_, TokenizerError, name,
+    KNPROBE_REQUIRE(norm_replace_ || meta_replace_, TokenizerError, name,
                     ": neither the normalizer nor the pre_tokenizer writes spaces as '▁' (not a "
                     "SentencePiece-style tokenizer.json)");
   }
 
-  /// One fragment between added tokens, as `tokenizers` does (header comment, steps 2-4);
-  /// `at_start`: the fragment begins the text.
-  void encode_json_fragment(std::string_view frag, bool at_start, bool prefix,
-                            std::vector<TokenId>& out) const {
-    const std::string bar = "\xE2\x96\x81";
+  /// The normalizer (Prepend("▁") when `prefix`, Replace(" " → "▁")) applied to `text`.
+  std::string normalize(std::string_view text, bool prefix) const {
     std::string s;
-    if (prefix && prepend_every_) s = bar;
-    s += frag;
-    if (replace_spaces_) s = replace_all(s, " ", bar);
+    if (prefix && norm_prepend_ && !text.empty()) s = "\xE2\x96\x81";
+    s += text;
+    return norm_replace_ ? replace_all(s, " ", "\xE2\x96\x81") : s;
+  }
+
+  /// One fragment between raw-matched added tokens, as `tokenizers` does (header comment, steps
+  /// 2-4): normalized, cut at the normalized added tokens, then pre-tokenized and merged;
+  /// `at_start`: the fragment begins the text.
+  void encode_json_fragment(std::string_view frag, bool at_start, const EncodeOptions& opts,
+                            std::vector<TokenId>& out) const {
+    const std::string s = normalize(frag, opts.dummy_prefix);
+    std::vector<std::pair<std::string_view, TokenId>> pats;
+    if (opts.parse_special)
+      for (const auto& [p, id] : normalized_added_) pats.emplace_back(p, id);
+    detail::TokenScanner scan(s, std::move(pats));
+    for (std::size_t start = 0; start <= s.size();) {
+      const auto [pos, id] = scan.next(start);
+      if (pos > start)
+        encode_json_piece(std::string_view(s).substr(start, pos - start), at_start && start == 0,
+                          opts.dummy_prefix, out);
+      if (id < 0) break;
+      out.push_back(id);
+      start = pos + piece_text(id).size();
+      for (const auto& [p, pid] : normalized_added_)
+        if (pid == id) start = pos + p.size();
+    }
+  }
+
+  /// A normalized piece: the Metaspace pre-tokenizer, then BPE by merge rank with byte fallback.
+  void encode_json_piece(std::string_view piece, bool first, bool prefix,
+                         std::vector<TokenId>& out) const {
+    const std::string bar = "\xE2\x96\x81";
+    std::string s(piece);
+    if (meta_replace_) s = replace_all(s, " ", bar);
     const bool meta = metaspace_prepend_ == MetaspacePrepend::always ||
-                      (metaspace_prepend_ == MetaspacePrepend::first && at_start);
+                      (metaspace_prepend_ == MetaspacePrepend::first && first);
     if (prefix && meta && s.rfind(bar, 0) != 0) s = bar + s;
     std::vector<std::string> words;
     if (split_words_) {
@@ -469,8 +507,11 @@ class SentencePieceBpe : public Tokenizer {
   bool from_json_ = false;  ///< read from a tokenizer.json: the members below apply
   std::unordered_map<std::string, int> ranks_;  ///< "left\xFFright" → merge rank
   std::vector<TokenId> stripping_;              ///< added tokens with lstrip / rstrip / single_word
-  bool prepend_every_ = false;                  ///< normalizer Prepend("▁")
-  bool replace_spaces_ = false;                 ///< ' ' → '▁' (normalizer Replace or Metaspace)
+  bool norm_prepend_ = false;                   ///< normalizer Prepend("▁")
+  bool norm_replace_ = false;                   ///< normalizer Replace(" " → "▁")
+  bool meta_replace_ = false;                   ///< Metaspace pre-tokenizer (' ' → '▁')
+  /// Added tokens matched in the normalized text: their normalized text and id.
+  std::vector<std::pair<std::string, TokenId>> normalized_added_;
   MetaspacePrepend metaspace_prepend_ = MetaspacePrepend::none;
   bool split_words_ = false;  ///< Metaspace split: a word starts at every '▁'
   bool byte_fallback_ = false;

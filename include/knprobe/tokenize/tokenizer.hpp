@@ -136,4 +136,40 @@ class Tokenizer {
   std::vector<Slot> slots_;                ///< piece → id hash table (open addressing)
 };
 
+namespace detail {
+
+/// Finds, left to right, the added / special token strings of a tokenizer in one text: at each
+/// call the earliest occurrence at or after `start`, the longest one at that position. Each
+/// string's next occurrence is found once and searched again only once passed, so a whole text
+/// costs one pass per string (not one per match).
+class TokenScanner {
+ public:
+  /// `patterns`: (text, id) pairs; empty texts are ignored. Views must outlive the scanner.
+  TokenScanner(std::string_view text, std::vector<std::pair<std::string_view, TokenId>> patterns)
+      : text_(text), patterns_(std::move(patterns)) {
+    for (const auto& [p, id] : patterns_)
+      next_.push_back(p.empty() ? std::string_view::npos : text_.find(p));
+  }
+  /// {position, id} of the next token at or after `start`; {text.size(), -1} when none.
+  std::pair<std::size_t, TokenId> next(std::size_t start) {
+    std::size_t best = text_.size(), len = 0;
+    TokenId id = -1;
+    for (std::size_t k = 0; k < patterns_.size(); ++k) {
+      const auto& p = patterns_[k].first;
+      if (next_[k] != std::string_view::npos && next_[k] < start) next_[k] = text_.find(p, start);
+      const std::size_t at = next_[k];
+      if (at == std::string_view::npos || at > best) continue;
+      if (at < best || p.size() > len) best = at, len = p.size(), id = patterns_[k].second;
+    }
+    return {best, id};
+  }
+
+ private:
+  std::string_view text_;
+  std::vector<std::pair<std::string_view, TokenId>> patterns_;
+  std::vector<std::size_t> next_;
+};
+
+}  // namespace detail
+
 }  // namespace knprobe

@@ -25,6 +25,14 @@ inline std::string type_of(const nlohmann::json& x) {
                                                                       : std::string();
 }
 
+/// Ids may leave holes (a few unused ids), but the largest must stay below 2 · count + 1024: a
+/// single huge id would otherwise size every by-id table (TokenizerError naming `where`).
+inline void check_id_range(TokenId max_id, std::size_t count, const std::string& where) {
+  KNPROBE_REQUIRE(static_cast<double>(max_id) < 2.0 * static_cast<double>(count) + 1024.0,
+                  TokenizerError, where, ": largest id ", max_id, " for only ", count,
+                  " pieces (ids must be nearly contiguous)");
+}
+
 /// piece → id from a JSON object; ids must be integers in [0, 2^24) and distinct.
 inline std::unordered_map<std::string, TokenId> read_vocab(const nlohmann::json& j,
                                                            const std::string& where) {
@@ -103,6 +111,8 @@ struct AddedToken {
   /// lstrip, rstrip or single_word: the match would absorb or depend on the whitespace around it
   /// (not implemented: encoding a text that contains it is refused).
   bool strips = false;
+  /// Matched in the normalized text, its own content normalized too (Hugging Face's second pass).
+  bool normalized = false;
 };
 
 /// added_tokens, each added to `vocab` (an id that disagrees with the vocabulary is refused);
@@ -113,6 +123,8 @@ inline std::vector<AddedToken> read_added_tokens(const nlohmann::json& j, const 
   if (!j.contains("added_tokens")) return out;
   KNPROBE_REQUIRE(j["added_tokens"].is_array(), TokenizerError, name,
                   ": added_tokens must be an array");
+  std::unordered_map<TokenId, const std::string*> by_id;
+  for (const auto& [piece, id] : vocab) by_id.emplace(id, &piece);
   for (const auto& a : j["added_tokens"]) {
     const std::string where = name + ": added_tokens entry";
     AddedToken t;
@@ -124,9 +136,16 @@ inline std::vector<AddedToken> read_added_tokens(const nlohmann::json& j, const 
     t.special = flag("special");
     t.strips = flag("lstrip") || flag("rstrip") || flag("single_word");
     if (t.content.empty()) continue;
+    t.normalized =
+        a.contains("normalized") && io::json_bool(a["normalized"], where + " normalized");
     const auto [it, fresh] = vocab.emplace(t.content, t.id);
     KNPROBE_REQUIRE(fresh || it->second == t.id, TokenizerError, name, ": added token '", t.content,
                     "' has id ", t.id, " but the vocabulary gives it ", it->second);
+    if (fresh) {  // its id must not belong to another piece
+      const auto [other, free] = by_id.emplace(t.id, &it->first);
+      KNPROBE_REQUIRE(free, TokenizerError, name, ": added token '", t.content, "' has id ", t.id,
+                      ", which is the id of '", other->second->substr(0, 40), "'");
+    }
     out.push_back(std::move(t));
   }
   return out;
