@@ -13,7 +13,9 @@
 // Attribution-critical operations exploit causality: changing the activation at position p in
 // layer l cannot change positions < p, and the distribution *at* p depends only on positions ≤ p,
 // so `layer_gradients` recomputes one row per point in layers > l against the trace's cached keys
-// and values, and backpropagates activation gradients only (no weight gradients).
+// and values, and backpropagates activation gradients only (no weight gradients). A batch of
+// requests at one position (an attribution: every layer × m points) shares the layers above each
+// start: at layer k the points of every request that started below k go through one pass.
 
 #include <algorithm>
 #include <filesystem>

@@ -18,6 +18,9 @@
 //   3. merge by lowest merge rank (merge_by_rank), not by piece score;
 //   4. a character that is not a piece becomes its bytes <0xXX> when byte_fallback (all of them
 //      must exist), else <unk> (consecutive ones fused when fuse_unk).
+// The file is the reference, as `tokenizers` and SentencePiece read it. transformers 5's
+// LlamaTokenizer class replaces a Llama 2 file's Prepend + Replace normalizer by Metaspace("first")
+// and so gives other ids where a fragment starts with a space (" Paris": ▁Paris, not ▁ ▁Paris).
 
 #include <algorithm>
 #include <array>
@@ -462,9 +465,9 @@ class SentencePieceBpe : public Tokenizer {
     } else {
       words.push_back(std::move(s));
     }
-    bool last_unk = false;
     for (const auto& word : words) {
       if (word.empty()) continue;
+      bool last_unk = false;  // fuse_unk joins the unknown characters of one word
       const auto whole = ignore_merges_ ? piece_to_id(word) : std::nullopt;
       const auto symbols =
           whole ? std::vector<std::string>{word}
