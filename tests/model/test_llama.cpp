@@ -62,6 +62,43 @@ BOOST_AUTO_TEST_CASE(batched_requests_equal_single_calls) {
   }
 }
 
+// An attribution-shaped batch: several requests at one position (layers given out of order, two
+// at the same layer) share every layer above their start, plus one at another position; each
+// equals its single call. A budget that fits one point at a time slices the points and gives the
+// same numbers.
+BOOST_AUTO_TEST_CASE(shared_layers_and_point_slices_equal_single_calls) {
+  LlamaModel<double> m(testing::random_llama(true, 5));
+  const auto t = m.trace(k_llama_tokens);
+  std::vector<LayerRequest<double>> reqs;
+  Rng rng(11);
+  for (const int l : {2, 0, 1, 1}) {
+    MatrixD pts = t.acts[l].row(6).replicate(3, 1);
+    pts.row(2) = testing::random_matrix(rng, 1, m.ffn_width());
+    reqs.push_back({l, 6, pts, TokenId(7 + l)});
+  }
+  reqs.push_back({0, 4, t.acts[0].row(4).replicate(2, 1), TokenId(5)});
+  auto check = [&](const char* what) {
+    const auto all = m.layer_gradients(t, std::span<const LayerRequest<double>>(reqs));
+    for (std::size_t r = 0; r < reqs.size(); ++r) {
+      const auto one =
+          m.layer_gradients(t, reqs[r].layer, reqs[r].position, reqs[r].points, reqs[r].target);
+      BOOST_TEST((all[r].gradients - one.gradients).norm() <= 1e-12 * one.gradients.norm(),
+                 what << " request " << r);
+      BOOST_TEST((all[r].probabilities - one.probabilities).cwiseAbs().maxCoeff() < 1e-14,
+                 what << " request " << r);
+    }
+  };
+  check("one batch");
+  m.set_layer_cache_budget(1.0);  // less than one point: slices of one row
+  check("sliced");
+  BOOST_TEST(testing::throws_with<ArgumentError>([&] { m.set_layer_cache_budget(0); },
+                                                 {"layer cache budget"}));
+  std::vector<LayerRequest<double>> bad = reqs;
+  bad.back().layer = 99;  // checked before any work
+  BOOST_TEST(testing::throws_with<ArgumentError>(
+      [&] { m.layer_gradients(t, std::span<const LayerRequest<double>>(bad)); }, {"layer 99"}));
+}
+
 BOOST_AUTO_TEST_CASE(float_gradients_agree_with_double) {
   const auto w = testing::random_llama(true);
   const LlamaModel<double> md(w);

@@ -139,28 +139,64 @@ class LlamaModel {
   /// Several requests at once. Requests at one position share every layer above their start:
   /// at layer k the rows of all requests that started below k go through one batched pass (one
   /// GEMM of Σ rows per weight instead of one per request), then all final hidden states share the
-  /// output-head GEMMs (at most `k_head_rows` rows each). Requests are taken in chunks whose layer
-  /// caches stay under `k_cache_bytes`.
+  /// output-head GEMMs (at most `k_head_rows` rows each). When the layer caches of all points would
+  /// exceed layer_cache_budget(), the points are taken in slices (rows a..a+s of every request
+  /// together), so that each slice still shares every layer.
   std::vector<LayerGradients<T>> layer_gradients(const Trace& t,
                                                  std::span<const LayerRequest<T>> reqs) const {
+    for (const auto& q : reqs) check_request(t, q);
     std::vector<LayerGradients<T>> out(reqs.size());
-    const double row_layer = 4.0 * sizeof(T) *
-                             (8.0 * hidden_size() + 4.0 * w_.spec.heads * w_.spec.head_dim +
-                              6.0 * ffn_width() + 2.0 * t.num_tokens() * w_.spec.heads);
-    std::size_t begin = 0;
-    while (begin < reqs.size()) {
-      std::size_t end = begin;
-      double bytes = 0;
-      do {
-        bytes += row_layer * double(reqs[end].points.rows()) *
-                 double(std::max(1, num_layers() - reqs[end].layer));
-        ++end;
-      } while (end < reqs.size() && bytes <= k_cache_bytes);
-      gradients_chunk(t, reqs.subspan(begin, end - begin),
-                      std::span(out).subspan(begin, end - begin));
-      begin = end;
+    if (reqs.empty()) return out;
+    // Values a row keeps per layer in its LayerCache (attention over position + 1 keys).
+    const auto& sp = w_.spec;
+    const double kvd = double(sp.kv_heads) * sp.head_dim, qd = double(sp.heads) * sp.head_dim;
+    double per_point = 0;  // bytes of the caches of one point of every request
+    Index most = 0;
+    for (const auto& q : reqs) {
+      const double kv_len = q.position + 1.0;
+      const double row = 6.0 * hidden_size() + 2.0 * qd + 2.0 * kvd * (1.0 + kv_len) +
+                         sp.heads * kv_len + 4.0 * ffn_width();
+      per_point += sizeof(T) * row * double(num_layers() - q.layer);
+      most = std::max(most, q.points.rows());
+    }
+    const Index slice =
+        std::max<Index>(1, static_cast<Index>(std::min(cache_budget_ / per_point, 1e12)));
+    if (slice >= most) {
+      gradients_chunk(t, reqs, out);
+      return out;
+    }
+    for (std::size_t r = 0; r < reqs.size(); ++r) {
+      out[r].probabilities.resize(reqs[r].points.rows());
+      out[r].gradients.resize(reqs[r].points.rows(), ffn_width());
+    }
+    for (Index a = 0; a < most; a += slice) {
+      std::vector<LayerRequest<T>> part;
+      std::vector<std::size_t> from;
+      for (std::size_t r = 0; r < reqs.size(); ++r) {
+        const Index n = std::min(slice, reqs[r].points.rows() - a);
+        if (n <= 0) continue;
+        part.push_back(
+            {reqs[r].layer, reqs[r].position, reqs[r].points.middleRows(a, n), reqs[r].target});
+        from.push_back(r);
+      }
+      std::vector<LayerGradients<T>> got(part.size());
+      gradients_chunk(t, part, got);
+      for (std::size_t k = 0; k < part.size(); ++k) {
+        const Index n = part[k].points.rows();
+        out[from[k]].probabilities.segment(a, n) = got[k].probabilities;
+        out[from[k]].gradients.middleRows(a, n) = got[k].gradients;
+      }
     }
     return out;
+  }
+
+  /// Bytes of layer caches one batched layer_gradients call may hold (default 2 GiB); more points
+  /// are processed in slices.
+  double layer_cache_budget() const { return cache_budget_; }
+  void set_layer_cache_budget(double bytes) {
+    KNPROBE_REQUIRE(bytes > 0 && std::isfinite(bytes), ArgumentError,
+                    "layer cache budget must be a positive number of bytes, got ", bytes);
+    cache_budget_ = bytes;
   }
 
   /// [patterns × queries] probabilities, each pattern's interventions applied in one batched
@@ -479,7 +515,6 @@ class LlamaModel {
   }
 
   static constexpr Index k_head_rows = 256;
-  static constexpr double k_cache_bytes = 512.0 * (1 << 20);
 
   /// The requests of one chunk at one position, in order of start layer; their rows run together
   /// from the lowest start layer up.
@@ -493,15 +528,17 @@ class LlamaModel {
     Matrix<T> h;                       ///< final hidden states, one row per point
   };
 
+  void check_request(const Trace& t, const LayerRequest<T>& q) const {
+    check_layer(q.layer);
+    check_position(t, q.position);
+    check_token(q.target);
+    detail::require_cols(q.points, ffn_width(), "layer_gradients points");
+    KNPROBE_REQUIRE(q.points.rows() > 0, ArgumentError, "layer_gradients: no points");
+  }
+
+  /// The requests (already checked) in one batch: see layer_gradients.
   void gradients_chunk(const Trace& t, std::span<const LayerRequest<T>> reqs,
                        std::span<LayerGradients<T>> out) const {
-    for (const auto& q : reqs) {
-      check_layer(q.layer);
-      check_position(t, q.position);
-      check_token(q.target);
-      detail::require_cols(q.points, ffn_width(), "layer_gradients points");
-      KNPROBE_REQUIRE(q.points.rows() > 0, ArgumentError, "layer_gradients: no points");
-    }
     std::vector<std::size_t> order(reqs.size());
     for (std::size_t r = 0; r < reqs.size(); ++r) order[r] = r;
     std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
@@ -607,6 +644,7 @@ class LlamaModel {
   }
 
   LlamaWeights<T, W> w_;
+  double cache_budget_ = 2.0 * (1 << 30);
 };
 
 /// Gemma / Llama with the GGUF file's quantized blocks used in place (fast to load; each product
