@@ -66,16 +66,18 @@ class ByteBpe : public Tokenizer {
 
   /// Reads the tokenizer stored in a GGUF file (tokenizer.ggml.model "gpt2"): tokens (id order),
   /// merges ("left right", rank order), token_type (3 control and 4 user-defined tokens are
-  /// matched whole in the text), pre (the pre-tokenisation rule: gpt2, llama-bpe, qwen2 or
-  /// smollm; absent or another name is refused), bos / eos / unknown / padding ids, add_bos_token
-  /// (default: true for llama-bpe, as llama.cpp); add_eos_token = true is refused.
+  /// matched whole in the text), pre (the pre-tokenisation rule: default, gpt2, llama-bpe,
+  /// qwen2 or smollm; absent or another name is refused), bos / eos / unknown / padding ids,
+  /// add_bos_token (default: true for llama-bpe, as llama.cpp); add_eos_token = true is refused.
   static ByteBpe from_gguf(const io::GgufFile& f) {
     const std::string& model = f.get_string("tokenizer.ggml.model");
     KNPROBE_REQUIRE(model == "gpt2", TokenizerError, f.path(), ": tokenizer.ggml.model is '",
                     model.substr(0, 64), "', expected 'gpt2' (byte-level BPE)");
-    KNPROBE_REQUIRE(f.has("tokenizer.ggml.pre"), TokenizerError, f.path(),
-                    ": tokenizer.ggml.pre is missing: the pre-tokenisation rule is unknown "
-                    "(llama.cpp would fall back to its 'default' chain, which is no model's rule)");
+    KNPROBE_REQUIRE(
+        f.has("tokenizer.ggml.pre"), TokenizerError, f.path(),
+        ": tokenizer.ggml.pre is missing: the pre-tokenisation rule is unknown "
+        "(llama.cpp falls back to its 'default' chain and warns that the file predates the "
+        "key: name the rule)");
     PreTokenizer rule = PreTokenizer::gpt2;
     try {
       rule = pre_tokenizer_from_gguf_name(f.get_string("tokenizer.ggml.pre"));
@@ -236,7 +238,7 @@ class ByteBpe : public Tokenizer {
       for (TokenId id : added_) pats.emplace_back(piece_text(id), id);
     detail::TokenScanner scan(text, std::move(pats));
     while (start <= text.size()) {
-      const auto [best, best_id] = scan.next(start);
+      const auto [best, best_id, best_len] = scan.next(start);
       const std::string_view piece = text.substr(start, best - start);
       std::string frag;
       frag.reserve(piece.size() + 1);
@@ -252,7 +254,7 @@ class ByteBpe : public Tokenizer {
                       TokenizerError, "the text contains the added token '", piece_text(best_id),
                       "', whose lstrip / rstrip / single_word matching is not implemented");
       out.push_back(best_id);
-      start = best + piece_text(best_id).size();
+      start = best + best_len;
     }
     return out;
   }

@@ -228,7 +228,7 @@ class SentencePieceBpe : public Tokenizer {
       for (TokenId id : specials_by_length_) pats.emplace_back(piece_text(id), id);
     detail::TokenScanner scan(text, std::move(pats));
     while (start <= text.size()) {
-      const auto [pos, id] = scan.next(start);
+      const auto [pos, id, len] = scan.next(start);
       if (pos > start) {
         if (!from_json_)
           encode_fragment(text.substr(start, pos - start), first && opts.dummy_prefix, out);
@@ -241,7 +241,7 @@ class SentencePieceBpe : public Tokenizer {
                       TokenizerError, "the text contains the added token '", piece_text(id),
                       "', whose lstrip / rstrip / single_word matching is not implemented");
       out.push_back(id);
-      start = pos + piece_text(id).size();
+      start = pos + len;
       first = true;  // a dummy prefix follows a special token, as in llama.cpp
     }
     return out;
@@ -435,15 +435,13 @@ class SentencePieceBpe : public Tokenizer {
       for (const auto& [p, id] : normalized_added_) pats.emplace_back(p, id);
     detail::TokenScanner scan(s, std::move(pats));
     for (std::size_t start = 0; start <= s.size();) {
-      const auto [pos, id] = scan.next(start);
+      const auto [pos, id, len] = scan.next(start);
       if (pos > start)
         encode_json_piece(std::string_view(s).substr(start, pos - start), at_start && start == 0,
                           opts.dummy_prefix, out);
       if (id < 0) break;
       out.push_back(id);
-      start = pos + piece_text(id).size();
-      for (const auto& [p, pid] : normalized_added_)
-        if (pid == id) start = pos + p.size();
+      start = pos + len;
     }
   }
 

@@ -150,8 +150,13 @@ class TokenScanner {
     for (const auto& [p, id] : patterns_)
       next_.push_back(p.empty() ? std::string_view::npos : text_.find(p));
   }
-  /// {position, id} of the next token at or after `start`; {text.size(), -1} when none.
-  std::pair<std::size_t, TokenId> next(std::size_t start) {
+  struct Match {
+    std::size_t position;  ///< text.size() when there is none
+    TokenId id;            ///< -1 when there is none
+    std::size_t length;    ///< bytes of the matched string
+  };
+  /// The next token at or after `start`.
+  Match next(std::size_t start) {
     std::size_t best = text_.size(), len = 0;
     TokenId id = -1;
     for (std::size_t k = 0; k < patterns_.size(); ++k) {
@@ -161,7 +166,7 @@ class TokenScanner {
       if (at == std::string_view::npos || at > best) continue;
       if (at < best || p.size() > len) best = at, len = p.size(), id = patterns_[k].second;
     }
-    return {best, id};
+    return {best, id, len};
   }
 
  private:

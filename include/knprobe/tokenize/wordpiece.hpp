@@ -122,18 +122,16 @@ class WordPiece : public Tokenizer {
     std::vector<TokenId> out;
     if (opts.add_special && special_.cls) out.push_back(*special_.cls);
     std::size_t start = 0;
+    std::vector<std::pair<std::string_view, TokenId>> pats;
+    if (opts.parse_special)
+      for (TokenId id : specials_) pats.emplace_back(piece_text(id), id);
+    detail::TokenScanner scan(text, std::move(pats));
     while (start <= text.size()) {
-      std::size_t best = text.size();
-      TokenId best_id = -1;
-      if (opts.parse_special)
-        for (TokenId id : specials_) {
-          const auto p = text.find(piece_text(id), start);
-          if (p != std::string_view::npos && p < best) best = p, best_id = id;
-        }
+      const auto [best, best_id, best_len] = scan.next(start);
       for (const auto& word : pre_tokenize(text.substr(start, best - start))) wordpiece(word, out);
       if (best_id < 0) break;
       out.push_back(best_id);
-      start = best + piece_text(best_id).size();
+      start = best + best_len;
     }
     if (opts.add_special && special_.sep) out.push_back(*special_.sep);
     return out;
