@@ -130,7 +130,8 @@ CLI::Validator text_of(std::size_t max_bytes) {
 
 void ModelArgs::add(CLI::App* c) {
   c->add_option("--model", model,
-                ".gguf file, llama2.c .bin checkpoint or Hugging Face gpt2 / bert directory")
+                ".gguf file, llama2.c .bin checkpoint or Hugging Face gpt2 / bert / Llama-family "
+                "directory")
       ->required()
       ->check(CLI::ExistingPath);
   c->add_option("--tokenizer", tokenizer,

@@ -8,8 +8,9 @@
 //                    (resumable; under mpirun the facts are sharded over the ranks)
 //   knprobe report   results.jsonl... [--factcheck factcheck.json] --out report.html
 //   knprobe predict  --model M [--tokenizer T] --prompt "The capital of France is" [--top 5]
-// M: a .gguf file (Llama / Gemma 3), a llama2.c .bin checkpoint, or a Hugging Face gpt2 / bert
-// directory (config.json + safetensors + tokenizer files).
+// M: a .gguf file (Llama 2 / 3, Mistral, SmolLM, Qwen 2 / 3, Gemma 3), a llama2.c .bin checkpoint,
+// or a Hugging Face gpt2 / bert / Llama-family directory (config.json + safetensors + tokenizer
+// files).
 // Exit codes: 0 done, 1 bad input or I/O failure, 2 bad usage (an option), 3 internal error,
 // 130 interrupted (SIGINT / SIGTERM; a second signal stops at once with 128 + signal).
 #include <csignal>

@@ -69,6 +69,7 @@ BOOST_AUTO_TEST_CASE(rules_differ_where_the_expressions_do) {
 
 BOOST_AUTO_TEST_CASE(names_and_unknown_rules) {
   BOOST_TEST(int(pre_tokenizer_from_gguf_name("gpt2")) == int(PreTokenizer::gpt2));
+  BOOST_TEST(int(pre_tokenizer_from_gguf_name("gpt-2")) == int(PreTokenizer::gpt2));  // llama.cpp
   // llama.cpp's "default" is a four-expression chain, not GPT-2's rule.
   BOOST_TEST(int(pre_tokenizer_from_gguf_name("default")) == int(PreTokenizer::llama_default));
   BOOST_TEST(int(pre_tokenizer_from_gguf_name("llama-bpe")) == int(PreTokenizer::llama3));

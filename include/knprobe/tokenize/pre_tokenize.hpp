@@ -10,7 +10,7 @@
 // same rules as pre_tokenizer objects (see byte_bpe.hpp).
 //
 //   gpt2    's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-//           (GGUF "gpt2"; HF ByteLevel with use_regex)
+//           (GGUF "gpt-2", also read as "gpt2"; HF ByteLevel with use_regex)
 //   llama3  (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}
 //           | ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+          (GGUF "llama-bpe")
 //   qwen2   as llama3 with \p{N} in place of \p{N}{1,3}                   (GGUF "qwen2")
@@ -37,7 +37,7 @@ enum class PreTokenizer { gpt2, llama3, qwen2, smollm, llama_default };
 /// not one of those implemented (a different rule would tokenize differently, silently).
 /// llama.cpp's "default" is not GPT-2's rule but a chain of four expressions (llama_default).
 inline PreTokenizer pre_tokenizer_from_gguf_name(std::string_view name) {
-  if (name == "gpt2") return PreTokenizer::gpt2;
+  if (name == "gpt2" || name == "gpt-2") return PreTokenizer::gpt2;  // llama.cpp writes "gpt-2"
   if (name == "default") return PreTokenizer::llama_default;
   if (name == "llama-bpe" || name == "llama3") return PreTokenizer::llama3;
   if (name == "qwen2") return PreTokenizer::qwen2;
