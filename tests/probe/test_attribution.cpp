@@ -81,7 +81,8 @@ BOOST_AUTO_TEST_CASE(options_change_what_they_should) {
   o.layers = {1};
   const auto one = attribute(m, toy_fact(), o, 1);
   BOOST_TEST(one.scores(0, 0) == 0.0);
-  BOOST_TEST(one.scores(1, 3) == base.scores(1, 3));
+  // The same numbers up to the GEMM blocking of a smaller batch (rows of fewer layers).
+  BOOST_TEST(std::abs(one.scores(1, 3) - base.scores(1, 3)) <= 1e-12 * std::abs(base.scores(1, 3)));
   o.layers = {};
   o.aggregation = TokenAggregation::mean;
   const auto mean = attribute(m, toy_fact(), o, 1);

@@ -73,6 +73,34 @@ BOOST_AUTO_TEST_CASE(select_refine_effect_control) {
   BOOST_TEST(probe.refine({x}, 0.7, 3).empty());
 }
 
+// Batched effects (one model call for facts of different lengths, sets and controls) equal one
+// call per (fact, set); the batch is what the localize controls use.
+BOOST_AUTO_TEST_CASE(batched_effects_equal_single_calls) {
+  static_assert(HasBatchedProbabilities<LlamaModel<float>>);
+  const KnowledgeProbe probe(stories().model, stories().tok);
+  const auto f = probe.encode("Once upon a time, there was a little girl named", " Lily");
+  const auto g = probe.encode("The dog ran to the", " park");
+  const auto h = probe.encode("Tom had a big red", " ball and");
+  const NeuronSet a{{0, 3}, {2, 7}, {4, 11}}, b{{4, 1}}, c{{1, 9}, {3, 2}};
+  using Request = KnowledgeProbe<LlamaModel<float>>::EffectRequest;
+  const std::vector<Request> reqs{{&f, &a}, {&g, &a}, {&f, &b}, {&h, &c}, {&g, &c}};
+  const std::vector<double> factors{0.0, 2.0, 1.0};
+  const auto all = probe.effects(std::span<const Request>(reqs), factors);
+  BOOST_TEST_REQUIRE(all.size() == reqs.size());
+  bool changed = false;
+  for (std::size_t r = 0; r < reqs.size(); ++r) {
+    const auto one = probe.effects(*reqs[r].fact, *reqs[r].set, factors);
+    BOOST_TEST_REQUIRE(all[r].size() == factors.size());
+    for (std::size_t k = 0; k < factors.size(); ++k) {
+      BOOST_TEST(std::abs(all[r][k].before - one[k].before) <= 1e-5 * one[k].before);
+      BOOST_TEST(std::abs(all[r][k].after - one[k].after) <= 1e-5 * one[k].after);
+      changed = changed || std::abs(one[k].after - one[k].before) > 1e-3 * one[k].before;
+    }
+    BOOST_TEST(std::abs(all[r][2].after - all[r][2].before) <= 1e-5 * all[r][2].before);  // ×1
+  }
+  BOOST_TEST(changed);
+}
+
 BOOST_AUTO_TEST_CASE(value_vector_edits_undo_bit_exactly) {
   LlamaModel<float> m = stories().model;
   const NeuronSet set{{1, 3}, {4, 100}};

@@ -66,6 +66,21 @@ BOOST_AUTO_TEST_CASE(gpt2_with_byte_bpe) {
   BOOST_TEST(f.positions[0] == static_cast<int>(f.tokens.size()) - 1);
   BOOST_TEST(probe.baseline_token() == *tok.piece_to_id("<|endoftext|>"));
   check_attribution(probe, f);
+  // Without a batched probabilities, batched effects are one call per request: the same numbers.
+  static_assert(!HasBatchedProbabilities<Gpt2Model<double>>);
+  const auto g = probe.encode("The capital of Italy is", " Rome");
+  const NeuronSet set{{0, 1}, {1, 5}};
+  using Request = KnowledgeProbe<Gpt2Model<double>>::EffectRequest;
+  const std::vector<Request> reqs{{&f, &set}, {&g, &set}};
+  const std::vector<double> factors{0.0, 2.0};
+  const auto all = probe.effects(std::span<const Request>(reqs), factors);
+  for (std::size_t r = 0; r < reqs.size(); ++r) {
+    const auto one = probe.effects(*reqs[r].fact, set, factors);
+    for (std::size_t k = 0; k < factors.size(); ++k) {
+      BOOST_TEST(all[r][k].before == one[k].before);
+      BOOST_TEST(all[r][k].after == one[k].after);
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(bert_with_wordpiece) {

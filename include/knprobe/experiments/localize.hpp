@@ -182,10 +182,6 @@ std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
                                             double* p_answer = nullptr) {
   static constexpr double factors[] = {0.0, 2.0};
   EffectSet sup, enh;
-  const auto rel = probe.effects(f, set, factors);
-  if (p_answer) *p_answer = rel[0].before;
-  sup.related = rel[0].relative();
-  enh.related = rel[1].relative();
   auto note = [&](const std::string& why) {
     sup.notes.push_back(why);
     enh.notes.push_back(why);
@@ -195,46 +191,79 @@ std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
   const std::uint64_t cs = o.seed ^ fnv1a(facts[i].id + '\x1f' + lang +
                                           "\x1f"
                                           "control");
+  std::optional<NeuronSet> ctl, ctl_mag;
   try {
-    const NeuronSet ctl = probe.random_control(set, cs);
-    const auto c = probe.effects(f, ctl, factors);
-    sup.control = c[0].relative();
-    enh.control = c[1].relative();
+    ctl = probe.random_control(set, cs);
   } catch (const Error& e) {
     note(std::string("control: ") + e.what());
   }
   try {
-    const NeuronSet ctl = probe.magnitude_control(set, f, cs, o.control_band);
-    const auto c = probe.effects(f, ctl, factors);
-    sup.control_magnitude = c[0].relative();
-    enh.control_magnitude = c[1].relative();
+    ctl_mag = probe.magnitude_control(set, f, cs, o.control_band);
   } catch (const Error& e) {
     note(std::string("control_magnitude: ") + e.what());
   }
+  std::vector<std::pair<std::string, EncodedFact>> us;
   if (o.unrelated > 0) {
     try {
-      double s = 0, sa = 0, e = 0, ea = 0;
-      std::size_t used = 0;
-      const auto us = unrelated_facts(probe, facts, i, lang, o.unrelated, o.seed);
-      for (const auto& [id, g] : us) {
-        try {
-          const auto u = probe.effects(g, set, factors);
-          const double su = u[0].relative(), eu = u[1].relative();
-          s += su, sa += std::abs(su), e += eu, ea += std::abs(eu);
-          ++used;
-          sup.unrelated_facts.push_back(id);
-          enh.unrelated_facts.push_back(id);
-        } catch (const NumericError& err) {  // P = 0 on that fact: left out, named
-          note("unrelated fact " + id + " left out: " + err.what());
-        }
-      }
-      if (used > 0) {
-        const double k = static_cast<double>(used);
-        sup.unrelated = s / k, sup.unrelated_abs = sa / k;
-        enh.unrelated = e / k, enh.unrelated_abs = ea / k;
-      }
+      us = unrelated_facts(probe, facts, i, lang, o.unrelated, o.seed);
     } catch (const Error& e) {
       note(std::string("unrelated: ") + e.what());
+    }
+  }
+  // Every measurement of the set and its controls as one batched call.
+  using Request = typename KnowledgeProbe<M>::EffectRequest;
+  std::vector<Request> reqs{{&f, &set}};
+  if (ctl) reqs.push_back({&f, &*ctl});
+  if (ctl_mag) reqs.push_back({&f, &*ctl_mag});
+  const std::size_t first_unrelated = reqs.size();
+  for (const auto& u : us) reqs.push_back({&u.second, &set});
+  const auto eff = probe.effects(std::span<const Request>(reqs), factors);
+  const auto& rel = eff[0];
+  for (const auto& e : rel)
+    KNPROBE_REQUIRE(std::isfinite(e.before) && std::isfinite(e.after), NumericError,
+                    "effect: the answer probability is not a finite number (before ", e.before,
+                    ", after ", e.after, "): the model's weights or activations hold NaN / Inf");
+  if (p_answer) *p_answer = rel[0].before;
+  sup.related = rel[0].relative();
+  enh.related = rel[1].relative();
+  std::size_t k = 1;
+  if (ctl) {
+    try {
+      sup.control = eff[k][0].relative();
+      enh.control = eff[k][1].relative();
+    } catch (const Error& e) {
+      note(std::string("control: ") + e.what());
+    }
+    ++k;
+  }
+  if (ctl_mag) {
+    try {
+      sup.control_magnitude = eff[k][0].relative();
+      enh.control_magnitude = eff[k][1].relative();
+    } catch (const Error& e) {
+      note(std::string("control_magnitude: ") + e.what());
+    }
+  }
+  if (!us.empty()) {
+    double s = 0, sa = 0, e = 0, ea = 0;
+    std::size_t used = 0;
+    for (std::size_t u = 0; u < us.size(); ++u) {
+      const std::string& id = us[u].first;
+      try {
+        const auto& eu_ = eff[first_unrelated + u];
+        const double su = eu_[0].relative(), eu = eu_[1].relative();
+        s += su, sa += std::abs(su), e += eu, ea += std::abs(eu);
+        ++used;
+        sup.unrelated_facts.push_back(id);
+        enh.unrelated_facts.push_back(id);
+      } catch (const NumericError& err) {  // P = 0 on that fact: left out, named
+        note("unrelated fact " + id + " left out: " + err.what());
+      }
+    }
+    if (used > 0) {
+      const double n = static_cast<double>(used);
+      sup.unrelated = s / n, sup.unrelated_abs = sa / n;
+      enh.unrelated = e / n, enh.unrelated_abs = ea / n;
     }
   }
   return {sup, enh};

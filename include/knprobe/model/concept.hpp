@@ -155,6 +155,23 @@ concept HasInterventions = HasModelShape<M> &&
   { m.probabilities(tokens, patterns, queries) } -> std::same_as<Matrix<typename M::Scalar>>;
 };
 
+/// One prompt of a batched `probabilities` call (the spans must outlive the call).
+struct ProbabilityRequest {
+  std::span<const TokenId> tokens;
+  std::span<const InterventionPattern> patterns;
+  std::span<const Query> queries;
+};
+
+/// Optional: `probabilities(requests)` answers several prompts at once, result[r] =
+/// probabilities(requests[r].tokens, .patterns, .queries), so that a fact's effects, its controls
+/// and its unrelated facts share one batched pass. KnowledgeProbe::effects uses it when present
+/// and calls the single-prompt form once per request otherwise.
+template <class M>
+concept HasBatchedProbabilities = HasInterventions<M> &&
+    requires(const M& m, std::span<const ProbabilityRequest> requests) {
+  { m.probabilities(requests) } -> std::same_as<std::vector<Matrix<typename M::Scalar>>>;
+};
+
 /// Value vectors (the FFN output-matrix column a unit writes with, [hidden]) and input token
 /// embeddings, for weight edits; `set_value_vector` is what an RAII edit guard restores through.
 template <class M>

@@ -257,6 +257,152 @@ class LlamaModel {
     return out;
   }
 
+  /// Several prompts at once: result[r] = probabilities(requests[r].tokens, .patterns,
+  /// .queries), [patterns × queries]. The prompts are traced as one stack of rows, every request
+  /// is recomputed from its lowest intervened layer and position with the rows of all requests
+  /// active at a layer going through that layer's products together (attention stays within each
+  /// prompt), and all queried rows share the output-head products. Exact: each row sees only its
+  /// own prompt; values may differ from single calls in the last bits (other GEMM blockings).
+  std::vector<Matrix<T>> probabilities(std::span<const ProbabilityRequest> requests) const {
+    const int L = num_layers();
+    const std::size_t R = requests.size();
+    std::vector<Matrix<T>> out(R);
+    // Distinct prompts (a fact's effects and its controls share one) and each request's start.
+    std::vector<std::size_t> prompt_of(R);
+    std::vector<std::span<const TokenId>> prompts;
+    for (std::size_t r = 0; r < R; ++r) {
+      const auto& tk = requests[r].tokens;
+      std::size_t k = 0;
+      while (k < prompts.size() && !std::ranges::equal(prompts[k], tk)) ++k;
+      if (k == prompts.size()) prompts.push_back(tk);
+      prompt_of[r] = k;
+    }
+    const std::vector<Trace> traces = trace_stack(prompts);
+    struct Job {
+      std::size_t r;
+      int l0, p0, S, P;
+    };
+    std::vector<Job> jobs;  // requests that recompute, by start layer
+    for (std::size_t r = 0; r < R; ++r) {
+      const auto& q = requests[r];
+      const Trace& t = traces[prompt_of[r]];
+      int l0 = L, p0 = t.num_tokens();
+      for (const auto& pat : q.patterns)
+        for (const auto& iv : pat) {
+          check_layer(iv.layer);
+          check_position(t, iv.position);
+          KNPROBE_REQUIRE(iv.unit >= 0 && iv.unit < ffn_width(), ArgumentError,
+                          "intervention unit ", iv.unit, " outside [0, ", ffn_width(), ")");
+          l0 = std::min(l0, iv.layer);
+          p0 = std::min(p0, iv.position);
+        }
+      for (const auto& qq : q.queries) check_position(t, qq.position), check_token(qq.target);
+      out[r].resize(Index(q.patterns.size()), Index(q.queries.size()));
+      const int P = static_cast<int>(q.patterns.size()), S = t.num_tokens() - p0;
+      if (P > 0 && !q.queries.empty() && S > 0 && l0 < L) jobs.push_back({r, l0, p0, S, P});
+    }
+    std::stable_sort(jobs.begin(), jobs.end(),
+                     [](const Job& a, const Job& b) { return a.l0 < b.l0; });
+    // Recompute: at layer l the rows of every job with l0 <= l, stacked in job order.
+    std::vector<Segment> segs;
+    std::vector<Index> first(jobs.size());
+    Matrix<T> h;
+    std::size_t joined = 0;
+    for (int l = jobs.empty() ? L : jobs.front().l0; l < L; ++l) {
+      LayerCache c;
+      if (joined > 0) attention_forward(l, std::span<const Segment>(segs), h, c);
+      for (; joined < jobs.size() && jobs[joined].l0 == l; ++joined) {
+        const Job& j = jobs[joined];
+        const Trace& t = traces[prompt_of[j.r]];
+        first[joined] = c.h_mid.rows();
+        c.h_mid.conservativeResize(c.h_mid.rows() + Index(j.P) * j.S, hidden_size());
+        c.h_mid.bottomRows(Index(j.P) * j.S) =
+            t.resid_mid[static_cast<std::size_t>(l)].middleRows(j.p0, j.S).replicate(j.P, 1);
+        segs.push_back({Rows{j.P, j.S, j.p0}, &t});
+      }
+      ffn_pre(l, c);
+      for (std::size_t k = 0; k < joined; ++k)
+        intervene(l, segs[k].rows, requests[jobs[k].r].patterns, c.act, first[k]);
+      ffn_post(l, c, h);
+    }
+    // The head: every queried row of every request, in pieces of at most k_head_rows rows.
+    std::vector<std::size_t> job_of(R, jobs.size());
+    for (std::size_t k = 0; k < jobs.size(); ++k) job_of[jobs[k].r] = k;
+    Matrix<T> x;
+    if (!jobs.empty()) {
+      blocks::rms_norm::Cache<T> nc;
+      blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, x, nc);
+    }
+    Index rows = 0;
+    for (const auto& m : out) rows += m.size();
+    Matrix<T> hid(rows, hidden_size());
+    std::vector<TokenId> target(static_cast<std::size_t>(rows));
+    Index at = 0;
+    for (std::size_t r = 0; r < R; ++r) {
+      const auto& q = requests[r];
+      const Trace& t = traces[prompt_of[r]];
+      const std::size_t k = job_of[r];
+      for (Index b = 0; b < out[r].rows(); ++b)
+        for (Index qi = 0; qi < out[r].cols(); ++qi, ++at) {
+          const Query& qq = q.queries[static_cast<std::size_t>(qi)];
+          target[static_cast<std::size_t>(at)] = qq.target;
+          if (k < jobs.size() && qq.position >= jobs[k].p0)
+            hid.row(at) = x.row(first[k] + b * jobs[k].S + (qq.position - jobs[k].p0));
+          else
+            hid.row(at) = t.final_hidden.row(qq.position);
+        }
+    }
+    Vector<T> prob(rows);
+    for (Index a = 0; a < rows; a += k_head_rows) {
+      const Index n = std::min(k_head_rows, rows - a);
+      const Matrix<T> z = head_forward(hid.middleRows(a, n));
+      for (Index i = 0; i < n; ++i)
+        prob(a + i) = softmax_at(z, static_cast<int>(i), target[static_cast<std::size_t>(a + i)]);
+    }
+    at = 0;
+    for (auto& m : out)
+      for (Index b = 0; b < m.rows(); ++b)
+        for (Index qi = 0; qi < m.cols(); ++qi) m(b, qi) = prob(at++);
+    return out;
+  }
+
+  /// For prompts of one length: result[l] [positions × ffn_width] = the mean over the prompts of
+  /// the layer-l neuron-site activation at each position (the AMIG baseline), from one forward
+  /// pass over all prompts stacked.
+  std::vector<Matrix<T>> mean_site_activations(std::span<const std::vector<TokenId>> prompts,
+                                               std::span<const int> positions) const {
+    KNPROBE_REQUIRE(!prompts.empty(), ArgumentError, "mean_site_activations: no prompts");
+    const std::size_t n = prompts[0].size();
+    for (const auto& p : prompts)
+      KNPROBE_REQUIRE(p.size() == n, ArgumentError,
+                      "mean_site_activations: prompts of different lengths (", p.size(), " and ", n,
+                      ")");
+    std::vector<std::span<const TokenId>> views(prompts.begin(), prompts.end());
+    check_prompts(views);
+    for (const int p : positions)
+      KNPROBE_REQUIRE(p >= 0 && std::size_t(p) < n, ArgumentError,
+                      "mean_site_activations: ", "position ", p, " outside [0, ", n, ")");
+    std::vector<TokenId> flat;
+    for (const auto& p : prompts) flat.insert(flat.end(), p.begin(), p.end());
+    const Index K = static_cast<Index>(prompts.size()), len = static_cast<Index>(n);
+    Matrix<T> h;
+    blocks::embedding::forward<T>(flat, w_.embed, static_cast<T>(w_.spec.embed_scale), h);
+    const Rows rows{static_cast<int>(K), static_cast<int>(len), 0};
+    std::vector<Matrix<T>> mean;
+    for (int l = 0; l < num_layers(); ++l) {
+      LayerCache c;
+      attention_forward(l, rows, h, nullptr, c);
+      ffn_pre(l, c);
+      Matrix<T> m = Matrix<T>::Zero(Index(positions.size()), ffn_width());
+      for (Index b = 0; b < K; ++b)
+        for (std::size_t t = 0; t < positions.size(); ++t)
+          m.row(Index(t)) += c.act.row(b * len + positions[t]);
+      mean.push_back(m / static_cast<T>(K));
+      ffn_post(l, c, h);
+    }
+    return mean;
+  }
+
   /// Column `unit` of layer `layer`'s down projection: the vector the neuron writes (before
   /// Gemma's post-FFN norm, through which it acts).
   Vector<T> value_vector(int layer, int unit) const {
@@ -285,6 +431,11 @@ class LlamaModel {
   /// start..start+len−1.
   struct Rows {
     int batch, len, start;
+  };
+  /// A sequence batch within stacked rows, with the trace its prefix keys come from (or null).
+  struct Segment {
+    Rows rows;
+    const Trace* prefix = nullptr;
   };
 
   struct LayerCache {
@@ -349,6 +500,39 @@ class LlamaModel {
   /// positions < rows.start come from `prefix` (the clean trace).
   void attention_forward(int l, const Rows& r, const Matrix<T>& h, const Trace* prefix,
                          LayerCache& c) const {
+    attention_in(l, h, positions(r), c);
+    attention_core(l, r, prefix, c.q, c.k_new, c.v_new, c.k_full, c.v_full, c.o, c.attn);
+    attention_out(l, h, c);
+  }
+
+  /// The same for rows that stack several sequence batches (`segs`, in row order), each attending
+  /// only within itself: the projections run once over all rows, the attention per segment.
+  /// Forward only (no backward cache of the attention).
+  void attention_forward(int l, std::span<const Segment> segs, const Matrix<T>& h,
+                         LayerCache& c) const {
+    std::vector<int> pos;
+    for (const auto& sg : segs) {
+      const auto p = positions(sg.rows);
+      pos.insert(pos.end(), p.begin(), p.end());
+    }
+    attention_in(l, h, pos, c);
+    c.o.resize(h.rows(), c.q.cols());
+    Index r0 = 0;
+    for (const auto& sg : segs) {
+      const Index n = Index(sg.rows.batch) * sg.rows.len;
+      Matrix<T> kf, vf, o;
+      blocks::attention::Cache<T> cache;
+      attention_core(l, sg.rows, sg.prefix, c.q.middleRows(r0, n), c.k_new.middleRows(r0, n),
+                     c.v_new.middleRows(r0, n), kf, vf, o, cache);
+      c.o.middleRows(r0, n) = o;
+      r0 += n;
+    }
+    attention_out(l, h, c);
+  }
+
+  /// h → c.q, c.k_new, c.v_new: attention norm, projections, [biases, per-head norms], RoPE at
+  /// the rows' positions.
+  void attention_in(int l, const Matrix<T>& h, std::span<const int> pos, LayerCache& c) const {
     const auto& L = w_.layers[static_cast<std::size_t>(l)];
     const auto& s = w_.spec;
     c.h_in = h;
@@ -365,26 +549,33 @@ class LlamaModel {
       head_norm(c.q, s.heads, L.q_norm, c.q_pre, c.n_q);
       head_norm(c.k_new, s.kv_heads, L.k_norm, c.k_pre, c.n_k);
     }
-    const auto pos = positions(r);
     blocks::rope::forward<T>(c.q, pos, rope_spec(l, s.heads));
     blocks::rope::forward<T>(c.k_new, pos, rope_spec(l, s.kv_heads));
+  }
+
+  /// Attention of one sequence batch: keys / values of positions < r.start from `prefix`, then
+  /// the rows' own (k_new, v_new) → k_full, v_full; o = softmax(scale · q k_fullᵀ + mask) v_full.
+  void attention_core(int l, const Rows& r, const Trace* prefix, ConstMatrixRef<T> q,
+                      ConstMatrixRef<T> k_new, ConstMatrixRef<T> v_new, Matrix<T>& k_full,
+                      Matrix<T>& v_full, Matrix<T>& o, blocks::attention::Cache<T>& cache) const {
+    const auto& s = w_.spec;
     const int kv_len = r.start + r.len;
-    const Index kvd = c.k_new.cols();
+    const Index kvd = k_new.cols();
     if (r.start == 0) {
-      c.k_full = c.k_new;
-      c.v_full = c.v_new;
+      k_full = k_new;
+      v_full = v_new;
     } else {
-      c.k_full.resize(Index(r.batch) * kv_len, kvd);
-      c.v_full.resize(Index(r.batch) * kv_len, kvd);
+      k_full.resize(Index(r.batch) * kv_len, kvd);
+      v_full.resize(Index(r.batch) * kv_len, kvd);
       const auto& K = prefix->keys[static_cast<std::size_t>(l)];
       const auto& V = prefix->values[static_cast<std::size_t>(l)];
       for (int b = 0; b < r.batch; ++b) {
-        c.k_full.middleRows(Index(b) * kv_len, r.start) = K.topRows(r.start);
-        c.v_full.middleRows(Index(b) * kv_len, r.start) = V.topRows(r.start);
-        c.k_full.middleRows(Index(b) * kv_len + r.start, r.len) =
-            c.k_new.middleRows(Index(b) * r.len, r.len);
-        c.v_full.middleRows(Index(b) * kv_len + r.start, r.len) =
-            c.v_new.middleRows(Index(b) * r.len, r.len);
+        k_full.middleRows(Index(b) * kv_len, r.start) = K.topRows(r.start);
+        v_full.middleRows(Index(b) * kv_len, r.start) = V.topRows(r.start);
+        k_full.middleRows(Index(b) * kv_len + r.start, r.len) =
+            k_new.middleRows(Index(b) * r.len, r.len);
+        v_full.middleRows(Index(b) * kv_len + r.start, r.len) =
+            v_new.middleRows(Index(b) * r.len, r.len);
       }
     }
     blocks::attention::Shape sh;
@@ -398,9 +589,14 @@ class LlamaModel {
     sh.mask = blocks::attention::Mask::causal;
     if (s.is_sliding(l)) sh.window = s.sliding_window;
     sh.scale = s.attention_scale();
-    blocks::attention::forward<T>(c.q, c.k_full, c.v_full, sh, c.o, c.attn);
+    blocks::attention::forward<T>(q, k_full, v_full, sh, o, cache);
+  }
+
+  /// c.o → c.h_mid = h + [post-attention norm](c.o Woᵀ).
+  void attention_out(int l, const Matrix<T>& h, LayerCache& c) const {
+    const auto& L = w_.layers[static_cast<std::size_t>(l)];
     blocks::linear::forward<T>(c.o, L.wo, c.o2);
-    if (s.sandwich_norms) {
+    if (w_.spec.sandwich_norms) {
       Matrix<T> n;
       blocks::rms_norm::forward<T>(c.o2, L.post_attn_norm, eps(), plain, n, c.n_post_attn);
       c.h_mid = h + n;
@@ -503,13 +699,64 @@ class LlamaModel {
     return dmid + dh;
   }
 
+  /// Each prompt non-empty and within the context (ids are checked by the embedding).
+  void check_prompts(std::span<const std::span<const TokenId>> prompts) const {
+    for (const auto& p : prompts) {
+      KNPROBE_REQUIRE(!p.empty(), ArgumentError, "llama: empty token sequence");
+      KNPROBE_REQUIRE(static_cast<int>(p.size()) <= max_positions(), ArgumentError,
+                      "llama: ", p.size(), " tokens exceed the model's context of ",
+                      max_positions());
+    }
+  }
+
+  /// The traces of several prompts from one forward pass over their rows stacked (attention
+  /// within each prompt); one prompt: trace().
+  std::vector<Trace> trace_stack(std::span<const std::span<const TokenId>> prompts) const {
+    std::vector<Trace> out(prompts.size());
+    if (prompts.size() == 1) out[0] = trace(prompts[0]);
+    if (prompts.size() <= 1) return out;
+    check_prompts(prompts);
+    std::vector<TokenId> flat;
+    std::vector<Segment> segs;
+    std::vector<Index> first;
+    for (std::size_t k = 0; k < prompts.size(); ++k) {
+      first.push_back(static_cast<Index>(flat.size()));
+      flat.insert(flat.end(), prompts[k].begin(), prompts[k].end());
+      segs.push_back({Rows{1, static_cast<int>(prompts[k].size()), 0}, nullptr});
+      out[k].tokens.assign(prompts[k].begin(), prompts[k].end());
+    }
+    Matrix<T> h;
+    blocks::embedding::forward<T>(flat, w_.embed, static_cast<T>(w_.spec.embed_scale), h);
+    auto each = [&](std::vector<Matrix<T>> Trace::*field, const Matrix<T>& m) {
+      for (std::size_t k = 0; k < prompts.size(); ++k)
+        (out[k].*field).push_back(m.middleRows(first[k], Index(prompts[k].size())));
+    };
+    for (int l = 0; l < num_layers(); ++l) {
+      LayerCache c;
+      each(&Trace::resid_in, h);
+      attention_forward(l, std::span<const Segment>(segs), h, c);
+      each(&Trace::resid_mid, c.h_mid);
+      each(&Trace::keys, c.k_new);
+      each(&Trace::values, c.v_new);
+      ffn_pre(l, c);
+      each(&Trace::acts, c.act);
+      ffn_post(l, c, h);
+    }
+    blocks::rms_norm::Cache<T> nc;
+    Matrix<T> fh;
+    blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, fh, nc);
+    for (std::size_t k = 0; k < prompts.size(); ++k)
+      out[k].final_hidden = fh.middleRows(first[k], Index(prompts[k].size()));
+    return out;
+  }
+
   /// Applies each pattern's interventions of layer l to its rows of `act`.
   void intervene(int l, const Rows& r, std::span<const InterventionPattern> patterns,
-                 Matrix<T>& act) const {
+                 Matrix<T>& act, Index first_row = 0) const {
     for (int b = 0; b < r.batch; ++b)
       for (const auto& iv : patterns[static_cast<std::size_t>(b)]) {
         if (iv.layer != l) continue;
-        T& x = act(Index(b) * r.len + (iv.position - r.start), iv.unit);
+        T& x = act(first_row + Index(b) * r.len + (iv.position - r.start), iv.unit);
         x = iv.op == InterventionOp::set ? static_cast<T>(iv.value) : x * static_cast<T>(iv.value);
       }
   }

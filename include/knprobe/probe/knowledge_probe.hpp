@@ -203,24 +203,57 @@ class KnowledgeProbe {
   /// from one batched call (the clean pass is shared): result[k] = {P(answer), P under factor k}.
   std::vector<Effect> effects(const EncodedFact& f, const NeuronSet& set,
                               std::span<const double> factors) const {
-    std::vector<InterventionPattern> pats{{}};
-    for (const double x : factors)
-      pats.push_back(make_pattern(set, f.positions, InterventionOp::scale, x));
-    std::vector<Query> qs;
-    for (std::size_t t = 0; t < f.targets.size(); ++t) qs.push_back({f.positions[t], f.targets[t]});
-    const auto p = m_.probabilities(f.tokens, pats, qs);
-    auto product = [&](Index row) {
-      double x = 1;
-      for (Index q = 0; q < p.cols(); ++q) x *= static_cast<double>(p(row, q));
-      return x;
-    };
-    std::vector<Effect> out;
-    for (std::size_t k = 0; k < factors.size(); ++k) {
-      Effect e{product(0), product(static_cast<Index>(k + 1))};
+    const EffectRequest r{&f, &set};
+    auto out = std::move(effects(std::span<const EffectRequest>(&r, 1), factors)[0]);
+    for (const auto& e : out)
       KNPROBE_REQUIRE(std::isfinite(e.before) && std::isfinite(e.after), NumericError,
                       "effect: the answer probability is not a finite number (before ", e.before,
                       ", after ", e.after, "): the model's weights or activations hold NaN / Inf");
-      out.push_back(e);
+    return out;
+  }
+
+  /// One (fact, neuron set) of a batched effects call (both must outlive the call).
+  struct EffectRequest {
+    const EncodedFact* fact;
+    const NeuronSet* set;
+  };
+
+  /// result[r] = effects(*requests[r].fact, *requests[r].set, factors), all requests from one
+  /// model call when the model answers several prompts at once (HasBatchedProbabilities; a fact's
+  /// effects, its controls and its unrelated facts then share the passes), one call per request
+  /// otherwise. A non-finite probability is returned as it is (Effect::relative() refuses it), so
+  /// that one bad request does not lose the others.
+  std::vector<std::vector<Effect>> effects(std::span<const EffectRequest> requests,
+                                           std::span<const double> factors) const {
+    const std::size_t R = requests.size();
+    std::vector<std::vector<InterventionPattern>> pats(R);
+    std::vector<std::vector<Query>> qs(R);
+    for (std::size_t r = 0; r < R; ++r) {
+      const EncodedFact& f = *requests[r].fact;
+      pats[r].push_back({});
+      for (const double x : factors)
+        pats[r].push_back(make_pattern(*requests[r].set, f.positions, InterventionOp::scale, x));
+      for (std::size_t t = 0; t < f.targets.size(); ++t)
+        qs[r].push_back({f.positions[t], f.targets[t]});
+    }
+    std::vector<Matrix<Scalar>> p;
+    if constexpr (HasBatchedProbabilities<M>) {
+      std::vector<ProbabilityRequest> pr;
+      for (std::size_t r = 0; r < R; ++r) pr.push_back({requests[r].fact->tokens, pats[r], qs[r]});
+      p = m_.probabilities(std::span<const ProbabilityRequest>(pr));
+    } else {
+      for (std::size_t r = 0; r < R; ++r)
+        p.push_back(m_.probabilities(requests[r].fact->tokens, pats[r], qs[r]));
+    }
+    std::vector<std::vector<Effect>> out(R);
+    for (std::size_t r = 0; r < R; ++r) {
+      auto product = [&](Index row) {
+        double x = 1;
+        for (Index q = 0; q < p[r].cols(); ++q) x *= static_cast<double>(p[r](row, q));
+        return x;
+      };
+      for (std::size_t k = 0; k < factors.size(); ++k)
+        out[r].push_back({product(0), product(static_cast<Index>(k + 1))});
     }
     return out;
   }
