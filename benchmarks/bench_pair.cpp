@@ -73,9 +73,8 @@ int main(int argc, char** argv) {
   Selection s;
   st.push_back({"selection", best_seconds(reps, [&] { s = probe.select(a, threshold); })});
   st.push_back({"P(answer)", best_seconds(reps, [&] { (void)detail::answer_probability(m, f); })});
-  const double t_verify = best_seconds(reps, [&] {
-    (void)detail::measure_set(probe, facts, i, lang, f, s.neurons, o);
-  });
+  const double t_verify = best_seconds(
+      reps, [&] { (void)detail::measure_set(probe, facts, i, lang, f, s.neurons, o); });
   st.push_back({"verification of the set (batched)", t_verify});
   st.push_back({"verification of the LIKN set (same cost)", t_verify});
   double total = 0;

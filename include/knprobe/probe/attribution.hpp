@@ -139,9 +139,12 @@ Attribution attribute(const M& m, const EncodedFact& f, const AttributionOptions
       o.aggregation == TokenAggregation::mean ? 1.0 / static_cast<double>(f.targets.size()) : 1.0;
   for (std::size_t t = 0; t < f.targets.size(); ++t) {
     // Every layer's points for answer token t: quadrature nodes, then α = 0 and α = 1 (for the
-    // completeness check), as one batched request when the model supports it.
+    // completeness check) unless a node's point is already bitwise that point (the left Riemann
+    // sum's α = 0: one row fewer, the same numbers), as one batched request when the model
+    // supports it.
     std::vector<LayerRequest<T>> reqs;
     std::vector<Vector<T>> acts, bases;
+    std::vector<Index> base_row, act_row;
     for (int l : out.layers) {
       const Vector<T> a = trace.activations(l).row(f.positions[t]).transpose();
       const Vector<T> b = o.method == Method::amig ? base[static_cast<std::size_t>(l)][t]
@@ -149,8 +152,16 @@ Attribution attribute(const M& m, const EncodedFact& f, const AttributionOptions
       Matrix<T> pts(nq + 2, m.ffn_width());
       for (int k = 0; k < nq; ++k)
         pts.row(k) = (b + static_cast<T>(rule.nodes[k]) * (a - b)).transpose();
-      pts.row(nq) = b.transpose();
-      pts.row(nq + 1) = a.transpose();
+      Index rows = nq;
+      auto row_of = [&](const Vector<T>& v) {
+        for (Index k = 0; k < nq; ++k)
+          if ((pts.row(k).transpose().array() == v.array()).all()) return k;
+        pts.row(rows) = v.transpose();
+        return rows++;
+      };
+      base_row.push_back(row_of(b));
+      act_row.push_back(row_of(a));
+      pts.conservativeResize(rows, Eigen::NoChange);
       reqs.push_back({l, f.positions[t], std::move(pts), f.targets[t]});
       acts.push_back(a);
       bases.push_back(b);
@@ -185,8 +196,8 @@ Attribution attribute(const M& m, const EncodedFact& f, const AttributionOptions
       Completeness c;
       c.layer = l;
       c.token = static_cast<int>(t);
-      c.p_baseline = static_cast<double>(g.probabilities[nq]);
-      c.p_actual = static_cast<double>(g.probabilities[nq + 1]);
+      c.p_baseline = static_cast<double>(g.probabilities[base_row[li]]);
+      c.p_actual = static_cast<double>(g.probabilities[act_row[li]]);
       c.attribution_sum = clean.sum();
       c.delta = std::abs(c.attribution_sum - (c.p_actual - c.p_baseline));
       out.completeness.push_back(c);
