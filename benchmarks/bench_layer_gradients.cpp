@@ -10,22 +10,13 @@
 
 #include "knprobe/io/gguf.hpp"
 #include "knprobe/model/llama.hpp"
+#include "timing.hpp"
 
 using namespace knprobe;
+using bench::best_seconds;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-template <class F>
-double best_seconds(int reps, F&& f) {
-  double best = 1e300;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = Clock::now();
-    f();
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
-  }
-  return best;
-}
-
 /// FLOPs of one layer_gradients call from `layer` (forward + backward GEMMs and the head).
 double flops(const LlamaSpec& s, int layer, int B, int ctx) {
   const double d = s.hidden, q = double(s.heads) * s.head_dim, kv = double(s.kv_heads) * s.head_dim;

@@ -16,22 +16,10 @@
 #include "knprobe/io/gguf.hpp"
 #include "knprobe/model/llama.hpp"
 #include "knprobe/tokenize/sentencepiece_bpe.hpp"
+#include "timing.hpp"
 
 using namespace knprobe;
-using Clock = std::chrono::steady_clock;
-
-namespace {
-template <class F>
-double best_seconds(int reps, F&& f) {
-  double best = 1e300;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = Clock::now();
-    f();
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
-  }
-  return best;
-}
-}  // namespace
+using bench::best_seconds;
 
 int main(int argc, char** argv) {
   if (argc < 3) {

@@ -101,11 +101,12 @@ BOOST_AUTO_TEST_CASE(shared_layers_and_point_slices_equal_single_calls) {
 
 // Prompts of different lengths (one twice), requests starting at different layers and
 // positions, one without interventions, one without patterns: each result equals its single call
-// (Gemma: sliding window, sandwich norms, per-head norms; Llama: plain). A bad request in the
-// batch is refused, naming what is wrong.
+// (Gemma: sliding window, sandwich norms, per-head norms; Llama: plain), in one group or in
+// groups of one under a small cache budget. A bad request in the batch is refused before any
+// work, naming the request and what is wrong.
 BOOST_AUTO_TEST_CASE(batched_probabilities_equal_single_calls) {
   for (bool gemma : {true, false}) {
-    const LlamaModel<double> m(testing::random_llama(gemma, 9));
+    LlamaModel<double> m(testing::random_llama(gemma, 9));
     const std::vector<TokenId> a = k_llama_tokens, b{3, 9, 22, 4}, c{2, 30, 31, 32, 33, 34, 35, 6};
     std::vector<InterventionPattern> pa{
         {},
@@ -113,42 +114,63 @@ BOOST_AUTO_TEST_CASE(batched_probabilities_equal_single_calls) {
         {{0, 2, 3, InterventionOp::set, 1.5}, {2, 7, 6, InterventionOp::scale, 2.0}}},
         pb{{{2, 1, 3, InterventionOp::scale, 3.0}}, {}}, pc{{{0, 4, 0, InterventionOp::set, -2.0}}},
         none{}, clean{{}};
-    std::vector<Query> qa{{6, 11}, {3, 4}}, qb{{3, 8}}, qc{{7, 1}, {2, 5}, {0, 9}};
+    // qa's query at 1 lies before pa's first intervened position (3): read from the trace.
+    std::vector<Query> qa{{6, 11}, {3, 4}, {1, 4}}, qb{{3, 8}}, qc{{7, 1}, {2, 5}, {0, 9}};
+    // 130 patterns × 3 queries: more rows than one output-head piece (256).
+    const std::vector<InterventionPattern> many(130, pa[2]);
     const std::vector<ProbabilityRequest> reqs{{a, pa, qa},    {b, pb, qb},   {c, pc, qc},
-                                               {a, clean, qa}, {b, none, qb}, {a, pb, qa}};
-    const auto all = m.probabilities(std::span<const ProbabilityRequest>(reqs));
-    BOOST_TEST_REQUIRE(all.size() == reqs.size());
-    for (std::size_t r = 0; r < reqs.size(); ++r) {
-      const auto one = m.probabilities(reqs[r].tokens, reqs[r].patterns, reqs[r].queries);
-      BOOST_TEST_REQUIRE(all[r].rows() == one.rows());
-      BOOST_TEST_REQUIRE(all[r].cols() == one.cols());
-      if (one.size())
-        BOOST_TEST((all[r] - one).cwiseAbs().maxCoeff() < 1e-14,
-                   "gemma " << gemma << " request " << r);
-    }
+                                               {a, clean, qa}, {b, none, qb}, {a, pb, qa},
+                                               {c, many, qc}};
+    auto check = [&](const char* what) {
+      const auto all = m.probabilities(std::span<const ProbabilityRequest>(reqs));
+      BOOST_TEST_REQUIRE(all.size() == reqs.size());
+      for (std::size_t r = 0; r < reqs.size(); ++r) {
+        const auto one = m.probabilities(reqs[r].tokens, reqs[r].patterns, reqs[r].queries);
+        BOOST_TEST_REQUIRE(all[r].rows() == one.rows());
+        BOOST_TEST_REQUIRE(all[r].cols() == one.cols());
+        if (one.size())
+          BOOST_TEST((all[r] - one).cwiseAbs().maxCoeff() < 1e-14,
+                     what << " gemma " << gemma << " request " << r);
+      }
+      return all;
+    };
+    const auto all = check("one group");
+    m.set_layer_cache_budget(1.0);  // every request a group of its own
+    (void)check("groups of one");
+    m.set_layer_cache_budget(2.0 * (1 << 30));
     // Interventions change something (else the check above could not fail).
     BOOST_TEST(std::abs(all[0](1, 0) - all[0](0, 0)) > 1e-6);
     std::vector<InterventionPattern> bad{{{1, 5, 9, InterventionOp::scale, 0.0}}};
     const std::vector<ProbabilityRequest> with_bad{{a, pa, qa}, {b, bad, qb}};
     BOOST_TEST(testing::throws_with<ArgumentError>(
-        [&] { m.probabilities(std::span<const ProbabilityRequest>(with_bad)); }, {"position 9"}));
+        [&] { m.probabilities(std::span<const ProbabilityRequest>(with_bad)); },
+        {"request 1", "intervention position 9"}));
     const std::vector<TokenId> hostile{2, 1 << 30};
     const std::vector<ProbabilityRequest> with_hostile{{a, pa, qa}, {hostile, clean, qb}};
     BOOST_TEST(testing::throws_with<ArgumentError>(
         [&] { m.probabilities(std::span<const ProbabilityRequest>(with_hostile)); },
-        {"1073741824"}));
+        {"request 1", "1073741824", "position 1"}));
+    const std::vector<Query> far{{5, 1}};
+    const std::vector<ProbabilityRequest> with_far{{b, pb, far}};
+    BOOST_TEST(testing::throws_with<ArgumentError>(
+        [&] { m.probabilities(std::span<const ProbabilityRequest>(with_far)); },
+        {"query position 5"}));
   }
 }
 
-// The AMIG baseline from one stacked pass equals the mean of one trace per prompt.
+// The AMIG baseline from stacked passes (all prompts at once, or one per pass under a small
+// budget) equals the mean of one trace per prompt.
 BOOST_AUTO_TEST_CASE(mean_site_activations_equal_traced_mean) {
-  const LlamaModel<double> m(testing::random_llama(true, 4));
+  LlamaModel<double> m(testing::random_llama(true, 4));
   const std::vector<std::vector<TokenId>> prompts{
       {2, 17, 5, 33}, {2, 1, 5, 33}, {2, 17, 1, 33}, {2, 17, 5, 1}};
   const std::vector<int> positions{3, 1};
   const auto mean = m.mean_site_activations(prompts, positions);
+  m.set_layer_cache_budget(1.0);  // one prompt per pass
+  const auto sliced = m.mean_site_activations(prompts, positions);
   BOOST_TEST_REQUIRE(mean.size() == std::size_t(m.num_layers()));
   for (int l = 0; l < m.num_layers(); ++l) {
+    BOOST_TEST((sliced[l] - mean[l]).cwiseAbs().maxCoeff() < 1e-14, "layer " << l);
     MatrixD want = MatrixD::Zero(2, m.ffn_width());
     for (const auto& p : prompts) {
       const auto t = m.trace(p);

@@ -217,7 +217,19 @@ std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
   if (ctl_mag) reqs.push_back({&f, &*ctl_mag});
   const std::size_t first_unrelated = reqs.size();
   for (const auto& u : us) reqs.push_back({&u.second, &set});
-  const auto eff = probe.effects(std::span<const Request>(reqs), factors);
+  std::vector<std::vector<Effect>> eff;
+  std::vector<std::string> failed(reqs.size());  // why a measurement could not be made
+  try {
+    eff = probe.effects(std::span<const Request>(reqs), factors);
+  } catch (const Error&) {  // find the failing measurement: one call each (the set's own throws)
+    eff.resize(reqs.size());
+    eff[0] = probe.effects(std::span<const Request>(reqs.data(), 1), factors)[0];
+    for (std::size_t k = 1; k < reqs.size(); ++k) try {
+        eff[k] = probe.effects(std::span<const Request>(reqs.data() + k, 1), factors)[0];
+      } catch (const Error& e) {
+        failed[k] = e.what();
+      }
+  }
   const auto& rel = eff[0];
   for (const auto& e : rel)
     KNPROBE_REQUIRE(std::isfinite(e.before) && std::isfinite(e.after), NumericError,
@@ -227,28 +239,27 @@ std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
   sup.related = rel[0].relative();
   enh.related = rel[1].relative();
   std::size_t k = 1;
-  if (ctl) {
+  auto control = [&](const char* name, std::optional<double>& s, std::optional<double>& e) {
     try {
-      sup.control = eff[k][0].relative();
-      enh.control = eff[k][1].relative();
-    } catch (const Error& e) {
-      note(std::string("control: ") + e.what());
+      if (!failed[k].empty()) throw Error(failed[k]);
+      s = eff[k][0].relative();
+      e = eff[k][1].relative();
+    } catch (const Error& err) {
+      note(std::string(name) + ": " + err.what());
     }
     ++k;
-  }
-  if (ctl_mag) {
-    try {
-      sup.control_magnitude = eff[k][0].relative();
-      enh.control_magnitude = eff[k][1].relative();
-    } catch (const Error& e) {
-      note(std::string("control_magnitude: ") + e.what());
-    }
-  }
+  };
+  if (ctl) control("control", sup.control, enh.control);
+  if (ctl_mag) control("control_magnitude", sup.control_magnitude, enh.control_magnitude);
   if (!us.empty()) {
     double s = 0, sa = 0, e = 0, ea = 0;
     std::size_t used = 0;
     for (std::size_t u = 0; u < us.size(); ++u) {
       const std::string& id = us[u].first;
+      if (!failed[first_unrelated + u].empty()) {
+        note("unrelated fact " + id + " left out: " + failed[first_unrelated + u]);
+        continue;
+      }
       try {
         const auto& eu_ = eff[first_unrelated + u];
         const double su = eu_[0].relative(), eu = eu_[1].relative();

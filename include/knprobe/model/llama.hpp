@@ -147,16 +147,10 @@ class LlamaModel {
     for (const auto& q : reqs) check_request(t, q);
     std::vector<LayerGradients<T>> out(reqs.size());
     if (reqs.empty()) return out;
-    // Values a row keeps per layer in its LayerCache (attention over position + 1 keys).
-    const auto& sp = w_.spec;
-    const double kvd = double(sp.kv_heads) * sp.head_dim, qd = double(sp.heads) * sp.head_dim;
     double per_point = 0;  // bytes of the caches of one point of every request
     Index most = 0;
     for (const auto& q : reqs) {
-      const double kv_len = q.position + 1.0;
-      const double row = 6.0 * hidden_size() + 2.0 * qd + 2.0 * kvd * (1.0 + kv_len) +
-                         sp.heads * kv_len + 4.0 * ffn_width();
-      per_point += sizeof(T) * row * double(num_layers() - q.layer);
+      per_point += row_bytes(q.position + 1.0) * double(num_layers() - q.layer);
       most = std::max(most, q.points.rows());
     }
     const Index slice =
@@ -263,10 +257,34 @@ class LlamaModel {
   /// active at a layer going through that layer's products together (attention stays within each
   /// prompt), and all queried rows share the output-head products. Exact: each row sees only its
   /// own prompt; values may differ from single calls in the last bits (other GEMM blockings).
+  /// Every request is checked (ids, positions, layers, units, targets) before any work; requests
+  /// whose traces and rows would exceed layer_cache_budget() together run in consecutive groups.
   std::vector<Matrix<T>> probabilities(std::span<const ProbabilityRequest> requests) const {
+    std::vector<double> bytes;
+    for (std::size_t r = 0; r < requests.size(); ++r)
+      bytes.push_back(check_request(requests[r], r));
+    std::vector<Matrix<T>> out;
+    std::size_t begin = 0;
+    double held = 0;
+    for (std::size_t r = 0; r <= requests.size(); ++r) {
+      if (r == requests.size() || (r > begin && held + bytes[r] > cache_budget_)) {
+        auto got = probabilities_group(requests.subspan(begin, r - begin));
+        for (auto& m : got) out.push_back(std::move(m));
+        begin = r;
+        held = 0;
+      }
+      if (r < requests.size()) held += bytes[r];
+    }
+    return out;
+  }
+
+ private:
+  /// One group of checked requests of probabilities(requests), as one stacked pass.
+  std::vector<Matrix<T>> probabilities_group(std::span<const ProbabilityRequest> requests) const {
     const int L = num_layers();
     const std::size_t R = requests.size();
     std::vector<Matrix<T>> out(R);
+    if (R == 0) return out;
     // Distinct prompts (a fact's effects and its controls share one) and each request's start.
     std::vector<std::size_t> prompt_of(R);
     std::vector<std::span<const TokenId>> prompts;
@@ -289,14 +307,9 @@ class LlamaModel {
       int l0 = L, p0 = t.num_tokens();
       for (const auto& pat : q.patterns)
         for (const auto& iv : pat) {
-          check_layer(iv.layer);
-          check_position(t, iv.position);
-          KNPROBE_REQUIRE(iv.unit >= 0 && iv.unit < ffn_width(), ArgumentError,
-                          "intervention unit ", iv.unit, " outside [0, ", ffn_width(), ")");
           l0 = std::min(l0, iv.layer);
           p0 = std::min(p0, iv.position);
         }
-      for (const auto& qq : q.queries) check_position(t, qq.position), check_token(qq.target);
       out[r].resize(Index(q.patterns.size()), Index(q.queries.size()));
       const int P = static_cast<int>(q.patterns.size()), S = t.num_tokens() - p0;
       if (P > 0 && !q.queries.empty() && S > 0 && l0 < L) jobs.push_back({r, l0, p0, S, P});
@@ -366,9 +379,11 @@ class LlamaModel {
     return out;
   }
 
+ public:
   /// For prompts of one length: result[l] [positions × ffn_width] = the mean over the prompts of
-  /// the layer-l neuron-site activation at each position (the AMIG baseline), from one forward
-  /// pass over all prompts stacked.
+  /// the layer-l neuron-site activation at each position (the AMIG baseline), from forward passes
+  /// over the prompts stacked (Rows{K, n, 0}), as many at a time as layer_cache_budget() allows;
+  /// sums in prompt order, divided once.
   std::vector<Matrix<T>> mean_site_activations(std::span<const std::vector<TokenId>> prompts,
                                                std::span<const int> positions) const {
     KNPROBE_REQUIRE(!prompts.empty(), ArgumentError, "mean_site_activations: no prompts");
@@ -382,25 +397,34 @@ class LlamaModel {
     for (const int p : positions)
       KNPROBE_REQUIRE(p >= 0 && std::size_t(p) < n, ArgumentError,
                       "mean_site_activations: ", "position ", p, " outside [0, ", n, ")");
-    std::vector<TokenId> flat;
-    for (const auto& p : prompts) flat.insert(flat.end(), p.begin(), p.end());
-    const Index K = static_cast<Index>(prompts.size()), len = static_cast<Index>(n);
-    Matrix<T> h;
-    blocks::embedding::forward<T>(flat, w_.embed, static_cast<T>(w_.spec.embed_scale), h);
-    const Rows rows{static_cast<int>(K), static_cast<int>(len), 0};
-    std::vector<Matrix<T>> mean;
-    for (int l = 0; l < num_layers(); ++l) {
-      LayerCache c;
-      attention_forward(l, rows, h, nullptr, c);
-      ffn_pre(l, c);
-      Matrix<T> m = Matrix<T>::Zero(Index(positions.size()), ffn_width());
-      for (Index b = 0; b < K; ++b)
-        for (std::size_t t = 0; t < positions.size(); ++t)
-          m.row(Index(t)) += c.act.row(b * len + positions[t]);
-      mean.push_back(m / static_cast<T>(K));
-      ffn_post(l, c, h);
+    const Index len = static_cast<Index>(n), K = static_cast<Index>(prompts.size());
+    const Index per = std::clamp<Index>(
+        static_cast<Index>(std::min(cache_budget_ / (row_bytes(double(n)) * double(n)), 1e12)), 1,
+        K);
+    std::vector<Matrix<T>> sum(static_cast<std::size_t>(num_layers()),
+                               Matrix<T>::Zero(Index(positions.size()), ffn_width()));
+    for (Index k0 = 0; k0 < K; k0 += per) {
+      const Index B = std::min(per, K - k0);
+      std::vector<TokenId> flat;
+      for (Index b = 0; b < B; ++b)
+        flat.insert(flat.end(), prompts[std::size_t(k0 + b)].begin(),
+                    prompts[std::size_t(k0 + b)].end());
+      Matrix<T> h;
+      blocks::embedding::forward<T>(flat, w_.embed, static_cast<T>(w_.spec.embed_scale), h);
+      const Rows rows{static_cast<int>(B), static_cast<int>(len), 0};
+      for (int l = 0; l < num_layers(); ++l) {
+        LayerCache c;
+        attention_forward(l, rows, h, nullptr, c);
+        ffn_pre(l, c);
+        auto& m = sum[static_cast<std::size_t>(l)];
+        for (Index b = 0; b < B; ++b)
+          for (std::size_t t = 0; t < positions.size(); ++t)
+            m.row(Index(t)) += c.act.row(b * len + positions[t]);
+        ffn_post(l, c, h);
+      }
     }
-    return mean;
+    for (auto& m : sum) m /= static_cast<T>(K);
+    return sum;
   }
 
   /// Column `unit` of layer `layer`'s down projection: the vector the neuron writes (before
@@ -699,14 +723,64 @@ class LlamaModel {
     return dmid + dh;
   }
 
-  /// Each prompt non-empty and within the context (ids are checked by the embedding).
-  void check_prompts(std::span<const std::span<const TokenId>> prompts) const {
-    for (const auto& p : prompts) {
-      KNPROBE_REQUIRE(!p.empty(), ArgumentError, "llama: empty token sequence");
-      KNPROBE_REQUIRE(static_cast<int>(p.size()) <= max_positions(), ArgumentError,
-                      "llama: ", p.size(), " tokens exceed the model's context of ",
+  /// Each prompt non-empty, within the context, its ids in the vocabulary (named by prompt and
+  /// position).
+  void check_prompts(std::span<const std::span<const TokenId>> prompts, const char* noun = "prompt",
+                     std::size_t first = 0) const {
+    for (std::size_t k = 0; k < prompts.size(); ++k) {
+      const auto& p = prompts[k];
+      const std::size_t at = first + k;
+      KNPROBE_REQUIRE(!p.empty(), ArgumentError, "llama: ", noun, " ", at,
+                      ": empty token sequence");
+      KNPROBE_REQUIRE(static_cast<int>(p.size()) <= max_positions(), ArgumentError, "llama: ", noun,
+                      " ", at, ": ", p.size(), " tokens exceed the model's context of ",
                       max_positions());
+      for (std::size_t j = 0; j < p.size(); ++j)
+        KNPROBE_REQUIRE(p[j] >= 0 && p[j] < vocab_size(), ArgumentError, "llama: ", noun, " ", at,
+                        ": token id ", p[j], " at position ", j, " outside the vocabulary [0, ",
+                        vocab_size(), ")");
     }
+  }
+
+  /// Bytes one row keeps in a forward LayerCache, attending over kv_len keys (also the bound of
+  /// layer_gradients' per-layer caches).
+  double row_bytes(double kv_len) const {
+    const auto& sp = w_.spec;
+    const double kvd = double(sp.kv_heads) * sp.head_dim, qd = double(sp.heads) * sp.head_dim;
+    return sizeof(T) * (6.0 * hidden_size() + 2.0 * qd + 2.0 * kvd * (1.0 + kv_len) +
+                        sp.heads * kv_len + 4.0 * ffn_width());
+  }
+
+  /// Checks request `index` of a batched probabilities call against its own prompt; returns the
+  /// bytes its trace and recomputed rows hold.
+  double check_request(const ProbabilityRequest& q, std::size_t index) const {
+    const std::span<const TokenId> tk = q.tokens;
+    check_prompts(std::span<const std::span<const TokenId>>(&tk, 1), "probabilities request",
+                  index);
+    const int n = static_cast<int>(tk.size());
+    auto in_prompt = [&](int p, const char* what) {
+      KNPROBE_REQUIRE(p >= 0 && p < n, ArgumentError, "probabilities request ", index, ": ", what,
+                      " position ", p, " outside [0, ", n, ")");
+    };
+    int p0 = n;
+    double P = 0;
+    for (const auto& pat : q.patterns) {
+      ++P;
+      for (const auto& iv : pat) {
+        check_layer(iv.layer);
+        in_prompt(iv.position, "intervention");
+        KNPROBE_REQUIRE(iv.unit >= 0 && iv.unit < ffn_width(), ArgumentError,
+                        "probabilities request ", index, ": intervention unit ", iv.unit,
+                        " outside [0, ", ffn_width(), ")");
+        p0 = std::min(p0, iv.position);
+      }
+    }
+    for (const auto& qq : q.queries) in_prompt(qq.position, "query"), check_token(qq.target);
+    const auto& sp = w_.spec;
+    const double trace_row =
+        sizeof(T) * num_layers() *
+        (3.0 * hidden_size() + 2.0 * double(sp.kv_heads) * sp.head_dim + ffn_width());
+    return n * (trace_row + row_bytes(n)) + P * (n - p0) * row_bytes(n);
   }
 
   /// The traces of several prompts from one forward pass over their rows stacked (attention

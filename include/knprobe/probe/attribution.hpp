@@ -139,9 +139,9 @@ Attribution attribute(const M& m, const EncodedFact& f, const AttributionOptions
       o.aggregation == TokenAggregation::mean ? 1.0 / static_cast<double>(f.targets.size()) : 1.0;
   for (std::size_t t = 0; t < f.targets.size(); ++t) {
     // Every layer's points for answer token t: quadrature nodes, then α = 0 and α = 1 (for the
-    // completeness check) unless a node's point is already bitwise that point (the left Riemann
-    // sum's α = 0: one row fewer, the same numbers), as one batched request when the model
-    // supports it.
+    // completeness check) unless a node's point already equals that point (the left Riemann
+    // sum's α = 0: one row fewer; each row's value is unchanged up to the rounding of the GEMM
+    // blocking of a smaller batch), as one batched request when the model supports it.
     std::vector<LayerRequest<T>> reqs;
     std::vector<Vector<T>> acts, bases;
     std::vector<Index> base_row, act_row;
