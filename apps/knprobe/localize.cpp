@@ -103,8 +103,10 @@ int run(const LocalizeArgs& a) {
     KnowledgeProbe probe(model, tok);
     probe.set_max_tokens(a.attribution.max_tokens);
     std::vector<SkippedFact> filtered;
-    prepare_facts(a.facts, probe, tok, facts, filtered);
+    std::vector<Fact> pool;  // unrelated facts come from every fact read, not only those kept
+    prepare_facts(a.facts, probe, tok, facts, filtered, &pool);
     if (a.screen_only) return write_facts_file(a.out, facts, filtered);
+    o.unrelated_pool = &pool;
     const auto stems = score_stems(facts);  // before any work: a clash is found now, not later
     const fs::path scores = fs::path(a.out) / "scores";
     io::create_output_folder(scores);
@@ -124,6 +126,8 @@ int run(const LocalizeArgs& a) {
     auto opts = options_json(a.model, a.facts, a.attribution);
     opts["thresholds"] = o.thresholds;
     opts["controls"] = a.controls.to_json();
+    opts["controls"]["unrelated_from"] = "every fact read, before sampling, screening and --limit";
+    opts["controls"]["unrelated_pool_size"] = pool.size();
     opts["drop_generic"] = a.drop_generic;
     write_result(a.out, j, "localize.json", opts, problems, filtered);
     std::printf("\nsummary: %s\n", j["summary"].dump(1).c_str());

@@ -59,6 +59,35 @@ BOOST_AUTO_TEST_CASE(k_unrelated_facts_are_distinct_of_other_relations_and_vary_
       {"only 6 fact(s) of other relations"}));
 }
 
+// Localizing a few facts of one relation (--limit): the unrelated facts come from the pool of
+// every fact read, not from the localized facts (which have no other relation to offer).
+BOOST_AUTO_TEST_CASE(unrelated_facts_are_drawn_from_the_pool_before_the_limit) {
+  const Stories s;
+  const KnowledgeProbe probe(s.model, s.tok);
+  const std::vector<Fact> kept(s.facts.begin(), s.facts.begin() + 2);
+  BOOST_TEST_REQUIRE(kept[0].relation == kept[1].relation);
+  LocalizeOptions o;
+  o.languages = {"en"};
+  o.thresholds = {{"en", 0.3}};
+  o.attribution.steps = 4;
+  o.unrelated = 4;
+  const auto alone = localize(probe, kept, o);
+  BOOST_TEST_REQUIRE(alone.facts.size() == 2u);
+  const auto& ra = alone.facts[0].languages.at("en").suppress;
+  BOOST_TEST(ra.unrelated_facts.empty());
+  BOOST_TEST(!ra.unrelated.has_value());
+  o.unrelated_pool = &s.facts;
+  const auto pooled = localize(probe, kept, o);
+  std::map<std::string, std::string> relation;
+  for (const auto& f : s.facts) relation[f.id] = f.relation;
+  for (const auto& f : pooled.facts) {
+    const auto& r = f.languages.at("en").suppress;
+    BOOST_TEST(r.unrelated_facts.size() == 4u);
+    BOOST_TEST(r.unrelated.has_value());
+    for (const auto& id : r.unrelated_facts) BOOST_TEST(relation.at(id) != f.relation);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(magnitude_control_matches_the_layer_and_the_activation_rank) {
   const Stories s;
   const KnowledgeProbe probe(s.model, s.tok);

@@ -32,7 +32,10 @@ struct LocalizeOptions {
   AttributionOptions attribution;
   bool verify = true;
   std::uint64_t seed = 42;
-  int unrelated = 10;          ///< K: unrelated facts per (fact, language), other relations, seeded
+  int unrelated = 10;  ///< K: unrelated facts per (fact, language), other relations, seeded
+  /// Where the K unrelated facts are drawn from: this list when set (the CLI: every fact of the
+  /// file or dataset, before sampling, screening and --limit), else the localized facts.
+  const std::vector<Fact>* unrelated_pool = nullptr;
   double control_band = 0.02;  ///< magnitude-matched control: |a|-rank window / layer width
   BootstrapOptions bootstrap;  ///< confidence intervals of the summary
   /// Dai's refinement against generic neurons (METHOD.md §10), applied by localize() when > 0:
@@ -134,22 +137,22 @@ inline std::optional<std::size_t> unrelated_fact(const std::vector<Fact>& facts,
   return std::nullopt;
 }
 
-/// K unrelated facts of facts[i] in `lang`: facts of other relations with another answer, drawn
-/// without replacement from the fact list with a stream seeded by (seed, fact id, language) — a
-/// sharded or resumed run of the same list draws the same ones; another list (more facts, another
-/// order) draws others — skipping facts that cannot be encoded. Fewer than K available:
+/// K unrelated facts of `fact` in `lang`: facts of `from` of other relations with another
+/// answer, drawn without replacement with a stream seeded by (seed, fact id, language) — a
+/// sharded or resumed run over the same list draws the same ones; another list (more facts,
+/// another order) draws others — skipping facts that cannot be encoded. Fewer than K available:
 /// ArgumentError naming how many there are.
 template <ProbeableModel M>
 std::vector<std::pair<std::string, EncodedFact>> unrelated_facts(const KnowledgeProbe<M>& probe,
-                                                                 const std::vector<Fact>& facts,
-                                                                 std::size_t i,
+                                                                 const Fact& fact,
+                                                                 const std::vector<Fact>& from,
                                                                  const std::string& lang, int k,
                                                                  std::uint64_t seed) {
-  const Fact& fact = facts[i];
+  const std::vector<Fact>& facts = from;
   std::vector<std::size_t> pool;
   for (std::size_t j = 0; j < facts.size(); ++j) {
     const auto& g = facts[j];
-    if (j != i && g.relation != fact.relation && g.prompts.count(lang) && g.answers.count(lang) &&
+    if (g.relation != fact.relation && g.prompts.count(lang) && g.answers.count(lang) &&
         g.answers.at(lang) != fact.answers.at(lang))
       pool.push_back(j);
   }
@@ -168,6 +171,16 @@ std::vector<std::pair<std::string, EncodedFact>> unrelated_facts(const Knowledge
                   " fact(s) of other relations can serve as unrelated controls in '", lang,
                   "'; K = ", k, " are asked for");
   return out;
+}
+
+/// The same for facts[i], drawn from `facts` itself.
+template <ProbeableModel M>
+std::vector<std::pair<std::string, EncodedFact>> unrelated_facts(const KnowledgeProbe<M>& probe,
+                                                                 const std::vector<Fact>& facts,
+                                                                 std::size_t i,
+                                                                 const std::string& lang, int k,
+                                                                 std::uint64_t seed) {
+  return unrelated_facts(probe, facts.at(i), facts, lang, k, seed);
 }
 
 /// Suppress (×0) and enhance (×2) effects of `set` on the encoded fact f (facts[i] in `lang`)
@@ -205,7 +218,8 @@ std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
   std::vector<std::pair<std::string, EncodedFact>> us;
   if (o.unrelated > 0) {
     try {
-      us = unrelated_facts(probe, facts, i, lang, o.unrelated, o.seed);
+      us = unrelated_facts(probe, facts[i], o.unrelated_pool ? *o.unrelated_pool : facts, lang,
+                           o.unrelated, o.seed);
     } catch (const Error& e) {
       note(std::string("unrelated: ") + e.what());
     }
