@@ -1,7 +1,7 @@
-// knprobe localize: attribute facts to FFN neurons, select, verify (suppress / enhance with an
-// unrelated fact and a random control), LIKN across languages. Writes <out>/localize.json and the
-// full score tensors <out>/scores/<fact>.<lang>.npy (file names made safe: see scores_file in the
-// JSON for each fact's file).
+// knprobe localize: attribute facts to FFN neurons, select, verify (suppress / enhance, with K
+// unrelated facts drawn from every fact read and two random controls), LIKN across languages.
+// Writes <out>/localize.json and the full score tensors <out>/scores/<fact>.<lang>.npy (file names
+// made safe: see scores_file in the JSON for each fact's file).
 #include <xtensor/xnpy.hpp>
 
 #include "cli.hpp"

@@ -150,6 +150,11 @@ BOOST_AUTO_TEST_CASE(batched_probabilities_equal_single_calls) {
     BOOST_TEST(testing::throws_with<ArgumentError>(
         [&] { m.probabilities(std::span<const ProbabilityRequest>(with_hostile)); },
         {"request 1", "1073741824", "position 1"}));
+    std::vector<InterventionPattern> deep{{{99, 5, 1, InterventionOp::scale, 0.0}}};
+    const std::vector<ProbabilityRequest> with_deep{{a, pa, qa}, {b, deep, qb}};
+    BOOST_TEST(testing::throws_with<ArgumentError>(
+        [&] { m.probabilities(std::span<const ProbabilityRequest>(with_deep)); },
+        {"request 1", "layer 99"}));
     const std::vector<Query> far{{5, 1}};
     const std::vector<ProbabilityRequest> with_far{{b, pb, far}};
     BOOST_TEST(testing::throws_with<ArgumentError>(

@@ -33,8 +33,9 @@ struct LocalizeOptions {
   bool verify = true;
   std::uint64_t seed = 42;
   int unrelated = 10;  ///< K: unrelated facts per (fact, language), other relations, seeded
-  /// Where the K unrelated facts are drawn from: this list when set (the CLI: every fact of the
-  /// file or dataset, before sampling, screening and --limit), else the localized facts.
+  /// Where the K unrelated facts are drawn from: this list when set (`knprobe localize`: every fact
+  /// read — the fact file, or the mLAMA facts of the chosen relations and languages — before
+  /// sampling, screening and --limit; they are not screened), else the localized facts.
   const std::vector<Fact>* unrelated_pool = nullptr;
   double control_band = 0.02;  ///< magnitude-matched control: |a|-rank window / layer width
   BootstrapOptions bootstrap;  ///< confidence intervals of the summary
@@ -199,8 +200,9 @@ std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
     sup.notes.push_back(why);
     enh.notes.push_back(why);
   };
-  // Control draws depend on (seed, fact id, language) only: the same in localize and run, in any
-  // shard, whatever the fact's position in the list.
+  // The random and magnitude controls depend on (seed, fact id, language) only: the same in
+  // localize and run, in any shard, whatever the fact's position in the list. The unrelated facts
+  // also depend on the list they are drawn from (o.unrelated_pool, else `facts`).
   const std::uint64_t cs = o.seed ^ fnv1a(facts[i].id + '\x1f' + lang +
                                           "\x1f"
                                           "control");

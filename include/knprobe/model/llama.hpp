@@ -184,8 +184,9 @@ class LlamaModel {
     return out;
   }
 
-  /// Bytes of layer caches one batched layer_gradients call may hold (default 2 GiB); more points
-  /// are processed in slices.
+  /// Bytes of layer caches one batched call may hold (default 2 GiB): layer_gradients takes more
+  /// points in slices, probabilities(requests) more requests in groups, mean_site_activations
+  /// more prompts in batches.
   double layer_cache_budget() const { return cache_budget_; }
   void set_layer_cache_budget(double bytes) {
     KNPROBE_REQUIRE(bytes > 0 && std::isfinite(bytes), ArgumentError,
@@ -767,7 +768,9 @@ class LlamaModel {
     for (const auto& pat : q.patterns) {
       ++P;
       for (const auto& iv : pat) {
-        check_layer(iv.layer);
+        KNPROBE_REQUIRE(iv.layer >= 0 && iv.layer < num_layers(), ArgumentError,
+                        "probabilities request ", index, ": layer ", iv.layer, " outside [0, ",
+                        num_layers(), ")");
         in_prompt(iv.position, "intervention");
         KNPROBE_REQUIRE(iv.unit >= 0 && iv.unit < ffn_width(), ArgumentError,
                         "probabilities request ", index, ": intervention unit ", iv.unit,
@@ -775,7 +778,12 @@ class LlamaModel {
         p0 = std::min(p0, iv.position);
       }
     }
-    for (const auto& qq : q.queries) in_prompt(qq.position, "query"), check_token(qq.target);
+    for (const auto& qq : q.queries) {
+      in_prompt(qq.position, "query");
+      KNPROBE_REQUIRE(qq.target >= 0 && qq.target < vocab_size(), ArgumentError,
+                      "probabilities request ", index, ": target token id ", qq.target,
+                      " outside the vocabulary [0, ", vocab_size(), ")");
+    }
     const auto& sp = w_.spec;
     const double trace_row =
         sizeof(T) * num_layers() *
