@@ -138,7 +138,7 @@ inline std::optional<std::size_t> unrelated_fact(const std::vector<Fact>& facts,
   return std::nullopt;
 }
 
-/// K unrelated facts of `fact` in `lang`: facts of `from` of other relations with another
+/// K unrelated facts of `fact` in `lang`: facts of `facts` of other relations with another
 /// answer, drawn without replacement with a stream seeded by (seed, fact id, language) — a
 /// sharded or resumed run over the same list draws the same ones; another list (more facts,
 /// another order) draws others — skipping facts that cannot be encoded. Fewer than K available:
@@ -146,10 +146,9 @@ inline std::optional<std::size_t> unrelated_fact(const std::vector<Fact>& facts,
 template <ProbeableModel M>
 std::vector<std::pair<std::string, EncodedFact>> unrelated_facts(const KnowledgeProbe<M>& probe,
                                                                  const Fact& fact,
-                                                                 const std::vector<Fact>& from,
+                                                                 const std::vector<Fact>& facts,
                                                                  const std::string& lang, int k,
                                                                  std::uint64_t seed) {
-  const std::vector<Fact>& facts = from;
   std::vector<std::size_t> pool;
   for (std::size_t j = 0; j < facts.size(); ++j) {
     const auto& g = facts[j];
@@ -247,10 +246,7 @@ std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
       }
   }
   const auto& rel = eff[0];
-  for (const auto& e : rel)
-    KNPROBE_REQUIRE(std::isfinite(e.before) && std::isfinite(e.after), NumericError,
-                    "effect: the answer probability is not a finite number (before ", e.before,
-                    ", after ", e.after, "): the model's weights or activations hold NaN / Inf");
+  for (const auto& e : rel) e.require_finite();
   if (p_answer) *p_answer = rel[0].before;
   sup.related = rel[0].relative();
   enh.related = rel[1].relative();

@@ -37,6 +37,12 @@ struct Effect {
                     "): the relative change is undefined");
     return (after - before) / before;
   }
+  /// NumericError unless both probabilities are finite numbers (NaN / Inf weights or activations).
+  void require_finite() const {
+    KNPROBE_REQUIRE(std::isfinite(before) && std::isfinite(after), NumericError,
+                    "effect: the answer probability is not a finite number (before ", before,
+                    ", after ", after, "): the model's weights or activations hold NaN / Inf");
+  }
 };
 
 template <ProbeableModel M>
@@ -193,9 +199,7 @@ class KnowledgeProbe {
       e.before *= static_cast<double>(p(0, q));
       e.after *= static_cast<double>(p(1, q));
     }
-    KNPROBE_REQUIRE(std::isfinite(e.before) && std::isfinite(e.after), NumericError,
-                    "effect: the answer probability is not a finite number (before ", e.before,
-                    ", after ", e.after, "): the model's weights or activations hold NaN / Inf");
+    e.require_finite();
     return e;
   }
 
@@ -205,10 +209,7 @@ class KnowledgeProbe {
                               std::span<const double> factors) const {
     const EffectRequest r{&f, &set};
     auto out = std::move(effects(std::span<const EffectRequest>(&r, 1), factors)[0]);
-    for (const auto& e : out)
-      KNPROBE_REQUIRE(std::isfinite(e.before) && std::isfinite(e.after), NumericError,
-                      "effect: the answer probability is not a finite number (before ", e.before,
-                      ", after ", e.after, "): the model's weights or activations hold NaN / Inf");
+    for (const auto& e : out) e.require_finite();
     return out;
   }
 
