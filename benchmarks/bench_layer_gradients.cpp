@@ -2,7 +2,8 @@
 // against the sgemm peak of the same machine measured in the same run. For a .gguf file the batched
 // workload is also run with the weights kept quantized (QuantizedLlamaModel) — time ratio and
 // largest gradient difference against the dequantized float32 model.
-//   bench_layer_gradients MODEL [points=22] [reps=3]     (MODEL: .gguf or llama2.c .bin)
+//   bench_layer_gradients MODEL [points=22] [reps=3] [--json FILE]   (MODEL: .gguf or llama2.c
+//   .bin)
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -29,6 +30,8 @@ double flops(const LlamaSpec& s, int layer, int B, int ctx) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const std::string json_file = bench::take_json_option(argc, argv);
+  nlohmann::json out;
   if (argc < 2) {
     std::fprintf(stderr, "usage: %s MODEL [points] [reps]\n", argv[0]);
     return 2;
@@ -49,6 +52,19 @@ int main(int argc, char** argv) {
   const double peak = 2.0 * n * n * double(n) / tg / 1e9;
   std::printf("sgemm %dx%dx%d: %.1f GFLOP/s (Eigen, %d threads)\n", n, n, n, peak,
               Eigen::nbThreads());
+  out["threads"] = Eigen::nbThreads();
+  out["eigen_sgemm"] = {{"shape", {n, n, n}}, {"gflops", peak}};
+  // The output head's shape in the batched workload: (L·B rows) × vocabulary × hidden.
+  {
+    const int rows = m.num_layers() * B, k = m.hidden_size(), cols = m.vocab_size();
+    const MatrixF x = MatrixF::Random(rows, k);
+    MatrixF y(rows, cols);
+    const MatrixF& e = m.weights().head();
+    const double th = best_seconds(2, [&] { y.noalias() = x * e.transpose(); });
+    const double g = 2.0 * rows * double(k) * cols / th / 1e9;
+    std::printf("head product %dx%dx%d: %.1f GFLOP/s (Eigen)\n", rows, cols, k, g);
+    out["eigen_head_gemm"] = {{"shape", {rows, cols, k}}, {"gflops", g}};
+  }
 
   std::vector<TokenId> ids(12);
   for (int i = 0; i < 12; ++i) ids[i] = 100 + 37 * i;
@@ -65,7 +81,9 @@ int main(int argc, char** argv) {
     if (l == 0) t0l = t;
     const double f = flops(m.spec(), l, B, p + 1);
     std::printf("%6d %10.4f %12.3f %10.3f %10.1f\n", l, t, t / t0l, double(L - l) / L, f / t / 1e9);
+    out["single_layer"].push_back({{"layer", l}, {"seconds", t}, {"gflops", f / t / 1e9}});
   }
+  out["trace_seconds"] = t_trace;
   // The whole attribution-shaped workload (every layer once), one call per layer vs batched.
   std::vector<LayerRequest<float>> reqs;
   for (int l = 0; l < L; ++l) {
@@ -85,6 +103,13 @@ int main(int argc, char** argv) {
       "all %d layers x %d points, batched:            %.3f s, %.1f GFLOP/s = %.0f%% of sgemm peak "
       "(%.1fx)\n",
       L, B, tb, total_f / tb / 1e9, 100.0 * total_f / tb / 1e9 / peak, total_t / tb);
+  out["points"] = B;
+  out["layers"] = L;
+  out["gflop"] = total_f / 1e9;
+  out["per_layer_calls"] = {{"seconds", total_t}, {"gflops", total_f / total_t / 1e9}};
+  out["batched"] = {{"seconds", tb},
+                    {"gflops", total_f / tb / 1e9},
+                    {"of_eigen_sgemm", total_f / tb / 1e9 / peak}};
   if (path.size() > 5 && path.substr(path.size() - 5) == ".gguf") {
     const QuantizedLlamaModel qm(
         load_llama_gguf_quantized(std::make_shared<const io::GgufFile>(path)));
@@ -101,6 +126,11 @@ int main(int argc, char** argv) {
         "all %d layers x %d points, batched, quantized weights: %.3f s (%.2fx the float32 time), "
         "max |gradient difference| %.2e of max |gradient| %.2e\n",
         L, B, tq, tq / tb, diff, scale);
+    out["batched_quantized"] = {{"seconds", tq},
+                                {"over_float32", tq / tb},
+                                {"max_gradient_difference", diff},
+                                {"max_gradient", scale}};
   }
+  bench::write_json(json_file, out);
   return 0;
 }

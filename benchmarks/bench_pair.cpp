@@ -5,7 +5,7 @@
 // unrelated facts: one batched call) and the LIKN set's verification — and prints the seconds of
 // each, their sum, and the same verification with one model call per measurement (the unbatched
 // baseline, same process).
-//   bench_pair GEMMA.gguf FACTS.jsonl [fact index=0] [language=en] [reps=2]
+//   bench_pair GEMMA.gguf FACTS.jsonl [fact index=0] [language=en] [reps=2] [--json FILE]
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -22,6 +22,7 @@ using namespace knprobe;
 using bench::best_seconds;
 
 int main(int argc, char** argv) {
+  const std::string json_file = bench::take_json_option(argc, argv);
   if (argc < 3) {
     std::fprintf(stderr, "usage: %s GEMMA.gguf FACTS.jsonl [fact index] [language] [reps]\n",
                  argv[0]);
@@ -71,6 +72,13 @@ int main(int argc, char** argv) {
   for (const auto& x : st)
     std::printf("%-42s %9.3f %6.1f%%\n", x.name, x.seconds, 100 * x.seconds / total);
   std::printf("%-42s %9.3f\n", "one (fact, language) pair", total);
+  nlohmann::json out = {{"fact", fact.id},
+                        {"language", lang},
+                        {"tokens", f.tokens.size()},
+                        {"answer_tokens", f.targets.size()},
+                        {"threads", detail::max_threads()},
+                        {"pair_seconds", total}};
+  for (const auto& x : st) out["stages"].push_back({{"stage", x.name}, {"seconds", x.seconds}});
 
   // The unbatched verification of the same set: one model call per measurement.
   static constexpr double factors[] = {0.0, 2.0};
@@ -84,5 +92,8 @@ int main(int argc, char** argv) {
   });
   std::printf("verification of the set, one call per measurement: %.3f s (batched: %.2fx faster)\n",
               t_single, t_single / t_verify);
+  out["verification_per_call_seconds"] = t_single;
+  out["verification_batched_seconds"] = t_verify;
+  bench::write_json(json_file, out);
   return 0;
 }

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Issue 7's GPU run, in one go on an H100/H200 (about 5 minutes): the GPU tests, a random
-# mGPT-1.3B-configuration checkpoint written there, knprobe's parity and benchmark (bench_cuda),
-# EleutherAI knowledge-neurons on the same checkpoint / prompts / steps / batch on the same GPU,
-# and one results file. Binaries come from a bundle built elsewhere (make_bundle.sh).
+# The GPU run of issues 7 and 19, in one go on an H100/H200 (about 6 minutes): the GPU tests; a
+# random Gemma 3 270M-configuration checkpoint written there and the main job's (fact, language)
+# pair on it, GPU in three precisions and CPU at 1..16 threads (bench_cuda_llama); a random
+# mGPT-1.3B-configuration checkpoint, knprobe's parity and benchmark (bench_cuda), EleutherAI
+# knowledge-neurons on the same checkpoint / prompts / steps / batch on the same GPU, and one
+# results file. Binaries come from a bundle built elsewhere (make_bundle.sh).
 #   bash benchmarks/gpu/run.sh BUNDLE_DIR OUT_DIR
 # mLAMA English size for the extrapolation: `cat ../shared/data/mlama1.1/en/*/*.jsonl | wc -l`.
 set -uo pipefail
@@ -33,9 +35,18 @@ timeout 150 "$bundle/bin/knprobe_tests" \
 echo "rc=$?" >>"$out/gpu_tests.log"
 tail -5 "$out/gpu_tests.log" | tee -a "$out/run.log"
 
-log "random checkpoint"
+log "random Gemma 3 270M checkpoint"
+timeout 120 python3 "$root/benchmarks/gpu/make_checkpoint.py" --config gemma3-270m \
+  --out "$work/gemma3" --spec "$work/gemma3.json" --gpu-prompts 32 2>&1 | tail -1 |
+  tee -a "$out/run.log"
+log "bench_cuda_llama"
+timeout 200 "$bundle/bin/bench_cuda_llama" "$work/gemma3.json" "$out/gemma3_pair.json" 2>&1 |
+  tee -a "$out/run.log"
+rm -rf "$work/gemma3"
+
+log "random mGPT checkpoint"
 timeout 150 python3 "$root/benchmarks/gpu/make_checkpoint.py" --out "$work/mgpt" \
-  --spec "$work/spec.json" 2>&1 | tee -a "$out/run.log"
+  --spec "$work/spec.json" --gpu-prompts 32 2>&1 | tail -1 | tee -a "$out/run.log"
 log "bench_cuda"
 timeout 300 "$bundle/bin/bench_cuda" "$work/spec.json" "$work/knprobe.json" 2>&1 |
   tee -a "$out/run.log"

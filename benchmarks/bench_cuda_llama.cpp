@@ -1,0 +1,263 @@
+// The main job's (fact, language) pair on the GPU (issue 19): on a Hugging Face Llama-family
+// checkpoint (benchmarks/gpu/run.sh writes a random Gemma 3 270M-configuration one, the main job's
+// model), in the same process,
+//   1. parity GPU vs CPU on the first case: every layer's AMIG-shaped layer_gradients, the AMIG
+//      scores and the verification's effects, in FP32, TF32 and BF16;
+//   2. pairs/s on the GPU in each precision, a pair being what `knprobe localize` does per fact
+//      and language after the screening: AMIG (m = steps, all layers, baselines = each token
+//      replaced by the EOS id in turn), selection at `threshold` of the largest score, and the
+//      set's verification (P with the set suppressed / enhanced on the fact, on a random and a
+//      magnitude-matched control, and on `unrelated` other cases) done twice, as for the
+//      fact's own set and its language-independent set; split into attribution / verification;
+//   3. the same pair on the CPU backend (LlamaModel<float>) at 1, 2, 4, ... threads up to the
+//      machine's count: the thread scaling and the GPU / CPU ratio.
+//   bench_cuda_llama SPEC.json OUT.json
+// SPEC: as benchmarks/gpu/make_checkpoint.py --config gemma3-270m writes it ({"model": DIR,
+//        "steps": 20, "gpu_prompts": 32, "cpu_prompts": 1, "baseline_token": 1, "threshold": 0.3,
+//        "unrelated": 10, "cases": [{"ids": [...], "target": t}, ...]}).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "knprobe/backend/cuda/llama.hpp"
+#include "knprobe/model/llama.hpp"
+#include "knprobe/probe/attribution.hpp"
+#include "knprobe/probe/knowledge_probe.hpp"
+#include "timing.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+using namespace knprobe;
+using Clock = std::chrono::steady_clock;
+using cuda::Precision;
+
+namespace {
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+/// Token ids only: the benchmark's prompts are random ids, so nothing is ever encoded; the
+/// probe needs a vocabulary of the model's size and nothing else.
+class IdsOnly final : public Tokenizer {
+ public:
+  explicit IdsOnly(int vocab) {
+    std::vector<std::string> v(static_cast<std::size_t>(vocab));
+    for (int i = 0; i < vocab; ++i) v[static_cast<std::size_t>(i)] = "<" + std::to_string(i) + ">";
+    set_vocabulary(v);
+  }
+  std::vector<TokenId> encode(std::string_view, const EncodeOptions&) const override {
+    throw ArgumentError("bench_cuda_llama: the prompts are token ids; nothing is encoded");
+  }
+  std::string decode(std::span<const TokenId>, bool) const override { return {}; }
+};
+
+EncodedFact fact_of(const nlohmann::json& c) {
+  EncodedFact f;
+  f.tokens = c["ids"].get<std::vector<TokenId>>();
+  f.positions = {static_cast<int>(f.tokens.size()) - 1};
+  f.targets = {c["target"].get<TokenId>()};
+  for (int i = 0; i < static_cast<int>(f.tokens.size()); ++i) f.replaceable.push_back(i);
+  return f;
+}
+
+struct PairResult {
+  Attribution attribution;
+  std::vector<std::vector<Effect>> effects;  ///< [request][factor]
+  double attribution_s = 0, verification_s = 0;
+};
+
+/// One pair of the main job on case `i`: attribution, selection, two verifications of the set
+/// (the fact, a random control, a magnitude control, `k` unrelated cases; factors 0 and 2).
+template <class M>
+PairResult pair(const KnowledgeProbe<M>& probe, const nlohmann::json& spec, std::size_t i,
+                const AttributionOptions& o) {
+  const auto& cases = spec["cases"];
+  const EncodedFact f = fact_of(cases[i % cases.size()]);
+  PairResult r;
+  auto t0 = Clock::now();
+  r.attribution = attribute(probe.model(), f, o, spec.value("baseline_token", 1));
+  r.attribution_s = seconds_since(t0);
+  t0 = Clock::now();
+  const NeuronSet set =
+      KnowledgeProbe<M>::select(r.attribution, spec.value("threshold", 0.3)).neurons;
+  const NeuronSet random = probe.random_control(set, 1000 + i);
+  const NeuronSet magnitude = probe.magnitude_control(set, f, 2000 + i);
+  std::vector<EncodedFact> others;
+  const std::size_t k = spec.value("unrelated", 10);
+  for (std::size_t j = 1; j <= k; ++j) others.push_back(fact_of(cases[(i + j) % cases.size()]));
+  using Req = typename KnowledgeProbe<M>::EffectRequest;
+  std::vector<Req> reqs{{&f, &set}, {&f, &random}, {&f, &magnitude}};
+  for (const auto& u : others) reqs.push_back({&u, &set});
+  static constexpr double factors[] = {0.0, 2.0};
+  for (int twice = 0; twice < 2; ++twice)  // the fact's own set and its LIKN set
+    r.effects = probe.effects(std::span<const Req>(reqs), factors);
+  r.verification_s = seconds_since(t0);
+  return r;
+}
+
+template <class M>
+nlohmann::json time_pairs(const KnowledgeProbe<M>& probe, const nlohmann::json& spec, int n,
+                          const AttributionOptions& o, bool warm_up) {
+  if (warm_up) (void)pair(probe, spec, 0, o);  // allocator pool, cuBLAS handles
+  double attr = 0, verify = 0, worst_delta = 0;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    const auto r = pair(probe, spec, static_cast<std::size_t>(i), o);
+    attr += r.attribution_s;
+    verify += r.verification_s;
+    worst_delta = std::max(worst_delta, r.attribution.max_delta());
+  }
+  const double sec = seconds_since(t0);
+  return {{"pairs", n},
+          {"seconds", sec},
+          {"pairs_per_s", n / sec},
+          {"seconds_per_pair", sec / n},
+          {"attribution_share", attr / sec},
+          {"verification_share", verify / sec},
+          {"max_completeness_delta", worst_delta}};
+}
+
+double rel(const MatrixF& a, const MatrixF& b) {
+  return static_cast<double>((a - b).norm() / std::max(b.norm(), 1e-30f));
+}
+
+double score_rel(const Attribution& a, const Attribution& b) {
+  double num = 0, den = 0;
+  for (std::size_t l = 0; l < a.scores.shape()[0]; ++l)
+    for (std::size_t u = 0; u < a.scores.shape()[1]; ++u) {
+      num = std::max(num, std::abs(a.scores(l, u) - b.scores(l, u)));
+      den = std::max(den, std::abs(b.scores(l, u)));
+    }
+  return num / std::max(den, 1e-300);
+}
+
+double effect_rel(const std::vector<std::vector<Effect>>& a,
+                  const std::vector<std::vector<Effect>>& b) {
+  double worst = 0;
+  for (std::size_t r = 0; r < a.size(); ++r)
+    for (std::size_t k = 0; k < a[r].size(); ++k)
+      worst = std::max({worst, std::abs(a[r][k].before - b[r][k].before) / b[r][k].before,
+                        std::abs(a[r][k].after - b[r][k].after) / std::max(b[r][k].after, 1e-30)});
+  return worst;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: %s SPEC.json OUT.json\n", argv[0]);
+    return 2;
+  }
+  std::ifstream in(argv[1]);
+  const auto spec = nlohmann::json::parse(in);
+  const int steps = spec.value("steps", 20), gpu_pairs = spec.value("gpu_prompts", 32),
+            cpu_pairs = spec.value("cpu_prompts", 1);
+  nlohmann::json out;
+  auto t0 = Clock::now();
+  const LlamaWeights<float> w = load_llama_safetensors(spec["model"].get<std::string>());
+  out["load_seconds"] = seconds_since(t0);
+  out["config"] = {{"family", w.spec.family},        {"layers", w.spec.layers},
+                   {"hidden", w.spec.hidden},        {"ffn", w.spec.ffn},
+                   {"heads", w.spec.heads},          {"kv_heads", w.spec.kv_heads},
+                   {"vocab_size", w.spec.vocab_size}};
+  t0 = Clock::now();
+  cuda::CudaLlamaModel gpu(w);
+  out["upload_seconds"] = seconds_since(t0);
+  out["device"] = gpu.engine().device_name();
+  const LlamaModel<float> cpu(w);
+  const IdsOnly tok(cpu.vocab_size());
+  const KnowledgeProbe pg(gpu, tok);
+  const KnowledgeProbe pc(cpu, tok);
+  std::printf("device %s; %d layers, FFN %d, vocabulary %d\n",
+              out["device"].get<std::string>().c_str(), cpu.num_layers(), cpu.ffn_width(),
+              cpu.vocab_size());
+  std::fflush(stdout);
+
+  AttributionOptions amig;
+  amig.method = Method::amig;
+  amig.steps = steps;
+
+  // 1. Parity on case 0: layer gradients of every layer, scores, effects.
+  const PairResult want = pair(pc, spec, 0, amig);
+  {
+    const EncodedFact f = fact_of(spec["cases"][0]);
+    const auto tc = cpu.trace(f.tokens);
+    const auto tg = gpu.trace(f.tokens);
+    std::vector<LayerRequest<float>> reqs;
+    for (int l = 0; l < cpu.num_layers(); ++l) {
+      const VectorF a = tc.activations(l).row(f.positions[0]).transpose();
+      MatrixF pts(steps + 2, cpu.ffn_width());
+      for (int k = 0; k < steps + 2; ++k)
+        pts.row(k) = (a * (static_cast<float>(k) / static_cast<float>(steps + 1))).transpose();
+      reqs.push_back({l, f.positions[0], pts, f.targets[0]});
+    }
+    const auto lg = cpu.layer_gradients(tc, std::span<const LayerRequest<float>>(reqs));
+    for (Precision p : {Precision::fp32, Precision::tf32, Precision::bf16}) {
+      gpu.set_precision(p);
+      const auto got = gpu.layer_gradients(tg, std::span<const LayerRequest<float>>(reqs));
+      double g = 0, pr = 0;
+      for (std::size_t r = 0; r < got.size(); ++r) {
+        g = std::max(g, rel(got[r].gradients, lg[r].gradients));
+        pr = std::max(pr, rel(got[r].probabilities, lg[r].probabilities));
+      }
+      const PairResult have = pair(pg, spec, 0, amig);
+      const double s = score_rel(have.attribution, want.attribution);
+      const double e = effect_rel(have.effects, want.effects);
+      out["parity"][cuda::precision_name(p)] = {{"gradients_rel", g},
+                                                {"probabilities_rel", pr},
+                                                {"scores_max_over_largest", s},
+                                                {"effects_rel", e}};
+      std::printf(
+          "parity %s: gradients %.2e, P %.2e, AMIG scores %.2e of the largest, "
+          "effects %.2e\n",
+          cuda::precision_name(p), g, pr, s, e);
+      std::fflush(stdout);
+    }
+  }
+
+  // 2. Pairs on the GPU.
+  for (Precision p : {Precision::fp32, Precision::tf32, Precision::bf16}) {
+    gpu.set_precision(p);
+    auto r = time_pairs(pg, spec, gpu_pairs, amig, true);
+    std::printf(
+        "gpu pair %s: %.3f s per pair (%.2f pairs/s; attribution %.0f %%, verification "
+        "%.0f %%)\n",
+        cuda::precision_name(p), r["seconds_per_pair"].get<double>(),
+        r["pairs_per_s"].get<double>(), 100 * r["attribution_share"].get<double>(),
+        100 * r["verification_share"].get<double>());
+    std::fflush(stdout);
+    out["gpu_pair"][cuda::precision_name(p)] = r;
+  }
+  gpu.set_precision(Precision::fp32);
+
+  // 3. The CPU backend at 1, 2, 4, ... threads (same process, same pairs).
+  const int max_t = detail::max_threads();
+  for (int t = 1;; t = std::min(2 * t, max_t)) {
+#if defined(_OPENMP)
+    omp_set_num_threads(t);
+#endif
+    auto r = time_pairs(pc, spec, cpu_pairs, amig, false);
+    r["threads"] = t;
+    std::printf("cpu pair, %d thread(s): %.2f s per pair\n", t,
+                r["seconds_per_pair"].get<double>());
+    std::fflush(stdout);
+    out["cpu_pair"].push_back(r);
+    if (t == max_t) break;
+  }
+  const double cpu_best = out["cpu_pair"].back()["seconds_per_pair"].get<double>();
+  out["gpu_fp32_over_cpu_all_threads"] =
+      cpu_best / out["gpu_pair"]["fp32"]["seconds_per_pair"].get<double>();
+  std::printf("GPU FP32 / CPU (%d threads): %.1fx\n", max_t,
+              out["gpu_fp32_over_cpu_all_threads"].get<double>());
+  std::ofstream(argv[2]) << out.dump(1);
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "bench_cuda_llama: %s\n", e.what());
+  return 1;
+}
