@@ -5,7 +5,8 @@
 # mGPT-1.3B-configuration checkpoint, knprobe's parity and benchmark (bench_cuda), EleutherAI
 # knowledge-neurons on the same checkpoint / prompts / steps / batch on the same GPU, and one
 # results file. Binaries come from a bundle built elsewhere (make_bundle.sh).
-#   bash benchmarks/gpu/run.sh BUNDLE_DIR OUT_DIR
+#   bash benchmarks/gpu/run.sh BUNDLE_DIR OUT_DIR      (KNPROBE_GPU_SKIP_MGPT=1: the tests and the
+#                                                     Gemma part only, about 2 minutes)
 # mLAMA English size for the extrapolation: `cat ../shared/data/mlama1.1/en/*/*.jsonl | wc -l`.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -44,6 +45,7 @@ timeout 200 "$bundle/bin/bench_cuda_llama" "$work/gemma3.json" "$out/gemma3_pair
   tee -a "$out/run.log"
 rm -rf "$work/gemma3"
 
+if [[ -n "${KNPROBE_GPU_SKIP_MGPT:-}" ]]; then log "mGPT part skipped"; exit 0; fi
 log "random mGPT checkpoint"
 timeout 150 python3 "$root/benchmarks/gpu/make_checkpoint.py" --out "$work/mgpt" \
   --spec "$work/spec.json" --gpu-prompts 32 2>&1 | tail -1 | tee -a "$out/run.log"

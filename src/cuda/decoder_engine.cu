@@ -138,13 +138,15 @@ __device__ float block_max(float v, float* scratch) {
 }
 
 /// h[t] = scale · E[tokens[t]] (+ P[t mod period]) (rows of several prompts of `period` tokens).
+/// h[t] = scale · embed[tokens[t]] (+ the learned position embedding of position t mod period,
+/// or of at[t] when `at` is given).
 __global__ void embed_kernel(const int* tokens, const float* embed, const float* pos, int n, int d,
-                             int period, float scale, float* h) {
+                             int period, const int* at, float scale, float* h) {
   const std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x;
   if (i >= std::size_t(n) * d) return;
   const int t = static_cast<int>(i / d), c = static_cast<int>(i % d);
   float v = scale * embed[std::size_t(tokens[t]) * d + c];
-  if (pos) v += pos[std::size_t(t % period) * d + c];
+  if (pos) v += pos[std::size_t(at ? at[t] : t % period) * d + c];
   h[i] = v;
 }
 
@@ -467,6 +469,25 @@ __global__ void softmax_target_kernel(float* z, const int* target, int V, bool g
       zr[j] = p * ((j == t ? 1.0f : 0.0f) - sj);
     }
   if (threadIdx.x == 0) prob[blockIdx.x] = p;
+}
+
+/// One activation change of the multi-prompt `probabilities`: site row `row` (of all stacked rows),
+/// op 0 sets, op 1 scales.
+struct RowIntervention {
+  int layer = 0, row = 0, unit = 0, op = 0;
+  float value = 0.0f;
+};
+
+/// Applies the layer's row interventions in order (one thread: order matters when two touch one
+/// element).
+__global__ void intervene_rows_kernel(float* site, const RowIntervention* iv, int n, int layer,
+                                      int ffn) {
+  if (blockIdx.x != 0 || threadIdx.x != 0) return;
+  for (int i = 0; i < n; ++i) {
+    if (iv[i].layer != layer) continue;
+    float& x = site[std::size_t(iv[i].row) * ffn + iv[i].unit];
+    x = iv[i].op == 0 ? iv[i].value : x * iv[i].value;
+  }
 }
 
 /// Applies interventions in order (one thread: order matters when two touch one element).
@@ -810,11 +831,13 @@ struct DecoderEngine::Impl {
     softmax_target_kernel<<<rows, 1024>>>(z, target, s.vocab, grad, prob);
     check(cudaGetLastError(), "softmax_target_kernel");
   }
-  void embed_rows(const int* tokens, int rows, int period, float* h) const {
+  /// Embeds `rows` tokens; row t has position t mod period, or at[t] when `at` is given.
+  void embed_rows(const int* tokens, int rows, int period, float* h,
+                  const int* at = nullptr) const {
     const std::size_t n = std::size_t(rows) * s.d_model;
     embed_kernel<<<blocks_for(n), k_threads>>>(tokens, embed.f(),
                                                positions.raw() ? positions.f() : nullptr, rows,
-                                               s.d_model, period, s.embed_scale, h);
+                                               s.d_model, period, at, s.embed_scale, h);
     check(cudaGetLastError(), "embed_kernel");
   }
   void check_token(std::int32_t t) const {
@@ -1281,6 +1304,144 @@ void DecoderEngine::probabilities(const DeviceTrace& t, int P,
   }
   check(cudaMemcpy(out, prob.f(), std::size_t(rows) * sizeof(float), cudaMemcpyDeviceToHost),
         "copy probabilities");
+}
+
+void DecoderEngine::probabilities(const std::int32_t* tokens,
+                                  const std::vector<DevicePrompt>& prompts,
+                                  const std::vector<DeviceIntervention>& ivs,
+                                  const std::vector<DeviceQuery>& queries, float* out) {
+  auto& m = *impl_;
+  check(cudaSetDevice(m.device), "cudaSetDevice");
+  const int L = m.s.n_layer, d = m.s.d_model, F = m.s.ffn;
+  // Checks first, naming the prompt; pattern / query ranges of each prompt must be in order.
+  int patterns = 0, nq = 0, max_kv = 0;
+  std::size_t outputs = 0;
+  for (std::size_t r = 0; r < prompts.size(); ++r) {
+    const auto& p = prompts[r];
+    const std::string who = "probabilities: prompt " + std::to_string(r) + ": ";
+    if (p.n <= 0) throw ArgumentError(who + "no tokens");
+    m.check_length(p.n);
+    for (int j = 0; j < p.n; ++j) m.check_token(tokens[p.offset + j]);
+    if (p.pattern0 != patterns || p.query0 != nq || p.patterns < 0 || p.queries < 0)
+      throw ArgumentError(who + "pattern / query ranges out of order");
+    patterns += p.patterns;
+    nq += p.queries;
+    for (int q = p.query0; q < p.query0 + p.queries; ++q) {
+      if (q >= static_cast<int>(queries.size())) throw ArgumentError(who + "missing queries");
+      if (queries[q].position < 0 || queries[q].position >= p.n)
+        throw ArgumentError(who + "query position " + std::to_string(queries[q].position) +
+                            " outside [0, " + std::to_string(p.n) + ")");
+      m.check_token(queries[q].target);
+    }
+    max_kv = std::max(max_kv, p.n);
+    outputs += std::size_t(p.patterns) * p.queries;
+  }
+  std::vector<int> owner(static_cast<std::size_t>(patterns));  // prompt of each pattern
+  for (std::size_t r = 0; r < prompts.size(); ++r)
+    for (int b = 0; b < prompts[r].patterns; ++b) owner[prompts[r].pattern0 + b] = int(r);
+  for (const auto& iv : ivs) {
+    if (iv.pattern < 0 || iv.pattern >= patterns)
+      throw ArgumentError("probabilities: intervention of an unknown pattern");
+    const auto& p = prompts[owner[iv.pattern]];
+    const std::string who = "probabilities: prompt " + std::to_string(owner[iv.pattern]) + ": ";
+    if (iv.layer < 0 || iv.layer >= L)
+      throw ArgumentError(who + "layer " + std::to_string(iv.layer) + " outside [0, " +
+                          std::to_string(L) + ")");
+    if (iv.position < 0 || iv.position >= p.n)
+      throw ArgumentError(who + "intervention position " + std::to_string(iv.position) +
+                          " outside [0, " + std::to_string(p.n) + ")");
+    if (iv.unit < 0 || iv.unit >= F)
+      throw ArgumentError(who + "unit " + std::to_string(iv.unit) + " outside [0, " +
+                          std::to_string(F) + ")");
+  }
+  if (outputs == 0) return;
+  // Output offset of each prompt's [patterns × queries] block.
+  std::vector<std::size_t> out_at(prompts.size() + 1, 0);
+  for (std::size_t r = 0; r < prompts.size(); ++r)
+    out_at[r + 1] = out_at[r] + std::size_t(prompts[r].patterns) * prompts[r].queries;
+  // Every (prompt, pattern) is a sequence of the prompt's rows, all sequences stacked; groups of
+  // whole prompts of at most k_rows rows (one prompt alone may exceed it) run as one forward
+  // from the embedding: every layer's GEMMs over all rows, attention within each sequence
+  // (first[r]), interventions on their rows, one head GEMM over the query rows.
+  constexpr std::size_t k_rows = 4096;
+  std::size_t r0 = 0;
+  while (r0 < prompts.size()) {
+    std::size_t r1 = r0, rows = 0;
+    while (r1 < prompts.size() &&
+           (r1 == r0 || rows + std::size_t(prompts[r1].patterns) * prompts[r1].n <= k_rows))
+      rows += std::size_t(prompts[r1].patterns) * prompts[r1++].n;
+    const int R = static_cast<int>(rows);
+    if (R == 0) {  // prompts without patterns: nothing to run
+      r0 = r1;
+      continue;
+    }
+    std::vector<int> tok, pos, first, qrow, target;
+    std::vector<int> seq_at(static_cast<std::size_t>(patterns), -1);
+    for (std::size_t r = r0; r < r1; ++r) {
+      const auto& p = prompts[r];
+      for (int b = 0; b < p.patterns; ++b) {
+        const int at = static_cast<int>(tok.size());
+        seq_at[p.pattern0 + b] = at;
+        for (int j = 0; j < p.n; ++j) {
+          tok.push_back(tokens[p.offset + j]);
+          pos.push_back(j);
+          first.push_back(at);
+        }
+        for (int q = p.query0; q < p.query0 + p.queries; ++q) {
+          qrow.push_back(at + queries[q].position);
+          target.push_back(queries[q].target);
+        }
+      }
+    }
+    std::vector<RowIntervention> riv;
+    for (const auto& iv : ivs)
+      if (seq_at[iv.pattern] >= 0)
+        riv.push_back({iv.layer, seq_at[iv.pattern] + iv.position, iv.unit, iv.op, iv.value});
+    const Buffer dtok = upload_ints(tok, "tokens"), dpos = upload_ints(pos, "positions"),
+                 dzero = upload_ints(std::vector<int>(rows, 0), "starts"),
+                 dfirst = upload_ints(first, "row indices"), dq = upload_ints(qrow, "query rows"),
+                 dtarget = upload_ints(target, "targets");
+    Buffer div;
+    if (!riv.empty()) {
+      div.allocate(riv.size() * sizeof(RowIntervention), "interventions");
+      check(cudaMemcpy(div.raw(), riv.data(), riv.size() * sizeof(RowIntervention),
+                       cudaMemcpyHostToDevice),
+            "copy interventions");
+    }
+    const std::size_t rd = rows * d, rf = rows * F;
+    Buffer h(rd, "hidden states"), mid(rd, "residual stream"), pre(rf, "pre"), post(rf, "post");
+    m.embed_rows(dtok.i(), R, 1, h.f(), dpos.i());
+    for (int l = 0; l < L; ++l) {
+      LayerCache c;
+      m.attention_forward(l, R, h.f(), dpos.i(), dzero.i(), dfirst.i(), max_kv, nullptr, nullptr, c,
+                          false, mid.f());
+      m.ffn_pre(l, R, mid.f(), c, pre.f(), post.f());
+      float* site = m.site_of(pre.f(), post.f());
+      if (!riv.empty()) {
+        intervene_rows_kernel<<<1, 1>>>(site, static_cast<const RowIntervention*>(div.raw()),
+                                        static_cast<int>(riv.size()), l, F);
+        check(cudaGetLastError(), "intervene_rows_kernel");
+        if (site != post.f()) m.act_forward(pre.f(), post.f(), rf);
+      }
+      m.ffn_post(l, R, post.f(), mid.f(), h.f(), nullptr);
+    }
+    const int Q = static_cast<int>(qrow.size());
+    Buffer hq(std::size_t(Q) * d, "query hidden states"), x(std::size_t(Q) * d, "final hidden");
+    m.gather(h.f(), dq, Q, d, hq.f());
+    Buffer mean, rstd;
+    m.norm(hq.f(), m.final_g, m.final_b, Q, d, x.f(), &mean, rstd);
+    Buffer prob(std::max(Q, 1), "probabilities");
+    constexpr int k_chunk = 1024;  // logits rows at a time
+    for (int q0 = 0; q0 < Q; q0 += k_chunk) {
+      const int n = std::min(k_chunk, Q - q0);
+      Buffer z(std::size_t(n) * m.s.vocab, "logits");
+      m.gemm_xwt(x.f() + std::size_t(q0) * d, m.head(), n, d, m.s.vocab, z.f());
+      m.softmax_target(z.f(), dtarget.i() + q0, n, false, prob.f() + q0);
+    }
+    // The group's outputs are contiguous: prompts r0..r1 in order, each [patterns × queries].
+    if (Q > 0) m.to_host(out + out_at[r0], prob.f(), std::size_t(Q), "copy probabilities");
+    r0 = r1;
+  }
 }
 
 void DecoderEngine::mean_site_activations(const std::int32_t* tokens, int count, int n,

@@ -25,6 +25,7 @@ KNPROBE_ASSERT_PROBEABLE(CudaGpt2Model<>);
 KNPROBE_ASSERT_PROBEABLE(CudaGpt2Model<NeuronSite::pre_activation>);
 static_assert(HasBatchedLayerGradients<CudaGpt2Model<>>);
 static_assert(HasBatchedMeanActivations<CudaGpt2Model<>>);
+static_assert(HasBatchedProbabilities<CudaGpt2Model<>>);
 
 namespace {
 struct HasDevice {
@@ -142,6 +143,30 @@ BOOST_AUTO_TEST_CASE(interventions_match_the_cpu_backend) {
   const MatrixF got = gpu.probabilities(k_tokens, pats, qs);
   BOOST_TEST(rel(got, want) < 1e-5, "probabilities " << rel(got, want));
   BOOST_TEST(got(1, 2) == got(0, 2));  // position 1 < 4: untouched
+  // Several prompts of different lengths in one call (learned positions per row): equal to the
+  // CPU backend's single-prompt form of each.
+  const std::vector<TokenId> shorter{9, 4, 22, 7, 1}, longer{3, 8, 1, 17, 5, 33, 3, 41, 12, 2, 6};
+  std::vector<InterventionPattern> pats2(2);
+  pats2[1].push_back({2, 11, 3, InterventionOp::scale, 0.0});
+  const std::vector<Query> qs2{{4, 6}, {3, 2}}, qs3{{10, 5}};
+  const std::vector<InterventionPattern> clean(1);
+  const std::vector<ProbabilityRequest> batch{
+      {k_tokens, pats, qs}, {shorter, pats2, qs2}, {longer, clean, qs3}};
+  const auto b = gpu.probabilities(std::span<const ProbabilityRequest>(batch));
+  BOOST_TEST_REQUIRE(b.size() == batch.size());
+  for (std::size_t r = 0; r < batch.size(); ++r) {
+    const MatrixF w = cpu.probabilities(batch[r].tokens, batch[r].patterns, batch[r].queries);
+    BOOST_TEST(rel(b[r], w) < 1e-5, "batched request " << r << " " << rel(b[r], w));
+  }
+  const std::vector<TokenId> bad{1, 64};
+  const std::vector<ProbabilityRequest> wrong{{k_tokens, pats, qs}, {bad, clean, qs3}};
+  BOOST_TEST(testing::throws_with<ArgumentError>(
+      [&] { gpu.probabilities(std::span<const ProbabilityRequest>(wrong)); },
+      {"request 1", "token id 64"}));
+  const std::vector<ProbabilityRequest> far{{shorter, pats, qs}};
+  BOOST_TEST(testing::throws_with<ArgumentError>(
+      [&] { gpu.probabilities(std::span<const ProbabilityRequest>(far)); },
+      {"request 0", "pattern 2", "position 6", "5 tokens"}));
 }
 
 BOOST_AUTO_TEST_CASE(attribution_scores_match_the_cpu_backend) {

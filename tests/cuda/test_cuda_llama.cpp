@@ -25,6 +25,7 @@ using cuda::Precision;
 KNPROBE_ASSERT_PROBEABLE(CudaLlamaModel);
 static_assert(HasBatchedLayerGradients<CudaLlamaModel>);
 static_assert(HasBatchedMeanActivations<CudaLlamaModel>);
+static_assert(HasBatchedProbabilities<CudaLlamaModel>);
 static_assert(ArchTraits<CudaLlamaModel>::neuron_site == NeuronSite::gated_product);
 
 namespace {
@@ -85,6 +86,29 @@ void check_against_cpu(const LlamaWeights<float>& w, const std::vector<TokenId>&
   const std::vector<Query> qs{{4, 9}, {n - 1, 11}, {1, 4}};
   const MatrixF pw = cpu.probabilities(tc, pats, qs), pg = gpu.probabilities(tg, pats, qs);
   BOOST_TEST(rel(pg, pw) < 1e-4, name << " interventions " << rel(pg, pw));
+  // Several prompts of different lengths in one call: equal to one call per prompt, and to the
+  // CPU backend's batched form.
+  const std::vector<TokenId> shorter(tokens.begin(), tokens.end() - 3);
+  std::vector<TokenId> longer = tokens;
+  longer.insert(longer.end(), {4, 8});
+  std::vector<InterventionPattern> pats2(2);
+  pats2[1].push_back({cpu.num_layers() - 1, 3, n - 4, InterventionOp::scale, 0.0});
+  const std::vector<Query> qs2{{n - 4, 6}}, qs3{{n + 1, 5}, {0, 3}}, none;
+  const std::vector<InterventionPattern> clean(1);
+  const std::vector<ProbabilityRequest> batch{
+      {tokens, pats, qs}, {shorter, pats2, qs2}, {longer, clean, qs3}, {shorter, pats2, none}};
+  const auto bg = gpu.probabilities(std::span<const ProbabilityRequest>(batch));
+  const auto bc = cpu.probabilities(std::span<const ProbabilityRequest>(batch));
+  BOOST_TEST_REQUIRE(bg.size() == batch.size());
+  for (std::size_t r = 0; r < batch.size(); ++r) {
+    const MatrixF one = gpu.probabilities(batch[r].tokens, batch[r].patterns, batch[r].queries);
+    BOOST_TEST(bg[r].rows() == one.rows());
+    BOOST_TEST(bg[r].cols() == one.cols());
+    if (one.size() == 0) continue;
+    BOOST_TEST(rel(bg[r], one) < 1e-4, name << " batched request " << r << " " << rel(bg[r], one));
+    BOOST_TEST(rel(bg[r], bc[r]) < 1e-4,
+               name << " batched vs CPU " << r << " " << rel(bg[r], bc[r]));
+  }
   EncodedFact f;
   f.tokens = tokens;
   f.positions = {n - 1};

@@ -6,7 +6,9 @@
 //   layer_gradients:  every request of a call in one pass: rows of all layers' requests share the
 //                     GEMMs of the layers above them and one output-head GEMM (forward and back);
 //                     each row recomputes its own position only, against the cached keys / values.
-//   probabilities:    one batched pass over the patterns from the lowest intervened layer.
+//   probabilities:    one batched pass over the patterns from the lowest intervened layer; the
+//                     multi-prompt form stacks every (prompt, pattern) into one forward from the
+//                     embedding (no traces), sharing the GEMMs and one head GEMM.
 //   mean_site_activations: AMIG baselines as one batched forward.
 //   value vectors:    read / written on the device; set_value_vector restores bit-exactly.
 // Calls are serialised (one stream and workspace per engine).
@@ -141,6 +143,72 @@ class CudaDecoderBase {
     Matrix<float> out(static_cast<Index>(patterns.size()), static_cast<Index>(queries.size()));
     const std::lock_guard lock(*mutex_);
     engine_->probabilities(*t.device, static_cast<int>(patterns.size()), ivs, qs, out.data());
+    return out;
+  }
+
+  /// Several prompts in one device forward: result[r] = probabilities(requests[r].tokens,
+  /// .patterns, .queries) (HasBatchedProbabilities), equal to the single-prompt form up to float
+  /// rounding (the rows are recomputed from the embedding instead of reusing a trace). Every
+  /// request is checked before any work; an ArgumentError names the request and what is wrong.
+  std::vector<Matrix<float>> probabilities(std::span<const ProbabilityRequest> requests) const {
+    const int L = num_layers(), F = ffn_width(), V = vocab_size();
+    const int n_max = engine_->shape().n_positions;
+    std::vector<std::int32_t> tokens;
+    std::vector<DevicePrompt> prompts;
+    std::vector<DeviceIntervention> ivs;
+    std::vector<DeviceQuery> qs;
+    for (std::size_t r = 0; r < requests.size(); ++r) {
+      const auto& q = requests[r];
+      const int n = static_cast<int>(q.tokens.size());
+      KNPROBE_REQUIRE(n > 0, ArgumentError, "probabilities: request ", r, " has no tokens");
+      KNPROBE_REQUIRE(n_max <= 0 || n <= n_max, ArgumentError, "probabilities: request ", r,
+                      " has ", n, " tokens, more than the model's ", n_max, " positions");
+      for (const TokenId t : q.tokens)
+        KNPROBE_REQUIRE(t >= 0 && t < V, ArgumentError, "probabilities: request ", r, ": token id ",
+                        t, " outside the vocabulary [0, ", V, ")");
+      DevicePrompt p{
+          static_cast<int>(tokens.size()),
+          n,
+          static_cast<int>(prompts.empty() ? 0 : prompts.back().pattern0 + prompts.back().patterns),
+          static_cast<int>(q.patterns.size()),
+          static_cast<int>(qs.size()),
+          static_cast<int>(q.queries.size())};
+      tokens.insert(tokens.end(), q.tokens.begin(), q.tokens.end());
+      for (std::size_t b = 0; b < q.patterns.size(); ++b)
+        for (const auto& iv : q.patterns[b]) {
+          KNPROBE_REQUIRE(iv.layer >= 0 && iv.layer < L && iv.unit >= 0 && iv.unit < F &&
+                              iv.position >= 0 && iv.position < n,
+                          ArgumentError, "probabilities: request ", r, ", pattern ", b,
+                          ": intervention (layer ", iv.layer, ", unit ", iv.unit, ", position ",
+                          iv.position, ") outside the model's ", L, " layers × ", F,
+                          " units or the prompt's ", n, " tokens");
+          ivs.push_back({p.pattern0 + static_cast<int>(b), iv.layer, iv.position, iv.unit,
+                         iv.op == InterventionOp::set ? 0 : 1, static_cast<float>(iv.value)});
+        }
+      for (const auto& query : q.queries) {
+        KNPROBE_REQUIRE(query.position >= 0 && query.position < n, ArgumentError,
+                        "probabilities: request ", r, ": query position ", query.position,
+                        " outside the prompt's ", n, " tokens");
+        KNPROBE_REQUIRE(query.target >= 0 && query.target < V, ArgumentError,
+                        "probabilities: request ", r, ": target ", query.target,
+                        " outside the vocabulary [0, ", V, ")");
+        qs.push_back({query.position, query.target});
+      }
+      prompts.push_back(p);
+    }
+    std::size_t total = 0;
+    for (const auto& p : prompts) total += std::size_t(p.patterns) * std::size_t(p.queries);
+    std::vector<float> flat(total);
+    {
+      const std::lock_guard lock(*mutex_);
+      engine_->probabilities(tokens.data(), prompts, ivs, qs, flat.data());
+    }
+    std::vector<Matrix<float>> out;
+    std::size_t at = 0;
+    for (const auto& p : prompts) {
+      out.push_back(Eigen::Map<const Matrix<float>>(flat.data() + at, p.patterns, p.queries));
+      at += std::size_t(p.patterns) * std::size_t(p.queries);
+    }
     return out;
   }
 

@@ -105,6 +105,13 @@ struct DeviceQuery {
   std::int32_t target = 0;
 };
 
+/// One prompt of the multi-prompt `probabilities`: tokens [offset, offset + n) of the call's token
+/// array, patterns [pattern0, pattern0 + patterns) and queries [query0, query0 + queries) of the
+/// call's lists (prompts in order: each range starts where the previous prompt's ends).
+struct DevicePrompt {
+  int offset = 0, n = 0, pattern0 = 0, patterns = 0, query0 = 0, queries = 0;
+};
+
 /// A causal decoder on one GPU. Not safe to call from two threads at once (one stream, one
 /// workspace).
 class DecoderEngine {
@@ -146,6 +153,17 @@ class DecoderEngine {
   /// out[pattern × queries] = P(query.target at query.position) under each pattern's
   /// interventions; one batched pass from the lowest intervened layer and position.
   void probabilities(const DeviceTrace& trace, int patterns,
+                     const std::vector<DeviceIntervention>& interventions,
+                     const std::vector<DeviceQuery>& queries, float* out);
+
+  /// Several prompts at once: out holds, prompt after prompt, each prompt's [patterns × queries]
+  /// block of P(query.target at query.position) under the pattern's interventions
+  /// (DeviceIntervention::pattern indexes all prompts' patterns). Every (prompt, pattern) is run
+  /// from the embedding as its own sequence; all sequences are stacked into one forward (groups of
+  /// about 4096 rows), so a fact, its controls and its unrelated facts share every layer's GEMMs
+  /// and one head GEMM. Needs no trace. ArgumentError naming the prompt for a bad id, position,
+  /// layer or unit, before any work.
+  void probabilities(const std::int32_t* tokens, const std::vector<DevicePrompt>& prompts,
                      const std::vector<DeviceIntervention>& interventions,
                      const std::vector<DeviceQuery>& queries, float* out);
 
