@@ -5,7 +5,8 @@
 // unrelated facts: one batched call) and the LIKN set's verification — and prints the seconds of
 // each, their sum, and the same verification with one model call per measurement (the unbatched
 // baseline, same process).
-//   bench_pair GEMMA.gguf FACTS.jsonl [fact index=0] [language=en] [reps=2] [--json FILE]
+//   bench_pair GEMMA.gguf FACTS.jsonl [fact index=0] [language=en] [reps=2] [steps=20]
+//              [quadrature=left|trapezoid|gauss] [--json FILE]
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -24,8 +25,10 @@ using bench::best_seconds;
 int main(int argc, char** argv) {
   const std::string json_file = bench::take_json_option(argc, argv);
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s GEMMA.gguf FACTS.jsonl [fact index] [language] [reps]\n",
-                 argv[0]);
+    std::fprintf(
+        stderr,
+        "usage: %s GEMMA.gguf FACTS.jsonl [fact index] [language] [reps] [steps] [quadrature]\n",
+        argv[0]);
     return 2;
   }
   const auto file = std::make_shared<const io::GgufFile>(argv[1]);
@@ -39,11 +42,16 @@ int main(int argc, char** argv) {
   const Fact& fact = facts.at(i);
   LocalizeOptions o;  // the main job's options
   o.attribution.method = Method::amig;
-  o.attribution.steps = 20;
+  o.attribution.steps = argc > 6 ? std::stoi(argv[6]) : 20;
+  const std::string rule = argc > 7 ? argv[7] : "left";
+  o.attribution.quadrature = rule == "gauss"       ? Quadrature::gauss_legendre
+                             : rule == "trapezoid" ? Quadrature::trapezoid
+                                                   : Quadrature::left_riemann;
   const double threshold = lang == "zh" ? 0.2 : 0.3;
   const EncodedFact f = probe.encode(fact.prompts.at(lang), fact.answers.at(lang));
-  std::printf("fact %s [%s]: %zu tokens, %zu answer token(s); %d threads\n", fact.id.c_str(),
-              lang.c_str(), f.tokens.size(), f.targets.size(), detail::max_threads());
+  std::printf("fact %s [%s]: %zu tokens, %zu answer token(s); %d threads; AMIG m %d, %s rule\n",
+              fact.id.c_str(), lang.c_str(), f.tokens.size(), f.targets.size(),
+              detail::max_threads(), o.attribution.steps, rule.c_str());
 
   struct Stage {
     const char* name;
@@ -77,6 +85,8 @@ int main(int argc, char** argv) {
                         {"tokens", f.tokens.size()},
                         {"answer_tokens", f.targets.size()},
                         {"threads", detail::max_threads()},
+                        {"steps", o.attribution.steps},
+                        {"quadrature", rule},
                         {"pair_seconds", total}};
   for (const auto& x : st) out["stages"].push_back({{"stage", x.name}, {"seconds", x.seconds}});
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <span>
 
+#include "knprobe/core/parallel.hpp"
 #include "knprobe/core/tensor.hpp"
 
 namespace knprobe::blocks {
@@ -44,13 +45,15 @@ T probability(ConstMatrixRef<T> z, Index row, TokenId target) {
 
 /// The output-head step of a target probability, in place: for every row b with target t_b,
 /// returns P_b = softmax(z_b)[t_b] and overwrites z_b with dP_b/dz_b = P_b (e_{t_b} −
-/// softmax(z_b)).
+/// softmax(z_b)). Rows are independent and split over threads (each row's arithmetic is the same
+/// whatever the thread count, so the result is too).
 template <class T>
 Vector<T> target_probability_gradient(Matrix<T>& z, std::span<const TokenId> targets) {
   KNPROBE_REQUIRE(static_cast<Index>(targets.size()) == z.rows(), ShapeError,
                   "softmax::target_probability_gradient: ", targets.size(), " targets for ",
                   z.rows(), " rows");
   Vector<T> prob(z.rows());
+  KNPROBE_PARALLEL_FOR_IF(z.rows() > 1 && z.size() > (Index(1) << 16))
   for (Index b = 0; b < z.rows(); ++b) {
     const TokenId t = targets[static_cast<std::size_t>(b)];
     const T mx = z.row(b).maxCoeff();
