@@ -3,7 +3,7 @@
 // against its per-element form (scales indexed per element, as before they were hoisted; the
 // compiler does not vectorize it) in the same process: the ratio, and a check that the values are
 // bit-identical. Random block bytes (the cost does not depend on the values).
-//   bench_dequant [million weights per type = 168] [reps = 3]
+//   bench_dequant [million weights per type = 42] [reps = 3]
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -74,7 +74,7 @@ void report(const char* name, std::size_t scale_at, BlockDequant reference, std:
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::size_t weights = (argc > 1 ? std::stoul(argv[1]) : 168) * 1000000 / 256 * 256;
+  const std::size_t weights = (argc > 1 ? std::stoul(argv[1]) : 42) * 1000000 / 256 * 256;
   const int reps = argc > 2 ? std::stoi(argv[2]) : 3;
   std::printf("one thread, %zu weights per type\n", weights);
   report<&dequant_q6_k, 256, 210>("Q6_K", 208, &reference_q6_k, weights, reps);

@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   const std::string json_file = bench::take_json_option(argc, argv);
   nlohmann::json out;
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s MODEL [points] [reps]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s MODEL [points] [reps] [--json FILE]\n", argv[0]);
     return 2;
   }
   const std::string path = argv[1];

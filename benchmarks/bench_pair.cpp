@@ -44,6 +44,11 @@ int main(int argc, char** argv) {
   o.attribution.method = Method::amig;
   o.attribution.steps = argc > 6 ? std::stoi(argv[6]) : 20;
   const std::string rule = argc > 7 ? argv[7] : "left";
+  if (rule != "left" && rule != "trapezoid" && rule != "gauss") {
+    std::fprintf(stderr, "bench_pair: quadrature '%s': expected left, trapezoid or gauss\n",
+                 rule.c_str());
+    return 2;
+  }
   o.attribution.quadrature = rule == "gauss"       ? Quadrature::gauss_legendre
                              : rule == "trapezoid" ? Quadrature::trapezoid
                                                    : Quadrature::left_riemann;

@@ -137,7 +137,6 @@ __device__ float block_max(float v, float* scratch) {
   return t;
 }
 
-/// h[t] = scale · E[tokens[t]] (+ P[t mod period]) (rows of several prompts of `period` tokens).
 /// h[t] = scale · embed[tokens[t]] (+ the learned position embedding of position t mod period,
 /// or of at[t] when `at` is given).
 __global__ void embed_kernel(const int* tokens, const float* embed, const float* pos, int n, int d,
@@ -560,6 +559,14 @@ struct LayerCache {
   Buffer h_mid, mean2, rstd2, pre, post, g, u, down, rstd_down;
 };
 
+/// The rows of a multi-prompt `probabilities` group: one sequence per (prompt, pattern), each cut
+/// after its prompt's last query position (later rows cannot change a query: causal attention).
+struct StackedRows {
+  std::vector<int> tok, pos, first, qrow, target;
+  std::vector<RowIntervention> ivs;
+  std::vector<char> layer_has;  ///< by layer: any intervention there
+};
+
 struct DecoderEngine::Impl {
   DecoderShape s;
   int device = 0;
@@ -850,6 +857,8 @@ struct DecoderEngine::Impl {
       throw ArgumentError("cuda decoder: " + std::to_string(n) +
                           " tokens exceed n_positions = " + std::to_string(s.n_positions));
   }
+  /// One group of the multi-prompt `probabilities`: every row from the embedding, out[Q].
+  void probabilities_group(const StackedRows& g, float* out);
 };
 
 namespace {
@@ -1306,42 +1315,64 @@ void DecoderEngine::probabilities(const DeviceTrace& t, int P,
         "copy probabilities");
 }
 
+namespace {
+
+/// Rows a prompt needs per pattern: up to and including its last query position.
+int used_length(const DevicePrompt& p, const std::vector<DeviceQuery>& queries) {
+  int n = 0;
+  for (int q = p.query0; q < p.query0 + p.queries; ++q)
+    n = std::max(n, queries[static_cast<std::size_t>(q)].position + 1);
+  return n;
+}
+
+}  // namespace
+
 void DecoderEngine::probabilities(const std::int32_t* tokens,
                                   const std::vector<DevicePrompt>& prompts,
                                   const std::vector<DeviceIntervention>& ivs,
                                   const std::vector<DeviceQuery>& queries, float* out) {
   auto& m = *impl_;
   check(cudaSetDevice(m.device), "cudaSetDevice");
-  const int L = m.s.n_layer, d = m.s.d_model, F = m.s.ffn;
-  // Checks first, naming the prompt; pattern / query ranges of each prompt must be in order.
-  int patterns = 0, nq = 0, max_kv = 0;
-  std::size_t outputs = 0;
+  const int L = m.s.n_layer, F = m.s.ffn;
+  // Checks first, naming the prompt; the prompts' token, pattern and query ranges must follow
+  // each other in order.
+  int patterns = 0, nq = 0, ntok = 0;
   for (std::size_t r = 0; r < prompts.size(); ++r) {
     const auto& p = prompts[r];
     const std::string who = "probabilities: prompt " + std::to_string(r) + ": ";
     if (p.n <= 0) throw ArgumentError(who + "no tokens");
-    m.check_length(p.n);
-    for (int j = 0; j < p.n; ++j) m.check_token(tokens[p.offset + j]);
-    if (p.pattern0 != patterns || p.query0 != nq || p.patterns < 0 || p.queries < 0)
-      throw ArgumentError(who + "pattern / query ranges out of order");
+    if (p.offset != ntok || p.pattern0 != patterns || p.query0 != nq || p.patterns < 0 ||
+        p.queries < 0)
+      throw ArgumentError(who + "token / pattern / query ranges out of order");
+    if (p.query0 + p.queries > static_cast<int>(queries.size()))
+      throw ArgumentError(who + "missing queries");
+    try {
+      m.check_length(p.n);
+      for (int j = 0; j < p.n; ++j) m.check_token(tokens[p.offset + j]);
+      for (int q = p.query0; q < p.query0 + p.queries; ++q) {
+        const auto& query = queries[static_cast<std::size_t>(q)];
+        if (query.position < 0 || query.position >= p.n)
+          throw ArgumentError("query position " + std::to_string(query.position) + " outside [0, " +
+                              std::to_string(p.n) + ")");
+        m.check_token(query.target);
+      }
+    } catch (const ArgumentError& e) {
+      throw ArgumentError(who + e.what());
+    }
+    ntok += p.n;
     patterns += p.patterns;
     nq += p.queries;
-    for (int q = p.query0; q < p.query0 + p.queries; ++q) {
-      if (q >= static_cast<int>(queries.size())) throw ArgumentError(who + "missing queries");
-      if (queries[q].position < 0 || queries[q].position >= p.n)
-        throw ArgumentError(who + "query position " + std::to_string(queries[q].position) +
-                            " outside [0, " + std::to_string(p.n) + ")");
-      m.check_token(queries[q].target);
-    }
-    max_kv = std::max(max_kv, p.n);
-    outputs += std::size_t(p.patterns) * p.queries;
   }
+  if (nq != static_cast<int>(queries.size()))
+    throw ArgumentError("probabilities: " + std::to_string(queries.size()) + " queries for " +
+                        std::to_string(nq) + " the prompts name");
   std::vector<int> owner(static_cast<std::size_t>(patterns));  // prompt of each pattern
   for (std::size_t r = 0; r < prompts.size(); ++r)
     for (int b = 0; b < prompts[r].patterns; ++b) owner[prompts[r].pattern0 + b] = int(r);
   for (const auto& iv : ivs) {
     if (iv.pattern < 0 || iv.pattern >= patterns)
-      throw ArgumentError("probabilities: intervention of an unknown pattern");
+      throw ArgumentError("probabilities: intervention of pattern " + std::to_string(iv.pattern) +
+                          ", outside [0, " + std::to_string(patterns) + ")");
     const auto& p = prompts[owner[iv.pattern]];
     const std::string who = "probabilities: prompt " + std::to_string(owner[iv.pattern]) + ": ";
     if (iv.layer < 0 || iv.layer >= L)
@@ -1354,94 +1385,101 @@ void DecoderEngine::probabilities(const std::int32_t* tokens,
       throw ArgumentError(who + "unit " + std::to_string(iv.unit) + " outside [0, " +
                           std::to_string(F) + ")");
   }
-  if (outputs == 0) return;
   // Output offset of each prompt's [patterns × queries] block.
   std::vector<std::size_t> out_at(prompts.size() + 1, 0);
   for (std::size_t r = 0; r < prompts.size(); ++r)
     out_at[r + 1] = out_at[r] + std::size_t(prompts[r].patterns) * prompts[r].queries;
-  // Every (prompt, pattern) is a sequence of the prompt's rows, all sequences stacked; groups of
-  // whole prompts of at most k_rows rows (one prompt alone may exceed it) run as one forward
-  // from the embedding: every layer's GEMMs over all rows, attention within each sequence
-  // (first[r]), interventions on their rows, one head GEMM over the query rows.
+  // Groups of whole prompts of at most k_rows rows (one prompt alone may exceed it), each one
+  // forward from the embedding (probabilities_group).
   constexpr std::size_t k_rows = 4096;
   std::size_t r0 = 0;
   while (r0 < prompts.size()) {
     std::size_t r1 = r0, rows = 0;
-    while (r1 < prompts.size() &&
-           (r1 == r0 || rows + std::size_t(prompts[r1].patterns) * prompts[r1].n <= k_rows))
-      rows += std::size_t(prompts[r1].patterns) * prompts[r1++].n;
-    const int R = static_cast<int>(rows);
-    if (R == 0) {  // prompts without patterns: nothing to run
-      r0 = r1;
-      continue;
-    }
-    std::vector<int> tok, pos, first, qrow, target;
-    std::vector<int> seq_at(static_cast<std::size_t>(patterns), -1);
-    for (std::size_t r = r0; r < r1; ++r) {
-      const auto& p = prompts[r];
-      for (int b = 0; b < p.patterns; ++b) {
-        const int at = static_cast<int>(tok.size());
-        seq_at[p.pattern0 + b] = at;
-        for (int j = 0; j < p.n; ++j) {
-          tok.push_back(tokens[p.offset + j]);
-          pos.push_back(j);
-          first.push_back(at);
-        }
-        for (int q = p.query0; q < p.query0 + p.queries; ++q) {
-          qrow.push_back(at + queries[q].position);
-          target.push_back(queries[q].target);
+    auto rows_of = [&](const DevicePrompt& p) {
+      return std::size_t(p.patterns) * std::size_t(used_length(p, queries));
+    };
+    while (r1 < prompts.size() && (r1 == r0 || rows + rows_of(prompts[r1]) <= k_rows))
+      rows += rows_of(prompts[r1++]);
+    if (rows > 0) {  // prompts without patterns or queries need nothing
+      StackedRows g;
+      g.layer_has.assign(static_cast<std::size_t>(L), 0);
+      std::vector<int> seq_at(static_cast<std::size_t>(patterns), -1), used(prompts.size(), 0);
+      for (std::size_t r = r0; r < r1; ++r) {
+        const auto& p = prompts[r];
+        used[r] = used_length(p, queries);
+        for (int b = 0; b < p.patterns && used[r] > 0; ++b) {
+          const int at = static_cast<int>(g.tok.size());
+          seq_at[p.pattern0 + b] = at;
+          for (int j = 0; j < used[r]; ++j) {
+            g.tok.push_back(tokens[p.offset + j]);
+            g.pos.push_back(j);
+            g.first.push_back(at);
+          }
+          for (int q = p.query0; q < p.query0 + p.queries; ++q) {
+            g.qrow.push_back(at + queries[static_cast<std::size_t>(q)].position);
+            g.target.push_back(queries[static_cast<std::size_t>(q)].target);
+          }
         }
       }
+      for (const auto& iv : ivs)  // in call order; those after the last query change nothing
+        if (seq_at[iv.pattern] >= 0 && iv.position < used[owner[iv.pattern]]) {
+          g.ivs.push_back({iv.layer, seq_at[iv.pattern] + iv.position, iv.unit, iv.op, iv.value});
+          g.layer_has[static_cast<std::size_t>(iv.layer)] = 1;
+        }
+      m.probabilities_group(g, out + out_at[r0]);
     }
-    std::vector<RowIntervention> riv;
-    for (const auto& iv : ivs)
-      if (seq_at[iv.pattern] >= 0)
-        riv.push_back({iv.layer, seq_at[iv.pattern] + iv.position, iv.unit, iv.op, iv.value});
-    const Buffer dtok = upload_ints(tok, "tokens"), dpos = upload_ints(pos, "positions"),
-                 dzero = upload_ints(std::vector<int>(rows, 0), "starts"),
-                 dfirst = upload_ints(first, "row indices"), dq = upload_ints(qrow, "query rows"),
-                 dtarget = upload_ints(target, "targets");
-    Buffer div;
-    if (!riv.empty()) {
-      div.allocate(riv.size() * sizeof(RowIntervention), "interventions");
-      check(cudaMemcpy(div.raw(), riv.data(), riv.size() * sizeof(RowIntervention),
-                       cudaMemcpyHostToDevice),
-            "copy interventions");
-    }
-    const std::size_t rd = rows * d, rf = rows * F;
-    Buffer h(rd, "hidden states"), mid(rd, "residual stream"), pre(rf, "pre"), post(rf, "post");
-    m.embed_rows(dtok.i(), R, 1, h.f(), dpos.i());
-    for (int l = 0; l < L; ++l) {
-      LayerCache c;
-      m.attention_forward(l, R, h.f(), dpos.i(), dzero.i(), dfirst.i(), max_kv, nullptr, nullptr, c,
-                          false, mid.f());
-      m.ffn_pre(l, R, mid.f(), c, pre.f(), post.f());
-      float* site = m.site_of(pre.f(), post.f());
-      if (!riv.empty()) {
-        intervene_rows_kernel<<<1, 1>>>(site, static_cast<const RowIntervention*>(div.raw()),
-                                        static_cast<int>(riv.size()), l, F);
-        check(cudaGetLastError(), "intervene_rows_kernel");
-        if (site != post.f()) m.act_forward(pre.f(), post.f(), rf);
-      }
-      m.ffn_post(l, R, post.f(), mid.f(), h.f(), nullptr);
-    }
-    const int Q = static_cast<int>(qrow.size());
-    Buffer hq(std::size_t(Q) * d, "query hidden states"), x(std::size_t(Q) * d, "final hidden");
-    m.gather(h.f(), dq, Q, d, hq.f());
-    Buffer mean, rstd;
-    m.norm(hq.f(), m.final_g, m.final_b, Q, d, x.f(), &mean, rstd);
-    Buffer prob(std::max(Q, 1), "probabilities");
-    constexpr int k_chunk = 1024;  // logits rows at a time
-    for (int q0 = 0; q0 < Q; q0 += k_chunk) {
-      const int n = std::min(k_chunk, Q - q0);
-      Buffer z(std::size_t(n) * m.s.vocab, "logits");
-      m.gemm_xwt(x.f() + std::size_t(q0) * d, m.head(), n, d, m.s.vocab, z.f());
-      m.softmax_target(z.f(), dtarget.i() + q0, n, false, prob.f() + q0);
-    }
-    // The group's outputs are contiguous: prompts r0..r1 in order, each [patterns × queries].
-    if (Q > 0) m.to_host(out + out_at[r0], prob.f(), std::size_t(Q), "copy probabilities");
     r0 = r1;
   }
+}
+
+void DecoderEngine::Impl::probabilities_group(const StackedRows& g, float* out) {
+  auto& m = *this;
+  const int L = m.s.n_layer, d = m.s.d_model, F = m.s.ffn;
+  const int R = static_cast<int>(g.tok.size()), Q = static_cast<int>(g.qrow.size());
+  int max_kv = 0;
+  for (const int p : g.pos) max_kv = std::max(max_kv, p + 1);
+  const Buffer dtok = upload_ints(g.tok, "tokens"), dpos = upload_ints(g.pos, "positions"),
+               dzero = upload_ints(std::vector<int>(g.tok.size(), 0), "starts"),
+               dfirst = upload_ints(g.first, "row indices"), dq = upload_ints(g.qrow, "query rows"),
+               dtarget = upload_ints(g.target, "targets");
+  Buffer div;
+  if (!g.ivs.empty()) {
+    div.allocate(g.ivs.size() * sizeof(RowIntervention), "interventions");
+    check(cudaMemcpy(div.raw(), g.ivs.data(), g.ivs.size() * sizeof(RowIntervention),
+                     cudaMemcpyHostToDevice),
+          "copy interventions");
+  }
+  const std::size_t rd = std::size_t(R) * d, rf = std::size_t(R) * F;
+  Buffer h(rd, "hidden states"), mid(rd, "residual stream"), pre(rf, "pre"), post(rf, "post");
+  m.embed_rows(dtok.i(), R, 1, h.f(), dpos.i());
+  for (int l = 0; l < L; ++l) {
+    LayerCache c;
+    m.attention_forward(l, R, h.f(), dpos.i(), dzero.i(), dfirst.i(), max_kv, nullptr, nullptr, c,
+                        false, mid.f());
+    m.ffn_pre(l, R, mid.f(), c, pre.f(), post.f());
+    float* site = m.site_of(pre.f(), post.f());
+    if (g.layer_has[static_cast<std::size_t>(l)]) {
+      intervene_rows_kernel<<<1, 1>>>(site, static_cast<const RowIntervention*>(div.raw()),
+                                      static_cast<int>(g.ivs.size()), l, F);
+      check(cudaGetLastError(), "intervene_rows_kernel");
+      if (site != post.f()) m.act_forward(pre.f(), post.f(), rf);
+    }
+    m.ffn_post(l, R, post.f(), mid.f(), h.f(), nullptr);
+  }
+  Buffer hq(std::size_t(Q) * d, "query hidden states"), x(std::size_t(Q) * d, "final hidden");
+  m.gather(h.f(), dq, Q, d, hq.f());
+  Buffer mean, rstd;
+  m.norm(hq.f(), m.final_g, m.final_b, Q, d, x.f(), &mean, rstd);
+  Buffer prob(std::size_t(Q), "probabilities");
+  constexpr int k_chunk = 1024;  // logits rows at a time
+  for (int q0 = 0; q0 < Q; q0 += k_chunk) {
+    const int n = std::min(k_chunk, Q - q0);
+    Buffer z(std::size_t(n) * m.s.vocab, "logits");
+    m.gemm_xwt(x.f() + std::size_t(q0) * d, m.head(), n, d, m.s.vocab, z.f());
+    m.softmax_target(z.f(), dtarget.i() + q0, n, false, prob.f() + q0);
+  }
+  // The group's outputs are contiguous: its prompts in order, each [patterns × queries].
+  m.to_host(out, prob.f(), std::size_t(Q), "copy probabilities");
 }
 
 void DecoderEngine::mean_site_activations(const std::int32_t* tokens, int count, int n,

@@ -169,6 +169,64 @@ BOOST_AUTO_TEST_CASE(interventions_match_the_cpu_backend) {
       {"request 0", "pattern 2", "position 6", "5 tokens"}));
 }
 
+BOOST_AUTO_TEST_CASE(multi_prompt_probabilities_across_several_row_groups) {
+  // 80 prompts of 6–10 tokens × 8 patterns: more than the engine's 4096 rows of one group, so
+  // the call runs in several groups; default (post-activation) neuron site. Every request equals
+  // its single-prompt call on the GPU, and a few are checked against the CPU backend.
+  const auto w = load_gpt2_safetensors(tiny());
+  const Gpt2Model<float> cpu(w);
+  const CudaGpt2Model<> gpu(w);
+  const int F = gpu.ffn_width(), L = gpu.num_layers();
+  std::vector<std::vector<TokenId>> tokens;
+  std::vector<std::vector<InterventionPattern>> pats;
+  std::vector<std::vector<Query>> qs;
+  for (int r = 0; r < 80; ++r) {
+    const int n = 6 + r % 5;
+    std::vector<TokenId> t;
+    for (int j = 0; j < n; ++j) t.push_back(TokenId((r * 7 + j * 13 + 1) % 64));
+    tokens.push_back(t);
+    std::vector<InterventionPattern> p(8);
+    for (int b = 1; b < 8; ++b) {
+      p[b].push_back({b % L, (r * 7 + b) % F, n - 1 - b % 3,
+                      b % 2 ? InterventionOp::scale : InterventionOp::set, b % 3 ? 0.0 : 2.0});
+      p[b].push_back({(b + 1) % L, (r + b * 5) % F, n - 1, InterventionOp::scale, 0.5});
+    }
+    pats.push_back(p);
+    qs.push_back({{n - 1, TokenId((r + 3) % 64)}, {2, TokenId(r % 64)}});
+  }
+  std::vector<ProbabilityRequest> batch;
+  for (int r = 0; r < 80; ++r) batch.push_back({tokens[r], pats[r], qs[r]});
+  const auto got = gpu.probabilities(std::span<const ProbabilityRequest>(batch));
+  BOOST_TEST_REQUIRE(got.size() == batch.size());
+  double worst = 0, worst_cpu = 0;
+  for (std::size_t r = 0; r < batch.size(); ++r) {
+    const MatrixF one = gpu.probabilities(batch[r].tokens, batch[r].patterns, batch[r].queries);
+    BOOST_TEST_REQUIRE(got[r].rows() == 8);
+    BOOST_TEST_REQUIRE(got[r].cols() == 2);
+    worst = std::max(worst, rel(got[r], one));
+    if (r % 20 == 19)
+      worst_cpu = std::max(
+          worst_cpu,
+          rel(got[r], cpu.probabilities(batch[r].tokens, batch[r].patterns, batch[r].queries)));
+  }
+  BOOST_TEST(worst < 1e-5, "batched vs single, worst " << worst);
+  BOOST_TEST(worst_cpu < 1e-5, "batched vs CPU, worst " << worst_cpu);
+  // No requests; a request with queries but no patterns; one with patterns but no queries.
+  BOOST_TEST(gpu.probabilities(std::span<const ProbabilityRequest>()).empty());
+  const std::vector<InterventionPattern> no_patterns;
+  const std::vector<Query> no_queries;
+  const std::vector<ProbabilityRequest> odd{{tokens[0], no_patterns, qs[0]},
+                                            {tokens[1], pats[1], no_queries},
+                                            {tokens[2], pats[2], qs[2]}};
+  const auto o = gpu.probabilities(std::span<const ProbabilityRequest>(odd));
+  BOOST_TEST_REQUIRE(o.size() == 3u);
+  BOOST_TEST(o[0].rows() == 0);
+  BOOST_TEST(o[0].cols() == 2);
+  BOOST_TEST(o[1].rows() == 8);
+  BOOST_TEST(o[1].cols() == 0);
+  BOOST_TEST(rel(o[2], got[2]) < 1e-5);
+}
+
 BOOST_AUTO_TEST_CASE(attribution_scores_match_the_cpu_backend) {
   const auto w = load_gpt2_safetensors(tiny());
   const Gpt2Model<float> cpu(w);

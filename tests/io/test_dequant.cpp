@@ -83,6 +83,32 @@ BOOST_AUTO_TEST_CASE(hand_computed_blocks) {
   BOOST_TEST(y[0] == 31.0f);
 }
 
+BOOST_AUTO_TEST_CASE(q6_k_equals_its_per_element_form_bit_for_bit) {
+  // The library hoists each sub-block's d · scale out of the element loop (so it vectorizes);
+  // the values must be exactly those of d · scale · q evaluated per element.
+  std::vector<std::uint8_t> b(64 * 210);
+  std::uint32_t x = 12345;
+  for (auto& v : b) v = static_cast<std::uint8_t>((x = x * 1664525u + 1013904223u) >> 24);
+  for (std::size_t k = 0; k < 64; ++k) b[k * 210 + 209] &= 0x3F;  // finite fp16 d
+  std::vector<float> got(64 * 256);
+  io::dequantize(static_cast<std::uint32_t>(io::GgmlType::q6_k),
+                 reinterpret_cast<const std::byte*>(b.data()), got.size(), got.data());
+  std::size_t same = 0;
+  for (std::size_t k = 0; k < 64; ++k) {
+    const std::uint8_t* blk = b.data() + k * 210;
+    const auto* sc = reinterpret_cast<const std::int8_t*>(blk + 192);
+    const float d = io::detail::fp16_at(blk + 208);
+    for (int i = 0; i < 256; ++i) {
+      const int h = i / 128, r = i % 128, part = r / 32, l = r % 32;
+      const std::uint8_t lo = blk[64 * h + l + (part % 2) * 32], hi = blk[128 + 32 * h + l];
+      const int q = (((part < 2 ? lo & 0xF : lo >> 4)) | (((hi >> (2 * part)) & 3) << 4)) - 32;
+      const float want = d * sc[8 * h + l / 16 + 2 * part] * static_cast<float>(q);
+      same += std::memcmp(&want, &got[k * 256 + static_cast<std::size_t>(i)], sizeof(float)) == 0;
+    }
+  }
+  BOOST_TEST(same == got.size());
+}
+
 BOOST_AUTO_TEST_CASE(random_blocks_match_the_gguf_python_package) {
   const auto j =
       knprobe::testing::read_json(knprobe::testing::data_dir() / "gguf" / "dequant_blocks.json");

@@ -176,12 +176,15 @@ class CudaDecoderBase {
       tokens.insert(tokens.end(), q.tokens.begin(), q.tokens.end());
       for (std::size_t b = 0; b < q.patterns.size(); ++b)
         for (const auto& iv : q.patterns[b]) {
-          KNPROBE_REQUIRE(iv.layer >= 0 && iv.layer < L && iv.unit >= 0 && iv.unit < F &&
-                              iv.position >= 0 && iv.position < n,
-                          ArgumentError, "probabilities: request ", r, ", pattern ", b,
-                          ": intervention (layer ", iv.layer, ", unit ", iv.unit, ", position ",
-                          iv.position, ") outside the model's ", L, " layers × ", F,
-                          " units or the prompt's ", n, " tokens");
+          KNPROBE_REQUIRE(iv.layer >= 0 && iv.layer < L, ArgumentError, "probabilities: request ",
+                          r, ", pattern ", b, ": intervention layer ", iv.layer,
+                          " outside the model's ", L, " layers");
+          KNPROBE_REQUIRE(iv.unit >= 0 && iv.unit < F, ArgumentError, "probabilities: request ", r,
+                          ", pattern ", b, ": intervention unit ", iv.unit, " outside [0, ", F,
+                          ")");
+          KNPROBE_REQUIRE(iv.position >= 0 && iv.position < n, ArgumentError,
+                          "probabilities: request ", r, ", pattern ", b, ": intervention position ",
+                          iv.position, " outside the prompt's ", n, " tokens");
           ivs.push_back({p.pattern0 + static_cast<int>(b), iv.layer, iv.position, iv.unit,
                          iv.op == InterventionOp::set ? 0 : 1, static_cast<float>(iv.value)});
         }

@@ -159,10 +159,10 @@ class DecoderEngine {
   /// Several prompts at once: out holds, prompt after prompt, each prompt's [patterns × queries]
   /// block of P(query.target at query.position) under the pattern's interventions
   /// (DeviceIntervention::pattern indexes all prompts' patterns). Every (prompt, pattern) is run
-  /// from the embedding as its own sequence; all sequences are stacked into one forward (groups of
-  /// about 4096 rows), so a fact, its controls and its unrelated facts share every layer's GEMMs
-  /// and one head GEMM. Needs no trace. ArgumentError naming the prompt for a bad id, position,
-  /// layer or unit, before any work.
+  /// from the embedding as its own sequence, up to the prompt's last query position; all sequences
+  /// are stacked into one forward (groups of about 4096 rows), so a fact, its controls and its
+  /// unrelated facts share every layer's GEMMs and one head GEMM. Needs no trace. ArgumentError
+  /// naming the prompt for a bad id, length, position, layer or unit, before any work.
   void probabilities(const std::int32_t* tokens, const std::vector<DevicePrompt>& prompts,
                      const std::vector<DeviceIntervention>& interventions,
                      const std::vector<DeviceQuery>& queries, float* out);
