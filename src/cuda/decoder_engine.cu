@@ -857,6 +857,17 @@ struct DecoderEngine::Impl {
       throw ArgumentError("cuda decoder: " + std::to_string(n) +
                           " tokens exceed n_positions = " + std::to_string(s.n_positions));
   }
+  /// prob[r] = softmax(x[r] Eᵀ)[target[r]] for `rows` final hidden states (device pointers), the
+  /// logits made 1024 rows at a time.
+  void head_probabilities(const float* x, const int* target, int rows, float* prob) {
+    constexpr int k_chunk = 1024;
+    for (int r0 = 0; r0 < rows; r0 += k_chunk) {
+      const int n = std::min(k_chunk, rows - r0);
+      Buffer z(std::size_t(n) * s.vocab, "logits");
+      gemm_xwt(x + std::size_t(r0) * s.d_model, head(), n, s.d_model, s.vocab, z.f());
+      softmax_target(z.f(), target + r0, n, false, prob + r0);
+    }
+  }
   /// One group of the multi-prompt `probabilities`: every row from the embedding, out[Q].
   void probabilities_group(const StackedRows& g, float* out);
 };
@@ -1304,13 +1315,7 @@ void DecoderEngine::probabilities(const DeviceTrace& t, int P,
     }
   const Buffer dtarget = upload_ints(target, "targets");
   Buffer prob(rows, "probabilities");
-  constexpr int k_chunk = 1024;  // logits rows at a time
-  for (int r0 = 0; r0 < rows; r0 += k_chunk) {
-    const int n = std::min(k_chunk, rows - r0);
-    Buffer z(std::size_t(n) * m.s.vocab, "logits");
-    m.gemm_xwt(hid.f() + std::size_t(r0) * d, m.head(), n, d, m.s.vocab, z.f());
-    m.softmax_target(z.f(), dtarget.i() + r0, n, false, prob.f() + r0);
-  }
+  m.head_probabilities(hid.f(), dtarget.i(), rows, prob.f());
   check(cudaMemcpy(out, prob.f(), std::size_t(rows) * sizeof(float), cudaMemcpyDeviceToHost),
         "copy probabilities");
 }
@@ -1471,13 +1476,7 @@ void DecoderEngine::Impl::probabilities_group(const StackedRows& g, float* out) 
   Buffer mean, rstd;
   m.norm(hq.f(), m.final_g, m.final_b, Q, d, x.f(), &mean, rstd);
   Buffer prob(std::size_t(Q), "probabilities");
-  constexpr int k_chunk = 1024;  // logits rows at a time
-  for (int q0 = 0; q0 < Q; q0 += k_chunk) {
-    const int n = std::min(k_chunk, Q - q0);
-    Buffer z(std::size_t(n) * m.s.vocab, "logits");
-    m.gemm_xwt(x.f() + std::size_t(q0) * d, m.head(), n, d, m.s.vocab, z.f());
-    m.softmax_target(z.f(), dtarget.i() + q0, n, false, prob.f() + q0);
-  }
+  m.head_probabilities(x.f(), dtarget.i(), Q, prob.f());
   // The group's outputs are contiguous: its prompts in order, each [patterns × queries].
   m.to_host(out, prob.f(), std::size_t(Q), "copy probabilities");
 }
