@@ -9,7 +9,7 @@
 //      set's verification (P with the set suppressed / enhanced on the fact, on a random and a
 //      magnitude-matched control, and on `unrelated` other cases) done twice, as for the
 //      fact's own set and its language-independent set; split into attribution / verification;
-//      and, in FP32, the verification batched (one multi-prompt call) vs one call per measurement;
+//      and, in FP32, the verification batched (one multi-prompt call) vs one call per request;
 //   3. the same pair on the CPU backend (LlamaModel<float>) at 1, 2, 4, ... threads up to the
 //      machine's count: the thread scaling and the GPU / CPU ratio.
 //   bench_cuda_llama SPEC.json OUT.json
@@ -81,7 +81,7 @@ struct PairResult {
 /// The verification of `s` on case `i`: the set suppressed (×0) and enhanced (×2) on the fact,
 /// its random and magnitude controls on the fact, the set on `unrelated` other cases; one
 /// `effects` call (batched when the model has HasBatchedProbabilities), or, when `per_call`, one
-/// call per measurement.
+/// call per request (the fact with its set, each control, each unrelated fact).
 template <class M>
 std::vector<std::vector<Effect>> verify(const KnowledgeProbe<M>& probe, const nlohmann::json& spec,
                                         std::size_t i, const Sets& s, bool per_call = false) {
@@ -256,15 +256,14 @@ int main(int argc, char** argv) try {
     out["gpu_pair"][cuda::precision_name(p)] = r;
   }
   gpu.set_precision(Precision::fp32);
-  {  // The verification of one pair on the GPU: batched vs one call per measurement.
+  {  // The verification of one pair on the GPU: batched vs one call per request.
     const double batched = bench::best_seconds(3, [&] { (void)verify(pg, spec, 0, want.sets); });
     const double single =
         bench::best_seconds(3, [&] { (void)verify(pg, spec, 0, want.sets, true); });
     out["gpu_verification_fp32"] = {
         {"batched_seconds", batched}, {"per_call_seconds", single}, {"speedup", single / batched}};
-    std::printf(
-        "gpu verification (fp32): batched %.4f s, one call per measurement %.4f s (%.1fx)\n",
-        batched, single, single / batched);
+    std::printf("gpu verification (fp32): batched %.4f s, one call per request %.4f s (%.1fx)\n",
+                batched, single, single / batched);
     std::fflush(stdout);
   }
 

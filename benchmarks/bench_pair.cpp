@@ -3,7 +3,7 @@
 // uses — teacher-forced top-1 check, attribution (trace, AMIG baselines, all layers' gradients),
 // selection, P(answer), the set's verification (effects, random and magnitude controls, K
 // unrelated facts: one batched call) and the LIKN set's verification — and prints the seconds of
-// each, their sum, and the same verification with one model call per measurement (the unbatched
+// each, their sum, and the same verification with one model call per request (the unbatched
 // baseline, same process).
 //   bench_pair GEMMA.gguf FACTS.jsonl [fact index=0] [language=en] [reps=2] [steps=20]
 //              [quadrature=left|trapezoid|gauss] [--json FILE]
@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
                         {"pair_seconds", total}};
   for (const auto& x : st) out["stages"].push_back({{"stage", x.name}, {"seconds", x.seconds}});
 
-  // The unbatched verification of the same set: one model call per measurement.
+  // The unbatched verification of the same set: one model call per request.
   static constexpr double factors[] = {0.0, 2.0};
   const double t_single = best_seconds(reps, [&] {
     const std::uint64_t cs = o.seed ^ detail::fnv1a(fact.id + '\x1f' + lang + "\x1f" + "control");
@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
     for (const auto& [id, g] : detail::unrelated_facts(probe, facts, i, lang, o.unrelated, o.seed))
       (void)probe.effects(g, s.neurons, factors);
   });
-  std::printf("verification of the set, one call per measurement: %.3f s (batched: %.2fx faster)\n",
+  std::printf("verification of the set, one call per request: %.3f s (batched: %.2fx faster)\n",
               t_single, t_single / t_verify);
   out["verification_per_call_seconds"] = t_single;
   out["verification_batched_seconds"] = t_verify;

@@ -8,7 +8,7 @@ machines can be compared. In one run, at each thread count asked for (default: 1
   workload (all 18 layers × 22 points, one batched call) in GFLOP/s and as a fraction of Eigen's
   and of the BLAS's best sgemm, and the same with the weights kept quantized;
 - bench_pair: one (fact, language) pair of the main job, stage by stage, with the verification
-  batched and one call per measurement;
+  batched and one call per request;
 - and, unless --skip-kn or the package is missing, compare_knowledge_neurons.py (knprobe vs
   EleutherAI knowledge-neurons on GPT-2 124M, all threads).
 
@@ -178,7 +178,7 @@ def table(res):
     for i, st in enumerate(next(iter(pr.values()))["stages"]):
         row("pair: " + st["stage"] + " (s)", lambda t, i=i: "%.3f" % pr[t]["stages"][i]["seconds"])
     row("**one (fact, language) pair (s)**", lambda t: "**%.2f**" % pr[t]["pair_seconds"])
-    row("verification, one call per measurement (s)",
+    row("verification, one call per request (s)",
         lambda t: "%.2f" % pr[t]["verification_per_call_seconds"])
     t1 = res["threads"][0]
     row("pair speed-up over %d thread(s)" % t1,

@@ -1369,8 +1369,8 @@ void DecoderEngine::probabilities(const std::int32_t* tokens,
     nq += p.queries;
   }
   if (nq != static_cast<int>(queries.size()))
-    throw ArgumentError("probabilities: " + std::to_string(queries.size()) + " queries for " +
-                        std::to_string(nq) + " the prompts name");
+    throw ArgumentError("probabilities: the prompts name " + std::to_string(nq) + " queries, got " +
+                        std::to_string(queries.size()));
   std::vector<int> owner(static_cast<std::size_t>(patterns));  // prompt of each pattern
   for (std::size_t r = 0; r < prompts.size(); ++r)
     for (int b = 0; b < prompts[r].patterns; ++b) owner[prompts[r].pattern0 + b] = int(r);
