@@ -181,7 +181,7 @@ int main(int argc, char** argv) try {
   auto t0 = Clock::now();
   const LlamaWeights<float> w = load_llama_safetensors(spec["model"].get<std::string>());
   out["load_seconds"] = seconds_since(t0);
-  out["config"] = {{"family", w.spec.family},        {"layers", w.spec.layers},
+  out["config"] = {{"family", w.spec.family()},      {"layers", w.spec.layers},
                    {"hidden", w.spec.hidden},        {"ffn", w.spec.ffn},
                    {"heads", w.spec.heads},          {"kv_heads", w.spec.kv_heads},
                    {"vocab_size", w.spec.vocab_size}};

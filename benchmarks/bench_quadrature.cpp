@@ -2,7 +2,7 @@
 // the built-in set, in each language, AMIG over all layers with the left Riemann sum (the
 // references' rule), the trapezoid rule and Gauss–Legendre at m = 5, 10, 20, 40, and the
 // completeness error of each: per (fact, language) the worst over layers of
-// δ / |P(a) − P(b)|, δ = |Σ_i Attr_i − (P(a) − P(b))| (METHOD.md §2), then the median and the
+// δ / |P(a) − P(b)|, δ = |Σ_i Attr_i − (P(a) − P(b))| (docs/METHOD.md §2), then the median and the
 // maximum over the (fact, language) pairs. Cost is in gradient evaluations per layer (the rule's
 // points; the two completeness endpoints are shared by all rules).
 //   bench_quadrature GEMMA.gguf FACTS.jsonl [facts=6] [languages=en,zh] [--json FILE]

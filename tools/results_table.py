@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Markdown tables from a `knprobe localize`, `knprobe edit` or `knprobe factcheck` result file
 (used for docs/results.md); the kind is recognised from the file's content. Every mean is shown
-with its bootstrap 95 % confidence interval (METHOD.md §10) as written by knprobe.
+with its bootstrap 95 % confidence interval (docs/METHOD.md §10) as written by knprobe.
 
 Usage: python3 tools/results_table.py results/main-job/localize.json [--no-per-fact]
        python3 tools/results_table.py RUN/editing.json
@@ -72,12 +72,13 @@ def factcheck_table(j):
                 c = v.get(split, {}).get(who)
                 if not c:
                     continue
-                f1 = "%.3f" % c["f1"]
-                if c.get("ci"):
+                r = lambda x: "n/a" if x is None else "%.3f" % x  # null: undefined rate
+                f1 = r(c["f1"])
+                if c.get("ci") and c["ci"].get("f1"):
                     f1 += " [%.3f, %.3f]" % tuple(c["ci"]["f1"])
-                print("| %s | %s | %s | %d | %.3f | %.3f | %s | %.3f | %.3f | %.3f |" % (
-                    lang, split, name, c["tp"] + c["fp"] + c["fn"] + c["tn"], c["precision"],
-                    c["recall"], f1, c["accuracy"], c["precision_ref"], c["f1_ref"]))
+                print("| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s |" % (
+                    lang, split, name, c["tp"] + c["fp"] + c["fn"] + c["tn"], r(c["precision"]),
+                    r(c["recall"]), f1, r(c["accuracy"]), r(c["precision_ref"]), r(c["f1_ref"])))
     if j["skipped"]:
         print("\nSkipped: " + "; ".join("%s [%s]: %s" % (x.get("fact"), x.get("language"), x.get("reason"))
                                         for x in j["skipped"]))

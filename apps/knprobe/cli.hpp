@@ -104,7 +104,7 @@ struct ThresholdArgs {
   std::map<std::string, double> resolve(const std::vector<std::string>& langs) const;
 };
 
-/// The controls and intervals of METHOD.md §10: --unrelated K, --control-band, --bootstrap R.
+/// The controls and intervals of docs/METHOD.md §10: --unrelated K, --control-band, --bootstrap R.
 struct ControlArgs {
   int unrelated = 10, bootstrap = 2000;
   double control_band = 0.02;
@@ -154,7 +154,7 @@ int with_model(const ModelArgs& a, F&& fn) {
       const auto f = std::make_shared<const io::GgufFile>(p);
       QuantizedLlamaModel m(load_llama_gguf_quantized(f));
       std::fprintf(stderr, "knprobe: loaded %s (%s, %d layers × %d neurons)\n",
-                   p.filename().c_str(), m.spec().family.c_str(), m.num_layers(), m.ffn_width());
+                   p.filename().c_str(), m.spec().family(), m.num_layers(), m.ffn_width());
       // SentencePiece ("llama": Gemma, Llama 2) or byte-level BPE ("gpt2": Llama 3, Qwen, SmolLM).
       // (One instantiation of the commands for both: they use the Tokenizer interface only.)
       std::unique_ptr<Tokenizer> tok;

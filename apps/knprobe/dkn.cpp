@@ -1,4 +1,4 @@
-// knprobe dkn: search the degenerate knowledge neurons of facts (METHOD.md §5); writes
+// knprobe dkn: search the degenerate knowledge neurons of facts (docs/METHOD.md §5); writes
 // <out>/dkn.json.
 #include "cli.hpp"
 #include "knprobe/experiments/degenerate.hpp"

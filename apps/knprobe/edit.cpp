@@ -1,4 +1,4 @@
-// knprobe edit: cross-lingual editing (METHOD.md §6): LIKN vs per-language sets, activation
+// knprobe edit: cross-lingual editing (docs/METHOD.md §6): LIKN vs per-language sets, activation
 // interventions and weight edits, reliability / generality / locality; writes <out>/editing.json.
 #include "cli.hpp"
 #include "knprobe/experiments/editing.hpp"
@@ -73,7 +73,7 @@ Command add_edit(CLI::App& app) {
   c->add_option("--out", args->out, "output directory");
   c->add_option("--edit-sign", args->sign,
                 "activation: erase / edit along each neuron's contribution a·v (sign of its "
-                "activation, METHOD.md §6; default); none: Dai's rule as written")
+                "activation, docs/METHOD.md §6; default); none: Dai's rule as written")
       ->check(one_of({"activation", "none"}));
   c->add_option("--l1", args->l1, "erase strength λ1 (default 1)")->check(number_in(0, 1e6));
   c->add_option("--l2", args->l2, "edit strength λ2 (default 8)")->check(number_in(0, 1e6));

@@ -1,5 +1,6 @@
 // knprobe factcheck: fact-checking with relation DKN sets vs the model-prediction baseline
-// (METHOD.md §7); writes <out>/factcheck.json and prints the metrics table.
+// (docs/METHOD.md §7); writes <out>/factcheck.json and prints the metrics table.
+#include <cmath>
 #include <set>
 
 #include "cli.hpp"
@@ -39,14 +40,16 @@ void print_factcheck_table(const FactCheckReport& rep) {
     for (const auto& [split, sname] : splits)
       for (const auto& [who, cname] : checkers) {
         const auto c = confusion(rep, lang, who, split);
-        std::string f1 = fmt_number(c.f1(), 3);
+        std::string f1 = std::isnan(c.f1()) ? "n/a" : fmt_number(c.f1(), 3);
         if (split != ClaimSplit::fit)
-          if (const auto ci = confusion_intervals(rep, lang, who, split); !ci.is_null())
+          if (const auto ci = confusion_intervals(rep, lang, who, split);
+              !ci.is_null() && !ci["f1"].is_null())
             f1 += " [" + fmt_number(ci["f1"][0].get<double>(), 3) + ", " +
                   fmt_number(ci["f1"][1].get<double>(), 3) + "]";
-        std::printf("| %s | %s | %s | %zu | %.3f | %.3f | %s | %.3f | %.3f | %.3f |\n",
-                    lang.c_str(), sname, cname, c.total(), c.precision(), c.recall(), f1.c_str(),
-                    c.accuracy(), c.precision_ref(), c.f1_ref());
+        auto r = [](double x) { return std::isnan(x) ? std::string("n/a") : fmt_number(x, 3); };
+        std::printf("| %s | %s | %s | %zu | %s | %s | %s | %s | %s | %s |\n", lang.c_str(), sname,
+                    cname, c.total(), r(c.precision()).c_str(), r(c.recall()).c_str(), f1.c_str(),
+                    r(c.accuracy()).c_str(), r(c.precision_ref()).c_str(), r(c.f1_ref()).c_str());
       }
 }
 

@@ -1,7 +1,7 @@
-// experiments/editing.hpp and the signed value-vector edit (METHOD.md §6) on the real stories260K
-// model: a neuron with a negative activation writes a·v, so Dai's rule as written (v − λ e_old)
-// pushes the old answer *up* through it; the edit along sign(a) must lower P(old). Then the
-// editing experiment: K unrelated facts for locality, the activation signs logged, weights
+// experiments/editing.hpp and the signed value-vector edit (docs/METHOD.md §6) on the real
+// stories260K model: a neuron with a negative activation writes a·v, so Dai's rule as written (v −
+// λ e_old) pushes the old answer *up* through it; the edit along sign(a) must lower P(old). Then
+// the editing experiment: K unrelated facts for locality, the activation signs logged, weights
 // restored bit-exactly.
 #include "knprobe/experiments/editing.hpp"
 

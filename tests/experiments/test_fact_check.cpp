@@ -4,6 +4,7 @@
 #include "knprobe/experiments/fact_check.hpp"
 
 #include <boost/test/unit_test.hpp>
+#include <cmath>
 #include <set>
 
 #include "knprobe/data/facts.hpp"
@@ -39,7 +40,24 @@ BOOST_AUTO_TEST_CASE(confusion_metrics_match_hand_counts) {
   BOOST_TEST(c.accuracy() == 0.7, boost::test_tools::tolerance(1e-12));
   BOOST_TEST(c.precision_ref() == 0.5, boost::test_tools::tolerance(1e-12));
   BOOST_TEST(c.f1_ref() == 2 * 0.5 * 0.6 / 1.1, boost::test_tools::tolerance(1e-12));
-  BOOST_TEST(Confusion{}.f1() == 0.0);  // no claims: zeros, not NaN
+  // A rate over nothing is undefined, not 0 (a silently wrong number): precision when nothing
+  // is accepted, recall without true claims; F1 is 0 when true claims were all rejected.
+  BOOST_TEST(std::isnan(Confusion{}.f1()));
+  BOOST_TEST(std::isnan(Confusion{}.accuracy()));
+  Confusion none;
+  none.add(true, false);
+  none.add(false, false);
+  BOOST_TEST(std::isnan(none.precision()));
+  BOOST_TEST(none.recall() == 0.0);
+  BOOST_TEST(none.f1() == 0.0);
+  BOOST_TEST(none.f1_ref() == 0.0);
+  BOOST_TEST(none.accuracy() == 0.5);
+  BOOST_TEST(to_json(none)["precision"].is_null());
+  BOOST_TEST(to_json(none)["recall"].get<double>() == 0.0);
+  Confusion no_true;
+  no_true.add(false, false);
+  BOOST_TEST(std::isnan(no_true.recall()));
+  BOOST_TEST(std::isnan(no_true.f1()));
 }
 
 BOOST_AUTO_TEST_CASE(threshold_maximises_training_f1) {
@@ -51,6 +69,11 @@ BOOST_AUTO_TEST_CASE(threshold_maximises_training_f1) {
   const double u = detail::best_threshold({{0.5, true}, {0.6, false}, {0.9, true}, {0.1, false}});
   BOOST_TEST(u == 0.3, boost::test_tools::tolerance(1e-12));
   BOOST_CHECK_THROW(detail::best_threshold({}), ArgumentError);
+  BOOST_TEST(testing::throws_with<ArgumentError>(
+      [] {
+        (void)detail::best_threshold({{0.1, false}, {0.2, false}});
+      },
+      {"no true claim"}));
 }
 
 BOOST_AUTO_TEST_CASE(wrong_objects_come_from_the_relation_distinct_and_seeded) {
@@ -136,8 +159,8 @@ BOOST_AUTO_TEST_CASE(runs_on_stories260k_deterministically_and_reports_what_it_s
   BOOST_TEST(none.skipped[0].reason.find("empty candidate list") != std::string::npos);
 }
 
-// METHOD.md §10: the relation set and θ come from disjoint training folds, θ_p of the P(candidate)
-// baseline from the same claims as θ, and only held-out claims are evidence.
+// docs/METHOD.md §10: the relation set and θ come from disjoint training folds, θ_p of the
+// P(candidate) baseline from the same claims as θ, and only held-out claims are evidence.
 BOOST_AUTO_TEST_CASE(cross_fitting_keeps_the_set_threshold_and_test_claims_apart) {
   const auto model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
   const Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};

@@ -6,7 +6,9 @@
 #include <boost/test/unit_test.hpp>
 #include <cmath>
 #include <cstring>
+#include <set>
 
+#include "knprobe/io/hf_config.hpp"
 #include "support/paths.hpp"
 
 using namespace knprobe;
@@ -117,6 +119,23 @@ std::vector<GgufKv> llama_kvs(const std::string& key = "", std::optional<GgufKv>
   }
   if (!replaced && kv) out.push_back(*kv);
   return out;
+}
+
+/// The metadata of a "gemma3" file of this shape, as llama.cpp's converter writes it (no
+/// query_pre_attn_scalar: the format does not carry it).
+std::vector<GgufKv> gemma3_kvs(int layers, int hidden, int heads, int kv_heads, int head_dim) {
+  return {GgufKv::str("general.architecture", "gemma3"),
+          GgufKv::u32("gemma3.context_length", 32768),
+          GgufKv::u32("gemma3.embedding_length", hidden),
+          GgufKv::u32("gemma3.block_count", layers),
+          GgufKv::u32("gemma3.feed_forward_length", 4 * hidden),
+          GgufKv::u32("gemma3.attention.head_count", heads),
+          GgufKv::u32("gemma3.attention.head_count_kv", kv_heads),
+          GgufKv::u32("gemma3.attention.key_length", head_dim),
+          GgufKv::u32("gemma3.attention.value_length", head_dim),
+          GgufKv::f32("gemma3.attention.layer_norm_rms_epsilon", 1e-6f),
+          GgufKv::f32("gemma3.rope.freq_base", 1e6f),
+          GgufKv::u32("gemma3.attention.sliding_window", 512)};
 }
 
 LlamaSpec spec_of(const std::vector<GgufKv>& kvs) {
@@ -234,6 +253,97 @@ BOOST_AUTO_TEST_CASE(gguf_tensor_types_must_be_consistent) {
         check({{"n", {32}, 1, f16x32}});
       },
       {"1-D tensor 'n' has type F16"}));
+}
+
+// What "gemma3" means is written once (detail::apply_architecture) for both loaders: a GGUF file
+// and a Hugging Face config of the same model give the same spec. The attention scale is
+// 1/sqrt(query_pre_attn_scalar); GGUF files do not carry the scalar, and llama.cpp takes head_dim
+// except for the 62-layer 27B model (168 = hidden / heads, head_dim 128). The Gemma 3 shapes are
+// those of the published configs (270M, 1B, 27B).
+BOOST_AUTO_TEST_CASE(gemma3_spec_is_the_same_from_gguf_and_hugging_face) {
+  struct Shape {
+    int layers, hidden, heads, kv_heads, head_dim, query_pre_attn_scalar;
+  };
+  for (const Shape& g : {Shape{18, 640, 4, 1, 256, 256}, Shape{26, 1152, 4, 1, 256, 256},
+                         Shape{62, 5376, 32, 16, 128, 168}}) {
+    const LlamaSpec gg = spec_of(gemma3_kvs(g.layers, g.hidden, g.heads, g.kv_heads, g.head_dim));
+    knprobe::testing::TempDir dir;
+    const auto cfg = io::read_llama_config(dir.write(
+        "config.json",
+        "{\"model_type\": \"gemma3_text\", \"hidden_size\": " + std::to_string(g.hidden) +
+            ", \"intermediate_size\": " + std::to_string(4 * g.hidden) +
+            ", \"num_hidden_layers\": " + std::to_string(g.layers) + ", \"num_attention_heads\": " +
+            std::to_string(g.heads) + ", \"num_key_value_heads\": " + std::to_string(g.kv_heads) +
+            ", \"head_dim\": " + std::to_string(g.head_dim) +
+            ", \"query_pre_attn_scalar\": " + std::to_string(g.query_pre_attn_scalar) +
+            ", \"sliding_window\": 512, \"rms_norm_eps\": 1e-6, "
+            "\"max_position_embeddings\": 32768, \"vocab_size\": 262144}"));
+    const LlamaSpec hf = detail::hf_llama_spec(cfg, "config.json");
+    const std::string n = std::to_string(g.layers) + " layers";
+    BOOST_TEST((gg.arch == LlamaArch::gemma3));
+    BOOST_TEST((hf.arch == LlamaArch::gemma3));
+    BOOST_TEST(gg.attention_scale() == 1.0 / std::sqrt(double(g.query_pre_attn_scalar)), n);
+    BOOST_TEST(hf.attention_scale() == gg.attention_scale(), n);
+    BOOST_TEST(hf.embed_scale == gg.embed_scale, n);
+    BOOST_TEST(gg.embed_scale == double(std::sqrt(float(g.hidden))), n);  // float, as both do
+    BOOST_TEST((hf.activation == gg.activation && gg.activation == blocks::Activation::gelu_tanh));
+    BOOST_TEST((hf.rope_style == gg.rope_style && gg.rope_style == blocks::rope::Style::half));
+    BOOST_TEST((hf.qk_norm && gg.qk_norm && hf.sandwich_norms && gg.sandwich_norms));
+    BOOST_TEST((!hf.qkv_bias && !gg.qkv_bias));
+    BOOST_TEST(hf.sliding == gg.sliding, n);
+    BOOST_TEST(gg.sliding.size() == std::size_t(g.layers));
+    BOOST_TEST(!gg.sliding[5]);  // every 6th layer is global
+    BOOST_TEST(gg.sliding[6]);
+    BOOST_TEST(hf.sliding_window == gg.sliding_window);
+    BOOST_TEST(hf.rope_theta_local == gg.rope_theta_local);
+    BOOST_TEST(hf.rope_theta == gg.rope_theta);
+  }
+  // A config without the fields gets Gemma3TextConfig's defaults (head_dim 256, scalar 256).
+  knprobe::testing::TempDir dir;
+  const auto cfg = io::read_llama_config(dir.write(
+      "config.json", R"({"model_type": "gemma3_text", "hidden_size": 128, "num_attention_heads": 4,
+        "num_key_value_heads": 1, "num_hidden_layers": 2, "intermediate_size": 64,
+        "vocab_size": 64})"));
+  const LlamaSpec hf = detail::hf_llama_spec(cfg, "config.json");
+  BOOST_TEST(hf.head_dim == 256);
+  BOOST_TEST(hf.attention_scale() == 1.0 / 16);
+  BOOST_TEST(hf.sliding_window == 4096);
+}
+
+// The tensor-name table: per architecture, the tensors a layer has, their GGUF and Hugging Face
+// names (each unique within a layer) and shapes.
+BOOST_AUTO_TEST_CASE(layer_tensor_table) {
+  LlamaSpec s;
+  s.hidden = 8;
+  s.ffn = 12;
+  s.layers = 2;
+  s.heads = 4;
+  s.kv_heads = 2;
+  s.head_dim = 2;
+  auto present = [&](LlamaArch a) {
+    detail::apply_architecture(s, a, {});
+    std::set<std::string> gguf, hf;
+    for (const auto& n : layer_tensor_names)
+      if (has_layer_tensor(s, n.role)) {
+        BOOST_TEST(gguf.insert(n.gguf).second, n.gguf);
+        BOOST_TEST(hf.insert(s.sandwich_norms && n.hf_sandwich ? n.hf_sandwich : n.hf).second,
+                   n.hf);
+      }
+    return gguf;
+  };
+  BOOST_TEST(present(LlamaArch::llama).size() == 9u);
+  BOOST_TEST(present(LlamaArch::qwen2).count("attn_q.bias") == 1u);
+  BOOST_TEST(present(LlamaArch::qwen3).count("attn_k_norm.weight") == 1u);
+  const auto g = present(LlamaArch::gemma3);
+  BOOST_TEST(g.size() == 13u);
+  BOOST_TEST(g.count("post_ffw_norm.weight") == 1u);
+  BOOST_TEST(g.count("attn_q.bias") == 0u);
+  BOOST_TEST((layer_tensor_shape(s, LayerTensor::wq) == std::pair<Index, Index>{8, 8}));
+  BOOST_TEST((layer_tensor_shape(s, LayerTensor::wk) == std::pair<Index, Index>{4, 8}));
+  BOOST_TEST((layer_tensor_shape(s, LayerTensor::w_down) == std::pair<Index, Index>{8, 12}));
+  BOOST_TEST((layer_tensor_shape(s, LayerTensor::q_norm) == std::pair<Index, Index>{2, 0}));
+  BOOST_TEST(std::string(layer_tensor_name(LayerTensor::ffn_norm).hf_sandwich) ==
+             "pre_feedforward_layernorm.weight");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

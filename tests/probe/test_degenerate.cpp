@@ -103,7 +103,7 @@ BOOST_AUTO_TEST_CASE(larger_sets_respect_the_pass_budget_and_batching_changes_no
   BOOST_TEST(cut.forward_passes <= 30u);
 }
 
-// METHOD.md §5: the candidates are the fact's selected knowledge neurons (after the t·max
+// docs/METHOD.md §5: the candidates are the fact's selected knowledge neurons (after the t·max
 // threshold), strongest first, at most `top` — never a unit outside the selection (the committed
 // example report had 21 of 120 DKN neurons that were not knowledge neurons).
 BOOST_AUTO_TEST_CASE(candidates_are_the_selected_knowledge_neurons_by_default) {

@@ -135,7 +135,7 @@ BOOST_AUTO_TEST_CASE(html_is_self_contained_and_escaped) {
   BOOST_TEST(md.find("| en | 2 | 0 | 1 | 0.50 | 2.00 | 20 |") != std::string::npos);
 }
 
-// METHOD.md §10: two methods on the same facts are compared by paired per-item differences.
+// docs/METHOD.md §10: two methods on the same facts are compared by paired per-item differences.
 BOOST_AUTO_TEST_CASE(runs_of_the_same_facts_get_paired_differences) {
   ReportInput in;
   auto a = sample_run(), b = sample_run();

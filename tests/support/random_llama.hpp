@@ -12,7 +12,7 @@ inline LlamaWeights<double> random_llama(bool gemma, std::uint64_t seed = 1) {
   Rng rng(seed);
   LlamaWeights<double> w;
   auto& s = w.spec;
-  s.family = gemma ? "gemma3" : "llama";
+  s.arch = gemma ? LlamaArch::gemma3 : LlamaArch::llama;
   s.vocab_size = 50;
   s.hidden = 16;
   s.ffn = 24;

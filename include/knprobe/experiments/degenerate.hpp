@@ -1,8 +1,9 @@
 #pragma once
-// The degenerate-knowledge-neuron experiment (METHOD.md §5) over facts in several languages: per
-// (fact, language) attribute, then search degenerate sets among the top-attributed neurons;
-// summary per language: how many facts have degenerate sets, how many sets, their sizes and the
-// forward passes spent. Facts that cannot be processed are recorded with the reason.
+// The degenerate-knowledge-neuron experiment (docs/METHOD.md §5) over facts in several languages:
+// per (fact, language) attribute, then search degenerate sets among the DKN candidates (by default
+// the fact's selected knowledge neurons, strongest first; or the top-attributed units); summary per
+// language: how many facts have degenerate sets, how many sets, their sizes and the forward passes
+// spent. Facts that cannot be processed are recorded with the reason.
 
 #include <functional>
 #include <map>

@@ -1,5 +1,5 @@
 #pragma once
-// Cross-lingual knowledge editing (METHOD.md §6). For each fact present in every language:
+// Cross-lingual knowledge editing (docs/METHOD.md §6). For each fact present in every language:
 //   N_l   = the neurons selected in language l (attribution + threshold t_l);
 //   sets  = LIKN (∩_l N_l), each N_l, and their union ("all");
 // and for every set S with every fact language l measured:
@@ -7,7 +7,7 @@
 //   erase    — value vectors v ← v − s λ₁ (|v|/|e_o|) e_o        (weights, undone bit-exactly);
 //   edit     — v ← v − s λ₁ (|v|/|e_o|) e_o + s λ₂ (|v|/|e_t|) e_t (old → new answer, likewise),
 //              s = sign of the neuron's activation at the answer position in the source language
-//              (METHOD.md §6: a neuron writes a·v; Dai's rule as written, s = 1, is the option
+//              (docs/METHOD.md §6: a neuron writes a·v; Dai's rule as written, s = 1, is the option
 //              `EditSign::none`).
 // e_o / e_t are the input embeddings of the first token of the old / new answer in the edit's
 // source language: l for N_l, the first listed language for LIKN and "all". The new answer is the

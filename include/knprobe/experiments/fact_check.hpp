@@ -1,10 +1,11 @@
 #pragma once
-// Fact-checking with degenerate knowledge neurons (METHOD.md §7; Chen et al. 2024), per language:
+// Fact-checking with degenerate knowledge neurons (docs/METHOD.md §7; Chen et al. 2024), per
+// language:
 //   claims      = every fact with its true object and `wrong_per_fact` wrong objects, the objects
 //                 of other facts of the same relation (distinct, ≠ the true one, seeded per fact);
 //   split       = per relation, a seeded shuffle: the first round(train_fraction · n) facts train,
-//                 the rest test. Cross-fitting (default, METHOD.md §10): the training facts are
-//                 cut in two disjoint folds — the first ⌈n_train/2⌉ ("set" fold) give the
+//                 the rest test. Cross-fitting (default, docs/METHOD.md §10): the training facts
+//                 are cut in two disjoint folds — the first ⌈n_train/2⌉ ("set" fold) give the
 //                 relation set, the others ("threshold" fold) the thresholds — so neither the set
 //                 nor θ is fitted on the claims it scores; `FactCheckFit::in_sample` (the
 //                 reference code) fits both on all training facts;
@@ -25,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -53,28 +55,39 @@ struct FactCheckOptions {
   double relation_fraction = 0.7;  ///< relation set: count > fraction · max_count
   std::uint64_t seed = 42;
   std::optional<double> fixed_threshold;  ///< instead of learning θ (reference: 1e-6)
-  /// Per-language t of the knowledge neurons that the DKN candidates are drawn from (METHOD.md §5).
+  /// Per-language t of the knowledge neurons that the DKN candidates are drawn from (docs/METHOD.md
+  /// §5).
   std::map<std::string, double> thresholds{{"en", 0.3}, {"zh", 0.2}};
   AttributionOptions attribution;
   DknOptions dkn;
   std::function<void(const std::string&)> progress;  ///< once per attribution
 };
 
-/// Binary confusion counts, positive = "the claim is true".
+/// Binary confusion counts, positive = "the claim is true". A rate over nothing is undefined, not
+/// 0: precision when nothing is accepted, recall without true claims, accuracy without claims are
+/// NaN (written as null in JSON, "n/a" in tables).
 struct Confusion {
   std::size_t tp = 0, fp = 0, fn = 0, tn = 0;
   void add(bool truth, bool accepted) {
     (truth ? (accepted ? tp : fn) : (accepted ? fp : tn)) += 1;
   }
   std::size_t total() const { return tp + fp + fn + tn; }
+  /// a / b, NaN when b = 0.
   static double ratio(std::size_t a, std::size_t b) {
-    return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0;
+    return b ? static_cast<double>(a) / static_cast<double>(b)
+             : std::numeric_limits<double>::quiet_NaN();
   }
-  static double harmonic(double p, double r) { return p + r > 0 ? 2 * p * r / (p + r) : 0.0; }
-  double precision() const { return ratio(tp, tp + fp); }
-  double recall() const { return ratio(tp, tp + fn); }
-  double f1() const { return harmonic(precision(), recall()); }
-  double accuracy() const { return ratio(tp + tn, total()); }
+  /// 2pr / (p + r); 0 when p = r = 0, NaN when either is undefined.
+  static double harmonic(double p, double r) {
+    if (std::isnan(p) || std::isnan(r)) return std::numeric_limits<double>::quiet_NaN();
+    return p + r > 0 ? 2 * p * r / (p + r) : 0.0;
+  }
+  double precision() const { return ratio(tp, tp + fp); }  ///< TP / (TP + FP)
+  double recall() const { return ratio(tp, tp + fn); }     ///< TP / (TP + FN)
+  /// F1 = 2 TP / (2 TP + FP + FN), the harmonic mean of precision and recall where both are
+  /// defined; 0 when nothing is accepted but some claim is true.
+  double f1() const { return ratio(2 * tp, 2 * tp + fp + fn); }
+  double accuracy() const { return ratio(tp + tn, total()); }  ///< (TP + TN) / all
   /// The reference code's precision: rejected true claims counted as false positives too.
   double precision_ref() const { return ratio(tp, tp + fp + fn); }
   double f1_ref() const { return harmonic(precision_ref(), recall()); }
@@ -152,6 +165,9 @@ inline std::vector<std::string> wrong_objects(const Fact& fact, const std::vecto
 /// the two ends.
 inline double best_threshold(std::vector<std::pair<double, bool>> v) {
   KNPROBE_REQUIRE(!v.empty(), ArgumentError, "fact-checking: no training claims to fit θ on");
+  KNPROBE_REQUIRE(std::any_of(v.begin(), v.end(), [](const auto& c) { return c.second; }),
+                  ArgumentError, "fact-checking: the ", v.size(),
+                  " claims θ is fitted on hold no true claim (F1 is undefined on them)");
   std::sort(v.begin(), v.end());
   std::vector<double> cuts{v.front().first - 1.0};
   for (std::size_t i = 1; i < v.size(); ++i)
@@ -436,7 +452,9 @@ inline nlohmann::json confusion_intervals(const FactCheckReport& rep, const std:
     f1.push_back(cm.f1());
     acc.push_back(cm.accuracy());
   }
-  auto ci = [&](std::vector<double>& v) {
+  auto ci = [&](std::vector<double>& v) {  // over the resamples where the metric is defined
+    std::erase_if(v, [](double x) { return std::isnan(x); });
+    if (v.empty()) return nlohmann::json(nullptr);
     const auto i = detail::percentile_interval(v, b.level);
     return nlohmann::json{i.lo, i.hi};
   };
@@ -448,16 +466,19 @@ inline nlohmann::json confusion_intervals(const FactCheckReport& rep, const std:
 }
 
 inline nlohmann::json to_json(const Confusion& c) {
+  auto rate = [](double x) {  // undefined (a rate over nothing): null
+    return std::isnan(x) ? nlohmann::json(nullptr) : nlohmann::json(x);
+  };
   return {{"tp", c.tp},
           {"fp", c.fp},
           {"fn", c.fn},
           {"tn", c.tn},
-          {"precision", c.precision()},
-          {"recall", c.recall()},
-          {"f1", c.f1()},
-          {"accuracy", c.accuracy()},
-          {"precision_ref", c.precision_ref()},
-          {"f1_ref", c.f1_ref()}};
+          {"precision", rate(c.precision())},
+          {"recall", rate(c.recall())},
+          {"f1", rate(c.f1())},
+          {"accuracy", rate(c.accuracy())},
+          {"precision_ref", rate(c.precision_ref())},
+          {"f1_ref", rate(c.f1_ref())}};
 }
 
 inline nlohmann::json to_json(const FactCheckReport& rep) {

@@ -1,8 +1,9 @@
 #pragma once
-// The localization experiment (METHOD.md §3, §4, §8) over facts in several languages:
+// The localization experiment (docs/METHOD.md §3, §4, §8) over facts in several languages:
 // per (fact, language) attribute, select with the language's threshold, and verify by
-// suppressing (×0) and enhancing (×2) the neurons on the fact's own prompt ("related"), on a fact
-// of another relation ("unrelated") and with a random control of the same layer histogram; per
+// suppressing (×0) and enhancing (×2) the neurons on the fact's own prompt ("related"), on K seeded
+// facts of other relations ("unrelated", signed and absolute means), with a random control of the
+// same layer histogram and one matched on |activation| (docs/METHOD.md §10); per
 // fact the language-independent set LIKN = ∩ N_lang and its effect in every language.
 // Facts that cannot be processed are recorded with the reason; the run continues.
 
@@ -39,7 +40,7 @@ struct LocalizeOptions {
   const std::vector<Fact>* unrelated_pool = nullptr;
   double control_band = 0.02;  ///< magnitude-matched control: |a|-rank window / layer width
   BootstrapOptions bootstrap;  ///< confidence intervals of the summary
-  /// Dai's refinement against generic neurons (METHOD.md §10), applied by localize() when > 0:
+  /// Dai's refinement against generic neurons (docs/METHOD.md §10), applied by localize() when > 0:
   /// a neuron is dropped from a fact's set in a language when it is selected for more than this
   /// share of the facts of *other* relations in that language (0 = off; the summary reports how
   /// often neurons recur either way).
@@ -184,7 +185,7 @@ std::vector<std::pair<std::string, EncodedFact>> unrelated_facts(const Knowledge
 }
 
 /// Suppress (×0) and enhance (×2) effects of `set` on the encoded fact f (facts[i] in `lang`)
-/// with every control of METHOD.md §10: K unrelated facts, a random set of the same layer
+/// with every control of docs/METHOD.md §10: K unrelated facts, a random set of the same layer
 /// histogram and one matched on activation magnitude. A control that cannot be formed leaves its
 /// field empty and says why in `notes`; the related effect is always measured.
 template <ProbeableModel M>
@@ -296,7 +297,7 @@ std::pair<EffectSet, EffectSet> measure_set(const KnowledgeProbe<M>& probe,
 
 /// One (fact, language) of the localization experiment: encode facts[i] in `lang`, attribute,
 /// select with the language's threshold and, when o.verify, measure the relative change of
-/// P(answer) on suppressing (×0) / enhancing (×2) the set with every control of METHOD.md §10
+/// P(answer) on suppressing (×0) / enhancing (×2) the set with every control of docs/METHOD.md §10
 /// (detail::measure_set: the fact itself, K unrelated facts of other relations, random and
 /// |activation|-matched control sets). Draws are seeded by (o.seed, fact id, language), so a
 /// sharded or resumed run gives the same numbers. Throws Error when the fact cannot be processed.
@@ -448,8 +449,8 @@ LocalizeReport localize(const KnowledgeProbe<M>& probe, const std::vector<Fact>&
   return rep;
 }
 
-/// Which facts a run keeps (METHOD.md §10 "Screening"): the model must know the answer in every
-/// language, by one stated rule.
+/// Which facts a run keeps (docs/METHOD.md §10 "Screening"): the model must know the answer in
+/// every language, by one stated rule.
 struct ScreenRule {
   enum class Kind {
     top1,        ///< every answer token is the model's argmax (teacher-forced)
@@ -672,7 +673,7 @@ inline nlohmann::json summarize(const LocalizeReport& rep, const BootstrapOption
     auto& out = j["languages"][lang];
     out["facts"] = a.count("neurons") ? a.at("neurons").size() : 0;
     for (const auto& [k, v] : a) out[k] = to_json(summarize(v, b, lang + "/" + k));
-    // Succ = |E_rel / E_unrel| + |S_rel / S_unrel| over the mean effects (METHOD.md §8).
+    // Succ = |E_rel / E_unrel| + |S_rel / S_unrel| over the mean effects (docs/METHOD.md §8).
     const auto& rs = ratio[lang];
     if (rs.count("suppress") && rs.count("enhance") &&
         rs.at("suppress").first.size() == rs.at("enhance").first.size()) {
@@ -691,7 +692,7 @@ inline nlohmann::json summarize(const LocalizeReport& rep, const BootstrapOption
       out["succ"] = succ;
     }
   }
-  // Generic neurons (METHOD.md §10): how often each neuron recurs across facts and relations.
+  // Generic neurons (docs/METHOD.md §10): how often each neuron recurs across facts and relations.
   std::map<std::string, std::map<Neuron, std::pair<std::size_t, std::set<std::string>>>> rec;
   std::map<std::string, std::size_t> n_facts;
   for (const auto& f : rep.facts)

@@ -1,8 +1,8 @@
 #pragma once
-// Dataset-scale localization runs that survive being killed (METHOD.md §3, §4, §5, §8 per fact).
-// The work is a list of items — for every fact i of the shard (i mod shard_count = shard_rank),
-// one item per language, then one LIKN item when there are several languages — and each finished
-// item is one record appended to an io::ResultsFile:
+// Dataset-scale localization runs that survive being killed (docs/METHOD.md §3, §4, §5, §8 per
+// fact). The work is a list of items — for every fact i of the shard (i mod shard_count =
+// shard_rank), one item per language, then one LIKN item when there are several languages — and
+// each finished item is one record appended to an io::ResultsFile:
 //   {"record": "result",       "index": i, "fact", "relation", "language",
 //   ...to_json(LanguageResult),
 //                              "dkn": {...} when DKN search is on}

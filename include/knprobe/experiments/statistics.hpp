@@ -1,9 +1,9 @@
 #pragma once
-// Summaries that make a results table evidence (METHOD.md §10): for per-fact values x_1..x_n, the
-// mean, the median and the mean of |x|, each with a 95 % bootstrap confidence interval (resample
-// the facts with replacement R times, percentile interval), and paired differences of two methods
-// on the same facts. Deterministic: the resampling stream is seeded by the options' seed and the
-// statistic's name, so a table is reproduced exactly.
+// Summaries that make a results table evidence (docs/METHOD.md §10): for per-fact values x_1..x_n,
+// the mean, the median and the mean of |x|, each with a 95 % bootstrap confidence interval
+// (resample the facts with replacement R times, percentile interval), and paired differences of two
+// methods on the same facts. Deterministic: the resampling stream is seeded by the options' seed
+// and the statistic's name, so a table is reproduced exactly.
 
 #include <algorithm>
 #include <cmath>
@@ -177,9 +177,9 @@ inline RatioSummary ratio_of_means(std::span<const double> x, std::span<const do
   return r;
 }
 
-/// Succ = |mean(E_rel) / mean(E_unrel)| + |mean(S_rel) / mean(S_unrel)| (METHOD.md §8) over the
-/// same facts (k-th entries of the four vectors belong to fact k), with a bootstrap interval that
-/// resamples facts jointly; `unstable` when the interval of mean(E_unrel) or of mean(S_unrel)
+/// Succ = |mean(E_rel) / mean(E_unrel)| + |mean(S_rel) / mean(S_unrel)| (docs/METHOD.md §8) over
+/// the same facts (k-th entries of the four vectors belong to fact k), with a bootstrap interval
+/// that resamples facts jointly; `unstable` when the interval of mean(E_unrel) or of mean(S_unrel)
 /// contains 0 (Succ then divides by noise and is not evidence). Absent value when a denominator
 /// is 0; no interval when n < 2 or a resampled denominator is 0.
 inline RatioSummary succ_summary(std::span<const double> s_rel, std::span<const double> s_unrel,

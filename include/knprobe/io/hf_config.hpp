@@ -275,6 +275,9 @@ inline LlamaConfig read_llama_config(const std::filesystem::path& file) {
     c.tie_word_embeddings = true;
     c.bos_token_id = 2;
     c.eos_token_id = 1;
+    c.head_dim = 256;
+    c.query_pre_attn_scalar = 256;
+    c.sliding_window = 4096;
   }
   detail::field(j, "vocab_size", c.vocab_size, f);
   detail::field(j, "hidden_size", c.hidden_size, f);

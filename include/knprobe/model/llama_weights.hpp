@@ -6,6 +6,7 @@
 // GGUF Gemma files already hold 1 + w, HF Gemma safetensors hold w and get 1 added here, never
 // twice (MODELS.md trap 1).
 
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -13,6 +14,7 @@
 #include <set>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "knprobe/core/tensor.hpp"
@@ -27,9 +29,29 @@
 
 namespace knprobe {
 
+/// The architectures of the Llama-family backend. What each one means (activation, RoPE layout,
+/// norms, biases, scales) is written once, in detail::apply_architecture, for every loader.
+enum class LlamaArch { llama, mistral, qwen2, qwen3, gemma3 };
+
+/// The architecture's name as GGUF's general.architecture and Hugging Face's model_type spell it.
+inline const char* arch_name(LlamaArch a) {
+  switch (a) {
+    case LlamaArch::mistral:
+      return "mistral";
+    case LlamaArch::qwen2:
+      return "qwen2";
+    case LlamaArch::qwen3:
+      return "qwen3";
+    case LlamaArch::gemma3:
+      return "gemma3";
+    default:
+      return "llama";
+  }
+}
+
 /// Runtime architecture description of one Llama-family checkpoint.
 struct LlamaSpec {
-  std::string family = "llama";  ///< "llama", "gemma3", "qwen2", "qwen3" or "mistral"
+  LlamaArch arch = LlamaArch::llama;
   int vocab_size = 0, hidden = 0, ffn = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
   double norm_eps = 1e-5;
   blocks::Activation activation = blocks::Activation::silu;
@@ -47,6 +69,7 @@ struct LlamaSpec {
   std::optional<TokenId> bos, eos;
   int context_length = 0;  ///< longest sequence the model was trained for (0 = not stated)
 
+  const char* family() const { return arch_name(arch); }
   double attention_scale() const {
     return attn_scale > 0 ? attn_scale : 1.0 / std::sqrt(double(head_dim));
   }
@@ -70,6 +93,145 @@ struct LlamaLayerWeights {
   Vector<T> post_ffn_norm;   ///< [d] (sandwich only)
 };
 
+/// The per-layer tensors of the Llama family, one role each (in LlamaLayerWeights' order).
+enum class LayerTensor {
+  attn_norm,
+  wq,
+  wk,
+  wv,
+  wo,
+  bq,
+  bk,
+  bv,
+  q_norm,
+  k_norm,
+  post_attn_norm,
+  ffn_norm,
+  w_gate,
+  w_up,
+  w_down,
+  post_ffn_norm
+};
+
+/// One row of the tensor-name table: a role's name in a GGUF file (after "blk.<i>.") and in a
+/// Hugging Face checkpoint (after "[model.]layers.<i>."; Gemma 3's sandwich layout renames the
+/// FFN norm), and how error messages name it.
+struct LayerTensorName {
+  LayerTensor role;
+  const char* gguf;
+  const char* hf;
+  const char* hf_sandwich;  ///< the name in a sandwich-norm (Gemma 3) checkpoint; nullptr = hf
+  const char* label;
+};
+
+/// The one tensor-name table of the Llama family, indexed by LayerTensor.
+inline constexpr std::array<LayerTensorName, 16> layer_tensor_names{{
+    {LayerTensor::attn_norm, "attn_norm.weight", "input_layernorm.weight", nullptr,
+     "attention norm"},
+    {LayerTensor::wq, "attn_q.weight", "self_attn.q_proj.weight", nullptr, "wq"},
+    {LayerTensor::wk, "attn_k.weight", "self_attn.k_proj.weight", nullptr, "wk"},
+    {LayerTensor::wv, "attn_v.weight", "self_attn.v_proj.weight", nullptr, "wv"},
+    {LayerTensor::wo, "attn_output.weight", "self_attn.o_proj.weight", nullptr, "wo"},
+    {LayerTensor::bq, "attn_q.bias", "self_attn.q_proj.bias", nullptr, "q bias"},
+    {LayerTensor::bk, "attn_k.bias", "self_attn.k_proj.bias", nullptr, "k bias"},
+    {LayerTensor::bv, "attn_v.bias", "self_attn.v_proj.bias", nullptr, "v bias"},
+    {LayerTensor::q_norm, "attn_q_norm.weight", "self_attn.q_norm.weight", nullptr, "q norm"},
+    {LayerTensor::k_norm, "attn_k_norm.weight", "self_attn.k_norm.weight", nullptr, "k norm"},
+    {LayerTensor::post_attn_norm, "post_attention_norm.weight", "post_attention_layernorm.weight",
+     nullptr, "post-attention norm"},
+    {LayerTensor::ffn_norm, "ffn_norm.weight", "post_attention_layernorm.weight",
+     "pre_feedforward_layernorm.weight", "ffn norm"},
+    {LayerTensor::w_gate, "ffn_gate.weight", "mlp.gate_proj.weight", nullptr, "ffn gate"},
+    {LayerTensor::w_up, "ffn_up.weight", "mlp.up_proj.weight", nullptr, "ffn up"},
+    {LayerTensor::w_down, "ffn_down.weight", "mlp.down_proj.weight", nullptr, "ffn down"},
+    {LayerTensor::post_ffn_norm, "post_ffw_norm.weight", "post_feedforward_layernorm.weight",
+     nullptr, "post-ffn norm"},
+}};
+
+static_assert(
+    [] {
+      for (std::size_t i = 0; i < layer_tensor_names.size(); ++i)
+        if (layer_tensor_names[i].role != static_cast<LayerTensor>(i)) return false;
+      return true;
+    }(),
+    "layer_tensor_names must list the roles in LayerTensor's order");
+
+/// The table's row of one role.
+inline const LayerTensorName& layer_tensor_name(LayerTensor t) {
+  return layer_tensor_names[static_cast<std::size_t>(t)];
+}
+
+/// Whether the layers of an architecture with this spec have tensor `t`.
+inline bool has_layer_tensor(const LlamaSpec& s, LayerTensor t) {
+  switch (t) {
+    case LayerTensor::bq:
+    case LayerTensor::bk:
+    case LayerTensor::bv:
+      return s.qkv_bias;
+    case LayerTensor::q_norm:
+    case LayerTensor::k_norm:
+      return s.qk_norm;
+    case LayerTensor::post_attn_norm:
+    case LayerTensor::post_ffn_norm:
+      return s.sandwich_norms;
+    default:
+      return true;
+  }
+}
+
+/// The shape of tensor `t` under this spec: {rows, cols} of a matrix, {size, 0} of a vector.
+inline std::pair<Index, Index> layer_tensor_shape(const LlamaSpec& s, LayerTensor t) {
+  const Index d = s.hidden, f = s.ffn, hd = s.head_dim;
+  const Index q = Index(s.heads) * hd, kv = Index(s.kv_heads) * hd;
+  switch (t) {
+    case LayerTensor::wq:
+      return {q, d};
+    case LayerTensor::wk:
+    case LayerTensor::wv:
+      return {kv, d};
+    case LayerTensor::wo:
+      return {d, q};
+    case LayerTensor::bq:
+      return {q, 0};
+    case LayerTensor::bk:
+    case LayerTensor::bv:
+      return {kv, 0};
+    case LayerTensor::q_norm:
+    case LayerTensor::k_norm:
+      return {hd, 0};
+    case LayerTensor::w_gate:
+    case LayerTensor::w_up:
+      return {f, d};
+    case LayerTensor::w_down:
+      return {d, f};
+    default:
+      return {d, 0};  // the d-wide norms
+  }
+}
+
+/// Calls f(role, the member of each layer...) for every per-layer tensor, in LayerTensor order:
+/// the one place that pairs LlamaLayerWeights' members with their roles (the loaders, validation
+/// and conversions all go through it).
+template <class F, class... L>
+void for_each_layer_tensor(F&& f, L&... l) {
+  f(LayerTensor::attn_norm, l.attn_norm...);
+  f(LayerTensor::wq, l.wq...);
+  f(LayerTensor::wk, l.wk...);
+  f(LayerTensor::wv, l.wv...);
+  f(LayerTensor::wo, l.wo...);
+  f(LayerTensor::bq, l.bq...);
+  f(LayerTensor::bk, l.bk...);
+  f(LayerTensor::bv, l.bv...);
+  f(LayerTensor::q_norm, l.q_norm...);
+  f(LayerTensor::k_norm, l.k_norm...);
+  f(LayerTensor::post_attn_norm, l.post_attn_norm...);
+  f(LayerTensor::ffn_norm, l.ffn_norm...);
+  f(LayerTensor::w_gate, l.w_gate...);
+  f(LayerTensor::w_up, l.w_up...);
+  f(LayerTensor::w_down, l.w_down...);
+  f(LayerTensor::post_ffn_norm, l.post_ffn_norm...);
+}
+
 template <class T, class W = Matrix<T>>
 struct LlamaWeights {
   LlamaSpec spec;
@@ -92,22 +254,14 @@ struct LlamaWeights {
     w.final_norm = vec(final_norm);
     for (const auto& l : layers) {
       LlamaLayerWeights<U, W2> o;
-      o.attn_norm = vec(l.attn_norm);
-      o.wq = matrix(l.wq);
-      o.wk = matrix(l.wk);
-      o.wv = matrix(l.wv);
-      o.wo = matrix(l.wo);
-      o.bq = vec(l.bq);
-      o.bk = vec(l.bk);
-      o.bv = vec(l.bv);
-      o.q_norm = vec(l.q_norm);
-      o.k_norm = vec(l.k_norm);
-      o.post_attn_norm = vec(l.post_attn_norm);
-      o.ffn_norm = vec(l.ffn_norm);
-      o.w_gate = matrix(l.w_gate);
-      o.w_up = matrix(l.w_up);
-      o.w_down = matrix(l.w_down);
-      o.post_ffn_norm = vec(l.post_ffn_norm);
+      for_each_layer_tensor(
+          [&](LayerTensor, auto& out, const auto& in) {
+            if constexpr (std::is_same_v<std::decay_t<decltype(in)>, Vector<T>>)
+              out = vec(in);
+            else
+              out = matrix(in);
+          },
+          o, l);
       w.layers.push_back(std::move(o));
     }
     return w;
@@ -137,7 +291,7 @@ struct LlamaWeights {
                     ", heads ", s.heads, "/", s.kv_heads, ")");
     KNPROBE_REQUIRE(static_cast<int>(layers.size()) == s.layers, ShapeError,
                     "llama: ", layers.size(), " layers loaded, spec says ", s.layers);
-    const Index d = s.hidden, q = Index(s.heads) * s.head_dim, kv = Index(s.kv_heads) * s.head_dim;
+    const Index d = s.hidden;
     detail::require_shape(embed, s.vocab_size, d, "token embedding");
     if (lm_head) detail::require_shape(*lm_head, s.vocab_size, d, "output head");
     detail::require_size(final_norm, d, "final norm");
@@ -148,32 +302,19 @@ struct LlamaWeights {
     for (double f : s.rope_freq_factors)
       KNPROBE_REQUIRE(std::isfinite(f) && f > 0, FormatError, "llama: RoPE frequency factor ", f,
                       " is not finite and > 0");
-    for (std::size_t i = 0; i < layers.size(); ++i) {
-      const auto& l = layers[i];
-      const std::string p = "layer " + std::to_string(i) + " ";
-      detail::require_size(l.attn_norm, d, (p + "attention norm").c_str());
-      detail::require_shape(l.wq, q, d, (p + "wq").c_str());
-      detail::require_shape(l.wk, kv, d, (p + "wk").c_str());
-      detail::require_shape(l.wv, kv, d, (p + "wv").c_str());
-      detail::require_shape(l.wo, d, q, (p + "wo").c_str());
-      detail::require_size(l.ffn_norm, d, (p + "ffn norm").c_str());
-      detail::require_shape(l.w_gate, s.ffn, d, (p + "ffn gate").c_str());
-      detail::require_shape(l.w_up, s.ffn, d, (p + "ffn up").c_str());
-      detail::require_shape(l.w_down, d, s.ffn, (p + "ffn down").c_str());
-      if (s.qkv_bias) {
-        detail::require_size(l.bq, q, (p + "q bias").c_str());
-        detail::require_size(l.bk, kv, (p + "k bias").c_str());
-        detail::require_size(l.bv, kv, (p + "v bias").c_str());
-      }
-      if (s.qk_norm) {
-        detail::require_size(l.q_norm, s.head_dim, (p + "q norm").c_str());
-        detail::require_size(l.k_norm, s.head_dim, (p + "k norm").c_str());
-      }
-      if (s.sandwich_norms) {
-        detail::require_size(l.post_attn_norm, d, (p + "post-attention norm").c_str());
-        detail::require_size(l.post_ffn_norm, d, (p + "post-ffn norm").c_str());
-      }
-    }
+    for (std::size_t i = 0; i < layers.size(); ++i)
+      for_each_layer_tensor(
+          [&](LayerTensor t, const auto& x) {
+            if (!has_layer_tensor(s, t)) return;
+            const auto [rows, cols] = layer_tensor_shape(s, t);
+            const std::string what =
+                "layer " + std::to_string(i) + " " + layer_tensor_name(t).label;
+            if constexpr (std::is_same_v<std::decay_t<decltype(x)>, Vector<T>>)
+              detail::require_size(x, rows, what.c_str());
+            else
+              detail::require_shape(x, rows, cols, what.c_str());
+          },
+          layers[i]);
   }
 };
 
@@ -186,6 +327,70 @@ inline Vector<float> as_vector(const MatrixF& m) {
 }  // namespace detail
 
 namespace detail {
+
+/// What a checkpoint states that its architecture's rules depend on. Both loaders fill it from
+/// their metadata; a field the format does not carry keeps its "not stated" value.
+struct ArchFacts {
+  bool permuted_qk = false;  ///< wq / wk rows permuted for interleaved RoPE (llama.cpp's "llama"
+                             ///< converter, llama2.c); else rotate-half
+  std::optional<blocks::Activation> activation;  ///< as stated (HF hidden_act); else the arch's
+  std::vector<bool> sliding;                     ///< per layer, as stated; else the arch's pattern
+  int sliding_window = 0;                        ///< Gemma 3, Mistral (0 = none)
+  double rope_theta_local = 0.0;                 ///< Gemma 3's sliding layers (0 = not stated)
+  double query_pre_attn_scalar = 0.0;            ///< Gemma 3 (0 = not stated)
+};
+
+/// The architecture's rules, one case per architecture, applied by every loader (GGUF, Hugging
+/// Face, llama2.c): activation, RoPE layout, q / k norms, q / k / v biases, sandwich norms, the
+/// embedding and attention scales and the sliding-window layers. The shape fields (hidden, heads,
+/// head_dim, layers) and rope_theta must be set already.
+inline void apply_architecture(LlamaSpec& s, LlamaArch arch, const ArchFacts& f) {
+  s.arch = arch;
+  s.activation = f.activation.value_or(blocks::Activation::silu);
+  s.rope_style = f.permuted_qk ? blocks::rope::Style::interleaved : blocks::rope::Style::half;
+  s.rope_theta_local = s.rope_theta;
+  s.qkv_bias = s.qk_norm = s.sandwich_norms = false;
+  s.embed_scale = 1.0;
+  s.attn_scale = 0.0;
+  s.sliding.clear();
+  s.sliding_window = 0;
+  switch (arch) {
+    case LlamaArch::llama:
+      break;
+    case LlamaArch::mistral:  // sliding-window attention on every layer, when it has a window
+      if (f.sliding_window > 0) {
+        s.sliding_window = f.sliding_window;
+        s.sliding.assign(static_cast<std::size_t>(s.layers), true);
+      }
+      break;
+    case LlamaArch::qwen2:
+      s.qkv_bias = true;
+      break;
+    case LlamaArch::qwen3:
+      s.qk_norm = true;
+      break;
+    case LlamaArch::gemma3: {
+      s.activation = f.activation.value_or(blocks::Activation::gelu_tanh);
+      s.qk_norm = s.sandwich_norms = true;
+      if (f.rope_theta_local > 0) s.rope_theta_local = f.rope_theta_local;
+      // Both references multiply by sqrt(hidden) rounded to float32: transformers casts it to the
+      // weights' dtype, llama.cpp computes sqrtf(n_embd).
+      s.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(s.hidden)));
+      // Scores are scaled by 1/sqrt(query_pre_attn_scalar). GGUF files do not carry it: llama.cpp
+      // takes head_dim, except for the 62-layer 27B model, whose scalar is hidden / heads (168,
+      // head_dim 128); so does this when the file does not state it.
+      const double q = f.query_pre_attn_scalar > 0 ? f.query_pre_attn_scalar
+                       : s.layers == 62            ? double(s.hidden) / s.heads
+                                                   : double(s.head_dim);
+      s.attn_scale = 1.0 / std::sqrt(q);
+      s.sliding_window = f.sliding_window;
+      s.sliding = f.sliding;
+      if (s.sliding.empty())  // every 6th layer is global (llama.cpp's and HF's default)
+        for (int i = 0; i < s.layers; ++i) s.sliding.push_back((i + 1) % 6 != 0);
+      break;
+    }
+  }
+}
 
 /// Architecture facts of a GGUF "llama" / "gemma3" file (vocab_size is set from the embedding).
 /// Every value the model uses is range-checked, the keys llama.cpp always writes are required, and
@@ -224,7 +429,6 @@ inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
                       " backend (a setting that may change the computation, or a damaged key "
                       "name): refusing rather than ignoring it");
   LlamaSpec s;
-  s.family = arch;
   constexpr std::int64_t dim_max = 1 << 20;
   s.context_length = static_cast<int>(f.get_int_in(p + "context_length", 1, 1 << 24));
   s.hidden = static_cast<int>(f.get_int_in(p + "embedding_length", 1, dim_max));
@@ -252,27 +456,25 @@ inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
     s.bos = static_cast<TokenId>(f.get_int_in("tokenizer.ggml.bos_token_id", 0, (1 << 24) - 1));
   if (f.has("tokenizer.ggml.eos_token_id"))
     s.eos = static_cast<TokenId>(f.get_int_in("tokenizer.ggml.eos_token_id", 0, (1 << 24) - 1));
+  ArchFacts facts;
   if (arch == "gemma3") {
-    s.activation = blocks::Activation::gelu_tanh;
-    s.rope_style = blocks::rope::Style::half;
-    s.rope_theta_local = f.get_double_in(p + "rope.freq_base_swa", 1.0, 1e12, 10000.0);
-    s.sliding_window =
+    facts.rope_theta_local = f.get_double_in(p + "rope.freq_base_swa", 1.0, 1e12, 10000.0);
+    facts.sliding_window =
         static_cast<int>(f.get_int_in(p + "attention.sliding_window", 1, s.context_length));
-    for (int i = 0; i < s.layers; ++i) s.sliding.push_back(i % 6 < 5);  // llama.cpp SWA pattern 6
-    s.qk_norm = s.sandwich_norms = true;
-    s.embed_scale = std::sqrt(static_cast<double>(s.hidden));
   } else {
     KNPROBE_REQUIRE(!f.has(p + "attention.sliding_window") && !f.has(p + "rope.freq_base_swa"),
                     FormatError, f.path(), ": sliding-window attention is not implemented for ",
                     arch, " files");
-    s.activation = blocks::Activation::silu;
-    // llama.cpp's converter permutes a llama file's wq / wk rows for interleaved RoPE; Qwen files
-    // keep Hugging Face's order and use rotate-half (NEOX).
-    s.rope_style = arch == "llama" ? blocks::rope::Style::interleaved : blocks::rope::Style::half;
-    s.rope_theta_local = s.rope_theta;
-    s.qkv_bias = arch == "qwen2";
-    s.qk_norm = arch == "qwen3";
   }
+  // llama.cpp's converter permutes a llama file's wq / wk rows for interleaved RoPE; Qwen and
+  // Gemma files keep Hugging Face's order and use rotate-half (NEOX).
+  facts.permuted_qk = arch == "llama";
+  apply_architecture(s,
+                     arch == "gemma3"  ? LlamaArch::gemma3
+                     : arch == "qwen2" ? LlamaArch::qwen2
+                     : arch == "qwen3" ? LlamaArch::qwen3
+                                       : LlamaArch::llama,
+                     facts);
   return s;
 }
 
@@ -319,8 +521,9 @@ LlamaWeights<float, W> gguf_llama_weights(const io::GgufFile& f, ReadMatrix&& re
   };
   w.embed = matrix("token_embd.weight");
   s.vocab_size = static_cast<int>(w.embed.rows());
-  KNPROBE_REQUIRE(f.get_int_in(s.family + ".vocab_size", 1, 1 << 24, s.vocab_size) == s.vocab_size,
-                  FormatError, f.path(), ": ", s.family, ".vocab_size differs from the ",
+  KNPROBE_REQUIRE(f.get_int_in(std::string(s.family()) + ".vocab_size", 1, 1 << 24, s.vocab_size) ==
+                      s.vocab_size,
+                  FormatError, f.path(), ": ", s.family(), ".vocab_size differs from the ",
                   s.vocab_size, " rows of token_embd.weight");
   for (const auto id : {s.bos, s.eos})
     KNPROBE_REQUIRE(!id || *id < s.vocab_size, FormatError, f.path(), ": special token id ", *id,
@@ -328,8 +531,8 @@ LlamaWeights<float, W> gguf_llama_weights(const io::GgufFile& f, ReadMatrix&& re
   if (f.has_tensor("output.weight")) w.lm_head = matrix("output.weight");
   w.final_norm = vector("output_norm.weight");
   if (f.has_tensor("rope_freqs.weight")) {  // Llama 3.x "llama3" RoPE scaling, as factors
-    KNPROBE_REQUIRE(s.family == "llama", FormatError, f.path(), ": rope_freqs.weight in a ",
-                    s.family, " file is not implemented");
+    KNPROBE_REQUIRE(s.arch == LlamaArch::llama, FormatError, f.path(), ": rope_freqs.weight in a ",
+                    s.family(), " file is not implemented");
     const auto v = vector("rope_freqs.weight");
     KNPROBE_REQUIRE(v.size() * 2 == s.head_dim, FormatError, f.path(), ": rope_freqs.weight has ",
                     v.size(), " entries, expected head_dim / 2 = ", s.head_dim / 2);
@@ -341,33 +544,21 @@ LlamaWeights<float, W> gguf_llama_weights(const io::GgufFile& f, ReadMatrix&& re
   for (int i = 0; i < s.layers; ++i) {
     const std::string b = "blk." + std::to_string(i) + ".";
     LlamaLayerWeights<float, W> l;
-    l.attn_norm = vector(b + "attn_norm.weight");
-    l.wq = matrix(b + "attn_q.weight");
-    l.wk = matrix(b + "attn_k.weight");
-    l.wv = matrix(b + "attn_v.weight");
-    l.wo = matrix(b + "attn_output.weight");
-    l.ffn_norm = vector(b + "ffn_norm.weight");
-    l.w_gate = matrix(b + "ffn_gate.weight");
-    l.w_up = matrix(b + "ffn_up.weight");
-    l.w_down = matrix(b + "ffn_down.weight");
-    if (s.qkv_bias) {
-      l.bq = vector(b + "attn_q.bias");
-      l.bk = vector(b + "attn_k.bias");
-      l.bv = vector(b + "attn_v.bias");
-    }
-    if (s.qk_norm) {
-      l.q_norm = vector(b + "attn_q_norm.weight");
-      l.k_norm = vector(b + "attn_k_norm.weight");
-    }
-    if (s.sandwich_norms) {
-      l.post_attn_norm = vector(b + "post_attention_norm.weight");
-      l.post_ffn_norm = vector(b + "post_ffw_norm.weight");
-    }
+    for_each_layer_tensor(
+        [&](LayerTensor t, auto& x) {
+          if (!has_layer_tensor(s, t)) return;
+          const std::string name = b + layer_tensor_name(t).gguf;
+          if constexpr (std::is_same_v<std::decay_t<decltype(x)>, Vector<float>>)
+            x = vector(name);
+          else
+            x = matrix(name);
+        },
+        l);
     w.layers.push_back(std::move(l));
   }
   for (const auto& t : f.tensors())
     KNPROBE_REQUIRE(used.count(t.name), FormatError, f.path(), ": tensor '", t.name,
-                    "' is not used by the ", s.family,
+                    "' is not used by the ", s.family(),
                     " backend (a bias, norm or scaling it does not implement?): refusing rather "
                     "than ignoring it");
   w.validate();
@@ -397,7 +588,6 @@ inline LlamaWeights<float> load_llama2c(const std::filesystem::path& path) {
   auto c = io::read_llama2c(path);
   LlamaWeights<float> w;
   auto& s = w.spec;
-  s.family = "llama";
   s.vocab_size = c.config.vocab_size;
   s.hidden = c.config.dim;
   s.ffn = c.config.hidden_dim;
@@ -407,8 +597,9 @@ inline LlamaWeights<float> load_llama2c(const std::filesystem::path& path) {
   s.head_dim = c.config.head_size();
   s.norm_eps = 1e-5;
   s.context_length = c.config.seq_len;
-  s.activation = blocks::Activation::silu;
-  s.rope_style = blocks::rope::Style::interleaved;
+  detail::ArchFacts facts;
+  facts.permuted_qk = true;  // llama2.c's export permutes wq / wk like llama.cpp's converter
+  detail::apply_architecture(s, LlamaArch::llama, facts);
   s.bos = 1;
   s.eos = 2;
   w.embed = std::move(c.token_embedding);
@@ -431,16 +622,12 @@ inline LlamaWeights<float> load_llama2c(const std::filesystem::path& path) {
   return w;
 }
 
-/// Hugging Face directory (config.json + safetensors) of LlamaForCausalLM (Llama 2 / 3.x),
-/// MistralForCausalLM, Qwen2ForCausalLM (q / k / v biases), Qwen3ForCausalLM (q / k RMSNorm) or
-/// Gemma3ForCausalLM. Gemma norm weights get their 1 added here (HF stores them zero-centred).
-inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& dir) {
-  const auto cfg = io::read_llama_config(dir / "config.json");
-  const io::SafetensorsCheckpoint ck(dir);
+namespace detail {
+
+/// The spec of a Hugging Face Llama-family config (`path` names it in errors).
+inline LlamaSpec hf_llama_spec(const io::LlamaConfig& cfg, const std::string& path) {
   const bool gemma = cfg.model_type.rfind("gemma", 0) == 0;
-  LlamaWeights<float> w;
-  auto& s = w.spec;
-  s.family = gemma ? "gemma3" : cfg.model_type;
+  LlamaSpec s;
   s.vocab_size = cfg.vocab_size;
   s.hidden = cfg.hidden_size;
   s.ffn = cfg.intermediate_size;
@@ -450,33 +637,45 @@ inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& d
   s.head_dim = cfg.resolved_head_dim();
   s.norm_eps = cfg.rms_norm_eps;
   s.rope_theta = cfg.rope_theta;
-  s.rope_theta_local = gemma ? cfg.rope_local_base_freq : cfg.rope_theta;
-  s.rope_style = blocks::rope::Style::half;
   s.bos = cfg.bos_token_id;
   s.eos = cfg.eos_token_id;
   s.context_length = cfg.max_position_embeddings;
   KNPROBE_REQUIRE(cfg.hidden_act == "silu" || cfg.hidden_act == "gelu_pytorch_tanh", FormatError,
-                  dir.string(), ": activation '", cfg.hidden_act, "' not supported");
-  s.activation =
+                  path, ": activation '", cfg.hidden_act, "' not supported");
+  detail::ArchFacts facts;
+  facts.activation =
       cfg.hidden_act == "silu" ? blocks::Activation::silu : blocks::Activation::gelu_tanh;
-  if (gemma) {
-    s.sliding_window = cfg.sliding_window;
-    for (const auto& t : cfg.layer_types) s.sliding.push_back(t == "sliding_attention");
-    s.qk_norm = s.sandwich_norms = true;
-    // HF casts sqrt(hidden) to the weight dtype; in float32 that is the float of sqrt(hidden).
-    s.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(s.hidden)));
-    s.attn_scale = cfg.query_pre_attn_scalar > 0 ? 1.0 / std::sqrt(cfg.query_pre_attn_scalar) : 0.0;
-  } else if (cfg.model_type == "mistral" && cfg.sliding_window > 0) {
-    s.sliding_window = cfg.sliding_window;  // every layer
-    s.sliding.assign(static_cast<std::size_t>(s.layers), true);
-  }
-  s.qkv_bias = cfg.model_type == "qwen2";
-  if (cfg.model_type == "qwen3") s.qk_norm = true;
+  facts.sliding_window = cfg.sliding_window;
+  facts.rope_theta_local = cfg.rope_local_base_freq;
+  facts.query_pre_attn_scalar = cfg.query_pre_attn_scalar;
+  for (const auto& t : cfg.layer_types) facts.sliding.push_back(t == "sliding_attention");
+  detail::apply_architecture(s,
+                             gemma                         ? LlamaArch::gemma3
+                             : cfg.model_type == "mistral" ? LlamaArch::mistral
+                             : cfg.model_type == "qwen2"   ? LlamaArch::qwen2
+                             : cfg.model_type == "qwen3"   ? LlamaArch::qwen3
+                                                           : LlamaArch::llama,
+                             facts);
   if (cfg.llama3_rope)
     s.rope_freq_factors = cfg.llama3_rope->freq_factors(s.rope_theta, s.head_dim);
+  return s;
+}
+
+}  // namespace detail
+
+/// Hugging Face directory (config.json + safetensors) of LlamaForCausalLM (Llama 2 / 3.x),
+/// MistralForCausalLM, Qwen2ForCausalLM (q / k / v biases), Qwen3ForCausalLM (q / k RMSNorm) or
+/// Gemma3ForCausalLM. Gemma norm weights get their 1 added here (HF stores them zero-centred).
+inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& dir) {
+  const auto cfg = io::read_llama_config(dir / "config.json");
+  const io::SafetensorsCheckpoint ck(dir);
+  const bool gemma = cfg.model_type.rfind("gemma", 0) == 0;
+  LlamaWeights<float> w;
+  w.spec = detail::hf_llama_spec(cfg, (dir / "config.json").string());
+  const auto& s = w.spec;
   const detail::CheckpointReader r(ck);
-  const Index d = s.hidden, q = Index(s.heads) * s.head_dim, kv = Index(s.kv_heads) * s.head_dim;
-  auto vec = [&](const std::string& name, Index n) {
+  const Index d = s.hidden;
+  auto vec = [&](const std::string& name, Index n) {  // Gemma stores norm weights zero-centred
     VectorF v = r.vector(name, n);
     if (gemma) v.array() += 1.0f;
     return v;
@@ -493,36 +692,23 @@ inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& d
   for (int i = 0; i < s.layers; ++i) {
     const std::string b = m + "layers." + std::to_string(i) + ".";
     LlamaLayerWeights<float> l;
-    l.attn_norm = vec(b + "input_layernorm.weight", d);
-    l.wq = r.matrix(b + "self_attn.q_proj.weight", q, d);
-    l.wk = r.matrix(b + "self_attn.k_proj.weight", kv, d);
-    l.wv = r.matrix(b + "self_attn.v_proj.weight", kv, d);
-    l.wo = r.matrix(b + "self_attn.o_proj.weight", d, q);
-    if (s.qkv_bias) {
-      l.bq = r.vector(b + "self_attn.q_proj.bias", q);
-      l.bk = r.vector(b + "self_attn.k_proj.bias", kv);
-      l.bv = r.vector(b + "self_attn.v_proj.bias", kv);
-    }
-    if (cfg.model_type == "qwen3") {  // plain RMSNorm weights (not zero-centred)
-      l.q_norm = r.vector(b + "self_attn.q_norm.weight", s.head_dim);
-      l.k_norm = r.vector(b + "self_attn.k_norm.weight", s.head_dim);
-    }
-    l.ffn_norm = vec(
-        b + (gemma ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"), d);
-    l.w_gate = r.matrix(b + "mlp.gate_proj.weight", s.ffn, d);
-    l.w_up = r.matrix(b + "mlp.up_proj.weight", s.ffn, d);
-    l.w_down = r.matrix(b + "mlp.down_proj.weight", d, s.ffn);
-    if (gemma) {
-      l.q_norm = vec(b + "self_attn.q_norm.weight", s.head_dim);
-      l.k_norm = vec(b + "self_attn.k_norm.weight", s.head_dim);
-      l.post_attn_norm = vec(b + "post_attention_layernorm.weight", d);
-      l.post_ffn_norm = vec(b + "post_feedforward_layernorm.weight", d);
-    }
+    for_each_layer_tensor(
+        [&](LayerTensor t, auto& x) {
+          if (!has_layer_tensor(s, t)) return;
+          const auto& n = layer_tensor_name(t);
+          const std::string name = b + (s.sandwich_norms && n.hf_sandwich ? n.hf_sandwich : n.hf);
+          const auto [rows, cols] = layer_tensor_shape(s, t);
+          if constexpr (std::is_same_v<std::decay_t<decltype(x)>, VectorF>)
+            x = vec(name, rows);
+          else
+            x = r.matrix(name, rows, cols);
+        },
+        l);
     w.layers.push_back(std::move(l));
   }
   // Buffers transformers recomputes (RoPE inverse frequencies) and an lm_head the config ties to
   // the embedding (transformers ignores it) carry nothing the model lacks.
-  r.refuse_unread(s.family, [&](const std::string& n) {
+  r.refuse_unread(s.family(), [&](const std::string& n) {
     return n.ends_with("rotary_emb.inv_freq") || (cfg.tie_word_embeddings && n == "lm_head.weight");
   });
   w.validate();

@@ -1,7 +1,7 @@
 #pragma once
 // Knowledge attribution by integrated gradients over one layer's FFN neurons at one position
-// (METHOD.md §2). With P(h) the probability of the gold token when the layer-l neuron vector at
-// the target position is replaced by h, activation a and baseline b:
+// (docs/METHOD.md §2). With P(h) the probability of the gold token when the layer-l neuron vector
+// at the target position is replaced by h, activation a and baseline b:
 //   Attr_i = (a_i − b_i) · Σ_k w_k ∂P/∂h_i (b + α_k (a − b))        (quadrature nodes α_k, w_k)
 //   IG (Dai): b = 0.   AMIG: b = mean_k b_k, b_k = the activation with input token k replaced by
 //   [MASK] (encoder) or EOS (decoder).

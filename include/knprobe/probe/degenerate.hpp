@@ -1,6 +1,6 @@
 #pragma once
-// Degenerate knowledge neurons (METHOD.md §5; Chen et al. 2024): different neurons that store the
-// same fact, so that suppressing any one of them is harmless while suppressing them together is
+// Degenerate knowledge neurons (docs/METHOD.md §5; Chen et al. 2024): different neurons that store
+// the same fact, so that suppressing any one of them is harmless while suppressing them together is
 // not. With p₀ = P(answer | prompt) and p(S) = the same with the activations of S set to 0 at the
 // answer positions (product over answer tokens):
 //   candidates  = the fact's selected knowledge neurons (after the t·max threshold), strongest
@@ -27,7 +27,7 @@
 
 namespace knprobe {
 
-/// Where the DKN candidates come from (METHOD.md §5).
+/// Where the DKN candidates come from (docs/METHOD.md §5).
 enum class DknCandidates {
   knowledge_neurons,  ///< the selected knowledge neurons, strongest first (the paper; default)
   top_attributed      ///< the top neurons by attribution among all units

@@ -1,5 +1,5 @@
 #pragma once
-// Interventions on knowledge neurons (METHOD.md §6):
+// Interventions on knowledge neurons (docs/METHOD.md §6):
 //   activations — suppress (h_i ← 0), enhance (h_i ← 2 h_i), set (h_i ← v) at target positions;
 //   weights     — erase / edit value vectors v ← v − λ₁ (|v|/|e_o|) e_o + λ₂ (|v|/|e_t|) e_t,
 //                 through an RAII guard that restores the saved vectors bit-exactly.
@@ -50,10 +50,11 @@ class ValueVectorEdit {
     edit_signed(old_answer, new_answer, l1, l2, nullptr);
   }
 
-  /// The edit in the direction of each neuron's actual contribution (METHOD.md §6): a neuron with
-  /// activation a writes a·v, so v ← v − sign(a) l1 (|v|/|e_old|) e_old + sign(a) l2 (|v|/|e_new|)
-  /// e_new. `activation` gives a at the answer position for every saved neuron; a neuron with
-  /// a = 0 contributes nothing and is left unchanged. ArgumentError when a neuron has no entry.
+  /// The edit in the direction of each neuron's actual contribution (docs/METHOD.md §6): a neuron
+  /// with activation a writes a·v, so v ← v − sign(a) l1 (|v|/|e_old|) e_old + sign(a) l2
+  /// (|v|/|e_new|) e_new. `activation` gives a at the answer position for every saved neuron; a
+  /// neuron with a = 0 contributes nothing and is left unchanged. ArgumentError when a neuron has
+  /// no entry.
   void edit(TokenId old_answer, std::optional<TokenId> new_answer, double l1, double l2,
             const std::map<Neuron, double>& activation) {
     edit_signed(old_answer, new_answer, l1, l2, &activation);

@@ -1,7 +1,8 @@
 #pragma once
 // KnowledgeProbe<Model>: attribution, selection, refinement and verification of knowledge neurons
-// over any ProbeableModel (METHOD.md §1–4, §8). The model decides nothing about attribution and
-// the probe never asks which concrete model it drives: encoder vs decoder comes from ArchTraits.
+// over any ProbeableModel (docs/METHOD.md §1–4, §8). The model decides nothing about attribution
+// and the probe never asks which concrete model it drives: encoder vs decoder comes from
+// ArchTraits.
 
 #include <algorithm>
 #include <cmath>

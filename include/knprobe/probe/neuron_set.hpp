@@ -1,6 +1,6 @@
 #pragma once
 // NeuronSet: a sorted, duplicate-free set of (layer, unit) neurons with set algebra, and the
-// language-independent knowledge-neuron helpers (METHOD.md §4):
+// language-independent knowledge-neuron helpers (docs/METHOD.md §4):
 //   LIKN(f) = ∩_lang N_lang(f);  at_least(k, sets) = neurons present in ≥ k of the sets.
 
 #include <algorithm>

@@ -6,7 +6,8 @@
 //   - attribution heatmap of one fact: layers × the top units of each layer, score / max score;
 //   - LIKN overlap across languages: mean |N_a ∩ N_b| / |N_a ∪ N_b| per language pair, LIKN size;
 //   - suppress (×0) / enhance (×2) effects: mean relative change of P(answer) on the fact itself,
-//     on an unrelated fact and for a random control; Succ = |E_rel/E_unrel| + |S_rel/S_unrel|;
+//     on K unrelated facts (signed and absolute means) and for the random and magnitude-matched
+//     controls, with bootstrap 95 % intervals; Succ = |E_rel/E_unrel| + |S_rel/S_unrel|;
 //   - degenerate neurons: facts with DKN, sets per fact, set sizes, forward passes;
 //   - fact-checking: precision / recall / F1 / accuracy of DKN vs the model's own prediction;
 //   - each run's header (options, model hash, version).
@@ -76,8 +77,8 @@ struct RunSummaryReport {
   double mean_likn = 0;
   std::map<std::string, std::optional<double>> likn_suppress, likn_enhance;  ///< by language
   std::vector<std::pair<std::string, std::string>> failures;  ///< (item, reason), first 50
-  /// Generic neurons (METHOD.md §10), per language: the neurons selected for the most facts, as
-  /// (layer, unit, facts, relations), and how many are selected for more than 10 % of the facts.
+  /// Generic neurons (docs/METHOD.md §10), per language: the neurons selected for the most facts,
+  /// as (layer, unit, facts, relations), and how many are selected for more than 10 % of the facts.
   std::map<std::string, std::vector<std::tuple<int, int, std::size_t, std::size_t>>> recurrence;
   std::map<std::string, std::size_t> recurrent_over_10pct;
   /// Per-item values for paired comparisons of runs: metric → "index language" → value.
@@ -132,7 +133,8 @@ inline void validate_factcheck(const nlohmann::json& fc, const std::string& path
         const std::string wm = wl + "." + split + "." + checker;
         KNPROBE_REQUIRE(m.is_object(), FormatError, wm, " is not an object");
         for (const char* k : {"precision", "recall", "f1", "accuracy", "precision_ref", "f1_ref"})
-          if (m.contains(k)) io::json_number(m[k], -1e300, 1e300, wm + "." + k);
+          if (m.contains(k) && !m[k].is_null())  // null: undefined (a rate over nothing)
+            io::json_number(m[k], -1e300, 1e300, wm + "." + k);
       }
     }
   }
@@ -512,7 +514,9 @@ inline std::string svg_heatmap(const HeatmapData& h) {
 }
 
 inline std::string metric_row(const nlohmann::json& m) {
-  auto g = [&](const char* k) { return fmt("%.3f", m.value(k, 0.0)); };
+  auto g = [&](const char* k) {  // null: undefined (e.g. precision when nothing is accepted)
+    return m.contains(k) && !m[k].is_null() ? fmt("%.3f", m[k].get<double>()) : std::string("n/a");
+  };
   return " | " + g("precision") + " | " + g("recall") + " | " + g("f1") + " | " + g("accuracy") +
          " | " + g("precision_ref") + " | " + g("f1_ref") + " |";
 }
@@ -593,7 +597,7 @@ inline std::string tables_markdown(const Report& rep) {
     }
     o << "\n";
   }
-  // Paired differences of two runs of the same facts (e.g. AMIG vs IG, METHOD.md §10): per
+  // Paired differences of two runs of the same facts (e.g. AMIG vs IG, docs/METHOD.md §10): per
   // (fact, language) item present in both, the difference first − second, mean with its interval.
   for (std::size_t a = 0; a < rep.runs.size(); ++a)
     for (std::size_t b = a + 1; b < rep.runs.size(); ++b) {

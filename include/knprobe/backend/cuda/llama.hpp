@@ -59,7 +59,7 @@ class CudaLlamaModel : public detail::CudaDecoderBase {
         d.activation = ActivationKind::silu;
         break;
     }
-    KNPROBE_REQUIRE(!s.qkv_bias && s.rope_freq_factors.empty(), ArgumentError, "cuda: ", s.family,
+    KNPROBE_REQUIRE(!s.qkv_bias && s.rope_freq_factors.empty(), ArgumentError, "cuda: ", s.family(),
                     ": q/k/v biases (Qwen 2) and RoPE frequency factors (Llama 3.x) are not "
                     "implemented on the GPU; use the CPU model");
     d.gated = true;
