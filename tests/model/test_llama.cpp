@@ -18,50 +18,6 @@ const std::vector<TokenId> k_llama_tokens{2, 17, 5, 33, 8, 41, 12};
 
 BOOST_AUTO_TEST_SUITE(model_llama)
 
-BOOST_AUTO_TEST_CASE(layer_gradients_match_finite_differences) {
-  for (bool gemma : {false, true}) {
-    const LlamaModel<double> m(testing::random_llama(gemma));
-    const auto t = m.trace(k_llama_tokens);
-    Rng rng(3);
-    for (int layer : {0, 1, 2})
-      for (int pos : {6, 3}) {
-        // Points on the IG path between 0 and the real activation, plus a random one.
-        MatrixD pts(3, m.ffn_width());
-        pts.row(0) = t.acts[layer].row(pos);
-        pts.row(1) = 0.5 * t.acts[layer].row(pos);
-        pts.row(2) = testing::random_matrix(rng, 1, m.ffn_width());
-        const TokenId target = 9;
-        const auto g = m.layer_gradients(t, layer, pos, pts, target);
-        for (int b = 0; b < 3; ++b) {
-          auto loss = [&](const MatrixD& x) {
-            return m.layer_gradients(t, layer, pos, x, target).probabilities[0];
-          };
-          const MatrixD x = pts.row(b);
-          const double err = testing::gradient_error(loss, x, g.gradients.row(b), rng, 24, 1e-6);
-          BOOST_TEST(err < 1e-6, "gemma " << gemma << " layer " << layer << " pos " << pos
-                                          << " point " << b << " err " << err);
-        }
-        // The unchanged activation reproduces the trace's own probability.
-        BOOST_TEST(std::abs(g.probabilities[0] - m.probability(t, pos, target)) < 1e-12);
-      }
-  }
-}
-
-BOOST_AUTO_TEST_CASE(batched_requests_equal_single_calls) {
-  const LlamaModel<double> m(testing::random_llama(true, 5));
-  const auto t = m.trace(k_llama_tokens);
-  std::vector<LayerRequest<double>> reqs;
-  for (int l = 0; l < 3; ++l)
-    reqs.push_back({l, 6 - l, t.acts[l].row(6 - l).replicate(2, 1), TokenId(7 + l)});
-  const auto all = m.layer_gradients(t, std::span<const LayerRequest<double>>(reqs));
-  for (std::size_t r = 0; r < reqs.size(); ++r) {
-    const auto one =
-        m.layer_gradients(t, reqs[r].layer, reqs[r].position, reqs[r].points, reqs[r].target);
-    BOOST_TEST((all[r].gradients - one.gradients).norm() <= 1e-12 * one.gradients.norm());
-    BOOST_TEST(std::abs(all[r].probabilities[1] - one.probabilities[1]) < 1e-15);
-  }
-}
-
 // An attribution-shaped batch: several requests at one position (layers given out of order, two
 // at the same layer) share every layer above their start, plus one at another position; each
 // equals its single call. A budget that fits one point at a time slices the points and gives the
@@ -230,34 +186,9 @@ BOOST_AUTO_TEST_CASE(interventions_agree_with_layer_gradients_and_causality) {
   BOOST_TEST(std::abs(m.probability(tp, 3, 9) - m.probability(t, 3, 9)) < 1e-12);
 }
 
-BOOST_AUTO_TEST_CASE(value_vectors_round_trip) {
-  LlamaModel<double> m(testing::random_llama(false));
-  const VectorD v = m.value_vector(2, 5);
-  BOOST_TEST(v.size() == 16);
-  VectorD w = v * 2.0;
-  m.set_value_vector(2, 5, w);
-  BOOST_TEST((m.value_vector(2, 5) - w).norm() == 0.0);
-  BOOST_TEST(m.token_embedding(3).size() == 16);
-}
-
-BOOST_AUTO_TEST_CASE(bad_arguments_are_named) {
-  const LlamaModel<double> m(testing::random_llama(false));
-  const auto t = m.trace(k_llama_tokens);
+// (Bad arguments: the conformance suite, test_conformance.cpp.)
+BOOST_AUTO_TEST_CASE(bad_weights_are_named) {
   using testing::throws_with;
-  const MatrixD pts = MatrixD::Zero(1, m.ffn_width());
-  BOOST_TEST(throws_with<ArgumentError>([&] { m.layer_gradients(t, 3, 0, pts, 1); }, {"layer 3"}));
-  BOOST_TEST(
-      throws_with<ArgumentError>([&] { m.layer_gradients(t, 0, 7, pts, 1); }, {"position 7"}));
-  BOOST_TEST(
-      throws_with<ArgumentError>([&] { m.layer_gradients(t, 0, 0, pts, 50); }, {"token id 50"}));
-  BOOST_TEST(throws_with<ShapeError>([&] { m.layer_gradients(t, 0, 0, MatrixD::Zero(1, 3), 1); },
-                                     {"points"}));
-  BOOST_TEST(throws_with<ArgumentError>(
-      [&] {
-        m.trace(std::vector<TokenId>{1, 99});
-      },
-      {"token id 99"}));
-  BOOST_TEST(throws_with<ArgumentError>([&] { m.trace(std::vector<TokenId>{}); }, {"empty"}));
   auto w = testing::random_llama(false);
   w.layers[1].w_up = MatrixD::Zero(3, 3);
   BOOST_TEST(throws_with<ShapeError>([&] { LlamaModel<double> bad(w); }, {"layer 1 ffn up"}));

@@ -1,0 +1,260 @@
+// One conformance suite for every CPU backend: each property is written once, against the
+// ProbeableModel contract of model/concept.hpp only, and runs over every model type (Llama-2- and
+// Gemma-3-shaped LlamaModel, GPT-2 at both neuron sites, BERT), in double. A new architecture
+// gets the whole suite by adding one Backend line to `backends`. Optional capabilities
+// (HasBatchedLayerGradients, HasBatchedProbabilities, HasBatchedMeanActivations) are checked
+// where the model has them, against the required single-call forms.
+#include <boost/mpl/list.hpp>
+#include <boost/test/unit_test.hpp>
+#include <cstring>
+
+#include "knprobe/model/bert.hpp"
+#include "knprobe/model/gpt2.hpp"
+#include "knprobe/model/llama.hpp"
+#include "support/finite_diff.hpp"
+#include "support/paths.hpp"
+#include "support/random_llama.hpp"
+
+using namespace knprobe;
+
+namespace conformance {  // named: the test files share unity batches
+
+/// A backend under test: how to make it and a prompt of its vocabulary (ids < 50).
+template <class M, int Kind>
+struct Backend {
+  using Model = M;
+  static Model make() {
+    if constexpr (Kind == 0)
+      return Model(testing::random_llama(false, 31));
+    else if constexpr (Kind == 1)
+      return Model(testing::random_llama(true, 31));
+    else if constexpr (Kind == 2)
+      return Model::load(testing::data_dir() / "hf" / "gpt2_tiny");
+    else
+      return Model::load(testing::data_dir() / "hf" / "bert_tiny");
+  }
+  static std::vector<TokenId> tokens() { return {2, 17, 5, 33, 8, 41, 12, 3}; }
+};
+
+using backends =
+    boost::mpl::list<Backend<LlamaModel<double>, 0>,  // Llama 2: SwiGLU, interleaved RoPE
+                     Backend<LlamaModel<double>, 1>,  // Gemma 3: sandwich / q-k norms, windows
+                     Backend<Gpt2Model<double>, 2>,   // post-activation neurons
+                     Backend<Gpt2Model<double, NeuronSite::pre_activation>, 2>,
+                     Backend<BertModel<double>, 3>>;  // masked LM, bidirectional
+
+template <class M>
+constexpr bool causal = ArchTraits<M>::objective == Objective::causal_lm;
+
+/// P(target at position) of the unmodified model, through the contract's probabilities().
+template <class M>
+double clean_probability(const M& m, std::span<const TokenId> tokens, int position,
+                         TokenId target) {
+  const std::vector<InterventionPattern> none(1);
+  const std::vector<Query> q{{position, target}};
+  return m.probabilities(tokens, none, q)(0, 0);
+}
+
+}  // namespace conformance
+
+using conformance::backends;
+using conformance::causal;
+using conformance::clean_probability;
+
+BOOST_AUTO_TEST_SUITE(model_conformance)
+
+// dP/dh from layer_gradients equals central finite differences of P(h) at the real activation,
+// half of it and a random point, at every layer and two positions; the real activation gives
+// the clean probability.
+BOOST_AUTO_TEST_CASE_TEMPLATE(layer_gradients_match_finite_differences, B, backends) {
+  const auto m = B::make();
+  const auto tokens = B::tokens();
+  const auto t = m.trace(tokens);
+  const int n = t.num_tokens();
+  Rng rng(3);
+  const TokenId target = 9;
+  for (int layer = 0; layer < m.num_layers(); ++layer)
+    for (int pos : {n - 1, n / 2}) {
+      MatrixD pts(3, m.ffn_width());
+      pts.row(0) = t.activations(layer).row(pos);
+      pts.row(1) = 0.5 * t.activations(layer).row(pos);
+      pts.row(2) = testing::random_matrix(rng, 1, m.ffn_width());
+      const auto g = m.layer_gradients(t, layer, pos, pts, target);
+      BOOST_REQUIRE(g.gradients.rows() == 3);
+      BOOST_REQUIRE(g.gradients.cols() == m.ffn_width());
+      for (int b = 0; b < 3; ++b) {
+        auto loss = [&](const MatrixD& x) {
+          return m.layer_gradients(t, layer, pos, x, target).probabilities[0];
+        };
+        const double err =
+            testing::gradient_error(loss, MatrixD(pts.row(b)), g.gradients.row(b), rng, 24, 1e-6);
+        BOOST_TEST(err < 1e-6, "layer " << layer << " pos " << pos << " point " << b);
+      }
+      BOOST_TEST(std::abs(g.probabilities[0] - clean_probability(m, tokens, pos, target)) < 1e-12);
+    }
+}
+
+// A batch of requests (layers out of order, two at one layer, another position) equals the
+// single calls.
+BOOST_AUTO_TEST_CASE_TEMPLATE(batched_layer_gradients_equal_single_calls, B, backends) {
+  using M = typename B::Model;
+  if constexpr (HasBatchedLayerGradients<M>) {
+    const auto m = B::make();
+    const auto t = m.trace(B::tokens());
+    const int n = t.num_tokens(), L = m.num_layers();
+    Rng rng(11);
+    std::vector<LayerRequest<double>> reqs;
+    for (const int l : {L - 1, 0, 1, 1}) {
+      MatrixD pts = t.activations(l).row(n - 1).replicate(2, 1);
+      pts.row(1) = testing::random_matrix(rng, 1, m.ffn_width());
+      reqs.push_back({l, n - 1, pts, TokenId(7 + l)});
+    }
+    reqs.push_back({0, n - 3, MatrixD(t.activations(0).row(n - 3)), TokenId(5)});
+    const auto all = m.layer_gradients(t, std::span<const LayerRequest<double>>(reqs));
+    BOOST_REQUIRE(all.size() == reqs.size());
+    for (std::size_t r = 0; r < reqs.size(); ++r) {
+      const auto& q = reqs[r];
+      const auto one = m.layer_gradients(t, q.layer, q.position, q.points, q.target);
+      BOOST_TEST((all[r].gradients - one.gradients).norm() <= 1e-12 * one.gradients.norm(),
+                 "request " << r);
+      BOOST_TEST((all[r].probabilities - one.probabilities).cwiseAbs().maxCoeff() < 1e-14,
+                 "request " << r);
+    }
+  }
+}
+
+// An intervention (one unit set, one scaled) gives the probability layer_gradients gives at the
+// changed vector; an empty pattern gives the clean one. Causal models: an earlier position is
+// untouched and a later one changes; a masked LM: other positions change too.
+BOOST_AUTO_TEST_CASE_TEMPLATE(interventions_agree_with_layer_gradients, B, backends) {
+  using M = typename B::Model;
+  const auto m = B::make();
+  const auto tokens = B::tokens();
+  const auto t = m.trace(tokens);
+  const int layer = 1, pos = t.num_tokens() - 3;
+  std::vector<InterventionPattern> pats(2);
+  pats[1].push_back({layer, 5, pos, InterventionOp::set, 3.0});
+  pats[1].push_back({layer, 7, pos, InterventionOp::scale, 2.0});
+  MatrixD changed = t.activations(layer).row(pos);
+  changed(0, 5) = 3.0;
+  changed(0, 7) *= 2.0;
+  const std::vector<Query> qs{{pos, 9}, {pos + 1, 11}, {pos - 1, 4}};
+  const MatrixD p = m.probabilities(tokens, pats, qs);
+  BOOST_REQUIRE(p.rows() == 2);
+  BOOST_REQUIRE(p.cols() == 3);
+  const MatrixD clean = t.activations(layer).row(pos);
+  BOOST_TEST(std::abs(p(0, 0) - m.layer_gradients(t, layer, pos, clean, 9).probabilities[0]) <
+             1e-12);
+  BOOST_TEST(std::abs(p(1, 0) - m.layer_gradients(t, layer, pos, changed, 9).probabilities[0]) <
+             1e-12);
+  BOOST_TEST(std::abs(p(1, 1) - p(0, 1)) / p(0, 1) > 1e-6);  // a later position sees the change
+  if constexpr (causal<M>)
+    BOOST_TEST(std::abs(p(1, 2) - p(0, 2)) < 1e-15);  // an earlier one cannot
+  else
+    BOOST_TEST(std::abs(p(1, 2) - p(0, 2)) / p(0, 2) > 1e-6);  // bidirectional
+}
+
+// Causal models: a prefix's trace holds the same activations as the whole prompt's at its
+// positions.
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_prefix_traces_the_same_activations, B, backends) {
+  using M = typename B::Model;
+  if constexpr (causal<M>) {
+    const auto m = B::make();
+    const auto tokens = B::tokens();
+    const std::vector<TokenId> prefix(tokens.begin(), tokens.begin() + 4);
+    const auto t = m.trace(tokens), tp = m.trace(prefix);
+    for (int l = 0; l < m.num_layers(); ++l)
+      BOOST_TEST((t.activations(l).topRows(4) - tp.activations(l)).cwiseAbs().maxCoeff() < 1e-12,
+                 "layer " << l);
+  }
+}
+
+// Several prompts in one probabilities() call equal one call per prompt.
+BOOST_AUTO_TEST_CASE_TEMPLATE(batched_probabilities_equal_single_calls, B, backends) {
+  using M = typename B::Model;
+  if constexpr (HasBatchedProbabilities<M>) {
+    const auto m = B::make();
+    const auto a = B::tokens();
+    const std::vector<TokenId> b(a.begin() + 1, a.begin() + 6);
+    std::vector<InterventionPattern> pa(2), pb(1);
+    pa[1].push_back({0, 3, 2, InterventionOp::scale, 0.0});
+    pb[0].push_back({1, 4, 4, InterventionOp::set, -2.0});
+    const std::vector<Query> qa{{int(a.size()) - 1, 9}, {3, 4}}, qb{{4, 7}};
+    const std::vector<ProbabilityRequest> reqs{{a, pa, qa}, {b, pb, qb}, {a, pb, qb}};
+    const auto all = m.probabilities(std::span<const ProbabilityRequest>(reqs));
+    BOOST_REQUIRE(all.size() == reqs.size());
+    for (std::size_t r = 0; r < reqs.size(); ++r) {
+      const MatrixD one = m.probabilities(reqs[r].tokens, reqs[r].patterns, reqs[r].queries);
+      BOOST_TEST((all[r] - one).cwiseAbs().maxCoeff() < 1e-14, "request " << r);
+    }
+  }
+}
+
+// The AMIG baseline's batched mean equals the mean of traced activations.
+BOOST_AUTO_TEST_CASE_TEMPLATE(mean_site_activations_equal_traced_means, B, backends) {
+  using M = typename B::Model;
+  if constexpr (HasBatchedMeanActivations<M>) {
+    const auto m = B::make();
+    const auto a = B::tokens();
+    std::vector<std::vector<TokenId>> prompts{a, a, a};
+    prompts[1][2] = 3;
+    prompts[2][5] = 3;
+    const std::vector<int> positions{7, 2};
+    const auto mean = m.mean_site_activations(prompts, positions);
+    BOOST_REQUIRE(static_cast<int>(mean.size()) == m.num_layers());
+    for (int l = 0; l < m.num_layers(); ++l) {
+      MatrixD want = MatrixD::Zero(2, m.ffn_width());
+      for (const auto& pr : prompts) {
+        const auto t = m.trace(pr);
+        for (int k = 0; k < 2; ++k) want.row(k) += t.activations(l).row(positions[k]) / 3.0;
+      }
+      BOOST_TEST((mean[static_cast<std::size_t>(l)] - want).cwiseAbs().maxCoeff() < 1e-12,
+                 "layer " << l);
+    }
+  }
+}
+
+// A value-vector edit is undone bit for bit by writing the old vector back.
+BOOST_AUTO_TEST_CASE_TEMPLATE(value_vector_edits_undo_bit_exactly, B, backends) {
+  auto m = B::make();
+  const int d = m.hidden_size();
+  const VectorD v = m.value_vector(1, 5);
+  BOOST_REQUIRE(v.size() == d);
+  const VectorD w = v * 3.0;  // (stored: x - v * 3 in one expression may fuse into an FMA)
+  m.set_value_vector(1, 5, w);
+  BOOST_TEST((m.value_vector(1, 5) - w).norm() == 0.0);
+  BOOST_TEST(m.value_vector(1, 4).size() == d);
+  m.set_value_vector(1, 5, v);
+  BOOST_TEST(std::memcmp(m.value_vector(1, 5).data(), v.data(), sizeof(double) * v.size()) == 0);
+  BOOST_TEST(m.token_embedding(3).size() == d);
+}
+
+// Out-of-range layers, positions, token ids and wrongly shaped points are refused by name.
+BOOST_AUTO_TEST_CASE_TEMPLATE(bad_arguments_are_named, B, backends) {
+  using testing::throws_with;
+  const auto m = B::make();
+  const auto t = m.trace(B::tokens());
+  const int L = m.num_layers(), n = t.num_tokens(), V = m.vocab_size();
+  const MatrixD pts = MatrixD::Zero(1, m.ffn_width());
+  const auto s = [](const char* w, int x) { return w + std::to_string(x); };
+  BOOST_TEST(
+      throws_with<ArgumentError>([&] { m.layer_gradients(t, L, 0, pts, 1); }, {s("layer ", L)}));
+  BOOST_TEST(
+      throws_with<ArgumentError>([&] { m.layer_gradients(t, 0, n, pts, 1); }, {s("position ", n)}));
+  BOOST_TEST(
+      throws_with<ArgumentError>([&] { m.layer_gradients(t, 0, 0, pts, V); }, {s("token id ", V)}));
+  BOOST_TEST(throws_with<ShapeError>([&] { m.layer_gradients(t, 0, 0, MatrixD::Zero(1, 3), 1); },
+                                     {"points"}));
+  BOOST_TEST(throws_with<ArgumentError>(
+      [&] {
+        m.trace(std::vector<TokenId>{1, TokenId(V)});
+      },
+      {s("token id ", V)}));
+  BOOST_TEST(throws_with<ArgumentError>([&] { m.trace(std::vector<TokenId>{}); }, {"empty"}));
+  const std::vector<InterventionPattern> bad{{{L, 0, 0, InterventionOp::scale, 0.0}}};
+  const std::vector<Query> q{{0, 1}};
+  BOOST_TEST(throws_with<ArgumentError>(
+      [&] { m.probabilities(std::span<const TokenId>(B::tokens()), bad, q); }, {s("layer ", L)}));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
