@@ -141,10 +141,8 @@ class ToyLm {
       tr.x.push_back(x);
       Matrix<double> h = (x * w1_[l].transpose()).cwiseMax(0.0);
       for (const auto& iv : pattern)
-        if (iv.layer == static_cast<int>(l)) {
-          double& a = h(iv.position, iv.unit);
-          a = iv.op == InterventionOp::set ? iv.value : iv.value * a;
-        }
+        if (iv.layer == static_cast<int>(l))
+          h(iv.position, iv.unit) = intervened(iv, h(iv.position, iv.unit));
       x += h * w2_[l].transpose();
       tr.h.push_back(std::move(h));
     }

@@ -21,6 +21,7 @@
 #include "knprobe/experiments/localize.hpp"
 #include "knprobe/io/files.hpp"
 #include "knprobe/io/hf_config.hpp"
+#include "knprobe/io/results_file.hpp"
 #include "knprobe/model/bert.hpp"
 #include "knprobe/model/gpt2.hpp"
 #include "knprobe/model/llama.hpp"
@@ -197,12 +198,22 @@ int with_model(const ModelArgs& a, F&& fn) {
 /// lines go to `problems` and are reported on stderr.
 std::vector<Fact> read_fact_args(const FactArgs& a, std::vector<FactProblem>& problems);
 
+/// Where screening keeps its verdicts as it goes (a resumable results file), and what makes them
+/// valid: the model's hash (with the rule and languages, the file's header).
+struct ScreeningCache {
+  std::filesystem::path path;
+  std::string model_hash;
+};
+
 /// mLAMA facts (when --mlama) and screening (when --require-correct) for the loaded model; with
 /// `pool`, also every fact before sampling and screening (fact-checking draws wrong objects there).
+/// With `cache`, every screening verdict is appended to cache->path as it is decided and a rerun
+/// with the same model, rule and languages screens only the facts not yet there.
 template <class M>
 void prepare_facts(const FactArgs& a, const KnowledgeProbe<M>& probe, const Tokenizer& tok,
                    std::vector<Fact>& facts, std::vector<SkippedFact>& filtered,
-                   std::vector<Fact>* pool = nullptr) {
+                   std::vector<Fact>* pool = nullptr,
+                   const std::optional<ScreeningCache>& cache = std::nullopt) {
   if (pool) *pool = facts;  // --facts: every fact of the file
   if (!a.mlama.empty()) {
     MlamaOptions mo;
@@ -230,6 +241,30 @@ void prepare_facts(const FactArgs& a, const KnowledgeProbe<M>& probe, const Toke
       std::fprintf(stderr, "\rscreening (%s): %zu scanned, %zu kept   ", ao.rule.describe().c_str(),
                    scanned, kept);
     };
+    std::optional<io::ResultsFile> verdicts;
+    if (cache) {
+      verdicts.emplace(cache->path,
+                       nlohmann::json{{"screening",
+                                       {{"rule", ao.rule.describe()},
+                                        {"languages", ao.languages},
+                                        {"max_answer_tokens", ao.rule.max_answer_tokens}}},
+                                      {"model", {{"hash", cache->model_hash}}}});
+      const std::string where = cache->path.string() + ": verdict ";
+      for (const auto& r : verdicts->records()) {
+        for (const char* k : {"key", "language", "reason"})
+          KNPROBE_REQUIRE(r.contains(k), FormatError, where, "without '", k, "'");
+        ao.known[io::json_string(r["key"], where + "key")] = {
+            io::json_string(r["language"], where + "language"),
+            io::json_string(r["reason"], where + "reason")};
+      }
+      if (!ao.known.empty())
+        std::fprintf(stderr, "knprobe: %zu screening verdicts resumed from %s\n", ao.known.size(),
+                     cache->path.c_str());
+      ao.on_verdict = [&](const std::string& key, const std::string& lang, const std::string& why) {
+        verdicts->append(
+            {{"record", "verdict"}, {"key", key}, {"language", lang}, {"reason", why}});
+      };
+    }
     facts = answerable_facts(probe, facts, ao, filtered);
     std::fprintf(stderr, "\n");
   } else if (a.limit && facts.size() > a.limit) {

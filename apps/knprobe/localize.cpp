@@ -104,7 +104,12 @@ int run(const LocalizeArgs& a) {
     probe.set_max_tokens(a.attribution.max_tokens);
     std::vector<SkippedFact> filtered;
     std::vector<Fact> pool;  // unrelated facts come from every fact read, not only those kept
-    prepare_facts(a.facts, probe, tok, facts, filtered, &pool);
+    // Screening verdicts are kept in <out>/screening.jsonl as they are decided: an interrupted
+    // scan resumes there (same model, rule and languages) instead of starting over.
+    std::optional<ScreeningCache> cache;
+    if (a.facts.screening())
+      cache = ScreeningCache{fs::path(a.out) / "screening.jsonl", model_hash(a.model)};
+    prepare_facts(a.facts, probe, tok, facts, filtered, &pool, cache);
     if (a.screen_only) return write_facts_file(a.out, facts, filtered);
     o.unrelated_pool = &pool;
     const auto stems = score_stems(facts);  // before any work: a clash is found now, not later

@@ -21,6 +21,7 @@ int run(const PredictArgs& a) {
                     ids.size(), " tokens, more than --max-tokens ", a.max_tokens);
     KNPROBE_REQUIRE(a.top <= model.vocab_size(), UsageError, "--top ", a.top,
                     " exceeds the vocabulary of ", model.vocab_size(), " tokens");
+    static_assert(HasLogits<std::decay_t<decltype(model)>>, "predict needs logits(trace)");
     const auto z = model.logits(model.trace(ids));
     Index last = z.rows() - 1;  // decoders: the next token; encoders: the [MASK]
     if constexpr (ArchTraits<std::decay_t<decltype(model)>>::objective == Objective::masked_lm) {

@@ -188,4 +188,47 @@ BOOST_AUTO_TEST_CASE(screening_by_rank_and_probability_balanced_over_relations) 
   BOOST_TEST(rank5.describe() == "rank<=5");
 }
 
+// An interrupted scan resumes: every new verdict is reported as it is decided, and a rerun given
+// those verdicts screens nothing again and keeps the same facts; a known verdict is used as it
+// is, and a fact whose text changed is screened again (its key differs).
+BOOST_AUTO_TEST_CASE(screening_resumes_from_known_verdicts) {
+  const Stories s;
+  const KnowledgeProbe probe(s.model, s.tok);
+  AnswerableOptions o;
+  o.languages = {"en"};
+  o.rule.kind = ScreenRule::Kind::rank;
+  o.rule.max_rank = 50;
+  std::map<std::string, std::pair<std::string, std::string>> seen;
+  o.on_verdict = [&](const std::string& key, const std::string& lang, const std::string& why) {
+    BOOST_TEST(!seen.count(key));
+    seen[key] = {lang, why};
+  };
+  std::vector<SkippedFact> skipped;
+  const auto first = answerable_facts(probe, s.facts, o, skipped);
+  BOOST_TEST(seen.size() == s.facts.size());
+  o.known = seen;
+  std::size_t screened = 0;
+  o.on_verdict = [&](const std::string&, const std::string&, const std::string&) { ++screened; };
+  skipped.clear();
+  const auto again = answerable_facts(probe, s.facts, o, skipped);
+  BOOST_TEST(screened == 0u);
+  BOOST_TEST(again.size() == first.size());
+  for (std::size_t i = 0; i < std::min(again.size(), first.size()); ++i)
+    BOOST_TEST(again[i].id == first[i].id);
+  // A known verdict is taken as it is (here: one that refuses the first kept fact).
+  BOOST_REQUIRE(!first.empty());
+  o.known[screening_key(first.front(), o.languages)] = {"en", "cached: refused"};
+  skipped.clear();
+  const auto refused = answerable_facts(probe, s.facts, o, skipped);
+  BOOST_TEST(refused.size() == first.size() - 1);
+  BOOST_TEST(std::any_of(skipped.begin(), skipped.end(),
+                         [](const SkippedFact& k) { return k.reason == "cached: refused"; }));
+  // A changed answer is a new key: screened again.
+  auto changed = s.facts;
+  changed.front().answers["en"] += " x";
+  skipped.clear();
+  (void)answerable_facts(probe, changed, o, skipped);
+  BOOST_TEST(screened == 1u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

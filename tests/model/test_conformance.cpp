@@ -214,6 +214,25 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(mean_site_activations_equal_traced_means, B, backe
   }
 }
 
+// The logits of chosen positions are those rows of the logits of every position.
+BOOST_AUTO_TEST_CASE_TEMPLATE(position_logits_are_rows_of_all_logits, B, backends) {
+  using M = typename B::Model;
+  if constexpr (HasPositionLogits<M>) {
+    const auto m = B::make();
+    const auto t = m.trace(B::tokens());
+    const MatrixD all = m.logits(t);
+    BOOST_REQUIRE(all.rows() == t.num_tokens());
+    BOOST_REQUIRE(all.cols() == m.vocab_size());
+    const std::vector<int> rows{5, 1, 5};
+    const MatrixD some = m.logits(t, rows);
+    BOOST_REQUIRE(some.rows() == 3);
+    for (int k = 0; k < 3; ++k)
+      BOOST_TEST((some.row(k) - all.row(rows[k])).cwiseAbs().maxCoeff() < 1e-12, "row " << k);
+    BOOST_TEST(testing::throws_with<ArgumentError>(
+        [&] { (void)m.logits(t, std::vector<int>{t.num_tokens()}); }, {"position"}));
+  }
+}
+
 // A value-vector edit is undone bit for bit by writing the old vector back.
 BOOST_AUTO_TEST_CASE_TEMPLATE(value_vector_edits_undo_bit_exactly, B, backends) {
   auto m = B::make();

@@ -103,7 +103,7 @@ namespace detail {
 /// forward pass over the encoded fact; nullopt when the model exposes no logits.
 template <class M>
 std::optional<bool> answers_top1(const M& m, const EncodedFact& f) {
-  if constexpr (requires(const typename M::Trace& t) { m.logits(t); }) {
+  if constexpr (HasLogits<M>) {
     const auto z = m.logits(m.trace(f.tokens));
     for (std::size_t t = 0; t < f.targets.size(); ++t) {
       Index best;
@@ -484,11 +484,19 @@ namespace detail {
 /// pass; nullopt when the model exposes no logits.
 template <class M>
 std::optional<std::vector<int>> answer_ranks(const M& m, const EncodedFact& f) {
-  if constexpr (requires(const typename M::Trace& t) { m.logits(t); }) {
-    const auto z = m.logits(m.trace(f.tokens));
+  if constexpr (HasLogits<M>) {
+    Matrix<typename M::Scalar> z;  // row t: the logits at answer token t's position
+    if constexpr (HasPositionLogits<M>) {
+      z = m.logits(m.trace(f.tokens), std::span<const int>(f.positions));
+    } else {
+      const auto all = m.logits(m.trace(f.tokens));
+      z.resize(Index(f.positions.size()), all.cols());
+      for (std::size_t t = 0; t < f.positions.size(); ++t)
+        z.row(Index(t)) = all.row(f.positions[t]);
+    }
     std::vector<int> ranks;
     for (std::size_t t = 0; t < f.targets.size(); ++t) {
-      const auto row = z.row(f.positions[t]);
+      const auto row = z.row(Index(t));
       const auto target = row(f.targets[t]);
       int above = 0;
       for (Index v = 0; v < row.size(); ++v) above += row(v) > target;
@@ -546,7 +554,28 @@ struct AnswerableOptions {
   /// relation's facts in their order), so --limit takes from every relation alike.
   std::size_t per_relation = 0, per_answer = 0;
   std::function<void(std::size_t scanned, std::size_t kept)> progress;
+  /// Screening verdicts already known, by screening_key(fact, languages): {language, reason}
+  /// ("" = passes in every language), e.g. read back from an interrupted scan of the same model
+  /// and rule. A fact found here is not screened again; the balance caps are recounted as the
+  /// scan goes.
+  std::map<std::string, std::pair<std::string, std::string>> known;
+  /// Called with each new verdict (screening key, language, reason) as soon as it is decided, so
+  /// that an interrupted scan can resume from `known`.
+  std::function<void(const std::string&, const std::string&, const std::string&)> on_verdict;
 };
+
+/// What a screening verdict depends on besides the model and the rule: the fact's id and its
+/// prompt and answer in each language (a changed text is screened again).
+inline std::string screening_key(const Fact& f, const std::vector<std::string>& languages) {
+  std::string k = f.id;
+  for (const auto& l : languages) {
+    k += '\x1f' + l + '\x1f';
+    if (f.prompts.count(l)) k += f.prompts.at(l);
+    k += '\x1f';
+    if (f.answers.count(l)) k += f.answers.at(l);
+  }
+  return k;
+}
 
 /// `facts` interleaved round-robin over their relations (relations in order of first
 /// appearance, each relation's facts in their order).
@@ -590,12 +619,15 @@ std::vector<Fact> answerable_facts(const KnowledgeProbe<M>& probe, const std::ve
     } else if (o.per_answer && per_answer[answer_key] >= o.per_answer) {
       why = "balance: answer '" + fact.answers.at(first) + "' of relation " + fact.relation +
             " has " + std::to_string(o.per_answer) + " kept facts";
+    } else if (const auto k = o.known.find(screening_key(fact, o.languages)); k != o.known.end()) {
+      std::tie(where, why) = k->second;
     } else {
       for (const auto& lang : o.languages) {
         where = lang;
         why = screen_reason(probe, fact, lang, rule);
         if (!why.empty()) break;
       }
+      if (o.on_verdict) o.on_verdict(screening_key(fact, o.languages), where, why);
     }
     if (why.empty()) {
       ++per_relation[fact.relation];

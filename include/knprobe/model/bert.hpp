@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "knprobe/io/hf_config.hpp"
+#include "knprobe/model/backend_support.hpp"
 #include "knprobe/model/blocks/activation.hpp"
 #include "knprobe/model/blocks/attention.hpp"
 #include "knprobe/model/blocks/layer_norm.hpp"
@@ -220,6 +221,16 @@ class BertModel {
     HeadCache hc;
     return head_forward(t.hidden.back(), hc);
   }
+  /// The rows of logits(t) at `positions`: the MLM head on those rows only.
+  Matrix<T> logits(const Trace& t, std::span<const int> positions) const {
+    Matrix<T> x(Index(positions.size()), hidden_size());
+    for (std::size_t k = 0; k < positions.size(); ++k) {
+      check_position(t, positions[k]);
+      x.row(Index(k)) = t.hidden.back().row(positions[k]);
+    }
+    HeadCache hc;
+    return head_forward(x, hc);
+  }
 
   T probability(const Trace& t, int position, TokenId target) const {
     check_position(t, position);
@@ -303,13 +314,7 @@ class BertModel {
       LayerCache c;
       attention_forward(l, P, n, h, c);
       ffn_pre(l, c);
-      for (int b = 0; b < P; ++b)
-        for (const auto& iv : patterns[static_cast<std::size_t>(b)]) {
-          if (iv.layer != l) continue;
-          T& x = c.site(Index(b) * n + iv.position, iv.unit);
-          x = iv.op == InterventionOp::set ? static_cast<T>(iv.value)
-                                           : x * static_cast<T>(iv.value);
-        }
+      detail::apply_interventions(l, patterns, n, 0, c.site);
       ffn_post(l, c, h);
     }
     for (int qi = 0; qi < Q; ++qi) {

@@ -55,6 +55,13 @@ struct Intervention {
 /// The interventions applied together in one forward pass (empty = the clean model).
 using InterventionPattern = std::vector<Intervention>;
 
+/// h after intervention `iv`: value (`set`) or value · h (`scale`), computed in h's type. Every
+/// backend applies interventions through this one function.
+template <class T>
+T intervened(const Intervention& iv, T h) {
+  return iv.op == InterventionOp::set ? static_cast<T>(iv.value) : h * static_cast<T>(iv.value);
+}
+
 /// "Probability of token `target` in the output distribution at position `position`": for an
 /// encoder the distribution at a `[MASK]`, for a decoder the next-token distribution.
 struct Query {
@@ -146,6 +153,21 @@ concept HasBatchedMeanActivations = Traceable<M> &&
     } -> std::same_as<std::vector<Matrix<typename M::Scalar>>>;
 };
 
+/// Optional: `logits(trace)` [tokens × vocab] of every traced position. Screening (top-1 / rank
+/// checks) and `knprobe predict` use it; without it a fact is kept unscreened.
+template <class M>
+concept HasLogits = Traceable<M> && requires(const M& m, const typename M::Trace& trace) {
+  { m.logits(trace) } -> std::convertible_to<Matrix<typename M::Scalar>>;
+};
+
+/// Optional: `logits(trace, positions)` [positions × vocab], the rows of `logits(trace)` at
+/// `positions` only: the output head runs on those rows (screening needs the answer positions).
+template <class M>
+concept HasPositionLogits = HasLogits<M> &&
+    requires(const M& m, const typename M::Trace& trace, std::span<const int> positions) {
+  { m.logits(trace, positions) } -> std::convertible_to<Matrix<typename M::Scalar>>;
+};
+
 /// `probabilities(tokens, patterns, queries)`: one forward per pattern (run as one batch),
 /// returning [patterns × queries] probabilities under each pattern's interventions.
 template <class M>
@@ -189,24 +211,6 @@ concept ProbeableModel = HasArchTraits<M> && HasModelShape<M> && Traceable<M> &&
     HasLayerGradients<M> && HasInterventions<M> && HasValueVectors<M>;
 
 namespace detail {
-
-/// Calls fn(begin, count) for consecutive chunks of `reqs` holding at most `max_rows` points in
-/// all (a larger single request is a chunk of its own), so that batched backends bound the rows of
-/// their output-head GEMM.
-template <class T, class F>
-void for_each_request_chunk(std::span<const LayerRequest<T>> reqs, Index max_rows, F&& fn) {
-  std::size_t begin = 0;
-  while (begin < reqs.size()) {
-    std::size_t end = begin;
-    Index rows = 0;
-    do {
-      rows += reqs[end].points.rows();
-      ++end;
-    } while (end < reqs.size() && rows + reqs[end].points.rows() <= max_rows);
-    fn(begin, end - begin);
-    begin = end;
-  }
-}
 
 /// Checks M piece by piece so that the compiler prints the first missing piece in words.
 template <class M>

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "knprobe/io/hf_config.hpp"
+#include "knprobe/model/backend_support.hpp"
 #include "knprobe/model/blocks/activation.hpp"
 #include "knprobe/model/blocks/attention.hpp"
 #include "knprobe/model/blocks/layer_norm.hpp"
@@ -203,6 +204,15 @@ class Gpt2Model {
 
   /// Logits [T × V] of the trace's positions.
   Matrix<T> logits(const Trace& t) const { return t.final_hidden * w_.wte.transpose(); }
+  /// The rows of logits(t) at `positions`: the output head on those rows only.
+  Matrix<T> logits(const Trace& t, std::span<const int> positions) const {
+    Matrix<T> x(Index(positions.size()), hidden_size());
+    for (std::size_t k = 0; k < positions.size(); ++k) {
+      check_position(t, positions[k]);
+      x.row(Index(k)) = t.final_hidden.row(positions[k]);
+    }
+    return x * w_.wte.transpose();
+  }
 
   /// softmax(logits at `position`)[target].
   T probability(const Trace& t, int position, TokenId target) const {
@@ -448,12 +458,8 @@ class Gpt2Model {
 
   void intervene(int l, const Rows& r, std::span<const InterventionPattern> patterns,
                  Matrix<T>& site) const {
-    for (int b = 0; b < r.batch; ++b)
-      for (const auto& iv : patterns[static_cast<std::size_t>(b)]) {
-        if (iv.layer != l) continue;
-        T& x = site(Index(b) * r.len + (iv.position - r.start), iv.unit);
-        x = iv.op == InterventionOp::set ? static_cast<T>(iv.value) : x * static_cast<T>(iv.value);
-      }
+    detail::apply_interventions(l, patterns.first(static_cast<std::size_t>(r.batch)), r.len,
+                                r.start, site);
   }
 
   struct Pending {

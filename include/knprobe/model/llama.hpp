@@ -24,6 +24,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "knprobe/model/backend_support.hpp"
 #include "knprobe/model/blocks/activation.hpp"
 #include "knprobe/model/blocks/attention.hpp"
 #include "knprobe/model/blocks/embedding.hpp"
@@ -117,6 +118,15 @@ class LlamaModel {
 
   /// Logits [T × V] of the trace's positions.
   Matrix<T> logits(const Trace& t) const { return head_forward(t.final_hidden); }
+  /// The rows of logits(t) at `positions`: the output head on those rows only.
+  Matrix<T> logits(const Trace& t, std::span<const int> positions) const {
+    Matrix<T> x(Index(positions.size()), hidden_size());
+    for (std::size_t k = 0; k < positions.size(); ++k) {
+      check_position(t, positions[k]);
+      x.row(Index(k)) = t.final_hidden.row(positions[k]);
+    }
+    return head_forward(x);
+  }
 
   /// softmax(logits at `position`)[target] from a trace.
   T probability(const Trace& t, int position, TokenId target) const {
@@ -835,12 +845,8 @@ class LlamaModel {
   /// Applies each pattern's interventions of layer l to its rows of `act`.
   void intervene(int l, const Rows& r, std::span<const InterventionPattern> patterns,
                  Matrix<T>& act, Index first_row = 0) const {
-    for (int b = 0; b < r.batch; ++b)
-      for (const auto& iv : patterns[static_cast<std::size_t>(b)]) {
-        if (iv.layer != l) continue;
-        T& x = act(first_row + Index(b) * r.len + (iv.position - r.start), iv.unit);
-        x = iv.op == InterventionOp::set ? static_cast<T>(iv.value) : x * static_cast<T>(iv.value);
-      }
+    detail::apply_interventions(l, patterns.first(static_cast<std::size_t>(r.batch)), r.len,
+                                r.start, act, first_row);
   }
 
   static constexpr Index k_head_rows = 256;

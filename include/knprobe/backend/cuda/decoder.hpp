@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "knprobe/backend/cuda/decoder_engine.hpp"
+#include "knprobe/model/backend_support.hpp"
 #include "knprobe/model/concept.hpp"
 
 namespace knprobe::cuda::detail {

@@ -1,0 +1,43 @@
+#pragma once
+// Helpers the backends share to implement the contract of model/concept.hpp (not part of it):
+// chunking batched requests, applying intervention patterns to stacked pattern blocks.
+
+#include <span>
+
+#include "knprobe/core/tensor.hpp"
+#include "knprobe/model/concept.hpp"
+
+namespace knprobe::detail {
+
+/// Calls fn(begin, count) for consecutive chunks of `reqs` holding at most `max_rows` points in
+/// all (a larger single request is a chunk of its own), so that batched backends bound the rows of
+/// their output-head GEMM.
+template <class T, class F>
+void for_each_request_chunk(std::span<const LayerRequest<T>> reqs, Index max_rows, F&& fn) {
+  std::size_t begin = 0;
+  while (begin < reqs.size()) {
+    std::size_t end = begin;
+    Index rows = 0;
+    do {
+      rows += reqs[end].points.rows();
+      ++end;
+    } while (end < reqs.size() && rows + reqs[end].points.rows() <= max_rows);
+    fn(begin, end - begin);
+    begin = end;
+  }
+}
+
+/// Applies each pattern's layer-`layer` interventions to its block of `site`: pattern b owns rows
+/// [first_row + b·len, first_row + (b + 1)·len), holding positions start, start + 1, ….
+template <class T>
+void apply_interventions(int layer, std::span<const InterventionPattern> patterns, Index len,
+                         int start, Matrix<T>& site, Index first_row = 0) {
+  for (std::size_t b = 0; b < patterns.size(); ++b)
+    for (const auto& iv : patterns[b]) {
+      if (iv.layer != layer) continue;
+      T& x = site(first_row + Index(b) * len + (iv.position - start), iv.unit);
+      x = intervened(iv, x);
+    }
+}
+
+}  // namespace knprobe::detail
