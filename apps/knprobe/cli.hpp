@@ -31,6 +31,7 @@
 #include "knprobe/tokenize/load.hpp"
 #include "knprobe/tokenize/sentencepiece_bpe.hpp"
 #include "knprobe/tokenize/wordpiece.hpp"
+#include "knprobe/version.hpp"
 
 namespace knprobe::cli {
 
@@ -243,16 +244,27 @@ void prepare_facts(const FactArgs& a, const KnowledgeProbe<M>& probe, const Toke
     };
     std::optional<io::ResultsFile> verdicts;
     if (cache) {
+      // What a verdict depends on besides the fact's text (the key): the model, the rule (exact
+      // numbers), the languages, the longest prompt accepted (a refusal names it) and the code.
       verdicts.emplace(cache->path,
                        nlohmann::json{{"screening",
                                        {{"rule", ao.rule.describe()},
+                                        {"max_rank", ao.rule.max_rank},
+                                        {"min_probability", ao.rule.min_probability},
                                         {"languages", ao.languages},
-                                        {"max_answer_tokens", ao.rule.max_answer_tokens}}},
-                                      {"model", {{"hash", cache->model_hash}}}});
-      const std::string where = cache->path.string() + ": verdict ";
-      for (const auto& r : verdicts->records()) {
-        for (const char* k : {"key", "language", "reason"})
-          KNPROBE_REQUIRE(r.contains(k), FormatError, where, "without '", k, "'");
+                                        {"max_answer_tokens", ao.rule.max_answer_tokens},
+                                        {"max_tokens", probe.max_tokens()}}},
+                                      {"model", {{"hash", cache->model_hash}}},
+                                      {"knprobe", KNPROBE_VERSION_STRING}});
+      const auto& recs = verdicts->records();
+      for (std::size_t i = 0; i < recs.size(); ++i) {
+        const auto& r = recs[i];
+        const std::string where = cache->path.string() + ": record " + std::to_string(i + 2) + " ";
+        KNPROBE_REQUIRE(r.is_object() && r.value("record", nlohmann::json()) == "verdict" &&
+                            r.contains("key") && r.contains("language") && r.contains("reason"),
+                        FormatError, where,
+                        "is not a screening verdict ({record: verdict, key, language, reason}); "
+                        "delete the file to screen again");
         ao.known[io::json_string(r["key"], where + "key")] = {
             io::json_string(r["language"], where + "language"),
             io::json_string(r["reason"], where + "reason")};

@@ -26,8 +26,10 @@ kill -9 "$pid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
 before=$(grep -c '"verdict"' "$work/cut/screening.jsonl" || true)
 "$knprobe" "${args[@]}" --out "$work/cut" >"$work/log" 2>&1
-grep -q "screening verdicts resumed" "$work/log" || [[ $before -eq 0 ]] || {
-  echo "FAIL: the rerun did not resume ($before verdicts were on file)"; cat "$work/log"; exit 1; }
+((before > 0 && before < total)) ||
+  { echo "FAIL: the kill did not land mid-scan ($before of $total verdicts)"; exit 1; }
+grep -q "$before screening verdicts resumed" "$work/log" ||
+  { echo "FAIL: the rerun did not resume ($before verdicts were on file)"; cat "$work/log"; exit 1; }
 after=$(grep -c '"verdict"' "$work/cut/screening.jsonl")
 [[ $after -eq $total ]] || { echo "FAIL: $after verdicts after resuming, $total uninterrupted"; exit 1; }
 cmp -s "$work/full/facts.jsonl" "$work/cut/facts.jsonl" ||

@@ -46,6 +46,17 @@ using backends =
 template <class M>
 constexpr bool causal = ArchTraits<M>::objective == Objective::causal_lm;
 
+// The optional capabilities each backend is expected to have: a concept that stopped matching
+// would otherwise turn its test case into one that checks nothing.
+static_assert(HasBatchedLayerGradients<LlamaModel<double>> &&
+              HasBatchedLayerGradients<Gpt2Model<double>>);
+static_assert(HasBatchedProbabilities<LlamaModel<double>>);
+static_assert(HasBatchedMeanActivations<LlamaModel<double>>);
+static_assert(HasPositionLogits<LlamaModel<double>> && HasPositionLogits<Gpt2Model<double>> &&
+              HasPositionLogits<BertModel<double>>);
+static_assert(HasTraceProbabilities<LlamaModel<double>> &&
+              HasTraceProbabilities<Gpt2Model<double>> && HasTraceProbabilities<BertModel<double>>);
+
 /// P(target at position) of the unmodified model, through the contract's probabilities().
 template <class M>
 double clean_probability(const M& m, std::span<const TokenId> tokens, int position,
@@ -134,10 +145,12 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(interventions_agree_with_layer_gradients, B, backe
   const int layer = 1, pos = t.num_tokens() - 3;
   std::vector<InterventionPattern> pats(2);
   pats[1].push_back({layer, 5, pos, InterventionOp::set, 3.0});
-  pats[1].push_back({layer, 7, pos, InterventionOp::scale, 2.0});
+  pats[1].push_back({layer, 7, pos, InterventionOp::scale, 2.0});  // enhance
+  pats[1].push_back({layer, 9, pos, InterventionOp::scale, 0.0});  // suppress
   MatrixD changed = t.activations(layer).row(pos);
   changed(0, 5) = 3.0;
   changed(0, 7) *= 2.0;
+  changed(0, 9) = 0.0;
   const std::vector<Query> qs{{pos, 9}, {pos + 1, 11}, {pos - 1, 4}};
   const MatrixD p = m.probabilities(tokens, pats, qs);
   BOOST_REQUIRE(p.rows() == 2);

@@ -84,12 +84,14 @@ struct Confusion {
   }
   double precision() const { return ratio(tp, tp + fp); }  ///< TP / (TP + FP)
   double recall() const { return ratio(tp, tp + fn); }     ///< TP / (TP + FN)
-  /// F1 = 2 TP / (2 TP + FP + FN), the harmonic mean of precision and recall where both are
-  /// defined; 0 when nothing is accepted but some claim is true.
+  /// F1 = 2 TP / (2 TP + FP + FN) (the harmonic mean of precision and recall where both are
+  /// defined): 0 when no claim is both true and accepted, NaN only when there is no true claim
+  /// and nothing is accepted.
   double f1() const { return ratio(2 * tp, 2 * tp + fp + fn); }
   double accuracy() const { return ratio(tp + tn, total()); }  ///< (TP + TN) / all
   /// The reference code's precision: rejected true claims counted as false positives too.
   double precision_ref() const { return ratio(tp, tp + fp + fn); }
+  /// Harmonic mean of precision_ref and recall: NaN without true claims (recall undefined).
   double f1_ref() const { return harmonic(precision_ref(), recall()); }
 };
 

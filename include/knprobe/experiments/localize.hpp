@@ -99,15 +99,29 @@ struct LocalizeReport {
 
 namespace detail {
 
+/// The logits at each answer token's position (row t: token t), from one forward pass over the
+/// encoded fact: the output head runs on those rows only when the model offers it.
+template <class M>
+Matrix<typename M::Scalar> answer_logits(const M& m, const EncodedFact& f) requires HasLogits<M> {
+  if constexpr (HasPositionLogits<M>) {
+    return m.logits(m.trace(f.tokens), std::span<const int>(f.positions));
+  } else {
+    const auto all = m.logits(m.trace(f.tokens));
+    Matrix<typename M::Scalar> z(Index(f.positions.size()), all.cols());
+    for (std::size_t t = 0; t < f.positions.size(); ++t) z.row(Index(t)) = all.row(f.positions[t]);
+    return z;
+  }
+}
+
 /// Whether every answer token is the model's argmax at its position (teacher-forced), from one
 /// forward pass over the encoded fact; nullopt when the model exposes no logits.
 template <class M>
 std::optional<bool> answers_top1(const M& m, const EncodedFact& f) {
   if constexpr (HasLogits<M>) {
-    const auto z = m.logits(m.trace(f.tokens));
+    const auto z = answer_logits(m, f);
     for (std::size_t t = 0; t < f.targets.size(); ++t) {
       Index best;
-      z.row(f.positions[t]).maxCoeff(&best);
+      z.row(Index(t)).maxCoeff(&best);
       if (best != f.targets[t]) return false;
     }
     return true;
@@ -485,15 +499,7 @@ namespace detail {
 template <class M>
 std::optional<std::vector<int>> answer_ranks(const M& m, const EncodedFact& f) {
   if constexpr (HasLogits<M>) {
-    Matrix<typename M::Scalar> z;  // row t: the logits at answer token t's position
-    if constexpr (HasPositionLogits<M>) {
-      z = m.logits(m.trace(f.tokens), std::span<const int>(f.positions));
-    } else {
-      const auto all = m.logits(m.trace(f.tokens));
-      z.resize(Index(f.positions.size()), all.cols());
-      for (std::size_t t = 0; t < f.positions.size(); ++t)
-        z.row(Index(t)) = all.row(f.positions[t]);
-    }
+    const auto z = answer_logits(m, f);  // row t: the logits at answer token t's position
     std::vector<int> ranks;
     for (std::size_t t = 0; t < f.targets.size(); ++t) {
       const auto row = z.row(Index(t));

@@ -177,6 +177,22 @@ concept HasInterventions = HasModelShape<M> &&
   { m.probabilities(tokens, patterns, queries) } -> std::same_as<Matrix<typename M::Scalar>>;
 };
 
+/// Optional: `probabilities(trace, patterns, queries)` on a trace already computed (the DKN search
+/// reuses one clean trace for every batch of candidate sets).
+template <class M>
+concept HasTraceProbabilities = HasInterventions<M> && Traceable<M> &&
+    requires(const M& m, const typename M::Trace& trace,
+             std::span<const InterventionPattern> patterns, std::span<const Query> queries) {
+  { m.probabilities(trace, patterns, queries) } -> std::same_as<Matrix<typename M::Scalar>>;
+};
+
+/// Optional: `max_positions()`, the longest sequence the model accepts (learned positions, a
+/// trained context); KnowledgeProbe refuses longer prompts by name.
+template <class M>
+concept HasMaxPositions = requires(const M& m) {
+  { m.max_positions() } -> std::convertible_to<int>;
+};
+
 /// One prompt of a batched `probabilities` call (the spans must outlive the call).
 struct ProbabilityRequest {
   std::span<const TokenId> tokens;

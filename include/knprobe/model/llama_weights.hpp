@@ -1,10 +1,10 @@
 #pragma once
 // Weights and architecture facts of the Llama family (Llama 2 / llama2.c, Gemma 3), and their
-// loaders: llama2.c checkpoints, GGUF (architectures "llama" and "gemma3"; dequantized to float,
-// or kept in their ggml blocks as QuantizedMatrix) and Hugging Face safetensors directories. Norm
-// weights are stored in their *effective* form (the factor that multiplies the normalised vector):
-// GGUF Gemma files already hold 1 + w, HF Gemma safetensors hold w and get 1 added here, never
-// twice (MODELS.md trap 1).
+// loaders: llama2.c checkpoints, GGUF (architectures llama, gemma3, qwen2, qwen3; dequantized to
+// float, or kept in their ggml blocks as QuantizedMatrix) and Hugging Face safetensors directories.
+// Norm weights are stored in their *effective* form (the factor that multiplies the normalised
+// vector): GGUF Gemma files already hold 1 + w, HF Gemma safetensors hold w and get 1 added here,
+// never twice (MODELS.md trap 1).
 
 #include <array>
 #include <cmath>
@@ -13,6 +13,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -35,7 +36,9 @@ enum class LlamaArch { llama, mistral, qwen2, qwen3, gemma3 };
 
 /// The architecture's name as GGUF's general.architecture and Hugging Face's model_type spell it.
 inline const char* arch_name(LlamaArch a) {
-  switch (a) {
+  switch (a) {  // no default: a new architecture without a name is a compiler warning
+    case LlamaArch::llama:
+      return "llama";
     case LlamaArch::mistral:
       return "mistral";
     case LlamaArch::qwen2:
@@ -44,9 +47,18 @@ inline const char* arch_name(LlamaArch a) {
       return "qwen3";
     case LlamaArch::gemma3:
       return "gemma3";
-    default:
-      return "llama";
   }
+  return "?";
+}
+
+/// The architecture of a GGUF general.architecture or a Hugging Face model_type ("gemma3_text"
+/// is Gemma 3's text-only config); nullopt when the backend does not implement it.
+inline std::optional<LlamaArch> parse_llama_arch(std::string_view name) {
+  for (const auto a : {LlamaArch::llama, LlamaArch::mistral, LlamaArch::qwen2, LlamaArch::qwen3,
+                       LlamaArch::gemma3})
+    if (name == arch_name(a)) return a;
+  if (name == "gemma3_text") return LlamaArch::gemma3;
+  return std::nullopt;
 }
 
 /// Runtime architecture description of one Llama-family checkpoint.
@@ -392,7 +404,8 @@ inline void apply_architecture(LlamaSpec& s, LlamaArch arch, const ArchFacts& f)
   }
 }
 
-/// Architecture facts of a GGUF "llama" / "gemma3" file (vocab_size is set from the embedding).
+/// Architecture facts of a GGUF llama / gemma3 / qwen2 / qwen3 file (vocab_size is set from the
+/// embedding).
 /// Every value the model uses is range-checked, the keys llama.cpp always writes are required, and
 /// a key under "<arch>." that this backend does not know (or that holds other than its neutral
 /// value: rope scaling "none", expert_count 0, ...) is refused: it may change the
@@ -469,12 +482,7 @@ inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
   // llama.cpp's converter permutes a llama file's wq / wk rows for interleaved RoPE; Qwen and
   // Gemma files keep Hugging Face's order and use rotate-half (NEOX).
   facts.permuted_qk = arch == "llama";
-  apply_architecture(s,
-                     arch == "gemma3"  ? LlamaArch::gemma3
-                     : arch == "qwen2" ? LlamaArch::qwen2
-                     : arch == "qwen3" ? LlamaArch::qwen3
-                                       : LlamaArch::llama,
-                     facts);
+  apply_architecture(s, *parse_llama_arch(arch), facts);  // one of the four checked above
   return s;
 }
 
@@ -626,7 +634,6 @@ namespace detail {
 
 /// The spec of a Hugging Face Llama-family config (`path` names it in errors).
 inline LlamaSpec hf_llama_spec(const io::LlamaConfig& cfg, const std::string& path) {
-  const bool gemma = cfg.model_type.rfind("gemma", 0) == 0;
   LlamaSpec s;
   s.vocab_size = cfg.vocab_size;
   s.hidden = cfg.hidden_size;
@@ -649,13 +656,10 @@ inline LlamaSpec hf_llama_spec(const io::LlamaConfig& cfg, const std::string& pa
   facts.rope_theta_local = cfg.rope_local_base_freq;
   facts.query_pre_attn_scalar = cfg.query_pre_attn_scalar;
   for (const auto& t : cfg.layer_types) facts.sliding.push_back(t == "sliding_attention");
-  detail::apply_architecture(s,
-                             gemma                         ? LlamaArch::gemma3
-                             : cfg.model_type == "mistral" ? LlamaArch::mistral
-                             : cfg.model_type == "qwen2"   ? LlamaArch::qwen2
-                             : cfg.model_type == "qwen3"   ? LlamaArch::qwen3
-                                                           : LlamaArch::llama,
-                             facts);
+  const auto arch = parse_llama_arch(cfg.model_type);
+  KNPROBE_REQUIRE(arch, FormatError, path, ": model_type '", cfg.model_type,
+                  "' is not a Llama-family model this backend implements");
+  detail::apply_architecture(s, *arch, facts);
   if (cfg.llama3_rope)
     s.rope_freq_factors = cfg.llama3_rope->freq_factors(s.rope_theta, s.head_dim);
   return s;
@@ -669,10 +673,10 @@ inline LlamaSpec hf_llama_spec(const io::LlamaConfig& cfg, const std::string& pa
 inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& dir) {
   const auto cfg = io::read_llama_config(dir / "config.json");
   const io::SafetensorsCheckpoint ck(dir);
-  const bool gemma = cfg.model_type.rfind("gemma", 0) == 0;
   LlamaWeights<float> w;
   w.spec = detail::hf_llama_spec(cfg, (dir / "config.json").string());
   const auto& s = w.spec;
+  const bool gemma = s.arch == LlamaArch::gemma3;
   const detail::CheckpointReader r(ck);
   const Index d = s.hidden;
   auto vec = [&](const std::string& name, Index n) {  // Gemma stores norm weights zero-centred

@@ -100,10 +100,7 @@ DknResult find_degenerate(const M& m, const EncodedFact& f, const Attribution& a
       std::vector<InterventionPattern> pats;
       for (std::size_t s = b; s < e; ++s) pats.push_back(suppress(NeuronSet(sets[s]), f.positions));
       Matrix<typename M::Scalar> p;
-      if constexpr (requires {
-                      m.probabilities(trace, std::span<const InterventionPattern>(pats),
-                                      std::span<const Query>(qs));
-                    })
+      if constexpr (HasTraceProbabilities<M>)
         p = m.probabilities(trace, pats, qs);  // reuses the clean trace
       else
         p = m.probabilities(f.tokens, pats, qs);

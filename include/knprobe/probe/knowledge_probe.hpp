@@ -69,7 +69,7 @@ class KnowledgeProbe {
     max_tokens_ = max_tokens;
   }
   int max_tokens() const {
-    if constexpr (requires { m_.max_positions(); })
+    if constexpr (HasMaxPositions<M>)
       return std::min(max_tokens_, static_cast<int>(m_.max_positions()));
     else
       return max_tokens_;
@@ -123,7 +123,7 @@ class KnowledgeProbe {
         static_cast<int>(f.tokens.size()) <= max_tokens(), ArgumentError, "prompt + answer are ",
         f.tokens.size(), " tokens, more than the ", max_tokens(), " accepted (the model's context",
         [&] {
-          if constexpr (requires { m_.max_positions(); })
+          if constexpr (HasMaxPositions<M>)
             return " is " + std::to_string(m_.max_positions());
           else
             return std::string(" is not stated");
