@@ -13,7 +13,7 @@ struct EditArgs {
   ThresholdArgs thresholds;
   ControlArgs controls;
   std::string out = "knprobe-out", sign = "activation";
-  double l1 = 1.0, l2 = 8.0;
+  double l1 = 1.0, l2 = 8.0, drop_generic = 0;
 };
 
 int run(const EditArgs& a) {
@@ -29,6 +29,7 @@ int run(const EditArgs& a) {
   a.controls.apply(o);
   o.l2 = a.l2;
   o.max_tokens = a.attribution.max_tokens;
+  o.generic_fraction = a.drop_generic;
   prepare_output_folder(a.out);
   std::vector<FactProblem> problems;
   std::vector<Fact> facts = read_fact_args(a.facts, problems);
@@ -49,6 +50,7 @@ int run(const EditArgs& a) {
     opts["l1"] = a.l1;
     opts["l2"] = a.l2;
     opts["edit_sign"] = a.sign;
+    opts["drop_generic"] = a.drop_generic;
     opts["controls"] = a.controls.to_json();
     write_result(a.out, j, "editing.json", opts, problems, filtered);
     std::printf("summary (set/mode/measured-in):\n");
@@ -77,6 +79,10 @@ Command add_edit(CLI::App& app) {
       ->check(one_of({"activation", "none"}));
   c->add_option("--l1", args->l1, "erase strength λ1 (default 1)")->check(number_in(0, 1e6));
   c->add_option("--l2", args->l2, "edit strength λ2 (default 8)")->check(number_in(0, 1e6));
+  c->add_option("--drop-generic", args->drop_generic,
+                "Dai's refinement before editing: drop from a fact's set the neurons selected for "
+                "more than this share of the facts of other relations (0 = off, the default)")
+      ->check(number_in(0, 1, false, true));
   return {c, [args] { return run(*args); }};
 }
 

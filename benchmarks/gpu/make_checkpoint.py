@@ -5,7 +5,7 @@ targets, fixed seed. Runs on the GPU machine itself (initialisation on the GPU t
 nothing is downloaded). Configurations:
 - mgpt-1.3b (default; ai-forever/mGPT, GPT-2 architecture: 24 layers, d 2048, 16 heads, FFN 8192,
   vocabulary 100000) for bench_cuda;
-- gemma3-270m (google/gemma-3-270m, ../shared/docs/MODELS.md §1.1: 18 layers, d 640, 4 query
+- gemma3-270m (google/gemma-3-270m, docs/MODELS.md §1.1: 18 layers, d 640, 4 query
   heads / 1 KV head of 256, GeGLU FFN 2048, vocabulary 262144, sliding window 512 with layers
   5, 11, 17 global) for bench_cuda_llama: the main job's model, whose GGUF is too large to carry
   to the GPU machine; random weights cost the same FLOPs as the trained ones;

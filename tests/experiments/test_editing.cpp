@@ -94,6 +94,32 @@ BOOST_AUTO_TEST_CASE(experiment_uses_k_unrelated_facts_and_logs_activation_signs
     BOOST_TEST((model.weights().layers[l].w_down.array() == before[l].array()).all());
   const auto j = to_json(all);
   BOOST_TEST(j["summary"]["N_source/erase/reliability"]["old_change"]["mean_ci"].is_array());
+  // Dai's refinement before editing: each fact's set loses exactly the neurons that the sets of
+  // more than this share of the other relation's facts hold (in the unrefined run).
+  o.generic_fraction = 0.01;
+  const auto refined = cross_lingual_editing(model, tok, facts, o);
+  BOOST_REQUIRE(refined.facts.size() == all.facts.size());
+  std::size_t dropped = 0;
+  for (std::size_t k = 0; k < all.facts.size(); ++k) {
+    const auto& full = all.facts[k].sets.at("en");
+    const auto& r = refined.facts[k];
+    const auto& gone = r.dropped_generic.at("en");
+    BOOST_TEST(r.sets.at("en").size() + gone.size() == full.size());
+    std::size_t others = 0;
+    for (const auto& g : all.facts) others += g.relation != r.relation;
+    for (const auto& n : full) {
+      std::size_t in_others = 0;
+      for (const auto& g : all.facts)
+        in_others += g.relation != r.relation && g.sets.at("en").contains(n);
+      BOOST_TEST(gone.contains(n) == (double(in_others) > 0.01 * double(others)));
+      BOOST_TEST(r.sets.at("en").contains(n) != gone.contains(n));
+    }
+    dropped += gone.size();
+  }
+  BOOST_TEST(dropped > 0u);
+  BOOST_TEST(to_json(refined)["facts"][0].contains("dropped_generic"));
+  o.generic_fraction = 1.0;
+  BOOST_CHECK_THROW(cross_lingual_editing(model, tok, facts, o), ArgumentError);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -29,7 +29,7 @@ BOOST_AUTO_TEST_CASE(loads_and_every_tensor_dequantizes) {
     non_finite += static_cast<std::size_t>((!m.array().isFinite()).count());
   }
   BOOST_TEST(non_finite == 0u);
-  BOOST_TEST(values == 268098176u);  // MODELS.md §1.1 parameter count
+  BOOST_TEST(values == 268098176u);  // docs/MODELS.md §1.1 parameter count
   // Norm weights hold 1 + w in GGUF: centred near 1, not 0.
   const auto norm = f.dequantize("blk.0.ffn_norm.weight");
   double mean = 0;

@@ -79,7 +79,7 @@ BOOST_AUTO_TEST_CASE(next_token_probabilities_equal_transformers) {
     BOOST_TEST(best == top[0]);
   }
   BOOST_TEST_MESSAGE("smollm2: largest |Δp| against transformers over the top 10: " << worst);
-  // The facts MODELS.md §7 lists: " Paris" 0.773, " Tokyo" 0.703.
+  // The facts docs/MODELS.md §7 lists: " Paris" 0.773, " Tokyo" 0.703.
   BOOST_TEST(tok.decode(std::vector<TokenId>{
                  g["The capital of France is"]["top_ids"][0].get<int>()}) == " Paris");
 }

@@ -43,6 +43,9 @@ struct EditingOptions {
   int max_tokens = 512;       ///< longest prompt + answer accepted (KnowledgeProbe::set_max_tokens)
   EditSign sign = EditSign::activation;
   int unrelated = 10;  ///< K facts of other relations for locality (seeded)
+  /// Dai's refinement before editing: drop from each fact's per-language set the neurons selected
+  /// for more than this share of the facts of other relations (0 = off; localize.hpp's rule).
+  double generic_fraction = 0;
   std::uint64_t seed = 42;
   BootstrapOptions bootstrap;
   std::function<void(const std::string&)> progress;  ///< once per fact
@@ -67,7 +70,8 @@ struct EditMeasure {
 
 struct EditingFactResult {
   std::string fact, relation;
-  std::map<std::string, NeuronSet> sets;  ///< "likn", "all", and one per language
+  std::map<std::string, NeuronSet> sets;             ///< "likn", "all", and one per language
+  std::map<std::string, NeuronSet> dropped_generic;  ///< per language (generic_fraction > 0)
   /// Per set: each neuron's activation at the source's first answer position (its sign is the
   /// direction of the weight edits).
   std::map<std::string, std::map<Neuron, double>> activations;
@@ -110,10 +114,16 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
                     "'");
   KNPROBE_REQUIRE(o.unrelated >= 1, ArgumentError, "editing: K = ", o.unrelated,
                   " unrelated facts; at least 1 is needed for locality");
+  KNPROBE_REQUIRE(o.generic_fraction >= 0 && o.generic_fraction < 1, ArgumentError,
+                  "editing: generic fraction ", o.generic_fraction, " must be in [0, 1)");
   KnowledgeProbe<M> probe(model, tok);
   probe.set_max_tokens(o.max_tokens);
   EditingReport rep;
   rep.bootstrap = o.bootstrap;
+  // Pass 1: attribute and select every (fact, language), so that generic neurons can be found
+  // across facts before any set is measured.
+  std::vector<std::optional<EditingFactResult>> selected(facts.size());
+  std::vector<std::optional<std::size_t>> sibling(facts.size());
   for (std::size_t i = 0; i < facts.size(); ++i) {
     const Fact& fact = facts[i];
     if (o.progress) o.progress(fact.id);
@@ -121,23 +131,58 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
       for (const auto& l : o.languages)
         KNPROBE_REQUIRE(fact.prompts.count(l) && fact.answers.count(l), ArgumentError,
                         "no prompt or answer in language '", l, "'");
-      const auto sib = detail::sibling_fact(facts, i, o.languages);
-      KNPROBE_REQUIRE(sib.has_value(), ArgumentError, "no other fact of relation '", fact.relation,
+      sibling[i] = detail::sibling_fact(facts, i, o.languages);
+      KNPROBE_REQUIRE(sibling[i].has_value(), ArgumentError, "no other fact of relation '",
+                      fact.relation,
                       "' with a different answer in every language to take a new answer from");
+      EditingFactResult fr{fact.id, fact.relation, {}, {}, {}, {}};
+      for (const auto& l : o.languages) {
+        const auto a =
+            probe.attribute(probe.encode(fact.prompts.at(l), fact.answers.at(l)), o.attribution);
+        fr.sets[l] = KnowledgeProbe<M>::select(a, o.thresholds.at(l)).neurons;
+      }
+      selected[i] = std::move(fr);
+    } catch (const Error& e) {
+      rep.skipped.push_back({fact.id, "", e.what()});
+    }
+  }
+  if (o.generic_fraction > 0)  // Dai's refinement, per language, over the facts selected
+    for (const auto& l : o.languages) {
+      std::vector<std::pair<std::string, const NeuronSet*>> sets;
+      std::vector<std::size_t> at;
+      for (std::size_t i = 0; i < facts.size(); ++i)
+        if (selected[i]) {
+          sets.push_back({facts[i].relation, &selected[i]->sets.at(l)});
+          at.push_back(i);
+        }
+      const auto generic = detail::generic_neurons(sets, o.generic_fraction);
+      for (std::size_t k = 0; k < at.size(); ++k) {
+        auto& fr = *selected[at[k]];
+        fr.dropped_generic[l] = generic[k];
+        std::vector<Neuron> kept;
+        for (const auto& n : fr.sets.at(l))
+          if (!generic[k].contains(n)) kept.push_back(n);
+        fr.sets[l] = NeuronSet(std::move(kept));
+      }
+    }
+  // Pass 2: measure every selected fact's sets.
+  for (std::size_t i = 0; i < facts.size(); ++i) {
+    if (!selected[i]) continue;
+    const Fact& fact = facts[i];
+    try {
+      const std::size_t sib = *sibling[i];
       std::map<std::string, EncodedFact> old_f, new_f;
       std::map<std::string, std::vector<EncodedFact>> unrel_f;
       std::map<std::string, typename M::Trace> traces;  // of the old fact, for activation signs
-      EditingFactResult fr{fact.id, fact.relation, {}, {}, {}};
+      EditingFactResult fr = std::move(*selected[i]);
       std::vector<NeuronSet> per_lang;
       for (const auto& l : o.languages) {
         old_f.emplace(l, probe.encode(fact.prompts.at(l), fact.answers.at(l)));
-        new_f.emplace(l, probe.encode(fact.prompts.at(l), facts[*sib].answers.at(l)));
+        new_f.emplace(l, probe.encode(fact.prompts.at(l), facts[sib].answers.at(l)));
         for (auto& [id, g] : detail::unrelated_facts(probe, facts, i, l, o.unrelated, o.seed))
           unrel_f[l].push_back(std::move(g));
         traces.emplace(l, model.trace(old_f.at(l).tokens));
-        const auto a = probe.attribute(old_f.at(l), o.attribution);
-        fr.sets[l] = KnowledgeProbe<M>::select(a, o.thresholds.at(l)).neurons;
-        per_lang.push_back(fr.sets[l]);
+        per_lang.push_back(fr.sets.at(l));
       }
       fr.sets["likn"] = likn(per_lang);
       fr.sets["all"] = at_least(1, per_lang);
@@ -241,6 +286,8 @@ inline nlohmann::json to_json(const EditingReport& rep) {
     std::map<std::string, Acc> fact_acc;  // this fact's measures per summary key
     nlohmann::json jf{{"fact", f.fact}, {"relation", f.relation}};
     for (const auto& [name, set] : f.sets) jf["sets"][name] = detail::neurons_json(set);
+    for (const auto& [lang, set] : f.dropped_generic)
+      jf["dropped_generic"][lang] = detail::neurons_json(set);
     for (const auto& [name, act] : f.activations)
       for (const auto& [n, a] : act) jf["activations"][name].push_back({n.layer, n.unit, a});
     for (const auto& e : f.measures) {

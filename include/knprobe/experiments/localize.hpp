@@ -357,26 +357,51 @@ std::pair<std::map<std::string, EffectSet>, std::map<std::string, EffectSet>> se
 
 namespace detail {
 
+/// Dai's refinement, the rule itself: given the selected sets of one language, each with its
+/// fact's relation, the neurons of each set that are selected for more than `fraction` of the
+/// facts of other relations (empty when there is no other relation).
+inline std::vector<NeuronSet> generic_neurons(
+    const std::vector<std::pair<std::string, const NeuronSet*>>& sets, double fraction) {
+  std::map<Neuron, std::map<std::string, std::size_t>> count;  // neuron → relation → facts
+  std::map<std::string, std::size_t> facts_of;                 // relation → facts
+  for (const auto& [rel, s] : sets) {
+    ++facts_of[rel];
+    for (const auto& n : *s) ++count[n][rel];
+  }
+  std::vector<NeuronSet> out;
+  for (const auto& [rel, s] : sets) {
+    std::size_t others = 0;
+    for (const auto& [r, k] : facts_of) others += r == rel ? 0 : k;
+    std::vector<Neuron> generic;
+    if (others > 0)
+      for (const auto& n : *s) {
+        std::size_t in_others = 0;
+        for (const auto& [r, k] : count[n]) in_others += r == rel ? 0 : k;
+        if (static_cast<double>(in_others) > fraction * static_cast<double>(others))
+          generic.push_back(n);
+      }
+    out.push_back(NeuronSet(std::move(generic)));
+  }
+  return out;
+}
+
 /// Dai's refinement (LocalizeOptions::generic_fraction): in each language, drop from every fact's
 /// selection the neurons selected for more than `fraction` of the facts of other relations.
 inline void drop_generic_neurons(std::vector<FactResult>& facts, double fraction) {
-  std::map<std::string, std::map<Neuron, std::map<std::string, std::size_t>>> count;  // lang→n→rel
-  std::map<std::string, std::map<std::string, std::size_t>> facts_of;  // lang → relation → facts
-  for (const auto& f : facts)
-    for (const auto& [lang, r] : f.languages) {
-      ++facts_of[lang][f.relation];
-      for (const auto& n : r.selection.neurons) ++count[lang][n][f.relation];
-    }
+  std::map<std::string, std::vector<std::pair<std::string, const NeuronSet*>>> sets;  // by lang
+  std::map<std::string, std::vector<LanguageResult*>> results;
   for (auto& f : facts)
     for (auto& [lang, r] : f.languages) {
-      std::size_t others = 0;
-      for (const auto& [rel, k] : facts_of[lang]) others += rel == f.relation ? 0 : k;
-      if (others == 0) continue;
+      sets[lang].push_back({f.relation, &r.selection.neurons});
+      results[lang].push_back(&r);
+    }
+  for (auto& [lang, rs] : results) {
+    const auto generic = generic_neurons(sets.at(lang), fraction);
+    for (std::size_t i = 0; i < rs.size(); ++i) {
+      auto& r = *rs[i];
       std::vector<std::pair<Neuron, double>> kept;
       for (const auto& [n, score] : r.selection.ranked) {
-        std::size_t in_others = 0;
-        for (const auto& [rel, k] : count[lang][n]) in_others += rel == f.relation ? 0 : k;
-        if (static_cast<double>(in_others) > fraction * static_cast<double>(others))
+        if (generic[i].contains(n))
           r.dropped_generic.push_back(n);
         else
           kept.push_back({n, score});
@@ -386,6 +411,7 @@ inline void drop_generic_neurons(std::vector<FactResult>& facts, double fraction
       r.selection.ranked = std::move(kept);
       r.selection.neurons = NeuronSet(std::move(ns));
     }
+  }
 }
 
 }  // namespace detail

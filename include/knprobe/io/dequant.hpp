@@ -1,6 +1,6 @@
 #pragma once
 // ggml tensor types and their dequantization to float (block layouts as in ggml-quants.c; see
-// MODELS.md §1.5). A row of ne[0] values is ne[0]/block_size consecutive blocks.
+// docs/MODELS.md §1.5). A row of ne[0] values is ne[0]/block_size consecutive blocks.
 
 #include <algorithm>
 #include <cmath>
@@ -313,7 +313,7 @@ inline std::size_t first_non_finite(std::uint32_t type, const std::byte* src, st
     default:
       break;
   }
-  // Offsets of the fp16 scales within a block (ggml-quants.c layouts; MODELS.md §1.5).
+  // Offsets of the fp16 scales within a block (ggml-quants.c layouts; docs/MODELS.md §1.5).
   int at[2] = {0, -1};
   switch (static_cast<GgmlType>(type)) {
     case GgmlType::q4_1:

@@ -4,7 +4,7 @@
 // float, or kept in their ggml blocks as QuantizedMatrix) and Hugging Face safetensors directories.
 // Norm weights are stored in their *effective* form (the factor that multiplies the normalised
 // vector): GGUF Gemma files already hold 1 + w, HF Gemma safetensors hold w and get 1 added here,
-// never twice (MODELS.md trap 1).
+// never twice (docs/MODELS.md trap 1).
 
 #include <array>
 #include <cmath>

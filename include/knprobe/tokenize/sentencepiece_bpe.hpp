@@ -1,7 +1,7 @@
 #pragma once
 // SentencePiece-style BPE with byte fallback, built from GGUF metadata (Llama, Gemma):
 // tokenizer.ggml.{tokens, scores, token_type, bos/eos/unknown/padding_token_id, add_bos_token,
-// add_space_prefix}. Algorithm as llama.cpp's SPM tokenizer (MODELS.md §2):
+// add_space_prefix}. Algorithm as llama.cpp's SPM tokenizer (docs/MODELS.md §2):
 //   1. split out control / user-defined token strings (when parse_special);
 //   2. optional dummy-prefix space (never for Gemma), every ' ' → '▁' (U+2581);
 //   3. merge adjacent symbols by highest piece score (merge_by_score);
