@@ -50,8 +50,10 @@ constexpr bool causal = ArchTraits<M>::objective == Objective::causal_lm;
 // would otherwise turn its test case into one that checks nothing.
 static_assert(HasBatchedLayerGradients<LlamaModel<double>> &&
               HasBatchedLayerGradients<Gpt2Model<double>>);
-static_assert(HasBatchedProbabilities<LlamaModel<double>>);
-static_assert(HasBatchedMeanActivations<LlamaModel<double>>);
+static_assert(HasBatchedProbabilities<LlamaModel<double>> &&
+              HasBatchedProbabilities<Gpt2Model<double>>);
+static_assert(HasBatchedMeanActivations<LlamaModel<double>> &&
+              HasBatchedMeanActivations<Gpt2Model<double>>);
 static_assert(HasPositionLogits<LlamaModel<double>> && HasPositionLogits<Gpt2Model<double>> &&
               HasPositionLogits<BertModel<double>>);
 static_assert(HasTraceProbabilities<LlamaModel<double>> &&

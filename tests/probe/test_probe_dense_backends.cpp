@@ -66,8 +66,9 @@ BOOST_AUTO_TEST_CASE(gpt2_with_byte_bpe) {
   BOOST_TEST(f.positions[0] == static_cast<int>(f.tokens.size()) - 1);
   BOOST_TEST(probe.baseline_token() == *tok.piece_to_id("<|endoftext|>"));
   check_attribution(probe, f);
-  // Without a batched probabilities, batched effects are one call per request: the same numbers.
-  static_assert(!HasBatchedProbabilities<Gpt2Model<double>>);
+  // GPT-2 has the shared decoder driver's batched probabilities: the same numbers as one call
+  // per request, up to GEMM blocking.
+  static_assert(HasBatchedProbabilities<Gpt2Model<double>>);
   const auto g = probe.encode("The capital of Italy is", " Rome");
   const NeuronSet set{{0, 1}, {1, 5}};
   using Request = KnowledgeProbe<Gpt2Model<double>>::EffectRequest;
@@ -77,8 +78,8 @@ BOOST_AUTO_TEST_CASE(gpt2_with_byte_bpe) {
   for (std::size_t r = 0; r < reqs.size(); ++r) {
     const auto one = probe.effects(*reqs[r].fact, set, factors);
     for (std::size_t k = 0; k < factors.size(); ++k) {
-      BOOST_TEST(all[r][k].before == one[k].before);
-      BOOST_TEST(all[r][k].after == one[k].after);
+      BOOST_TEST(all[r][k].before == one[k].before, boost::test_tools::tolerance(1e-12));
+      BOOST_TEST(all[r][k].after == one[k].after, boost::test_tools::tolerance(1e-12));
     }
   }
 }
@@ -94,6 +95,21 @@ BOOST_AUTO_TEST_CASE(bert_with_wordpiece) {
   check_attribution(probe, f);
   BOOST_TEST(testing::throws_with<ArgumentError>(
       [&] { probe.encode("The capital of France is Paris.", "Paris"); }, {"mask"}));
+  // Without a batched probabilities, batched effects are one call per request: the same numbers.
+  static_assert(!HasBatchedProbabilities<BertModel<double>>);
+  const auto g = probe.encode("The capital of Italy is [MASK].", "Rome");
+  const NeuronSet set{{0, 1}, {1, 5}};
+  using Request = KnowledgeProbe<BertModel<double>>::EffectRequest;
+  const std::vector<Request> reqs{{&f, &set}, {&g, &set}};
+  const std::vector<double> factors{0.0, 2.0};
+  const auto all = probe.effects(std::span<const Request>(reqs), factors);
+  for (std::size_t r = 0; r < reqs.size(); ++r) {
+    const auto one = probe.effects(*reqs[r].fact, set, factors);
+    for (std::size_t k = 0; k < factors.size(); ++k) {
+      BOOST_TEST(all[r][k].before == one[k].before);
+      BOOST_TEST(all[r][k].after == one[k].after);
+    }
+  }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -10,12 +10,8 @@
 // Weight storage is a template parameter: dense Matrix<T> (default) or QuantizedMatrix (the GGUF
 // blocks, dequantized tile by tile inside each product; `QuantizedLlamaModel`).
 //
-// Attribution-critical operations exploit causality: changing the activation at position p in
-// layer l cannot change positions < p, and the distribution *at* p depends only on positions ≤ p,
-// so `layer_gradients` recomputes one row per point in layers > l against the trace's cached keys
-// and values, and backpropagates activation gradients only (no weight gradients). A batch of
-// requests at one position (an attribution: every layer × m points) shares the layers above each
-// start: at layer k the points of every request that started below k go through one pass.
+// Traces, layer_gradients, intervention passes and mean activations come from the causal-decoder
+// driver shared with GPT-2 (model/causal_decoder.hpp); this file supplies the layer pieces.
 
 #include <algorithm>
 #include <filesystem>
@@ -24,7 +20,6 @@
 #include <type_traits>
 #include <vector>
 
-#include "knprobe/model/backend_support.hpp"
 #include "knprobe/model/blocks/activation.hpp"
 #include "knprobe/model/blocks/attention.hpp"
 #include "knprobe/model/blocks/embedding.hpp"
@@ -32,31 +27,23 @@
 #include "knprobe/model/blocks/rms_norm.hpp"
 #include "knprobe/model/blocks/rope.hpp"
 #include "knprobe/model/blocks/softmax.hpp"
+#include "knprobe/model/causal_decoder.hpp"
 #include "knprobe/model/concept.hpp"
 #include "knprobe/model/llama_weights.hpp"
 
 namespace knprobe {
 
 template <class T = float, class W = Matrix<T>>
-class LlamaModel {
+class LlamaModel : public detail::CausalDecoder<LlamaModel<T, W>, T> {
+  using Base = detail::CausalDecoder<LlamaModel<T, W>, T>;
+  friend Base;
+
  public:
   using Scalar = T;
+  using Trace = typename Base::Trace;
   using WeightMatrix = W;
   static constexpr bool quantized = std::is_same_v<W, QuantizedMatrix>;
   static_assert(!quantized || std::is_same_v<T, float>, "quantized weights compute in float");
-
-  /// One forward pass over a sequence, kept for reuse: residual stream entering (`resid_in`) and
-  /// halfway through (`resid_mid`, after the attention add) every layer, FFN neuron activations,
-  /// post-RoPE keys / values, and the final normed hidden state.
-  struct Trace {
-    std::vector<TokenId> tokens;
-    std::vector<Matrix<T>> resid_in, resid_mid, acts, keys, values;  // [L] each [T × ·]
-    Matrix<T> final_hidden;                                          // [T × d], after final norm
-    ConstMatrixRef<T> activations(int layer) const {
-      return acts.at(static_cast<std::size_t>(layer));
-    }
-    int num_tokens() const { return static_cast<int>(tokens.size()); }
-  };
 
   explicit LlamaModel(LlamaWeights<T, W> w) : w_(std::move(w)) { w_.validate(); }
 
@@ -88,356 +75,6 @@ class LlamaModel {
   const LlamaSpec& spec() const { return w_.spec; }
   const LlamaWeights<T, W>& weights() const { return w_; }
 
-  /// Full forward over `tokens` (positions 0..T−1), caching what attribution reuses.
-  Trace trace(std::span<const TokenId> tokens) const {
-    KNPROBE_REQUIRE(!tokens.empty(), ArgumentError, "llama: empty token sequence");
-    KNPROBE_REQUIRE(static_cast<int>(tokens.size()) <= max_positions(), ArgumentError,
-                    "llama: ", tokens.size(), " tokens exceed the model's context of ",
-                    max_positions());
-    Trace t;
-    t.tokens.assign(tokens.begin(), tokens.end());
-    const int n = static_cast<int>(tokens.size());
-    Matrix<T> h;
-    blocks::embedding::forward<T>(tokens, w_.embed, static_cast<T>(w_.spec.embed_scale), h);
-    for (int l = 0; l < num_layers(); ++l) {
-      Rows rows{1, n, 0};
-      LayerCache c;
-      t.resid_in.push_back(h);
-      attention_forward(l, rows, h, nullptr, c);
-      t.resid_mid.push_back(c.h_mid);
-      t.keys.push_back(c.k_new);
-      t.values.push_back(c.v_new);
-      ffn_pre(l, c);
-      t.acts.push_back(c.act);
-      ffn_post(l, c, h);
-    }
-    blocks::rms_norm::Cache<T> nc;
-    blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, t.final_hidden, nc);
-    return t;
-  }
-
-  /// Logits [T × V] of the trace's positions.
-  Matrix<T> logits(const Trace& t) const { return head_forward(t.final_hidden); }
-  /// The rows of logits(t) at `positions`: the output head on those rows only.
-  Matrix<T> logits(const Trace& t, std::span<const int> positions) const {
-    Matrix<T> x(Index(positions.size()), hidden_size());
-    for (std::size_t k = 0; k < positions.size(); ++k) {
-      check_position(t, positions[k]);
-      x.row(Index(k)) = t.final_hidden.row(positions[k]);
-    }
-    return head_forward(x);
-  }
-
-  /// softmax(logits at `position`)[target] from a trace.
-  T probability(const Trace& t, int position, TokenId target) const {
-    check_position(t, position);
-    check_token(target);
-    const Matrix<T> z = head_forward(t.final_hidden.row(position));
-    return softmax_at(z, 0, target);
-  }
-
-  /// P(target at p) and dP/dh for h = each row of `points` replacing the layer-l neuron vector at
-  /// position p. Layers < l come from the trace; layers > l recompute row p only (exact: the
-  /// distribution at p is causal). Backward: through the output head's full softmax
-  /// (dP/dz = P(e_t − softmax(z))), every later layer, and layer l's down-projection.
-  LayerGradients<T> layer_gradients(const Trace& t, int layer, int position,
-                                    const Matrix<T>& points, TokenId target) const {
-    const LayerRequest<T> r{layer, position, points, target};
-    return std::move(layer_gradients(t, std::span<const LayerRequest<T>>(&r, 1))[0]);
-  }
-
-  /// Several requests at once. Requests at one position share every layer above their start:
-  /// at layer k the rows of all requests that started below k go through one batched pass (one
-  /// GEMM of Σ rows per weight instead of one per request), then all final hidden states share the
-  /// output-head GEMMs (at most `k_head_rows` rows each). When the layer caches of all points would
-  /// exceed layer_cache_budget(), the points are taken in slices (rows a..a+s of every request
-  /// together), so that each slice still shares every layer.
-  std::vector<LayerGradients<T>> layer_gradients(const Trace& t,
-                                                 std::span<const LayerRequest<T>> reqs) const {
-    for (const auto& q : reqs) check_request(t, q);
-    std::vector<LayerGradients<T>> out(reqs.size());
-    if (reqs.empty()) return out;
-    double per_point = 0;  // bytes of the caches of one point of every request
-    Index most = 0;
-    for (const auto& q : reqs) {
-      per_point += row_bytes(q.position + 1.0) * double(num_layers() - q.layer);
-      most = std::max(most, q.points.rows());
-    }
-    const Index slice =
-        std::max<Index>(1, static_cast<Index>(std::min(cache_budget_ / per_point, 1e12)));
-    if (slice >= most) {
-      gradients_chunk(t, reqs, out);
-      return out;
-    }
-    for (std::size_t r = 0; r < reqs.size(); ++r) {
-      out[r].probabilities.resize(reqs[r].points.rows());
-      out[r].gradients.resize(reqs[r].points.rows(), ffn_width());
-    }
-    for (Index a = 0; a < most; a += slice) {
-      std::vector<LayerRequest<T>> part;
-      std::vector<std::size_t> from;
-      for (std::size_t r = 0; r < reqs.size(); ++r) {
-        const Index n = std::min(slice, reqs[r].points.rows() - a);
-        if (n <= 0) continue;
-        part.push_back(
-            {reqs[r].layer, reqs[r].position, reqs[r].points.middleRows(a, n), reqs[r].target});
-        from.push_back(r);
-      }
-      std::vector<LayerGradients<T>> got(part.size());
-      gradients_chunk(t, part, got);
-      for (std::size_t k = 0; k < part.size(); ++k) {
-        const Index n = part[k].points.rows();
-        out[from[k]].probabilities.segment(a, n) = got[k].probabilities;
-        out[from[k]].gradients.middleRows(a, n) = got[k].gradients;
-      }
-    }
-    return out;
-  }
-
-  /// Bytes of layer caches one batched call may hold (default 2 GiB): layer_gradients takes more
-  /// points in slices, probabilities(requests) more requests in groups, mean_site_activations
-  /// more prompts in batches.
-  double layer_cache_budget() const { return cache_budget_; }
-  void set_layer_cache_budget(double bytes) {
-    KNPROBE_REQUIRE(bytes > 0 && std::isfinite(bytes), ArgumentError,
-                    "layer cache budget must be a positive number of bytes, got ", bytes);
-    cache_budget_ = bytes;
-  }
-
-  /// [patterns × queries] probabilities, each pattern's interventions applied in one batched
-  /// pass that starts at the lowest intervened layer and position (earlier work is the clean
-  /// trace's: exact for a causal model).
-  Matrix<T> probabilities(std::span<const TokenId> tokens,
-                          std::span<const InterventionPattern> patterns,
-                          std::span<const Query> queries) const {
-    const Trace t = trace(tokens);
-    return probabilities(t, patterns, queries);
-  }
-
-  Matrix<T> probabilities(const Trace& t, std::span<const InterventionPattern> patterns,
-                          std::span<const Query> queries) const {
-    const int P = static_cast<int>(patterns.size()), Q = static_cast<int>(queries.size());
-    Matrix<T> out(P, Q);
-    int l0 = num_layers(), p0 = t.num_tokens();
-    for (const auto& pat : patterns)
-      for (const auto& iv : pat) {
-        check_layer(iv.layer);
-        check_position(t, iv.position);
-        KNPROBE_REQUIRE(iv.unit >= 0 && iv.unit < ffn_width(), ArgumentError, "intervention unit ",
-                        iv.unit, " outside [0, ", ffn_width(), ")");
-        l0 = std::min(l0, iv.layer);
-        p0 = std::min(p0, iv.position);
-      }
-    for (const auto& q : queries) check_position(t, q.position), check_token(q.target);
-    if (P == 0 || Q == 0) return out;
-    const int S = t.num_tokens() - p0;
-    Matrix<T> x;  // final normed hidden of the recomputed rows [P·S × d]
-    if (S > 0 && l0 < num_layers()) {
-      const Rows rows{P, S, p0};
-      LayerCache c;
-      c.h_mid = t.resid_mid[l0].middleRows(p0, S).replicate(P, 1);
-      Matrix<T> h;
-      for (int l = l0; l < num_layers(); ++l) {
-        if (l > l0) attention_forward(l, rows, h, &t, c);
-        ffn_pre(l, c);
-        intervene(l, rows, patterns, c.act);
-        ffn_post(l, c, h);
-      }
-      blocks::rms_norm::Cache<T> nc;
-      blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, x, nc);
-    }
-    for (int qi = 0; qi < Q; ++qi) {
-      const auto& q = queries[static_cast<std::size_t>(qi)];
-      Matrix<T> hid(P, hidden_size());
-      const bool recomputed = q.position >= p0 && S > 0 && l0 < num_layers();
-      for (int b = 0; b < P; ++b) {
-        if (recomputed)
-          hid.row(b) = x.row(b * S + (q.position - p0));
-        else
-          hid.row(b) = t.final_hidden.row(q.position);
-      }
-      const Matrix<T> z = head_forward(hid);
-      for (int b = 0; b < P; ++b) out(b, qi) = softmax_at(z, b, q.target);
-    }
-    return out;
-  }
-
-  /// Several prompts at once: result[r] = probabilities(requests[r].tokens, .patterns,
-  /// .queries), [patterns × queries]. The prompts are traced as one stack of rows, every request
-  /// is recomputed from its lowest intervened layer and position with the rows of all requests
-  /// active at a layer going through that layer's products together (attention stays within each
-  /// prompt), and all queried rows share the output-head products. Exact: each row sees only its
-  /// own prompt; values may differ from single calls in the last bits (other GEMM blockings).
-  /// Every request is checked (ids, positions, layers, units, targets) before any work; requests
-  /// whose traces and rows would exceed layer_cache_budget() together run in consecutive groups.
-  std::vector<Matrix<T>> probabilities(std::span<const ProbabilityRequest> requests) const {
-    std::vector<double> bytes;
-    for (std::size_t r = 0; r < requests.size(); ++r)
-      bytes.push_back(check_request(requests[r], r));
-    std::vector<Matrix<T>> out;
-    std::size_t begin = 0;
-    double held = 0;
-    for (std::size_t r = 0; r <= requests.size(); ++r) {
-      if (r == requests.size() || (r > begin && held + bytes[r] > cache_budget_)) {
-        auto got = probabilities_group(requests.subspan(begin, r - begin));
-        for (auto& m : got) out.push_back(std::move(m));
-        begin = r;
-        held = 0;
-      }
-      if (r < requests.size()) held += bytes[r];
-    }
-    return out;
-  }
-
- private:
-  /// One group of checked requests of probabilities(requests), as one stacked pass.
-  std::vector<Matrix<T>> probabilities_group(std::span<const ProbabilityRequest> requests) const {
-    const int L = num_layers();
-    const std::size_t R = requests.size();
-    std::vector<Matrix<T>> out(R);
-    if (R == 0) return out;
-    // Distinct prompts (a fact's effects and its controls share one) and each request's start.
-    std::vector<std::size_t> prompt_of(R);
-    std::vector<std::span<const TokenId>> prompts;
-    for (std::size_t r = 0; r < R; ++r) {
-      const auto& tk = requests[r].tokens;
-      std::size_t k = 0;
-      while (k < prompts.size() && !std::ranges::equal(prompts[k], tk)) ++k;
-      if (k == prompts.size()) prompts.push_back(tk);
-      prompt_of[r] = k;
-    }
-    const std::vector<Trace> traces = trace_stack(prompts);
-    struct Job {
-      std::size_t r;
-      int l0, p0, S, P;
-    };
-    std::vector<Job> jobs;  // requests that recompute, by start layer
-    for (std::size_t r = 0; r < R; ++r) {
-      const auto& q = requests[r];
-      const Trace& t = traces[prompt_of[r]];
-      int l0 = L, p0 = t.num_tokens();
-      for (const auto& pat : q.patterns)
-        for (const auto& iv : pat) {
-          l0 = std::min(l0, iv.layer);
-          p0 = std::min(p0, iv.position);
-        }
-      out[r].resize(Index(q.patterns.size()), Index(q.queries.size()));
-      const int P = static_cast<int>(q.patterns.size()), S = t.num_tokens() - p0;
-      if (P > 0 && !q.queries.empty() && S > 0 && l0 < L) jobs.push_back({r, l0, p0, S, P});
-    }
-    std::stable_sort(jobs.begin(), jobs.end(),
-                     [](const Job& a, const Job& b) { return a.l0 < b.l0; });
-    // Recompute: at layer l the rows of every job with l0 <= l, stacked in job order.
-    std::vector<Segment> segs;
-    std::vector<Index> first(jobs.size());
-    Matrix<T> h;
-    std::size_t joined = 0;
-    for (int l = jobs.empty() ? L : jobs.front().l0; l < L; ++l) {
-      LayerCache c;
-      if (joined > 0) attention_forward(l, std::span<const Segment>(segs), h, c);
-      for (; joined < jobs.size() && jobs[joined].l0 == l; ++joined) {
-        const Job& j = jobs[joined];
-        const Trace& t = traces[prompt_of[j.r]];
-        first[joined] = c.h_mid.rows();
-        c.h_mid.conservativeResize(c.h_mid.rows() + Index(j.P) * j.S, hidden_size());
-        c.h_mid.bottomRows(Index(j.P) * j.S) =
-            t.resid_mid[static_cast<std::size_t>(l)].middleRows(j.p0, j.S).replicate(j.P, 1);
-        segs.push_back({Rows{j.P, j.S, j.p0}, &t});
-      }
-      ffn_pre(l, c);
-      for (std::size_t k = 0; k < joined; ++k)
-        intervene(l, segs[k].rows, requests[jobs[k].r].patterns, c.act, first[k]);
-      ffn_post(l, c, h);
-    }
-    // The head: every queried row of every request, in pieces of at most k_head_rows rows.
-    std::vector<std::size_t> job_of(R, jobs.size());
-    for (std::size_t k = 0; k < jobs.size(); ++k) job_of[jobs[k].r] = k;
-    Matrix<T> x;
-    if (!jobs.empty()) {
-      blocks::rms_norm::Cache<T> nc;
-      blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, x, nc);
-    }
-    Index rows = 0;
-    for (const auto& m : out) rows += m.size();
-    Matrix<T> hid(rows, hidden_size());
-    std::vector<TokenId> target(static_cast<std::size_t>(rows));
-    Index at = 0;
-    for (std::size_t r = 0; r < R; ++r) {
-      const auto& q = requests[r];
-      const Trace& t = traces[prompt_of[r]];
-      const std::size_t k = job_of[r];
-      for (Index b = 0; b < out[r].rows(); ++b)
-        for (Index qi = 0; qi < out[r].cols(); ++qi, ++at) {
-          const Query& qq = q.queries[static_cast<std::size_t>(qi)];
-          target[static_cast<std::size_t>(at)] = qq.target;
-          if (k < jobs.size() && qq.position >= jobs[k].p0)
-            hid.row(at) = x.row(first[k] + b * jobs[k].S + (qq.position - jobs[k].p0));
-          else
-            hid.row(at) = t.final_hidden.row(qq.position);
-        }
-    }
-    Vector<T> prob(rows);
-    for (Index a = 0; a < rows; a += k_head_rows) {
-      const Index n = std::min(k_head_rows, rows - a);
-      const Matrix<T> z = head_forward(hid.middleRows(a, n));
-      for (Index i = 0; i < n; ++i)
-        prob(a + i) = softmax_at(z, static_cast<int>(i), target[static_cast<std::size_t>(a + i)]);
-    }
-    at = 0;
-    for (auto& m : out)
-      for (Index b = 0; b < m.rows(); ++b)
-        for (Index qi = 0; qi < m.cols(); ++qi) m(b, qi) = prob(at++);
-    return out;
-  }
-
- public:
-  /// For prompts of one length: result[l] [positions × ffn_width] = the mean over the prompts of
-  /// the layer-l neuron-site activation at each position (the AMIG baseline), from forward passes
-  /// over the prompts stacked (Rows{K, n, 0}), as many at a time as layer_cache_budget() allows;
-  /// sums in prompt order, divided once.
-  std::vector<Matrix<T>> mean_site_activations(std::span<const std::vector<TokenId>> prompts,
-                                               std::span<const int> positions) const {
-    KNPROBE_REQUIRE(!prompts.empty(), ArgumentError, "mean_site_activations: no prompts");
-    const std::size_t n = prompts[0].size();
-    for (const auto& p : prompts)
-      KNPROBE_REQUIRE(p.size() == n, ArgumentError,
-                      "mean_site_activations: prompts of different lengths (", p.size(), " and ", n,
-                      ")");
-    std::vector<std::span<const TokenId>> views(prompts.begin(), prompts.end());
-    check_prompts(views);
-    for (const int p : positions)
-      KNPROBE_REQUIRE(p >= 0 && std::size_t(p) < n, ArgumentError,
-                      "mean_site_activations: ", "position ", p, " outside [0, ", n, ")");
-    const Index len = static_cast<Index>(n), K = static_cast<Index>(prompts.size());
-    const Index per = std::clamp<Index>(
-        static_cast<Index>(std::min(cache_budget_ / (row_bytes(double(n)) * double(n)), 1e12)), 1,
-        K);
-    std::vector<Matrix<T>> sum(static_cast<std::size_t>(num_layers()),
-                               Matrix<T>::Zero(Index(positions.size()), ffn_width()));
-    for (Index k0 = 0; k0 < K; k0 += per) {
-      const Index B = std::min(per, K - k0);
-      std::vector<TokenId> flat;
-      for (Index b = 0; b < B; ++b)
-        flat.insert(flat.end(), prompts[std::size_t(k0 + b)].begin(),
-                    prompts[std::size_t(k0 + b)].end());
-      Matrix<T> h;
-      blocks::embedding::forward<T>(flat, w_.embed, static_cast<T>(w_.spec.embed_scale), h);
-      const Rows rows{static_cast<int>(B), static_cast<int>(len), 0};
-      for (int l = 0; l < num_layers(); ++l) {
-        LayerCache c;
-        attention_forward(l, rows, h, nullptr, c);
-        ffn_pre(l, c);
-        auto& m = sum[static_cast<std::size_t>(l)];
-        for (Index b = 0; b < B; ++b)
-          for (std::size_t t = 0; t < positions.size(); ++t)
-            m.row(Index(t)) += c.act.row(b * len + positions[t]);
-        ffn_post(l, c, h);
-      }
-    }
-    for (auto& m : sum) m /= static_cast<T>(K);
-    return sum;
-  }
-
   /// Column `unit` of layer `layer`'s down projection: the vector the neuron writes (before
   /// Gemma's post-FFN norm, through which it acts).
   Vector<T> value_vector(int layer, int unit) const {
@@ -460,18 +97,9 @@ class LlamaModel {
   }
 
  private:
+  static constexpr const char* arch_name = "llama";
+  static constexpr const char* context_name = "context";
   static constexpr auto plain = blocks::rms_norm::WeightForm::plain;
-
-  /// Batch layout of recomputed rows: `batch` sequences × `len` rows at positions
-  /// start..start+len−1.
-  struct Rows {
-    int batch, len, start;
-  };
-  /// A sequence batch within stacked rows, with the trace its prefix keys come from (or null).
-  struct Segment {
-    Rows rows;
-    const Trace* prefix = nullptr;
-  };
 
   struct LayerCache {
     Matrix<T> h_in, a, q_pre, k_pre, q, k_new, v_new, k_full, v_full, o, o2, h_mid, f, g, u, ag,
@@ -480,6 +108,10 @@ class LlamaModel {
     blocks::attention::Cache<T> attn;
   };
 
+  using NormCache = blocks::rms_norm::Cache<T>;
+  using Base::check_layer;
+  using Base::check_token;
+
   T eps() const { return static_cast<T>(w_.spec.norm_eps); }
   /// z = x Eᵀ (the output head).
   Matrix<T> head_forward(ConstMatrixRef<T> x) const {
@@ -487,20 +119,22 @@ class LlamaModel {
     blocks::linear::forward<T>(x, w_.head(), z);
     return z;
   }
-  void check_layer(int l) const {
-    KNPROBE_REQUIRE(l >= 0 && l < num_layers(), ArgumentError, "layer ", l, " outside [0, ",
-                    num_layers(), ")");
+  /// dz E (back through the output head).
+  Matrix<T> head_backward(const Matrix<T>& dz) const {
+    Matrix<T> dx;
+    blocks::linear::backward<T>(dz, w_.head(), dx);
+    return dx;
   }
-  void check_position(const Trace& t, int p) const {
-    KNPROBE_REQUIRE(p >= 0 && p < t.num_tokens(), ArgumentError, "position ", p, " outside [0, ",
-                    t.num_tokens(), ")");
+  void final_norm(const Matrix<T>& h, Matrix<T>& x, NormCache& nc) const {
+    blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, x, nc);
   }
-  void check_token(TokenId id) const {
-    KNPROBE_REQUIRE(id >= 0 && id < vocab_size(), ArgumentError, "token id ", id,
-                    " outside the vocabulary [0, ", vocab_size(), ")");
+  void final_norm_backward(const Matrix<T>& dx, const Matrix<T>& h, const NormCache& nc,
+                           Matrix<T>& dh) const {
+    blocks::rms_norm::backward<T>(dx, h, w_.final_norm, plain, nc, dh);
   }
-  static T softmax_at(const Matrix<T>& z, int row, TokenId target) {
-    return blocks::softmax::probability<T>(z, row, target);
+  /// h₀ = embed_scale · E[ids] (RoPE carries the positions).
+  void embed(std::span<const TokenId> ids, std::span<const int>, Matrix<T>& h) const {
+    blocks::embedding::forward<T>(ids, w_.embed, static_cast<T>(w_.spec.embed_scale), h);
   }
 
   /// Per-head RMSNorm of x [R × H·hd] with weight [hd].
@@ -521,48 +155,9 @@ class LlamaModel {
     Eigen::Map<Matrix<T>>(dx.data(), dx.rows() * heads, hd) = d;
   }
 
-  std::vector<int> positions(const Rows& r) const {
-    std::vector<int> p(static_cast<std::size_t>(r.batch) * r.len);
-    for (std::size_t i = 0; i < p.size(); ++i) p[i] = r.start + static_cast<int>(i) % r.len;
-    return p;
-  }
   blocks::rope::Spec rope_spec(int l, int heads) const {
     return {heads, w_.spec.head_dim,         w_.spec.theta(l), w_.spec.rope_style,
             0,     w_.spec.rope_freq_factors};
-  }
-
-  /// h (rows entering layer l) → c.h_mid (after the attention residual add). Keys and values of
-  /// positions < rows.start come from `prefix` (the clean trace).
-  void attention_forward(int l, const Rows& r, const Matrix<T>& h, const Trace* prefix,
-                         LayerCache& c) const {
-    attention_in(l, h, positions(r), c);
-    attention_core(l, r, prefix, c.q, c.k_new, c.v_new, c.k_full, c.v_full, c.o, c.attn);
-    attention_out(l, h, c);
-  }
-
-  /// The same for rows that stack several sequence batches (`segs`, in row order), each attending
-  /// only within itself: the projections run once over all rows, the attention per segment.
-  /// Forward only (no backward cache of the attention).
-  void attention_forward(int l, std::span<const Segment> segs, const Matrix<T>& h,
-                         LayerCache& c) const {
-    std::vector<int> pos;
-    for (const auto& sg : segs) {
-      const auto p = positions(sg.rows);
-      pos.insert(pos.end(), p.begin(), p.end());
-    }
-    attention_in(l, h, pos, c);
-    c.o.resize(h.rows(), c.q.cols());
-    Index r0 = 0;
-    for (const auto& sg : segs) {
-      const Index n = Index(sg.rows.batch) * sg.rows.len;
-      Matrix<T> kf, vf, o;
-      blocks::attention::Cache<T> cache;
-      attention_core(l, sg.rows, sg.prefix, c.q.middleRows(r0, n), c.k_new.middleRows(r0, n),
-                     c.v_new.middleRows(r0, n), kf, vf, o, cache);
-      c.o.middleRows(r0, n) = o;
-      r0 += n;
-    }
-    attention_out(l, h, c);
   }
 
   /// h → c.q, c.k_new, c.v_new: attention norm, projections, [biases, per-head norms], RoPE at
@@ -588,43 +183,16 @@ class LlamaModel {
     blocks::rope::forward<T>(c.k_new, pos, rope_spec(l, s.kv_heads));
   }
 
-  /// Attention of one sequence batch: keys / values of positions < r.start from `prefix`, then
-  /// the rows' own (k_new, v_new) → k_full, v_full; o = softmax(scale · q k_fullᵀ + mask) v_full.
-  void attention_core(int l, const Rows& r, const Trace* prefix, ConstMatrixRef<T> q,
-                      ConstMatrixRef<T> k_new, ConstMatrixRef<T> v_new, Matrix<T>& k_full,
-                      Matrix<T>& v_full, Matrix<T>& o, blocks::attention::Cache<T>& cache) const {
+  blocks::attention::Shape attention_shape(int l) const {
     const auto& s = w_.spec;
-    const int kv_len = r.start + r.len;
-    const Index kvd = k_new.cols();
-    if (r.start == 0) {
-      k_full = k_new;
-      v_full = v_new;
-    } else {
-      k_full.resize(Index(r.batch) * kv_len, kvd);
-      v_full.resize(Index(r.batch) * kv_len, kvd);
-      const auto& K = prefix->keys[static_cast<std::size_t>(l)];
-      const auto& V = prefix->values[static_cast<std::size_t>(l)];
-      for (int b = 0; b < r.batch; ++b) {
-        k_full.middleRows(Index(b) * kv_len, r.start) = K.topRows(r.start);
-        v_full.middleRows(Index(b) * kv_len, r.start) = V.topRows(r.start);
-        k_full.middleRows(Index(b) * kv_len + r.start, r.len) =
-            k_new.middleRows(Index(b) * r.len, r.len);
-        v_full.middleRows(Index(b) * kv_len + r.start, r.len) =
-            v_new.middleRows(Index(b) * r.len, r.len);
-      }
-    }
     blocks::attention::Shape sh;
-    sh.batch = r.batch;
-    sh.q_len = r.len;
-    sh.kv_len = kv_len;
-    sh.q_offset = r.start;
     sh.n_heads = s.heads;
     sh.n_kv_heads = s.kv_heads;
     sh.head_dim = s.head_dim;
     sh.mask = blocks::attention::Mask::causal;
     if (s.is_sliding(l)) sh.window = s.sliding_window;
     sh.scale = s.attention_scale();
-    blocks::attention::forward<T>(q, k_full, v_full, sh, o, cache);
+    return sh;
   }
 
   /// c.o → c.h_mid = h + [post-attention norm](c.o Woᵀ).
@@ -688,37 +256,25 @@ class LlamaModel {
     return dh + dmid;
   }
 
-  /// dL/d(h_mid) → dL/d(h entering layer l), through attention (cached prefix keys are constants).
-  Matrix<T> attention_backward(int l, const Rows& r, const LayerCache& c,
-                               const Matrix<T>& dmid) const {
+  /// dL/d(h_mid) → dL/d(c.o): back through [the post-attention norm and] the output projection.
+  Matrix<T> attention_out_backward(int l, const LayerCache& c, const Matrix<T>& dmid) const {
     const auto& L = w_.layers[static_cast<std::size_t>(l)];
-    const auto& s = w_.spec;
     Matrix<T> d_o2;
-    if (s.sandwich_norms)
+    if (w_.spec.sandwich_norms)
       blocks::rms_norm::backward<T>(dmid, c.o2, L.post_attn_norm, plain, c.n_post_attn, d_o2);
     else
       d_o2 = dmid;
-    Matrix<T> d_o, dq, dk_full, dv_full;
+    Matrix<T> d_o;
     blocks::linear::backward<T>(d_o2, L.wo, d_o);
-    blocks::attention::Shape sh;
-    sh.batch = r.batch;
-    sh.q_len = r.len;
-    sh.kv_len = r.start + r.len;
-    sh.q_offset = r.start;
-    sh.n_heads = s.heads;
-    sh.n_kv_heads = s.kv_heads;
-    sh.head_dim = s.head_dim;
-    if (s.is_sliding(l)) sh.window = s.sliding_window;
-    sh.scale = s.attention_scale();
-    blocks::attention::backward<T>(d_o, c.q, c.k_full, c.v_full, sh, c.attn, dq, dk_full, dv_full);
-    Matrix<T> dk(Index(r.batch) * r.len, dk_full.cols()), dv(dk.rows(), dv_full.cols());
-    for (int b = 0; b < r.batch; ++b) {
-      dk.middleRows(Index(b) * r.len, r.len) =
-          dk_full.middleRows(Index(b) * sh.kv_len + r.start, r.len);
-      dv.middleRows(Index(b) * r.len, r.len) =
-          dv_full.middleRows(Index(b) * sh.kv_len + r.start, r.len);
-    }
-    const auto pos = positions(r);
+    return d_o;
+  }
+
+  /// (dq, dk, dv) of the rows' own queries, keys and values → dL/dh through RoPE, [per-head
+  /// norms], the projections and the attention norm.
+  Matrix<T> attention_in_backward(int l, std::span<const int> pos, const LayerCache& c,
+                                  Matrix<T>& dq, Matrix<T>& dk, const Matrix<T>& dv) const {
+    const auto& L = w_.layers[static_cast<std::size_t>(l)];
+    const auto& s = w_.spec;
     blocks::rope::backward<T>(dq, pos, rope_spec(l, s.heads));
     blocks::rope::backward<T>(dk, pos, rope_spec(l, s.kv_heads));
     if (s.qk_norm) {
@@ -731,26 +287,7 @@ class LlamaModel {
     blocks::linear::backward_add<T>(dv, L.wv, da);
     Matrix<T> dh;
     blocks::rms_norm::backward<T>(da, c.h_in, L.attn_norm, plain, c.n_attn, dh);
-    return dmid + dh;
-  }
-
-  /// Each prompt non-empty, within the context, its ids in the vocabulary (named by prompt and
-  /// position).
-  void check_prompts(std::span<const std::span<const TokenId>> prompts, const char* noun = "prompt",
-                     std::size_t first = 0) const {
-    for (std::size_t k = 0; k < prompts.size(); ++k) {
-      const auto& p = prompts[k];
-      const std::size_t at = first + k;
-      KNPROBE_REQUIRE(!p.empty(), ArgumentError, "llama: ", noun, " ", at,
-                      ": empty token sequence");
-      KNPROBE_REQUIRE(static_cast<int>(p.size()) <= max_positions(), ArgumentError, "llama: ", noun,
-                      " ", at, ": ", p.size(), " tokens exceed the model's context of ",
-                      max_positions());
-      for (std::size_t j = 0; j < p.size(); ++j)
-        KNPROBE_REQUIRE(p[j] >= 0 && p[j] < vocab_size(), ArgumentError, "llama: ", noun, " ", at,
-                        ": token id ", p[j], " at position ", j, " outside the vocabulary [0, ",
-                        vocab_size(), ")");
-    }
+    return dh;
   }
 
   /// Bytes one row keeps in a forward LayerCache, attending over kv_len keys (also the bound of
@@ -762,224 +299,15 @@ class LlamaModel {
                         sp.heads * kv_len + 4.0 * ffn_width());
   }
 
-  /// Checks request `index` of a batched probabilities call against its own prompt; returns the
-  /// bytes its trace and recomputed rows hold.
-  double check_request(const ProbabilityRequest& q, std::size_t index) const {
-    const std::span<const TokenId> tk = q.tokens;
-    check_prompts(std::span<const std::span<const TokenId>>(&tk, 1), "probabilities request",
-                  index);
-    const int n = static_cast<int>(tk.size());
-    auto in_prompt = [&](int p, const char* what) {
-      KNPROBE_REQUIRE(p >= 0 && p < n, ArgumentError, "probabilities request ", index, ": ", what,
-                      " position ", p, " outside [0, ", n, ")");
-    };
-    int p0 = n;
-    double P = 0;
-    for (const auto& pat : q.patterns) {
-      ++P;
-      for (const auto& iv : pat) {
-        KNPROBE_REQUIRE(iv.layer >= 0 && iv.layer < num_layers(), ArgumentError,
-                        "probabilities request ", index, ": layer ", iv.layer, " outside [0, ",
-                        num_layers(), ")");
-        in_prompt(iv.position, "intervention");
-        KNPROBE_REQUIRE(iv.unit >= 0 && iv.unit < ffn_width(), ArgumentError,
-                        "probabilities request ", index, ": intervention unit ", iv.unit,
-                        " outside [0, ", ffn_width(), ")");
-        p0 = std::min(p0, iv.position);
-      }
-    }
-    for (const auto& qq : q.queries) {
-      in_prompt(qq.position, "query");
-      KNPROBE_REQUIRE(qq.target >= 0 && qq.target < vocab_size(), ArgumentError,
-                      "probabilities request ", index, ": target token id ", qq.target,
-                      " outside the vocabulary [0, ", vocab_size(), ")");
-    }
+  /// Bytes one traced row keeps (resid_mid, keys, values, activations of every layer, with
+  /// the stacked pass's working rows).
+  double trace_row_bytes() const {
     const auto& sp = w_.spec;
-    const double trace_row =
-        sizeof(T) * num_layers() *
-        (3.0 * hidden_size() + 2.0 * double(sp.kv_heads) * sp.head_dim + ffn_width());
-    return n * (trace_row + row_bytes(n)) + P * (n - p0) * row_bytes(n);
-  }
-
-  /// The traces of several prompts from one forward pass over their rows stacked (attention
-  /// within each prompt); one prompt: trace().
-  std::vector<Trace> trace_stack(std::span<const std::span<const TokenId>> prompts) const {
-    std::vector<Trace> out(prompts.size());
-    if (prompts.size() == 1) out[0] = trace(prompts[0]);
-    if (prompts.size() <= 1) return out;
-    check_prompts(prompts);
-    std::vector<TokenId> flat;
-    std::vector<Segment> segs;
-    std::vector<Index> first;
-    for (std::size_t k = 0; k < prompts.size(); ++k) {
-      first.push_back(static_cast<Index>(flat.size()));
-      flat.insert(flat.end(), prompts[k].begin(), prompts[k].end());
-      segs.push_back({Rows{1, static_cast<int>(prompts[k].size()), 0}, nullptr});
-      out[k].tokens.assign(prompts[k].begin(), prompts[k].end());
-    }
-    Matrix<T> h;
-    blocks::embedding::forward<T>(flat, w_.embed, static_cast<T>(w_.spec.embed_scale), h);
-    auto each = [&](std::vector<Matrix<T>> Trace::*field, const Matrix<T>& m) {
-      for (std::size_t k = 0; k < prompts.size(); ++k)
-        (out[k].*field).push_back(m.middleRows(first[k], Index(prompts[k].size())));
-    };
-    for (int l = 0; l < num_layers(); ++l) {
-      LayerCache c;
-      each(&Trace::resid_in, h);
-      attention_forward(l, std::span<const Segment>(segs), h, c);
-      each(&Trace::resid_mid, c.h_mid);
-      each(&Trace::keys, c.k_new);
-      each(&Trace::values, c.v_new);
-      ffn_pre(l, c);
-      each(&Trace::acts, c.act);
-      ffn_post(l, c, h);
-    }
-    blocks::rms_norm::Cache<T> nc;
-    Matrix<T> fh;
-    blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, fh, nc);
-    for (std::size_t k = 0; k < prompts.size(); ++k)
-      out[k].final_hidden = fh.middleRows(first[k], Index(prompts[k].size()));
-    return out;
-  }
-
-  /// Applies each pattern's interventions of layer l to its rows of `act`.
-  void intervene(int l, const Rows& r, std::span<const InterventionPattern> patterns,
-                 Matrix<T>& act, Index first_row = 0) const {
-    detail::apply_interventions(l, patterns.first(static_cast<std::size_t>(r.batch)), r.len,
-                                r.start, act, first_row);
-  }
-
-  static constexpr Index k_head_rows = 256;
-
-  /// The requests of one chunk at one position, in order of start layer; their rows run together
-  /// from the lowest start layer up.
-  struct Group {
-    int position = 0;
-    std::vector<std::size_t> members;  ///< indices into the chunk's requests, by start layer
-    std::vector<Index> first_row;      ///< each member's first row in the batch
-    std::vector<LayerCache> start;     ///< each member's own cache of its start layer
-    std::vector<LayerCache> caches;    ///< by layer: the batched pass of layer k (rows `full[k]`)
-    std::vector<Index> full;           ///< by layer: rows that ran the whole layer k
-    Matrix<T> h;                       ///< final hidden states, one row per point
-  };
-
-  void check_request(const Trace& t, const LayerRequest<T>& q) const {
-    check_layer(q.layer);
-    check_position(t, q.position);
-    check_token(q.target);
-    detail::require_cols(q.points, ffn_width(), "layer_gradients points");
-    KNPROBE_REQUIRE(q.points.rows() > 0, ArgumentError, "layer_gradients: no points");
-  }
-
-  /// The requests (already checked) in one batch: see layer_gradients.
-  void gradients_chunk(const Trace& t, std::span<const LayerRequest<T>> reqs,
-                       std::span<LayerGradients<T>> out) const {
-    std::vector<std::size_t> order(reqs.size());
-    for (std::size_t r = 0; r < reqs.size(); ++r) order[r] = r;
-    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-      return reqs[a].position != reqs[b].position ? reqs[a].position < reqs[b].position
-                                                  : reqs[a].layer < reqs[b].layer;
-    });
-    std::vector<Group> groups;
-    for (const std::size_t r : order) {
-      if (groups.empty() || groups.back().position != reqs[r].position) {
-        groups.emplace_back();
-        groups.back().position = reqs[r].position;
-      }
-      groups.back().members.push_back(r);
-    }
-    const int L = num_layers();
-    Index total = 0;
-    for (auto& g : groups) {  // forward, from the group's lowest start layer up
-      g.first_row.resize(g.members.size());
-      g.start.resize(g.members.size());
-      g.caches.resize(static_cast<std::size_t>(L));
-      g.full.assign(static_cast<std::size_t>(L), 0);
-      g.h.resize(0, hidden_size());
-      std::size_t next = 0;
-      for (int k = reqs[g.members[0]].layer; k < L; ++k) {
-        const auto ks = static_cast<std::size_t>(k);
-        g.full[ks] = g.h.rows();
-        if (g.h.rows() > 0) {
-          LayerCache& c = g.caches[ks];
-          const Rows rows{static_cast<int>(g.h.rows()), 1, g.position};
-          attention_forward(k, rows, g.h, &t, c);
-          ffn_pre(k, c);
-          ffn_post(k, c, g.h);
-        }
-        for (; next < g.members.size() && reqs[g.members[next]].layer == k; ++next) {
-          const auto& q = reqs[g.members[next]];
-          const Index B = q.points.rows();
-          LayerCache& c0 = g.start[next];
-          c0.h_mid = t.resid_mid[ks].row(g.position).replicate(B, 1);
-          c0.act = q.points;
-          Matrix<T> hn;
-          ffn_post(k, c0, hn);
-          g.first_row[next] = g.h.rows();
-          g.h.conservativeResize(g.h.rows() + B, Eigen::NoChange);
-          g.h.bottomRows(B) = hn;
-        }
-      }
-      total += g.h.rows();
-    }
-    // The head, for every row: P_b and dP_b/dz = P_b (e_t − softmax(z_b)), in pieces of at most
-    // k_head_rows rows (the logits of a piece are rows × vocabulary).
-    Matrix<T> h(total, hidden_size());
-    std::vector<TokenId> target(static_cast<std::size_t>(total));
-    Index at = 0;
-    for (const auto& g : groups) {
-      h.middleRows(at, g.h.rows()) = g.h;
-      for (std::size_t m = 0; m < g.members.size(); ++m) {
-        const auto& q = reqs[g.members[m]];
-        for (Index b = 0; b < q.points.rows(); ++b)
-          target[static_cast<std::size_t>(at + g.first_row[m] + b)] = q.target;
-      }
-      at += g.h.rows();
-    }
-    Vector<T> prob(total);
-    Matrix<T> dh_all(total, hidden_size());
-    for (Index a = 0; a < total; a += k_head_rows) {
-      const Index n = std::min(k_head_rows, total - a);
-      const Matrix<T> hp = h.middleRows(a, n);
-      blocks::rms_norm::Cache<T> nc;
-      Matrix<T> x;
-      blocks::rms_norm::forward<T>(hp, w_.final_norm, eps(), plain, x, nc);
-      Matrix<T> z = head_forward(x);
-      const std::vector<TokenId> tp(target.begin() + a, target.begin() + a + n);
-      prob.segment(a, n) = blocks::softmax::target_probability_gradient<T>(z, tp);
-      Matrix<T> dx, dhp;
-      blocks::linear::backward<T>(z, w_.head(), dx);
-      blocks::rms_norm::backward<T>(dx, hp, w_.final_norm, plain, nc, dhp);
-      dh_all.middleRows(a, n) = dhp;
-    }
-    at = 0;
-    for (auto& g : groups) {  // backward, from the top layer down to each member's start
-      Matrix<T> dh = dh_all.middleRows(at, g.h.rows());
-      for (std::size_t m = 0; m < g.members.size(); ++m) {
-        const auto& q = reqs[g.members[m]];
-        out[g.members[m]].probabilities = prob.segment(at + g.first_row[m], q.points.rows());
-      }
-      std::size_t next = g.members.size();
-      for (int k = L - 1; k >= reqs[g.members[0]].layer; --k) {
-        const auto ks = static_cast<std::size_t>(k);
-        for (; next > 0 && reqs[g.members[next - 1]].layer == k; --next) {
-          const auto& q = reqs[g.members[next - 1]];
-          Matrix<T> d = dh.middleRows(g.first_row[next - 1], q.points.rows());
-          ffn_backward(k, g.start[next - 1], d, &out[g.members[next - 1]].gradients);
-        }
-        if (g.full[ks] == 0) break;
-        dh.conservativeResize(g.full[ks], Eigen::NoChange);
-        const Rows rows{static_cast<int>(g.full[ks]), 1, g.position};
-        Matrix<T> dmid = ffn_backward(k, g.caches[ks], dh, nullptr);
-        dh = attention_backward(k, rows, g.caches[ks], dmid);
-        g.caches[ks] = LayerCache{};  // free as we go
-      }
-      at += g.h.rows();
-    }
+    return sizeof(T) * num_layers() *
+           (3.0 * hidden_size() + 2.0 * double(sp.kv_heads) * sp.head_dim + ffn_width());
   }
 
   LlamaWeights<T, W> w_;
-  double cache_budget_ = 2.0 * (1 << 30);
 };
 
 /// Gemma / Llama with the GGUF file's quantized blocks used in place (fast to load; each product
@@ -996,6 +324,9 @@ struct ArchTraits<LlamaModel<T, W>> {
 #if KNPROBE_EXTERN_TEMPLATES
 // knprobe's own programs and tests compile these once, in the knprobe_instances library
 // (src/instances/); a user's code instantiates them where used, as for any header-only library.
+extern template class detail::CausalDecoder<LlamaModel<float>, float>;
+extern template class detail::CausalDecoder<LlamaModel<double>, double>;
+extern template class detail::CausalDecoder<LlamaModel<float, QuantizedMatrix>, float>;
 extern template class LlamaModel<float>;
 extern template class LlamaModel<double>;
 extern template class LlamaModel<float, QuantizedMatrix>;
