@@ -41,7 +41,10 @@ def editing_table(j):
           "other language | flipped to new | unrelated change, mean abs (same / other) "
           "| neurons with a < 0 |")
     print("|---|---|---|---|---|---|---|---|")
-    for st in ("N_source", "likn", "all"):
+    kinds = []
+    for st in ("N_source", "likn", "all"):  # each set, then its control sets (METHOD.md §10)
+        kinds += [st] + [st + c for c in ("~control", "~control_magnitude")]
+    for st in kinds:
         for mode in ("suppress", "erase", "edit"):
             r, g = s.get("%s/%s/reliability" % (st, mode)), s.get("%s/%s/generality" % (st, mode))
             if not r:

@@ -107,23 +107,13 @@ int run(const RunArgs& a, int rank, int size) {
     if (!a.facts.mlama.empty())
       opt["mlama"] = {
           {"relations", a.facts.relations}, {"sample", a.facts.sample}, {"limit", a.facts.limit}};
-    nlohmann::json header{
-        {"format", "knprobe-run/1"},
-        {"knprobe_version", KNPROBE_VERSION_STRING},
-        {"model",
-         {{"objective", ArchTraits<std::decay_t<decltype(model)>>::objective == Objective::masked_lm
-                            ? "masked_lm"
-                            : "causal_lm"},
-          {"layers", model.num_layers()},
-          {"ffn_width", model.ffn_width()},
-          {"hash", hash}}},
-        {"facts", {{"count", facts.size()}, {"fingerprint", facts_fingerprint(facts)}}},
-        {"options", opt},
-        {"paths", {{"model", a.model.model}, {"facts", a.facts.facts}, {"mlama", a.facts.mlama}}}};
+    nlohmann::json header = make_run_header(
+        model, hash, facts, opt,
+        {{"model", a.model.model}, {"facts", a.facts.facts}, {"mlama", a.facts.mlama}});
     if (size > 1) header["shard"] = {{"rank", rank}, {"count", size}};
     RunSummary s;
     {
-      io::ResultsFile file(mine, header, {"paths"});
+      io::ResultsFile file(mine, header, run_header_informative_keys());
       if (file.repaired())
         std::fprintf(stderr, "knprobe: %s: %s\n", mine.c_str(), file.repaired()->c_str());
       if (!file.records().empty())

@@ -82,9 +82,14 @@ BOOST_AUTO_TEST_CASE(experiment_uses_k_unrelated_facts_and_logs_activation_signs
   const auto all = cross_lingual_editing(model, tok, facts, o);
   BOOST_TEST(!all.facts.empty());
   bool logged = false;
+  std::size_t controls = 0;
   for (const auto& f : all.facts)
     for (const auto& m : f.measures) {
-      if (m.mode == "suppress") continue;
+      const bool control = m.set.find('~') != std::string::npos;
+      controls += control;
+      // Control sets (METHOD.md §10): P(old) measured, locality not.
+      if (control) BOOST_TEST(!m.unrelated_change.has_value());
+      if (m.mode == "suppress" || control) continue;
       BOOST_TEST(m.unrelated_abs.has_value());
       BOOST_TEST(*m.unrelated_abs >= std::abs(*m.unrelated_change) - 1e-12);
       logged |= m.negative_share.has_value();
@@ -92,8 +97,29 @@ BOOST_AUTO_TEST_CASE(experiment_uses_k_unrelated_facts_and_logs_activation_signs
   BOOST_TEST(logged);
   for (std::size_t l = 0; l < before.size(); ++l)
     BOOST_TEST((model.weights().layers[l].w_down.array() == before[l].array()).all());
+  // Every set has a random control of its layer histogram, disjoint from it, and a control
+  // matched on |activation|, or a note saying why not.
+  BOOST_TEST(controls > 0u);
+  for (const auto& f : all.facts)
+    for (const auto& [name, set] : f.sets) {
+      if (set.empty()) continue;
+      for (const std::string c : {"~control", "~control_magnitude"}) {
+        const auto a = f.activations.find(name + c);
+        bool noted = false;
+        for (const auto& n : f.notes) noted |= n.rfind(name + c + ":", 0) == 0;
+        BOOST_TEST((a != f.activations.end()) != noted);
+        if (a == f.activations.end()) continue;
+        BOOST_TEST(a->second.size() == set.size());
+        NeuronSet ctl;
+        for (const auto& [n, act] : a->second) ctl.insert(n);
+        BOOST_TEST((ctl.layer_histogram() == set.layer_histogram()));
+        for (const auto& n : ctl) BOOST_TEST(!set.contains(n));
+      }
+    }
   const auto j = to_json(all);
   BOOST_TEST(j["summary"]["N_source/erase/reliability"]["old_change"]["mean_ci"].is_array());
+  BOOST_TEST(j["summary"]["N_source~control/erase/reliability"]["old_change"].is_object());
+  BOOST_TEST(!j["summary"]["N_source~control/erase/reliability"].contains("unrelated_abs"));
   // Dai's refinement before editing: each fact's set loses exactly the neurons that the sets of
   // more than this share of the other relation's facts hold (in the unrefined run).
   o.generic_fraction = 0.01;

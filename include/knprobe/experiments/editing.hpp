@@ -16,6 +16,11 @@
 // the relative change of the answer probabilities of K facts of other relations in l (signed
 // mean and mean |Δ|). The summary carries bootstrap 95 % intervals over facts.
 // Reliability = measured in the source language; generality = in the other languages.
+// Controls (docs/METHOD.md §10): every set S also gets "S~control" (random, S's layer histogram,
+// disjoint from S) and "S~control_magnitude" (matched on |activation| at the source's answer
+// positions), suppressed / erased / edited the same way, so that a change of P(old) can be told
+// from what any set of that size and those layers does; their locality is not measured. A control
+// that cannot be formed is absent, with the reason in the fact's `notes`.
 
 #include <functional>
 #include <map>
@@ -42,7 +47,9 @@ struct EditingOptions {
   double l1 = 1.0, l2 = 8.0;  ///< Dai's edit strengths
   int max_tokens = 512;       ///< longest prompt + answer accepted (KnowledgeProbe::set_max_tokens)
   EditSign sign = EditSign::activation;
-  int unrelated = 10;  ///< K facts of other relations for locality (seeded)
+  int unrelated = 10;          ///< K facts of other relations for locality (seeded)
+  bool controls = true;        ///< also measure the random and magnitude-matched control sets
+  double control_band = 0.02;  ///< magnitude-matched control: |a|-rank window / layer width
   /// Dai's refinement before editing: drop from each fact's per-language set the neurons selected
   /// for more than this share of the facts of other relations (0 = off; localize.hpp's rule).
   double generic_fraction = 0;
@@ -76,6 +83,7 @@ struct EditingFactResult {
   /// direction of the weight edits).
   std::map<std::string, std::map<Neuron, double>> activations;
   std::vector<EditMeasure> measures;
+  std::vector<std::string> notes;  ///< why a control set is missing
 };
 
 struct EditingReport {
@@ -135,7 +143,7 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
       KNPROBE_REQUIRE(sibling[i].has_value(), ArgumentError, "no other fact of relation '",
                       fact.relation,
                       "' with a different answer in every language to take a new answer from");
-      EditingFactResult fr{fact.id, fact.relation, {}, {}, {}, {}};
+      EditingFactResult fr{fact.id, fact.relation, {}, {}, {}, {}, {}};
       for (const auto& l : o.languages) {
         const auto a =
             probe.attribute(probe.encode(fact.prompts.at(l), fact.answers.at(l)), o.attribution);
@@ -217,15 +225,39 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
         e.unrelated_change = s / static_cast<double>(us.size());
         e.unrelated_abs = sa / static_cast<double>(us.size());
       };
+      // The sets to measure: each named set, then (with controls) its two control sets, which
+      // are seeded by (seed, fact, set name) and matched at the source language's fact.
+      struct Measured {
+        std::string name, source;
+        NeuronSet set;
+        bool control;
+      };
+      std::vector<Measured> todo;
       for (const auto& [name, set] : fr.sets) {
         if (set.empty()) continue;
-        const std::string source =
-            fr.sets.count(name) && name != "likn" && name != "all" ? name : o.languages.front();
+        const std::string source = name != "likn" && name != "all" ? name : o.languages.front();
+        todo.push_back({name, source, set, false});
+        if (!o.controls) continue;
+        const std::uint64_t cs = o.seed ^ detail::fnv1a(fact.id + '\x1f' + name + "\x1f" + "edit");
+        try {
+          todo.push_back({name + "~control", source, probe.random_control(set, cs), true});
+        } catch (const Error& e) {
+          fr.notes.push_back(name + "~control: " + e.what());
+        }
+        try {
+          todo.push_back({name + "~control_magnitude", source,
+                          probe.magnitude_control(set, old_f.at(source), cs, o.control_band),
+                          true});
+        } catch (const Error& e) {
+          fr.notes.push_back(name + "~control_magnitude: " + e.what());
+        }
+      }
+      for (const auto& [name, source, set, control] : todo) {
         for (const auto& l : o.languages) {  // activation suppression at l's answer positions
           EditMeasure e{name, "suppress", source, l, p_old[l], 0, {}, {}, {}, {}, {}};
           e.p_old_after =
               detail::answer_probability(model, old_f.at(l), suppress(set, old_f.at(l).positions));
-          locality(e, l, &set);
+          if (!control) locality(e, l, &set);
           fr.measures.push_back(e);
         }
         // The activation of every neuron of the set at the source's first answer position: the
@@ -256,7 +288,7 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
               e.p_new_before = p_new[l];
               e.p_new_after = detail::answer_probability(model, new_f.at(l));
             }
-            locality(e, l, nullptr);
+            if (!control) locality(e, l, nullptr);
             e.negative_share = static_cast<double>(negative) / static_cast<double>(set.size());
             fr.measures.push_back(e);
           }
@@ -288,6 +320,7 @@ inline nlohmann::json to_json(const EditingReport& rep) {
     for (const auto& [name, set] : f.sets) jf["sets"][name] = detail::neurons_json(set);
     for (const auto& [lang, set] : f.dropped_generic)
       jf["dropped_generic"][lang] = detail::neurons_json(set);
+    if (!f.notes.empty()) jf["notes"] = f.notes;
     for (const auto& [name, act] : f.activations)
       for (const auto& [n, a] : act) jf["activations"][name].push_back({n.layer, n.unit, a});
     for (const auto& e : f.measures) {
@@ -302,7 +335,11 @@ inline nlohmann::json to_json(const EditingReport& rep) {
       if (e.unrelated_abs) m["unrelated_abs"] = *e.unrelated_abs;
       if (e.negative_share) m["negative_share"] = *e.negative_share;
       jf["measures"].push_back(m);
-      const std::string set_kind = e.set == "likn" || e.set == "all" ? e.set : "N_source";
+      // "likn", "all" or "N_source", with a control's suffix ("likn~control", ...)
+      const auto tilde = e.set.find('~');
+      const std::string base = e.set.substr(0, tilde);
+      const std::string set_kind = (base == "likn" || base == "all" ? base : "N_source") +
+                                   (tilde == std::string::npos ? "" : e.set.substr(tilde));
       const std::string key =
           set_kind + "/" + e.mode + "/" + (e.language == e.source ? "reliability" : "generality");
       ++measures[key];
@@ -339,8 +376,10 @@ inline nlohmann::json to_json(const EditingReport& rep) {
     out["measures"] = measures[k];
     out["old_change"] = to_json(summarize(a.change, b, k + "/old_change"));
     if (!a.flipped.empty()) out["flipped"] = to_json(summarize(a.flipped, b, k + "/flipped"));
-    out["unrelated_change"] = to_json(summarize(a.locality, b, k + "/unrelated_change"));
-    out["unrelated_abs"] = to_json(summarize(a.locality_abs, b, k + "/unrelated_abs"));
+    if (!a.locality.empty()) {  // control sets: no locality
+      out["unrelated_change"] = to_json(summarize(a.locality, b, k + "/unrelated_change"));
+      out["unrelated_abs"] = to_json(summarize(a.locality_abs, b, k + "/unrelated_abs"));
+    }
     if (!a.negative.empty())
       out["negative_share"] = to_json(summarize(a.negative, b, k + "/negative_share"));
   }

@@ -59,13 +59,17 @@ struct EffectSet {
   std::vector<std::string> unrelated_facts;  ///< ids of the K unrelated facts used
   std::vector<std::string> notes;            ///< why a control is missing
   /// The numeric fields with their JSON names, in the order tables show them.
-  std::array<std::pair<const char*, const std::optional<double>*>, 5> fields() const {
-    return {{{"related", &related},
-             {"unrelated", &unrelated},
-             {"unrelated_abs", &unrelated_abs},
-             {"control", &control},
-             {"control_magnitude", &control_magnitude}}};
+  template <class S>
+  static auto fields_of(S& s) {
+    using P = decltype(&s.related);
+    return std::array<std::pair<const char*, P>, 5>{{{"related", &s.related},
+                                                     {"unrelated", &s.unrelated},
+                                                     {"unrelated_abs", &s.unrelated_abs},
+                                                     {"control", &s.control},
+                                                     {"control_magnitude", &s.control_magnitude}}};
   }
+  auto fields() const { return fields_of(*this); }
+  auto fields() { return fields_of(*this); }
 };
 
 struct LanguageResult {

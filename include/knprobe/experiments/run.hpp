@@ -2,14 +2,8 @@
 // Dataset-scale localization runs that survive being killed (docs/METHOD.md §3, §4, §5, §8 per
 // fact). The work is a list of items — for every fact i of the shard (i mod shard_count =
 // shard_rank), one item per language, then one LIKN item when there are several languages — and
-// each finished item is one record appended to an io::ResultsFile:
-//   {"record": "result",       "index": i, "fact", "relation", "language",
-//   ...to_json(LanguageResult),
-//                              "dkn": {...} when DKN search is on}
-//   {"record": "screened_out", "index": i, "fact", "relation", "language", "reason"}
-//   {"record": "failure",      "index": i, "fact", "relation", "language", "reason"}
-//   {"record": "likn",         "index": i, "fact", "relation", "languages", "neurons",
-//                              "suppress": {lang: {"related"}}, "enhance": {...}}  (or "reason")
+// each finished item is one record appended to an io::ResultsFile (the record kinds, the header
+// and their typed reading are in run_records.hpp).
 // A rerun over the same file skips every item that already has a record (failures included: they
 // are deterministic and reported, not retried). Results do not depend on the shard: the control
 // seed and the unrelated fact come from the global index i.
@@ -30,6 +24,7 @@
 #include "knprobe/core/rng.hpp"
 #include "knprobe/experiments/degenerate.hpp"
 #include "knprobe/experiments/localize.hpp"
+#include "knprobe/experiments/run_records.hpp"
 #include "knprobe/io/json_get.hpp"
 #include "knprobe/io/results_file.hpp"
 
@@ -56,25 +51,7 @@ struct RunSummary {
   bool stopped = false;      ///< returned early because *stop was set
 };
 
-/// A fingerprint of a fact list (ids, relations, prompts and answers, in order): "fnv1a64:<hex>".
-inline std::string facts_fingerprint(const std::vector<Fact>& facts) {
-  std::uint64_t h = detail::fnv1a("knprobe-facts");
-  for (const auto& f : facts) {
-    h = detail::fnv1a(f.id + '\x1f' + f.relation + '\x1e', h);
-    for (const auto* m : {&f.prompts, &f.answers})
-      for (const auto& [lang, text] : *m) h = detail::fnv1a(lang + '\x1f' + text + '\x1e', h);
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "fnv1a64:%016llx", static_cast<unsigned long long>(h));
-  return buf;
-}
-
 namespace detail {
-
-/// The key of a record's work item: index and language ("" for the LIKN item).
-inline std::pair<long long, std::string> run_item_key(const nlohmann::json& r) {
-  return {r.value("index", -1LL), r.value("record", "") == "likn" ? "" : r.value("language", "")};
-}
 
 /// Why fact f does not pass `rule` in some language of `languages` (screening), or "".
 template <ProbeableModel M>
@@ -86,148 +63,10 @@ std::string screen_fact(const KnowledgeProbe<M>& probe, const Fact& f,
   return {};
 }
 
-/// Checks one record of a knprobe-run/1 results file against the file's header (the work list:
-/// fact count, shard, languages, model size) and, when given, the facts of this run. FormatError
-/// "<where>: ..." naming what is wrong. Guards resuming, merging and reporting against foreign or
-/// damaged lines: a record is accepted only if it describes an item of this run.
-inline void validate_run_record(const nlohmann::json& r, const nlohmann::json& header,
-                                const std::string& where,
-                                const std::vector<Fact>* facts = nullptr) {
-  auto fail = [&](const std::string& why) { throw FormatError(where + ": " + why); };
-  if (!r.is_object()) fail("not a JSON object");
-  const auto kind_it = r.find("record");
-  if (kind_it == r.end() || !kind_it->is_string()) fail("no string 'record'");
-  const std::string kind = kind_it->get<std::string>();
-  if (kind != "result" && kind != "screened_out" && kind != "failure" && kind != "likn")
-    fail("record kind '" + kind.substr(0, 40) +
-         "' is not one of result, screened_out, failure, likn");
-  const auto count = io::json_int<long long>(
-      io::json_at(io::json_at(header, "facts", "header"), "count", "header facts"), 0, 1LL << 40,
-      "header facts.count");
-  if (count == 0) fail("the header lists no facts");
-  const auto idx =
-      io::json_int<long long>(io::json_at(r, "index", where), 0, count - 1, where + ": index");
-  if (header.contains("shard")) {
-    const auto rank = io::json_int<long long>(io::json_at(header["shard"], "rank", "shard"), 0,
-                                              1 << 20, "header shard.rank");
-    const auto n = io::json_int<long long>(io::json_at(header["shard"], "count", "shard"), 1,
-                                           1 << 20, "header shard.count");
-    if (idx % n != rank)
-      fail("index " + std::to_string(idx) + " does not belong to shard " + std::to_string(rank) +
-           " of " + std::to_string(n));
-  }
-  const auto& fact = io::json_string(io::json_at(r, "fact", where), where + ": fact");
-  if (facts && fact != (*facts)[static_cast<std::size_t>(idx)].id)
-    fail("index " + std::to_string(idx) + " is fact '" +
-         (*facts)[static_cast<std::size_t>(idx)].id + "' in this run, not '" + fact.substr(0, 60) +
-         "'");
-  const auto& langs =
-      io::json_at(io::json_at(header, "options", "header"), "languages", "header options");
-  if (kind != "likn") {
-    const auto& lang = io::json_string(io::json_at(r, "language", where), where + ": language");
-    if (std::find(langs.begin(), langs.end(), nlohmann::json(lang)) == langs.end())
-      fail("language '" + lang.substr(0, 20) + "' is not one of this run's languages");
-  }
-  if (kind == "screened_out" || kind == "failure")
-    (void)io::json_string(io::json_at(r, "reason", where), where + ": reason");
-  if (kind == "result" || kind == "likn") {
-    const auto& model = io::json_at(header, "model", "header");
-    const int layers = io::json_int<int>(io::json_at(model, "layers", "header model"), 1, 1 << 16,
-                                         "header model.layers");
-    const int width = io::json_int<int>(io::json_at(model, "ffn_width", "header model"), 1, 1 << 24,
-                                        "header model.ffn_width");
-    const auto& neurons = io::json_at(r, "neurons", where);
-    if (!neurons.is_array()) fail("'neurons' is not an array");
-    for (const auto& n : neurons) {
-      const bool obj = n.is_object();
-      if (!obj && !(n.is_array() && n.size() == 2)) fail("a neuron is not {layer, unit, score}");
-      (void)io::json_int<int>(obj ? io::json_at(n, "layer", where) : n[0], 0, layers - 1,
-                              where + ": neuron layer");
-      (void)io::json_int<int>(obj ? io::json_at(n, "unit", where) : n[1], 0, width - 1,
-                              where + ": neuron unit");
-      if (obj && n.contains("score"))
-        (void)io::json_number(n["score"], -1e300, 1e300, where + ": neuron score");
-    }
-    // Effects: {"related": x, "unrelated": y, ...} of finite numbers, with the ids of the
-    // unrelated facts and notes on missing controls as arrays of strings (LIKN: by language).
-    auto effects = [&](const nlohmann::json& e, const std::string& at) {
-      if (!e.is_object()) fail("'" + at + "' is not an object");
-      for (auto it = e.begin(); it != e.end(); ++it) {
-        const std::string w = where + ": " + at + "." + it.key();
-        if (it.key() == "unrelated_facts" || it.key() == "notes") {
-          if (!it.value().is_array()) fail(at + "." + it.key() + " is not an array");
-          for (const auto& s : it.value()) (void)io::json_string(s, w);
-        } else {
-          (void)io::json_number(it.value(), -1e300, 1e300, w);
-        }
-      }
-    };
-    for (const char* key : {"suppress", "enhance"}) {
-      if (!r.contains(key)) continue;
-      if (kind == "result") {
-        effects(r[key], key);
-      } else {
-        if (!r[key].is_object()) fail(std::string("'") + key + "' is not an object");
-        for (auto it = r[key].begin(); it != r[key].end(); ++it)
-          effects(it.value(), std::string(key) + "." + it.key());
-      }
-    }
-    if (kind == "result") {
-      (void)io::json_number(io::json_at(r, "p_answer", where), 0.0, 1.0, where + ": p_answer");
-      if (r.contains("max_completeness_delta"))
-        (void)io::json_number(r["max_completeness_delta"], 0.0, 1e300,
-                              where + ": max_completeness_delta");
-      if (r.contains("dkn")) {
-        const auto& d = r["dkn"];
-        const auto& sets = io::json_at(d, "degenerate", where + ": dkn");
-        if (!sets.is_array()) fail("dkn.degenerate is not an array");
-        for (const auto& set : sets)
-          if (!set.is_array()) fail("a dkn.degenerate entry is not an array");
-        if (d.contains("forward_passes"))
-          (void)io::json_int<long long>(d["forward_passes"], 0, 1LL << 50,
-                                        where + ": dkn.forward_passes");
-      }
-      if (r.contains("top_by_layer")) {
-        const auto& t = r["top_by_layer"];
-        if (!t.is_array() || static_cast<int>(t.size()) != layers)
-          fail("'top_by_layer' must hold one entry per layer (" + std::to_string(layers) + ")");
-        for (const auto& row : t) {
-          if (!row.is_array()) fail("a 'top_by_layer' row is not an array");
-          for (const auto& c : row) {
-            if (!c.is_array() || c.size() != 2) fail("a 'top_by_layer' entry is not [unit, score]");
-            (void)io::json_int<int>(c[0], 0, width - 1, where + ": top_by_layer unit");
-            (void)io::json_number(c[1], -1e300, 1e300, where + ": top_by_layer score");
-          }
-        }
-      }
-    }
-  }
-}
-
-/// Checks every record of a results file (see validate_run_record); lines are numbered as in the
-/// file (the header is line 1).
+/// Checks every record of a results file (parse_run_records).
 inline void validate_run_records(const io::ResultsContent& c, const std::string& path,
                                  const std::vector<Fact>* facts = nullptr) {
-  KNPROBE_REQUIRE(
-      c.header.is_object() && c.header.value("format", nlohmann::json()) == "knprobe-run/1",
-      FormatError, path, ": not a knprobe run results file (header format is not ",
-      "knprobe-run/1)");
-  std::set<std::pair<long long, std::string>> seen;
-  for (std::size_t i = 0; i < c.records.size(); ++i) {
-    const std::string where = path + ":" + std::to_string(i + 2);
-    validate_run_record(c.records[i], c.header, where, facts);
-    const auto key = run_item_key(c.records[i]);
-    KNPROBE_REQUIRE(seen.insert(key).second, FormatError, where, ": a second record of fact index ",
-                    key.first, " [", key.second.empty() ? "LIKN" : key.second, "]");
-  }
-}
-
-inline NeuronSet neurons_from_json(const nlohmann::json& a) {
-  std::vector<Neuron> v;
-  for (const auto& n : a)
-    v.push_back(n.is_object() ? Neuron{n.at("layer").get<int>(), n.at("unit").get<int>()}
-                              : Neuron{n.at(0).get<int>(), n.at(1).get<int>()});
-  return NeuronSet(std::move(v));
+  (void)parse_run_records(c.header, c.records, path, facts);
 }
 
 }  // namespace detail
@@ -249,17 +88,13 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
                     "run: no threshold for language '", lang, "'");
   const bool multilingual = langs.size() > 1;
 
-  {  // what a resumed file holds must be items of this run
-    io::ResultsContent held{file.header(), file.records(), std::nullopt, 0};
-    detail::validate_run_records(held, file.path().string(), &facts);
-  }
   std::set<std::pair<long long, std::string>> done;
   std::map<long long, std::map<std::string, NeuronSet>> sets;  // for LIKN items
-  for (const auto& r : file.records()) {
-    done.insert(detail::run_item_key(r));
-    if (r.value("record", "") == "result")
-      sets[r.value("index", -1LL)][r.value("language", "")] =
-          detail::neurons_from_json(r.at("neurons"));
+  // what a resumed file holds must be items of this run
+  for (const auto& r :
+       parse_run_records(file.header(), file.records(), file.path().string(), &facts)) {
+    done.insert(r.item());
+    if (r.kind == RunRecordKind::result) sets[r.index][r.language] = r.neuron_set();
   }
 
   RunSummary s;
@@ -384,8 +219,6 @@ inline std::vector<nlohmann::json> canonical_records(const std::vector<io::Resul
     return h;
   };
   const auto h0 = identity(parts[0].header);
-  for (std::size_t i = 0; i < parts.size(); ++i)
-    detail::validate_run_records(parts[i], "results part " + std::to_string(i + 1));
   std::map<std::string, std::size_t> lang_pos;
   for (const auto& l :
        h0.value("options", nlohmann::json::object()).value("languages", std::vector<std::string>{}))
@@ -394,8 +227,11 @@ inline std::vector<nlohmann::json> canonical_records(const std::vector<io::Resul
   for (const auto& p : parts) {
     const auto d = io::detail::first_difference(identity(p.header), h0);
     KNPROBE_REQUIRE(d.empty(), FormatError, "results parts of different runs (", d, ")");
-    for (const auto& r : p.records) {
-      const auto [idx, lang] = detail::run_item_key(r);
+    const auto parsed = parse_run_records(p.header, p.records,
+                                          "results part " + std::to_string(&p - &parts[0] + 1));
+    for (std::size_t k = 0; k < p.records.size(); ++k) {
+      const auto& r = p.records[k];
+      const auto [idx, lang] = parsed[k].item();
       const std::size_t pos = lang.empty()           ? lang_pos.size() + 1
                               : lang_pos.count(lang) ? lang_pos.at(lang)
                                                      : lang_pos.size();

@@ -68,7 +68,14 @@ inline constexpr std::string_view k_header_start = R"({"record":"header")";
 inline std::string header_line(nlohmann::json h) {
   h.erase("record");
   const std::string rest = h.dump();
-  return std::string(k_header_start) + (rest == "{}" ? "}" : "," + rest.substr(1));
+  std::string out(k_header_start);
+  if (rest.size() <= 2) {  // "{}"
+    out += '}';
+  } else {
+    out += ',';
+    out.append(rest, 1, std::string::npos);
+  }
+  return out;
 }
 
 /// Largest results file read (the records are held in memory; a run of 100,000 items is ~500 MB).

@@ -67,7 +67,10 @@ class CausalDecoder {
   }
 
   /// Logits [T × V] of the trace's positions.
-  Matrix<T> logits(const Trace& t) const { return self().head_forward(t.final_hidden); }
+  Matrix<T> logits(const Trace& t) const {
+    check_trace(t);
+    return self().head_forward(t.final_hidden);
+  }
   /// The rows of logits(t) at `positions`: the output head on those rows only.
   Matrix<T> logits(const Trace& t, std::span<const int> positions) const {
     Matrix<T> x(Index(positions.size()), self().hidden_size());
@@ -105,6 +108,7 @@ class CausalDecoder {
   std::vector<LayerGradients<T>> layer_gradients(const Trace& t,
                                                  std::span<const LayerRequest<T>> reqs) const {
     for (const auto& q : reqs) check_request(t, q);
+    check_trace(t);
     std::vector<LayerGradients<T>> out(reqs.size());
     if (reqs.empty()) return out;
     double per_point = 0;  // bytes of the caches of one point of every request
@@ -166,6 +170,7 @@ class CausalDecoder {
 
   Matrix<T> probabilities(const Trace& t, std::span<const InterventionPattern> patterns,
                           std::span<const Query> queries) const {
+    check_trace(t);
     const int L = self().num_layers();
     using LayerCache = typename D::LayerCache;
     using NormCache = typename D::NormCache;
@@ -312,8 +317,24 @@ class CausalDecoder {
                     self().ffn_width(), ")");
   }
   void check_position(const Trace& t, int p) const {
+    check_trace(t);
     KNPROBE_REQUIRE(p >= 0 && p < t.num_tokens(), ArgumentError, "position ", p, " outside [0, ",
                     t.num_tokens(), ")");
+  }
+  /// Every decoder's Trace is one type: a trace of another model (other layers or width) is
+  /// refused by name instead of read out of range.
+  void check_trace(const Trace& t) const {
+    const auto n = static_cast<std::size_t>(t.num_tokens());
+    const std::size_t L = t.resid_mid.size();
+    KNPROBE_REQUIRE(L == static_cast<std::size_t>(self().num_layers()) && t.acts.size() == L &&
+                        t.keys.size() == L && t.values.size() == L &&
+                        t.final_hidden.cols() == self().hidden_size() &&
+                        static_cast<std::size_t>(t.final_hidden.rows()) == n &&
+                        (L == 0 || (t.acts[0].cols() == self().ffn_width() &&
+                                    static_cast<std::size_t>(t.acts[0].rows()) == n)),
+                    ArgumentError, D::arch_name, ": the trace is not one of this model (", L,
+                    " layers, width ", t.final_hidden.cols(), "; the model has ",
+                    self().num_layers(), " layers, width ", self().hidden_size(), ")");
   }
   void check_token(TokenId id) const {
     KNPROBE_REQUIRE(id >= 0 && id < self().vocab_size(), ArgumentError, "token id ", id,

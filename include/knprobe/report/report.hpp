@@ -26,6 +26,7 @@
 
 #include "knprobe/core/error.hpp"
 #include "knprobe/experiments/run.hpp"
+#include "knprobe/experiments/run_records.hpp"
 #include "knprobe/experiments/statistics.hpp"
 #include "knprobe/io/json_get.hpp"
 
@@ -146,10 +147,12 @@ inline Report build_report_unchecked(const ReportInput& in) {
   if (!in.factcheck.is_null()) detail::validate_factcheck(in.factcheck, in.factcheck_path);
   rep.factcheck = in.factcheck;
   rep.factcheck_path = in.factcheck_path;
+  std::vector<std::vector<RunRecord>> parsed;  // by run, typed
   for (const auto& run : in.runs) {
     KNPROBE_REQUIRE(run.header.is_object(), ArgumentError, "report: ", run.path,
                     " has no header record (is it a `knprobe run` results file?)");
-    detail::validate_run_records({run.header, run.records, std::nullopt, 0}, run.path);
+    parsed.push_back(parse_run_records(run.header, run.records, run.path));
+    const std::vector<RunRecord>& records = parsed.back();
     RunSummaryReport r;
     r.header = run.header;
     const auto opt = run.header.value("options", nlohmann::json::object());
@@ -166,70 +169,61 @@ inline Report build_report_unchecked(const ReportInput& in) {
         recur;
     std::vector<double> likn_sizes;
     std::map<std::string, std::vector<double>> ls, le;
-    for (const auto& rec : run.records) {
-      const std::string kind = rec.value("record", "");
-      const std::string lang = rec.value("language", "");
-      if (kind == "screened_out") ++r.languages[lang].screened_out;
-      if (kind == "failure") {
+    for (const RunRecord& rec : records) {
+      const std::string& lang = rec.language;
+      if (rec.kind == RunRecordKind::screened_out) ++r.languages[lang].screened_out;
+      if (rec.kind == RunRecordKind::failure) {
         ++r.languages[lang].failures;
         if (r.failures.size() < 50)
-          r.failures.push_back(
-              {rec.value("fact", "") + " [" + lang + "]", rec.value("reason", "")});
+          r.failures.push_back({rec.fact + " [" + lang + "]", rec.reason});
       }
-      if (kind == "likn") {
-        if (rec.contains("reason") && rec.at("neurons").empty()) continue;
-        likn_sizes.push_back(static_cast<double>(rec.at("neurons").size()));
-        for (const auto& [key, dst] : {std::pair{"suppress", &ls}, std::pair{"enhance", &le}})
-          if (rec.contains(key))
-            for (auto it = rec.at(key).begin(); it != rec.at(key).end(); ++it)
-              if (it.value().contains("related"))
-                (*dst)[it.key()].push_back(it.value().at("related").get<double>());
+      if (rec.kind == RunRecordKind::likn) {
+        if (!rec.reason.empty() && rec.neurons.empty()) continue;
+        likn_sizes.push_back(static_cast<double>(rec.neurons.size()));
+        for (const auto& [by, dst] :
+             {std::pair{&rec.likn_suppress, &ls}, std::pair{&rec.likn_enhance, &le}})
+          for (const auto& [l, e] : *by)
+            if (e.related) (*dst)[l].push_back(*e.related);
       }
-      if (kind != "result") continue;
+      if (rec.kind != RunRecordKind::result) continue;
       auto& s = r.languages[lang];
       auto& a = acc[lang];
       ++s.results;
-      const auto& neurons = rec.at("neurons");
-      a["neurons"].push_back(static_cast<double>(neurons.size()));
-      a["max_delta"].push_back(rec.value("max_completeness_delta", 0.0));
-      const std::string item = std::to_string(rec.value("index", -1LL)) + " " + lang;
-      r.item_values["neurons"][item] = static_cast<double>(neurons.size());
-      for (const char* what : {"suppress", "enhance"})
-        for (const char* where : {"related", "unrelated_abs"})
-          if (rec.contains(what) && rec.at(what).contains(where))
-            r.item_values[std::string(what) + "_" + where][item] =
-                rec.at(what).at(where).get<double>();
+      a["neurons"].push_back(static_cast<double>(rec.neurons.size()));
+      a["max_delta"].push_back(rec.max_completeness_delta.value_or(0.0));
+      const std::string item = std::to_string(rec.index) + " " + lang;
+      r.item_values["neurons"][item] = static_cast<double>(rec.neurons.size());
       auto& lc = layer_counts[lang];
-      for (const auto& n : neurons) {
-        const int l = n.at("layer").get<int>();
-        if (l >= static_cast<int>(lc.size())) lc.resize(static_cast<std::size_t>(l) + 1, 0.0);
-        lc[static_cast<std::size_t>(l)] += 1;
-        sets[rec.value("index", -1LL)][lang].insert({l, n.at("unit").get<int>()});
-        auto& [facts_n, rels] = recur[lang][{l, n.at("unit").get<int>()}];
+      for (const auto& [n, score] : rec.neurons) {
+        if (n.layer >= static_cast<int>(lc.size()))
+          lc.resize(static_cast<std::size_t>(n.layer) + 1, 0.0);
+        lc[static_cast<std::size_t>(n.layer)] += 1;
+        sets[rec.index][lang].insert({n.layer, n.unit});
+        auto& [facts_n, rels] = recur[lang][{n.layer, n.unit}];
         ++facts_n;
-        rels.insert(rec.value("relation", ""));
+        rels.insert(rec.relation);
       }
-      for (const char* what : {"suppress", "enhance"}) {
-        for (const char* where : detail::k_effect_fields)
-          if (rec.contains(what) && rec.at(what).contains(where))
-            a[std::string(what) + "_" + where].push_back(rec.at(what).at(where).get<double>());
+      for (const auto& [what, e] :
+           {std::pair{"suppress", &rec.suppress}, std::pair{"enhance", &rec.enhance}}) {
+        for (const auto& [where, v] : e->fields())
+          if (*v) a[std::string(what) + "_" + where].push_back(**v);
+        for (const auto& [where, v] :
+             {std::pair{"related", &e->related}, std::pair{"unrelated_abs", &e->unrelated_abs}})
+          if (*v) r.item_values[std::string(what) + "_" + where][item] = **v;
         // pairs for Succ: facts with both a related and an unrelated effect
-        if (rec.contains(what) && rec.at(what).contains("related") &&
-            rec.at(what).contains("unrelated")) {
-          a[std::string(what) + "_pair_rel"].push_back(rec.at(what).at("related").get<double>());
-          a[std::string(what) + "_pair_unrel"].push_back(
-              rec.at(what).at("unrelated").get<double>());
+        if (e->related && e->unrelated) {
+          a[std::string(what) + "_pair_rel"].push_back(*e->related);
+          a[std::string(what) + "_pair_unrel"].push_back(*e->unrelated);
         }
       }
-      if (rec.contains("dkn") && rec.at("dkn").contains("note")) {
+      if (rec.dkn && !rec.dkn->searched) {
         ++s.dkn_unsearched;  // fewer than 2 candidates: not searched (not "no DKN")
-      } else if (rec.contains("dkn")) {
-        const auto& d = rec.at("dkn");
+      } else if (rec.dkn) {
         ++s.dkn_facts;
-        s.dkn_with_sets += !d.at("degenerate").empty();
-        s.dkn_sets += d.at("degenerate").size();
-        for (const auto& set : d.at("degenerate")) s.dkn_neurons += set.size();
-        s.dkn_passes += d.value("forward_passes", std::size_t{0});
+        s.dkn_with_sets += !rec.dkn->degenerate.empty();
+        s.dkn_sets += rec.dkn->degenerate.size();
+        for (const auto& set : rec.dkn->degenerate) s.dkn_neurons += set.size();
+        s.dkn_passes += rec.dkn->forward_passes;
       }
     }
     for (auto& [lang, s] : r.languages) {
@@ -303,26 +297,20 @@ inline Report build_report_unchecked(const ReportInput& in) {
     rep.runs.push_back(std::move(r));
   }
   // Heatmap: the chosen fact (or the first result) in every language, from the first run with it.
-  for (const auto& run : in.runs) {
+  for (std::size_t k = 0; k < in.runs.size(); ++k) {
     std::string fact = in.fact;
-    for (const auto& rec : run.records) {
-      if (rec.value("record", "") != "result" || !rec.contains("top_by_layer")) continue;
-      if (fact.empty()) fact = rec.value("fact", "");
-      if (rec.value("fact", "") != fact) continue;
-      HeatmapData h{detail::base_name(run.path),
+    for (const RunRecord& rec : parsed[k]) {
+      if (rec.kind != RunRecordKind::result || rec.top_by_layer.empty()) continue;
+      if (fact.empty()) fact = rec.fact;
+      if (rec.fact != fact) continue;
+      HeatmapData h{detail::base_name(in.runs[k].path),
                     fact,
-                    rec.value("language", ""),
-                    rec.value("prompt", ""),
-                    rec.value("answer", ""),
-                    {},
+                    rec.language,
+                    rec.prompt,
+                    rec.answer,
+                    rec.top_by_layer,
                     {}};
-      for (const auto& row : rec.at("top_by_layer")) {
-        h.rows.emplace_back();
-        for (const auto& c : row)
-          h.rows.back().push_back({c.at(0).get<int>(), c.at(1).get<double>()});
-      }
-      for (const auto& n : rec.at("neurons"))
-        h.selected.insert({n.at("layer").get<int>(), n.at("unit").get<int>()});
+      for (const auto& [n, score] : rec.neurons) h.selected.insert({n.layer, n.unit});
       rep.heatmaps.push_back(std::move(h));
     }
     if (!rep.heatmaps.empty()) break;
