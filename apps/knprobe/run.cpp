@@ -156,9 +156,9 @@ int run(const RunArgs& a, int rank, int size) {
       const auto recs = canonical_records(parts);
       io::write_results_atomic(out, merged_header, recs);
       std::size_t failures = 0, screened = 0;
-      for (const auto& r : recs) {
-        failures += r.value("record", "") == "failure";
-        screened += r.value("record", "") == "screened_out";
+      for (const auto& r : parse_run_records(merged_header, recs, out.string(), &facts)) {
+        failures += r.kind == RunRecordKind::failure;
+        screened += r.kind == RunRecordKind::screened_out;
       }
       std::printf("wrote %s: %zu records (%zu screened out, %zu failures)\n", out.c_str(),
                   recs.size(), screened, failures);

@@ -117,9 +117,31 @@ BOOST_AUTO_TEST_CASE(experiment_uses_k_unrelated_facts_and_logs_activation_signs
       }
     }
   const auto j = to_json(all);
-  BOOST_TEST(j["summary"]["N_source/erase/reliability"]["old_change"]["mean_ci"].is_array());
-  BOOST_TEST(j["summary"]["N_source~control/erase/reliability"]["old_change"].is_object());
-  BOOST_TEST(!j["summary"]["N_source~control/erase/reliability"].contains("unrelated_abs"));
+  BOOST_TEST(
+      j.at("summary").at("N_source/erase/reliability").at("old_change").at("mean_ci").is_array());
+  BOOST_TEST(j.at("summary").at("N_source~control/erase/reliability").at("old_change").is_object());
+  BOOST_TEST(!j.at("summary").at("N_source~control/erase/reliability").contains("unrelated_abs"));
+  // The controls change nothing of the real sets' measures, and are the same on a rerun.
+  auto no_controls = o;
+  no_controls.controls = false;
+  const auto plain = cross_lingual_editing(model, tok, facts, no_controls);
+  const auto again = cross_lingual_editing(model, tok, facts, o);
+  BOOST_REQUIRE(plain.facts.size() == all.facts.size());
+  BOOST_REQUIRE(again.facts.size() == all.facts.size());
+  for (std::size_t i = 0; i < all.facts.size(); ++i) {
+    std::vector<const EditMeasure*> real;
+    for (const auto& m : all.facts[i].measures)
+      if (m.set.find('~') == std::string::npos) real.push_back(&m);
+    BOOST_REQUIRE(real.size() == plain.facts[i].measures.size());
+    for (std::size_t k = 0; k < real.size(); ++k) {
+      BOOST_TEST(real[k]->set == plain.facts[i].measures[k].set);
+      BOOST_TEST(real[k]->p_old_after == plain.facts[i].measures[k].p_old_after);
+    }
+    BOOST_REQUIRE(again.facts[i].measures.size() == all.facts[i].measures.size());
+    for (std::size_t k = 0; k < all.facts[i].measures.size(); ++k)
+      BOOST_TEST(again.facts[i].measures[k].p_old_after == all.facts[i].measures[k].p_old_after);
+    BOOST_TEST((again.facts[i].activations == all.facts[i].activations));
+  }
   // Dai's refinement before editing: each fact's set loses exactly the neurons that the sets of
   // more than this share of the other relation's facts hold (in the unrefined run).
   o.generic_fraction = 0.01;

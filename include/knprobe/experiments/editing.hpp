@@ -252,7 +252,8 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
           fr.notes.push_back(name + "~control_magnitude: " + e.what());
         }
       }
-      for (const auto& [name, source, set, control] : todo) {
+      auto measure = [&](const Measured& item) {
+        const auto& [name, source, set, control] = item;
         for (const auto& l : o.languages) {  // activation suppression at l's answer positions
           EditMeasure e{name, "suppress", source, l, p_old[l], 0, {}, {}, {}, {}, {}};
           e.p_old_after =
@@ -292,6 +293,17 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
             e.negative_share = static_cast<double>(negative) / static_cast<double>(set.size());
             fr.measures.push_back(e);
           }
+        }
+      };
+      for (const auto& item : todo) {
+        const std::size_t before = fr.measures.size();
+        try {
+          measure(item);
+        } catch (const Error& e) {  // a control that cannot be measured is noted, not the fact
+          if (!item.control) throw;
+          fr.measures.resize(before);
+          fr.activations.erase(item.name);
+          fr.notes.push_back(item.name + ": " + e.what());
         }
       }
       rep.facts.push_back(std::move(fr));

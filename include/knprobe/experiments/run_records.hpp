@@ -30,6 +30,8 @@
 #include "knprobe/data/facts.hpp"
 #include "knprobe/experiments/localize.hpp"
 #include "knprobe/io/json_get.hpp"
+#include "knprobe/model/concept.hpp"
+#include "knprobe/probe/neuron_set.hpp"
 #include "knprobe/version.hpp"
 
 namespace knprobe {

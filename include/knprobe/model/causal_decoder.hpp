@@ -27,6 +27,7 @@
 //   final_norm(h, x, cache); final_norm_backward(dx, h, cache, dh)
 //   head_forward(x) = x Eᵀ (logits); head_backward(dz) = dz E
 //   row_bytes(kv_len), trace_row_bytes()      memory of one recomputed / one traced row
+//   kv_width()                                width of a cached key / value row
 
 #include <algorithm>
 #include <cmath>
@@ -321,20 +322,25 @@ class CausalDecoder {
     KNPROBE_REQUIRE(p >= 0 && p < t.num_tokens(), ArgumentError, "position ", p, " outside [0, ",
                     t.num_tokens(), ")");
   }
-  /// Every decoder's Trace is one type: a trace of another model (other layers or width) is
-  /// refused by name instead of read out of range.
+  /// Every decoder's Trace is one type: a trace of another model (other layer count or widths)
+  /// is refused by name instead of read out of range.
   void check_trace(const Trace& t) const {
-    const auto n = static_cast<std::size_t>(t.num_tokens());
+    const Index n = t.num_tokens();
     const std::size_t L = t.resid_mid.size();
-    KNPROBE_REQUIRE(L == static_cast<std::size_t>(self().num_layers()) && t.acts.size() == L &&
-                        t.keys.size() == L && t.values.size() == L &&
-                        t.final_hidden.cols() == self().hidden_size() &&
-                        static_cast<std::size_t>(t.final_hidden.rows()) == n &&
-                        (L == 0 || (t.acts[0].cols() == self().ffn_width() &&
-                                    static_cast<std::size_t>(t.acts[0].rows()) == n)),
-                    ArgumentError, D::arch_name, ": the trace is not one of this model (", L,
-                    " layers, width ", t.final_hidden.cols(), "; the model has ",
-                    self().num_layers(), " layers, width ", self().hidden_size(), ")");
+    bool ok = L == static_cast<std::size_t>(self().num_layers()) && t.acts.size() == L &&
+              t.keys.size() == L && t.values.size() == L && t.final_hidden.rows() == n &&
+              t.final_hidden.cols() == self().hidden_size();
+    for (std::size_t l = 0; ok && l < L; ++l)
+      ok = t.resid_mid[l].rows() == n && t.resid_mid[l].cols() == self().hidden_size() &&
+           t.acts[l].rows() == n && t.acts[l].cols() == self().ffn_width() &&
+           t.keys[l].rows() == n && t.keys[l].cols() == self().kv_width() &&
+           t.values[l].rows() == n && t.values[l].cols() == self().kv_width();
+    KNPROBE_REQUIRE(ok, ArgumentError, D::arch_name,
+                    ": the trace is not one of this model (its layers, hidden / FFN / key widths "
+                    "or token rows differ: ",
+                    L, " layers, hidden ", t.final_hidden.cols(),
+                    "; the model: ", self().num_layers(), " layers, hidden ", self().hidden_size(),
+                    ", FFN ", self().ffn_width(), ", keys ", self().kv_width(), ")");
   }
   void check_token(TokenId id) const {
     KNPROBE_REQUIRE(id >= 0 && id < self().vocab_size(), ArgumentError, "token id ", id,

@@ -310,6 +310,8 @@ class Gpt2Model : public detail::CausalDecoder<Gpt2Model<T, Site>, T> {
     return dh;
   }
 
+  /// Width of a cached key / value row.
+  int kv_width() const { return hidden_size(); }
   /// Bytes one row keeps in a forward LayerCache, attending over kv_len keys.
   double row_bytes(double kv_len) const {
     const double d = hidden_size(), H = w_.config.n_head;

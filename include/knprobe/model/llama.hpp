@@ -290,6 +290,8 @@ class LlamaModel : public detail::CausalDecoder<LlamaModel<T, W>, T> {
     return dh;
   }
 
+  /// Width of a cached key / value row.
+  int kv_width() const { return w_.spec.kv_heads * w_.spec.head_dim; }
   /// Bytes one row keeps in a forward LayerCache, attending over kv_len keys (also the bound of
   /// layer_gradients' per-layer caches).
   double row_bytes(double kv_len) const {
