@@ -111,9 +111,11 @@ int run(const RunArgs& a, int rank, int size) {
         model, hash, facts, opt,
         {{"model", a.model.model}, {"facts", a.facts.facts}, {"mlama", a.facts.mlama}});
     if (size > 1) header["shard"] = {{"rank", rank}, {"count", size}};
+    // The results file stays open (and locked) until the canonical file is written, so that a
+    // second run on the same output cannot slip in between.
     RunSummary s;
+    io::ResultsFile file(mine, header, run_header_informative_keys());
     {
-      io::ResultsFile file(mine, header, run_header_informative_keys());
       if (file.repaired())
         std::fprintf(stderr, "knprobe: %s: %s\n", mine.c_str(), file.repaired()->c_str());
       if (!file.records().empty())

@@ -101,12 +101,14 @@ BOOST_AUTO_TEST_CASE(an_interrupted_run_resumes_to_the_same_records) {
   }
   stop = false;
   o.progress = nullptr;
-  io::ResultsFile f(p, kHeader);
-  BOOST_TEST(f.records().size() == 5u);
-  const auto sum = run_dataset(s.probe, s.facts, f, o);
-  BOOST_TEST(sum.resumed == 5u);
-  BOOST_TEST(sum.computed == 7u);
-  BOOST_TEST(!sum.stopped);
+  {
+    io::ResultsFile f(p, kHeader);
+    BOOST_TEST(f.records().size() == 5u);
+    const auto sum = run_dataset(s.probe, s.facts, f, o);
+    BOOST_TEST(sum.resumed == 5u);
+    BOOST_TEST(sum.computed == 7u);
+    BOOST_TEST(!sum.stopped);
+  }
   BOOST_TEST(canonical_records({io::read_results(p)}) == full);
   // once complete, a rerun computes nothing
   io::ResultsFile again(p, kHeader);

@@ -3,6 +3,9 @@
 // middle line is an error naming the line.
 #include "knprobe/io/results_file.hpp"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <boost/test/unit_test.hpp>
 
 #include "support/paths.hpp"
@@ -112,6 +115,39 @@ BOOST_AUTO_TEST_CASE(damage_before_the_last_line_is_an_error) {
   BOOST_CHECK_THROW(io::read_results(q), FormatError);  // no header record
   BOOST_CHECK_THROW(io::read_results(d.path() / "missing.jsonl"), IoError);
   BOOST_CHECK_THROW(io::ResultsFile(d.path() / "x.jsonl", json::array()), ArgumentError);
+}
+
+BOOST_AUTO_TEST_CASE(a_second_writer_is_refused_while_the_file_is_open) {
+  testing::TempDir d;
+  const auto p = d.path() / "r.jsonl";
+  {
+    io::ResultsFile f(p, header(20));
+    f.append({{"record", "result"}, {"index", 0}});
+    BOOST_TEST(testing::throws_with<IoError>([&] { io::ResultsFile g(p, header(20)); },
+                                             {p.string(), "another process is writing"}));
+    // Another process is refused too (flock locks belong to the open file, not the thread).
+    const pid_t child = ::fork();
+    BOOST_REQUIRE(child >= 0);
+    if (child == 0) {
+      int code = 1;
+      try {
+        io::ResultsFile g(p, header(20));
+      } catch (const IoError&) {
+        code = 42;
+      } catch (...) {
+        code = 2;
+      }
+      ::_exit(code);
+    }
+    int status = 0;
+    BOOST_REQUIRE(::waitpid(child, &status, 0) == child);
+    BOOST_TEST(WIFEXITED(status));
+    BOOST_TEST(WEXITSTATUS(status) == 42);
+    BOOST_TEST(io::read_results(p).records.size() == 1u);  // readers take no lock
+  }
+  // Closed, the lock is gone: the run resumes.
+  io::ResultsFile again(p, header(20));
+  BOOST_TEST(again.records().size() == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(atomic_rewrite_replaces_the_file) {

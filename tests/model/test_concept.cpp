@@ -2,6 +2,8 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include "knprobe/model/blocks/quantized_linear.hpp"
+
 // A minimal probeable model: the concept's contract and nothing else.
 namespace {
 struct ToyModel {
@@ -58,6 +60,40 @@ BOOST_AUTO_TEST_CASE(traits_are_compile_time_facts) {
   const knprobe::Neuron a{1, 2}, b{1, 3};
   BOOST_TEST((a < b));
   BOOST_TEST((a == knprobe::Neuron{1, 2}));
+}
+
+// The weight storages: dense matrices in any scalar, block-quantized ones in float only.
+static_assert(knprobe::WeightStorage<knprobe::Matrix<float>, float>);
+static_assert(knprobe::WeightStorage<knprobe::Matrix<double>, double>);
+static_assert(knprobe::WeightStorage<knprobe::QuantizedMatrix, float>);
+static_assert(!knprobe::WeightStorage<knprobe::QuantizedMatrix, double>);
+static_assert(!knprobe::WeightStorage<knprobe::Matrix<float>, double>);
+static_assert(!knprobe::WeightStorage<ToyModel, float>);
+
+namespace {
+// Generic code over any storage: y = x Wᵀ, then column 1 replaced and restored through the
+// concept's operations only.
+template <class T, knprobe::WeightStorage<T> W>
+knprobe::Matrix<T> edit_and_restore(W& w, const knprobe::Matrix<T>& x) {
+  knprobe::Matrix<T> y;
+  knprobe::blocks::linear::forward<T>(x, w, y);
+  const knprobe::Vector<T> kept = knprobe::blocks::linear::column(w, 1);
+  knprobe::blocks::linear::set_column(w, 1, knprobe::Vector<T>::Zero(w.rows()).eval());
+  knprobe::blocks::linear::set_column(w, 1, kept);
+  knprobe::Matrix<T> again;
+  knprobe::blocks::linear::forward<T>(x, w, again);
+  BOOST_TEST((again == y));
+  return y;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(weight_storage_operations_are_generic) {
+  knprobe::Matrix<double> w(3, 2);
+  w << 1, 2, 3, 4, 5, 6;
+  const knprobe::Matrix<double> x = knprobe::Matrix<double>::Ones(1, 2);
+  const auto y = edit_and_restore<double>(w, x);
+  BOOST_TEST(y(0, 0) == 3.0);
+  BOOST_TEST(y(0, 2) == 11.0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

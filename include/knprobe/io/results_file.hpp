@@ -7,6 +7,7 @@
 // and at most one unterminated last line, which the next open cuts off.
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -146,21 +147,41 @@ inline void write_results_atomic(const std::filesystem::path& path, const nlohma
 }
 
 /// A results file open for appending, resumed when it already holds records of the same run.
+/// While it is open, the process holds an exclusive lock on it (flock(2)): a second writer — a
+/// second `knprobe run` started on the same output — is refused with an IoError instead of
+/// interleaving its records with ours (readers, such as `knprobe report`, take no lock).
 class ResultsFile {
  public:
-  /// Opens (creating if needed) `path`. A new or empty file gets `header` (which must be a JSON
-  /// object; "record": "header" is added) as its first line. An existing file must start with a
-  /// header equal to this one except for `volatile_keys` (say, a start time): otherwise
+  /// Opens (creating if needed) `path` and locks it. A new or empty file gets `header` (which must
+  /// be a JSON object; "record": "header" is added) as its first line. An existing file must start
+  /// with a header equal to this one except for `volatile_keys` (say, a start time): otherwise
   /// ResumeError names the first difference — results of another model, other options or another
   /// version are never mixed. An interrupted last line is cut off the file (see `repaired`).
+  /// IoError when another process holds the file open for writing.
   ResultsFile(std::filesystem::path path, nlohmann::json header,
               const std::vector<std::string>& volatile_keys = {})
       : path_(std::move(path)) {
     KNPROBE_REQUIRE(header.is_object(), ArgumentError, "results header must be a JSON object");
     header["record"] = "header";
     require_file_target(path_, "results file");  // not a folder, FIFO or device
-    std::error_code ec;
-    if (std::filesystem::exists(path_, ec) && std::filesystem::file_size(path_, ec) > 0) {
+    // O_NONBLOCK: should a FIFO replace the file since the check, opening it does not block.
+    fd_.fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0644);
+    KNPROBE_REQUIRE(fd_.fd >= 0, IoError, path_.string(), ": cannot open for writing (",
+                    std::strerror(errno), ")");
+    struct stat st {};
+    KNPROBE_REQUIRE(::fstat(fd_.fd, &st) == 0 && S_ISREG(st.st_mode), IoError, path_.string(),
+                    ": results file is not a regular file");
+    int locked = -1;
+    do {
+      locked = ::flock(fd_.fd, LOCK_EX | LOCK_NB);
+    } while (locked != 0 && errno == EINTR);
+    KNPROBE_REQUIRE(
+        locked == 0, IoError, path_.string(),
+        errno == EWOULDBLOCK
+            ? ": another process is writing this results file (a second knprobe run "
+              "on the same output?); wait for it to finish or choose another output"
+            : ": cannot lock the results file (" + std::string(std::strerror(errno)) + ")");
+    if (::fstat(fd_.fd, &st) == 0 && st.st_size > 0) {
       auto c = read_results(path_);
       if (!c.header.is_null()) {
         nlohmann::json a = c.header, b = header;
@@ -177,14 +198,11 @@ class ResultsFile {
       records_ = std::move(c.records);
       repaired_ = std::move(c.repaired);
       if (repaired_) {
-        std::filesystem::resize_file(path_, c.valid_bytes, ec);
-        KNPROBE_REQUIRE(!ec, IoError, path_.string(), ": cannot cut off the torn last line (",
-                        ec.message(), ")");
+        KNPROBE_REQUIRE(::ftruncate(fd_.fd, static_cast<off_t>(c.valid_bytes)) == 0, IoError,
+                        path_.string(), ": cannot cut off the torn last line (",
+                        std::strerror(errno), ")");
       }
     }
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    KNPROBE_REQUIRE(fd_ >= 0, IoError, path_.string(), ": cannot open for writing (",
-                    std::strerror(errno), ")");
     if (header_.is_null()) {
       header_ = std::move(header);
       write_line(header_);
@@ -192,9 +210,7 @@ class ResultsFile {
   }
   ResultsFile(const ResultsFile&) = delete;
   ResultsFile& operator=(const ResultsFile&) = delete;
-  ~ResultsFile() {
-    if (fd_ >= 0) ::close(fd_);
-  }
+  ~ResultsFile() = default;  // closing the descriptor releases the lock
 
   const std::filesystem::path& path() const { return path_; }
   const nlohmann::json& header() const { return header_; }
@@ -218,13 +234,13 @@ class ResultsFile {
         (j.value("record", nlohmann::json()) == "header" ? header_line(j) : j.dump()) + "\n";
     std::size_t done = 0;
     while (done < s.size()) {
-      const auto n = ::write(fd_, s.data() + done, s.size() - done);
+      const auto n = ::write(fd_.fd, s.data() + done, s.size() - done);
       if (n < 0 && errno == EINTR) continue;
       KNPROBE_REQUIRE(n > 0, IoError, path_.string(), ": write failed (", std::strerror(errno),
                       ")");
       done += static_cast<std::size_t>(n);
     }
-    KNPROBE_REQUIRE(::fdatasync(fd_) == 0, IoError, path_.string(), ": fdatasync failed (",
+    KNPROBE_REQUIRE(::fdatasync(fd_.fd) == 0, IoError, path_.string(), ": fdatasync failed (",
                     std::strerror(errno), ")");
   }
 
@@ -232,7 +248,7 @@ class ResultsFile {
   nlohmann::json header_;
   std::vector<nlohmann::json> records_;
   std::optional<std::string> repaired_;
-  int fd_ = -1;
+  io::detail::Fd fd_;  // open, locked, for the object's lifetime
 };
 
 }  // namespace knprobe::io

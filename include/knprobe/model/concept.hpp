@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "knprobe/core/tensor.hpp"
+#include "knprobe/model/blocks/embedding.hpp"
+#include "knprobe/model/blocks/linear.hpp"
 
 namespace knprobe {
 
@@ -219,6 +221,57 @@ concept HasValueVectors = HasModelShape<M> &&
   { cm.value_vector(layer, unit) } -> std::same_as<Vector<typename M::Scalar>>;
   {m.set_value_vector(layer, unit, v)};
   { cm.token_embedding(id) } -> std::same_as<Vector<typename M::Scalar>>;
+};
+
+/// Block-quantized weights (GGUF Q4_K, Q8_0, ...), defined in model/blocks/quantized_linear.hpp.
+class QuantizedMatrix;
+
+// The weight-storage customisation points for QuantizedMatrix, declared here so that the
+// WeightStorage concept below sees them wherever it is checked (the dense Matrix<T> ones are in
+// model/blocks/linear.hpp and embedding.hpp, included above); defined in quantized_linear.hpp.
+// Quantized weights compute in float only, so they do not satisfy WeightStorage<_, double>.
+namespace blocks::linear {
+template <class T>
+requires std::same_as<T, float>
+void forward(ConstMatrixRef<T> x, const QuantizedMatrix& w, Matrix<T>& y);
+template <class T>
+requires std::same_as<T, float>
+void backward(ConstMatrixRef<T> dy, const QuantizedMatrix& w, Matrix<T>& dx);
+template <class T>
+requires std::same_as<T, float>
+void backward_add(ConstMatrixRef<T> dy, const QuantizedMatrix& w, Matrix<T>& dx);
+inline VectorF column(const QuantizedMatrix& w, Index j);
+inline void set_column(QuantizedMatrix& w, Index j, const VectorF& v);
+inline VectorF row(const QuantizedMatrix& w, Index i);
+}  // namespace blocks::linear
+namespace blocks::embedding {
+template <class T>
+requires std::same_as<T, float>
+void forward(std::span<const TokenId> ids, const QuantizedMatrix& table, T scale, Matrix<T>& y);
+}  // namespace blocks::embedding
+
+/// W can hold a model's weight matrices [out × in] for computing in scalar T (the `W` of
+/// LlamaModel<T, W> and LlamaWeights<T, W>): it reports its shape, and knprobe::blocks provides
+///   linear::forward<T>(x, w, y)        y = x Wᵀ
+///   linear::backward<T>(dy, w, dx)     dx = dy W
+///   linear::backward_add<T>(dy, w, dx) dx += dy W
+///   linear::column(w, j), set_column(w, j, v), row(w, i)   (value vectors, embeddings; edits)
+///   embedding::forward<T>(ids, w, scale, y)                y[t] = scale · W[ids[t]]
+/// for it. Matrix<T> (dense, any T) and QuantizedMatrix (T = float) satisfy it; a new storage
+/// (say, a sparse or memory-mapped matrix) declares those overloads before this header is
+/// included.
+template <class W, class T>
+concept WeightStorage = requires(const W& cw, W& w, ConstMatrixRef<T> x, Matrix<T>& y, Index j,
+                                 const Vector<T>& v, std::span<const TokenId> ids, T scale) {
+  { cw.rows() } -> std::convertible_to<Index>;
+  { cw.cols() } -> std::convertible_to<Index>;
+  blocks::linear::forward<T>(x, cw, y);
+  blocks::linear::backward<T>(x, cw, y);
+  blocks::linear::backward_add<T>(x, cw, y);
+  { blocks::linear::column(cw, j) } -> std::same_as<Vector<T>>;
+  blocks::linear::set_column(w, j, v);
+  { blocks::linear::row(cw, j) } -> std::same_as<Vector<T>>;
+  blocks::embedding::forward<T>(ids, cw, scale, y);
 };
 
 /// Everything KnowledgeProbe<M> needs.

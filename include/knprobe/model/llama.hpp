@@ -43,7 +43,9 @@ class LlamaModel : public detail::CausalDecoder<LlamaModel<T, W>, T> {
   using Trace = typename Base::Trace;
   using WeightMatrix = W;
   static constexpr bool quantized = std::is_same_v<W, QuantizedMatrix>;
-  static_assert(!quantized || std::is_same_v<T, float>, "quantized weights compute in float");
+  static_assert(WeightStorage<W, T>,
+                "knprobe: LlamaModel<T, W>: W is not a WeightStorage for T (model/concept.hpp; "
+                "quantized weights compute in float only)");
 
   explicit LlamaModel(LlamaWeights<T, W> w) : w_(std::move(w)) { w_.validate(); }
 

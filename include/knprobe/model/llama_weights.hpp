@@ -246,6 +246,7 @@ void for_each_layer_tensor(F&& f, L&... l) {
 
 template <class T, class W = Matrix<T>>
 struct LlamaWeights {
+  static_assert(WeightStorage<W, T>, "knprobe: LlamaWeights<T, W>: W is not a WeightStorage for T");
   LlamaSpec spec;
   W embed;                   ///< [V × d], unscaled
   std::optional<W> lm_head;  ///< [V × d]; absent = tied to embed

@@ -10,6 +10,7 @@
 // before the edit.
 
 #include <algorithm>
+#include <concepts>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -23,6 +24,7 @@
 #include "knprobe/core/tensor.hpp"
 #include "knprobe/io/dequant.hpp"
 #include "knprobe/io/gguf.hpp"
+#include "knprobe/model/concept.hpp"
 
 namespace knprobe {
 
@@ -209,23 +211,23 @@ namespace blocks::linear {
 
 /// y = x Wᵀ over quantized W [out × in] (float only).
 template <class T>
+requires std::same_as<T, float>
 void forward(ConstMatrixRef<T> x, const QuantizedMatrix& w, Matrix<T>& y) {
-  static_assert(std::is_same_v<T, float>, "quantized weights compute in float");
   w.multiply_transposed(x, y);
 }
 
 /// dL/dx = dL/dy · W over quantized W.
 template <class T>
+requires std::same_as<T, float>
 void backward(ConstMatrixRef<T> dy, const QuantizedMatrix& w, Matrix<T>& dx) {
-  static_assert(std::is_same_v<T, float>, "quantized weights compute in float");
   dx.setZero(dy.rows(), w.cols());
   w.multiply_add(dy, dx);
 }
 
 /// dx += dL/dy · W over quantized W.
 template <class T>
+requires std::same_as<T, float>
 void backward_add(ConstMatrixRef<T> dy, const QuantizedMatrix& w, Matrix<T>& dx) {
-  static_assert(std::is_same_v<T, float>, "quantized weights compute in float");
   w.multiply_add(dy, dx);
 }
 
@@ -248,8 +250,8 @@ namespace blocks::embedding {
 /// y[t] = scale · table[ids[t]] with the table kept quantized (only the looked-up rows are
 /// dequantized). Throws ArgumentError naming the id when out of range.
 template <class T>
+requires std::same_as<T, float>
 void forward(std::span<const TokenId> ids, const QuantizedMatrix& table, T scale, Matrix<T>& y) {
-  static_assert(std::is_same_v<T, float>, "quantized weights compute in float");
   y.resize(static_cast<Index>(ids.size()), table.cols());
   for (std::size_t t = 0; t < ids.size(); ++t) {
     KNPROBE_REQUIRE(ids[t] >= 0 && ids[t] < table.rows(), ArgumentError, "embedding: token id ",
