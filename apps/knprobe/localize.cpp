@@ -5,6 +5,7 @@
 #include <xtensor/xnpy.hpp>
 
 #include "cli.hpp"
+#include "knprobe/experiments/run_records.hpp"
 
 namespace fs = std::filesystem;
 

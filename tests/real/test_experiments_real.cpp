@@ -6,6 +6,7 @@
 #include "knprobe/experiments/degenerate.hpp"
 #include "knprobe/experiments/editing.hpp"
 #include "knprobe/experiments/localize.hpp"
+#include "knprobe/experiments/run_records.hpp"
 #include "knprobe/model/llama.hpp"
 #include "knprobe/tokenize/llama2c_tokenizer.hpp"
 #include "support/paths.hpp"

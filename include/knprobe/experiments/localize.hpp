@@ -679,19 +679,6 @@ std::vector<Fact> answerable_facts(const KnowledgeProbe<M>& probe, const std::ve
 
 namespace detail {
 
-inline nlohmann::json effects_json(const EffectSet& e) {
-  nlohmann::json j = nlohmann::json::object();
-  for (const auto& [k, v] : e.fields())
-    if (*v) j[k] = **v;
-  if (!e.unrelated_facts.empty()) j["unrelated_facts"] = e.unrelated_facts;
-  if (!e.notes.empty()) j["notes"] = e.notes;
-  return j;
-}
-
-/// The effect fields that are numbers, in the order tables show them.
-inline constexpr const char* k_effect_fields[] = {"related", "unrelated", "unrelated_abs",
-                                                  "control", "control_magnitude"};
-
 inline nlohmann::json neurons_json(const NeuronSet& s) {
   nlohmann::json j = nlohmann::json::array();
   for (const auto& n : s) j.push_back({n.layer, n.unit});
@@ -808,72 +795,7 @@ inline nlohmann::json summarize(const LocalizeReport& rep, const BootstrapOption
   return j;
 }
 
-/// One language's result: prompt, answer, P(answer), the selected neurons with their scores,
-/// effects and completeness; with `top_per_layer` > 0 also the `top_per_layer` highest-scoring
-/// units of every layer ("top_by_layer": per layer [[unit, score], ...], for heatmaps).
-inline nlohmann::json to_json(const LanguageResult& r, int top_per_layer = 0) {
-  nlohmann::json sel = nlohmann::json::array();
-  for (const auto& [n, s] : r.selection.ranked)
-    sel.push_back({{"layer", n.layer}, {"unit", n.unit}, {"score", s}});
-  nlohmann::json comp = nlohmann::json::array();
-  for (const auto& c : r.attribution.completeness)
-    comp.push_back({{"layer", c.layer},
-                    {"token", c.token},
-                    {"p_actual", c.p_actual},
-                    {"p_baseline", c.p_baseline},
-                    {"attribution_sum", c.attribution_sum},
-                    {"delta", c.delta}});
-  nlohmann::json j{{"prompt", r.prompt},
-                   {"answer", r.answer},
-                   {"answer_ids", r.answer_ids},
-                   {"p_answer", r.p_answer},
-                   {"top1", r.top1 ? nlohmann::json(*r.top1) : nlohmann::json(nullptr)},
-                   {"max_score", r.selection.max_score},
-                   {"neurons", sel},
-                   {"suppress", detail::effects_json(r.suppress)},
-                   {"enhance", detail::effects_json(r.enhance)},
-                   {"max_completeness_delta", r.attribution.max_delta()},
-                   {"dropped_generic", detail::neurons_json(NeuronSet(r.dropped_generic))},
-                   {"completeness", comp}};
-  if (top_per_layer > 0) {
-    const auto& sc = r.attribution.scores;
-    nlohmann::json layers = nlohmann::json::array();
-    for (std::size_t l = 0; l < sc.shape(0); ++l) {
-      std::vector<std::pair<double, std::size_t>> v;
-      for (std::size_t u = 0; u < sc.shape(1); ++u) v.push_back({sc(l, u), u});
-      const auto k = std::min<std::size_t>(static_cast<std::size_t>(top_per_layer), v.size());
-      std::partial_sort(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end(),
-                        [](const auto& a, const auto& b) {
-                          return a.first != b.first ? a.first > b.first : a.second < b.second;
-                        });
-      nlohmann::json row = nlohmann::json::array();
-      for (std::size_t t = 0; t < k; ++t) row.push_back({v[t].second, v[t].first});
-      layers.push_back(row);
-    }
-    j["top_by_layer"] = layers;
-  }
-  return j;
-}
-
-/// The whole report as JSON (scores of the selected neurons only; full tensors go to .npy).
-inline nlohmann::json to_json(const LocalizeReport& rep) {
-  nlohmann::json j;
-  j["facts"] = nlohmann::json::array();
-  for (const auto& f : rep.facts) {
-    nlohmann::json jf{
-        {"id", f.id}, {"relation", f.relation}, {"likn", detail::neurons_json(f.likn)}};
-    for (const auto& [lang, r] : f.languages) jf["languages"][lang] = to_json(r);
-    for (const auto& [lang, e] : f.likn_suppress)
-      jf["likn_effects"][lang]["suppress"] = detail::effects_json(e);
-    for (const auto& [lang, e] : f.likn_enhance)
-      jf["likn_effects"][lang]["enhance"] = detail::effects_json(e);
-    j["facts"].push_back(jf);
-  }
-  j["skipped"] = nlohmann::json::array();
-  for (const auto& s : rep.skipped)
-    j["skipped"].push_back({{"fact", s.fact}, {"language", s.language}, {"reason", s.reason}});
-  j["summary"] = summarize(rep, rep.bootstrap);
-  return j;
-}
+// The JSON of a LanguageResult and of a whole LocalizeReport (localize.json) are written in
+// experiments/run_records.hpp, next to the reader of the same records.
 
 }  // namespace knprobe

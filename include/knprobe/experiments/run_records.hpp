@@ -1,8 +1,10 @@
 #pragma once
 // The schema of knprobe-run/1 results files, in one place: the header that decides whether a file
-// can be resumed (make_run_header) and every record kind, written by run_dataset and read back —
-// by resuming, merging shards and `knprobe report` — through parse_run_record into a typed
-// RunRecord, so that no reader looks fields up by string literals of its own. Records:
+// can be resumed (make_run_header), the writer of a result's fields (to_json(LanguageResult),
+// also each language of localize.json, to_json(LocalizeReport)) and every record kind, written by
+// run_dataset and read back — by resuming, merging shards and `knprobe report` — through
+// parse_run_record into a typed RunRecord, so that no reader looks fields up by string literals
+// of its own. Records:
 //   {"record": "result",       "index": i, "fact", "relation", "language",
 //    ...to_json(LanguageResult) (prompt, answer, p_answer, top1, neurons [{layer, unit, score}],
 //    suppress / enhance {related, unrelated, unrelated_abs, control, control_magnitude,
@@ -35,6 +37,98 @@
 #include "knprobe/version.hpp"
 
 namespace knprobe {
+
+// ---- Writers: a LanguageResult (a "result" record's fields, and each language of
+// localize.json) and a whole LocalizeReport. Their reader is parse_run_record below.
+
+namespace detail {
+
+/// An EffectSet as {"related": x, "unrelated": y, ..., "unrelated_facts": [...], "notes": [...]}
+/// (a measure that was not taken is absent).
+inline nlohmann::json effects_json(const EffectSet& e) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [k, v] : e.fields())
+    if (*v) j[k] = **v;
+  if (!e.unrelated_facts.empty()) j["unrelated_facts"] = e.unrelated_facts;
+  if (!e.notes.empty()) j["notes"] = e.notes;
+  return j;
+}
+
+/// The effect fields that are numbers, in the order tables show them.
+inline constexpr const char* k_effect_fields[] = {"related", "unrelated", "unrelated_abs",
+                                                  "control", "control_magnitude"};
+
+}  // namespace detail
+
+/// One language's result: prompt, answer, P(answer), the selected neurons with their scores,
+/// effects and completeness; with `top_per_layer` > 0 also the `top_per_layer` highest-scoring
+/// units of every layer ("top_by_layer": per layer [[unit, score], ...], for heatmaps).
+inline nlohmann::json to_json(const LanguageResult& r, int top_per_layer = 0) {
+  nlohmann::json sel = nlohmann::json::array();
+  for (const auto& [n, s] : r.selection.ranked)
+    sel.push_back({{"layer", n.layer}, {"unit", n.unit}, {"score", s}});
+  nlohmann::json comp = nlohmann::json::array();
+  for (const auto& c : r.attribution.completeness)
+    comp.push_back({{"layer", c.layer},
+                    {"token", c.token},
+                    {"p_actual", c.p_actual},
+                    {"p_baseline", c.p_baseline},
+                    {"attribution_sum", c.attribution_sum},
+                    {"delta", c.delta}});
+  nlohmann::json j{{"prompt", r.prompt},
+                   {"answer", r.answer},
+                   {"answer_ids", r.answer_ids},
+                   {"p_answer", r.p_answer},
+                   {"top1", r.top1 ? nlohmann::json(*r.top1) : nlohmann::json(nullptr)},
+                   {"max_score", r.selection.max_score},
+                   {"neurons", sel},
+                   {"suppress", detail::effects_json(r.suppress)},
+                   {"enhance", detail::effects_json(r.enhance)},
+                   {"max_completeness_delta", r.attribution.max_delta()},
+                   {"dropped_generic", detail::neurons_json(NeuronSet(r.dropped_generic))},
+                   {"completeness", comp}};
+  if (top_per_layer > 0) {
+    const auto& sc = r.attribution.scores;
+    nlohmann::json layers = nlohmann::json::array();
+    for (std::size_t l = 0; l < sc.shape(0); ++l) {
+      std::vector<std::pair<double, std::size_t>> v;
+      for (std::size_t u = 0; u < sc.shape(1); ++u) v.push_back({sc(l, u), u});
+      const auto k = std::min<std::size_t>(static_cast<std::size_t>(top_per_layer), v.size());
+      std::partial_sort(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end(),
+                        [](const auto& a, const auto& b) {
+                          return a.first != b.first ? a.first > b.first : a.second < b.second;
+                        });
+      nlohmann::json row = nlohmann::json::array();
+      for (std::size_t t = 0; t < k; ++t) row.push_back({v[t].second, v[t].first});
+      layers.push_back(row);
+    }
+    j["top_by_layer"] = layers;
+  }
+  return j;
+}
+
+/// The whole report as JSON (scores of the selected neurons only; full tensors go to .npy).
+inline nlohmann::json to_json(const LocalizeReport& rep) {
+  nlohmann::json j;
+  j["facts"] = nlohmann::json::array();
+  for (const auto& f : rep.facts) {
+    nlohmann::json jf{
+        {"id", f.id}, {"relation", f.relation}, {"likn", detail::neurons_json(f.likn)}};
+    for (const auto& [lang, r] : f.languages) jf["languages"][lang] = to_json(r);
+    for (const auto& [lang, e] : f.likn_suppress)
+      jf["likn_effects"][lang]["suppress"] = detail::effects_json(e);
+    for (const auto& [lang, e] : f.likn_enhance)
+      jf["likn_effects"][lang]["enhance"] = detail::effects_json(e);
+    j["facts"].push_back(jf);
+  }
+  j["skipped"] = nlohmann::json::array();
+  for (const auto& s : rep.skipped)
+    j["skipped"].push_back({{"fact", s.fact}, {"language", s.language}, {"reason", s.reason}});
+  j["summary"] = summarize(rep, rep.bootstrap);
+  return j;
+}
+
+// ---- Readers
 
 enum class RunRecordKind { result, screened_out, failure, likn };
 

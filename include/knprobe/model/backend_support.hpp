@@ -2,6 +2,7 @@
 // Helpers the backends share to implement the contract of model/concept.hpp (not part of it):
 // chunking batched requests, applying intervention patterns to stacked pattern blocks.
 
+#include <algorithm>
 #include <span>
 
 #include "knprobe/core/tensor.hpp"
@@ -25,6 +26,26 @@ void for_each_request_chunk(std::span<const LayerRequest<T>> reqs, Index max_row
     fn(begin, end - begin);
     begin = end;
   }
+}
+
+/// Where `patterns` first change the computation: the lowest intervened layer and token position
+/// ({layers, tokens} when nothing is intervened on), after `check(iv)` has vetted every
+/// intervention (it throws naming what is out of range).
+struct InterventionExtent {
+  int layer = 0;
+  int position = 0;
+};
+template <class Check>
+InterventionExtent intervention_extent(std::span<const InterventionPattern> patterns, int layers,
+                                       int tokens, Check&& check) {
+  InterventionExtent e{layers, tokens};
+  for (const auto& pat : patterns)
+    for (const auto& iv : pat) {
+      check(iv);
+      e.layer = std::min(e.layer, iv.layer);
+      e.position = std::min(e.position, iv.position);
+    }
+  return e;
 }
 
 /// Applies each pattern's layer-`layer` interventions to its block of `site`: pattern b owns rows

@@ -299,14 +299,12 @@ class BertModel {
     const int P = static_cast<int>(patterns.size()), Q = static_cast<int>(queries.size());
     const int n = t.num_tokens();
     Matrix<T> out(P, Q);
-    int l0 = num_layers();
-    for (const auto& pat : patterns)
-      for (const auto& iv : pat) {
-        check_layer(iv.layer);
-        check_position(t, iv.position);
-        check_unit(iv.unit);
-        l0 = std::min(l0, iv.layer);
-      }
+    const int l0 =
+        detail::intervention_extent(patterns, num_layers(), n, [&](const Intervention& iv) {
+          check_layer(iv.layer);
+          check_position(t, iv.position);
+          check_unit(iv.unit);
+        }).layer;
     for (const auto& q : queries) check_position(t, q.position), check_token(q.target);
     if (P == 0 || Q == 0) return out;
     Matrix<T> h = t.hidden[static_cast<std::size_t>(l0)].replicate(P, 1);

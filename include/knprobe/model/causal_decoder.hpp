@@ -177,15 +177,12 @@ class CausalDecoder {
     using NormCache = typename D::NormCache;
     const int P = static_cast<int>(patterns.size()), Q = static_cast<int>(queries.size());
     Matrix<T> out(P, Q);
-    int l0 = L, p0 = t.num_tokens();
-    for (const auto& pat : patterns)
-      for (const auto& iv : pat) {
-        check_layer(iv.layer);
-        check_position(t, iv.position);
-        check_unit(iv.unit);
-        l0 = std::min(l0, iv.layer);
-        p0 = std::min(p0, iv.position);
-      }
+    const auto [l0, p0] =
+        detail::intervention_extent(patterns, L, t.num_tokens(), [&](const Intervention& iv) {
+          check_layer(iv.layer);
+          check_position(t, iv.position);
+          check_unit(iv.unit);
+        });
     for (const auto& q : queries) check_position(t, q.position), check_token(q.target);
     if (P == 0 || Q == 0) return out;
     const int S = t.num_tokens() - p0;
@@ -487,21 +484,20 @@ class CausalDecoder {
       KNPROBE_REQUIRE(p >= 0 && p < n, ArgumentError, "probabilities request ", index, ": ", what,
                       " position ", p, " outside [0, ", n, ")");
     };
-    int p0 = n;
-    double P = 0;
-    for (const auto& pat : q.patterns) {
-      ++P;
-      for (const auto& iv : pat) {
-        KNPROBE_REQUIRE(iv.layer >= 0 && iv.layer < self().num_layers(), ArgumentError,
-                        "probabilities request ", index, ": layer ", iv.layer, " outside [0, ",
-                        self().num_layers(), ")");
-        in_prompt(iv.position, "intervention");
-        KNPROBE_REQUIRE(iv.unit >= 0 && iv.unit < self().ffn_width(), ArgumentError,
-                        "probabilities request ", index, ": intervention unit ", iv.unit,
-                        " outside [0, ", self().ffn_width(), ")");
-        p0 = std::min(p0, iv.position);
-      }
-    }
+    const double P = static_cast<double>(q.patterns.size());
+    const int p0 =
+        detail::intervention_extent(
+            q.patterns, self().num_layers(), n,
+            [&](const Intervention& iv) {
+              KNPROBE_REQUIRE(iv.layer >= 0 && iv.layer < self().num_layers(), ArgumentError,
+                              "probabilities request ", index, ": layer ", iv.layer,
+                              " outside [0, ", self().num_layers(), ")");
+              in_prompt(iv.position, "intervention");
+              KNPROBE_REQUIRE(iv.unit >= 0 && iv.unit < self().ffn_width(), ArgumentError,
+                              "probabilities request ", index, ": intervention unit ", iv.unit,
+                              " outside [0, ", self().ffn_width(), ")");
+            })
+            .position;
     for (const auto& qq : q.queries) {
       in_prompt(qq.position, "query");
       KNPROBE_REQUIRE(qq.target >= 0 && qq.target < self().vocab_size(), ArgumentError,
@@ -592,12 +588,8 @@ class CausalDecoder {
     for (std::size_t r = 0; r < R; ++r) {
       const auto& q = requests[r];
       const Trace& t = traces[prompt_of[r]];
-      int l0 = L, p0 = t.num_tokens();
-      for (const auto& pat : q.patterns)
-        for (const auto& iv : pat) {
-          l0 = std::min(l0, iv.layer);
-          p0 = std::min(p0, iv.position);
-        }
+      const auto [l0, p0] =  // checked by check_request
+          detail::intervention_extent(q.patterns, L, t.num_tokens(), [](const Intervention&) {});
       out[r].resize(Index(q.patterns.size()), Index(q.queries.size()));
       const int P = static_cast<int>(q.patterns.size()), S = t.num_tokens() - p0;
       if (P > 0 && !q.queries.empty() && S > 0 && l0 < L) jobs.push_back({r, l0, p0, S, P});
