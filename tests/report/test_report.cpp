@@ -47,6 +47,12 @@ RunInput sample_run() {
                 {"neurons", {{1, 1}}},
                 {"suppress", {{"en", {{"related", -0.5}}}}}},
                result(1, "en", {{1, 4}, {1, 6}}, -0.4, -0.1, 0.2, 0.2),
+               {{"record", "likn"},
+                {"index", 1},
+                {"fact", "f1"},
+                {"neurons", {{1, 4}}},
+                {"suppress", {{"en", {{"related", -0.3}, {"unrelated", 0.1}}}}},
+                {"enhance", {{"en", {{"related", 0.2}}}}}},
                {{"record", "failure"},
                 {"index", 1},
                 {"fact", "f1"},
@@ -90,9 +96,23 @@ BOOST_AUTO_TEST_CASE(summaries_match_hand_counts) {
   BOOST_REQUIRE(r.overlaps.size() == 1u);  // en–zh on fact 0: {L0.5, L1.1} vs {L1.1, L2.3}
   BOOST_TEST(r.overlaps[0].facts == 1u);
   BOOST_TEST(r.overlaps[0].mean_jaccard == 1.0 / 3.0, boost::test_tools::tolerance(1e-12));
-  BOOST_TEST(r.likn_facts == 1u);
+  BOOST_TEST(r.likn_facts == 2u);
   BOOST_TEST(r.mean_likn == 1.0);
-  BOOST_TEST(*r.likn_suppress.at("en") == -0.5);
+  // every mean comes with its bootstrap interval once there are two facts (§10)
+  BOOST_TEST(en.neurons_ci->lo == 2.0);
+  BOOST_TEST(en.neurons_ci->hi == 2.0);
+  BOOST_TEST(!r.overlaps[0].jaccard_ci);  // one fact: no interval, not a zero-width one
+  BOOST_TEST(r.likn_ci->lo == 1.0);
+  const auto& likn = r.likn_effects.at("en");
+  BOOST_TEST(*likn.at("suppress_related") == -0.4, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(r.likn_effect_ci.at("en").at("suppress_related")->lo == -0.5,
+             boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(r.likn_effect_ci.at("en").at("suppress_related")->hi == -0.3,
+             boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(*likn.at("suppress_unrelated") == 0.1, boost::test_tools::tolerance(1e-12));
+  BOOST_TEST(!r.likn_effect_ci.at("en").at("suppress_unrelated"));
+  BOOST_TEST(!likn.at("enhance_control"));  // never measured: absent, not 0
+  BOOST_TEST(r.likn_measured.at("en") == 2u);
   BOOST_REQUIRE(rep.heatmaps.size() == 2u);  // fact f0 in en and zh
   BOOST_TEST(rep.heatmaps[0].rows.size() == 3u);
   BOOST_TEST(rep.heatmaps[0].selected.count({0, 5}) == 1u);
@@ -121,7 +141,8 @@ BOOST_AUTO_TEST_CASE(html_is_self_contained_and_escaped) {
   BOOST_TEST(html.find("<b> & c") == std::string::npos);
   const std::string md = render_markdown(rep);
   // Succ with its bootstrap interval over the 2 facts (both resampled alike: 5, 7.5 or 10)
-  BOOST_TEST(md.find("| en | 2 | 1 | 0 | 2.00 | 7.5 [5.0, 10.0] | 0.01 |") != std::string::npos,
+  BOOST_TEST(md.find("| en | 2 | 1 | 0 | 2.00 [2.00, 2.00] | 7.5 [5.0, 10.0] | 0.01 |") !=
+                 std::string::npos,
              md);
   // every effect mean with its 95 % interval; absent controls are n/a, never 0
   BOOST_TEST(md.find("| en | suppress | -60.0% [-80.0, -40.0] | -10.0% [-10.0, -10.0] | n/a | "
@@ -131,6 +152,12 @@ BOOST_AUTO_TEST_CASE(html_is_self_contained_and_escaped) {
   BOOST_TEST(html.find(">-100</text>") != std::string::npos);
   BOOST_TEST(html.find(">50</text>") != std::string::npos);
   BOOST_TEST(md.find("| en – zh | 1 | 1.00 | 0.333 |") != std::string::npos);
+  // LIKN sets get the per-language sets' table: every field, its interval, n/a where unmeasured
+  BOOST_TEST(md.find("LIKN (all languages): 1.00 [1.00, 1.00] neurons per fact, 2 of 2 facts") !=
+             std::string::npos);
+  BOOST_TEST(md.find("| en | 2 | suppress | -40.0% [-50.0, -30.0] | +10.0% | n/a | n/a | n/a |") !=
+                 std::string::npos,
+             md);
   BOOST_TEST(md.find("| en | test | DKN | 0.500 | 1.000 | 0.667 |") != std::string::npos);
   BOOST_TEST(md.find("| en | 2 | 0 | 1 | 0.50 | 2.00 | 20 |") != std::string::npos);
 }
@@ -184,7 +211,7 @@ BOOST_AUTO_TEST_CASE(foreign_or_damaged_records_are_refused) {
       [](RunInput& r) {
         r.records.push_back({{"junk", 1}});
       },
-      "results.jsonl:8: no string 'record'");
+      "results.jsonl:9: no string 'record'");
   expect([](RunInput& r) { r.records[1]["index"] = 3; }, "index: expected an integer in [0, 2]");
   expect([](RunInput& r) { r.records[1]["index"] = "0"; }, "index: expected an integer");
   expect([](RunInput& r) { r.records[0]["neurons"][0]["layer"] = -1; }, "neuron layer");

@@ -50,7 +50,8 @@ struct ReportInput {
 struct LanguageSummary {
   std::size_t results = 0, screened_out = 0, failures = 0;
   double mean_neurons = 0, mean_max_delta = 0;
-  std::vector<double> layer_share;  ///< share of the selected neurons in each layer
+  std::optional<Interval> neurons_ci;  ///< bootstrap 95 % interval of mean_neurons
+  std::vector<double> layer_share;     ///< share of the selected neurons in each layer
   std::map<std::string, std::optional<double>> effects;  ///< "suppress_related", ... (means)
   /// Bootstrap 95 % intervals of those means (resampling facts; absent below 2 facts).
   std::map<std::string, std::optional<Interval>> effect_ci;
@@ -65,6 +66,7 @@ struct PairOverlap {
   std::string a, b;
   std::size_t facts = 0;
   double mean_jaccard = 0, mean_shared = 0;
+  std::optional<Interval> jaccard_ci, shared_ci;  ///< bootstrap 95 % intervals over facts
 };
 
 struct RunSummaryReport {
@@ -76,7 +78,12 @@ struct RunSummaryReport {
   std::vector<PairOverlap> overlaps;
   std::size_t likn_facts = 0, likn_nonempty = 0;
   double mean_likn = 0;
-  std::map<std::string, std::optional<double>> likn_suppress, likn_enhance;  ///< by language
+  std::optional<Interval> likn_ci;  ///< of mean_likn, over facts
+  /// Effects of suppressing / enhancing each fact's LIKN set, measured in each language: means
+  /// over facts ("suppress_related", …, the fields of an EffectSet) and their 95 % intervals.
+  std::map<std::string, std::map<std::string, std::optional<double>>> likn_effects;
+  std::map<std::string, std::map<std::string, std::optional<Interval>>> likn_effect_ci;
+  std::map<std::string, std::size_t> likn_measured;  ///< facts with a LIKN effect, by language
   std::vector<std::pair<std::string, std::string>> failures;  ///< (item, reason), first 50
   /// Generic neurons (docs/METHOD.md §10), per language: the neurons selected for the most facts,
   /// as (layer, unit, facts, relations), and how many are selected for more than 10 % of the facts.
@@ -106,6 +113,27 @@ inline std::optional<double> mean_opt(const std::vector<double>& v) {
   double s = 0;
   for (double x : v) s += x;
   return s / static_cast<double>(v.size());
+}
+
+/// Bootstrap 95 % interval of the mean of `v` (report defaults: 2000 resamples, seed 42, so a
+/// report is reproducible); none below 2 values.
+inline std::optional<Interval> mean_interval(const std::vector<double>& v,
+                                             const std::string& what) {
+  if (v.size() < 2) return std::nullopt;
+  return summarize(v, BootstrapOptions{}, what).mean_ci;
+}
+
+/// Means over facts of every effect field, "suppress_related" … "enhance_control_magnitude", and
+/// their intervals, from the per-fact values in `acc` (missing keys: no value, no interval).
+inline void effect_means(std::map<std::string, std::vector<double>>& acc, const std::string& what,
+                         std::map<std::string, std::optional<double>>& mean,
+                         std::map<std::string, std::optional<Interval>>& ci) {
+  for (const char* kind : {"suppress", "enhance"})
+    for (const char* where : k_effect_fields) {
+      const std::string k = std::string(kind) + "_" + where;
+      mean[k] = mean_opt(acc[k]);
+      ci[k] = mean_interval(acc[k], what + "/" + k);
+    }
 }
 
 inline std::string base_name(const std::string& p) {
@@ -168,7 +196,7 @@ inline Report build_report_unchecked(const ReportInput& in) {
              std::map<std::pair<int, int>, std::pair<std::size_t, std::set<std::string>>>>
         recur;
     std::vector<double> likn_sizes;
-    std::map<std::string, std::vector<double>> ls, le;
+    std::map<std::string, std::map<std::string, std::vector<double>>> likn_acc;  // lang → field
     for (const RunRecord& rec : records) {
       const std::string& lang = rec.language;
       if (rec.kind == RunRecordKind::screened_out) ++r.languages[lang].screened_out;
@@ -180,10 +208,11 @@ inline Report build_report_unchecked(const ReportInput& in) {
       if (rec.kind == RunRecordKind::likn) {
         if (!rec.reason.empty() && rec.neurons.empty()) continue;
         likn_sizes.push_back(static_cast<double>(rec.neurons.size()));
-        for (const auto& [by, dst] :
-             {std::pair{&rec.likn_suppress, &ls}, std::pair{&rec.likn_enhance, &le}})
+        for (const auto& [what, by] :
+             {std::pair{"suppress", &rec.likn_suppress}, std::pair{"enhance", &rec.likn_enhance}})
           for (const auto& [l, e] : *by)
-            if (e.related) (*dst)[l].push_back(*e.related);
+            for (const auto& [where, v] : e.fields())
+              if (*v) likn_acc[l][std::string(what) + "_" + where].push_back(**v);
       }
       if (rec.kind != RunRecordKind::result) continue;
       auto& s = r.languages[lang];
@@ -229,6 +258,7 @@ inline Report build_report_unchecked(const ReportInput& in) {
     for (auto& [lang, s] : r.languages) {
       auto& a = acc[lang];
       s.mean_neurons = detail::mean_opt(a["neurons"]).value_or(0.0);
+      s.neurons_ci = detail::mean_interval(a["neurons"], lang + "/neurons");
       s.mean_max_delta = detail::mean_opt(a["max_delta"]).value_or(0.0);
       auto lc = layer_counts[lang];
       lc.resize(static_cast<std::size_t>(std::max<int>(r.layers, static_cast<int>(lc.size()))),
@@ -238,12 +268,7 @@ inline Report build_report_unchecked(const ReportInput& in) {
       for (double& x : lc) x = total > 0 ? x / total : 0.0;
       s.layer_share = lc;
       const BootstrapOptions boot;  // 2000 resamples, 95 %, seed 42: a report is reproducible
-      for (const char* what : {"suppress", "enhance"})
-        for (const char* where : detail::k_effect_fields) {
-          const std::string k = std::string(what) + "_" + where;
-          s.effects[k] = detail::mean_opt(a[k]);
-          if (a[k].size() >= 2) s.effect_ci[k] = summarize(a[k], boot, lang + "/" + k).mean_ci;
-        }
+      detail::effect_means(a, lang, s.effects, s.effect_ci);
       // Succ = |E_rel / E_unrel| + |S_rel / S_unrel| over the mean effects of the same facts,
       // with a bootstrap interval over facts (statistics.hpp succ_summary).
       if (a["suppress_pair_rel"].size() == a["enhance_pair_rel"].size()) {
@@ -260,7 +285,9 @@ inline Report build_report_unchecked(const ReportInput& in) {
     }
     for (std::size_t i = 0; i < r.language_order.size(); ++i)
       for (std::size_t j = i + 1; j < r.language_order.size(); ++j) {
-        PairOverlap p{r.language_order[i], r.language_order[j], 0, 0, 0};
+        PairOverlap p;
+        p.a = r.language_order[i];
+        p.b = r.language_order[j];
         std::vector<double> jac, shared;
         for (const auto& [idx, by] : sets) {
           if (!by.count(p.a) || !by.count(p.b)) continue;
@@ -274,6 +301,8 @@ inline Report build_report_unchecked(const ReportInput& in) {
         p.facts = jac.size();
         p.mean_jaccard = detail::mean_opt(jac).value_or(0.0);
         p.mean_shared = detail::mean_opt(shared).value_or(0.0);
+        p.jaccard_ci = detail::mean_interval(jac, p.a + "-" + p.b + "/jaccard");
+        p.shared_ci = detail::mean_interval(shared, p.a + "-" + p.b + "/shared");
         r.overlaps.push_back(p);
       }
     for (const auto& [lang, by] : recur) {
@@ -292,8 +321,11 @@ inline Report build_report_unchecked(const ReportInput& in) {
     r.likn_facts = likn_sizes.size();
     for (double x : likn_sizes) r.likn_nonempty += x > 0;
     r.mean_likn = detail::mean_opt(likn_sizes).value_or(0.0);
-    for (const auto& [lang, v] : ls) r.likn_suppress[lang] = detail::mean_opt(v);
-    for (const auto& [lang, v] : le) r.likn_enhance[lang] = detail::mean_opt(v);
+    r.likn_ci = detail::mean_interval(likn_sizes, "likn/size");
+    for (auto& [lang, a] : likn_acc) {
+      detail::effect_means(a, "likn/" + lang, r.likn_effects[lang], r.likn_effect_ci[lang]);
+      r.likn_measured[lang] = a["suppress_related"].size();
+    }
     rep.runs.push_back(std::move(r));
   }
   // Heatmap: the chosen fact (or the first result) in every language, from the first run with it.
@@ -509,12 +541,32 @@ inline std::string metric_row(const nlohmann::json& m) {
          " | " + g("precision_ref") + " | " + g("f1_ref") + " |";
 }
 
+/// " [lo, hi]" of an interval printed with `f` ("" when there is none).
+inline std::string ci_text(const std::optional<Interval>& ci, const char* f, double scale = 1) {
+  return ci ? " [" + fmt(f, scale * ci->lo) + ", " + fmt(f, scale * ci->hi) + "]" : std::string();
+}
+
+/// Two Markdown rows (suppress, enhance) of mean effects with their intervals, after `lead`.
+inline void effect_rows(std::ostream& o, const std::string& lead,
+                        const std::map<std::string, std::optional<double>>& effects,
+                        const std::map<std::string, std::optional<Interval>>& ci) {
+  for (const char* what : {"suppress", "enhance"}) {
+    o << lead << " | " << what;
+    for (const char* where : k_effect_fields) {
+      const std::string k = std::string(what) + "_" + where;
+      o << " | " << pct_or_na(effects.count(k) ? effects.at(k) : std::nullopt)
+        << ci_text(ci.count(k) ? ci.at(k) : std::nullopt, "%+.1f", 100);
+    }
+    o << " |\n";
+  }
+}
+
 /// The report's tables as Markdown (HTML converts them; the Markdown file is the same text).
 inline std::string tables_markdown(const Report& rep) {
   std::ostringstream o;
   for (const auto& r : rep.runs) {
     o << "### " << r.label << "\n\n"
-      << "| language | results | screened out | failures | neurons | Succ [95% CI] | "
+      << "| language | results | screened out | failures | neurons [95% CI] | Succ [95% CI] | "
          "completeness δ |\n|---|---|---|---|---|---|---|\n";
     for (const auto& lang : r.language_order) {
       if (!r.languages.count(lang)) continue;
@@ -524,8 +576,8 @@ inline std::string tables_markdown(const Report& rep) {
         succ += " [" + fmt("%.1f", s.succ_ci->lo) + ", " + fmt("%.1f", s.succ_ci->hi) + "]";
       if (s.succ && s.succ_unstable) succ += " (unstable)";
       o << "| " << lang << " | " << s.results << " | " << s.screened_out << " | " << s.failures
-        << " | " << fmt("%.2f", s.mean_neurons) << " | " << succ << " | "
-        << fmt("%.3g", s.mean_max_delta) << " |\n";
+        << " | " << fmt("%.2f", s.mean_neurons) << ci_text(s.neurons_ci, "%.2f") << " | " << succ
+        << " | " << fmt("%.3g", s.mean_max_delta) << " |\n";
     }
     // Effects with their bootstrap 95 % intervals (relative change of P(answer), mean over facts).
     o << "\n| language | intervention | related | unrelated | unrelated, mean abs | random control "
@@ -534,28 +586,26 @@ inline std::string tables_markdown(const Report& rep) {
     for (const auto& lang : r.language_order) {
       if (!r.languages.count(lang) || r.languages.at(lang).results == 0) continue;
       const auto& s = r.languages.at(lang);
-      for (const char* what : {"suppress", "enhance"}) {
-        o << "| " << lang << " | " << what;
-        for (const char* where : detail::k_effect_fields) {
-          const std::string k = std::string(what) + "_" + where;
-          o << " | " << pct_or_na(s.effects.count(k) ? s.effects.at(k) : std::nullopt);
-          if (s.effect_ci.count(k) && s.effect_ci.at(k))
-            o << " [" << fmt("%+.1f", 100 * s.effect_ci.at(k)->lo) << ", "
-              << fmt("%+.1f", 100 * s.effect_ci.at(k)->hi) << "]";
-        }
-        o << " |\n";
-      }
+      effect_rows(o, "| " + lang, s.effects, s.effect_ci);
     }
     if (!r.overlaps.empty()) {
-      o << "\n| languages | facts | mean shared neurons | mean Jaccard |\n|---|---|---|---|\n";
+      o << "\n| languages | facts | mean shared neurons [95% CI] | mean Jaccard [95% CI] "
+           "|\n|---|---|---|---|\n";
       for (const auto& p : r.overlaps)
         o << "| " << p.a << " – " << p.b << " | " << p.facts << " | " << fmt("%.2f", p.mean_shared)
-          << " | " << fmt("%.3f", p.mean_jaccard) << " |\n";
-      o << "\nLIKN (all languages): " << fmt("%.2f", r.mean_likn) << " neurons per fact, "
-        << r.likn_nonempty << " of " << r.likn_facts << " facts have one.";
-      for (const auto& [lang, v] : r.likn_suppress)
-        o << " Suppressing LIKN in " << lang << ": " << pct_or_na(v) << ".";
-      o << "\n";
+          << ci_text(p.shared_ci, "%.2f") << " | " << fmt("%.3f", p.mean_jaccard)
+          << ci_text(p.jaccard_ci, "%.3f") << " |\n";
+      o << "\nLIKN (all languages): " << fmt("%.2f", r.mean_likn) << ci_text(r.likn_ci, "%.2f")
+        << " neurons per fact, " << r.likn_nonempty << " of " << r.likn_facts
+        << " facts have one.\n";
+      if (!r.likn_effects.empty()) {
+        // the LIKN set's effects with the same controls as the per-language sets (§10)
+        o << "\n| measured in | LIKN facts | intervention | related | unrelated | unrelated, mean "
+             "abs | random control | magnitude control |\n|---|---|---|---|---|---|---|---|\n";
+        for (const auto& [lang, e] : r.likn_effects)
+          effect_rows(o, "| " + lang + " | " + std::to_string(r.likn_measured.at(lang)), e,
+                      r.likn_effect_ci.at(lang));
+      }
     }
     for (const auto& lang : r.language_order) {
       if (!r.recurrence.count(lang)) continue;
