@@ -94,7 +94,9 @@ isa_build() {  # isa_build LEVEL
     -DKNPROBE_ENABLE_CUDA=OFF -DKNPROBE_MARCH="$1" -DKNPROBE_COMPILE_ONLY=ON \
     -DKNPROBE_BUILD_EXAMPLES=OFF -DKNPROBE_BUILD_BENCHMARKS=OFF "${common[@]}" >/dev/null
   # The CLI alone: the test executable adds only test code over the same headers (and doubles the
-  # stage's time); the sanitizer build compiles it at x86-64-v2 with clang on every machine.
+  # stage's time); the sanitizer build compiles it at x86-64-v2 with clang on every machine. What
+  # this leaves out at this level: instantiations only the tests make (double-precision models,
+  # test helpers); KNPROBE_ISA_TARGETS="knprobe_cli knprobe_tests" compiles them too.
   # shellcheck disable=SC2086
   cmake --build "$out/isa-$1" -j"$jobs" --target ${KNPROBE_ISA_TARGETS:-knprobe_cli}
 }

@@ -256,6 +256,11 @@ void prepare_facts(const FactArgs& a, const KnowledgeProbe<M>& probe, const Toke
                                         {"max_tokens", probe.max_tokens()}}},
                                       {"model", {{"hash", cache->model_hash}}},
                                       {"knprobe", KNPROBE_VERSION_STRING}});
+      if (!verdicts->locked())
+        std::fprintf(stderr,
+                     "knprobe: warning: %s: this file system cannot lock files (flock); make sure "
+                     "no other run screens into the same output\n",
+                     cache->path.c_str());
       const auto& recs = verdicts->records();
       for (std::size_t i = 0; i < recs.size(); ++i) {
         const auto& r = recs[i];

@@ -116,6 +116,11 @@ int run(const RunArgs& a, int rank, int size) {
     RunSummary s;
     io::ResultsFile file(mine, header, run_header_informative_keys());
     {
+      if (!file.locked())
+        std::fprintf(stderr,
+                     "knprobe: warning: %s: this file system cannot lock files (flock); make sure "
+                     "no other run writes the same output\n",
+                     mine.c_str());
       if (file.repaired())
         std::fprintf(stderr, "knprobe: %s: %s\n", mine.c_str(), file.repaired()->c_str());
       if (!file.records().empty())

@@ -122,6 +122,7 @@ BOOST_AUTO_TEST_CASE(a_second_writer_is_refused_while_the_file_is_open) {
   const auto p = d.path() / "r.jsonl";
   {
     io::ResultsFile f(p, header(20));
+    BOOST_TEST(f.locked());  // a local file system has flock
     f.append({{"record", "result"}, {"index", 0}});
     BOOST_TEST(testing::throws_with<IoError>([&] { io::ResultsFile g(p, header(20)); },
                                              {p.string(), "another process is writing"}));
@@ -148,6 +149,25 @@ BOOST_AUTO_TEST_CASE(a_second_writer_is_refused_while_the_file_is_open) {
   // Closed, the lock is gone: the run resumes.
   io::ResultsFile again(p, header(20));
   BOOST_TEST(again.records().size() == 1u);
+}
+
+// `knprobe run` rewrites its output canonically (rename over the path) while its file is still
+// open and locked: the lock stays with the replaced file, and the next writer opens, locks and
+// reads the new one, never the old inode.
+BOOST_AUTO_TEST_CASE(a_file_renamed_over_the_locked_one_is_the_one_opened_next) {
+  testing::TempDir d;
+  const auto p = d.path() / "r.jsonl";
+  io::ResultsFile f(p, header(20));
+  f.append({{"record", "result"}, {"index", 0}});
+  auto h = header(20);
+  h["record"] = "header";
+  io::write_results_atomic(
+      p, h, {{{"record", "result"}, {"index", 0}}, {{"record", "result"}, {"index", 1}}});
+  io::ResultsFile g(p, header(20));
+  BOOST_TEST(g.locked());
+  BOOST_TEST(g.records().size() == 2u);
+  g.append({{"record", "result"}, {"index", 2}});
+  BOOST_TEST(io::read_results(p).records.size() == 3u);
 }
 
 BOOST_AUTO_TEST_CASE(atomic_rewrite_replaces_the_file) {

@@ -94,6 +94,11 @@ BOOST_AUTO_TEST_CASE(weight_storage_operations_are_generic) {
   const auto y = edit_and_restore<double>(w, x);
   BOOST_TEST(y(0, 0) == 3.0);
   BOOST_TEST(y(0, 2) == 11.0);
+  // the same generic code over block storage (F32 blocks: exact)
+  auto q = knprobe::QuantizedMatrix::from_dense(w.cast<float>());
+  const auto yq = edit_and_restore<float>(q, x.cast<float>().eval());
+  BOOST_TEST(yq(0, 0) == 3.0f);
+  BOOST_TEST(yq(0, 2) == 11.0f);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -45,7 +45,8 @@ RunInput sample_run() {
                 {"index", 0},
                 {"fact", "f0"},
                 {"neurons", {{1, 1}}},
-                {"suppress", {{"en", {{"related", -0.5}}}}}},
+                {"suppress", {{"en", {{"related", -0.5}}}}},
+                {"enhance", {{"zh", {{"related", 0.1}}}}}},
                result(1, "en", {{1, 4}, {1, 6}}, -0.4, -0.1, 0.2, 0.2),
                {{"record", "likn"},
                 {"index", 1},
@@ -99,6 +100,9 @@ BOOST_AUTO_TEST_CASE(summaries_match_hand_counts) {
   BOOST_TEST(r.likn_facts == 2u);
   BOOST_TEST(r.mean_likn == 1.0);
   // every mean comes with its bootstrap interval once there are two facts (§10)
+  BOOST_REQUIRE(en.neurons_ci);
+  BOOST_REQUIRE(r.likn_ci);
+  BOOST_REQUIRE(r.likn_effect_ci.at("en").at("suppress_related"));
   BOOST_TEST(en.neurons_ci->lo == 2.0);
   BOOST_TEST(en.neurons_ci->hi == 2.0);
   BOOST_TEST(!r.overlaps[0].jaccard_ci);  // one fact: no interval, not a zero-width one
@@ -113,6 +117,8 @@ BOOST_AUTO_TEST_CASE(summaries_match_hand_counts) {
   BOOST_TEST(!r.likn_effect_ci.at("en").at("suppress_unrelated"));
   BOOST_TEST(!likn.at("enhance_control"));  // never measured: absent, not 0
   BOOST_TEST(r.likn_measured.at("en") == 2u);
+  BOOST_TEST(r.likn_measured.at("zh") == 1u);  // enhanced only: counted, with no suppress value
+  BOOST_TEST(!r.likn_effects.at("zh").at("suppress_related"));
   BOOST_REQUIRE(rep.heatmaps.size() == 2u);  // fact f0 in en and zh
   BOOST_TEST(rep.heatmaps[0].rows.size() == 3u);
   BOOST_TEST(rep.heatmaps[0].selected.count({0, 5}) == 1u);

@@ -147,9 +147,10 @@ inline void write_results_atomic(const std::filesystem::path& path, const nlohma
 }
 
 /// A results file open for appending, resumed when it already holds records of the same run.
-/// While it is open, the process holds an exclusive lock on it (flock(2)): a second writer — a
-/// second `knprobe run` started on the same output — is refused with an IoError instead of
-/// interleaving its records with ours (readers, such as `knprobe report`, take no lock).
+/// While it is open, the process holds an exclusive lock on it (flock(2), advisory): a second
+/// writer — a second `knprobe run` started on the same output — is refused with an IoError instead
+/// of interleaving its records with ours (readers, such as `knprobe report`, take no lock). Where
+/// the file system has no flock the file is opened unlocked and `locked()` says so.
 class ResultsFile {
  public:
   /// Opens (creating if needed) `path` and locks it. A new or empty file gets `header` (which must
@@ -164,24 +165,8 @@ class ResultsFile {
     KNPROBE_REQUIRE(header.is_object(), ArgumentError, "results header must be a JSON object");
     header["record"] = "header";
     require_file_target(path_, "results file");  // not a folder, FIFO or device
-    // O_NONBLOCK: should a FIFO replace the file since the check, opening it does not block.
-    fd_.fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0644);
-    KNPROBE_REQUIRE(fd_.fd >= 0, IoError, path_.string(), ": cannot open for writing (",
-                    std::strerror(errno), ")");
-    struct stat st {};
-    KNPROBE_REQUIRE(::fstat(fd_.fd, &st) == 0 && S_ISREG(st.st_mode), IoError, path_.string(),
-                    ": results file is not a regular file");
-    int locked = -1;
-    do {
-      locked = ::flock(fd_.fd, LOCK_EX | LOCK_NB);
-    } while (locked != 0 && errno == EINTR);
-    KNPROBE_REQUIRE(
-        locked == 0, IoError, path_.string(),
-        errno == EWOULDBLOCK
-            ? ": another process is writing this results file (a second knprobe run "
-              "on the same output?); wait for it to finish or choose another output"
-            : ": cannot lock the results file (" + std::string(std::strerror(errno)) + ")");
-    if (::fstat(fd_.fd, &st) == 0 && st.st_size > 0) {
+    struct stat st = open_locked();
+    if (st.st_size > 0) {
       auto c = read_results(path_);
       if (!c.header.is_null()) {
         nlohmann::json a = c.header, b = header;
@@ -218,6 +203,10 @@ class ResultsFile {
   const std::vector<nlohmann::json>& records() const { return records_; }
   /// Why the file's last line was dropped on opening, if it was.
   const std::optional<std::string>& repaired() const { return repaired_; }
+  /// False when the file system offers no flock(2) (ENOSYS, ENOLCK, EOPNOTSUPP: some NFS, CIFS
+  /// and Lustre mounts): the file was opened without the lock, and a second writer is not
+  /// detected. On NFS mounted with local_lock=flock the lock holds within one machine only.
+  bool locked() const { return locked_; }
 
   /// Appends `record` (a JSON object) as one line — a single write(2) — and makes it durable
   /// (fdatasync) before returning.
@@ -229,6 +218,47 @@ class ResultsFile {
   }
 
  private:
+  /// Opens the file for appending and takes the lock; returns its stat after the lock, when it is
+  /// known to be the file at `path_` (a file renamed over the path between open and lock — the
+  /// canonical rewrite of a run that has just finished — is reopened).
+  struct stat open_locked() {
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      // O_NONBLOCK: should a FIFO replace the file since the check, opening it does not block.
+      if (fd_.fd >= 0) ::close(fd_.fd);  // a replaced file of the previous attempt
+      fd_.fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0644);
+      const int open_errno = errno;
+      KNPROBE_REQUIRE(fd_.fd >= 0, IoError, path_.string(), ": cannot open for writing (",
+                      std::strerror(open_errno), ")");
+      struct stat st {};
+      KNPROBE_REQUIRE(::fstat(fd_.fd, &st) == 0 && S_ISREG(st.st_mode), IoError, path_.string(),
+                      ": results file is not a regular file");
+      int rc = -1, e = 0;
+      do {
+        rc = ::flock(fd_.fd, LOCK_EX | LOCK_NB);
+        e = rc == 0 ? 0 : errno;
+      } while (rc != 0 && e == EINTR);
+      locked_ = rc == 0;
+      if (!locked_) {
+        KNPROBE_REQUIRE(e != EWOULDBLOCK, IoError, path_.string(),
+                        ": another process is writing this results file (a second knprobe run "
+                        "or localize on the same output?); wait for it to finish or choose "
+                        "another output");
+        KNPROBE_REQUIRE(e == ENOSYS || e == ENOLCK || e == EOPNOTSUPP, IoError, path_.string(),
+                        ": cannot lock the results file (", std::strerror(e), ")");
+      }
+      struct stat now {};
+      const int fstat_rc = ::fstat(fd_.fd, &st);
+      const int fstat_errno = errno;
+      KNPROBE_REQUIRE(fstat_rc == 0, IoError, path_.string(), ": cannot stat the results file (",
+                      std::strerror(fstat_errno), ")");
+      if (::stat(path_.c_str(), &now) == 0 && now.st_dev == st.st_dev && now.st_ino == st.st_ino)
+        return st;
+    }
+    throw IoError(path_.string() +
+                  ": the file was replaced three times while it was being opened; is another "
+                  "process rewriting it?");
+  }
+
   void write_line(const nlohmann::json& j) {
     const std::string s =
         (j.value("record", nlohmann::json()) == "header" ? header_line(j) : j.dump()) + "\n";
@@ -249,6 +279,7 @@ class ResultsFile {
   std::vector<nlohmann::json> records_;
   std::optional<std::string> repaired_;
   io::detail::Fd fd_;  // open, locked, for the object's lifetime
+  bool locked_ = false;
 };
 
 }  // namespace knprobe::io

@@ -1,6 +1,7 @@
 #pragma once
 // Helpers the backends share to implement the contract of model/concept.hpp (not part of it):
-// chunking batched requests, applying intervention patterns to stacked pattern blocks.
+// chunking batched requests, where a set of patterns first changes the computation
+// (intervention_extent), applying intervention patterns to stacked pattern blocks.
 
 #include <algorithm>
 #include <span>

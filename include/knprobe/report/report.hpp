@@ -83,7 +83,9 @@ struct RunSummaryReport {
   /// over facts ("suppress_related", …, the fields of an EffectSet) and their 95 % intervals.
   std::map<std::string, std::map<std::string, std::optional<double>>> likn_effects;
   std::map<std::string, std::map<std::string, std::optional<Interval>>> likn_effect_ci;
-  std::map<std::string, std::size_t> likn_measured;  ///< facts with a LIKN effect, by language
+  /// Facts whose LIKN set has some effect measured in the language (a field may have fewer:
+  /// a control that could not be drawn is absent, and each interval says its own n).
+  std::map<std::string, std::size_t> likn_measured;
   std::vector<std::pair<std::string, std::string>> failures;  ///< (item, reason), first 50
   /// Generic neurons (docs/METHOD.md §10), per language: the neurons selected for the most facts,
   /// as (layer, unit, facts, relations), and how many are selected for more than 10 % of the facts.
@@ -197,6 +199,7 @@ inline Report build_report_unchecked(const ReportInput& in) {
         recur;
     std::vector<double> likn_sizes;
     std::map<std::string, std::map<std::string, std::vector<double>>> likn_acc;  // lang → field
+    std::map<std::string, std::set<long long>> likn_measured;  // lang → facts with an effect
     for (const RunRecord& rec : records) {
       const std::string& lang = rec.language;
       if (rec.kind == RunRecordKind::screened_out) ++r.languages[lang].screened_out;
@@ -212,7 +215,10 @@ inline Report build_report_unchecked(const ReportInput& in) {
              {std::pair{"suppress", &rec.likn_suppress}, std::pair{"enhance", &rec.likn_enhance}})
           for (const auto& [l, e] : *by)
             for (const auto& [where, v] : e.fields())
-              if (*v) likn_acc[l][std::string(what) + "_" + where].push_back(**v);
+              if (*v) {
+                likn_acc[l][std::string(what) + "_" + where].push_back(**v);
+                likn_measured[l].insert(rec.index);
+              }
       }
       if (rec.kind != RunRecordKind::result) continue;
       auto& s = r.languages[lang];
@@ -324,7 +330,7 @@ inline Report build_report_unchecked(const ReportInput& in) {
     r.likn_ci = detail::mean_interval(likn_sizes, "likn/size");
     for (auto& [lang, a] : likn_acc) {
       detail::effect_means(a, "likn/" + lang, r.likn_effects[lang], r.likn_effect_ci[lang]);
-      r.likn_measured[lang] = a["suppress_related"].size();
+      r.likn_measured[lang] = likn_measured[lang].size();
     }
     rep.runs.push_back(std::move(r));
   }
@@ -602,9 +608,10 @@ inline std::string tables_markdown(const Report& rep) {
         // the LIKN set's effects with the same controls as the per-language sets (§10)
         o << "\n| measured in | LIKN facts | intervention | related | unrelated | unrelated, mean "
              "abs | random control | magnitude control |\n|---|---|---|---|---|---|---|---|\n";
-        for (const auto& [lang, e] : r.likn_effects)
-          effect_rows(o, "| " + lang + " | " + std::to_string(r.likn_measured.at(lang)), e,
-                      r.likn_effect_ci.at(lang));
+        for (const auto& lang : r.language_order)
+          if (r.likn_effects.count(lang))
+            effect_rows(o, "| " + lang + " | " + std::to_string(r.likn_measured.at(lang)),
+                        r.likn_effects.at(lang), r.likn_effect_ci.at(lang));
       }
     }
     for (const auto& lang : r.language_order) {
