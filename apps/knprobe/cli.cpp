@@ -445,6 +445,35 @@ void write_json_file(const fs::path& path, const nlohmann::json& j, int indent) 
       path, j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
+void check_run_header(const std::string& option, const std::string& path,
+                      const nlohmann::json& header, const std::string& model_hash,
+                      const std::string& facts_fingerprint, const nlohmann::json& options) {
+  KNPROBE_REQUIRE(header.is_object() && header.value("format", nlohmann::json()) == "knprobe-run/1",
+                  UsageError, option, " ", path, ": not a knprobe run results file");
+  const nlohmann::json none;
+  auto at = [&](const nlohmann::json& j, const std::string& k) -> const nlohmann::json& {
+    return j.is_object() && j.contains(k) ? j.at(k) : none;
+  };
+  auto require = [&](const std::string& what, const nlohmann::json& there,
+                     const nlohmann::json& here) {
+    if (there != here)
+      throw UsageError(option + " " + path + ": the run's " + what + " is " + there.dump() +
+                       ", this command's " + here.dump() +
+                       ": its results are not what this command would compute");
+  };
+  require("model hash", at(at(header, "model"), "hash"), model_hash);
+  require("fact list (fingerprint)", at(at(header, "facts"), "fingerprint"), facts_fingerprint);
+  const auto& opt = at(header, "options");
+  for (const auto& [k, v] : options.items()) {
+    if (!v.is_object() || !at(opt, k).is_object()) {
+      require("option '" + k + "'", at(opt, k), v);
+      continue;
+    }
+    for (const auto& [sub, x] : v.items())
+      require("option '" + k + "." + sub + "'", at(at(opt, k), sub), x);
+  }
+}
+
 nlohmann::json options_json(const ModelArgs& m, const FactArgs& f, const AttributionArgs& a) {
   nlohmann::json j = a.to_json();
   j["model"] = m.model;

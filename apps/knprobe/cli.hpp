@@ -19,6 +19,7 @@
 #include "knprobe/data/facts.hpp"
 #include "knprobe/data/mlama.hpp"
 #include "knprobe/experiments/localize.hpp"
+#include "knprobe/experiments/run_records.hpp"
 #include "knprobe/io/files.hpp"
 #include "knprobe/io/hf_config.hpp"
 #include "knprobe/io/results_file.hpp"
@@ -298,6 +299,38 @@ std::filesystem::path prepare_output_folder(const std::string& out);
 void write_json_file(const std::filesystem::path& path, const nlohmann::json& j, int indent = 1);
 /// The options of a run as recorded in its output.
 nlohmann::json options_json(const ModelArgs& m, const FactArgs& f, const AttributionArgs& a);
+
+// --- reusing a run ----------------------------------------------------------------------------
+
+/// UsageError "<option> <path>: the run's <key> is X, this command's Y: ..." unless the header of
+/// a `knprobe run` results file has this model hash, this fact fingerprint and, under "options",
+/// every key of `options` with the same value (objects compared key by key, so that a run over
+/// more languages serves a command over fewer).
+void check_run_header(const std::string& option, const std::string& path,
+                      const nlohmann::json& header, const std::string& model_hash,
+                      const std::string& facts_fingerprint, const nlohmann::json& options);
+
+/// A `knprobe run` results file that an experiment reuses instead of recomputing (`edit
+/// --sets-from`, `factcheck --dkn-from`), read after check_run_header against this model, the
+/// facts of `a` as `knprobe run` fingerprints them (sampled and limited, not screened) and
+/// `options`.
+template <class M>
+io::ResultsContent read_matching_run(const std::string& option, const std::string& path,
+                                     const ModelArgs& model_args, const FactArgs& a,
+                                     const KnowledgeProbe<M>& probe, const Tokenizer& tok,
+                                     const nlohmann::json& options) {
+  FactArgs sel = a;
+  sel.require_correct = false;
+  sel.screen.clear();
+  std::vector<FactProblem> problems;  // reported by the command's own read
+  std::vector<Fact> listed = read_fact_args(a, problems);
+  std::vector<SkippedFact> unused;
+  prepare_facts(sel, probe, tok, listed, unused);
+  auto run = io::read_results(path);
+  check_run_header(option, path, run.header, model_hash(model_args), facts_fingerprint(listed),
+                   options);
+  return run;
+}
 /// Adds the run's options, unreadable fact lines and screening to `j` and writes it to
 /// <out>/<name>.
 void write_result(const std::string& out, nlohmann::json& j, const std::string& name,

@@ -12,7 +12,7 @@ struct EditArgs {
   AttributionArgs attribution;
   ThresholdArgs thresholds;
   ControlArgs controls;
-  std::string out = "knprobe-out", sign = "activation";
+  std::string out = "knprobe-out", sign = "activation", sets_from;
   double l1 = 1.0, l2 = 8.0, drop_generic = 0;
 };
 
@@ -40,8 +40,24 @@ int run(const EditArgs& a) {
       KnowledgeProbe probe(model, tok);
       probe.set_max_tokens(a.attribution.max_tokens);
       prepare_facts(a.facts, probe, tok, facts, filtered);
+      if (!a.sets_from.empty()) {  // the run must have selected as this command would
+        nlohmann::json same = a.attribution.to_json();
+        same.erase("max_tokens");  // a limit, not a parameter of the results
+        same["thresholds"] = o.thresholds;
+        const auto run =
+            read_matching_run("--sets-from", a.sets_from, a.model, a.facts, probe, tok, same);
+        o.given_sets = run_selections(run.header, run.records, a.sets_from);
+      }
     }
-    o.progress = progress_printer(facts.size());
+    if (!a.sets_from.empty()) {
+      std::size_t found = 0;
+      for (const auto& f : facts) found += o.given_sets.count(f.id);
+      std::fprintf(stderr,
+                   "knprobe: --sets-from: the selected sets of %zu of %zu facts are taken "
+                   "from %s (the others are attributed)\n",
+                   found, facts.size(), a.sets_from.c_str());
+    }
+    o.progress = progress_printer(2 * facts.size());  // select, then measure
     const auto rep = cross_lingual_editing(model, tok, facts, o);
     std::fprintf(stderr, "\n");
     auto j = to_json(rep);
@@ -51,6 +67,7 @@ int run(const EditArgs& a) {
     opts["l2"] = a.l2;
     opts["edit_sign"] = a.sign;
     opts["drop_generic"] = a.drop_generic;
+    if (!a.sets_from.empty()) opts["sets_from"] = a.sets_from;
     opts["controls"] = a.controls.to_json();
     write_result(a.out, j, "editing.json", opts, problems, filtered);
     std::printf("summary (set/mode/measured-in):\n");
@@ -83,6 +100,10 @@ Command add_edit(CLI::App& app) {
                 "Dai's refinement before editing: drop from a fact's set the neurons selected for "
                 "more than this share of the facts of other relations (0 = off, the default)")
       ->check(number_in(0, 1, false, true));
+  c->add_option("--sets-from", args->sets_from,
+                "take each fact's selected sets from this `knprobe run` results file instead of "
+                "attributing again (same model, facts, attribution options and thresholds; "
+                "checked)");
   return {c, [args] { return run(*args); }};
 }
 

@@ -15,7 +15,7 @@ struct FactCheckArgs {
   AttributionArgs attribution;
   DknArgs dkn;
   ThresholdArgs thresholds;
-  std::string out = "knprobe-out", fit = "cross-fit";
+  std::string out = "knprobe-out", fit = "cross-fit", dkn_from;
   int bootstrap = 2000;
   int wrong = 5;
   double train_fraction = 0.8, relation_fraction = 0.7;
@@ -79,6 +79,19 @@ int run(const FactCheckArgs& a) {
     std::vector<SkippedFact> filtered;
     std::vector<Fact> pool;
     prepare_facts(a.facts, probe, tok, facts, filtered, &pool);
+    if (!a.dkn_from.empty()) {  // the run must have searched as this command would
+      nlohmann::json same = a.attribution.to_json();
+      same.erase("max_tokens");  // a limit, not a parameter of the results
+      same["thresholds"] = o.thresholds;
+      same["dkn"] = a.dkn.to_json();
+      const auto run =
+          read_matching_run("--dkn-from", a.dkn_from, a.model, a.facts, probe, tok, same);
+      o.given_dkn = run_dkn_results(run.header, run.records, a.dkn_from);
+      std::fprintf(stderr,
+                   "knprobe: --dkn-from: the DKN searches of %zu facts are taken from %s (the "
+                   "others are searched)\n",
+                   o.given_dkn.size(), a.dkn_from.c_str());
+    }
     // per language: one DKN search per training fact + one attribution per claim
     const auto n_train =
         static_cast<std::size_t>(std::lround(a.train_fraction * static_cast<double>(facts.size())));
@@ -96,6 +109,7 @@ int run(const FactCheckArgs& a) {
     opts["fit"] = a.fit;
     opts["thresholds"] = o.thresholds;
     opts["bootstrap"] = a.bootstrap;
+    if (!a.dkn_from.empty()) opts["dkn_from"] = a.dkn_from;
     write_result(a.out, j, "factcheck.json", opts, problems, filtered);
     for (const auto& r : rep.relations)
       std::printf(
@@ -142,6 +156,10 @@ Command add_factcheck(CLI::App& app) {
                 "decide with this threshold instead of fitting one on the training split "
                 "(reference code: 1e-6)")
       ->check(number_in(-1e300, 1e300));
+  c->add_option("--dkn-from", args->dkn_from,
+                "take the training facts' DKN searches from this `knprobe run --dkn` results file "
+                "instead of searching again (same model, facts, attribution, thresholds and DKN "
+                "options; checked)");
   return {c, [args] { return run(*args); }};
 }
 

@@ -119,6 +119,14 @@ cmp -s "$work/one.jsonl" "$work/one.before" || { echo "FAIL: a one-line fact fil
 head -n -1 "$work/r.before" >"$work/r.good"
 expect 1 "/proc/knprobe-r.html: cannot write" report "$work/r.good" --out /proc/knprobe-r.html
 expect 0 "wrote .*rep.html" report "$work/r.good" --out "$work/rep.html"
+# edit --sets-from: a run made with other options, or not a run, is refused by name; a matching
+# one gives its sets.
+edit=(edit "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --unrelated 1 --out "$work/ed")
+expect 2 "sets-from .*r.good: the run's option 'steps' is 2, this command's 3" "${edit[@]}" --threshold b=0.3 --steps 3 --sets-from "$work/r.good"
+expect 2 "sets-from .*r.good: the run's option 'thresholds.b' is 0.3, this command's 0.4" "${edit[@]}" --threshold b=0.4 --steps 2 --sets-from "$work/r.good"
+expect 1 "notes.txt: does not start with a knprobe header line" "${edit[@]}" --threshold b=0.3 --steps 2 --sets-from "$work/notes.txt"
+expect 0 "selected sets of [1-9][0-9]* of [0-9]+ facts are taken from .*r.good" "${edit[@]}" --threshold b=0.3 --steps 2 --sets-from "$work/r.good"
+expect 2 "dkn-from .*r.good: the run's option 'dkn' is null" factcheck "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --threshold b=0.3 --steps 2 --dkn-from "$work/r.good" --out "$work/fc"
 # A factcheck.json of the wrong shape: the key is named.
 echo '{"summary": {"en": {"test": {"dkn": {"precision": "high"}}}}}' >"$work/fc.json"
 expect 1 "fc.json: summary.en.test.dkn.precision: expected a finite number" report "$work/r.good" --factcheck "$work/fc.json" --out "$work/rep2.html"

@@ -170,4 +170,45 @@ BOOST_AUTO_TEST_CASE(experiment_uses_k_unrelated_facts_and_logs_activation_signs
   BOOST_CHECK_THROW(cross_lingual_editing(model, tok, facts, o), ArgumentError);
 }
 
+BOOST_AUTO_TEST_CASE(given_sets_are_used_instead_of_attributing) {
+  // `--sets-from`: sets selected in advance (a run's results file) replace pass 1; given the sets
+  // the attribution selects, every measure is the same to the bit.
+  auto model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
+  const Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
+  auto facts = read_facts(testing::data_dir() / "facts" / "stories_factcheck.jsonl").facts;
+  facts.resize(8);
+  EditingOptions o;
+  o.languages = {"en"};
+  o.thresholds = {{"en", 0.3}};
+  o.attribution.steps = 8;
+  o.unrelated = 2;
+  o.controls = false;
+  const auto attributed = cross_lingual_editing(model, tok, facts, o);
+  BOOST_REQUIRE(!attributed.facts.empty());
+  auto g = o;
+  for (const auto& f : attributed.facts) g.given_sets[f.fact]["en"] = f.sets.at("en");
+  g.attribution.steps = 1;  // were it attributing, it would select other sets
+  const auto given = cross_lingual_editing(model, tok, facts, g);
+  BOOST_REQUIRE(given.facts.size() == attributed.facts.size());
+  for (std::size_t i = 0; i < given.facts.size(); ++i) {
+    BOOST_TEST((given.facts[i].sets == attributed.facts[i].sets));
+    BOOST_REQUIRE(given.facts[i].measures.size() == attributed.facts[i].measures.size());
+    for (std::size_t k = 0; k < given.facts[i].measures.size(); ++k) {
+      const auto &a = attributed.facts[i].measures[k], &b = given.facts[i].measures[k];
+      BOOST_TEST(a.p_old_after == b.p_old_after);
+      BOOST_TEST((a.unrelated_abs == b.unrelated_abs));
+    }
+  }
+  // A planted set is measured as given; facts not given are attributed as before.
+  auto h = o;
+  const std::string first = attributed.facts.front().fact;
+  const NeuronSet planted(std::vector<Neuron>{{0, 3}, {model.num_layers() - 1, 7}});
+  h.given_sets[first]["en"] = planted;
+  const auto mixed = cross_lingual_editing(model, tok, facts, h);
+  BOOST_REQUIRE(mixed.facts.size() == attributed.facts.size());
+  BOOST_TEST((mixed.facts.front().sets.at("en") == planted));
+  for (std::size_t i = 1; i < mixed.facts.size(); ++i)
+    BOOST_TEST((mixed.facts[i].sets == attributed.facts[i].sets));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

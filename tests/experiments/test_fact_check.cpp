@@ -214,6 +214,60 @@ BOOST_AUTO_TEST_CASE(cross_fitting_keeps_the_set_threshold_and_test_claims_apart
   BOOST_TEST(named);
 }
 
+// `factcheck --dkn-from`: DKN searches done in advance (a run's results file) replace the
+// set fold's searches; given the searches fact_check itself would make, the relation sets, the
+// thresholds and every claim's score are the same.
+BOOST_AUTO_TEST_CASE(given_dkn_searches_replace_the_set_folds_searches) {
+  const auto model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
+  const Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
+  const KnowledgeProbe probe(model, tok);
+  const auto facts = read_facts(testing::data_dir() / "facts" / "stories_factcheck.jsonl").facts;
+  FactCheckOptions o;
+  o.languages = {"en"};
+  o.attribution.steps = 8;
+  o.thresholds = {{"en", 0.1}};
+  const auto searched = fact_check(probe, facts, facts, o);
+  BOOST_TEST_REQUIRE(!searched.claims.empty());
+  auto g = o;
+  for (const auto& f : facts) {  // the search fact_check makes for a set-fold fact
+    const auto e = probe.encode(f.prompts.at("en"), f.answers.at("en"));
+    const auto a = probe.attribute(e, o.attribution);
+    const auto sel = KnowledgeProbe<LlamaModel<float>>::select(a, 0.1);
+    const auto d = find_degenerate(model, e, a, o.dkn, &sel.ranked);
+    RunDkn r;
+    r.forward_passes = d.forward_passes;
+    r.degenerate = d.degenerate;
+    g.given_dkn[f.id]["en"] = r;
+  }
+  const auto given = fact_check(probe, facts, facts, g);
+  BOOST_REQUIRE(given.relations.size() == searched.relations.size());
+  for (std::size_t i = 0; i < given.relations.size(); ++i) {
+    const auto &x = searched.relations[i], &y = given.relations[i];
+    BOOST_TEST((x.neurons == y.neurons));
+    BOOST_TEST(x.forward_passes == y.forward_passes);
+    BOOST_TEST(x.train_with_dkn == y.train_with_dkn);
+    BOOST_TEST(x.threshold == y.threshold);  // fitted on threshold-fold claims: scored alike
+  }
+  BOOST_REQUIRE(given.claims.size() == searched.claims.size());
+  for (std::size_t i = 0; i < given.claims.size(); ++i) {
+    const auto &x = searched.claims[i], &y = given.claims[i];
+    BOOST_TEST(x.object == y.object);
+    // a set-fold true claim is now attributed at R's layers only, not at all layers
+    BOOST_TEST(std::abs(x.score - y.score) <= 1e-5 * std::max(1e-12, std::abs(x.score)),
+               x.fact << " " << x.object << ": " << x.score << " vs " << y.score);
+  }
+  // Planted searches: every relation set is the planted pair, and nothing is searched.
+  auto h = o;
+  const std::vector<Neuron> pair{{0, 1}, {model.num_layers() - 1, 2}};
+  for (const auto& f : facts) h.given_dkn[f.id]["en"] = RunDkn{{pair}, 0, true};
+  const auto planted = fact_check(probe, facts, facts, h);
+  BOOST_TEST_REQUIRE(!planted.relations.empty());
+  for (const auto& r : planted.relations) {
+    BOOST_TEST((r.neurons == NeuronSet(pair)));
+    BOOST_TEST(r.forward_passes == 0u);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(absurd_options_are_clear_errors) {
   const auto model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
   const Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};

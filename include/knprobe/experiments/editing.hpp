@@ -22,6 +22,7 @@
 // from what any set of that size and those layers does; their locality is not measured. A control
 // that cannot be formed is absent, with the reason in the fact's `notes`.
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -53,9 +54,14 @@ struct EditingOptions {
   /// Dai's refinement before editing: drop from each fact's per-language set the neurons selected
   /// for more than this share of the facts of other relations (0 = off; localize.hpp's rule).
   double generic_fraction = 0;
+  /// Selected sets given in advance, fact id → language → set (e.g. a run's results file,
+  /// run_selections): a (fact, language) found here is not attributed again; the caller
+  /// vouches that they were selected with `attribution` and `thresholds`.
+  std::map<std::string, std::map<std::string, NeuronSet>> given_sets;
   std::uint64_t seed = 42;
   BootstrapOptions bootstrap;
-  std::function<void(const std::string&)> progress;  ///< once per fact
+  /// Once per fact in each of the two passes ("select <id>", then "measure <id>").
+  std::function<void(const std::string&)> progress;
 };
 
 struct EditMeasure {
@@ -134,7 +140,7 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
   std::vector<std::optional<std::size_t>> sibling(facts.size());
   for (std::size_t i = 0; i < facts.size(); ++i) {
     const Fact& fact = facts[i];
-    if (o.progress) o.progress(fact.id);
+    if (o.progress) o.progress("select " + fact.id);
     try {
       for (const auto& l : o.languages)
         KNPROBE_REQUIRE(fact.prompts.count(l) && fact.answers.count(l), ArgumentError,
@@ -144,7 +150,12 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
                       fact.relation,
                       "' with a different answer in every language to take a new answer from");
       EditingFactResult fr{fact.id, fact.relation, {}, {}, {}, {}, {}};
+      const auto given = o.given_sets.find(fact.id);
       for (const auto& l : o.languages) {
+        if (given != o.given_sets.end() && given->second.count(l)) {
+          fr.sets[l] = given->second.at(l);
+          continue;
+        }
         const auto a =
             probe.attribute(probe.encode(fact.prompts.at(l), fact.answers.at(l)), o.attribution);
         fr.sets[l] = KnowledgeProbe<M>::select(a, o.thresholds.at(l)).neurons;
@@ -175,8 +186,9 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
     }
   // Pass 2: measure every selected fact's sets.
   for (std::size_t i = 0; i < facts.size(); ++i) {
-    if (!selected[i]) continue;
     const Fact& fact = facts[i];
+    if (o.progress) o.progress("measure " + fact.id);
+    if (!selected[i]) continue;
     try {
       const std::size_t sib = *sibling[i];
       std::map<std::string, EncodedFact> old_f, new_f;
@@ -194,14 +206,26 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
       }
       fr.sets["likn"] = likn(per_lang);
       fr.sets["all"] = at_least(1, per_lang);
-      // Clean probabilities, measured once.
+      // Clean probabilities, measured once, in one batched call: per language the old and the
+      // new answer and the K unrelated facts.
       std::map<std::string, double> p_old, p_new;
       std::map<std::string, std::vector<double>> p_unrel;
+      {
+        std::vector<detail::PatternRequest> clean;
+        for (const auto& l : o.languages) {
+          clean.push_back({&old_f.at(l), {InterventionPattern{}}});
+          clean.push_back({&new_f.at(l), {InterventionPattern{}}});
+          for (const auto& g : unrel_f.at(l)) clean.push_back({&g, {InterventionPattern{}}});
+        }
+        const auto pc = detail::answer_probabilities(model, clean);
+        std::size_t r = 0;
+        for (const auto& l : o.languages) {
+          p_old[l] = pc[r++][0];
+          p_new[l] = pc[r++][0];
+          for (std::size_t k = 0; k < unrel_f.at(l).size(); ++k) p_unrel[l].push_back(pc[r++][0]);
+        }
+      }
       for (const auto& l : o.languages) {
-        p_old[l] = detail::answer_probability(model, old_f.at(l));
-        p_new[l] = detail::answer_probability(model, new_f.at(l));
-        for (const auto& g : unrel_f.at(l))
-          p_unrel[l].push_back(detail::answer_probability(model, g));
         // relative changes are undefined at P = 0: the fact is skipped with the reason
         KNPROBE_REQUIRE(p_old[l] >= 1e-300, NumericError, "[", l, "] P(old answer) = ", p_old[l],
                         ": its relative change is undefined");
@@ -209,21 +233,16 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
           KNPROBE_REQUIRE(p >= 1e-300, NumericError, "[", l, "] an unrelated fact has P = ", p,
                           ": its relative change is undefined");
       }
-      // Locality: mean signed and absolute relative change of the K unrelated answers in l.
-      // `set`: the activations of that set are suppressed (else the model's weights are as the
-      // current edit left them).
-      auto locality = [&](EditMeasure& e, const std::string& l, const NeuronSet* set) {
+      // Locality: mean signed and absolute relative change of the K unrelated answers in l, from
+      // their probabilities `after` (in the order of unrel_f[l]).
+      auto locality = [&](EditMeasure& e, const std::string& l, const std::vector<double>& after) {
         double s = 0, sa = 0;
-        const auto& us = unrel_f.at(l);
-        for (std::size_t k = 0; k < us.size(); ++k) {
-          const double after =
-              set ? detail::answer_probability(model, us[k], suppress(*set, us[k].positions))
-                  : detail::answer_probability(model, us[k]);
-          const double c = (after - p_unrel[l][k]) / p_unrel[l][k];  // p ≥ 1e-300, checked
+        for (std::size_t k = 0; k < after.size(); ++k) {
+          const double c = (after[k] - p_unrel[l][k]) / p_unrel[l][k];  // p ≥ 1e-300, checked
           s += c, sa += std::abs(c);
         }
-        e.unrelated_change = s / static_cast<double>(us.size());
-        e.unrelated_abs = sa / static_cast<double>(us.size());
+        e.unrelated_change = s / static_cast<double>(after.size());
+        e.unrelated_abs = sa / static_cast<double>(after.size());
       };
       // The sets to measure: each named set, then (with controls) its two control sets, which
       // are seeded by (seed, fact, set name) and matched at the source language's fact.
@@ -252,13 +271,76 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
           fr.notes.push_back(name + "~control_magnitude: " + e.what());
         }
       }
-      auto measure = [&](const Measured& item) {
+      // Activation suppression of several sets at once, at each language's answer positions: per
+      // language the old fact under every set, and (sets that are not controls) each unrelated
+      // fact under every set, as one batched call. suppressed[i][l] = {P(old) after, the unrelated
+      // facts' P after}.
+      using Suppressed = std::map<std::string, std::pair<double, std::vector<double>>>;
+      std::vector<std::optional<Suppressed>> suppressed(todo.size());
+      auto suppress_batch = [&](const std::vector<std::size_t>& items) {
+        const bool has_real =
+            std::ranges::any_of(items, [&](std::size_t i) { return !todo[i].control; });
+        std::vector<detail::PatternRequest> rq;
+        for (const auto& l : o.languages) {
+          detail::PatternRequest r{&old_f.at(l), {}};
+          for (std::size_t i : items)
+            r.patterns.push_back(suppress(todo[i].set, r.fact->positions));
+          rq.push_back(std::move(r));
+          for (const auto& g : unrel_f.at(l)) {
+            detail::PatternRequest u{&g, {}};
+            for (std::size_t i : items)
+              if (!todo[i].control) u.patterns.push_back(suppress(todo[i].set, g.positions));
+            if (has_real) rq.push_back(std::move(u));
+          }
+        }
+        const auto p = detail::answer_probabilities(model, rq);
+        std::size_t r = 0;
+        for (const auto& l : o.languages) {
+          const auto& po = p[r++];
+          std::vector<std::size_t> u_rows;  // the request of each unrelated fact
+          if (has_real)
+            for (std::size_t k = 0; k < unrel_f.at(l).size(); ++k) u_rows.push_back(r++);
+          std::size_t real = 0;  // column of item i among the non-control items
+          for (std::size_t n = 0; n < items.size(); ++n) {
+            const std::size_t i = items[n];
+            if (!suppressed[i]) suppressed[i].emplace();
+            auto& [after, unrel] = (*suppressed[i])[l];
+            after = po[n];
+            if (!todo[i].control) {
+              for (std::size_t row : u_rows) unrel.push_back(p[row][real]);
+              ++real;
+            }
+          }
+        }
+      };
+      // The sets and their controls in two separate batches, so that the sets' values do not
+      // depend on whether controls are measured; a batch of controls that fails is retried one
+      // control at a time, and a control that cannot be measured is noted, not the fact.
+      {
+        std::vector<std::size_t> real, controls;
+        for (std::size_t i = 0; i < todo.size(); ++i)
+          (todo[i].control ? controls : real).push_back(i);
+        if (!real.empty()) suppress_batch(real);
+        if (!controls.empty()) try {
+            suppress_batch(controls);
+          } catch (const Error&) {
+            for (std::size_t i : controls) {
+              suppressed[i].reset();
+              try {
+                suppress_batch({i});
+              } catch (const Error& e) {
+                suppressed[i].reset();
+                fr.notes.push_back(todo[i].name + ": " + e.what());
+              }
+            }
+          }
+      }
+      auto measure = [&](const Measured& item, const Suppressed& sup) {
         const auto& [name, source, set, control] = item;
         for (const auto& l : o.languages) {  // activation suppression at l's answer positions
           EditMeasure e{name, "suppress", source, l, p_old[l], 0, {}, {}, {}, {}, {}};
-          e.p_old_after =
-              detail::answer_probability(model, old_f.at(l), suppress(set, old_f.at(l).positions));
-          if (!control) locality(e, l, &set);
+          e.p_old_after = sup.at(l).first;
+          if (!control) locality(e, l, sup.at(l).second);
           fr.measures.push_back(e);
         }
         // The activation of every neuron of the set at the source's first answer position: the
@@ -281,24 +363,41 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
             guard.edit(eo, et, o.l1, l2, act);
           else
             guard.edit(eo, et, o.l1, l2);
+          // Everything measured under this edit, in one batched call: per language the old
+          // answer, the new one (edits) and the unrelated facts (sets that are not controls).
+          std::vector<detail::PatternRequest> rq;
+          for (const auto& l : o.languages) {
+            rq.push_back({&old_f.at(l), {InterventionPattern{}}});
+            if (is_edit) rq.push_back({&new_f.at(l), {InterventionPattern{}}});
+            if (!control)
+              for (const auto& g : unrel_f.at(l)) rq.push_back({&g, {InterventionPattern{}}});
+          }
+          const auto p = detail::answer_probabilities(model, rq);
+          std::size_t r = 0;
           for (const auto& l : o.languages) {
             EditMeasure e{name, is_edit ? "edit" : "erase", source, l, p_old[l], 0, {}, {}, {}, {},
                           {}};
-            e.p_old_after = detail::answer_probability(model, old_f.at(l));
+            e.p_old_after = p[r++][0];
             if (is_edit) {
               e.p_new_before = p_new[l];
-              e.p_new_after = detail::answer_probability(model, new_f.at(l));
+              e.p_new_after = p[r++][0];
             }
-            if (!control) locality(e, l, nullptr);
+            if (!control) {
+              std::vector<double> after;
+              for (std::size_t k = 0; k < unrel_f.at(l).size(); ++k) after.push_back(p[r++][0]);
+              locality(e, l, after);
+            }
             e.negative_share = static_cast<double>(negative) / static_cast<double>(set.size());
             fr.measures.push_back(e);
           }
         }
       };
-      for (const auto& item : todo) {
+      for (std::size_t i = 0; i < todo.size(); ++i) {
+        const auto& item = todo[i];
+        if (!suppressed[i]) continue;  // a control that could not be measured: noted above
         const std::size_t before = fr.measures.size();
         try {
-          measure(item);
+          measure(item, *suppressed[i]);
         } catch (const Error& e) {  // a control that cannot be measured is noted, not the fact
           if (!item.control) throw;
           fr.measures.resize(before);

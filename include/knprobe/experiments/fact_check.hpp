@@ -36,6 +36,7 @@
 
 #include "knprobe/core/rng.hpp"
 #include "knprobe/experiments/localize.hpp"
+#include "knprobe/experiments/run_records.hpp"
 #include "knprobe/probe/degenerate.hpp"
 
 namespace knprobe {
@@ -60,6 +61,11 @@ struct FactCheckOptions {
   std::map<std::string, double> thresholds{{"en", 0.3}, {"zh", 0.2}};
   AttributionOptions attribution;
   DknOptions dkn;
+  /// DKN searches done in advance, fact id → language → result (e.g. a run's results file,
+  /// run_dkn_results): a set-fold fact found here is neither attributed nor searched again, and
+  /// its true claim is scored like the others (attribution at R's layers). The caller vouches
+  /// that they were made with `attribution`, `thresholds` and `dkn`.
+  std::map<std::string, std::map<std::string, RunDkn>> given_dkn;
   std::function<void(const std::string&)> progress;  ///< once per attribution
 };
 
@@ -292,6 +298,15 @@ FactCheckReport fact_check(const KnowledgeProbe<M>& probe, const std::vector<Fac
         threshold_facts += it.fold == ClaimFold::threshold;
         if (!(it.fold == ClaimFold::set || (!cross && it.train))) continue;
         if (o.progress) o.progress(it.fact->id + " [" + lang + "] DKN");
+        if (const auto g = o.given_dkn.find(it.fact->id);
+            g != o.given_dkn.end() && g->second.count(lang)) {
+          const RunDkn& d = g->second.at(lang);
+          rc.forward_passes += d.forward_passes;
+          rc.train_with_dkn += !d.degenerate.empty();
+          for (const auto& set : d.degenerate)
+            for (const auto& n : set) rc.max_count = std::max(rc.max_count, ++count[n]);
+          continue;
+        }
         auto a = probe.attribute(it.encoded[0], o.attribution);
         const auto sel = KnowledgeProbe<M>::select(a, o.thresholds.at(lang));
         const auto d = find_degenerate(model, it.encoded[0], a, o.dkn, &sel.ranked);

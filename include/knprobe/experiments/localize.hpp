@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -144,6 +145,48 @@ double answer_probability(const M& m, const EncodedFact& f, const InterventionPa
   double prod = 1;
   for (Index q = 0; q < p.cols(); ++q) prod *= static_cast<double>(p(0, q));
   return prod;
+}
+
+/// One encoded fact with the intervention patterns to measure it under (`fact` must outlive the
+/// call).
+struct PatternRequest {
+  const EncodedFact* fact;
+  std::vector<InterventionPattern> patterns;
+};
+
+/// result[r][k] = Π_t P(target_t) at the answer positions of requests[r].fact under
+/// requests[r].patterns[k]: every request from one model call when the model answers several
+/// prompts at once (HasBatchedProbabilities: the rows of all requests share each layer's
+/// products), one call per request otherwise. The same requests give the same values; another
+/// grouping of them may differ in the last bits (other GEMM blockings).
+template <ProbeableModel M>
+std::vector<std::vector<double>> answer_probabilities(const M& m,
+                                                      std::span<const PatternRequest> requests) {
+  const std::size_t R = requests.size();
+  std::vector<std::vector<Query>> qs(R);
+  for (std::size_t r = 0; r < R; ++r) {
+    const EncodedFact& f = *requests[r].fact;
+    for (std::size_t t = 0; t < f.targets.size(); ++t)
+      qs[r].push_back({f.positions[t], f.targets[t]});
+  }
+  std::vector<Matrix<typename M::Scalar>> p;
+  if constexpr (HasBatchedProbabilities<M>) {
+    std::vector<ProbabilityRequest> pr;
+    for (std::size_t r = 0; r < R; ++r)
+      pr.push_back({requests[r].fact->tokens, requests[r].patterns, qs[r]});
+    p = m.probabilities(std::span<const ProbabilityRequest>(pr));
+  } else {
+    for (std::size_t r = 0; r < R; ++r)
+      p.push_back(m.probabilities(requests[r].fact->tokens, requests[r].patterns, qs[r]));
+  }
+  std::vector<std::vector<double>> out(R);
+  for (std::size_t r = 0; r < R; ++r)
+    for (Index k = 0; k < p[r].rows(); ++k) {
+      double prod = 1;
+      for (Index q = 0; q < p[r].cols(); ++q) prod *= static_cast<double>(p[r](k, q));
+      out[r].push_back(prod);
+    }
+  return out;
 }
 
 /// Index of the next fact (cyclically) of another relation that has `lang`.

@@ -384,4 +384,29 @@ inline std::vector<RunRecord> parse_run_records(const nlohmann::json& header,
   return out;
 }
 
+/// The neurons each result record of a run selected, fact id → language → set: the input of an
+/// experiment that reuses a run's localization instead of attributing again (`knprobe edit
+/// --sets-from`). Records are parsed and checked as by parse_run_records; screened-out, failed
+/// and LIKN records give nothing.
+inline std::map<std::string, std::map<std::string, NeuronSet>> run_selections(
+    const nlohmann::json& header, const std::vector<nlohmann::json>& records,
+    const std::string& path) {
+  std::map<std::string, std::map<std::string, NeuronSet>> out;
+  for (const auto& r : parse_run_records(header, records, path))
+    if (r.kind == RunRecordKind::result) out[r.fact][r.language] = r.neuron_set();
+  return out;
+}
+
+/// The DKN search of each result record of a run that searched (`knprobe run --dkn`), fact id →
+/// language → result: the input of fact-checking that reuses a run's searches (`knprobe factcheck
+/// --dkn-from`). Records are parsed and checked as by parse_run_records.
+inline std::map<std::string, std::map<std::string, RunDkn>> run_dkn_results(
+    const nlohmann::json& header, const std::vector<nlohmann::json>& records,
+    const std::string& path) {
+  std::map<std::string, std::map<std::string, RunDkn>> out;
+  for (const auto& r : parse_run_records(header, records, path))
+    if (r.kind == RunRecordKind::result && r.dkn) out[r.fact][r.language] = *r.dkn;
+  return out;
+}
+
 }  // namespace knprobe
