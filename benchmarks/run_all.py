@@ -9,6 +9,8 @@ machines can be compared. In one run, at each thread count asked for (default: 1
   and of the BLAS's best sgemm, and the same with the weights kept quantized;
 - bench_pair: one (fact, language) pair of the main job, stage by stage, with the verification
   batched and one call per request;
+- bench_editing: the editing experiment's measurements (clean and suppressed, a fact with K = 10
+  other prompts), one call per (prompt, pattern) against the batched calls `knprobe edit` makes;
 - and, unless --skip-kn or the package is missing, compare_knowledge_neurons.py (knprobe vs
   EleutherAI knowledge-neurons on GPT-2 124M, all threads).
 
@@ -112,7 +114,7 @@ def main():
     gguf = a.gguf or default_gguf()
     bench = os.path.join(a.build, "benchmarks")
     res = {"machine": machine(), "model": os.path.basename(gguf), "threads": threads,
-           "blas": {}, "layer_gradients": {}, "pair": {}}
+           "blas": {}, "layer_gradients": {}, "pair": {}, "editing": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for t in threads:
             lg = run_json([os.path.join(bench, "bench_layer_gradients"), gguf, "22", "2"], t, tmp,
@@ -127,6 +129,8 @@ def main():
             res["layer_gradients"][t] = lg
             res["pair"][t] = run_json([os.path.join(bench, "bench_pair"), gguf, a.facts, "0", "en",
                                        "2"], t, tmp, "pair")
+            res["editing"][t] = run_json([os.path.join(bench, "bench_editing"), gguf, a.facts,
+                                          "10", "2"], t, tmp, "editing")
         if not a.skip_kn:
             out = os.path.join(tmp, "kn.json")
             cmd = [sys.executable, os.path.join(ROOT, "benchmarks/compare_knowledge_neurons.py"),
@@ -183,6 +187,11 @@ def table(res):
     t1 = res["threads"][0]
     row("pair speed-up over %d thread(s)" % t1,
         lambda t: "%.2f×" % (pr[t1]["pair_seconds"] / pr[t]["pair_seconds"]))
+    ed = res["editing"]
+    row("editing measurements, one call per (prompt, pattern) (s)",
+        lambda t: "%.2f" % ed[t]["one_call_seconds"])
+    row("… batched as `knprobe edit` does (s)", lambda t: "%.2f" % ed[t]["batched_seconds"])
+    row("… speed-up", lambda t: "%.2f×" % ed[t]["speedup"])
     kn = res.get("knowledge_neurons")
     if kn and "speedup_reference_mode" in kn:
         print("\nknowledge-neurons (GPT-2 124M, IG m %d, %d threads): %.3f prompts/s; knprobe "

@@ -445,11 +445,20 @@ void write_json_file(const fs::path& path, const nlohmann::json& j, int indent) 
       path, j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
+nlohmann::json selection_options(const AttributionArgs& a,
+                                 const std::map<std::string, double>& thresholds,
+                                 const std::vector<std::string>& langs) {
+  nlohmann::json j = a.to_json();
+  j.erase("max_tokens");  // a limit, not a parameter of the results
+  for (const auto& l : langs) j["thresholds"][l] = thresholds.at(l);
+  return j;
+}
+
 void check_run_header(const std::string& option, const std::string& path,
                       const nlohmann::json& header, const std::string& model_hash,
                       const std::string& facts_fingerprint, const nlohmann::json& options) {
   KNPROBE_REQUIRE(header.is_object() && header.value("format", nlohmann::json()) == "knprobe-run/1",
-                  UsageError, option, " ", path, ": not a knprobe run results file");
+                  FormatError, option, " ", path, ": not a knprobe run results file");
   const nlohmann::json none;
   auto at = [&](const nlohmann::json& j, const std::string& k) -> const nlohmann::json& {
     return j.is_object() && j.contains(k) ? j.at(k) : none;
@@ -461,6 +470,8 @@ void check_run_header(const std::string& option, const std::string& path,
                        ", this command's " + here.dump() +
                        ": its results are not what this command would compute");
   };
+  // another version may attribute, select or search differently
+  require("knprobe version", at(header, "knprobe_version"), KNPROBE_VERSION_STRING);
   require("model hash", at(at(header, "model"), "hash"), model_hash);
   require("fact list (fingerprint)", at(at(header, "facts"), "fingerprint"), facts_fingerprint);
   const auto& opt = at(header, "options");

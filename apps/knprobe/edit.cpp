@@ -39,14 +39,14 @@ int run(const EditArgs& a) {
     {
       KnowledgeProbe probe(model, tok);
       probe.set_max_tokens(a.attribution.max_tokens);
+      const std::vector<Fact> as_read = facts;
       prepare_facts(a.facts, probe, tok, facts, filtered);
       if (!a.sets_from.empty()) {  // the run must have selected as this command would
-        nlohmann::json same = a.attribution.to_json();
-        same.erase("max_tokens");  // a limit, not a parameter of the results
-        same["thresholds"] = o.thresholds;
-        const auto run =
-            read_matching_run("--sets-from", a.sets_from, a.model, a.facts, probe, tok, same);
-        o.given_sets = run_selections(run.header, run.records, a.sets_from);
+        nlohmann::json same = selection_options(a.attribution, o.thresholds, a.facts.langs);
+        const auto run = read_matching_run("--sets-from", a.sets_from, a.model, a.facts, as_read,
+                                           probe, tok, same);
+        o.given_sets =
+            run_selections(run.content.header, run.content.records, a.sets_from, &run.facts);
       }
     }
     if (!a.sets_from.empty()) {

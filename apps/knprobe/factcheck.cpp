@@ -78,19 +78,26 @@ int run(const FactCheckArgs& a) {
     probe.set_max_tokens(a.attribution.max_tokens);
     std::vector<SkippedFact> filtered;
     std::vector<Fact> pool;
+    const std::vector<Fact> as_read = facts;
     prepare_facts(a.facts, probe, tok, facts, filtered, &pool);
     if (!a.dkn_from.empty()) {  // the run must have searched as this command would
-      nlohmann::json same = a.attribution.to_json();
-      same.erase("max_tokens");  // a limit, not a parameter of the results
-      same["thresholds"] = o.thresholds;
+      nlohmann::json same = selection_options(a.attribution, o.thresholds, a.facts.langs);
       same["dkn"] = a.dkn.to_json();
       const auto run =
-          read_matching_run("--dkn-from", a.dkn_from, a.model, a.facts, probe, tok, same);
-      o.given_dkn = run_dkn_results(run.header, run.records, a.dkn_from);
+          read_matching_run("--dkn-from", a.dkn_from, a.model, a.facts, as_read, probe, tok, same);
+      o.given_dkn =
+          run_dkn_results(run.content.header, run.content.records, a.dkn_from, &run.facts);
+      std::size_t pairs = 0, found = 0;
+      for (const auto& f : facts)
+        for (const auto& l : o.languages) {
+          ++pairs;
+          const auto g = o.given_dkn.find(f.id);
+          found += g != o.given_dkn.end() && g->second.count(l);
+        }
       std::fprintf(stderr,
-                   "knprobe: --dkn-from: the DKN searches of %zu facts are taken from %s (the "
-                   "others are searched)\n",
-                   o.given_dkn.size(), a.dkn_from.c_str());
+                   "knprobe: --dkn-from: %s holds the DKN searches of %zu of %zu (fact, "
+                   "language) pairs; the training facts' searches are taken from there\n",
+                   a.dkn_from.c_str(), found, pairs);
     }
     // per language: one DKN search per training fact + one attribution per claim
     const auto n_train =

@@ -126,7 +126,12 @@ expect 2 "sets-from .*r.good: the run's option 'steps' is 2, this command's 3" "
 expect 2 "sets-from .*r.good: the run's option 'thresholds.b' is 0.3, this command's 0.4" "${edit[@]}" --threshold b=0.4 --steps 2 --sets-from "$work/r.good"
 expect 1 "notes.txt: does not start with a knprobe header line" "${edit[@]}" --threshold b=0.3 --steps 2 --sets-from "$work/notes.txt"
 expect 0 "selected sets of [1-9][0-9]* of [0-9]+ facts are taken from .*r.good" "${edit[@]}" --threshold b=0.3 --steps 2 --sets-from "$work/r.good"
-expect 2 "dkn-from .*r.good: the run's option 'dkn' is null" factcheck "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --threshold b=0.3 --steps 2 --dkn-from "$work/r.good" --out "$work/fc"
+expect 2 "sets-from .*r.good: the run's fact list \(fingerprint\) is" "${edit[@]}" --threshold b=0.3 --steps 2 --limit 2 --sets-from "$work/r.good"
+fc=(factcheck "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --threshold b=0.3 --steps 2 --out "$work/fc")
+expect 2 "dkn-from .*r.good: the run's option 'dkn' is null" "${fc[@]}" --dkn-from "$work/r.good"
+expect 0 "wrote .*r_dkn.jsonl" "${run[@]}" --dkn --out "$work/r_dkn.jsonl"
+expect 0 "dkn-from: .*r_dkn.jsonl holds the DKN searches of [1-9][0-9]* of [0-9]+" "${fc[@]}" --dkn-from "$work/r_dkn.jsonl"
+expect 2 "dkn-from .*r_dkn.jsonl: the run's option 'dkn.t_low' is 0.2, this command's 0.1" "${fc[@]}" --t-low 0.1 --dkn-from "$work/r_dkn.jsonl"
 # A factcheck.json of the wrong shape: the key is named.
 echo '{"summary": {"en": {"test": {"dkn": {"precision": "high"}}}}}' >"$work/fc.json"
 expect 1 "fc.json: summary.en.test.dkn.precision: expected a finite number" report "$work/r.good" --factcheck "$work/fc.json" --out "$work/rep2.html"

@@ -6,6 +6,8 @@
 #include "knprobe/experiments/editing.hpp"
 
 #include <boost/test/unit_test.hpp>
+#include <cmath>
+#include <set>
 
 #include "knprobe/data/facts.hpp"
 #include "knprobe/model/llama.hpp"
@@ -195,8 +197,14 @@ BOOST_AUTO_TEST_CASE(given_sets_are_used_instead_of_attributing) {
     BOOST_REQUIRE(given.facts[i].measures.size() == attributed.facts[i].measures.size());
     for (std::size_t k = 0; k < given.facts[i].measures.size(); ++k) {
       const auto &a = attributed.facts[i].measures[k], &b = given.facts[i].measures[k];
+      BOOST_TEST(a.set == b.set);
+      BOOST_TEST(a.mode == b.mode);
+      BOOST_TEST(a.p_old_before == b.p_old_before);
       BOOST_TEST(a.p_old_after == b.p_old_after);
+      BOOST_TEST((a.p_new_after == b.p_new_after));
+      BOOST_TEST((a.unrelated_change == b.unrelated_change));
       BOOST_TEST((a.unrelated_abs == b.unrelated_abs));
+      BOOST_TEST((a.negative_share == b.negative_share));
     }
   }
   // A planted set is measured as given; facts not given are attributed as before.
@@ -209,6 +217,103 @@ BOOST_AUTO_TEST_CASE(given_sets_are_used_instead_of_attributing) {
   BOOST_TEST((mixed.facts.front().sets.at("en") == planted));
   for (std::size_t i = 1; i < mixed.facts.size(); ++i)
     BOOST_TEST((mixed.facts[i].sets == attributed.facts[i].sets));
+}
+
+BOOST_AUTO_TEST_CASE(every_measure_equals_one_model_call_per_prompt) {
+  // The batched measurements (one call per state of the weights) against one model call per
+  // (prompt, pattern), recomputed here from the report's own sets and activations: two languages
+  // (so that LIKN, the union and each N_l differ and rows of two languages could be swapped),
+  // controls on, every field of every measure.
+  auto model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
+  const Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
+  const auto facts =
+      read_facts(testing::data_dir() / "facts" / "stories_two_phrasings.jsonl").facts;
+  EditingOptions o;
+  o.languages = {"a", "b"};
+  o.thresholds = {{"a", 0.3}, {"b", 0.3}};
+  o.attribution.steps = 4;
+  o.unrelated = 1;
+  const auto rep = cross_lingual_editing(model, tok, facts, o);
+  BOOST_REQUIRE(!rep.facts.empty());
+  const KnowledgeProbe probe(model, tok);
+  auto close = [](double x, double y) { return std::abs(x - y) <= 1e-4 * std::abs(y) + 1e-10; };
+  std::set<std::string> modes, languages;
+  std::size_t checked = 0;
+  for (const auto& fr : rep.facts) {
+    std::size_t i = 0;
+    while (facts[i].id != fr.fact) ++i;
+    const auto sib = detail::sibling_fact(facts, i, o.languages);
+    BOOST_REQUIRE(sib.has_value());
+    auto enc = [&](const Fact& f, const std::string& l, const Fact& answer_of) {
+      return probe.encode(f.prompts.at(l), answer_of.answers.at(l));
+    };
+    for (const auto& e : fr.measures) {
+      const bool control = e.set.find('~') != std::string::npos;
+      NeuronSet set;
+      if (fr.sets.count(e.set))
+        set = fr.sets.at(e.set);
+      else
+        for (const auto& [n, a] : fr.activations.at(e.set)) set.insert(n);
+      const auto old_f = enc(facts[i], e.language, facts[i]);
+      const auto new_f = enc(facts[i], e.language, facts[*sib]);
+      std::vector<EncodedFact> unrel;
+      for (auto& [id, g] :
+           detail::unrelated_facts(probe, facts, i, e.language, o.unrelated, o.seed))
+        unrel.push_back(std::move(g));
+      std::vector<double> before_unrel;
+      for (const auto& g : unrel) before_unrel.push_back(detail::answer_probability(model, g));
+      const double p_new_before = detail::answer_probability(model, new_f);
+      BOOST_TEST(close(e.p_old_before, detail::answer_probability(model, old_f)));
+      double old_after = 0;
+      std::optional<double> new_after;
+      std::vector<double> unrel_after;
+      if (e.mode == "suppress") {
+        old_after = detail::answer_probability(model, old_f, suppress(set, old_f.positions));
+        for (const auto& g : unrel)
+          unrel_after.push_back(detail::answer_probability(model, g, suppress(set, g.positions)));
+      } else {
+        const bool is_edit = e.mode == "edit";
+        const auto src_old = enc(facts[i], e.source, facts[i]);
+        const auto src_new = enc(facts[i], e.source, facts[*sib]);
+        ValueVectorEdit<LlamaModel<float>> guard(model, set);
+        guard.edit(src_old.targets.front(),
+                   is_edit ? std::optional<TokenId>(src_new.targets.front()) : std::nullopt, o.l1,
+                   is_edit ? o.l2 : 0.0, fr.activations.at(e.set));
+        old_after = detail::answer_probability(model, old_f);
+        if (is_edit) new_after = detail::answer_probability(model, new_f);
+        for (const auto& g : unrel) unrel_after.push_back(detail::answer_probability(model, g));
+        std::size_t negative = 0;
+        for (const auto& [n, a] : fr.activations.at(e.set)) negative += a < 0;
+        BOOST_TEST(e.negative_share.value_or(-1) ==
+                   static_cast<double>(negative) / static_cast<double>(set.size()));
+      }
+      BOOST_TEST(close(e.p_old_after, old_after), e.set << " " << e.mode << " [" << e.language
+                                                        << "]: " << e.p_old_after << " vs "
+                                                        << old_after);
+      BOOST_TEST(e.p_new_after.has_value() == new_after.has_value());
+      if (new_after) {
+        BOOST_TEST(close(*e.p_new_before, p_new_before));
+        BOOST_TEST(close(*e.p_new_after, *new_after));
+      }
+      BOOST_TEST(e.unrelated_change.has_value() == !control);
+      if (!control) {
+        double sum = 0, sum_abs = 0;
+        for (std::size_t k = 0; k < unrel.size(); ++k) {
+          const double c = (unrel_after[k] - before_unrel[k]) / before_unrel[k];
+          sum += c, sum_abs += std::abs(c);
+        }
+        const auto K = static_cast<double>(unrel.size());
+        BOOST_TEST(std::abs(*e.unrelated_change - sum / K) <= 1e-4);
+        BOOST_TEST(std::abs(*e.unrelated_abs - sum_abs / K) <= 1e-4);
+      }
+      modes.insert(e.mode);
+      languages.insert(e.language);
+      ++checked;
+    }
+  }
+  BOOST_TEST(modes.size() == 3u);
+  BOOST_TEST(languages.size() == 2u);
+  BOOST_TEST(checked > 20u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -256,6 +256,24 @@ BOOST_AUTO_TEST_CASE(given_dkn_searches_replace_the_set_folds_searches) {
     BOOST_TEST(std::abs(x.score - y.score) <= 1e-5 * std::max(1e-12, std::abs(x.score)),
                x.fact << " " << x.object << ": " << x.score << " vs " << y.score);
   }
+  // Some facts given, the others searched: the same again; and the reference code's in-sample
+  // fit, where the set facts' true claims also fit θ.
+  auto half = g;
+  for (std::size_t i = 0; i < facts.size(); i += 2) half.given_dkn.erase(facts[i].id);
+  const auto mixed = fact_check(probe, facts, facts, half);
+  BOOST_REQUIRE(mixed.relations.size() == searched.relations.size());
+  for (std::size_t i = 0; i < mixed.relations.size(); ++i)
+    BOOST_TEST((mixed.relations[i].neurons == searched.relations[i].neurons));
+  auto in_o = o, in_g = g;
+  in_o.fit = in_g.fit = FactCheckFit::in_sample;
+  const auto in_searched = fact_check(probe, facts, facts, in_o);
+  const auto in_given = fact_check(probe, facts, facts, in_g);
+  BOOST_REQUIRE(in_given.relations.size() == in_searched.relations.size());
+  for (std::size_t i = 0; i < in_given.relations.size(); ++i) {
+    BOOST_TEST((in_given.relations[i].neurons == in_searched.relations[i].neurons));
+    BOOST_TEST(in_given.relations[i].threshold == in_searched.relations[i].threshold,
+               boost::test_tools::tolerance(1e-5));
+  }
   // Planted searches: every relation set is the planted pair, and nothing is searched.
   auto h = o;
   const std::vector<Neuron> pair{{0, 1}, {model.num_layers() - 1, 2}};

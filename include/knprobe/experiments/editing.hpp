@@ -152,13 +152,15 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
       EditingFactResult fr{fact.id, fact.relation, {}, {}, {}, {}, {}};
       const auto given = o.given_sets.find(fact.id);
       for (const auto& l : o.languages) {
+        // encoded either way: a fact this command cannot encode (too long, ...) is skipped alike
+        const auto f = probe.encode(fact.prompts.at(l), fact.answers.at(l));
         if (given != o.given_sets.end() && given->second.count(l)) {
           fr.sets[l] = given->second.at(l);
           continue;
         }
-        const auto a =
-            probe.attribute(probe.encode(fact.prompts.at(l), fact.answers.at(l)), o.attribution);
-        fr.sets[l] = KnowledgeProbe<M>::select(a, o.thresholds.at(l)).neurons;
+        fr.sets[l] =
+            KnowledgeProbe<M>::select(probe.attribute(f, o.attribution), o.thresholds.at(l))
+                .neurons;
       }
       selected[i] = std::move(fr);
     } catch (const Error& e) {

@@ -386,25 +386,26 @@ inline std::vector<RunRecord> parse_run_records(const nlohmann::json& header,
 
 /// The neurons each result record of a run selected, fact id → language → set: the input of an
 /// experiment that reuses a run's localization instead of attributing again (`knprobe edit
-/// --sets-from`). Records are parsed and checked as by parse_run_records; screened-out, failed
-/// and LIKN records give nothing.
+/// --sets-from`). Records are parsed and checked as by parse_run_records (against `facts`, the
+/// run's fact list, when given); screened-out, failed and LIKN records give nothing.
 inline std::map<std::string, std::map<std::string, NeuronSet>> run_selections(
     const nlohmann::json& header, const std::vector<nlohmann::json>& records,
-    const std::string& path) {
+    const std::string& path, const std::vector<Fact>* facts = nullptr) {
   std::map<std::string, std::map<std::string, NeuronSet>> out;
-  for (const auto& r : parse_run_records(header, records, path))
+  for (const auto& r : parse_run_records(header, records, path, facts))
     if (r.kind == RunRecordKind::result) out[r.fact][r.language] = r.neuron_set();
   return out;
 }
 
 /// The DKN search of each result record of a run that searched (`knprobe run --dkn`), fact id →
 /// language → result: the input of fact-checking that reuses a run's searches (`knprobe factcheck
-/// --dkn-from`). Records are parsed and checked as by parse_run_records.
+/// --dkn-from`). Records are parsed and checked as by parse_run_records (against `facts`, when
+/// given).
 inline std::map<std::string, std::map<std::string, RunDkn>> run_dkn_results(
     const nlohmann::json& header, const std::vector<nlohmann::json>& records,
-    const std::string& path) {
+    const std::string& path, const std::vector<Fact>* facts = nullptr) {
   std::map<std::string, std::map<std::string, RunDkn>> out;
-  for (const auto& r : parse_run_records(header, records, path))
+  for (const auto& r : parse_run_records(header, records, path, facts))
     if (r.kind == RunRecordKind::result && r.dkn) out[r.fact][r.language] = *r.dkn;
   return out;
 }
