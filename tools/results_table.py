@@ -57,6 +57,61 @@ def editing_table(j):
                 ci_num(r.get("negative_share"), "%.2f")))
 
 
+def bootstrap_mean_ci(values, resamples=2000, level=0.95, seed=42):
+    """Mean and percentile interval over `values` resampled with replacement (facts are the unit;
+    the same rule as statistics.hpp: s[floor(aR/2)], s[ceil((1 - a/2)R) - 1], a = 1 - level)."""
+    import math
+    import random
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    a = 1 - level
+    lo = means[int(math.floor(a * resamples / 2))]
+    hi = means[int(math.ceil((1 - a / 2) * resamples)) - 1]
+    return sum(values) / n, lo, hi
+
+
+def editing_paired_table(j):
+    """Per fact: P(old) change under a set minus under its control (same fact, same mode, same
+    language), averaged over the fact's measures like the summary; mean over facts with a
+    bootstrap 95 % interval. Negative = the set lowers P(old) more than its control does."""
+    print("\nPaired per fact: P(old) change under the set minus under its control "
+          "(percentage points; mean over facts [95% CI], facts with both):\n")
+    print("| set | intervention | measured in | − random control | − magnitude control |")
+    print("|---|---|---|---|---|")
+    def kind(name):
+        base = name.split("~")[0]
+        return base if base in ("likn", "all") else "N_source"
+    for st in ("N_source", "likn", "all"):
+        for mode in ("suppress", "erase", "edit"):
+            for where in ("reliability", "generality"):
+                cells = []
+                for ctl in ("~control", "~control_magnitude"):
+                    diffs = []
+                    for f in j["facts"]:
+                        by = {}
+                        for m in f.get("measures", []):
+                            if m["mode"] != mode or kind(m["set"]) != st:
+                                continue
+                            w = "reliability" if m["language"] == m["source"] else "generality"
+                            if w != where:
+                                continue
+                            c = (m["p_old_after"] - m["p_old_before"]) / m["p_old_before"]
+                            by[(m["set"], m["language"])] = c
+                        d = [by[(n, l)] - by[(n + ctl, l)] for (n, l) in by
+                             if "~" not in n and (n + ctl, l) in by]
+                        if d:
+                            diffs.append(sum(d) / len(d))
+                    if not diffs:
+                        cells.append("n/a")
+                        continue
+                    mean, lo, hi = bootstrap_mean_ci(diffs)
+                    cells.append("%+.1f [%+.1f, %+.1f] (%d)" % (100 * mean, 100 * lo, 100 * hi,
+                                                                 len(diffs)))
+                if cells != ["n/a", "n/a"]:
+                    print("| %s | %s | %s | %s | %s |" % (st, mode, where, cells[0], cells[1]))
+
+
 def factcheck_table(j):
     print("Fit: %s (only the test rows are evidence).\n" % j.get("fit", "in_sample"))
     print("| relation | language | train / test facts | train facts with DKN | relation set | θ | θp |")
@@ -92,7 +147,8 @@ def main(path, per_fact=True):
     if "claims" in j:
         return factcheck_table(j)
     if any("/reliability" in k for k in j.get("summary", {})):
-        return editing_table(j)
+        editing_table(j)
+        return editing_paired_table(j)
     s = j["summary"]
     if any("mean_neurons" in v for v in s.get("languages", {}).values()):
         sys.exit("%s: written before the evaluation protocol (no intervals, one unrelated prompt "

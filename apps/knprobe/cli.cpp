@@ -4,6 +4,7 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <deque>
 #include <memory>
 #include <set>
 
@@ -516,15 +517,59 @@ void write_result(const std::string& out, nlohmann::json& j, const std::string& 
   write_json_file(fs::path(out) / name, j);
 }
 
+std::unique_ptr<io::ResultsFile> open_checkpoint(const fs::path& path, const std::string& format,
+                                                 const ModelArgs& m, const std::vector<Fact>& facts,
+                                                 nlohmann::json options, nlohmann::json paths) {
+  const nlohmann::json header{
+      {"format", format},
+      {"knprobe_version", KNPROBE_VERSION_STRING},
+      {"model", {{"hash", model_hash(m)}}},
+      {"facts", {{"count", facts.size()}, {"fingerprint", facts_fingerprint(facts)}}},
+      {"options", std::move(options)},
+      {"paths", std::move(paths)}};
+  auto file = std::make_unique<io::ResultsFile>(path, header, std::vector<std::string>{"paths"});
+  if (file->repaired())
+    std::fprintf(stderr, "knprobe: %s: %s\n", path.c_str(), file->repaired()->c_str());
+  if (!file->locked())
+    std::fprintf(stderr,
+                 "knprobe: warning: %s: this file system cannot lock files (flock); make sure "
+                 "no other command writes the same output\n",
+                 path.c_str());
+  if (!file->records().empty())
+    std::fprintf(stderr, "knprobe: resuming %s: %zu records already there\n", path.c_str(),
+                 file->records().size());
+  return file;
+}
+
+nlohmann::json outcome_options(nlohmann::json options) {
+  for (const char* k : {"model", "mlama", "knprobe_version", "bootstrap"}) options.erase(k);
+  if (options.contains("controls")) options["controls"].erase("bootstrap");
+  return options;
+}
+
 std::function<void(const std::string&)> progress_printer(std::size_t total) {
-  auto done = std::make_shared<std::size_t>(0);
-  const auto t0 = std::chrono::steady_clock::now();
+  // The ETA uses the pace of the last k_window steps, not the mean since the start: a command's
+  // phases differ in cost (edit --sets-from skips its first pass in no time).
+  constexpr std::size_t k_window = 16;
+  using Clock = std::chrono::steady_clock;
+  struct State {
+    std::size_t done = 0;
+    std::deque<Clock::time_point> recent;
+  };
+  auto st = std::make_shared<State>();
+  const auto t0 = Clock::now();
+  st->recent.push_back(t0);
   return [=](const std::string& what) {
-    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double left = *done < total ? static_cast<double>(total - *done) : 0.0;
-    const double eta = *done ? el / static_cast<double>(*done) * left : 0.0;
-    std::fprintf(stderr, "\r[%zu/%zu] %-40.40s %.0fs elapsed, ETA %.0fs   ", ++*done,
-                 std::max(total, *done), what.c_str(), el, eta);
+    const auto now = Clock::now();
+    const double el = std::chrono::duration<double>(now - t0).count();
+    ++st->done;
+    st->recent.push_back(now);
+    if (st->recent.size() > k_window + 1) st->recent.pop_front();
+    const double span = std::chrono::duration<double>(now - st->recent.front()).count();
+    const double left = st->done < total ? static_cast<double>(total - st->done) : 0.0;
+    const double eta = span / static_cast<double>(st->recent.size() - 1) * left;
+    std::fprintf(stderr, "\r[%zu/%zu] %-40.40s %.0fs elapsed, ETA %.0fs   ", st->done,
+                 std::max(total, st->done), what.c_str(), el, eta);
     std::fflush(stderr);
   };
 }

@@ -345,6 +345,19 @@ MatchingRun read_matching_run(const std::string& option, const std::string& path
 void write_result(const std::string& out, nlohmann::json& j, const std::string& name,
                   nlohmann::json options, const std::vector<FactProblem>& problems,
                   const std::vector<SkippedFact>& filtered);
+/// Opens (creating or resuming) a command's checkpoint at `path`, a results file whose header
+/// holds what decides resuming — `format`, the knprobe version, the model's hash, the facts
+/// processed (count, fingerprint) and `options`, every option the outcomes depend on — and, not
+/// deciding, `paths`. Says on stderr when a torn last line was cut off, when the file cannot be
+/// locked and how many records are resumed. ResumeError (exit 1) when the file holds another
+/// run's outcomes, naming the first difference.
+std::unique_ptr<io::ResultsFile> open_checkpoint(const std::filesystem::path& path,
+                                                 const std::string& format, const ModelArgs& m,
+                                                 const std::vector<Fact>& facts,
+                                                 nlohmann::json options, nlohmann::json paths);
+/// `options_json` without what does not change an outcome (paths, the version — in the header —,
+/// the mLAMA settings, which the facts' fingerprint covers, and the summary's bootstrap).
+nlohmann::json outcome_options(nlohmann::json options);
 /// Progress with rate and ETA on stderr, one call per (fact, language).
 std::function<void(const std::string&)> progress_printer(std::size_t total);
 /// "+12%" / "   n/a".

@@ -1,9 +1,12 @@
 // knprobe edit: cross-lingual editing (docs/METHOD.md §6): LIKN vs per-language sets, activation
 // interventions and weight edits, reliability / generality / locality; writes <out>/editing.json.
+#include <algorithm>
+
 #include "cli.hpp"
 #include "knprobe/experiments/editing.hpp"
 
 namespace knprobe::cli {
+namespace fs = std::filesystem;
 namespace {
 
 struct EditArgs {
@@ -15,6 +18,34 @@ struct EditArgs {
   std::string out = "knprobe-out", sign = "activation", sets_from;
   double l1 = 1.0, l2 = 8.0, drop_generic = 0;
 };
+
+/// The outcomes recorded in an edit checkpoint, by fact id, each checked against the facts of
+/// this run (index, id) and the model's size; FormatError naming the record otherwise.
+std::map<std::string, EditingOutcome> resumed_outcomes(const io::ResultsFile& file,
+                                                       const std::vector<Fact>& facts, int layers,
+                                                       int width) {
+  std::map<std::string, EditingOutcome> out;
+  const auto& recs = file.records();
+  for (std::size_t k = 0; k < recs.size(); ++k) {
+    const auto& r = recs[k];
+    const std::string where = file.path().string() + ": record " + std::to_string(k + 2);
+    const auto index = io::json_int<std::size_t>(io::json_at(r, "index", where), 0,
+                                                 facts.size() - 1, where + ": index");
+    const std::string& kind = io::json_string(io::json_at(r, "record", where), where + ": record");
+    const std::string& fid = io::json_string(io::json_at(r, "fact", where), where + ": fact");
+    KNPROBE_REQUIRE(facts[index].id == fid, FormatError, where, ": fact '", fid, "' is not fact ",
+                    index, " of this run ('", facts[index].id, "'); delete the file to start over");
+    KNPROBE_REQUIRE(!out.count(fid), FormatError, where, ": fact '", fid, "' again");
+    if (kind == "result")
+      out[fid].result = editing_fact_from_json(r, layers, width, where);
+    else if (kind == "skipped")
+      out[fid].skipped = SkippedFact{
+          fid, "", io::json_string(io::json_at(r, "reason", where), where + ": reason")};
+    else
+      throw FormatError(where + ": record '" + kind + "' is neither 'result' nor 'skipped'");
+  }
+  return out;
+}
 
 int run(const EditArgs& a) {
   a.facts.validate();
@@ -57,19 +88,40 @@ int run(const EditArgs& a) {
                    "from %s (the others are attributed)\n",
                    found, facts.size(), a.sets_from.c_str());
     }
-    o.progress = progress_printer(2 * facts.size());  // select, then measure
-    const auto rep = cross_lingual_editing(model, tok, facts, o);
-    std::fprintf(stderr, "\n");
-    auto j = to_json(rep);
     auto opts = options_json(a.model, a.facts, a.attribution);
     opts["thresholds"] = o.thresholds;
     opts["l1"] = a.l1;
     opts["l2"] = a.l2;
     opts["edit_sign"] = a.sign;
     opts["drop_generic"] = a.drop_generic;
-    if (!a.sets_from.empty()) opts["sets_from"] = a.sets_from;
     opts["controls"] = a.controls.to_json();
+    // Every fact's outcome goes to <out>/editing.partial.jsonl as it is decided; an interrupted
+    // run resumes there (same model, facts and outcome options, else refused).
+    const fs::path partial = fs::path(a.out) / "editing.partial.jsonl";
+    auto file = open_checkpoint(
+        partial, "knprobe-edit-checkpoint/1", a.model, facts, outcome_options(opts),
+        {{"model", a.model.model}, {"facts", a.facts.facts}, {"sets_from", a.sets_from}});
+    o.resumed = resumed_outcomes(*file, facts, model.num_layers(), model.ffn_width());
+    if (!o.resumed.empty())
+      std::fprintf(stderr, "knprobe: %zu of %zu facts already done\n", o.resumed.size(),
+                   facts.size());
+    o.on_fact = [&](const EditingOutcome& r) {
+      const std::string& fid = r.result ? r.result->fact : r.skipped->fact;
+      const auto at = std::ranges::find_if(facts, [&](const Fact& f) { return f.id == fid; });
+      nlohmann::json rec = r.result ? to_json(*r.result)
+                                    : nlohmann::json{{"fact", fid}, {"reason", r.skipped->reason}};
+      rec["record"] = r.result ? "result" : "skipped";
+      rec["index"] = static_cast<std::size_t>(at - facts.begin());
+      file->append(std::move(rec));
+    };
+    o.progress = progress_printer(2 * facts.size());  // select, then measure
+    const auto rep = cross_lingual_editing(model, tok, facts, o);
+    std::fprintf(stderr, "\n");
+    auto j = to_json(rep);
+    if (!a.sets_from.empty()) opts["sets_from"] = a.sets_from;
     write_result(a.out, j, "editing.json", opts, problems, filtered);
+    file.reset();  // editing.json holds every outcome now
+    fs::remove(partial);
     std::printf("summary (set/mode/measured-in):\n");
     for (auto it = j["summary"].begin(); it != j["summary"].end(); ++it)
       std::printf("  %-34s %s\n", it.key().c_str(), it.value().dump().c_str());

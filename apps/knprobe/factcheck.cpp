@@ -1,5 +1,6 @@
 // knprobe factcheck: fact-checking with relation DKN sets vs the model-prediction baseline
 // (docs/METHOD.md §7); writes <out>/factcheck.json and prints the metrics table.
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -7,6 +8,7 @@
 #include "knprobe/experiments/fact_check.hpp"
 
 namespace knprobe::cli {
+namespace fs = std::filesystem;
 namespace {
 
 struct FactCheckArgs {
@@ -104,9 +106,6 @@ int run(const FactCheckArgs& a) {
         static_cast<std::size_t>(std::lround(a.train_fraction * static_cast<double>(facts.size())));
     o.progress = progress_printer((facts.size() * static_cast<std::size_t>(a.wrong + 1) + n_train) *
                                   o.languages.size());
-    const auto rep = fact_check(probe, facts, pool, o);
-    std::fprintf(stderr, "\n");
-    auto j = to_json(rep);
     auto opts = options_json(a.model, a.facts, a.attribution);
     opts["dkn"] = a.dkn.to_json();
     opts["wrong_per_fact"] = a.wrong;
@@ -116,8 +115,38 @@ int run(const FactCheckArgs& a) {
     opts["fit"] = a.fit;
     opts["thresholds"] = o.thresholds;
     opts["bootstrap"] = a.bootstrap;
+    // Every (language, relation) goes to <out>/factcheck.partial.jsonl when it is done; an
+    // interrupted run resumes there (same model, facts, pool of wrong objects and outcome
+    // options, else refused).
+    auto id = outcome_options(opts);
+    id["pool"] = facts_fingerprint(pool);
+    const fs::path partial = fs::path(a.out) / "factcheck.partial.jsonl";
+    auto file = open_checkpoint(
+        partial, "knprobe-factcheck-checkpoint/1", a.model, facts, id,
+        {{"model", a.model.model}, {"facts", a.facts.facts}, {"dkn_from", a.dkn_from}});
+    const auto& recs = file->records();
+    for (std::size_t k = 0; k < recs.size(); ++k) {
+      const std::string where = partial.string() + ": record " + std::to_string(k + 2);
+      auto r = relation_outcome_from_json(recs[k], model.num_layers(), model.ffn_width(), where);
+      KNPROBE_REQUIRE(std::ranges::count(o.languages, r.language), FormatError, where,
+                      ": language '", r.language, "' is not one of this run's");
+      auto key = std::pair{r.language, r.relation};
+      KNPROBE_REQUIRE(!o.resumed.count(key), FormatError, where, ": relation '", r.relation, "' [",
+                      r.language, "] again");
+      o.resumed.emplace(std::move(key), std::move(r));
+    }
+    o.on_relation = [&](const RelationOutcome& r) {
+      auto rec = to_json(r);
+      rec["record"] = "relation";
+      file->append(std::move(rec));
+    };
+    const auto rep = fact_check(probe, facts, pool, o);
+    std::fprintf(stderr, "\n");
+    auto j = to_json(rep);
     if (!a.dkn_from.empty()) opts["dkn_from"] = a.dkn_from;
     write_result(a.out, j, "factcheck.json", opts, problems, filtered);
+    file.reset();  // factcheck.json holds every outcome now
+    fs::remove(partial);
     for (const auto& r : rep.relations)
       std::printf(
           "%s [%s]: %zu train / %zu test facts, %zu with DKN, relation set %zu neurons, "

@@ -132,6 +132,12 @@ expect 2 "dkn-from .*r.good: the run's option 'dkn' is null" "${fc[@]}" --dkn-fr
 expect 0 "wrote .*r_dkn.jsonl" "${run[@]}" --dkn --out "$work/r_dkn.jsonl"
 expect 0 "dkn-from: .*r_dkn.jsonl holds the DKN searches of [1-9][0-9]* of [0-9]+" "${fc[@]}" --dkn-from "$work/r_dkn.jsonl"
 expect 2 "dkn-from .*r_dkn.jsonl: the run's option 'dkn.t_low' is 0.2, this command's 0.1" "${fc[@]}" --t-low 0.1 --dkn-from "$work/r_dkn.jsonl"
+# A checkpoint of another run in the output folder: refused with the difference named, not mixed.
+fc3=(factcheck "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --threshold b=0.3 --steps 2 --out "$work/fc3")
+mkdir -p "$work/fc3" && printf '%s\n' '{"record":"header","format":"knprobe-factcheck-checkpoint/0"}' >"$work/fc3/factcheck.partial.jsonl"
+expect 1 "factcheck.partial.jsonl: cannot resume, it holds results of another run" "${fc3[@]}"
+mkdir -p "$work/ed3" && printf '%s\n' '{"record":"header","format":"knprobe-edit-checkpoint/0"}' >"$work/ed3/editing.partial.jsonl"
+expect 1 "editing.partial.jsonl: cannot resume, it holds results of another run" edit "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --threshold b=0.3 --steps 2 --unrelated 1 --out "$work/ed3"
 # A factcheck.json of the wrong shape: the key is named.
 echo '{"summary": {"en": {"test": {"dkn": {"precision": "high"}}}}}' >"$work/fc.json"
 expect 1 "fc.json: summary.en.test.dkn.precision: expected a finite number" report "$work/r.good" --factcheck "$work/fc.json" --out "$work/rep2.html"

@@ -316,4 +316,83 @@ BOOST_AUTO_TEST_CASE(every_measure_equals_one_model_call_per_prompt) {
   BOOST_TEST(checked > 20u);
 }
 
+BOOST_AUTO_TEST_CASE(an_interrupted_run_resumes_to_the_same_report) {
+  // `knprobe edit` checkpoints each fact's outcome (EditingOptions::on_fact) and resumes from
+  // them (EditingOptions::resumed): every fact is reported exactly once, as soon as it is decided,
+  // and a run resumed from the first half of the outcomes — read back from their JSON — writes
+  // the same report to the byte as the uninterrupted run, with and without refinement.
+  auto model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
+  const Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
+  auto facts = read_facts(testing::data_dir() / "facts" / "stories_factcheck.jsonl").facts;
+  facts.resize(8);
+  // no other fact of its relation: skipped in pass 1, with the reason
+  facts.insert(facts.begin() + 2,
+               Fact{"lonely", "only-one", {{"en", "Once upon a time"}}, {{"en", " there"}}});
+  for (const double generic : {0.0, 0.5}) {
+    EditingOptions o;
+    o.languages = {"en"};
+    o.thresholds = {{"en", 0.3}};
+    o.attribution.steps = 4;
+    o.unrelated = 2;
+    o.generic_fraction = generic;
+    std::vector<std::pair<std::string, nlohmann::json>> outcomes;  // fact id, record
+    auto record = [&](const EditingOutcome& r) {
+      BOOST_REQUIRE(r.result.has_value() != r.skipped.has_value());
+      if (r.result)
+        outcomes.push_back({r.result->fact, to_json(*r.result)});
+      else
+        outcomes.push_back({r.skipped->fact, {{"reason", r.skipped->reason}}});
+    };
+    o.on_fact = record;
+    const auto full = cross_lingual_editing(model, tok, facts, o);
+    BOOST_TEST(full.skipped.size() >= 1u);
+    BOOST_TEST(full.skipped.front().fact == "lonely");
+    BOOST_REQUIRE(outcomes.size() == facts.size());
+    std::set<std::string> once;
+    for (const auto& [id, rec] : outcomes) BOOST_TEST(once.insert(id).second);
+
+    auto r = o;
+    const std::size_t half = outcomes.size() / 2;
+    for (std::size_t k = 0; k < half; ++k) {
+      const auto& [id, rec] = outcomes[k];
+      if (rec.contains("reason"))
+        r.resumed[id].skipped = SkippedFact{id, "", rec["reason"].get<std::string>()};
+      else
+        r.resumed[id].result = editing_fact_from_json(rec, model.num_layers(), model.ffn_width(),
+                                                      "outcome " + std::to_string(k));
+    }
+    std::vector<std::pair<std::string, nlohmann::json>> first = std::move(outcomes);
+    outcomes.clear();
+    r.on_fact = record;
+    const auto resumed = cross_lingual_editing(model, tok, facts, r);
+    BOOST_TEST(outcomes.size() == facts.size() - half);  // only the facts not resumed
+    for (const auto& [id, rec] : outcomes) BOOST_TEST(!r.resumed.count(id));
+    BOOST_TEST(to_json(resumed).dump() == to_json(full).dump());
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_checkpointed_fact_is_read_back_exactly_or_refused) {
+  EditingFactResult f{"f1", "r", {}, {}, {}, {}, {}};
+  f.sets["en"] = NeuronSet(std::vector<Neuron>{{0, 3}, {4, 7}});
+  f.dropped_generic["en"] = NeuronSet(std::vector<Neuron>{{1, 2}});
+  f.activations["en"] = {{Neuron{0, 3}, -0.1234567890123456789}, {Neuron{4, 7}, 3e-310}};
+  f.notes = {"en~control: none"};
+  f.measures.push_back({"en", "edit", "en", "en", 0.25, 1.0 / 3.0, 1e-9, 0.7, -0.5, 0.5, 0.5});
+  f.measures.push_back({"en", "suppress", "en", "en", 0.25, 0.1, {}, {}, {}, {}, {}});
+  const auto j = to_json(f);
+  const auto back = editing_fact_from_json(j, 5, 8, "x");
+  BOOST_TEST(to_json(back).dump() == j.dump());
+  BOOST_TEST(back.measures[0].p_old_after == 1.0 / 3.0);  // exact, not rounded
+  auto bad = j;
+  bad["sets"]["en"][1][1] = 8;  // no unit 8 in a layer of width 8
+  BOOST_CHECK_THROW(editing_fact_from_json(bad, 5, 8, "x"), FormatError);
+  bad = j;
+  bad["measures"][0]["p_old_after"] = "0.5";
+  BOOST_CHECK_THROW(editing_fact_from_json(bad, 5, 8, "x"), FormatError);
+  bad = j;
+  bad["measures"][0].erase("p_new_after");  // p_new_before alone
+  BOOST_CHECK_THROW(editing_fact_from_json(bad, 5, 8, "x"), FormatError);
+  BOOST_CHECK_THROW(editing_fact_from_json(nlohmann::json::array(), 5, 8, "x"), FormatError);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -286,6 +286,55 @@ BOOST_AUTO_TEST_CASE(given_dkn_searches_replace_the_set_folds_searches) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(an_interrupted_run_resumes_to_the_same_report) {
+  // `knprobe factcheck` checkpoints each (language, relation) (FactCheckOptions::on_relation) and
+  // resumes from them (FactCheckOptions::resumed): every relation is reported once, with what it
+  // added to the report, and a run resumed from the first outcomes — read back from their JSON —
+  // gives the same report to the byte as the uninterrupted one.
+  const auto model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
+  const Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
+  const KnowledgeProbe probe(model, tok);
+  auto facts = read_facts(testing::data_dir() / "facts" / "stories_factcheck.jsonl").facts;
+  facts.push_back(fact("lonely", "alone", " nobody"));  // a relation skipped, with the reason
+  facts.push_back(fact("u", "same", " one"));           // facts without a wrong object
+  facts.push_back(fact("v", "same", " one"));
+  FactCheckOptions o;
+  o.languages = {"en"};
+  o.attribution.steps = 4;
+  o.thresholds = {{"en", 0.1}};
+  std::vector<nlohmann::json> outcomes;
+  std::set<std::string> once;
+  o.on_relation = [&](const RelationOutcome& r) {
+    BOOST_TEST(once.insert(r.language + "/" + r.relation).second);
+    outcomes.push_back(to_json(r));
+  };
+  const auto full = fact_check(probe, facts, facts, o);
+  BOOST_REQUIRE(outcomes.size() == 4u);  // the two relations of the file, "alone", "same"
+  BOOST_TEST(!full.claims.empty());
+  auto r = o;
+  for (std::size_t k = 0; k < 2; ++k) {
+    auto back = relation_outcome_from_json(outcomes[k], model.num_layers(), model.ffn_width(),
+                                           "outcome " + std::to_string(k));
+    BOOST_TEST(to_json(back).dump() == outcomes[k].dump());  // read back exactly
+    r.resumed[{back.language, back.relation}] = std::move(back);
+  }
+  std::vector<nlohmann::json> first = std::move(outcomes);
+  outcomes.clear();
+  once.clear();
+  const auto resumed = fact_check(probe, facts, facts, r);
+  BOOST_TEST(outcomes.size() == 2u);  // only the relations not resumed
+  BOOST_TEST(to_json(resumed).dump() == to_json(full).dump());
+  // A damaged outcome is refused by name.
+  auto bad = first[0];
+  bad["claims"][0]["p_model"] = -0.5;
+  BOOST_CHECK_THROW(relation_outcome_from_json(bad, model.num_layers(), model.ffn_width(), "x"),
+                    FormatError);
+  bad = first[0];
+  bad["claims"][0]["fold"] = "train";
+  BOOST_CHECK_THROW(relation_outcome_from_json(bad, model.num_layers(), model.ffn_width(), "x"),
+                    FormatError);
+}
+
 BOOST_AUTO_TEST_CASE(absurd_options_are_clear_errors) {
   const auto model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
   const Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};

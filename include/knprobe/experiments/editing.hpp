@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "knprobe/experiments/localize.hpp"
+#include "knprobe/io/json_get.hpp"
 #include "knprobe/probe/intervention.hpp"
 
 namespace knprobe {
@@ -39,29 +40,6 @@ namespace knprobe {
 enum class EditSign {
   activation,  ///< along the neuron's contribution: sign of its activation (default)
   none         ///< Dai's rule as written (correct only for positive activations)
-};
-
-struct EditingOptions {
-  std::vector<std::string> languages{"en", "zh"};
-  std::map<std::string, double> thresholds{{"en", 0.3}, {"zh", 0.2}};
-  AttributionOptions attribution;
-  double l1 = 1.0, l2 = 8.0;  ///< Dai's edit strengths
-  int max_tokens = 512;       ///< longest prompt + answer accepted (KnowledgeProbe::set_max_tokens)
-  EditSign sign = EditSign::activation;
-  int unrelated = 10;          ///< K facts of other relations for locality (seeded)
-  bool controls = true;        ///< also measure the random and magnitude-matched control sets
-  double control_band = 0.02;  ///< magnitude-matched control: |a|-rank window / layer width
-  /// Dai's refinement before editing: drop from each fact's per-language set the neurons selected
-  /// for more than this share of the facts of other relations (0 = off; localize.hpp's rule).
-  double generic_fraction = 0;
-  /// Selected sets given in advance, fact id → language → set (e.g. a run's results file,
-  /// run_selections): a (fact, language) found here is not attributed again; the caller
-  /// vouches that they were selected with `attribution` and `thresholds`.
-  std::map<std::string, std::map<std::string, NeuronSet>> given_sets;
-  std::uint64_t seed = 42;
-  BootstrapOptions bootstrap;
-  /// Once per fact in each of the two passes ("select <id>", then "measure <id>").
-  std::function<void(const std::string&)> progress;
 };
 
 struct EditMeasure {
@@ -90,6 +68,43 @@ struct EditingFactResult {
   std::map<std::string, std::map<Neuron, double>> activations;
   std::vector<EditMeasure> measures;
   std::vector<std::string> notes;  ///< why a control set is missing
+};
+
+/// What became of one fact: measured (`result`), or skipped with the reason (`skipped`).
+struct EditingOutcome {
+  std::optional<EditingFactResult> result;
+  std::optional<SkippedFact> skipped;
+};
+
+struct EditingOptions {
+  std::vector<std::string> languages{"en", "zh"};
+  std::map<std::string, double> thresholds{{"en", 0.3}, {"zh", 0.2}};
+  AttributionOptions attribution;
+  double l1 = 1.0, l2 = 8.0;  ///< Dai's edit strengths
+  int max_tokens = 512;       ///< longest prompt + answer accepted (KnowledgeProbe::set_max_tokens)
+  EditSign sign = EditSign::activation;
+  int unrelated = 10;          ///< K facts of other relations for locality (seeded)
+  bool controls = true;        ///< also measure the random and magnitude-matched control sets
+  double control_band = 0.02;  ///< magnitude-matched control: |a|-rank window / layer width
+  /// Dai's refinement before editing: drop from each fact's per-language set the neurons selected
+  /// for more than this share of the facts of other relations (0 = off; localize.hpp's rule).
+  double generic_fraction = 0;
+  /// Selected sets given in advance, fact id → language → set (e.g. a run's results file,
+  /// run_selections): a (fact, language) found here is not attributed again; the caller
+  /// vouches that they were selected with `attribution` and `thresholds`.
+  std::map<std::string, std::map<std::string, NeuronSet>> given_sets;
+  std::uint64_t seed = 42;
+  BootstrapOptions bootstrap;
+  /// Once per fact in each of the two passes ("select <id>", then "measure <id>").
+  std::function<void(const std::string&)> progress;
+  /// Checkpointing (`knprobe edit` keeps <out>/editing.partial.jsonl): called once per fact with
+  /// its outcome — measured, or skipped with the reason — as soon as it is decided.
+  std::function<void(const EditingOutcome&)> on_fact;
+  /// Outcomes of an earlier, interrupted run of the same experiment (same model, facts and
+  /// options; the caller vouches), by fact id: these facts are taken as they are, not measured
+  /// again (and, without refinement, not attributed again). A fact's outcome depends only on the
+  /// fact list, the options and the model, so a resumed report equals an uninterrupted one.
+  std::map<std::string, EditingOutcome> resumed;
 };
 
 struct EditingReport {
@@ -138,9 +153,20 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
   // across facts before any set is measured.
   std::vector<std::optional<EditingFactResult>> selected(facts.size());
   std::vector<std::optional<std::size_t>> sibling(facts.size());
+  // Why a fact was skipped, by position: the report lists skipped facts in fact order, whichever
+  // pass skipped them and whether they were resumed.
+  std::vector<std::optional<std::string>> skip(facts.size());
+  auto skip_fact = [&](std::size_t i, std::string why) {
+    skip[i] = why;
+    if (o.on_fact && !o.resumed.count(facts[i].id))
+      o.on_fact(EditingOutcome{std::nullopt, SkippedFact{facts[i].id, "", std::move(why)}});
+  };
   for (std::size_t i = 0; i < facts.size(); ++i) {
     const Fact& fact = facts[i];
     if (o.progress) o.progress("select " + fact.id);
+    // A resumed fact needs no sets of its own; with refinement, every fact's sets are needed to
+    // find the generic neurons.
+    if (o.generic_fraction == 0 && o.resumed.count(fact.id)) continue;
     try {
       for (const auto& l : o.languages)
         KNPROBE_REQUIRE(fact.prompts.count(l) && fact.answers.count(l), ArgumentError,
@@ -164,7 +190,7 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
       }
       selected[i] = std::move(fr);
     } catch (const Error& e) {
-      rep.skipped.push_back({fact.id, "", e.what()});
+      skip_fact(i, e.what());
     }
   }
   if (o.generic_fraction > 0)  // Dai's refinement, per language, over the facts selected
@@ -190,6 +216,21 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
   for (std::size_t i = 0; i < facts.size(); ++i) {
     const Fact& fact = facts[i];
     if (o.progress) o.progress("measure " + fact.id);
+    if (const auto r = o.resumed.find(fact.id); r != o.resumed.end()) {
+      KNPROBE_REQUIRE(r->second.result.has_value() != r->second.skipped.has_value(), ArgumentError,
+                      "editing: the resumed outcome of fact '", fact.id,
+                      "' must be either a result or a skip");
+      if (r->second.result) {
+        KNPROBE_REQUIRE(r->second.result->fact == fact.id, ArgumentError,
+                        "editing: the resumed outcome of fact '", fact.id, "' is of fact '",
+                        r->second.result->fact, "'");
+        rep.facts.push_back(*r->second.result);
+        skip[i].reset();
+      } else {
+        skip[i] = r->second.skipped->reason;
+      }
+      continue;
+    }
     if (!selected[i]) continue;
     try {
       const std::size_t sib = *sibling[i];
@@ -407,12 +448,115 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
           fr.notes.push_back(item.name + ": " + e.what());
         }
       }
+      if (o.on_fact) o.on_fact(EditingOutcome{fr, std::nullopt});
       rep.facts.push_back(std::move(fr));
     } catch (const Error& e) {
-      rep.skipped.push_back({fact.id, "", e.what()});
+      skip_fact(i, e.what());
     }
   }
+  for (std::size_t i = 0; i < facts.size(); ++i)
+    if (skip[i]) rep.skipped.push_back({facts[i].id, "", *skip[i]});
   return rep;
+}
+
+/// One fact's result: {fact, relation, sets {name: [[layer, unit]]}, dropped_generic {language:
+/// [[layer, unit]]}, notes [..], activations {set: [[layer, unit, a]]}, measures [{set, mode,
+/// source, language, p_old_before, p_old_after, p_new_before, p_new_after, unrelated_change,
+/// unrelated_abs, negative_share}]} — the optional fields only when present. Numbers are written
+/// so that editing_fact_from_json reads back the same doubles.
+inline nlohmann::json to_json(const EditingFactResult& f) {
+  nlohmann::json jf{{"fact", f.fact}, {"relation", f.relation}};
+  for (const auto& [name, set] : f.sets) jf["sets"][name] = detail::neurons_json(set);
+  for (const auto& [lang, set] : f.dropped_generic)
+    jf["dropped_generic"][lang] = detail::neurons_json(set);
+  if (!f.notes.empty()) jf["notes"] = f.notes;
+  for (const auto& [name, act] : f.activations)
+    for (const auto& [n, a] : act) jf["activations"][name].push_back({n.layer, n.unit, a});
+  for (const auto& e : f.measures) {
+    nlohmann::json m{{"set", e.set},
+                     {"mode", e.mode},
+                     {"source", e.source},
+                     {"language", e.language},
+                     {"p_old_before", e.p_old_before},
+                     {"p_old_after", e.p_old_after}};
+    if (e.p_new_after) m["p_new_before"] = *e.p_new_before, m["p_new_after"] = *e.p_new_after;
+    if (e.unrelated_change) m["unrelated_change"] = *e.unrelated_change;
+    if (e.unrelated_abs) m["unrelated_abs"] = *e.unrelated_abs;
+    if (e.negative_share) m["negative_share"] = *e.negative_share;
+    jf["measures"].push_back(m);
+  }
+  return jf;
+}
+
+/// Reads back what to_json(EditingFactResult) wrote, for a model of `layers` × `width` neurons.
+/// FormatError "<where>: ..." naming the first field that is missing, of the wrong type, out of
+/// range or not finite.
+inline EditingFactResult editing_fact_from_json(const nlohmann::json& j, int layers, int width,
+                                                const std::string& where) {
+  EditingFactResult f;
+  f.fact = io::json_string(io::json_at(j, "fact", where), where + ": fact");
+  f.relation = io::json_string(io::json_at(j, "relation", where), where + ": relation");
+  auto object = [&](const char* key) -> const nlohmann::json* {
+    const auto it = j.find(key);
+    if (it == j.end()) return nullptr;
+    if (!it->is_object()) throw FormatError(where + ": '" + key + "' is not an object");
+    return &*it;
+  };
+  auto neuron = [&](const nlohmann::json& n, std::size_t size, const std::string& at) {
+    if (!n.is_array() || n.size() != size)
+      throw FormatError(at + ": expected an array of " + std::to_string(size) + " numbers");
+    return Neuron{io::json_int<int>(n[0], 0, layers - 1, at + ": layer"),
+                  io::json_int<int>(n[1], 0, width - 1, at + ": unit")};
+  };
+  auto sets = [&](const nlohmann::json* obj, const std::string& key) {
+    std::map<std::string, NeuronSet> out;
+    if (!obj) return out;
+    for (auto it = obj->begin(); it != obj->end(); ++it) {
+      const std::string at = where + ": " + key + "." + it.key();
+      if (!it.value().is_array()) throw FormatError(at + ": not an array");
+      std::vector<Neuron> v;
+      for (const auto& n : it.value()) v.push_back(neuron(n, 2, at));
+      out[it.key()] = NeuronSet(std::move(v));
+    }
+    return out;
+  };
+  f.sets = sets(object("sets"), "sets");
+  f.dropped_generic = sets(object("dropped_generic"), "dropped_generic");
+  if (const auto it = j.find("notes"); it != j.end()) {
+    if (!it->is_array()) throw FormatError(where + ": 'notes' is not an array");
+    for (const auto& x : *it) f.notes.push_back(io::json_string(x, where + ": notes"));
+  }
+  if (const auto* act = object("activations"))
+    for (auto it = act->begin(); it != act->end(); ++it) {
+      const std::string at = where + ": activations." + it.key();
+      if (!it.value().is_array()) throw FormatError(at + ": not an array");
+      auto& dst = f.activations[it.key()];
+      for (const auto& n : it.value())
+        dst[neuron(n, 3, at)] = io::json_number(n[2], -1e300, 1e300, at + ": activation");
+    }
+  const auto mit = j.find("measures");  // absent when nothing could be measured
+  const nlohmann::json ms = mit == j.end() ? nlohmann::json::array() : *mit;
+  if (!ms.is_array()) throw FormatError(where + ": 'measures' is not an array");
+  for (std::size_t k = 0; k < ms.size(); ++k) {
+    const auto& m = ms[k];
+    const std::string at = where + ": measures[" + std::to_string(k) + "]";
+    auto str = [&](const char* key) { return io::json_string(io::json_at(m, key, at), at); };
+    auto num = [&](const char* key) {
+      return io::json_number(io::json_at(m, key, at), -1e300, 1e300, at + "." + key);
+    };
+    auto opt = [&](const char* key) -> std::optional<double> {
+      if (!m.contains(key)) return std::nullopt;
+      return num(key);
+    };
+    EditMeasure e{str("set"),           str("mode"),          str("source"),
+                  str("language"),      num("p_old_before"),  num("p_old_after"),
+                  opt("p_new_before"),  opt("p_new_after"),   opt("unrelated_change"),
+                  opt("unrelated_abs"), opt("negative_share")};
+    if (e.p_new_before.has_value() != e.p_new_after.has_value())
+      throw FormatError(at + ": p_new_before and p_new_after come together");
+    f.measures.push_back(std::move(e));
+  }
+  return f;
 }
 
 /// JSON of the report with a summary per (set, mode, reliability | generality): the relative
@@ -429,25 +573,8 @@ inline nlohmann::json to_json(const EditingReport& rep) {
   std::map<std::string, std::size_t> measures;
   for (const auto& f : rep.facts) {
     std::map<std::string, Acc> fact_acc;  // this fact's measures per summary key
-    nlohmann::json jf{{"fact", f.fact}, {"relation", f.relation}};
-    for (const auto& [name, set] : f.sets) jf["sets"][name] = detail::neurons_json(set);
-    for (const auto& [lang, set] : f.dropped_generic)
-      jf["dropped_generic"][lang] = detail::neurons_json(set);
-    if (!f.notes.empty()) jf["notes"] = f.notes;
-    for (const auto& [name, act] : f.activations)
-      for (const auto& [n, a] : act) jf["activations"][name].push_back({n.layer, n.unit, a});
+    j["facts"].push_back(to_json(f));
     for (const auto& e : f.measures) {
-      nlohmann::json m{{"set", e.set},
-                       {"mode", e.mode},
-                       {"source", e.source},
-                       {"language", e.language},
-                       {"p_old_before", e.p_old_before},
-                       {"p_old_after", e.p_old_after}};
-      if (e.p_new_after) m["p_new_before"] = *e.p_new_before, m["p_new_after"] = *e.p_new_after;
-      if (e.unrelated_change) m["unrelated_change"] = *e.unrelated_change;
-      if (e.unrelated_abs) m["unrelated_abs"] = *e.unrelated_abs;
-      if (e.negative_share) m["negative_share"] = *e.negative_share;
-      jf["measures"].push_back(m);
       // "likn", "all" or "N_source", with a control's suffix ("likn~control", ...)
       const auto tilde = e.set.find('~');
       const std::string base = e.set.substr(0, tilde);
@@ -479,7 +606,6 @@ inline nlohmann::json to_json(const EditingReport& rep) {
       mean(fa.locality_abs, a.locality_abs);
       mean(fa.negative, a.negative);
     }
-    j["facts"].push_back(jf);
   }
   const auto& b = rep.bootstrap;
   j["bootstrap"] = {{"resamples", b.resamples}, {"level", b.level}, {"seed", b.seed}};

@@ -37,6 +37,7 @@
 #include "knprobe/core/rng.hpp"
 #include "knprobe/experiments/localize.hpp"
 #include "knprobe/experiments/run_records.hpp"
+#include "knprobe/io/json_get.hpp"
 #include "knprobe/probe/degenerate.hpp"
 
 namespace knprobe {
@@ -45,28 +46,6 @@ namespace knprobe {
 enum class FactCheckFit {
   cross_fit,  ///< set and θ on two disjoint folds of the training facts (default)
   in_sample   ///< both on all training facts (the reference code: optimistic, for comparison)
-};
-
-struct FactCheckOptions {
-  FactCheckFit fit = FactCheckFit::cross_fit;
-  BootstrapOptions bootstrap;
-  std::vector<std::string> languages{"en", "zh"};
-  int wrong_per_fact = 5;
-  double train_fraction = 0.8;
-  double relation_fraction = 0.7;  ///< relation set: count > fraction · max_count
-  std::uint64_t seed = 42;
-  std::optional<double> fixed_threshold;  ///< instead of learning θ (reference: 1e-6)
-  /// Per-language t of the knowledge neurons that the DKN candidates are drawn from (docs/METHOD.md
-  /// §5).
-  std::map<std::string, double> thresholds{{"en", 0.3}, {"zh", 0.2}};
-  AttributionOptions attribution;
-  DknOptions dkn;
-  /// DKN searches done in advance, fact id → language → result (e.g. a run's results file,
-  /// run_dkn_results): a set-fold fact found here is neither attributed nor searched again, and
-  /// its true claim is scored like the others (attribution at R's layers). The caller vouches
-  /// that they were made with `attribution`, `thresholds` and `dkn`.
-  std::map<std::string, std::map<std::string, RunDkn>> given_dkn;
-  std::function<void(const std::string&)> progress;  ///< once per attribution
 };
 
 /// Binary confusion counts, positive = "the claim is true". A rate over nothing is undefined, not
@@ -135,6 +114,46 @@ struct FactCheckReport {
   std::vector<Claim> claims;
   std::vector<RelationCheck> relations;
   std::vector<SkippedFact> skipped;  ///< facts or relations (fact = "relation:<id>") left out
+};
+
+/// Everything one (language, relation) adds to the report, in the report's order: its relation
+/// check (absent when the relation was left out before a set was formed), its claims and what was
+/// skipped (facts, or the relation itself as "relation:<id>").
+struct RelationOutcome {
+  std::string language, relation;
+  std::optional<RelationCheck> check;
+  std::vector<Claim> claims;
+  std::vector<SkippedFact> skipped;
+};
+
+struct FactCheckOptions {
+  FactCheckFit fit = FactCheckFit::cross_fit;
+  BootstrapOptions bootstrap;
+  std::vector<std::string> languages{"en", "zh"};
+  int wrong_per_fact = 5;
+  double train_fraction = 0.8;
+  double relation_fraction = 0.7;  ///< relation set: count > fraction · max_count
+  std::uint64_t seed = 42;
+  std::optional<double> fixed_threshold;  ///< instead of learning θ (reference: 1e-6)
+  /// Per-language t of the knowledge neurons that the DKN candidates are drawn from (docs/METHOD.md
+  /// §5).
+  std::map<std::string, double> thresholds{{"en", 0.3}, {"zh", 0.2}};
+  AttributionOptions attribution;
+  DknOptions dkn;
+  /// DKN searches done in advance, fact id → language → result (e.g. a run's results file,
+  /// run_dkn_results): a set-fold fact found here is neither attributed nor searched again, and
+  /// its true claim is scored like the others (attribution at R's layers). The caller vouches
+  /// that they were made with `attribution`, `thresholds` and `dkn`.
+  std::map<std::string, std::map<std::string, RunDkn>> given_dkn;
+  std::function<void(const std::string&)> progress;  ///< once per attribution
+  /// Checkpointing (`knprobe factcheck` keeps <out>/factcheck.partial.jsonl): called once per
+  /// (language, relation) with what it added to the report, as soon as it is done.
+  std::function<void(const RelationOutcome&)> on_relation;
+  /// Outcomes of an earlier, interrupted run of the same experiment (same model, facts, pool and
+  /// options; the caller vouches), by (language, relation): taken as they are, not computed
+  /// again. A relation's outcome depends only on its facts, the pool, the options and the model,
+  /// so a resumed report equals an uninterrupted one.
+  std::map<std::pair<std::string, std::string>, RelationOutcome> resumed;
 };
 
 namespace detail {
@@ -235,136 +254,158 @@ FactCheckReport fact_check(const KnowledgeProbe<M>& probe, const std::vector<Fac
       }
       by_relation[facts[i].relation].push_back(i);
     }
-    for (auto& [relation_name, members] : by_relation) {
+    for (auto& [relation_name, members_of] : by_relation) {
       const std::string& relation = relation_name;  // clang 14 cannot capture a binding
-      auto skip_relation = [&](const std::string& why) {
-        rep.skipped.push_back({"relation:" + relation, lang, why});
-      };
-      if (members.size() < 2) {
-        skip_relation("needs at least 2 facts for a train / test split, has " +
-                      std::to_string(members.size()));
+      const std::vector<std::size_t>& members_read = members_of;
+      if (const auto r = o.resumed.find({lang, relation}); r != o.resumed.end()) {
+        const RelationOutcome& ro = r->second;
+        if (ro.check) rep.relations.push_back(*ro.check);
+        rep.claims.insert(rep.claims.end(), ro.claims.begin(), ro.claims.end());
+        rep.skipped.insert(rep.skipped.end(), ro.skipped.begin(), ro.skipped.end());
         continue;
       }
-      // one seeded permutation per relation (the same in every language)
-      const std::size_t n_train =
-          detail::split_train(members, o.train_fraction, o.seed ^ detail::fnv1a(relation));
-      // Cross-fitting: the first ⌈n_train/2⌉ training facts build the set, the others fit θ.
-      const bool cross = o.fit == FactCheckFit::cross_fit && !o.fixed_threshold;
-      const std::size_t n_set = cross ? (n_train + 1) / 2 : n_train;
-      if (cross && n_train < 2) {
-        skip_relation("cross-fitting needs at least 2 training facts (one per fold), has " +
-                      std::to_string(n_train));
-        continue;
-      }
-      // Candidates per fact (true object first); a fact without wrong objects is left out.
-      struct Item {
-        const Fact* fact;
-        bool train;
-        ClaimFold fold;
-        std::vector<std::string> objects;  // [0] = the true object
-        std::vector<EncodedFact> encoded;
-      };
-      std::vector<Item> items;
-      for (std::size_t k = 0; k < members.size(); ++k) {
-        const Fact& f = facts[members[k]];
-        const ClaimFold fold = k >= n_train ? ClaimFold::test
-                               : k < n_set  ? (cross ? ClaimFold::set : ClaimFold::threshold)
-                                            : ClaimFold::threshold;
-        Item it{&f, k < n_train, fold, {f.answers.at(lang)}, {}};
-        for (auto& w : detail::wrong_objects(f, pool, lang, o.wrong_per_fact, o.seed))
-          it.objects.push_back(std::move(w));
-        if (it.objects.size() == 1) {
-          rep.skipped.push_back(
-              {f.id, lang, "empty candidate list: no other object in relation " + relation});
-          continue;
+      const std::size_t claims0 = rep.claims.size(), relations0 = rep.relations.size(),
+                        skipped0 = rep.skipped.size();
+      [&] {  // one relation; `return` leaves it
+        std::vector<std::size_t> members = members_read;
+        auto skip_relation = [&](const std::string& why) {
+          rep.skipped.push_back({"relation:" + relation, lang, why});
+        };
+        if (members.size() < 2) {
+          skip_relation("needs at least 2 facts for a train / test split, has " +
+                        std::to_string(members.size()));
+          return;
         }
-        try {
-          for (const auto& obj : it.objects)
-            it.encoded.push_back(probe.encode(f.prompts.at(lang), obj));
-        } catch (const Error& e) {
-          rep.skipped.push_back({f.id, lang, e.what()});
-          continue;
+        // one seeded permutation per relation (the same in every language)
+        const std::size_t n_train =
+            detail::split_train(members, o.train_fraction, o.seed ^ detail::fnv1a(relation));
+        // Cross-fitting: the first ⌈n_train/2⌉ training facts build the set, the others fit θ.
+        const bool cross = o.fit == FactCheckFit::cross_fit && !o.fixed_threshold;
+        const std::size_t n_set = cross ? (n_train + 1) / 2 : n_train;
+        if (cross && n_train < 2) {
+          skip_relation("cross-fitting needs at least 2 training facts (one per fold), has " +
+                        std::to_string(n_train));
+          return;
         }
-        items.push_back(std::move(it));
-      }
-      // Relation DKN set from the training facts' degenerate sets.
-      RelationCheck rc{relation, lang, {}, 0, 0, 0, 0, 0, 0, 0};
-      std::map<Neuron, std::size_t> count;
-      std::map<const Fact*, Attribution> true_attr;
-      std::size_t set_facts = 0, threshold_facts = 0;
-      for (const auto& it : items) {
-        (it.train ? rc.train_facts : rc.test_facts) += 1;
-        set_facts += it.fold == ClaimFold::set || (!cross && it.train);
-        threshold_facts += it.fold == ClaimFold::threshold;
-        if (!(it.fold == ClaimFold::set || (!cross && it.train))) continue;
-        if (o.progress) o.progress(it.fact->id + " [" + lang + "] DKN");
-        if (const auto g = o.given_dkn.find(it.fact->id);
-            g != o.given_dkn.end() && g->second.count(lang)) {
-          const RunDkn& d = g->second.at(lang);
+        // Candidates per fact (true object first); a fact without wrong objects is left out.
+        struct Item {
+          const Fact* fact;
+          bool train;
+          ClaimFold fold;
+          std::vector<std::string> objects;  // [0] = the true object
+          std::vector<EncodedFact> encoded;
+        };
+        std::vector<Item> items;
+        for (std::size_t k = 0; k < members.size(); ++k) {
+          const Fact& f = facts[members[k]];
+          const ClaimFold fold = k >= n_train ? ClaimFold::test
+                                 : k < n_set  ? (cross ? ClaimFold::set : ClaimFold::threshold)
+                                              : ClaimFold::threshold;
+          Item it{&f, k < n_train, fold, {f.answers.at(lang)}, {}};
+          for (auto& w : detail::wrong_objects(f, pool, lang, o.wrong_per_fact, o.seed))
+            it.objects.push_back(std::move(w));
+          if (it.objects.size() == 1) {
+            rep.skipped.push_back(
+                {f.id, lang, "empty candidate list: no other object in relation " + relation});
+            continue;
+          }
+          try {
+            for (const auto& obj : it.objects)
+              it.encoded.push_back(probe.encode(f.prompts.at(lang), obj));
+          } catch (const Error& e) {
+            rep.skipped.push_back({f.id, lang, e.what()});
+            continue;
+          }
+          items.push_back(std::move(it));
+        }
+        // Relation DKN set from the training facts' degenerate sets.
+        RelationCheck rc{relation, lang, {}, 0, 0, 0, 0, 0, 0, 0};
+        std::map<Neuron, std::size_t> count;
+        std::map<const Fact*, Attribution> true_attr;
+        std::size_t set_facts = 0, threshold_facts = 0;
+        for (const auto& it : items) {
+          (it.train ? rc.train_facts : rc.test_facts) += 1;
+          set_facts += it.fold == ClaimFold::set || (!cross && it.train);
+          threshold_facts += it.fold == ClaimFold::threshold;
+          if (!(it.fold == ClaimFold::set || (!cross && it.train))) continue;
+          if (o.progress) o.progress(it.fact->id + " [" + lang + "] DKN");
+          if (const auto g = o.given_dkn.find(it.fact->id);
+              g != o.given_dkn.end() && g->second.count(lang)) {
+            const RunDkn& d = g->second.at(lang);
+            rc.forward_passes += d.forward_passes;
+            rc.train_with_dkn += !d.degenerate.empty();
+            for (const auto& set : d.degenerate)
+              for (const auto& n : set) rc.max_count = std::max(rc.max_count, ++count[n]);
+            continue;
+          }
+          auto a = probe.attribute(it.encoded[0], o.attribution);
+          const auto sel = KnowledgeProbe<M>::select(a, o.thresholds.at(lang));
+          const auto d = find_degenerate(model, it.encoded[0], a, o.dkn, &sel.ranked);
           rc.forward_passes += d.forward_passes;
           rc.train_with_dkn += !d.degenerate.empty();
           for (const auto& set : d.degenerate)
             for (const auto& n : set) rc.max_count = std::max(rc.max_count, ++count[n]);
-          continue;
+          true_attr.emplace(it.fact, std::move(a));
         }
-        auto a = probe.attribute(it.encoded[0], o.attribution);
-        const auto sel = KnowledgeProbe<M>::select(a, o.thresholds.at(lang));
-        const auto d = find_degenerate(model, it.encoded[0], a, o.dkn, &sel.ranked);
-        rc.forward_passes += d.forward_passes;
-        rc.train_with_dkn += !d.degenerate.empty();
-        for (const auto& set : d.degenerate)
-          for (const auto& n : set) rc.max_count = std::max(rc.max_count, ++count[n]);
-        true_attr.emplace(it.fact, std::move(a));
-      }
-      if (rc.train_facts == 0 || rc.test_facts == 0) {
-        skip_relation("no train / test split left after dropping facts without candidates");
-        continue;
-      }
-      if (set_facts == 0 || (!o.fixed_threshold && threshold_facts == 0)) {
-        skip_relation(std::string("a training fold is empty after dropping facts without ") +
-                      "candidates (set fold " + std::to_string(set_facts) + ", threshold fold " +
-                      std::to_string(threshold_facts) + " facts): no true claim to fit on");
-        continue;
-      }
-      for (const auto& [n, c] : count)
-        if (static_cast<double>(c) > o.relation_fraction * static_cast<double>(rc.max_count))
-          rc.neurons.insert(n);
-      if (rc.neurons.empty()) {
-        skip_relation("no degenerate neurons among the " + std::to_string(rc.train_facts) +
-                      " training facts");
+        if (rc.train_facts == 0 || rc.test_facts == 0) {
+          skip_relation("no train / test split left after dropping facts without candidates");
+          return;
+        }
+        if (set_facts == 0 || (!o.fixed_threshold && threshold_facts == 0)) {
+          skip_relation(std::string("a training fold is empty after dropping facts without ") +
+                        "candidates (set fold " + std::to_string(set_facts) + ", threshold fold " +
+                        std::to_string(threshold_facts) + " facts): no true claim to fit on");
+          return;
+        }
+        for (const auto& [n, c] : count)
+          if (static_cast<double>(c) > o.relation_fraction * static_cast<double>(rc.max_count))
+            rc.neurons.insert(n);
+        if (rc.neurons.empty()) {
+          skip_relation("no degenerate neurons among the " + std::to_string(rc.train_facts) +
+                        " training facts");
+          rep.relations.push_back(rc);
+          return;
+        }
+        AttributionOptions at = o.attribution;  // only the layers of R are needed
+        at.layers.clear();
+        for (const auto& [l, _] : rc.neurons.layer_histogram()) at.layers.push_back(l);
+        const std::size_t first_claim = rep.claims.size();
+        for (const auto& it : items)
+          for (std::size_t c = 0; c < it.objects.size(); ++c) {
+            if (o.progress) o.progress(it.fact->id + " [" + lang + "] " + it.objects[c]);
+            Claim cl{it.fact->id, relation, lang, it.objects[c], c == 0, it.train, 0, false};
+            cl.candidate = static_cast<int>(c);
+            cl.fold = it.fold;
+            const auto reuse = c == 0 ? true_attr.find(it.fact) : true_attr.end();
+            cl.score = detail::mean_over(
+                reuse != true_attr.end() ? reuse->second : probe.attribute(it.encoded[c], at),
+                rc.neurons);
+            cl.model_top1 = detail::answers_top1(model, it.encoded[c]).value_or(false);
+            cl.p_model = detail::answer_probability(model, it.encoded[c]);
+            rep.claims.push_back(std::move(cl));
+          }
+        // θ and θ_p on the threshold-fold claims only (never on the claims that built R or that
+        // are scored as evidence).
+        std::vector<std::pair<double, bool>> fit_dkn, fit_p;
+        for (std::size_t i = first_claim; i < rep.claims.size(); ++i)
+          if (rep.claims[i].fold == ClaimFold::threshold) {
+            fit_dkn.push_back({rep.claims[i].score, rep.claims[i].truth});
+            fit_p.push_back({rep.claims[i].p_model, rep.claims[i].truth});
+          }
+        rc.threshold =
+            o.fixed_threshold ? *o.fixed_threshold : detail::best_threshold(std::move(fit_dkn));
+        rc.threshold_p = fit_p.empty() ? 0.5 : detail::best_threshold(std::move(fit_p));
         rep.relations.push_back(rc);
-        continue;
+      }();
+      if (o.on_relation) {
+        RelationOutcome ro{lang, relation, std::nullopt, {}, {}};
+        if (rep.relations.size() > relations0) ro.check = rep.relations.back();
+        ro.claims.assign(rep.claims.begin() + static_cast<std::ptrdiff_t>(claims0),
+                         rep.claims.end());
+        ro.skipped.assign(rep.skipped.begin() + static_cast<std::ptrdiff_t>(skipped0),
+                          rep.skipped.end());
+        o.on_relation(ro);
       }
-      AttributionOptions at = o.attribution;  // only the layers of R are needed
-      at.layers.clear();
-      for (const auto& [l, _] : rc.neurons.layer_histogram()) at.layers.push_back(l);
-      const std::size_t first_claim = rep.claims.size();
-      for (const auto& it : items)
-        for (std::size_t c = 0; c < it.objects.size(); ++c) {
-          if (o.progress) o.progress(it.fact->id + " [" + lang + "] " + it.objects[c]);
-          Claim cl{it.fact->id, relation, lang, it.objects[c], c == 0, it.train, 0, false};
-          cl.candidate = static_cast<int>(c);
-          cl.fold = it.fold;
-          const auto reuse = c == 0 ? true_attr.find(it.fact) : true_attr.end();
-          cl.score = detail::mean_over(
-              reuse != true_attr.end() ? reuse->second : probe.attribute(it.encoded[c], at),
-              rc.neurons);
-          cl.model_top1 = detail::answers_top1(model, it.encoded[c]).value_or(false);
-          cl.p_model = detail::answer_probability(model, it.encoded[c]);
-          rep.claims.push_back(std::move(cl));
-        }
-      // θ and θ_p on the threshold-fold claims only (never on the claims that built R or that
-      // are scored as evidence).
-      std::vector<std::pair<double, bool>> fit_dkn, fit_p;
-      for (std::size_t i = first_claim; i < rep.claims.size(); ++i)
-        if (rep.claims[i].fold == ClaimFold::threshold) {
-          fit_dkn.push_back({rep.claims[i].score, rep.claims[i].truth});
-          fit_p.push_back({rep.claims[i].p_model, rep.claims[i].truth});
-        }
-      rc.threshold =
-          o.fixed_threshold ? *o.fixed_threshold : detail::best_threshold(std::move(fit_dkn));
-      rc.threshold_p = fit_p.empty() ? 0.5 : detail::best_threshold(std::move(fit_p));
-      rep.relations.push_back(rc);
     }
   }
   return rep;
@@ -498,38 +539,142 @@ inline nlohmann::json to_json(const Confusion& c) {
           {"f1_ref", rate(c.f1_ref())}};
 }
 
+/// One relation's check: {relation, language, neurons [[layer, unit]], max_count, train_facts,
+/// test_facts, train_facts_with_dkn, threshold, threshold_p, dkn_forward_passes}.
+inline nlohmann::json to_json(const RelationCheck& r) {
+  return {{"relation", r.relation},
+          {"language", r.language},
+          {"neurons", detail::neurons_json(r.neurons)},
+          {"max_count", r.max_count},
+          {"train_facts", r.train_facts},
+          {"test_facts", r.test_facts},
+          {"train_facts_with_dkn", r.train_with_dkn},
+          {"threshold", r.threshold},
+          {"threshold_p", r.threshold_p},
+          {"dkn_forward_passes", r.forward_passes}};
+}
+
+/// One claim: {fact, relation, language, object, true, split, fold, candidate, score, model_top1,
+/// p_model}.
+inline nlohmann::json to_json(const Claim& c) {
+  return {{"fact", c.fact},
+          {"relation", c.relation},
+          {"language", c.language},
+          {"object", c.object},
+          {"true", c.truth},
+          {"split", c.train ? "train" : "test"},
+          {"fold", c.fold == ClaimFold::set         ? "set"
+                   : c.fold == ClaimFold::threshold ? "threshold"
+                                                    : "test"},
+          {"candidate", c.candidate},
+          {"score", c.score},
+          {"model_top1", c.model_top1},
+          {"p_model", c.p_model}};
+}
+
+/// {language, relation, check (or null), claims [..], skipped [{fact, language, reason}]}.
+inline nlohmann::json to_json(const RelationOutcome& r) {
+  nlohmann::json j{{"language", r.language},
+                   {"relation", r.relation},
+                   {"check", r.check ? to_json(*r.check) : nlohmann::json(nullptr)},
+                   {"claims", nlohmann::json::array()},
+                   {"skipped", nlohmann::json::array()}};
+  for (const auto& c : r.claims) j["claims"].push_back(to_json(c));
+  for (const auto& x : r.skipped)
+    j["skipped"].push_back({{"fact", x.fact}, {"language", x.language}, {"reason", x.reason}});
+  return j;
+}
+
+/// Reads back what to_json(RelationOutcome) wrote, for a model of `layers` × `width` neurons.
+/// FormatError "<where>: ..." naming the first field that is missing, of the wrong type, out of
+/// range or not finite.
+inline RelationOutcome relation_outcome_from_json(const nlohmann::json& j, int layers, int width,
+                                                  const std::string& where) {
+  using io::json_at;
+  auto str = [](const nlohmann::json& o, const char* k, const std::string& at) {
+    return io::json_string(json_at(o, k, at), at + "." + k);
+  };
+  auto count = [](const nlohmann::json& o, const char* k, const std::string& at) {
+    return io::json_int<std::size_t>(json_at(o, k, at), 0, std::size_t{1} << 53, at + "." + k);
+  };
+  auto num = [](const nlohmann::json& o, const char* k, const std::string& at) {
+    return io::json_number(json_at(o, k, at), -1e300, 1e300, at + "." + k);
+  };
+  auto array = [](const nlohmann::json& o, const char* k,
+                  const std::string& at) -> const nlohmann::json& {
+    const auto& v = json_at(o, k, at);
+    if (!v.is_array()) throw FormatError(at + ": '" + k + "' is not an array");
+    return v;
+  };
+  RelationOutcome r;
+  r.language = str(j, "language", where);
+  r.relation = str(j, "relation", where);
+  if (const auto& c = json_at(j, "check", where); !c.is_null()) {
+    const std::string at = where + ": check";
+    RelationCheck rc;
+    rc.relation = str(c, "relation", at);
+    rc.language = str(c, "language", at);
+    std::vector<Neuron> ns;
+    for (const auto& n : array(c, "neurons", at)) {
+      if (!n.is_array() || n.size() != 2) throw FormatError(at + ": a neuron is not [layer, unit]");
+      ns.push_back({io::json_int<int>(n[0], 0, layers - 1, at + ": neuron layer"),
+                    io::json_int<int>(n[1], 0, width - 1, at + ": neuron unit")});
+    }
+    rc.neurons = NeuronSet(std::move(ns));
+    rc.max_count = count(c, "max_count", at);
+    rc.train_facts = count(c, "train_facts", at);
+    rc.test_facts = count(c, "test_facts", at);
+    rc.train_with_dkn = count(c, "train_facts_with_dkn", at);
+    rc.threshold = num(c, "threshold", at);
+    rc.threshold_p = num(c, "threshold_p", at);
+    rc.forward_passes = count(c, "dkn_forward_passes", at);
+    r.check = std::move(rc);
+  }
+  const auto& claims = array(j, "claims", where);
+  for (std::size_t k = 0; k < claims.size(); ++k) {
+    const auto& c = claims[k];
+    const std::string at = where + ": claims[" + std::to_string(k) + "]";
+    Claim cl;
+    cl.fact = str(c, "fact", at);
+    cl.relation = str(c, "relation", at);
+    cl.language = str(c, "language", at);
+    cl.object = str(c, "object", at);
+    cl.truth = io::json_bool(json_at(c, "true", at), at + ".true");
+    const std::string& split = str(c, "split", at);
+    if (split != "train" && split != "test") throw FormatError(at + ".split: not train / test");
+    cl.train = split == "train";
+    const std::string& fold = str(c, "fold", at);
+    if (fold == "set")
+      cl.fold = ClaimFold::set;
+    else if (fold == "threshold")
+      cl.fold = ClaimFold::threshold;
+    else if (fold == "test")
+      cl.fold = ClaimFold::test;
+    else
+      throw FormatError(at + ".fold: not set / threshold / test");
+    cl.candidate = io::json_int<int>(json_at(c, "candidate", at), 0, 1000, at + ".candidate");
+    cl.score = num(c, "score", at);
+    cl.model_top1 = io::json_bool(json_at(c, "model_top1", at), at + ".model_top1");
+    cl.p_model = io::json_number(json_at(c, "p_model", at), 0, 2, at + ".p_model");
+    r.claims.push_back(std::move(cl));
+  }
+  for (const auto& x : array(j, "skipped", where))
+    r.skipped.push_back({str(x, "fact", where + ": skipped"),
+                         str(x, "language", where + ": skipped"),
+                         str(x, "reason", where + ": skipped")});
+  return r;
+}
+
 inline nlohmann::json to_json(const FactCheckReport& rep) {
   nlohmann::json j;
   std::set<std::string> languages;
   j["relations"] = nlohmann::json::array();
   for (const auto& r : rep.relations) {
     languages.insert(r.language);
-    j["relations"].push_back({{"relation", r.relation},
-                              {"language", r.language},
-                              {"neurons", detail::neurons_json(r.neurons)},
-                              {"max_count", r.max_count},
-                              {"train_facts", r.train_facts},
-                              {"test_facts", r.test_facts},
-                              {"train_facts_with_dkn", r.train_with_dkn},
-                              {"threshold", r.threshold},
-                              {"threshold_p", r.threshold_p},
-                              {"dkn_forward_passes", r.forward_passes}});
+    j["relations"].push_back(to_json(r));
   }
   j["claims"] = nlohmann::json::array();
-  for (const auto& c : rep.claims)
-    j["claims"].push_back({{"fact", c.fact},
-                           {"relation", c.relation},
-                           {"language", c.language},
-                           {"object", c.object},
-                           {"true", c.truth},
-                           {"split", c.train ? "train" : "test"},
-                           {"fold", c.fold == ClaimFold::set         ? "set"
-                                    : c.fold == ClaimFold::threshold ? "threshold"
-                                                                     : "test"},
-                           {"candidate", c.candidate},
-                           {"score", c.score},
-                           {"model_top1", c.model_top1},
-                           {"p_model", c.p_model}});
+  for (const auto& c : rep.claims) j["claims"].push_back(to_json(c));
   j["fit"] = rep.fit == FactCheckFit::cross_fit ? "cross_fit" : "in_sample";
   j["bootstrap"] = {{"resamples", rep.bootstrap.resamples},
                     {"level", rep.bootstrap.level},
