@@ -541,6 +541,13 @@ std::unique_ptr<io::ResultsFile> open_checkpoint(const fs::path& path, const std
   return file;
 }
 
+std::string json_digest(const nlohmann::json& j) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "fnv1a64:%016llx",
+                static_cast<unsigned long long>(knprobe::detail::fnv1a(j.dump())));
+  return buf;
+}
+
 nlohmann::json outcome_options(nlohmann::json options) {
   for (const char* k : {"model", "mlama", "knprobe_version", "bootstrap"}) options.erase(k);
   if (options.contains("controls")) options["controls"].erase("bootstrap");

@@ -355,6 +355,9 @@ std::unique_ptr<io::ResultsFile> open_checkpoint(const std::filesystem::path& pa
                                                  const std::string& format, const ModelArgs& m,
                                                  const std::vector<Fact>& facts,
                                                  nlohmann::json options, nlohmann::json paths);
+/// "fnv1a64:<hex>" of `j` as compact JSON: a short identity for data an outcome depends on (the
+/// sets or DKN searches taken from a run) in a checkpoint's header.
+std::string json_digest(const nlohmann::json& j);
 /// `options_json` without what does not change an outcome (paths, the version — in the header —,
 /// the mLAMA settings, which the facts' fingerprint covers, and the summary's bootstrap).
 nlohmann::json outcome_options(nlohmann::json options);

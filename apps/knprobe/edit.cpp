@@ -22,8 +22,9 @@ struct EditArgs {
 /// The outcomes recorded in an edit checkpoint, by fact id, each checked against the facts of
 /// this run (index, id) and the model's size; FormatError naming the record otherwise.
 std::map<std::string, EditingOutcome> resumed_outcomes(const io::ResultsFile& file,
-                                                       const std::vector<Fact>& facts, int layers,
-                                                       int width) {
+                                                       const std::vector<Fact>& facts,
+                                                       const std::vector<std::string>& languages,
+                                                       int layers, int width) {
   std::map<std::string, EditingOutcome> out;
   const auto& recs = file.records();
   for (std::size_t k = 0; k < recs.size(); ++k) {
@@ -36,9 +37,16 @@ std::map<std::string, EditingOutcome> resumed_outcomes(const io::ResultsFile& fi
     KNPROBE_REQUIRE(facts[index].id == fid, FormatError, where, ": fact '", fid, "' is not fact ",
                     index, " of this run ('", facts[index].id, "'); delete the file to start over");
     KNPROBE_REQUIRE(!out.count(fid), FormatError, where, ": fact '", fid, "' again");
-    if (kind == "result")
-      out[fid].result = editing_fact_from_json(r, layers, width, where);
-    else if (kind == "skipped")
+    if (kind == "result") {
+      auto res = editing_fact_from_json(r, layers, width, where);
+      KNPROBE_REQUIRE(res.relation == facts[index].relation, FormatError, where, ": relation '",
+                      res.relation, "' is not fact '", fid, "''s ('", facts[index].relation, "')");
+      for (const auto& m : res.measures)
+        for (const std::string* l : {&m.language, &m.source})
+          KNPROBE_REQUIRE(std::ranges::count(languages, *l), FormatError, where,
+                          ": a measure in language '", *l, "', not one of this run's");
+      out[fid].result = std::move(res);
+    } else if (kind == "skipped")
       out[fid].skipped = SkippedFact{
           fid, "", io::json_string(io::json_at(r, "reason", where), where + ": reason")};
     else
@@ -98,10 +106,18 @@ int run(const EditArgs& a) {
     // Every fact's outcome goes to <out>/editing.partial.jsonl as it is decided; an interrupted
     // run resumes there (same model, facts and outcome options, else refused).
     const fs::path partial = fs::path(a.out) / "editing.partial.jsonl";
+    // The sets taken from a run decide too: a resumed fact was measured on the same ones.
+    nlohmann::json id = outcome_options(opts);
+    if (!a.sets_from.empty()) {
+      nlohmann::json given;
+      for (const auto& [fid, by_lang] : o.given_sets)
+        for (const auto& [l, set] : by_lang) given[fid][l] = knprobe::detail::neurons_json(set);
+      id["given_sets"] = json_digest(given);
+    }
     auto file = open_checkpoint(
-        partial, "knprobe-edit-checkpoint/1", a.model, facts, outcome_options(opts),
+        partial, "knprobe-edit-checkpoint/1", a.model, facts, id,
         {{"model", a.model.model}, {"facts", a.facts.facts}, {"sets_from", a.sets_from}});
-    o.resumed = resumed_outcomes(*file, facts, model.num_layers(), model.ffn_width());
+    o.resumed = resumed_outcomes(*file, facts, o.languages, model.num_layers(), model.ffn_width());
     if (!o.resumed.empty())
       std::fprintf(stderr, "knprobe: %zu of %zu facts already done\n", o.resumed.size(),
                    facts.size());

@@ -120,6 +120,20 @@ int run(const FactCheckArgs& a) {
     // options, else refused).
     auto id = outcome_options(opts);
     id["pool"] = facts_fingerprint(pool);
+    if (!a.dkn_from.empty()) {  // the searches taken from a run decide too
+      nlohmann::json given;
+      for (const auto& [fid, by_lang] : o.given_dkn)
+        for (const auto& [l, d] : by_lang) {
+          nlohmann::json sets = nlohmann::json::array();
+          for (const auto& set : d.degenerate) {
+            nlohmann::json v = nlohmann::json::array();
+            for (const auto& n : set) v.push_back({n.layer, n.unit});
+            sets.push_back(v);
+          }
+          given[fid][l] = {sets, d.forward_passes, d.searched};
+        }
+      id["given_dkn"] = json_digest(given);
+    }
     const fs::path partial = fs::path(a.out) / "factcheck.partial.jsonl";
     auto file = open_checkpoint(
         partial, "knprobe-factcheck-checkpoint/1", a.model, facts, id,
@@ -130,6 +144,18 @@ int run(const FactCheckArgs& a) {
       auto r = relation_outcome_from_json(recs[k], model.num_layers(), model.ffn_width(), where);
       KNPROBE_REQUIRE(std::ranges::count(o.languages, r.language), FormatError, where,
                       ": language '", r.language, "' is not one of this run's");
+      // the relation and every claim's fact must be this run's (facts with that relation and a
+      // prompt and answer in that language)
+      std::set<std::string> members;
+      for (const auto& f : facts)
+        if (f.relation == r.relation && f.prompts.count(r.language) && f.answers.count(r.language))
+          members.insert(f.id);
+      KNPROBE_REQUIRE(!members.empty(), FormatError, where, ": relation '", r.relation, "' [",
+                      r.language, "] has no facts in this run");
+      for (const auto& c : r.claims)
+        KNPROBE_REQUIRE(members.count(c.fact), FormatError, where, ": a claim of fact '", c.fact,
+                        "', not a fact of relation '", r.relation, "' [", r.language,
+                        "] in this run");
       auto key = std::pair{r.language, r.relation};
       KNPROBE_REQUIRE(!o.resumed.count(key), FormatError, where, ": relation '", r.relation, "' [",
                       r.language, "] again");

@@ -3,6 +3,7 @@
 // (determinism, claim bookkeeping, skipped relations and facts, bad options).
 #include "knprobe/experiments/fact_check.hpp"
 
+#include <algorithm>
 #include <boost/test/unit_test.hpp>
 #include <cmath>
 #include <set>
@@ -298,10 +299,14 @@ BOOST_AUTO_TEST_CASE(an_interrupted_run_resumes_to_the_same_report) {
   facts.push_back(fact("lonely", "alone", " nobody"));  // a relation skipped, with the reason
   facts.push_back(fact("u", "same", " one"));           // facts without a wrong object
   facts.push_back(fact("v", "same", " one"));
+  for (auto& f : facts) {  // a second language (the same text), so that languages interleave
+    f.prompts["xx"] = f.prompts.at("en");
+    f.answers["xx"] = f.answers.at("en");
+  }
   FactCheckOptions o;
-  o.languages = {"en"};
+  o.languages = {"en", "xx"};
   o.attribution.steps = 4;
-  o.thresholds = {{"en", 0.1}};
+  o.thresholds = {{"en", 0.1}, {"xx", 0.2}};
   std::vector<nlohmann::json> outcomes;
   std::set<std::string> once;
   o.on_relation = [&](const RelationOutcome& r) {
@@ -309,10 +314,11 @@ BOOST_AUTO_TEST_CASE(an_interrupted_run_resumes_to_the_same_report) {
     outcomes.push_back(to_json(r));
   };
   const auto full = fact_check(probe, facts, facts, o);
-  BOOST_REQUIRE(outcomes.size() == 4u);  // the two relations of the file, "alone", "same"
+  // per language: the two relations of the file, "alone", "same"
+  BOOST_REQUIRE(outcomes.size() == 8u);
   BOOST_TEST(!full.claims.empty());
   auto r = o;
-  for (std::size_t k = 0; k < 2; ++k) {
+  for (std::size_t k = 1; k < outcomes.size(); k += 2) {  // every other one: they interleave
     auto back = relation_outcome_from_json(outcomes[k], model.num_layers(), model.ffn_width(),
                                            "outcome " + std::to_string(k));
     BOOST_TEST(to_json(back).dump() == outcomes[k].dump());  // read back exactly
@@ -322,15 +328,26 @@ BOOST_AUTO_TEST_CASE(an_interrupted_run_resumes_to_the_same_report) {
   outcomes.clear();
   once.clear();
   const auto resumed = fact_check(probe, facts, facts, r);
-  BOOST_TEST(outcomes.size() == 2u);  // only the relations not resumed
+  BOOST_TEST(outcomes.size() == 4u);  // only the relations not resumed
   BOOST_TEST(to_json(resumed).dump() == to_json(full).dump());
-  // A damaged outcome is refused by name.
-  auto bad = first[0];
+  // A damaged outcome is refused by name (one with a relation set and claims).
+  const auto good = std::ranges::find_if(
+      first, [](const nlohmann::json& x) { return !x["check"].is_null() && !x["claims"].empty(); });
+  BOOST_REQUIRE(good != first.end());
+  auto bad = *good;
   bad["claims"][0]["p_model"] = -0.5;
   BOOST_CHECK_THROW(relation_outcome_from_json(bad, model.num_layers(), model.ffn_width(), "x"),
                     FormatError);
-  bad = first[0];
+  bad = *good;
   bad["claims"][0]["fold"] = "train";
+  BOOST_CHECK_THROW(relation_outcome_from_json(bad, model.num_layers(), model.ffn_width(), "x"),
+                    FormatError);
+  bad = *good;
+  bad["claims"][0]["language"] = "zz";  // a claim of another language in this record
+  BOOST_CHECK_THROW(relation_outcome_from_json(bad, model.num_layers(), model.ffn_width(), "x"),
+                    FormatError);
+  bad = *good;
+  bad["check"]["relation"] = "other";
   BOOST_CHECK_THROW(relation_outcome_from_json(bad, model.num_layers(), model.ffn_width(), "x"),
                     FormatError);
 }

@@ -232,6 +232,7 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
       continue;
     }
     if (!selected[i]) continue;
+    std::optional<EditingFactResult> measured;
     try {
       const std::size_t sib = *sibling[i];
       std::map<std::string, EncodedFact> old_f, new_f;
@@ -448,10 +449,13 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
           fr.notes.push_back(item.name + ": " + e.what());
         }
       }
-      if (o.on_fact) o.on_fact(EditingOutcome{fr, std::nullopt});
-      rep.facts.push_back(std::move(fr));
+      measured = std::move(fr);
     } catch (const Error& e) {
       skip_fact(i, e.what());
+    }
+    if (measured) {  // outside the try: a checkpoint that cannot be written is not a skipped fact
+      if (o.on_fact) o.on_fact(EditingOutcome{*measured, std::nullopt});
+      rep.facts.push_back(std::move(*measured));
     }
   }
   for (std::size_t i = 0; i < facts.size(); ++i)
@@ -541,19 +545,36 @@ inline EditingFactResult editing_fact_from_json(const nlohmann::json& j, int lay
     const auto& m = ms[k];
     const std::string at = where + ": measures[" + std::to_string(k) + "]";
     auto str = [&](const char* key) { return io::json_string(io::json_at(m, key, at), at); };
-    auto num = [&](const char* key) {
-      return io::json_number(io::json_at(m, key, at), -1e300, 1e300, at + "." + key);
+    // Probabilities (float32 products: a hair above 1 is rounding), shares and relative changes
+    // of probabilities have their ranges; a checkpoint's value outside them is damage.
+    auto prob = [&](const char* key) {
+      return io::json_number(io::json_at(m, key, at), 0, 1 + 1e-6, at + "." + key);
     };
-    auto opt = [&](const char* key) -> std::optional<double> {
+    auto prob_opt = [&](const char* key) -> std::optional<double> {
       if (!m.contains(key)) return std::nullopt;
-      return num(key);
+      return prob(key);
     };
-    EditMeasure e{str("set"),           str("mode"),          str("source"),
-                  str("language"),      num("p_old_before"),  num("p_old_after"),
-                  opt("p_new_before"),  opt("p_new_after"),   opt("unrelated_change"),
-                  opt("unrelated_abs"), opt("negative_share")};
-    if (e.p_new_before.has_value() != e.p_new_after.has_value())
-      throw FormatError(at + ": p_new_before and p_new_after come together");
+    auto ranged_opt = [&](const char* key, double lo, double hi) -> std::optional<double> {
+      if (!m.contains(key)) return std::nullopt;
+      return io::json_number(m[key], lo, hi, at + "." + key);
+    };
+    const std::string mode = str("mode");
+    if (mode != "suppress" && mode != "erase" && mode != "edit")
+      throw FormatError(at + ".mode: '" + mode + "' is not suppress / erase / edit");
+    EditMeasure e{str("set"),
+                  mode,
+                  str("source"),
+                  str("language"),
+                  prob("p_old_before"),
+                  prob("p_old_after"),
+                  prob_opt("p_new_before"),
+                  prob_opt("p_new_after"),
+                  ranged_opt("unrelated_change", -1, 1e300),
+                  ranged_opt("unrelated_abs", 0, 1e300),
+                  ranged_opt("negative_share", 0, 1)};
+    if (e.p_new_before.has_value() != (mode == "edit") ||
+        e.p_new_after.has_value() != (mode == "edit"))
+      throw FormatError(at + ": p_new_before and p_new_after belong to edits, and only to them");
     f.measures.push_back(std::move(e));
   }
   return f;

@@ -614,6 +614,9 @@ inline RelationOutcome relation_outcome_from_json(const nlohmann::json& j, int l
     RelationCheck rc;
     rc.relation = str(c, "relation", at);
     rc.language = str(c, "language", at);
+    if (rc.relation != r.relation || rc.language != r.language)
+      throw FormatError(at + ": is the check of relation '" + rc.relation + "' [" + rc.language +
+                        "], not of this record's '" + r.relation + "' [" + r.language + "]");
     std::vector<Neuron> ns;
     for (const auto& n : array(c, "neurons", at)) {
       if (!n.is_array() || n.size() != 2) throw FormatError(at + ": a neuron is not [layer, unit]");
@@ -638,6 +641,9 @@ inline RelationOutcome relation_outcome_from_json(const nlohmann::json& j, int l
     cl.fact = str(c, "fact", at);
     cl.relation = str(c, "relation", at);
     cl.language = str(c, "language", at);
+    if (cl.relation != r.relation || cl.language != r.language)
+      throw FormatError(at + ": a claim of relation '" + cl.relation + "' [" + cl.language +
+                        "] in the record of '" + r.relation + "' [" + r.language + "]");
     cl.object = str(c, "object", at);
     cl.truth = io::json_bool(json_at(c, "true", at), at + ".true");
     const std::string& split = str(c, "split", at);
@@ -655,13 +661,16 @@ inline RelationOutcome relation_outcome_from_json(const nlohmann::json& j, int l
     cl.candidate = io::json_int<int>(json_at(c, "candidate", at), 0, 1000, at + ".candidate");
     cl.score = num(c, "score", at);
     cl.model_top1 = io::json_bool(json_at(c, "model_top1", at), at + ".model_top1");
-    cl.p_model = io::json_number(json_at(c, "p_model", at), 0, 2, at + ".p_model");
+    // a probability: float32 products may exceed 1 by rounding only
+    cl.p_model = io::json_number(json_at(c, "p_model", at), 0, 1 + 1e-6, at + ".p_model");
     r.claims.push_back(std::move(cl));
   }
-  for (const auto& x : array(j, "skipped", where))
-    r.skipped.push_back({str(x, "fact", where + ": skipped"),
-                         str(x, "language", where + ": skipped"),
-                         str(x, "reason", where + ": skipped")});
+  const auto& skipped = array(j, "skipped", where);
+  for (std::size_t k = 0; k < skipped.size(); ++k) {
+    const std::string at = where + ": skipped[" + std::to_string(k) + "]";
+    r.skipped.push_back({str(skipped[k], "fact", at), str(skipped[k], "language", at),
+                         str(skipped[k], "reason", at)});
+  }
   return r;
 }
 
