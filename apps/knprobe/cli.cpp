@@ -517,6 +517,19 @@ void write_result(const std::string& out, nlohmann::json& j, const std::string& 
   write_json_file(fs::path(out) / name, j);
 }
 
+void announce_opened(const io::ResultsFile& file) {
+  const char* path = file.path().c_str();
+  if (file.repaired()) std::fprintf(stderr, "knprobe: %s: %s\n", path, file.repaired()->c_str());
+  if (!file.locked())
+    std::fprintf(stderr,
+                 "knprobe: warning: %s: this file system cannot lock files (flock); make sure "
+                 "no other command writes the same output\n",
+                 path);
+  if (!file.records().empty())
+    std::fprintf(stderr, "knprobe: resuming %s: %zu records already there\n", path,
+                 file.records().size());
+}
+
 std::unique_ptr<io::ResultsFile> open_checkpoint(const fs::path& path, const std::string& format,
                                                  const ModelArgs& m, const std::vector<Fact>& facts,
                                                  nlohmann::json options, nlohmann::json paths) {
@@ -528,16 +541,7 @@ std::unique_ptr<io::ResultsFile> open_checkpoint(const fs::path& path, const std
       {"options", std::move(options)},
       {"paths", std::move(paths)}};
   auto file = std::make_unique<io::ResultsFile>(path, header, std::vector<std::string>{"paths"});
-  if (file->repaired())
-    std::fprintf(stderr, "knprobe: %s: %s\n", path.c_str(), file->repaired()->c_str());
-  if (!file->locked())
-    std::fprintf(stderr,
-                 "knprobe: warning: %s: this file system cannot lock files (flock); make sure "
-                 "no other command writes the same output\n",
-                 path.c_str());
-  if (!file->records().empty())
-    std::fprintf(stderr, "knprobe: resuming %s: %zu records already there\n", path.c_str(),
-                 file->records().size());
+  announce_opened(*file);
   return file;
 }
 

@@ -200,6 +200,9 @@ int with_model(const ModelArgs& a, F&& fn) {
 /// lines go to `problems` and are reported on stderr.
 std::vector<Fact> read_fact_args(const FactArgs& a, std::vector<FactProblem>& problems);
 
+/// Says on stderr what opening a results file found: a torn last line cut off, a file system
+/// without flock (then no second writer is detected), and how many records are resumed.
+void announce_opened(const io::ResultsFile& file);
 /// Where screening keeps its verdicts as it goes (a resumable results file), and what makes them
 /// valid: the model's hash (with the rule and languages, the file's header).
 struct ScreeningCache {
@@ -257,11 +260,7 @@ void prepare_facts(const FactArgs& a, const KnowledgeProbe<M>& probe, const Toke
                                         {"max_tokens", probe.max_tokens()}}},
                                       {"model", {{"hash", cache->model_hash}}},
                                       {"knprobe", KNPROBE_VERSION_STRING}});
-      if (!verdicts->locked())
-        std::fprintf(stderr,
-                     "knprobe: warning: %s: this file system cannot lock files (flock); make sure "
-                     "no other run screens into the same output\n",
-                     cache->path.c_str());
+      announce_opened(*verdicts);
       const auto& recs = verdicts->records();
       for (std::size_t i = 0; i < recs.size(); ++i) {
         const auto& r = recs[i];

@@ -116,16 +116,7 @@ int run(const RunArgs& a, int rank, int size) {
     RunSummary s;
     io::ResultsFile file(mine, header, run_header_informative_keys());
     {
-      if (!file.locked())
-        std::fprintf(stderr,
-                     "knprobe: warning: %s: this file system cannot lock files (flock); make sure "
-                     "no other run writes the same output\n",
-                     mine.c_str());
-      if (file.repaired())
-        std::fprintf(stderr, "knprobe: %s: %s\n", mine.c_str(), file.repaired()->c_str());
-      if (!file.records().empty())
-        std::fprintf(stderr, "knprobe: resuming %s: %zu records already there\n", mine.c_str(),
-                     file.records().size());
+      announce_opened(file);
       const auto t0 = std::chrono::steady_clock::now();
       std::size_t first = SIZE_MAX;
       o.progress = [&](std::size_t done, std::size_t total, const std::string& what) {
