@@ -142,10 +142,105 @@ def factcheck_table(j):
                                         for x in j["skipped"]))
 
 
+def _f1(cells):
+    tp = sum(c[0] for c in cells)
+    fp = sum(c[1] for c in cells)
+    fn = sum(c[2] for c in cells)
+    return None if tp + fn == 0 else 2 * tp / (2 * tp + fp + fn)  # 0 when nothing true accepted
+
+
+def paired_bootstrap(units, stat, resamples=2000, level=0.95, seed=42):
+    """stat(units) and its percentile interval over resampled units (facts), like statistics.hpp;
+    resamples where stat is undefined (None) are left out."""
+    import math
+    import random
+    rng = random.Random(seed)
+    n = len(units)
+    vals = []
+    for _ in range(resamples):
+        v = stat([units[rng.randrange(n)] for _ in range(n)])
+        if v is not None:
+            vals.append(v)
+    vals.sort()
+    a, r = 1 - level, len(vals)
+    return stat(units), vals[int(math.floor(a * r / 2))], vals[int(math.ceil((1 - a / 2) * r)) - 1]
+
+
+def factcheck_paired_table(j):
+    """Held-out facts only. (1) F1 of the DKN checker minus F1 of each baseline on the same claims,
+    facts resampled together (paired bootstrap). (2) Threshold-free: the share of facts whose true
+    object gets the highest score among its candidates (DKN score vs P(candidate)), and the paired
+    difference. Both decide whether DKN beats the baselines on this data."""
+    rel = {(r["language"], r["relation"]): r for r in j["relations"]}
+    accept = {
+        "dkn": lambda c, r: c["score"] >= r["threshold"],
+        "baseline": lambda c, r: c["model_top1"],
+        "baseline_p": lambda c, r: c["p_model"] >= r["threshold_p"],
+    }
+    names = {"baseline": "model top-1", "baseline_p": "P(candidate) ≥ θp"}
+    langs = sorted({c["language"] for c in j["claims"]})
+    print("\nPaired on held-out facts (facts resampled together, 2000 resamples, seed 42):\n")
+    print("| language | claims | facts | F1 DKN − model top-1 [95% CI] | F1 DKN − P(candidate) ≥ θp "
+          "[95% CI] |")
+    print("|---|---|---|---|---|")
+    for lang in langs:
+        for split in ("test", "test_1to1"):
+            facts = {}
+            for c in j["claims"]:
+                if c["language"] != lang or c["fold"] != "test":
+                    continue
+                if split == "test_1to1" and c["candidate"] > 1:
+                    continue
+                r = rel[(lang, c["relation"])]
+                row = []
+                for who in ("dkn", "baseline", "baseline_p"):
+                    a, t = bool(accept[who](c, r)), bool(c["true"])
+                    row.append((int(a and t), int(a and not t), int(t and not a)))
+                facts.setdefault((c["relation"], c["fact"]), []).append(row)
+            units = list(facts.values())
+            if len(units) < 2:
+                continue
+            cells = []
+            for k in (1, 2):
+                def diff(us, k=k):
+                    a = _f1([row[0] for u in us for row in u])
+                    b = _f1([row[k] for u in us for row in u])
+                    return None if a is None or b is None else a - b
+                d, lo, hi = paired_bootstrap(units, diff)
+                cells.append("%+.3f [%+.3f, %+.3f]" % (d, lo, hi))
+            print("| %s | %s | %d | %s | %s |" % (lang, split, len(units), cells[0], cells[1]))
+    print("\nThreshold-free, held-out facts: share whose true object scores highest among its "
+          "candidates (ties count against):\n")
+    print("| language | facts | candidates per fact | DKN score [95% CI] | P(candidate) [95% CI] "
+          "| DKN − P(candidate) [95% CI] |")
+    print("|---|---|---|---|---|---|")
+    for lang in langs:
+        facts = {}
+        for c in j["claims"]:
+            if c["language"] == lang and c["fold"] == "test":
+                facts.setdefault((c["relation"], c["fact"]), []).append(c)
+        units = []
+        for cs in facts.values():
+            t = [c for c in cs if c["true"]]
+            if len(t) != 1 or len(cs) < 2:
+                continue
+            others = [c for c in cs if not c["true"]]
+            units.append((int(all(t[0]["score"] > o["score"] for o in others)),
+                          int(all(t[0]["p_model"] > o["p_model"] for o in others)), len(cs)))
+        if len(units) < 2:
+            continue
+        mean = lambda k: (lambda us: sum(u[k] for u in us) / len(us))
+        a, b = paired_bootstrap(units, mean(0)), paired_bootstrap(units, mean(1))
+        d = paired_bootstrap(units, lambda us: mean(0)(us) - mean(1)(us))
+        print("| %s | %d | %.1f | %.3f [%.3f, %.3f] | %.3f [%.3f, %.3f] | %+.3f [%+.3f, %+.3f] |" % (
+            lang, len(units), sum(u[2] for u in units) / len(units), *a, *b, *d))
+
+
 def main(path, per_fact=True):
     j = json.load(open(path))
     if "claims" in j:
-        return factcheck_table(j)
+        factcheck_table(j)
+        return factcheck_paired_table(j)
     if any("/reliability" in k for k in j.get("summary", {})):
         editing_table(j)
         return editing_paired_table(j)
