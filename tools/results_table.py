@@ -58,17 +58,8 @@ def editing_table(j):
 
 
 def bootstrap_mean_ci(values, resamples=2000, level=0.95, seed=42):
-    """Mean and percentile interval over `values` resampled with replacement (facts are the unit;
-    the same rule as statistics.hpp: s[floor(aR/2)], s[ceil((1 - a/2)R) - 1], a = 1 - level)."""
-    import math
-    import random
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
-    a = 1 - level
-    lo = means[int(math.floor(a * resamples / 2))]
-    hi = means[int(math.ceil((1 - a / 2) * resamples)) - 1]
-    return sum(values) / n, lo, hi
+    """Mean of `values` and its bootstrap interval (facts are the unit; see paired_bootstrap)."""
+    return paired_bootstrap(values, lambda v: sum(v) / len(v), resamples, level, seed)
 
 
 def editing_paired_table(j):
@@ -150,8 +141,9 @@ def _f1(cells):
 
 
 def paired_bootstrap(units, stat, resamples=2000, level=0.95, seed=42):
-    """stat(units) and its percentile interval over resampled units (facts), like statistics.hpp;
-    resamples where stat is undefined (None) are left out."""
+    """stat(units) and its percentile interval over units (facts) resampled with replacement, the
+    rule of statistics.hpp: s[floor(aR/2)], s[ceil((1 - a/2)R) - 1], a = 1 - level, over the R
+    resamples where stat is defined (not None)."""
     import math
     import random
     rng = random.Random(seed)
@@ -177,7 +169,6 @@ def factcheck_paired_table(j):
         "baseline": lambda c, r: c["model_top1"],
         "baseline_p": lambda c, r: c["p_model"] >= r["threshold_p"],
     }
-    names = {"baseline": "model top-1", "baseline_p": "P(candidate) ≥ θp"}
     langs = sorted({c["language"] for c in j["claims"]})
     print("\nPaired on held-out facts (facts resampled together, 2000 resamples, seed 42):\n")
     print("| language | claims | facts | F1 DKN − model top-1 [95% CI] | F1 DKN − P(candidate) ≥ θp "
