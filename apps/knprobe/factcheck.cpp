@@ -2,6 +2,7 @@
 // (docs/METHOD.md §7); writes <out>/factcheck.json and prints the metrics table.
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "cli.hpp"
@@ -101,11 +102,6 @@ int run(const FactCheckArgs& a) {
                    "language) pairs; the training facts' searches are taken from there\n",
                    a.dkn_from.c_str(), found, pairs);
     }
-    // per language: one DKN search per training fact + one attribution per claim
-    const auto n_train =
-        static_cast<std::size_t>(std::lround(a.train_fraction * static_cast<double>(facts.size())));
-    o.progress = progress_printer((facts.size() * static_cast<std::size_t>(a.wrong + 1) + n_train) *
-                                  o.languages.size());
     auto opts = options_json(a.model, a.facts, a.attribution);
     opts["dkn"] = a.dkn.to_json();
     opts["wrong_per_fact"] = a.wrong;
@@ -161,6 +157,18 @@ int run(const FactCheckArgs& a) {
                       r.language, "] again");
       o.resumed.emplace(std::move(key), std::move(r));
     }
+    // The steps still to do, for the ETA: per (language, relation) not resumed, one DKN search
+    // per training fact and one attribution per claim.
+    std::map<std::pair<std::string, std::string>, std::size_t> per_relation;
+    for (const auto& f : facts)
+      for (const auto& l : o.languages)
+        if (f.prompts.count(l) && f.answers.count(l)) ++per_relation[{l, f.relation}];
+    std::size_t steps = 0;
+    for (const auto& [key, n] : per_relation)
+      if (!o.resumed.count(key))
+        steps += n * static_cast<std::size_t>(a.wrong + 1) +
+                 static_cast<std::size_t>(std::lround(a.train_fraction * static_cast<double>(n)));
+    o.progress = progress_printer(steps);
     o.on_relation = [&](const RelationOutcome& r) {
       auto rec = to_json(r);
       rec["record"] = "relation";

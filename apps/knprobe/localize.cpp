@@ -90,7 +90,8 @@ int run(const LocalizeArgs& a) {
   a.attribution.validate();
   LocalizeOptions o;
   o.languages = a.facts.langs;
-  o.thresholds = a.thresholds.resolve(a.facts.langs);
+  if (!a.screen_only)  // screening decides on ranks / probabilities, not on a threshold
+    o.thresholds = a.thresholds.resolve(a.facts.langs);
   o.attribution = a.attribution.options();
   o.verify = !a.no_verify;
   o.seed = a.facts.seed;

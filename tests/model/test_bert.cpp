@@ -75,4 +75,47 @@ BOOST_AUTO_TEST_CASE(bad_checkpoints_and_arguments_are_named) {
                                         {"max_position_embeddings"}));
 }
 
+BOOST_AUTO_TEST_CASE(hand_built_weights_of_the_wrong_shape_are_named) {
+  using testing::throws_with;
+  const auto good = load_bert_safetensors(tiny());
+  // Every tensor survives float → double → float exactly (the cast visits each one).
+  const auto back = good.cast<double>().cast<float>();
+  int visited = 0;
+  detail::for_each_bert_tensor(
+      good.config, good.layers.size(),
+      [&](const std::string& name, Index rows, Index cols, const auto& a, const auto& b) {
+        ++visited;
+        BOOST_TEST_CONTEXT(name) {
+          BOOST_TEST(a.rows() == rows);
+          BOOST_TEST(a.cols() == cols);
+          BOOST_TEST((a.array() == b.array()).all());
+        }
+      },
+      good, back);
+  BOOST_TEST(visited == 10 + 16 * good.config.num_hidden_layers);
+  {
+    auto w = good;  // a hand-built layer with a transposed FFN input
+    w.layers[1].w_in.transposeInPlace();
+    BOOST_TEST(throws_with<ShapeError>([&] { BertModel<float>{w}; },
+                                       {"bert encoder.layer.1.intermediate.dense.weight"}));
+  }
+  {
+    auto w = good;  // the MLM transform's LayerNorm one entry short
+    w.ln_t_b.conservativeResize(w.ln_t_b.size() - 1);
+    BOOST_TEST(throws_with<ShapeError>([&] { BertModel<float>{w}; },
+                                       {"bert cls.predictions.transform.LayerNorm.bias"}));
+  }
+  {
+    auto w = good;
+    w.config.num_attention_heads = 0;
+    BOOST_TEST(throws_with<ShapeError>([&] { BertModel<float>{w}; }, {"invalid config"}));
+  }
+  {
+    auto w = good;
+    w.config.hidden_act = "relu";
+    BOOST_TEST(throws_with<FormatError>([&] { BertModel<float>{w}; }, {"relu"}));
+  }
+  BOOST_CHECK_NO_THROW(BertModel<float>{good});
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -79,4 +79,52 @@ BOOST_AUTO_TEST_CASE(bad_checkpoints_and_arguments_are_named) {
                                         {"33 tokens", "n_positions"}));
 }
 
+BOOST_AUTO_TEST_CASE(hand_built_weights_of_the_wrong_shape_are_named) {
+  using testing::throws_with;
+  const auto good = load_gpt2_safetensors(gpt2_tiny());
+  // Every tensor survives float → double → float exactly (the cast visits each one).
+  const auto back = good.cast<double>().cast<float>();
+  int visited = 0;
+  detail::for_each_gpt2_tensor(
+      good.config, good.layers.size(),
+      [&](const std::string& name, Index rows, Index cols, const auto& a, const auto& b) {
+        ++visited;
+        BOOST_TEST_CONTEXT(name) {
+          BOOST_TEST(a.rows() == rows);
+          BOOST_TEST(a.cols() == cols);
+          BOOST_TEST((a.array() == b.array()).all());
+        }
+      },
+      good, back);
+  BOOST_TEST(visited == 4 + 16 * good.config.n_layer);
+  {
+    auto w = good;  // a hand-built layer with a transposed FFN output
+    w.layers[1].w_proj.transposeInPlace();
+    BOOST_TEST(throws_with<ShapeError>([&] { Gpt2Model<float>{w}; },
+                                       {"gpt2 h.1.mlp.c_proj.weight", "expected shape"}));
+  }
+  {
+    auto w = good;  // a bias one entry short
+    w.layers[0].bk.conservativeResize(w.layers[0].bk.size() - 1);
+    BOOST_TEST(
+        throws_with<ShapeError>([&] { Gpt2Model<float>{w}; }, {"gpt2 h.0.attn.c_attn.bias (k)"}));
+  }
+  {
+    auto w = good;  // a layer missing
+    w.layers.pop_back();
+    BOOST_TEST(throws_with<ShapeError>([&] { Gpt2Model<float>{w}; }, {"layers for n_layer"}));
+  }
+  {
+    auto w = good;  // heads that do not divide the width
+    w.config.n_head = w.config.n_embd + 1;
+    BOOST_TEST(throws_with<ShapeError>([&] { Gpt2Model<float>{w}; }, {"invalid config"}));
+  }
+  {
+    auto w = good;
+    w.config.activation_function = "swish";
+    BOOST_TEST(throws_with<FormatError>([&] { Gpt2Model<float>{w}; }, {"swish"}));
+  }
+  BOOST_CHECK_NO_THROW(Gpt2Model<float>{good});
+}
+
 BOOST_AUTO_TEST_SUITE_END()

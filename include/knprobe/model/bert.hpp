@@ -39,6 +39,46 @@ struct BertLayerWeights {
   Vector<T> ln_o_g, ln_o_b;  ///< output LayerNorm [d]
 };
 
+namespace detail {
+/// Calls f(name, rows, cols, the member of each of `ws`...) for every tensor of BERT weights,
+/// with the shape `c` gives it (a vector has cols = 1) and layers 0..n_layers: the one place that
+/// pairs BertWeights' members with their names and shapes (validation and casts go through it).
+template <class F, class... W>
+void for_each_bert_tensor(const io::BertConfig& c, std::size_t n_layers, F&& f, W&... ws) {
+  const Index d = c.hidden_size, ff = c.intermediate_size;
+  const std::string e = "embeddings.", h = "cls.predictions.";
+  f(e + "word_embeddings", c.vocab_size, d, ws.word...);
+  f(e + "position_embeddings", c.max_position_embeddings, d, ws.position...);
+  f(e + "token_type_embeddings", c.type_vocab_size, d, ws.token_type...);
+  f(e + "LayerNorm.weight", d, 1, ws.ln_e_g...);
+  f(e + "LayerNorm.bias", d, 1, ws.ln_e_b...);
+  for (std::size_t i = 0; i < n_layers; ++i) {
+    const std::string b = "encoder.layer." + std::to_string(i) + ".";
+    f(b + "attention.self.query.weight", d, d, ws.layers[i].wq...);
+    f(b + "attention.self.query.bias", d, 1, ws.layers[i].bq...);
+    f(b + "attention.self.key.weight", d, d, ws.layers[i].wk...);
+    f(b + "attention.self.key.bias", d, 1, ws.layers[i].bk...);
+    f(b + "attention.self.value.weight", d, d, ws.layers[i].wv...);
+    f(b + "attention.self.value.bias", d, 1, ws.layers[i].bv...);
+    f(b + "attention.output.dense.weight", d, d, ws.layers[i].wo...);
+    f(b + "attention.output.dense.bias", d, 1, ws.layers[i].bo...);
+    f(b + "attention.output.LayerNorm.weight", d, 1, ws.layers[i].ln_a_g...);
+    f(b + "attention.output.LayerNorm.bias", d, 1, ws.layers[i].ln_a_b...);
+    f(b + "intermediate.dense.weight", ff, d, ws.layers[i].w_in...);
+    f(b + "intermediate.dense.bias", ff, 1, ws.layers[i].b_in...);
+    f(b + "output.dense.weight", d, ff, ws.layers[i].w_out...);
+    f(b + "output.dense.bias", d, 1, ws.layers[i].b_out...);
+    f(b + "output.LayerNorm.weight", d, 1, ws.layers[i].ln_o_g...);
+    f(b + "output.LayerNorm.bias", d, 1, ws.layers[i].ln_o_b...);
+  }
+  f(h + "transform.dense.weight", d, d, ws.head_w...);
+  f(h + "transform.dense.bias", d, 1, ws.head_b...);
+  f(h + "transform.LayerNorm.weight", d, 1, ws.ln_t_g...);
+  f(h + "transform.LayerNorm.bias", d, 1, ws.ln_t_b...);
+  f(h + "bias", c.vocab_size, 1, ws.decoder_bias...);
+}
+}  // namespace detail
+
 template <class T>
 struct BertWeights {
   io::BertConfig config;
@@ -49,41 +89,43 @@ struct BertWeights {
   Vector<T> head_b, ln_t_g, ln_t_b;  ///< [d]
   Vector<T> decoder_bias;            ///< [V]
 
+  /// The same weights in another scalar type (tests run the model in double).
   template <class U>
   BertWeights<U> cast() const {
     BertWeights<U> o;
     o.config = config;
-    o.word = word.template cast<U>();
-    o.position = position.template cast<U>();
-    o.token_type = token_type.template cast<U>();
-    o.ln_e_g = ln_e_g.template cast<U>();
-    o.ln_e_b = ln_e_b.template cast<U>();
-    o.head_w = head_w.template cast<U>();
-    o.head_b = head_b.template cast<U>();
-    o.ln_t_g = ln_t_g.template cast<U>();
-    o.ln_t_b = ln_t_b.template cast<U>();
-    o.decoder_bias = decoder_bias.template cast<U>();
-    for (const auto& l : layers) {
-      BertLayerWeights<U> x;
-      x.wq = l.wq.template cast<U>();
-      x.wk = l.wk.template cast<U>();
-      x.wv = l.wv.template cast<U>();
-      x.wo = l.wo.template cast<U>();
-      x.bq = l.bq.template cast<U>();
-      x.bk = l.bk.template cast<U>();
-      x.bv = l.bv.template cast<U>();
-      x.bo = l.bo.template cast<U>();
-      x.ln_a_g = l.ln_a_g.template cast<U>();
-      x.ln_a_b = l.ln_a_b.template cast<U>();
-      x.w_in = l.w_in.template cast<U>();
-      x.w_out = l.w_out.template cast<U>();
-      x.b_in = l.b_in.template cast<U>();
-      x.b_out = l.b_out.template cast<U>();
-      x.ln_o_g = l.ln_o_g.template cast<U>();
-      x.ln_o_b = l.ln_o_b.template cast<U>();
-      o.layers.push_back(std::move(x));
-    }
+    o.layers.resize(layers.size());
+    detail::for_each_bert_tensor(
+        config, layers.size(),
+        [](const auto&, Index, Index, const auto& in, auto& out) { out = in.template cast<U>(); },
+        *this, o);
     return o;
+  }
+
+  /// Throws ShapeError naming the first tensor whose shape disagrees with `config` (or a config
+  /// no BERT can have), FormatError for an activation it does not implement.
+  void validate() const {
+    const auto& c = config;
+    KNPROBE_REQUIRE(
+        c.num_hidden_layers > 0 && c.hidden_size > 0 && c.num_attention_heads > 0 &&
+            c.hidden_size % c.num_attention_heads == 0 && c.vocab_size > 0 &&
+            c.max_position_embeddings > 0 && c.type_vocab_size > 0 && c.intermediate_size > 0,
+        ShapeError, "bert: invalid config (num_hidden_layers ", c.num_hidden_layers,
+        ", hidden_size ", c.hidden_size, ", num_attention_heads ", c.num_attention_heads,
+        ", vocab_size ", c.vocab_size, ", max_position_embeddings ", c.max_position_embeddings,
+        ", type_vocab_size ", c.type_vocab_size, ", intermediate_size ", c.intermediate_size, ")");
+    KNPROBE_REQUIRE(
+        c.hidden_act == "gelu" || c.hidden_act == "gelu_new" || c.hidden_act == "gelu_pytorch_tanh",
+        FormatError, "bert: hidden_act '", c.hidden_act, "' not supported");
+    KNPROBE_REQUIRE(static_cast<int>(layers.size()) == c.num_hidden_layers, ShapeError,
+                    "bert: ", layers.size(),
+                    " layers for num_hidden_layers = ", c.num_hidden_layers);
+    detail::for_each_bert_tensor(
+        c, layers.size(),
+        [](const std::string& name, Index rows, Index cols, const auto& x) {
+          detail::require_shape(x, rows, cols, ("bert " + name).c_str());
+        },
+        *this);
   }
 };
 
@@ -161,13 +203,7 @@ class BertModel {
   explicit BertModel(BertWeights<T> w) : w_(std::move(w)) {
     const auto& c = w_.config;
     act_ = c.hidden_act == "gelu" ? blocks::Activation::gelu_erf : blocks::Activation::gelu_tanh;
-    KNPROBE_REQUIRE(static_cast<int>(w_.layers.size()) == c.num_hidden_layers, ShapeError,
-                    "bert: ", w_.layers.size(),
-                    " layers for num_hidden_layers = ", c.num_hidden_layers);
-    detail::require_shape(w_.word, c.vocab_size, c.hidden_size, "bert word embeddings");
-    detail::require_shape(w_.position, c.max_position_embeddings, c.hidden_size,
-                          "bert position embeddings");
-    detail::require_size(w_.decoder_bias, c.vocab_size, "bert decoder bias");
+    w_.validate();
   }
 
   /// A Hugging Face BertForMaskedLM directory.

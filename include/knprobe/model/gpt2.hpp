@@ -40,6 +40,39 @@ struct Gpt2LayerWeights {
   Vector<T> b_fc, b_proj;    ///< [ffn], [d]
 };
 
+namespace detail {
+/// Calls f(name, rows, cols, the member of each of `ws`...) for every tensor of GPT-2 weights,
+/// with the shape `c` gives it (a vector has cols = 1) and layers 0..n_layers: the one place that
+/// pairs Gpt2Weights' members with their names and shapes (validation and casts go through it).
+template <class F, class... W>
+void for_each_gpt2_tensor(const io::Gpt2Config& c, std::size_t n_layers, F&& f, W&... ws) {
+  const Index d = c.n_embd, ff = c.ffn_width();
+  f("wte", c.vocab_size, d, ws.wte...);
+  f("wpe", c.n_positions, d, ws.wpe...);
+  f("ln_f.weight", d, 1, ws.lnf_g...);
+  f("ln_f.bias", d, 1, ws.lnf_b...);
+  for (std::size_t i = 0; i < n_layers; ++i) {
+    const std::string h = "h." + std::to_string(i) + ".";
+    f(h + "ln_1.weight", d, 1, ws.layers[i].ln1_g...);
+    f(h + "ln_1.bias", d, 1, ws.layers[i].ln1_b...);
+    f(h + "attn.c_attn.weight (q)", d, d, ws.layers[i].wq...);
+    f(h + "attn.c_attn.weight (k)", d, d, ws.layers[i].wk...);
+    f(h + "attn.c_attn.weight (v)", d, d, ws.layers[i].wv...);
+    f(h + "attn.c_attn.bias (q)", d, 1, ws.layers[i].bq...);
+    f(h + "attn.c_attn.bias (k)", d, 1, ws.layers[i].bk...);
+    f(h + "attn.c_attn.bias (v)", d, 1, ws.layers[i].bv...);
+    f(h + "attn.c_proj.weight", d, d, ws.layers[i].wo...);
+    f(h + "attn.c_proj.bias", d, 1, ws.layers[i].bo...);
+    f(h + "ln_2.weight", d, 1, ws.layers[i].ln2_g...);
+    f(h + "ln_2.bias", d, 1, ws.layers[i].ln2_b...);
+    f(h + "mlp.c_fc.weight", ff, d, ws.layers[i].w_fc...);
+    f(h + "mlp.c_fc.bias", ff, 1, ws.layers[i].b_fc...);
+    f(h + "mlp.c_proj.weight", d, ff, ws.layers[i].w_proj...);
+    f(h + "mlp.c_proj.bias", d, 1, ws.layers[i].b_proj...);
+  }
+}
+}  // namespace detail
+
 template <class T>
 struct Gpt2Weights {
   io::Gpt2Config config;
@@ -52,31 +85,35 @@ struct Gpt2Weights {
   Gpt2Weights<U> cast() const {
     Gpt2Weights<U> o;
     o.config = config;
-    o.wte = wte.template cast<U>();
-    o.wpe = wpe.template cast<U>();
-    o.lnf_g = lnf_g.template cast<U>();
-    o.lnf_b = lnf_b.template cast<U>();
-    for (const auto& l : layers) {
-      Gpt2LayerWeights<U> x;
-      x.ln1_g = l.ln1_g.template cast<U>();
-      x.ln1_b = l.ln1_b.template cast<U>();
-      x.wq = l.wq.template cast<U>();
-      x.wk = l.wk.template cast<U>();
-      x.wv = l.wv.template cast<U>();
-      x.wo = l.wo.template cast<U>();
-      x.bq = l.bq.template cast<U>();
-      x.bk = l.bk.template cast<U>();
-      x.bv = l.bv.template cast<U>();
-      x.bo = l.bo.template cast<U>();
-      x.ln2_g = l.ln2_g.template cast<U>();
-      x.ln2_b = l.ln2_b.template cast<U>();
-      x.w_fc = l.w_fc.template cast<U>();
-      x.w_proj = l.w_proj.template cast<U>();
-      x.b_fc = l.b_fc.template cast<U>();
-      x.b_proj = l.b_proj.template cast<U>();
-      o.layers.push_back(std::move(x));
-    }
+    o.layers.resize(layers.size());
+    detail::for_each_gpt2_tensor(
+        config, layers.size(),
+        [](const auto&, Index, Index, const auto& in, auto& out) { out = in.template cast<U>(); },
+        *this, o);
     return o;
+  }
+
+  /// Throws ShapeError naming the first tensor whose shape disagrees with `config` (or a config
+  /// no GPT-2 can have), FormatError for an activation it does not implement.
+  void validate() const {
+    const auto& c = config;
+    KNPROBE_REQUIRE(c.n_layer > 0 && c.n_embd > 0 && c.n_head > 0 && c.n_embd % c.n_head == 0 &&
+                        c.vocab_size > 0 && c.n_positions > 0 && c.ffn_width() > 0,
+                    ShapeError, "gpt2: invalid config (n_layer ", c.n_layer, ", n_embd ", c.n_embd,
+                    ", n_head ", c.n_head, ", vocab_size ", c.vocab_size, ", n_positions ",
+                    c.n_positions, ", ffn width ", c.ffn_width(), ")");
+    KNPROBE_REQUIRE(c.activation_function == "gelu_new" || c.activation_function == "gelu" ||
+                        c.activation_function == "gelu_pytorch_tanh",
+                    FormatError, "gpt2: activation_function '", c.activation_function,
+                    "' not supported");
+    KNPROBE_REQUIRE(static_cast<int>(layers.size()) == c.n_layer, ShapeError,
+                    "gpt2: ", layers.size(), " layers for n_layer = ", c.n_layer);
+    detail::for_each_gpt2_tensor(
+        c, layers.size(),
+        [](const std::string& name, Index rows, Index cols, const auto& x) {
+          detail::require_shape(x, rows, cols, ("gpt2 " + name).c_str());
+        },
+        *this);
   }
 };
 
@@ -144,10 +181,7 @@ class Gpt2Model : public detail::CausalDecoder<Gpt2Model<T, Site>, T> {
     const auto& c = w_.config;
     act_ = c.activation_function == "gelu" ? blocks::Activation::gelu_erf
                                            : blocks::Activation::gelu_tanh;
-    KNPROBE_REQUIRE(static_cast<int>(w_.layers.size()) == c.n_layer, ShapeError,
-                    "gpt2: ", w_.layers.size(), " layers for n_layer = ", c.n_layer);
-    detail::require_shape(w_.wte, c.vocab_size, c.n_embd, "gpt2 wte");
-    detail::require_shape(w_.wpe, c.n_positions, c.n_embd, "gpt2 wpe");
+    w_.validate();
   }
 
   /// A Hugging Face GPT-2 directory (config.json + model.safetensors).
