@@ -2,7 +2,6 @@
 // (docs/METHOD.md §7); writes <out>/factcheck.json and prints the metrics table.
 #include <algorithm>
 #include <cmath>
-#include <map>
 #include <set>
 
 #include "cli.hpp"
@@ -157,18 +156,7 @@ int run(const FactCheckArgs& a) {
                       r.language, "] again");
       o.resumed.emplace(std::move(key), std::move(r));
     }
-    // The steps still to do, for the ETA: per (language, relation) not resumed, one DKN search
-    // per training fact and one attribution per claim.
-    std::map<std::pair<std::string, std::string>, std::size_t> per_relation;
-    for (const auto& f : facts)
-      for (const auto& l : o.languages)
-        if (f.prompts.count(l) && f.answers.count(l)) ++per_relation[{l, f.relation}];
-    std::size_t steps = 0;
-    for (const auto& [key, n] : per_relation)
-      if (!o.resumed.count(key))
-        steps += n * static_cast<std::size_t>(a.wrong + 1) +
-                 static_cast<std::size_t>(std::lround(a.train_fraction * static_cast<double>(n)));
-    o.progress = progress_printer(steps);
+    o.progress = progress_printer(fact_check_steps(facts, pool, o));  // those not resumed
     o.on_relation = [&](const RelationOutcome& r) {
       auto rec = to_json(r);
       rec["record"] = "relation";

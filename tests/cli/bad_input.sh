@@ -47,6 +47,8 @@ expect 2 "l2.*expected a finite number" edit "${model[@]}" --facts "$facts/stori
 expect 2 "fixed-threshold.*expected a finite number" factcheck "${model[@]}" "${fact[@]}" --fixed-threshold nan
 expect 2 "language code" localize "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs ../a
 expect 2 "no --threshold for language 'b'" localize "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3
+# screening selects nothing: no threshold is needed for it
+expect 0 "kept 3 facts" localize "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --screen rank:50 --screen-only --out "$work/screen-only"
 expect 2 "at most 65536 are accepted" localize "${model[@]}" --prompt "$(head -c 100000 /dev/zero | tr '\0' a)" --answer " x" --langs en
 expect 2 "top.*exceeds the vocabulary of 512" predict "${model[@]}" --prompt "Once upon a time" --top 513
 expect 2 "expected a decimal integer in \[1, 1000\]" predict "${model[@]}" --prompt "Once upon a time" --top 2000

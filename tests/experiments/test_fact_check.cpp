@@ -152,6 +152,29 @@ BOOST_AUTO_TEST_CASE(runs_on_stories260k_deterministically_and_reports_what_it_s
     BOOST_TEST(again.claims[i].object == rep.claims[i].object);
     BOOST_TEST(again.claims[i].score == rep.claims[i].score);
   }
+  // Every claim scored as if alone: the candidates of a fact that share the prompt are scored
+  // in one attribute_shared call, bit-identical to one attribute call each; top-1 and
+  // P(candidate) from shared passes equal the single-claim ones.
+  std::size_t multi_token = 0;
+  for (const auto& c : rep.claims) {
+    const auto f = std::ranges::find_if(facts, [&](const Fact& x) { return x.id == c.fact; });
+    BOOST_REQUIRE(f != facts.end());
+    const auto r = std::ranges::find_if(rep.relations, [&](const RelationCheck& x) {
+      return x.relation == c.relation && x.language == c.language;
+    });
+    BOOST_REQUIRE(r != rep.relations.end());
+    AttributionOptions at = o.attribution;  // only the set's layers, except for a true claim
+    if (!(c.truth && c.train))              // of a set-fold fact: its DKN search's attribution
+      for (const auto& [l, _] : r->neurons.layer_histogram()) at.layers.push_back(l);
+    const auto enc = probe.encode(f->prompts.at("en"), c.object);
+    multi_token += enc.targets.size() > 1;
+    BOOST_TEST(detail::mean_over(probe.attribute(enc, at), r->neurons) == c.score,
+               c.fact << " " << c.object);
+    BOOST_TEST(detail::answers_top1(model, enc).value_or(false) == c.model_top1);
+    const double p = detail::answer_probability(model, enc);
+    BOOST_TEST(std::abs(p - c.p_model) <= 1e-6 * p, c.fact << " " << c.object);
+  }
+  BOOST_TEST(multi_token > 0u);  // groups of one and of several candidates were both scored
   // A fact whose relation has no other object: an empty candidate list, reported.
   std::vector<Fact> two{fact("u", "same", " one"), fact("v", "same", " one")};
   const auto none = fact_check(probe, two, two, o);

@@ -16,6 +16,10 @@ using namespace knprobe;
 KNPROBE_ASSERT_PROBEABLE(BertModel<float>);
 KNPROBE_ASSERT_PROBEABLE(BertModel<double>);
 static_assert(ArchTraits<BertModel<float>>::objective == Objective::masked_lm);
+// A member added to the layer weights must be added to detail::for_each_bert_tensor too (casts and
+// validation go through it).
+static_assert(sizeof(BertLayerWeights<float>) ==
+              6 * sizeof(Matrix<float>) + 10 * sizeof(Vector<float>));
 
 namespace {
 std::filesystem::path tiny() {

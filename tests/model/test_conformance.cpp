@@ -146,6 +146,50 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(batched_layer_gradients_equal_single_calls, B, bac
   }
 }
 
+// Twins — requests equal but for the target (one prompt's candidate answers) — share a forward
+// pass: every twin equals its single call, also when twins are uneven (one request with three
+// targets, one with two, one alone) and under a cache budget that slices the points.
+BOOST_AUTO_TEST_CASE_TEMPLATE(twin_requests_equal_single_calls, B, backends) {
+  using M = typename B::Model;
+  if constexpr (HasBatchedLayerGradients<M>) {
+    const auto m = B::make();
+    const auto t = m.trace(B::tokens());
+    const int n = t.num_tokens(), L = m.num_layers();
+    Rng rng(17);
+    MatrixD top = t.activations(L - 1).row(n - 1).replicate(3, 1);
+    top.row(1) = testing::random_matrix(rng, 1, m.ffn_width());
+    top.row(2) *= 0.5;
+    const MatrixD low = 0.25 * t.activations(0).row(n - 1).replicate(2, 1);
+    const MatrixD alone = t.activations(1).row(n - 1);
+    std::vector<LayerRequest<double>> reqs{
+        {L - 1, n - 1, top, TokenId(7)}, {0, n - 1, low, TokenId(4)},
+        {L - 1, n - 1, top, TokenId(9)}, {1, n - 1, alone, TokenId(4)},
+        {0, n - 1, low, TokenId(11)},    {L - 1, n - 1, top, TokenId(7)},  // same target again
+    };
+    auto check = [&](const M& model, const char* what) {
+      const auto all = model.layer_gradients(t, std::span<const LayerRequest<double>>(reqs));
+      BOOST_REQUIRE(all.size() == reqs.size());
+      for (std::size_t r = 0; r < reqs.size(); ++r) {
+        const auto& q = reqs[r];
+        const auto one = m.layer_gradients(t, q.layer, q.position, q.points, q.target);
+        BOOST_REQUIRE(all[r].gradients.rows() == q.points.rows());
+        BOOST_TEST((all[r].gradients - one.gradients).norm() <= 1e-12 * one.gradients.norm(),
+                   what << " request " << r);
+        BOOST_TEST((all[r].probabilities - one.probabilities).cwiseAbs().maxCoeff() < 1e-14,
+                   what << " request " << r);
+      }
+      // twins with other targets have other gradients (the variants are not mixed up)
+      BOOST_TEST((all[0].gradients - all[2].gradients).norm() > 1e-6 * all[0].gradients.norm());
+    };
+    check(m, "batched");
+    if constexpr (requires(M & x) { x.set_layer_cache_budget(1.0); }) {
+      auto tight = B::make();
+      tight.set_layer_cache_budget(1.0);
+      check(tight, "sliced");
+    }
+  }
+}
+
 // An intervention (one unit set, one scaled) gives the probability layer_gradients gives at the
 // changed vector; an empty pattern gives the clean one. Causal models: an earlier position is
 // untouched and a later one changes; a masked LM: other positions change too.

@@ -18,6 +18,10 @@ KNPROBE_ASSERT_PROBEABLE(Gpt2Model<float, NeuronSite::pre_activation>);
 static_assert(ArchTraits<Gpt2Model<float, NeuronSite::pre_activation>>::neuron_site ==
               NeuronSite::pre_activation);
 static_assert(HasBatchedLayerGradients<Gpt2Model<float>>);
+// A member added to the layer weights must be added to detail::for_each_gpt2_tensor too (casts and
+// validation go through it).
+static_assert(sizeof(Gpt2LayerWeights<float>) ==
+              6 * sizeof(Matrix<float>) + 10 * sizeof(Vector<float>));
 
 namespace {
 std::filesystem::path gpt2_tiny() {
@@ -106,8 +110,8 @@ BOOST_AUTO_TEST_CASE(hand_built_weights_of_the_wrong_shape_are_named) {
   {
     auto w = good;  // a bias one entry short
     w.layers[0].bk.conservativeResize(w.layers[0].bk.size() - 1);
-    BOOST_TEST(
-        throws_with<ShapeError>([&] { Gpt2Model<float>{w}; }, {"gpt2 h.0.attn.c_attn.bias (k)"}));
+    BOOST_TEST(throws_with<ShapeError>([&] { Gpt2Model<float>{w}; },
+                                       {"gpt2 h.0.attn.c_attn.bias (k)", "entries"}));
   }
   {
     auto w = good;  // a layer missing

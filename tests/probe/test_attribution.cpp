@@ -103,4 +103,44 @@ BOOST_AUTO_TEST_CASE(options_change_what_they_should) {
   BOOST_CHECK_THROW(attribute(m, toy_fact(), o, 1), ArgumentError);
 }
 
+// Candidates of one claim — the same prompt and answer positions, other answer tokens — are
+// attributed together: each result equals attribute() of that candidate alone, bit for bit (the
+// twins' requests run the same rows as a single call), in float (the CLI's type) and double;
+// facts that differ in their prompt are refused.
+BOOST_AUTO_TEST_CASE(shared_attribution_equals_single_attributions) {
+  const LlamaModel<double> md(testing::random_llama(true, 14));
+  const LlamaModel<float> mf(testing::random_llama(true, 14).cast<float>());
+  std::vector<EncodedFact> cands(4, toy_fact());
+  cands[1].targets = {7, 9};
+  cands[2].targets = {41, 3};
+  cands[3].targets = {12, 30};
+  for (Method method : {Method::ig, Method::amig}) {
+    AttributionOptions o;
+    o.method = method;
+    o.steps = 6;
+    o.layers = {2, 0};
+    auto same = [&](const auto& m) {
+      const auto all = attribute_shared(m, std::span<const EncodedFact>(cands), o, 1);
+      BOOST_REQUIRE(all.size() == cands.size());
+      for (std::size_t i = 0; i < cands.size(); ++i) {
+        const auto one = attribute(m, cands[i], o, 1);
+        BOOST_TEST((all[i].scores == one.scores), "candidate " << i);
+        BOOST_REQUIRE(all[i].completeness.size() == one.completeness.size());
+        for (std::size_t k = 0; k < one.completeness.size(); ++k) {
+          BOOST_TEST(all[i].completeness[k].p_actual == one.completeness[k].p_actual);
+          BOOST_TEST(all[i].completeness[k].delta == one.completeness[k].delta);
+        }
+        BOOST_TEST(all[i].layers == one.layers);
+      }
+      BOOST_TEST(!(all[0].scores == all[1].scores));  // other targets, other scores
+    };
+    same(md);
+    same(mf);
+  }
+  auto other = cands;
+  other[2].tokens[1] = 3;
+  BOOST_CHECK_THROW(attribute_shared(md, std::span<const EncodedFact>(other), {}, 1),
+                    ArgumentError);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -225,6 +225,37 @@ inline double mean_over(const Attribution& a, const NeuronSet& r) {
 
 /// Runs the fact-checking experiment on `facts`; wrong objects come from `pool` (e.g. all facts
 /// of the dataset before sampling; pass `facts` itself when there is no larger pool).
+/// The number of times fact_check(…, o) calls o.progress when no relation ends early: per
+/// (language, relation) not in o.resumed, one DKN step per fact of the set fold (every training
+/// fact when not cross-fitted) and one per claim; facts without wrong objects and relations too
+/// small to split count nothing. A relation whose training facts turn out to have no degenerate
+/// neurons makes fewer (its claims are not scored), so this is an upper bound (for an ETA).
+inline std::size_t fact_check_steps(const std::vector<Fact>& facts, const std::vector<Fact>& pool,
+                                    const FactCheckOptions& o) {
+  std::size_t steps = 0;
+  for (const auto& lang : o.languages) {
+    std::map<std::string, std::vector<std::size_t>> by_relation;
+    for (std::size_t i = 0; i < facts.size(); ++i)
+      if (facts[i].prompts.count(lang) && facts[i].answers.count(lang))
+        by_relation[facts[i].relation].push_back(i);
+    for (auto& [relation, members] : by_relation) {
+      if (o.resumed.count({lang, relation}) || members.size() < 2) continue;
+      const std::size_t n_train =
+          detail::split_train(members, o.train_fraction, o.seed ^ detail::fnv1a(relation));
+      const bool cross = o.fit == FactCheckFit::cross_fit && !o.fixed_threshold;
+      if (cross && n_train < 2) continue;
+      const std::size_t n_set = cross ? (n_train + 1) / 2 : n_train;
+      for (std::size_t k = 0; k < members.size(); ++k) {
+        const std::size_t wrong =
+            detail::wrong_objects(facts[members[k]], pool, lang, o.wrong_per_fact, o.seed).size();
+        if (wrong == 0) continue;
+        steps += (k < n_set ? 1 : 0) + 1 + wrong;
+      }
+    }
+  }
+  return steps;
+}
+
 template <ProbeableModel M>
 FactCheckReport fact_check(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
                            const std::vector<Fact>& pool, const FactCheckOptions& o) {
@@ -370,20 +401,74 @@ FactCheckReport fact_check(const KnowledgeProbe<M>& probe, const std::vector<Fac
         at.layers.clear();
         for (const auto& [l, _] : rc.neurons.layer_histogram()) at.layers.push_back(l);
         const std::size_t first_claim = rep.claims.size();
-        for (const auto& it : items)
-          for (std::size_t c = 0; c < it.objects.size(); ++c) {
+        for (const auto& it : items) {
+          // Candidates whose encodings differ only in their answer tokens (the same prompt and
+          // answer length) are scored together: one attribute_shared call (the forward passes
+          // shared; each score as if attributed alone), one forward pass for their top-1 checks
+          // and one probabilities call for P(candidate). The true object's training attribution
+          // is reused.
+          const std::size_t n_obj = it.objects.size();
+          std::vector<std::vector<std::size_t>> groups;
+          std::vector<char> grouped(n_obj, 0);
+          for (std::size_t c = 0; c < n_obj; ++c) {
+            if (grouped[c]) continue;
+            groups.emplace_back();
+            for (std::size_t d = c; d < n_obj; ++d) {
+              const EncodedFact &e = it.encoded[d], &first = it.encoded[c];
+              if (!grouped[d] && e.tokens == first.tokens && e.positions == first.positions &&
+                  e.replaceable == first.replaceable) {
+                groups.back().push_back(d);
+                grouped[d] = 1;
+              }
+            }
+          }
+          std::vector<double> score(n_obj, 0.0), p_model(n_obj, 0.0);
+          std::vector<char> top1(n_obj, 0);
+          const auto reuse = true_attr.find(it.fact);
+          for (const auto& group : groups) {
+            std::vector<std::size_t> attributed;
+            std::vector<EncodedFact> encoded;
+            for (const std::size_t c : group)
+              if (c == 0 && reuse != true_attr.end()) {
+                score[0] = detail::mean_over(reuse->second, rc.neurons);
+              } else {
+                attributed.push_back(c);
+                encoded.push_back(it.encoded[c]);
+              }
+            if (!encoded.empty()) {
+              const auto attrs = probe.attribute_shared(encoded, at);
+              for (std::size_t k = 0; k < attributed.size(); ++k)
+                score[attributed[k]] = detail::mean_over(attrs[k], rc.neurons);
+            }
+            const EncodedFact& first = it.encoded[group[0]];
+            if constexpr (HasLogits<M>) {
+              const auto z = detail::answer_logits(model, first);
+              for (const std::size_t c : group) top1[c] = detail::targets_top1(z, it.encoded[c]);
+            }
+            std::vector<Query> qs;
+            for (const std::size_t c : group)
+              for (std::size_t t = 0; t < first.positions.size(); ++t)
+                qs.push_back({first.positions[t], it.encoded[c].targets[t]});
+            const std::vector<InterventionPattern> clean(1);
+            const auto p = model.probabilities(first.tokens, clean, qs);
+            for (std::size_t k = 0; k < group.size(); ++k) {
+              double prod = 1;
+              for (std::size_t t = 0; t < first.positions.size(); ++t)
+                prod *= static_cast<double>(p(0, Index(k * first.positions.size() + t)));
+              p_model[group[k]] = prod;
+            }
+          }
+          for (std::size_t c = 0; c < n_obj; ++c) {
             if (o.progress) o.progress(it.fact->id + " [" + lang + "] " + it.objects[c]);
             Claim cl{it.fact->id, relation, lang, it.objects[c], c == 0, it.train, 0, false};
             cl.candidate = static_cast<int>(c);
             cl.fold = it.fold;
-            const auto reuse = c == 0 ? true_attr.find(it.fact) : true_attr.end();
-            cl.score = detail::mean_over(
-                reuse != true_attr.end() ? reuse->second : probe.attribute(it.encoded[c], at),
-                rc.neurons);
-            cl.model_top1 = detail::answers_top1(model, it.encoded[c]).value_or(false);
-            cl.p_model = detail::answer_probability(model, it.encoded[c]);
+            cl.score = score[c];
+            cl.model_top1 = top1[c] != 0;
+            cl.p_model = p_model[c];
             rep.claims.push_back(std::move(cl));
           }
+        }
         // θ and θ_p on the threshold-fold claims only (never on the claims that built R or that
         // are scored as evidence).
         std::vector<std::pair<double, bool>> fit_dkn, fit_p;

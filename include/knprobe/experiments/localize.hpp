@@ -118,21 +118,26 @@ Matrix<typename M::Scalar> answer_logits(const M& m, const EncodedFact& f) requi
   }
 }
 
+/// Whether row t of `z` (the logits at f's answer positions, answer_logits) has its maximum at
+/// f.targets[t] for every answer token t.
+template <class Derived>
+bool targets_top1(const Eigen::MatrixBase<Derived>& z, const EncodedFact& f) {
+  for (std::size_t t = 0; t < f.targets.size(); ++t) {
+    Index best;
+    z.row(Index(t)).maxCoeff(&best);
+    if (best != f.targets[t]) return false;
+  }
+  return true;
+}
+
 /// Whether every answer token is the model's argmax at its position (teacher-forced), from one
 /// forward pass over the encoded fact; nullopt when the model exposes no logits.
 template <class M>
 std::optional<bool> answers_top1(const M& m, const EncodedFact& f) {
-  if constexpr (HasLogits<M>) {
-    const auto z = answer_logits(m, f);
-    for (std::size_t t = 0; t < f.targets.size(); ++t) {
-      Index best;
-      z.row(Index(t)).maxCoeff(&best);
-      if (best != f.targets[t]) return false;
-    }
-    return true;
-  } else {
+  if constexpr (HasLogits<M>)
+    return targets_top1(answer_logits(m, f), f);
+  else
     return std::nullopt;
-  }
 }
 
 /// Product over answer tokens of P(target) at each answer position of `f`.

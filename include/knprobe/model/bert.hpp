@@ -47,9 +47,9 @@ template <class F, class... W>
 void for_each_bert_tensor(const io::BertConfig& c, std::size_t n_layers, F&& f, W&... ws) {
   const Index d = c.hidden_size, ff = c.intermediate_size;
   const std::string e = "embeddings.", h = "cls.predictions.";
-  f(e + "word_embeddings", c.vocab_size, d, ws.word...);
-  f(e + "position_embeddings", c.max_position_embeddings, d, ws.position...);
-  f(e + "token_type_embeddings", c.type_vocab_size, d, ws.token_type...);
+  f(e + "word_embeddings.weight", c.vocab_size, d, ws.word...);
+  f(e + "position_embeddings.weight", c.max_position_embeddings, d, ws.position...);
+  f(e + "token_type_embeddings.weight", c.type_vocab_size, d, ws.token_type...);
   f(e + "LayerNorm.weight", d, 1, ws.ln_e_g...);
   f(e + "LayerNorm.bias", d, 1, ws.ln_e_b...);
   for (std::size_t i = 0; i < n_layers; ++i) {
@@ -106,14 +106,16 @@ struct BertWeights {
   /// no BERT can have), FormatError for an activation it does not implement.
   void validate() const {
     const auto& c = config;
-    KNPROBE_REQUIRE(
-        c.num_hidden_layers > 0 && c.hidden_size > 0 && c.num_attention_heads > 0 &&
-            c.hidden_size % c.num_attention_heads == 0 && c.vocab_size > 0 &&
-            c.max_position_embeddings > 0 && c.type_vocab_size > 0 && c.intermediate_size > 0,
-        ShapeError, "bert: invalid config (num_hidden_layers ", c.num_hidden_layers,
-        ", hidden_size ", c.hidden_size, ", num_attention_heads ", c.num_attention_heads,
-        ", vocab_size ", c.vocab_size, ", max_position_embeddings ", c.max_position_embeddings,
-        ", type_vocab_size ", c.type_vocab_size, ", intermediate_size ", c.intermediate_size, ")");
+    KNPROBE_REQUIRE(c.num_hidden_layers > 0 && c.hidden_size > 0 && c.num_attention_heads > 0 &&
+                        c.hidden_size % c.num_attention_heads == 0 && c.vocab_size > 0 &&
+                        c.max_position_embeddings > 0 && c.type_vocab_size > 0 &&
+                        c.intermediate_size > 0 && c.layer_norm_eps > 0,
+                    ShapeError, "bert: invalid config (num_hidden_layers ", c.num_hidden_layers,
+                    ", hidden_size ", c.hidden_size, ", num_attention_heads ",
+                    c.num_attention_heads, ", vocab_size ", c.vocab_size,
+                    ", max_position_embeddings ", c.max_position_embeddings, ", type_vocab_size ",
+                    c.type_vocab_size, ", intermediate_size ", c.intermediate_size,
+                    ", layer_norm_eps ", c.layer_norm_eps, ")");
     KNPROBE_REQUIRE(
         c.hidden_act == "gelu" || c.hidden_act == "gelu_new" || c.hidden_act == "gelu_pytorch_tanh",
         FormatError, "bert: hidden_act '", c.hidden_act, "' not supported");
@@ -123,7 +125,11 @@ struct BertWeights {
     detail::for_each_bert_tensor(
         c, layers.size(),
         [](const std::string& name, Index rows, Index cols, const auto& x) {
-          detail::require_shape(x, rows, cols, ("bert " + name).c_str());
+          const std::string what = "bert " + name;
+          if constexpr (std::is_same_v<std::decay_t<decltype(x)>, Vector<T>>)
+            detail::require_size(x, rows, what.c_str());
+          else
+            detail::require_shape(x, rows, cols, what.c_str());
         },
         *this);
   }

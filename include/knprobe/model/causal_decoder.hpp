@@ -105,16 +105,20 @@ class CausalDecoder {
   /// GEMM of Σ rows per weight instead of one per request), then all final hidden states share the
   /// output-head GEMMs (at most `k_head_rows` rows each). When the layer caches of all points would
   /// exceed layer_cache_budget(), the points are taken in slices (rows a..a+s of every request
-  /// together), so that each slice still shares every layer.
+  /// together), so that each slice still shares every layer. Requests that differ only in their
+  /// target (twins: one prompt's candidate answers) share the forward pass and the head's logits.
   std::vector<LayerGradients<T>> layer_gradients(const Trace& t,
                                                  std::span<const LayerRequest<T>> reqs) const {
     for (const auto& q : reqs) check_request(t, q);
     check_trace(t);
     std::vector<LayerGradients<T>> out(reqs.size());
     if (reqs.empty()) return out;
-    double per_point = 0;  // bytes of the caches of one point of every request
+    double per_point = 0;  // bytes of the caches of one point of every request (twins share)
     Index most = 0;
-    for (const auto& q : reqs) {
+    std::vector<std::size_t> primaries;
+    twins(reqs, primaries);
+    for (const std::size_t r : primaries) {
+      const auto& q = reqs[r];
       per_point += self().row_bytes(q.position + 1.0) * double(self().num_layers() - q.layer);
       most = std::max(most, q.points.rows());
     }
@@ -661,7 +665,33 @@ class CausalDecoder {
     return out;
   }
 
-  /// The requests (already checked) in one batch: see layer_gradients.
+  /// Requests that differ only in their target (same layer, position and points, bit for bit) are
+  /// twins. Returns, for each first-seen request r (appended to `primaries`), the requests that
+  /// share its forward pass (r first, then its twins); empty for a twin.
+  static std::vector<std::vector<std::size_t>> twins(std::span<const LayerRequest<T>> reqs,
+                                                     std::vector<std::size_t>& primaries) {
+    std::vector<std::vector<std::size_t>> variants(reqs.size());
+    for (std::size_t r = 0; r < reqs.size(); ++r) {
+      const auto& q = reqs[r];
+      const auto twin = std::find_if(primaries.begin(), primaries.end(), [&](std::size_t p) {
+        const auto& o = reqs[p];
+        return o.layer == q.layer && o.position == q.position &&
+               o.points.rows() == q.points.rows() && (o.points.array() == q.points.array()).all();
+      });
+      if (twin != primaries.end()) {
+        variants[*twin].push_back(r);
+      } else {
+        primaries.push_back(r);
+        variants[r].push_back(r);
+      }
+    }
+    return variants;
+  }
+
+  /// The requests (already checked) in one batch: see layer_gradients. Requests that differ only
+  /// in their target (one prompt's candidate answers at the same points) are twins: they share
+  /// the forward pass and the head's logits, and each target gets its own softmax gradient, head
+  /// backward and backward pass — every value the same as with the twins in separate calls.
   void gradients_chunk(const Trace& t, std::span<const LayerRequest<T>> reqs,
                        std::span<LayerGradients<T>> out) const {
     using LayerCache = typename D::LayerCache;
@@ -670,15 +700,18 @@ class CausalDecoder {
     /// from the lowest start layer up.
     struct Group {
       int position = 0;
-      std::vector<std::size_t> members;  ///< indices into the chunk's requests, by start layer
+      std::vector<std::size_t> members;  ///< primaries (indices into reqs), by start layer
       std::vector<Index> first_row;      ///< each member's first row in the batch
       std::vector<LayerCache> start;     ///< each member's own cache of its start layer
       std::vector<LayerCache> caches;    ///< by layer: the batched pass of layer k (rows `full[k]`)
       std::vector<Index> full;           ///< by layer: rows that ran the whole layer k
       Matrix<T> h;                       ///< final hidden states, one row per point
     };
-    std::vector<std::size_t> order(reqs.size());
-    for (std::size_t r = 0; r < reqs.size(); ++r) order[r] = r;
+    std::vector<std::size_t> primaries;
+    const auto variants = twins(reqs, primaries);
+    std::size_t n_variants = 0;
+    for (const auto& v : variants) n_variants = std::max(n_variants, v.size());
+    std::vector<std::size_t> order = primaries;
     std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
       return reqs[a].position != reqs[b].position ? reqs[a].position < reqs[b].position
                                                   : reqs[a].layer < reqs[b].layer;
@@ -725,22 +758,31 @@ class CausalDecoder {
       }
       total += g.h.rows();
     }
-    // The head, for every row: P_b and dP_b/dz = P_b (e_t − softmax(z_b)), in pieces of at most
-    // k_head_rows rows (the logits of a piece are rows × vocabulary).
+    // The head, for every row and every variant v: P_b and dP_b/dz = P_b (e_t − softmax(z_b)) of
+    // the v-th target of the row's request (rows whose request has fewer targets get a zero
+    // gradient), in pieces of at most k_head_rows rows (the logits of a piece are rows ×
+    // vocabulary); the logits are computed once for all variants.
     Matrix<T> h(total, self().hidden_size());
-    std::vector<TokenId> target(static_cast<std::size_t>(total));
+    std::vector<std::vector<TokenId>> target(n_variants,
+                                             std::vector<TokenId>(static_cast<std::size_t>(total)));
+    std::vector<std::vector<char>> has(n_variants,
+                                       std::vector<char>(static_cast<std::size_t>(total), 0));
     Index at = 0;
     for (const auto& g : groups) {
       h.middleRows(at, g.h.rows()) = g.h;
       for (std::size_t m = 0; m < g.members.size(); ++m) {
-        const auto& q = reqs[g.members[m]];
-        for (Index b = 0; b < q.points.rows(); ++b)
-          target[static_cast<std::size_t>(at + g.first_row[m] + b)] = q.target;
+        const auto& vs = variants[g.members[m]];
+        for (std::size_t v = 0; v < vs.size(); ++v)
+          for (Index b = 0; b < reqs[vs[v]].points.rows(); ++b) {
+            const auto row = static_cast<std::size_t>(at + g.first_row[m] + b);
+            target[v][row] = reqs[vs[v]].target;
+            has[v][row] = 1;
+          }
       }
       at += g.h.rows();
     }
-    Vector<T> prob(total);
-    Matrix<T> dh_all(total, self().hidden_size());
+    std::vector<Vector<T>> prob(n_variants, Vector<T>(total));
+    std::vector<Matrix<T>> dh_all(n_variants, Matrix<T>(total, self().hidden_size()));
     for (Index a = 0; a < total; a += k_head_rows) {
       const Index n = std::min(k_head_rows, total - a);
       const Matrix<T> hp = h.middleRows(a, n);
@@ -748,36 +790,48 @@ class CausalDecoder {
       Matrix<T> x;
       self().final_norm(hp, x, nc);
       Matrix<T> z = self().head_forward(x);
-      const std::vector<TokenId> tp(target.begin() + a, target.begin() + a + n);
-      prob.segment(a, n) = blocks::softmax::target_probability_gradient<T>(z, tp);
-      const Matrix<T> dx = self().head_backward(z);
-      Matrix<T> dhp;
-      self().final_norm_backward(dx, hp, nc, dhp);
-      dh_all.middleRows(a, n) = dhp;
+      for (std::size_t v = 0; v < n_variants; ++v) {
+        Matrix<T> zv = v + 1 < n_variants ? Matrix<T>(z) : std::move(z);
+        const std::vector<TokenId> tp(target[v].begin() + a, target[v].begin() + a + n);
+        prob[v].segment(a, n) = blocks::softmax::target_probability_gradient<T>(zv, tp);
+        for (Index b = 0; b < n; ++b)
+          if (!has[v][static_cast<std::size_t>(a + b)]) zv.row(b).setZero();
+        const Matrix<T> dx = self().head_backward(zv);
+        Matrix<T> dhp;
+        self().final_norm_backward(dx, hp, nc, dhp);
+        dh_all[v].middleRows(a, n) = dhp;
+      }
     }
-    at = 0;
-    for (auto& g : groups) {  // backward, from the top layer down to each member's start
-      Matrix<T> dh = dh_all.middleRows(at, g.h.rows());
-      for (std::size_t m = 0; m < g.members.size(); ++m) {
-        const auto& q = reqs[g.members[m]];
-        out[g.members[m]].probabilities = prob.segment(at + g.first_row[m], q.points.rows());
-      }
-      std::size_t next = g.members.size();
-      for (int k = L - 1; k >= reqs[g.members[0]].layer; --k) {
-        const auto ks = static_cast<std::size_t>(k);
-        for (; next > 0 && reqs[g.members[next - 1]].layer == k; --next) {
-          const auto& q = reqs[g.members[next - 1]];
-          Matrix<T> d = dh.middleRows(g.first_row[next - 1], q.points.rows());
-          self().ffn_backward(k, g.start[next - 1], d, &out[g.members[next - 1]].gradients);
+    for (std::size_t v = 0; v < n_variants; ++v) {
+      // the variant's request of member m of g, or none
+      auto request_of = [&](const Group& g, std::size_t m) -> const std::size_t* {
+        const auto& vs = variants[g.members[m]];
+        return v < vs.size() ? &vs[v] : nullptr;
+      };
+      const bool last = v + 1 == n_variants;
+      at = 0;
+      for (auto& g : groups) {  // backward, from the top layer down to each member's start
+        Matrix<T> dh = dh_all[v].middleRows(at, g.h.rows());
+        for (std::size_t m = 0; m < g.members.size(); ++m)
+          if (const auto* r = request_of(g, m))
+            out[*r].probabilities = prob[v].segment(at + g.first_row[m], reqs[*r].points.rows());
+        std::size_t next = g.members.size();
+        for (int k = L - 1; k >= reqs[g.members[0]].layer; --k) {
+          const auto ks = static_cast<std::size_t>(k);
+          for (; next > 0 && reqs[g.members[next - 1]].layer == k; --next)
+            if (const auto* r = request_of(g, next - 1)) {
+              Matrix<T> d = dh.middleRows(g.first_row[next - 1], reqs[*r].points.rows());
+              self().ffn_backward(k, g.start[next - 1], d, &out[*r].gradients);
+            }
+          if (g.full[ks] == 0) break;
+          dh.conservativeResize(g.full[ks], Eigen::NoChange);
+          const Rows rows{static_cast<int>(g.full[ks]), 1, g.position};
+          Matrix<T> dmid = self().ffn_backward(k, g.caches[ks], dh, nullptr);
+          dh = attention_backward(k, rows, g.caches[ks], dmid);
+          if (last) g.caches[ks] = LayerCache{};  // free as we go
         }
-        if (g.full[ks] == 0) break;
-        dh.conservativeResize(g.full[ks], Eigen::NoChange);
-        const Rows rows{static_cast<int>(g.full[ks]), 1, g.position};
-        Matrix<T> dmid = self().ffn_backward(k, g.caches[ks], dh, nullptr);
-        dh = attention_backward(k, rows, g.caches[ks], dmid);
-        g.caches[ks] = LayerCache{};  // free as we go
+        at += g.h.rows();
       }
-      at += g.h.rows();
     }
   }
 

@@ -47,8 +47,8 @@ namespace detail {
 template <class F, class... W>
 void for_each_gpt2_tensor(const io::Gpt2Config& c, std::size_t n_layers, F&& f, W&... ws) {
   const Index d = c.n_embd, ff = c.ffn_width();
-  f("wte", c.vocab_size, d, ws.wte...);
-  f("wpe", c.n_positions, d, ws.wpe...);
+  f("wte.weight", c.vocab_size, d, ws.wte...);
+  f("wpe.weight", c.n_positions, d, ws.wpe...);
   f("ln_f.weight", d, 1, ws.lnf_g...);
   f("ln_f.bias", d, 1, ws.lnf_b...);
   for (std::size_t i = 0; i < n_layers; ++i) {
@@ -97,11 +97,12 @@ struct Gpt2Weights {
   /// no GPT-2 can have), FormatError for an activation it does not implement.
   void validate() const {
     const auto& c = config;
-    KNPROBE_REQUIRE(c.n_layer > 0 && c.n_embd > 0 && c.n_head > 0 && c.n_embd % c.n_head == 0 &&
-                        c.vocab_size > 0 && c.n_positions > 0 && c.ffn_width() > 0,
-                    ShapeError, "gpt2: invalid config (n_layer ", c.n_layer, ", n_embd ", c.n_embd,
-                    ", n_head ", c.n_head, ", vocab_size ", c.vocab_size, ", n_positions ",
-                    c.n_positions, ", ffn width ", c.ffn_width(), ")");
+    KNPROBE_REQUIRE(
+        c.n_layer > 0 && c.n_embd > 0 && c.n_head > 0 && c.n_embd % c.n_head == 0 &&
+            c.vocab_size > 0 && c.n_positions > 0 && c.n_inner >= 0 && c.layer_norm_epsilon > 0,
+        ShapeError, "gpt2: invalid config (n_layer ", c.n_layer, ", n_embd ", c.n_embd, ", n_head ",
+        c.n_head, ", vocab_size ", c.vocab_size, ", n_positions ", c.n_positions, ", n_inner ",
+        c.n_inner, ", layer_norm_epsilon ", c.layer_norm_epsilon, ")");
     KNPROBE_REQUIRE(c.activation_function == "gelu_new" || c.activation_function == "gelu" ||
                         c.activation_function == "gelu_pytorch_tanh",
                     FormatError, "gpt2: activation_function '", c.activation_function,
@@ -111,7 +112,11 @@ struct Gpt2Weights {
     detail::for_each_gpt2_tensor(
         c, layers.size(),
         [](const std::string& name, Index rows, Index cols, const auto& x) {
-          detail::require_shape(x, rows, cols, ("gpt2 " + name).c_str());
+          const std::string what = "gpt2 " + name;
+          if constexpr (std::is_same_v<std::decay_t<decltype(x)>, Vector<T>>)
+            detail::require_size(x, rows, what.c_str());
+          else
+            detail::require_shape(x, rows, cols, what.c_str());
         },
         *this);
   }

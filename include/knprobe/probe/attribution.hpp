@@ -10,6 +10,7 @@
 // Cost structure: one trace per prompt; the AMIG baseline traces are shared by every layer; all
 // quadrature points of a layer go to the model in one batch (`layer_gradients`).
 
+#include <algorithm>
 #include <span>
 #include <string>
 #include <vector>
@@ -101,32 +102,46 @@ std::vector<std::vector<Vector<typename M::Scalar>>> amig_baselines(const M& m,
 
 }  // namespace detail
 
-/// Attribution scores of every neuron of the chosen layers for one encoded fact.
-/// `baseline_token` is the replacement id of AMIG ([MASK] or EOS); unused for IG.
+/// Attribution scores of every neuron of the chosen layers for each of several encoded facts
+/// that share one prompt and answer positions and differ only in their answer tokens (the
+/// candidate objects of one claim, single-token or of one length): result[i] is
+/// attribute(m, facts[i], o, baseline_token), computed with one trace, one set of AMIG
+/// baselines and, per answer token, one batched layer_gradients call in which the facts'
+/// requests are twins (same points, other target). With one fact this is `attribute`.
 template <ProbeableModel M>
-Attribution attribute(const M& m, const EncodedFact& f, const AttributionOptions& o,
-                      TokenId baseline_token) {
+std::vector<Attribution> attribute_shared(const M& m, std::span<const EncodedFact> facts,
+                                          const AttributionOptions& o, TokenId baseline_token) {
   using T = typename M::Scalar;
+  KNPROBE_REQUIRE(!facts.empty(), ArgumentError, "attribute: no fact");
+  const EncodedFact& f = facts[0];
   KNPROBE_REQUIRE(!f.tokens.empty(), ArgumentError, "attribute: empty prompt");
-  KNPROBE_REQUIRE(!f.targets.empty() && f.targets.size() == f.positions.size(), ArgumentError,
-                  "attribute: the answer has no tokens");
+  for (const auto& g : facts) {
+    KNPROBE_REQUIRE(!g.targets.empty() && g.targets.size() == g.positions.size(), ArgumentError,
+                    "attribute: the answer has no tokens");
+    KNPROBE_REQUIRE(
+        g.tokens == f.tokens && g.positions == f.positions && g.replaceable == f.replaceable,
+        ArgumentError,
+        "attribute_shared: the facts differ in more than their answer tokens (tokens, "
+        "answer positions and replaceable positions must be equal)");
+  }
   const QuadratureRule rule = quadrature_rule(o.quadrature, o.steps);
-  Attribution out;
-  out.layers = o.layers;
-  if (out.layers.empty())
-    for (int l = 0; l < m.num_layers(); ++l) out.layers.push_back(l);
-  for (int l : out.layers)
+  Attribution proto;
+  proto.layers = o.layers;
+  if (proto.layers.empty())
+    for (int l = 0; l < m.num_layers(); ++l) proto.layers.push_back(l);
+  for (int l : proto.layers)
     KNPROBE_REQUIRE(l >= 0 && l < m.num_layers(), ArgumentError, "attribute: layer ", l,
                     " outside [0, ", m.num_layers(), ")");
   {
-    std::vector<int> sorted = out.layers;
+    std::vector<int> sorted = proto.layers;
     std::sort(sorted.begin(), sorted.end());
     KNPROBE_REQUIRE(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end(), ArgumentError,
                     "attribute: a layer is listed twice");
   }
-  out.scores = Tensor<double, 2>::from_shape(
+  proto.scores = Tensor<double, 2>::from_shape(
       {static_cast<std::size_t>(m.num_layers()), static_cast<std::size_t>(m.ffn_width())});
-  out.scores.fill(0.0);
+  proto.scores.fill(0.0);
+  std::vector<Attribution> out(facts.size(), proto);
   const auto trace = m.trace(f.tokens);
   for (int l = 0; l < m.num_layers(); ++l)  // name the first layer whose neurons are not finite
     detail::require_finite(trace.activations(l),
@@ -141,11 +156,13 @@ Attribution attribute(const M& m, const EncodedFact& f, const AttributionOptions
     // Every layer's points for answer token t: quadrature nodes, then α = 0 and α = 1 (for the
     // completeness check) unless a node's point already equals that point (the left Riemann
     // sum's α = 0: one row fewer; each row's value is unchanged up to the rounding of the GEMM
-    // blocking of a smaller batch), as one batched request when the model supports it.
+    // blocking of a smaller batch), as one batched request when the model supports it; each
+    // fact's requests have the same points (the facts share the prompt), only the target
+    // differs.
     std::vector<LayerRequest<T>> reqs;
     std::vector<Vector<T>> acts, bases;
     std::vector<Index> base_row, act_row;
-    for (int l : out.layers) {
+    for (int l : proto.layers) {
       const Vector<T> a = trace.activations(l).row(f.positions[t]).transpose();
       const Vector<T> b = o.method == Method::amig ? base[static_cast<std::size_t>(l)][t]
                                                    : Vector<T>(Vector<T>::Zero(m.ffn_width()));
@@ -162,7 +179,7 @@ Attribution attribute(const M& m, const EncodedFact& f, const AttributionOptions
       base_row.push_back(row_of(b));
       act_row.push_back(row_of(a));
       pts.conservativeResize(rows, Eigen::NoChange);
-      reqs.push_back({l, f.positions[t], std::move(pts), f.targets[t]});
+      for (const auto& g : facts) reqs.push_back({l, f.positions[t], pts, g.targets[t]});
       acts.push_back(a);
       bases.push_back(b);
     }
@@ -173,37 +190,48 @@ Attribution attribute(const M& m, const EncodedFact& f, const AttributionOptions
       for (const auto& r : reqs)
         grads.push_back(m.layer_gradients(trace, r.layer, r.position, r.points, r.target));
     }
-    for (std::size_t li = 0; li < reqs.size(); ++li) {
-      const int l = reqs[li].layer;
-      const auto& g = grads[li];
-      detail::require_finite(g.probabilities,
-                             "attribute: P(answer) along the path of layer " + std::to_string(l));
-      detail::require_finite(g.gradients,
-                             "attribute: dP/dh along the path of layer " + std::to_string(l));
+    for (std::size_t li = 0; li < proto.layers.size(); ++li) {
+      const int l = proto.layers[li];
       const Vector<T>& a = acts[li];
       const Vector<T>& b = bases[li];
-      Eigen::VectorXd integral = Eigen::VectorXd::Zero(m.ffn_width());
-      for (int k = 0; k < nq; ++k)
-        integral += rule.weights[k] * g.gradients.row(k).transpose().template cast<double>();
       const Eigen::VectorXd diff = (a - b).template cast<double>();
-      const Eigen::VectorXd clean = diff.cwiseProduct(integral);
-      const Eigen::VectorXd used =
-          o.paper_compat ? Eigen::VectorXd(a.template cast<double>().cwiseProduct(integral))
-                         : clean;
-      for (int i = 0; i < m.ffn_width(); ++i)
-        out.scores(static_cast<std::size_t>(l), static_cast<std::size_t>(i)) +=
-            token_weight * used[i];
-      Completeness c;
-      c.layer = l;
-      c.token = static_cast<int>(t);
-      c.p_baseline = static_cast<double>(g.probabilities[base_row[li]]);
-      c.p_actual = static_cast<double>(g.probabilities[act_row[li]]);
-      c.attribution_sum = clean.sum();
-      c.delta = std::abs(c.attribution_sum - (c.p_actual - c.p_baseline));
-      out.completeness.push_back(c);
+      for (std::size_t fi = 0; fi < facts.size(); ++fi) {
+        const auto& g = grads[li * facts.size() + fi];
+        detail::require_finite(g.probabilities,
+                               "attribute: P(answer) along the path of layer " + std::to_string(l));
+        detail::require_finite(g.gradients,
+                               "attribute: dP/dh along the path of layer " + std::to_string(l));
+        Eigen::VectorXd integral = Eigen::VectorXd::Zero(m.ffn_width());
+        for (int k = 0; k < nq; ++k)
+          integral += rule.weights[k] * g.gradients.row(k).transpose().template cast<double>();
+        const Eigen::VectorXd clean = diff.cwiseProduct(integral);
+        const Eigen::VectorXd used =
+            o.paper_compat ? Eigen::VectorXd(a.template cast<double>().cwiseProduct(integral))
+                           : clean;
+        Attribution& res = out[fi];
+        for (int i = 0; i < m.ffn_width(); ++i)
+          res.scores(static_cast<std::size_t>(l), static_cast<std::size_t>(i)) +=
+              token_weight * used[i];
+        Completeness c;
+        c.layer = l;
+        c.token = static_cast<int>(t);
+        c.p_baseline = static_cast<double>(g.probabilities[base_row[li]]);
+        c.p_actual = static_cast<double>(g.probabilities[act_row[li]]);
+        c.attribution_sum = clean.sum();
+        c.delta = std::abs(c.attribution_sum - (c.p_actual - c.p_baseline));
+        res.completeness.push_back(c);
+      }
     }
   }
   return out;
+}
+
+/// Attribution scores of every neuron of the chosen layers for one encoded fact.
+/// `baseline_token` is the replacement id of AMIG ([MASK] or EOS); unused for IG.
+template <ProbeableModel M>
+Attribution attribute(const M& m, const EncodedFact& f, const AttributionOptions& o,
+                      TokenId baseline_token) {
+  return std::move(attribute_shared(m, std::span<const EncodedFact>(&f, 1), o, baseline_token)[0]);
 }
 
 }  // namespace knprobe

@@ -145,6 +145,14 @@ class KnowledgeProbe {
   Attribution attribute(const EncodedFact& f, const AttributionOptions& o = {}) const {
     return knprobe::attribute(m_, f, o, o.method == Method::amig ? baseline_token() : TokenId(0));
   }
+  /// One attribution per fact of `facts`, which share a prompt and differ only in their answer
+  /// tokens (knprobe::attribute_shared: one trace, one set of baselines, the forward passes and
+  /// the head's logits shared; each result equals attribute(facts[i], o)).
+  std::vector<Attribution> attribute_shared(std::span<const EncodedFact> facts,
+                                            const AttributionOptions& o = {}) const {
+    return knprobe::attribute_shared(m_, facts, o,
+                                     o.method == Method::amig ? baseline_token() : TokenId(0));
+  }
   Attribution attribute(const std::string& prompt, const std::string& answer,
                         const AttributionOptions& o = {}) const {
     return attribute(encode(prompt, answer), o);

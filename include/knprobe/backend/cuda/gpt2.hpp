@@ -22,7 +22,7 @@ class CudaGpt2Model : public detail::CudaDecoderBase {
   /// the model does not fit the device.
   explicit CudaGpt2Model(const Gpt2Weights<float>& w, Precision precision = Precision::fp32,
                          int device = 0)
-      : CudaDecoderBase(shape_of(w.config), host_pointers(w), precision, device),
+      : CudaDecoderBase(shape_of(w), host_pointers(w), precision, device),
         n_positions_(w.config.n_positions) {}
 
   /// A Hugging Face GPT-2 directory (config.json + model.safetensors).
@@ -34,11 +34,9 @@ class CudaGpt2Model : public detail::CudaDecoderBase {
   int max_positions() const { return n_positions_; }
 
  private:
-  static DecoderShape shape_of(const io::Gpt2Config& c) {
-    KNPROBE_REQUIRE(c.activation_function == "gelu_new" || c.activation_function == "gelu" ||
-                        c.activation_function == "gelu_pytorch_tanh",
-                    ArgumentError, "cuda gpt2: activation_function '", c.activation_function,
-                    "' not supported");
+  static DecoderShape shape_of(const Gpt2Weights<float>& w) {
+    w.validate();  // every tensor's shape, the config and the activation
+    const auto& c = w.config;
     DecoderShape s;
     s.n_layer = c.n_layer;
     s.n_head = s.n_kv_head = c.n_head;
@@ -55,22 +53,15 @@ class CudaGpt2Model : public detail::CudaDecoderBase {
     return s;
   }
 
+  /// Only takes the tensors' addresses: the base constructor reads them after shape_of has
+  /// validated every shape (both are its arguments).
   static DecoderHostWeights host_pointers(const Gpt2Weights<float>& w) {
-    const auto& c = w.config;
-    KNPROBE_REQUIRE(static_cast<int>(w.layers.size()) == c.n_layer, ShapeError,
-                    "cuda gpt2: ", w.layers.size(), " layers for n_layer = ", c.n_layer);
-    knprobe::detail::require_shape(w.wte, c.vocab_size, c.n_embd, "gpt2 wte");
-    knprobe::detail::require_shape(w.wpe, c.n_positions, c.n_embd, "gpt2 wpe");
     DecoderHostWeights h;
     h.embed = w.wte.data();
     h.positions = w.wpe.data();
     h.final_g = w.lnf_g.data();
     h.final_b = w.lnf_b.data();
-    const Index d = c.n_embd, f = c.ffn_width();
     for (const auto& l : w.layers) {
-      knprobe::detail::require_shape(l.wq, d, d, "gpt2 wq");
-      knprobe::detail::require_shape(l.w_fc, f, d, "gpt2 w_fc");
-      knprobe::detail::require_shape(l.w_proj, d, f, "gpt2 w_proj");
       DecoderHostLayer x;
       x.norm1_g = l.ln1_g.data();
       x.norm1_b = l.ln1_b.data();
