@@ -145,7 +145,7 @@ struct FactCheckOptions {
   /// its true claim is scored like the others (attribution at R's layers). The caller vouches
   /// that they were made with `attribution`, `thresholds` and `dkn`.
   std::map<std::string, std::map<std::string, RunDkn>> given_dkn;
-  std::function<void(const std::string&)> progress;  ///< once per attribution
+  std::function<void(const std::string&)> progress;  ///< once per DKN search and per claim
   /// Checkpointing (`knprobe factcheck` keeps <out>/factcheck.partial.jsonl): called once per
   /// (language, relation) with what it added to the report, as soon as it is done.
   std::function<void(const RelationOutcome&)> on_relation;
@@ -223,8 +223,6 @@ inline double mean_over(const Attribution& a, const NeuronSet& r) {
 
 }  // namespace detail
 
-/// Runs the fact-checking experiment on `facts`; wrong objects come from `pool` (e.g. all facts
-/// of the dataset before sampling; pass `facts` itself when there is no larger pool).
 /// The number of times fact_check(…, o) calls o.progress when no relation ends early: per
 /// (language, relation) not in o.resumed, one DKN step per fact of the set fold (every training
 /// fact when not cross-fitted) and one per claim; facts without wrong objects and relations too
@@ -256,6 +254,8 @@ inline std::size_t fact_check_steps(const std::vector<Fact>& facts, const std::v
   return steps;
 }
 
+/// Runs the fact-checking experiment on `facts`; wrong objects come from `pool` (e.g. all facts
+/// of the dataset before sampling; pass `facts` itself when there is no larger pool).
 template <ProbeableModel M>
 FactCheckReport fact_check(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
                            const std::vector<Fact>& pool, const FactCheckOptions& o) {

@@ -107,7 +107,9 @@ std::vector<std::vector<Vector<typename M::Scalar>>> amig_baselines(const M& m,
 /// candidate objects of one claim, single-token or of one length): result[i] is
 /// attribute(m, facts[i], o, baseline_token), computed with one trace, one set of AMIG
 /// baselines and, per answer token, one batched layer_gradients call in which the facts'
-/// requests are twins (same points, other target). With one fact this is `attribute`.
+/// requests are twins (same points, other target). With one fact this is `attribute`. On the CPU
+/// drivers each result is bit-identical to attribute alone; the CUDA engine treats twins as
+/// separate rows (equal within rounding).
 template <ProbeableModel M>
 std::vector<Attribution> attribute_shared(const M& m, std::span<const EncodedFact> facts,
                                           const AttributionOptions& o, TokenId baseline_token) {
