@@ -42,7 +42,9 @@ def editing_table(j):
           "| neurons with a < 0 |")
     print("|---|---|---|---|---|---|---|---|")
     kinds = []
-    for st in ("N_source", "likn", "all"):  # each set, then its control sets (METHOD.md §10)
+    # each set, then its control sets (METHOD.md §10); N_source_minus_likn = N_l \ LIKN, suppressed
+    # only
+    for st in ("N_source", "N_source_minus_likn", "likn", "all"):
         kinds += [st] + [st + c for c in ("~control", "~control_magnitude")]
     for st in kinds:
         for mode in ("suppress", "erase", "edit"):
@@ -72,8 +74,10 @@ def editing_paired_table(j):
     print("|---|---|---|---|---|")
     def kind(name):
         base = name.split("~")[0]
+        if base.endswith("_minus_likn"):
+            return "N_source_minus_likn"
         return base if base in ("likn", "all") else "N_source"
-    for st in ("N_source", "likn", "all"):
+    for st in ("N_source", "N_source_minus_likn", "likn", "all"):
         for mode in ("suppress", "erase", "edit"):
             for where in ("reliability", "generality"):
                 cells = []

@@ -102,6 +102,7 @@ int run(const EditArgs& a) {
     opts["l2"] = a.l2;
     opts["edit_sign"] = a.sign;
     opts["drop_generic"] = a.drop_generic;
+    opts["minus_likn"] = o.minus_likn;
     opts["controls"] = a.controls.to_json();
     // Every fact's outcome goes to <out>/editing.partial.jsonl as it is decided; an interrupted
     // run resumes there (same model, facts and outcome options, else refused).

@@ -314,6 +314,40 @@ BOOST_AUTO_TEST_CASE(every_measure_equals_one_model_call_per_prompt) {
   BOOST_TEST(modes.size() == 3u);
   BOOST_TEST(languages.size() == 2u);
   BOOST_TEST(checked > 20u);
+  // N_l \ LIKN: where a fact has a LIKN, each language's set without it, source l, suppressed in
+  // every language (itself and its two controls), never edited.
+  std::size_t minus = 0;
+  for (const auto& fr : rep.facts) {
+    const NeuronSet& shared = fr.sets.at("likn");
+    for (const auto& l : o.languages) {
+      const auto it = fr.sets.find(l + "_minus_likn");
+      std::vector<Neuron> rest;
+      for (const auto& n : fr.sets.at(l))
+        if (!shared.contains(n)) rest.push_back(n);
+      BOOST_TEST((it != fr.sets.end()) == (!shared.empty() && !rest.empty()));
+      if (it == fr.sets.end()) continue;
+      BOOST_TEST((it->second == NeuronSet(rest)));
+      ++minus;
+      std::size_t measured = 0;
+      for (const auto& e : fr.measures)
+        if (e.set.rfind(l + "_minus_likn", 0) == 0) {
+          BOOST_TEST(e.mode == "suppress");
+          BOOST_TEST(e.source == l);
+          ++measured;
+        }
+      BOOST_TEST(measured == 3u * o.languages.size());  // the set and its two controls
+    }
+  }
+  BOOST_TEST(minus > 0u);
+  const auto j = to_json(rep);
+  BOOST_TEST(j.at("summary").contains("N_source_minus_likn/suppress/generality"));
+  BOOST_TEST(
+      j.at("summary").contains("N_source_minus_likn~control_magnitude/suppress/reliability"));
+  BOOST_TEST(!j.at("summary").contains("N_source_minus_likn/erase/reliability"));
+  auto off = o;
+  off.minus_likn = false;
+  for (const auto& fr : cross_lingual_editing(model, tok, facts, off).facts)
+    for (const auto& [name, set] : fr.sets) BOOST_TEST(!name.ends_with("_minus_likn"));
 }
 
 BOOST_AUTO_TEST_CASE(an_interrupted_run_resumes_to_the_same_report) {

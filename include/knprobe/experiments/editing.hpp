@@ -21,6 +21,9 @@
 // positions), suppressed / erased / edited the same way, so that a change of P(old) can be told
 // from what any set of that size and those layers does; their locality is not measured. A control
 // that cannot be formed is absent, with the reason in the fact's `notes`.
+// Where a fact has a LIKN, each N_l \ LIKN ("<l>_minus_likn", source l) and its controls are also
+// suppressed (activations only, no weight edits): whether N_l moves the other language only
+// through the neurons it shares with it.
 
 #include <algorithm>
 #include <functional>
@@ -28,6 +31,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "knprobe/experiments/localize.hpp"
@@ -86,6 +90,8 @@ struct EditingOptions {
   int unrelated = 10;          ///< K facts of other relations for locality (seeded)
   bool controls = true;        ///< also measure the random and magnitude-matched control sets
   double control_band = 0.02;  ///< magnitude-matched control: |a|-rank window / layer width
+  /// Also suppress N_l \ LIKN (set "<l>_minus_likn") and its controls where the fact has a LIKN.
+  bool minus_likn = true;
   /// Dai's refinement before editing: drop from each fact's per-language set the neurons selected
   /// for more than this share of the facts of other relations (0 = off; localize.hpp's rule).
   double generic_fraction = 0;
@@ -114,6 +120,17 @@ struct EditingReport {
 };
 
 namespace detail {
+
+/// Name suffix of the set N_l \ LIKN ("en_minus_likn").
+inline constexpr std::string_view k_minus_likn = "_minus_likn";
+
+/// The language whose fact an editing set is built on: l for N_l and N_l \ LIKN, the first
+/// listed language for "likn" and "all".
+inline std::string editing_source(const std::string& set, const std::vector<std::string>& langs) {
+  if (set == "likn" || set == "all") return langs.front();
+  if (set.ends_with(k_minus_likn)) return set.substr(0, set.size() - k_minus_likn.size());
+  return set;
+}
 
 /// Index of the next fact (cyclically) of the same relation with all `langs`, other answers.
 inline std::optional<std::size_t> sibling_fact(const std::vector<Fact>& facts, std::size_t i,
@@ -250,6 +267,14 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
       }
       fr.sets["likn"] = likn(per_lang);
       fr.sets["all"] = at_least(1, per_lang);
+      if (o.minus_likn && !fr.sets.at("likn").empty())
+        for (const auto& l : o.languages) {
+          std::vector<Neuron> rest;
+          for (const auto& n : fr.sets.at(l))
+            if (!fr.sets.at("likn").contains(n)) rest.push_back(n);
+          if (!rest.empty())
+            fr.sets[l + std::string(detail::k_minus_likn)] = NeuronSet(std::move(rest));
+        }
       // Clean probabilities, measured once, in one batched call: per language the old and the
       // new answer and the K unrelated facts.
       std::map<std::string, double> p_old, p_new;
@@ -294,23 +319,25 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
         std::string name, source;
         NeuronSet set;
         bool control;
+        bool suppress_only;  ///< N_l \ LIKN and its controls: no weight edits
       };
       std::vector<Measured> todo;
       for (const auto& [name, set] : fr.sets) {
         if (set.empty()) continue;
-        const std::string source = name != "likn" && name != "all" ? name : o.languages.front();
-        todo.push_back({name, source, set, false});
+        const std::string source = detail::editing_source(name, o.languages);
+        const bool only = name.ends_with(detail::k_minus_likn);
+        todo.push_back({name, source, set, false, only});
         if (!o.controls) continue;
         const std::uint64_t cs = o.seed ^ detail::fnv1a(fact.id + '\x1f' + name + "\x1f" + "edit");
         try {
-          todo.push_back({name + "~control", source, probe.random_control(set, cs), true});
+          todo.push_back({name + "~control", source, probe.random_control(set, cs), true, only});
         } catch (const Error& e) {
           fr.notes.push_back(name + "~control: " + e.what());
         }
         try {
           todo.push_back({name + "~control_magnitude", source,
-                          probe.magnitude_control(set, old_f.at(source), cs, o.control_band),
-                          true});
+                          probe.magnitude_control(set, old_f.at(source), cs, o.control_band), true,
+                          only});
         } catch (const Error& e) {
           fr.notes.push_back(name + "~control_magnitude: " + e.what());
         }
@@ -380,7 +407,7 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
           }
       }
       auto measure = [&](const Measured& item, const Suppressed& sup) {
-        const auto& [name, source, set, control] = item;
+        const auto& [name, source, set, control, suppress_only] = item;
         for (const auto& l : o.languages) {  // activation suppression at l's answer positions
           EditMeasure e{name, "suppress", source, l, p_old[l], 0, {}, {}, {}, {}, {}};
           e.p_old_after = sup.at(l).first;
@@ -397,6 +424,7 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
           negative += act[n] < 0;
         }
         fr.activations[name] = act;
+        if (suppress_only) return;
         for (const bool is_edit : {false, true}) {  // weight edits, undone by the guard
           ValueVectorEdit<M> guard(model, set);
           const TokenId eo = old_f.at(source).targets.front();
@@ -596,11 +624,15 @@ inline nlohmann::json to_json(const EditingReport& rep) {
     std::map<std::string, Acc> fact_acc;  // this fact's measures per summary key
     j["facts"].push_back(to_json(f));
     for (const auto& e : f.measures) {
-      // "likn", "all" or "N_source", with a control's suffix ("likn~control", ...)
+      // "likn", "all", "N_source" or "N_source_minus_likn", with a control's suffix
+      // ("likn~control", ...)
       const auto tilde = e.set.find('~');
       const std::string base = e.set.substr(0, tilde);
-      const std::string set_kind = (base == "likn" || base == "all" ? base : "N_source") +
-                                   (tilde == std::string::npos ? "" : e.set.substr(tilde));
+      const std::string set_kind =
+          (base == "likn" || base == "all"        ? base
+           : base.ends_with(detail::k_minus_likn) ? "N_source" + std::string(detail::k_minus_likn)
+                                                  : "N_source") +
+          (tilde == std::string::npos ? "" : e.set.substr(tilde));
       const std::string key =
           set_kind + "/" + e.mode + "/" + (e.language == e.source ? "reliability" : "generality");
       ++measures[key];
