@@ -33,6 +33,14 @@ def ci_num(s, fmt="%.2f", key="mean"):
     return (fmt % s[key]) + ((" [" + fmt + ", " + fmt + "]") % tuple(ci) if ci else "")
 
 
+def editing_modes(summary):
+    """suppress, erase, erase@d…, edit, edit@d… (doses from strongest to weakest) as present."""
+    def order(mode):
+        base, _, dose = mode.partition("@")
+        return ({"suppress": 0, "erase": 1, "edit": 2}.get(base, 3), -float(dose or 1))
+    return sorted({k.split("/")[1] for k in summary}, key=order)
+
+
 def editing_table(j):
     """Rows: neuron set × intervention; reliability = measured in the set's source language,
     generality = in the other languages, locality = relative change of the K unrelated facts."""
@@ -47,7 +55,7 @@ def editing_table(j):
     for st in ("N_source", "N_source_minus_likn", "likn", "all"):
         kinds += [st] + [st + c for c in ("~control", "~control_magnitude")]
     for st in kinds:
-        for mode in ("suppress", "erase", "edit"):
+        for mode in editing_modes(s):
             r, g = s.get("%s/%s/reliability" % (st, mode)), s.get("%s/%s/generality" % (st, mode))
             if not r:
                 continue
@@ -78,7 +86,7 @@ def editing_paired_table(j):
             return "N_source_minus_likn"
         return base if base in ("likn", "all") else "N_source"
     for st in ("N_source", "N_source_minus_likn", "likn", "all"):
-        for mode in ("suppress", "erase", "edit"):
+        for mode in editing_modes(j["summary"]):
             for where in ("reliability", "generality"):
                 cells = []
                 for ctl in ("~control", "~control_magnitude"):

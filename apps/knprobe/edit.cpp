@@ -17,6 +17,7 @@ struct EditArgs {
   ControlArgs controls;
   std::string out = "knprobe-out", sign = "activation", sets_from;
   double l1 = 1.0, l2 = 8.0, drop_generic = 0;
+  std::vector<double> doses;
 };
 
 /// The outcomes recorded in an edit checkpoint, by fact id, each checked against the facts of
@@ -67,6 +68,15 @@ int run(const EditArgs& a) {
   o.seed = a.facts.seed;
   a.controls.apply(o);
   o.l2 = a.l2;
+  KNPROBE_REQUIRE(a.doses.size() <= 8, UsageError, "--doses: ", a.doses.size(),
+                  " doses; at most 8");
+  for (std::size_t k = 0; k < a.doses.size(); ++k) {
+    KNPROBE_REQUIRE(a.doses[k] != 1, UsageError,
+                    "--doses: 1 is the full strength, always measured; give only other doses");
+    for (std::size_t m = 0; m < k; ++m)
+      KNPROBE_REQUIRE(a.doses[m] != a.doses[k], UsageError, "--doses names ", a.doses[k], " twice");
+  }
+  o.doses = a.doses;
   o.max_tokens = a.attribution.max_tokens;
   o.generic_fraction = a.drop_generic;
   prepare_output_folder(a.out);
@@ -103,6 +113,7 @@ int run(const EditArgs& a) {
     opts["edit_sign"] = a.sign;
     opts["drop_generic"] = a.drop_generic;
     opts["minus_likn"] = o.minus_likn;
+    opts["doses"] = a.doses;
     opts["controls"] = a.controls.to_json();
     // Every fact's outcome goes to <out>/editing.partial.jsonl as it is decided; an interrupted
     // run resumes there (same model, facts and outcome options, else refused).
@@ -165,6 +176,12 @@ Command add_edit(CLI::App& app) {
       ->check(one_of({"activation", "none"}));
   c->add_option("--l1", args->l1, "erase strength λ1 (default 1)")->check(number_in(0, 1e6));
   c->add_option("--l2", args->l2, "edit strength λ2 (default 8)")->check(number_in(0, 1e6));
+  c->add_option("--doses", args->doses,
+                "dose–response: also erase / edit every set and control at these multiples of "
+                "(λ1, λ2), e.g. 0.125,0.25,0.5 (modes erase@d, edit@d; at most 8, each in (0, 100] "
+                "and not 1)")
+      ->delimiter(',')
+      ->check(number_in(0, 100, true, false));
   c->add_option("--drop-generic", args->drop_generic,
                 "Dai's refinement before editing: drop from a fact's set the neurons selected for "
                 "more than this share of the facts of other relations (0 = off, the default)")

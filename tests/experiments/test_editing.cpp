@@ -350,6 +350,100 @@ BOOST_AUTO_TEST_CASE(every_measure_equals_one_model_call_per_prompt) {
     for (const auto& [name, set] : fr.sets) BOOST_TEST(!name.ends_with("_minus_likn"));
 }
 
+BOOST_AUTO_TEST_CASE(doses_add_weaker_edits_and_leave_the_full_strength_as_it_was) {
+  // EditingOptions::doses: every set and control is also erased / edited at d·(λ₁, λ₂); the
+  // full-strength measures are those of a run without doses, to the bit, and a dose's measure is
+  // one model call under the edit at that strength.
+  auto model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
+  const Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
+  const auto facts =
+      read_facts(testing::data_dir() / "facts" / "stories_two_phrasings.jsonl").facts;
+  EditingOptions o;
+  o.languages = {"a", "b"};
+  o.thresholds = {{"a", 0.3}, {"b", 0.3}};
+  o.attribution.steps = 4;
+  o.unrelated = 1;
+  const auto full = cross_lingual_editing(model, tok, facts, o);
+  auto w = o;
+  w.doses = {0.25, 0.5};
+  const auto dosed = cross_lingual_editing(model, tok, facts, w);
+  BOOST_REQUIRE(!full.facts.empty());
+  BOOST_REQUIRE(dosed.facts.size() == full.facts.size());
+  const KnowledgeProbe probe(model, tok);
+  std::size_t recomputed = 0;
+  for (std::size_t i = 0; i < full.facts.size(); ++i) {
+    const auto& f = full.facts[i];
+    const auto& g = dosed.facts[i];
+    std::vector<const EditMeasure*> at_full;
+    std::map<std::string, std::size_t> per_mode;
+    for (const auto& e : g.measures) {
+      ++per_mode[e.mode];
+      if (e.mode.find('@') == std::string::npos) at_full.push_back(&e);
+    }
+    BOOST_REQUIRE(at_full.size() == f.measures.size());
+    for (std::size_t k = 0; k < at_full.size(); ++k) {
+      BOOST_TEST(at_full[k]->set == f.measures[k].set);
+      BOOST_TEST(at_full[k]->mode == f.measures[k].mode);
+      BOOST_TEST(at_full[k]->p_old_after == f.measures[k].p_old_after);
+      BOOST_TEST((at_full[k]->p_new_after == f.measures[k].p_new_after));
+    }
+    for (const std::string d : {"@0.25", "@0.5"}) {
+      BOOST_TEST(per_mode["erase" + d] == per_mode["erase"]);
+      BOOST_TEST(per_mode["edit" + d] == per_mode["edit"]);
+    }
+    // Recompute the first fact's real-set measures at d = 0.25 with one call each.
+    if (i != 0) continue;
+    std::size_t at = 0;
+    while (facts[at].id != g.fact) ++at;
+    const auto sib = detail::sibling_fact(facts, at, o.languages);
+    BOOST_REQUIRE(sib.has_value());
+    for (const auto& e : g.measures) {
+      if (e.mode.find("@0.25") == std::string::npos || e.set.find('~') != std::string::npos)
+        continue;
+      const bool is_edit = e.mode == "edit@0.25";
+      const auto old_f =
+          probe.encode(facts[at].prompts.at(e.language), facts[at].answers.at(e.language));
+      const auto src_old =
+          probe.encode(facts[at].prompts.at(e.source), facts[at].answers.at(e.source));
+      const auto src_new =
+          probe.encode(facts[at].prompts.at(e.source), facts[*sib].answers.at(e.source));
+      ValueVectorEdit<LlamaModel<float>> guard(model, g.sets.at(e.set));
+      guard.edit(src_old.targets.front(),
+                 is_edit ? std::optional<TokenId>(src_new.targets.front()) : std::nullopt,
+                 0.25 * o.l1, is_edit ? 0.25 * o.l2 : 0.0, g.activations.at(e.set));
+      const double p = detail::answer_probability(model, old_f);
+      BOOST_TEST(std::abs(e.p_old_after - p) <= 1e-4 * p + 1e-10, e.set << " " << e.mode);
+      ++recomputed;
+    }
+    // read back from JSON, modes included; a mode that is not written as dose_mode writes it
+    // is refused
+    const auto back =
+        editing_fact_from_json(to_json(g), model.num_layers(), model.ffn_width(), "t");
+    BOOST_TEST(back.measures.size() == g.measures.size());
+    for (const std::string bad :
+         {"edit@0.250", "edit@", "erase@x", "erase@1", "suppress@0.5", "erase@-1"}) {
+      auto j = to_json(g);
+      for (auto& m : j["measures"])
+        if (m["mode"] == "erase@0.25") m["mode"] = bad;
+      BOOST_CHECK_THROW(editing_fact_from_json(j, model.num_layers(), model.ffn_width(), "t"),
+                        FormatError);
+    }
+  }
+  BOOST_TEST(recomputed >= 4u);
+  // Absurd doses are refused by name.
+  for (const std::vector<double>& bad : {std::vector<double>{1.0},
+                                         {0.5, 0.5},
+                                         {-0.5},
+                                         {0.0},
+                                         {1e3},
+                                         std::vector<double>(9, 0.5),
+                                         {std::nan("")}}) {
+    auto b = o;
+    b.doses = bad;
+    BOOST_CHECK_THROW(cross_lingual_editing(model, tok, facts, b), ArgumentError);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(an_interrupted_run_resumes_to_the_same_report) {
   // `knprobe edit` checkpoints each fact's outcome (EditingOptions::on_fact) and resumes from
   // them (EditingOptions::resumed): every fact is reported exactly once, as soon as it is decided,

@@ -26,6 +26,9 @@
 // through the neurons it shares with it.
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -85,7 +88,12 @@ struct EditingOptions {
   std::map<std::string, double> thresholds{{"en", 0.3}, {"zh", 0.2}};
   AttributionOptions attribution;
   double l1 = 1.0, l2 = 8.0;  ///< Dai's edit strengths
-  int max_tokens = 512;       ///< longest prompt + answer accepted (KnowledgeProbe::set_max_tokens)
+  /// Extra strengths as multiples d of (λ₁, λ₂), for a dose–response: every set and control is
+  /// also erased with d·λ₁ and edited with d·λ₁, d·λ₂ (modes "erase@d", "edit@d"), so that sets
+  /// can be told from their controls where the full strength saturates P(old). At most 8, each
+  /// in (0, 100] and not 1; empty by default.
+  std::vector<double> doses;
+  int max_tokens = 512;  ///< longest prompt + answer accepted (KnowledgeProbe::set_max_tokens)
   EditSign sign = EditSign::activation;
   int unrelated = 10;          ///< K facts of other relations for locality (seeded)
   bool controls = true;        ///< also measure the random and magnitude-matched control sets
@@ -132,6 +140,14 @@ inline std::string editing_source(const std::string& set, const std::vector<std:
   return set;
 }
 
+/// Mode name of an erase / edit at dose d: "erase" at d = 1, else "erase@0.25".
+inline std::string dose_mode(const char* mode, double d) {
+  if (d == 1.0) return mode;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "@%g", d);
+  return mode + std::string(buf);
+}
+
 /// Index of the next fact (cyclically) of the same relation with all `langs`, other answers.
 inline std::optional<std::size_t> sibling_fact(const std::vector<Fact>& facts, std::size_t i,
                                                const std::vector<std::string>& langs) {
@@ -162,6 +178,19 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
                   " unrelated facts; at least 1 is needed for locality");
   KNPROBE_REQUIRE(o.generic_fraction >= 0 && o.generic_fraction < 1, ArgumentError,
                   "editing: generic fraction ", o.generic_fraction, " must be in [0, 1)");
+  KNPROBE_REQUIRE(o.doses.size() <= 8, ArgumentError, "editing: ", o.doses.size(),
+                  " doses; at most 8");
+  for (std::size_t k = 0; k < o.doses.size(); ++k) {
+    const double d = o.doses[k];
+    KNPROBE_REQUIRE(std::isfinite(d) && d > 0 && d <= 100 && d != 1, ArgumentError,
+                    "editing: dose ", d,
+                    " must be in (0, 100] and not 1 (the full strength is "
+                    "always measured)");
+    for (std::size_t m = 0; m < k; ++m)
+      KNPROBE_REQUIRE(
+          o.doses[m] != d && detail::dose_mode("", o.doses[m]) != detail::dose_mode("", d),
+          ArgumentError, "editing: dose ", d, " is given twice");
+  }
   KnowledgeProbe<M> probe(model, tok);
   probe.set_max_tokens(o.max_tokens);
   EditingReport rep;
@@ -425,44 +454,51 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
         }
         fr.activations[name] = act;
         if (suppress_only) return;
-        for (const bool is_edit : {false, true}) {  // weight edits, undone by the guard
-          ValueVectorEdit<M> guard(model, set);
-          const TokenId eo = old_f.at(source).targets.front();
-          const std::optional<TokenId> et =
-              is_edit ? std::optional<TokenId>(new_f.at(source).targets.front()) : std::nullopt;
-          const double l2 = is_edit ? o.l2 : 0.0;
-          if (o.sign == EditSign::activation)
-            guard.edit(eo, et, o.l1, l2, act);
-          else
-            guard.edit(eo, et, o.l1, l2);
-          // Everything measured under this edit, in one batched call: per language the old
-          // answer, the new one (edits) and the unrelated facts (sets that are not controls).
-          std::vector<detail::PatternRequest> rq;
-          for (const auto& l : o.languages) {
-            rq.push_back({&old_f.at(l), {InterventionPattern{}}});
-            if (is_edit) rq.push_back({&new_f.at(l), {InterventionPattern{}}});
-            if (!control)
-              for (const auto& g : unrel_f.at(l)) rq.push_back({&g, {InterventionPattern{}}});
-          }
-          const auto p = detail::answer_probabilities(model, rq);
-          std::size_t r = 0;
-          for (const auto& l : o.languages) {
-            EditMeasure e{name, is_edit ? "edit" : "erase", source, l, p_old[l], 0, {}, {}, {}, {},
-                          {}};
-            e.p_old_after = p[r++][0];
-            if (is_edit) {
-              e.p_new_before = p_new[l];
-              e.p_new_after = p[r++][0];
+        std::vector<double> doses{1.0};  // the full strength first, then the dose–response
+        doses.insert(doses.end(), o.doses.begin(), o.doses.end());
+        for (const double d : doses)
+          for (const bool is_edit : {false, true}) {  // weight edits, undone by the guard
+            ValueVectorEdit<M> guard(model, set);
+            const TokenId eo = old_f.at(source).targets.front();
+            const std::optional<TokenId> et =
+                is_edit ? std::optional<TokenId>(new_f.at(source).targets.front()) : std::nullopt;
+            const double l1 = d * o.l1, l2 = is_edit ? d * o.l2 : 0.0;
+            if (o.sign == EditSign::activation)
+              guard.edit(eo, et, l1, l2, act);
+            else
+              guard.edit(eo, et, l1, l2);
+            // Everything measured under this edit, in one batched call: per language the old
+            // answer, the new one (edits) and the unrelated facts (sets that are not controls).
+            std::vector<detail::PatternRequest> rq;
+            for (const auto& l : o.languages) {
+              rq.push_back({&old_f.at(l), {InterventionPattern{}}});
+              if (is_edit) rq.push_back({&new_f.at(l), {InterventionPattern{}}});
+              if (!control)
+                for (const auto& g : unrel_f.at(l)) rq.push_back({&g, {InterventionPattern{}}});
             }
-            if (!control) {
-              std::vector<double> after;
-              for (std::size_t k = 0; k < unrel_f.at(l).size(); ++k) after.push_back(p[r++][0]);
-              locality(e, l, after);
+            const auto p = detail::answer_probabilities(model, rq);
+            std::size_t r = 0;
+            for (const auto& l : o.languages) {
+              EditMeasure e{name,     detail::dose_mode(is_edit ? "edit" : "erase", d),
+                            source,   l,
+                            p_old[l], 0,
+                            {},       {},
+                            {},       {},
+                            {}};
+              e.p_old_after = p[r++][0];
+              if (is_edit) {
+                e.p_new_before = p_new[l];
+                e.p_new_after = p[r++][0];
+              }
+              if (!control) {
+                std::vector<double> after;
+                for (std::size_t k = 0; k < unrel_f.at(l).size(); ++k) after.push_back(p[r++][0]);
+                locality(e, l, after);
+              }
+              e.negative_share = static_cast<double>(negative) / static_cast<double>(set.size());
+              fr.measures.push_back(e);
             }
-            e.negative_share = static_cast<double>(negative) / static_cast<double>(set.size());
-            fr.measures.push_back(e);
           }
-        }
       };
       for (std::size_t i = 0; i < todo.size(); ++i) {
         const auto& item = todo[i];
@@ -587,8 +623,19 @@ inline EditingFactResult editing_fact_from_json(const nlohmann::json& j, int lay
       return io::json_number(m[key], lo, hi, at + "." + key);
     };
     const std::string mode = str("mode");
-    if (mode != "suppress" && mode != "erase" && mode != "edit")
-      throw FormatError(at + ".mode: '" + mode + "' is not suppress / erase / edit");
+    // "suppress", "erase", "edit", or a dose of the last two as dose_mode writes it ("edit@0.25")
+    const std::string base = mode.substr(0, mode.find('@'));
+    bool known = mode == "suppress" || (mode == base && (base == "erase" || base == "edit"));
+    if (!known && (base == "erase" || base == "edit")) {
+      char* end = nullptr;
+      const std::string dose = mode.substr(base.size() + 1);
+      const double d = std::strtod(dose.c_str(), &end);
+      known = !dose.empty() && end == dose.c_str() + dose.size() && std::isfinite(d) && d > 0 &&
+              d <= 100 && detail::dose_mode(base.c_str(), d) == mode;
+    }
+    if (!known)
+      throw FormatError(at + ".mode: '" + mode +
+                        "' is not suppress / erase / edit / erase@d / edit@d");
     EditMeasure e{str("set"),
                   mode,
                   str("source"),
@@ -600,8 +647,8 @@ inline EditingFactResult editing_fact_from_json(const nlohmann::json& j, int lay
                   ranged_opt("unrelated_change", -1, 1e300),
                   ranged_opt("unrelated_abs", 0, 1e300),
                   ranged_opt("negative_share", 0, 1)};
-    if (e.p_new_before.has_value() != (mode == "edit") ||
-        e.p_new_after.has_value() != (mode == "edit"))
+    if (e.p_new_before.has_value() != (base == "edit") ||
+        e.p_new_after.has_value() != (base == "edit"))
       throw FormatError(at + ": p_new_before and p_new_after belong to edits, and only to them");
     f.measures.push_back(std::move(e));
   }
