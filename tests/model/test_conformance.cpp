@@ -148,7 +148,8 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(batched_layer_gradients_equal_single_calls, B, bac
 
 // Twins — requests equal but for the target (one prompt's candidate answers) — share a forward
 // pass: every twin equals its single call, also when twins are uneven (one request with three
-// targets, one with two, one alone) and under a cache budget that slices the points.
+// targets, one with two, one alone, and one at another position, whose group has no second or
+// third target) and under a cache budget that slices the points.
 BOOST_AUTO_TEST_CASE_TEMPLATE(twin_requests_equal_single_calls, B, backends) {
   using M = typename B::Model;
   if constexpr (HasBatchedLayerGradients<M>) {
@@ -161,10 +162,12 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(twin_requests_equal_single_calls, B, backends) {
     top.row(2) *= 0.5;
     const MatrixD low = 0.25 * t.activations(0).row(n - 1).replicate(2, 1);
     const MatrixD alone = t.activations(1).row(n - 1);
+    const MatrixD earlier = t.activations(0).row(n - 2);  // another position: a group of its own
     std::vector<LayerRequest<double>> reqs{
         {L - 1, n - 1, top, TokenId(7)}, {0, n - 1, low, TokenId(4)},
         {L - 1, n - 1, top, TokenId(9)}, {1, n - 1, alone, TokenId(4)},
         {0, n - 1, low, TokenId(11)},    {L - 1, n - 1, top, TokenId(7)},  // same target again
+        {0, n - 2, earlier, TokenId(3)},
     };
     auto check = [&](const M& model, const char* what) {
       const auto all = model.layer_gradients(t, std::span<const LayerRequest<double>>(reqs));

@@ -811,12 +811,21 @@ class CausalDecoder {
       const bool last = v + 1 == n_variants;
       at = 0;
       for (auto& g : groups) {  // backward, from the top layer down to each member's start
+        // Uneven twins: only as far down as the lowest member that has a v-th target (members
+        // are by start layer), and not at all where none has; the rows of the members without
+        // one carry a zero gradient, so nothing above changes.
+        std::size_t lowest = 0;
+        while (lowest < g.members.size() && !request_of(g, lowest)) ++lowest;
+        if (lowest == g.members.size()) {
+          at += g.h.rows();
+          continue;
+        }
         Matrix<T> dh = dh_all[v].middleRows(at, g.h.rows());
         for (std::size_t m = 0; m < g.members.size(); ++m)
           if (const auto* r = request_of(g, m))
             out[*r].probabilities = prob[v].segment(at + g.first_row[m], reqs[*r].points.rows());
         std::size_t next = g.members.size();
-        for (int k = L - 1; k >= reqs[g.members[0]].layer; --k) {
+        for (int k = L - 1; k >= reqs[g.members[lowest]].layer; --k) {
           const auto ks = static_cast<std::size_t>(k);
           for (; next > 0 && reqs[g.members[next - 1]].layer == k; --next)
             if (const auto* r = request_of(g, next - 1)) {
