@@ -115,6 +115,53 @@ def editing_paired_table(j):
                     print("| %s | %s | %s | %s | %s |" % (st, mode, where, cells[0], cells[1]))
 
 
+def editing_minus_likn_table(j):
+    """Does N_l act on the other language only through LIKN? Per fact with a LIKN and a non-empty
+    N_l \\ LIKN: P(old) change under suppression of N_l minus under N_l \\ LIKN, same fact, same
+    language measured (mean over the fact's measures per reliability / generality), with the set
+    sizes; facts whose N_l lies inside LIKN are counted (they have no N_l \\ LIKN)."""
+    sizes_likn, sizes_rest, inside = [], [], 0
+    diffs = {"reliability": [], "generality": []}
+    for f in j["facts"]:
+        sets = f.get("sets", {})
+        likn = sets.get("likn", [])
+        if not likn:
+            continue
+        by = {}
+        for m in f.get("measures", []):
+            if m["mode"] == "suppress" and "~" not in m["set"]:
+                by[(m["set"], m["language"])] = (m["p_old_after"] - m["p_old_before"]) / m["p_old_before"]
+        per = {"reliability": [], "generality": []}
+        for name in sets:
+            if not name.endswith("_minus_likn"):
+                continue
+            lang = name[: -len("_minus_likn")]
+            sizes_likn.append(len(likn))
+            sizes_rest.append(len(sets[name]))
+            for (st, where_l), c in by.items():
+                if st == lang and (name, where_l) in by:
+                    per["reliability" if where_l == lang else "generality"].append(
+                        c - by[(name, where_l)])
+        inside += sum(1 for name in sets if name not in ("likn", "all") and "_minus_likn" not in name
+                      and name + "_minus_likn" not in sets)
+        for w, v in per.items():
+            if v:
+                diffs[w].append(sum(v) / len(v))
+    if not sizes_rest:
+        return
+    print("\nN_l against N_l \\ LIKN (suppression; per fact, P(old) change under N_l minus under "
+          "N_l \\ LIKN, percentage points; negative = the LIKN neurons add to the effect):\n")
+    print("| measured in | facts | N_l − (N_l \\ LIKN) [95% CI] | mean LIKN size | mean N_l \\ LIKN size |")
+    print("|---|---|---|---|---|")
+    for w in ("reliability", "generality"):
+        if diffs[w]:
+            mean, lo, hi = bootstrap_mean_ci(diffs[w])
+            print("| %s | %d | %+.1f [%+.1f, %+.1f] | %.2f | %.2f |" % (
+                w, len(diffs[w]), 100 * mean, 100 * lo, 100 * hi,
+                sum(sizes_likn) / len(sizes_likn), sum(sizes_rest) / len(sizes_rest)))
+    print("\n(fact, language) pairs with a LIKN whose N_l lies inside it (no N_l \\ LIKN): %d" % inside)
+
+
 def factcheck_table(j):
     print("Fit: %s (only the test rows are evidence).\n" % j.get("fit", "in_sample"))
     print("| relation | language | train / test facts | train facts with DKN | relation set | θ | θp |")
@@ -246,7 +293,8 @@ def main(path, per_fact=True):
         return factcheck_paired_table(j)
     if any("/reliability" in k for k in j.get("summary", {})):
         editing_table(j)
-        return editing_paired_table(j)
+        editing_paired_table(j)
+        return editing_minus_likn_table(j)
     s = j["summary"]
     if any("mean_neurons" in v for v in s.get("languages", {}).values()):
         sys.exit("%s: written before the evaluation protocol (no intervals, one unrelated prompt "

@@ -68,14 +68,8 @@ int run(const EditArgs& a) {
   o.seed = a.facts.seed;
   a.controls.apply(o);
   o.l2 = a.l2;
-  KNPROBE_REQUIRE(a.doses.size() <= 8, UsageError, "--doses: ", a.doses.size(),
-                  " doses; at most 8");
-  for (std::size_t k = 0; k < a.doses.size(); ++k) {
-    KNPROBE_REQUIRE(a.doses[k] != 1, UsageError,
-                    "--doses: 1 is the full strength, always measured; give only other doses");
-    for (std::size_t m = 0; m < k; ++m)
-      KNPROBE_REQUIRE(a.doses[m] != a.doses[k], UsageError, "--doses names ", a.doses[k], " twice");
-  }
+  if (const std::string why = knprobe::detail::doses_problem(a.doses); !why.empty())
+    throw UsageError("--doses: " + why);
   o.doses = a.doses;
   o.max_tokens = a.attribution.max_tokens;
   o.generic_fraction = a.drop_generic;

@@ -62,8 +62,9 @@ expect 2 "per-relation / --per-answer balance the screened facts" localize "${mo
 expect 2 "dkn-candidates.*expected one of" dkn "${model[@]}" "${fact[@]}" --dkn-candidates all
 expect 2 "fit.*expected one of" factcheck "${model[@]}" "${fact[@]}" --fit maybe
 expect 2 "doses.*expected a finite number in \(0, 100\]" edit "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --doses 0.5,0
-expect 2 "doses: 1 is the full strength" edit "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --threshold b=0.3 --doses 0.5,1
-expect 2 "doses names 0.5 twice" edit "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --threshold b=0.3 --doses 0.5,0.25,0.5
+expect 2 "doses: dose 1 is the full strength" edit "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --threshold b=0.3 --doses 0.5,1
+expect 2 "doses: dose 0.5 is given twice" edit "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --threshold b=0.3 --doses 0.5,0.25,0.5
+expect 2 "doses: dose 1 is the full strength or is not written exactly" edit "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --threshold b=0.3 --doses 1.0000001
 expect 2 "doses: 9 doses; at most 8" edit "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --threshold b=0.3 --doses 0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9
 expect 2 "edit-sign.*expected one of" edit "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --edit-sign up
 expect 2 "drop-generic.*expected a finite number" localize "${model[@]}" "${fact[@]}" --drop-generic 1

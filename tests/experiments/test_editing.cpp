@@ -316,7 +316,7 @@ BOOST_AUTO_TEST_CASE(every_measure_equals_one_model_call_per_prompt) {
   BOOST_TEST(checked > 20u);
   // N_l \ LIKN: where a fact has a LIKN, each language's set without it, source l, suppressed in
   // every language (itself and its two controls), never edited.
-  std::size_t minus = 0;
+  std::size_t minus = 0, avoided = 0;
   for (const auto& fr : rep.facts) {
     const NeuronSet& shared = fr.sets.at("likn");
     for (const auto& l : o.languages) {
@@ -336,9 +336,17 @@ BOOST_AUTO_TEST_CASE(every_measure_equals_one_model_call_per_prompt) {
           ++measured;
         }
       BOOST_TEST(measured == 3u * o.languages.size());  // the set and its two controls
+      // its controls avoid every knowledge neuron of the fact (LIKN above all)
+      for (const std::string c : {"~control", "~control_magnitude"}) {
+        const auto ctl = fr.activations.find(l + "_minus_likn" + c);
+        if (ctl == fr.activations.end()) continue;  // could not be formed: noted
+        ++avoided;
+        for (const auto& [n, a] : ctl->second) BOOST_TEST(!fr.sets.at("all").contains(n));
+      }
     }
   }
   BOOST_TEST(minus > 0u);
+  BOOST_TEST(avoided > 0u);
   const auto j = to_json(rep);
   BOOST_TEST(j.at("summary").contains("N_source_minus_likn/suppress/generality"));
   BOOST_TEST(
@@ -346,8 +354,24 @@ BOOST_AUTO_TEST_CASE(every_measure_equals_one_model_call_per_prompt) {
   BOOST_TEST(!j.at("summary").contains("N_source_minus_likn/erase/reliability"));
   auto off = o;
   off.minus_likn = false;
-  for (const auto& fr : cross_lingual_editing(model, tok, facts, off).facts)
-    for (const auto& [name, set] : fr.sets) BOOST_TEST(!name.ends_with("_minus_likn"));
+  const auto without = cross_lingual_editing(model, tok, facts, off);
+  BOOST_REQUIRE(without.facts.size() == rep.facts.size());
+  for (std::size_t i = 0; i < without.facts.size(); ++i) {
+    for (const auto& [name, set] : without.facts[i].sets)
+      BOOST_TEST(!name.ends_with("_minus_likn"));
+    // every other measure is the same to the bit (the new sets run in batches of their own)
+    std::vector<const EditMeasure*> rest;
+    for (const auto& e : rep.facts[i].measures)
+      if (e.set.find("_minus_likn") == std::string::npos) rest.push_back(&e);
+    BOOST_REQUIRE(rest.size() == without.facts[i].measures.size());
+    for (std::size_t k = 0; k < rest.size(); ++k) {
+      const auto& a = *rest[k];
+      const auto& b = without.facts[i].measures[k];
+      BOOST_TEST(a.set + a.mode + a.language == b.set + b.mode + b.language);
+      BOOST_TEST(a.p_old_after == b.p_old_after);
+      BOOST_TEST((a.unrelated_change == b.unrelated_change));
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(doses_add_weaker_edits_and_leave_the_full_strength_as_it_was) {
@@ -391,16 +415,24 @@ BOOST_AUTO_TEST_CASE(doses_add_weaker_edits_and_leave_the_full_strength_as_it_wa
       BOOST_TEST(per_mode["erase" + d] == per_mode["erase"]);
       BOOST_TEST(per_mode["edit" + d] == per_mode["edit"]);
     }
-    // Recompute the first fact's real-set measures at d = 0.25 with one call each.
+    // Recompute the first fact's real-set measures at each dose with one call each.
     if (i != 0) continue;
     std::size_t at = 0;
     while (facts[at].id != g.fact) ++at;
     const auto sib = detail::sibling_fact(facts, at, o.languages);
     BOOST_REQUIRE(sib.has_value());
+    std::map<std::pair<std::string, std::string>, double> full_old;  // (set, language) → erase
+    for (const auto& e : g.measures)
+      if (e.mode == "erase") full_old[{e.set, e.language}] = e.p_old_after;
+    std::size_t weaker = 0;  // dose erases that leave P(old) elsewhere than the full one
     for (const auto& e : g.measures) {
-      if (e.mode.find("@0.25") == std::string::npos || e.set.find('~') != std::string::npos)
-        continue;
-      const bool is_edit = e.mode == "edit@0.25";
+      const auto at_sign = e.mode.find('@');
+      if (at_sign == std::string::npos || e.set.find('~') != std::string::npos) continue;
+      const double d = std::stod(e.mode.substr(at_sign + 1));
+      const bool is_edit = e.mode.rfind("edit@", 0) == 0;
+      if (!is_edit)
+        weaker +=
+            std::abs(e.p_old_after - full_old.at({e.set, e.language})) > 1e-3 * e.p_old_before;
       const auto old_f =
           probe.encode(facts[at].prompts.at(e.language), facts[at].answers.at(e.language));
       const auto src_old =
@@ -409,8 +441,8 @@ BOOST_AUTO_TEST_CASE(doses_add_weaker_edits_and_leave_the_full_strength_as_it_wa
           probe.encode(facts[at].prompts.at(e.source), facts[*sib].answers.at(e.source));
       ValueVectorEdit<LlamaModel<float>> guard(model, g.sets.at(e.set));
       guard.edit(src_old.targets.front(),
-                 is_edit ? std::optional<TokenId>(src_new.targets.front()) : std::nullopt,
-                 0.25 * o.l1, is_edit ? 0.25 * o.l2 : 0.0, g.activations.at(e.set));
+                 is_edit ? std::optional<TokenId>(src_new.targets.front()) : std::nullopt, d * o.l1,
+                 is_edit ? d * o.l2 : 0.0, g.activations.at(e.set));
       const double p = detail::answer_probability(model, old_f);
       BOOST_TEST(std::abs(e.p_old_after - p) <= 1e-4 * p + 1e-10, e.set << " " << e.mode);
       ++recomputed;
@@ -419,9 +451,16 @@ BOOST_AUTO_TEST_CASE(doses_add_weaker_edits_and_leave_the_full_strength_as_it_wa
     // is refused
     const auto back =
         editing_fact_from_json(to_json(g), model.num_layers(), model.ffn_width(), "t");
-    BOOST_TEST(back.measures.size() == g.measures.size());
+    BOOST_REQUIRE(back.measures.size() == g.measures.size());
+    for (std::size_t k = 0; k < g.measures.size(); ++k) {
+      BOOST_TEST(back.measures[k].mode == g.measures[k].mode);
+      BOOST_TEST(back.measures[k].p_old_after == g.measures[k].p_old_after);
+      BOOST_TEST((back.measures[k].p_new_after == g.measures[k].p_new_after));
+    }
+    BOOST_TEST(weaker > 0u);
+    // (erase measures have no P(new), so only the mode can make these fail)
     for (const std::string bad :
-         {"edit@0.250", "edit@", "erase@x", "erase@1", "suppress@0.5", "erase@-1"}) {
+         {"erase@0.250", "erase@", "erase@1.0", "erase@x", "erase@1", "suppress@0.5", "erase@-1"}) {
       auto j = to_json(g);
       for (auto& m : j["measures"])
         if (m["mode"] == "erase@0.25") m["mode"] = bad;
@@ -429,7 +468,7 @@ BOOST_AUTO_TEST_CASE(doses_add_weaker_edits_and_leave_the_full_strength_as_it_wa
                         FormatError);
     }
   }
-  BOOST_TEST(recomputed >= 4u);
+  BOOST_TEST(recomputed >= 8u);
   // Absurd doses are refused by name.
   for (const std::vector<double>& bad : {std::vector<double>{1.0},
                                          {0.5, 0.5},
@@ -437,7 +476,9 @@ BOOST_AUTO_TEST_CASE(doses_add_weaker_edits_and_leave_the_full_strength_as_it_wa
                                          {0.0},
                                          {1e3},
                                          std::vector<double>(9, 0.5),
-                                         {std::nan("")}}) {
+                                         {std::nan("")},
+                                         {1.0000001},     // %g would write it as 1
+                                         {0.1234567}}) {  // not exact in 6 digits
     auto b = o;
     b.doses = bad;
     BOOST_CHECK_THROW(cross_lingual_editing(model, tok, facts, b), ArgumentError);

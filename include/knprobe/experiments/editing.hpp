@@ -33,6 +33,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -68,7 +69,8 @@ struct EditMeasure {
 
 struct EditingFactResult {
   std::string fact, relation;
-  std::map<std::string, NeuronSet> sets;             ///< "likn", "all", and one per language
+  /// "likn", "all", one per language, and "<l>_minus_likn" (N_l \ LIKN) where a LIKN exists
+  std::map<std::string, NeuronSet> sets;
   std::map<std::string, NeuronSet> dropped_generic;  ///< per language (generic_fraction > 0)
   /// Per set: each neuron's activation at the source's first answer position (its sign is the
   /// direction of the weight edits).
@@ -148,6 +150,27 @@ inline std::string dose_mode(const char* mode, double d) {
   return mode + std::string(buf);
 }
 
+/// Why `doses` cannot be measured, or "" when they can: at most 8, each finite, in (0, 100], not 1
+/// (the full strength, always measured), written by dose_mode as a text that reads back as the
+/// same number (at most 6 significant digits: 0.25, 0.125, 1e-3), and no two alike.
+inline std::string doses_problem(const std::vector<double>& doses) {
+  if (doses.size() > 8) return std::to_string(doses.size()) + " doses; at most 8";
+  for (std::size_t k = 0; k < doses.size(); ++k) {
+    const double d = doses[k];
+    std::ostringstream os;
+    os << d;
+    if (!std::isfinite(d) || d <= 0 || d > 100) return "dose " + os.str() + " is not in (0, 100]";
+    const std::string mode = dose_mode("", d);
+    if (mode.empty() || std::strtod(mode.c_str() + 1, nullptr) != d)
+      return "dose " + os.str() +
+             " is the full strength or is not written exactly with 6 significant digits "
+             "(1 is always measured; give e.g. 0.25, 0.125)";
+    for (std::size_t m = 0; m < k; ++m)
+      if (doses[m] == d) return "dose " + os.str() + " is given twice";
+  }
+  return {};
+}
+
 /// Index of the next fact (cyclically) of the same relation with all `langs`, other answers.
 inline std::optional<std::size_t> sibling_fact(const std::vector<Fact>& facts, std::size_t i,
                                                const std::vector<std::string>& langs) {
@@ -178,19 +201,8 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
                   " unrelated facts; at least 1 is needed for locality");
   KNPROBE_REQUIRE(o.generic_fraction >= 0 && o.generic_fraction < 1, ArgumentError,
                   "editing: generic fraction ", o.generic_fraction, " must be in [0, 1)");
-  KNPROBE_REQUIRE(o.doses.size() <= 8, ArgumentError, "editing: ", o.doses.size(),
-                  " doses; at most 8");
-  for (std::size_t k = 0; k < o.doses.size(); ++k) {
-    const double d = o.doses[k];
-    KNPROBE_REQUIRE(std::isfinite(d) && d > 0 && d <= 100 && d != 1, ArgumentError,
-                    "editing: dose ", d,
-                    " must be in (0, 100] and not 1 (the full strength is "
-                    "always measured)");
-    for (std::size_t m = 0; m < k; ++m)
-      KNPROBE_REQUIRE(
-          o.doses[m] != d && detail::dose_mode("", o.doses[m]) != detail::dose_mode("", d),
-          ArgumentError, "editing: dose ", d, " is given twice");
-  }
+  if (const std::string why = detail::doses_problem(o.doses); !why.empty())
+    throw ArgumentError("editing: " + why);
   KnowledgeProbe<M> probe(model, tok);
   probe.set_max_tokens(o.max_tokens);
   EditingReport rep;
@@ -358,15 +370,19 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
         todo.push_back({name, source, set, false, only});
         if (!o.controls) continue;
         const std::uint64_t cs = o.seed ^ detail::fnv1a(fact.id + '\x1f' + name + "\x1f" + "edit");
+        // N_l \ LIKN's controls avoid every knowledge neuron of the fact: a LIKN neuron in them
+        // would move the other language and hide what the set itself does there.
+        const NeuronSet avoid = only ? fr.sets.at("all") : NeuronSet{};
         try {
-          todo.push_back({name + "~control", source, probe.random_control(set, cs), true, only});
+          todo.push_back(
+              {name + "~control", source, probe.random_control(set, cs, avoid), true, only});
         } catch (const Error& e) {
           fr.notes.push_back(name + "~control: " + e.what());
         }
         try {
           todo.push_back({name + "~control_magnitude", source,
-                          probe.magnitude_control(set, old_f.at(source), cs, o.control_band), true,
-                          only});
+                          probe.magnitude_control(set, old_f.at(source), cs, o.control_band, avoid),
+                          true, only});
         } catch (const Error& e) {
           fr.notes.push_back(name + "~control_magnitude: " + e.what());
         }
@@ -413,13 +429,15 @@ EditingReport cross_lingual_editing(M& model, const Tokenizer& tok, const std::v
           }
         }
       };
-      // The sets and their controls in two separate batches, so that the sets' values do not
-      // depend on whether controls are measured; a batch of controls that fails is retried one
-      // control at a time, and a control that cannot be measured is noted, not the fact.
-      {
+      // The sets, their controls, the N_l \ LIKN sets and their controls in four separate
+      // batches, so that no set's values depend on whether controls or N_l \ LIKN are measured
+      // (the batch's composition decides the GEMM blockings); a batch of controls that fails is
+      // retried one control at a time, and a control that cannot be measured is noted, not the
+      // fact.
+      for (const bool only : {false, true}) {
         std::vector<std::size_t> real, controls;
         for (std::size_t i = 0; i < todo.size(); ++i)
-          (todo[i].control ? controls : real).push_back(i);
+          if (todo[i].suppress_only == only) (todo[i].control ? controls : real).push_back(i);
         if (!real.empty()) suppress_batch(real);
         if (!controls.empty()) try {
             suppress_batch(controls);

@@ -272,10 +272,11 @@ class KnowledgeProbe {
   /// same layer, not in `like`, whose mean |activation| at the fact's answer positions is close
   /// to that of i — its rank among the layer's units by |a| differs from i's by at most
   /// w = max(1, ⌊band · width⌋). Neurons are matched strongest first; the pick within the window
-  /// is seeded, the result deterministic. ArgumentError naming the neuron when its window has no
-  /// free unit (never widened silently).
+  /// is seeded, the result deterministic. Units in `avoid` are never picked either (e.g. the
+  /// fact's other knowledge neurons). ArgumentError naming the neuron when its window has no free
+  /// unit (never widened silently).
   NeuronSet magnitude_control(const NeuronSet& like, const EncodedFact& f, std::uint64_t seed,
-                              double band = 0.02) const {
+                              double band = 0.02, const NeuronSet& avoid = {}) const {
     KNPROBE_REQUIRE(band > 0 && band < 1, ArgumentError, "magnitude control: band = ", band,
                     " must be in (0, 1)");
     const auto trace = m_.trace(f.tokens);
@@ -302,7 +303,7 @@ class KnowledgeProbe {
         std::vector<int> pool;
         for (int r = std::max(0, rank[i] - w); r <= std::min(W - 1, rank[i] + w); ++r) {
           const Neuron c{layer, order[r]};
-          if (!like.contains(c) && !out.contains(c)) pool.push_back(order[r]);
+          if (!like.contains(c) && !avoid.contains(c) && !out.contains(c)) pool.push_back(order[r]);
         }
         KNPROBE_REQUIRE(!pool.empty(), ArgumentError, "magnitude control: no free unit of layer ",
                         layer, " within ", w, " ranks of |activation| of unit ", i,
@@ -315,10 +316,12 @@ class KnowledgeProbe {
     return out;
   }
 
-  /// A random neuron set with the same number of neurons per layer as `like`, disjoint from it.
-  /// ArgumentError when a layer of `like` holds more than half of its units (no disjoint set of
-  /// the same size exists; select with a higher threshold).
-  NeuronSet random_control(const NeuronSet& like, std::uint64_t seed) const {
+  /// A random neuron set with the same number of neurons per layer as `like`, disjoint from it
+  /// and from `avoid`. ArgumentError when a layer of `like` holds more than half of its units, or
+  /// fewer units than it needs are left outside `like` and `avoid` (select with a higher
+  /// threshold).
+  NeuronSet random_control(const NeuronSet& like, std::uint64_t seed,
+                           const NeuronSet& avoid = {}) const {
     Rng rng(seed);
     NeuronSet out;
     for (const auto& [layer, count] : like.layer_histogram()) {
@@ -327,11 +330,17 @@ class KnowledgeProbe {
                       m_.ffn_width(),
                       " neurons; a disjoint control set of the same size needs at most half "
                       "(raise the selection threshold)");
+      int taken = 0;  // units of this layer in like ∪ avoid
+      for (int j = 0; j < m_.ffn_width(); ++j)
+        taken += like.contains({layer, j}) || avoid.contains({layer, j});
+      KNPROBE_REQUIRE(m_.ffn_width() - taken >= static_cast<int>(count), ArgumentError,
+                      "random control: layer ", layer, " has ", m_.ffn_width() - taken,
+                      " units outside the set and the units to avoid; ", count, " are needed");
       int added = 0;
       while (added < count) {
         const Neuron n{layer,
                        static_cast<int>(rng.below(static_cast<std::uint64_t>(m_.ffn_width())))};
-        if (like.contains(n) || out.contains(n)) continue;
+        if (like.contains(n) || avoid.contains(n) || out.contains(n)) continue;
         out.insert(n);
         ++added;
       }
