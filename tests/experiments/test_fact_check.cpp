@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <boost/test/unit_test.hpp>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "knprobe/data/facts.hpp"
@@ -155,7 +156,8 @@ BOOST_AUTO_TEST_CASE(runs_on_stories260k_deterministically_and_reports_what_it_s
   // Every claim scored as if alone: the candidates of a fact that share the prompt are scored
   // in one attribute_shared call, bit-identical to one attribute call each; top-1 and
   // P(candidate) from shared passes equal the single-claim ones.
-  std::size_t multi_token = 0;
+  std::size_t multi_token = 0, top1 = 0;
+  std::map<std::pair<std::string, std::size_t>, std::size_t> group;  // (fact, answer tokens)
   for (const auto& c : rep.claims) {
     const auto f = std::ranges::find_if(facts, [&](const Fact& x) { return x.id == c.fact; });
     BOOST_REQUIRE(f != facts.end());
@@ -168,6 +170,8 @@ BOOST_AUTO_TEST_CASE(runs_on_stories260k_deterministically_and_reports_what_it_s
       for (const auto& [l, _] : r->neurons.layer_histogram()) at.layers.push_back(l);
     const auto enc = probe.encode(f->prompts.at("en"), c.object);
     multi_token += enc.targets.size() > 1;
+    ++group[{c.fact, enc.targets.size()}];
+    top1 += c.model_top1;
     BOOST_TEST(detail::mean_over(probe.attribute(enc, at), r->neurons) == c.score,
                c.fact << " " << c.object);
     BOOST_TEST(detail::answers_top1(model, enc).value_or(false) == c.model_top1);
@@ -175,6 +179,11 @@ BOOST_AUTO_TEST_CASE(runs_on_stories260k_deterministically_and_reports_what_it_s
     BOOST_TEST(std::abs(p - c.p_model) <= 1e-6 * p, c.fact << " " << c.object);
   }
   BOOST_TEST(multi_token > 0u);  // groups of one and of several candidates were both scored
+  BOOST_TEST(std::ranges::any_of(group, [](const auto& g) { return g.second > 1; }));
+  BOOST_TEST(std::ranges::any_of(group, [](const auto& g) { return g.second == 1; }));
+  // the shared logits pass gives top-1 verdicts of both kinds
+  BOOST_TEST(top1 > 0u);
+  BOOST_TEST(top1 < rep.claims.size());
   // A fact whose relation has no other object: an empty candidate list, reported.
   std::vector<Fact> two{fact("u", "same", " one"), fact("v", "same", " one")};
   const auto none = fact_check(probe, two, two, o);
