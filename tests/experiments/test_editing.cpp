@@ -18,6 +18,21 @@ using namespace knprobe;
 
 BOOST_AUTO_TEST_SUITE(experiments_editing)
 
+namespace {
+
+/// Options for stories_two_phrasings.jsonl: its two phrasings as languages "a" and "b" (so that
+/// LIKN, the union and each N_l differ), m = 4, one unrelated fact.
+EditingOptions two_phrasings_options() {
+  EditingOptions o;
+  o.languages = {"a", "b"};
+  o.thresholds = {{"a", 0.3}, {"b", 0.3}};
+  o.attribution.steps = 4;
+  o.unrelated = 1;
+  return o;
+}
+
+}  // namespace
+
 BOOST_AUTO_TEST_CASE(erasing_through_negative_neurons_follows_the_sign_of_the_activation) {
   auto model = LlamaModel<float>::load(testing::stories_dir() / "stories260K.bin");
   const Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
@@ -228,11 +243,7 @@ BOOST_AUTO_TEST_CASE(every_measure_equals_one_model_call_per_prompt) {
   const Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
   const auto facts =
       read_facts(testing::data_dir() / "facts" / "stories_two_phrasings.jsonl").facts;
-  EditingOptions o;
-  o.languages = {"a", "b"};
-  o.thresholds = {{"a", 0.3}, {"b", 0.3}};
-  o.attribution.steps = 4;
-  o.unrelated = 1;
+  const EditingOptions o = two_phrasings_options();
   const auto rep = cross_lingual_editing(model, tok, facts, o);
   BOOST_REQUIRE(!rep.facts.empty());
   const KnowledgeProbe probe(model, tok);
@@ -382,11 +393,7 @@ BOOST_AUTO_TEST_CASE(doses_add_weaker_edits_and_leave_the_full_strength_as_it_wa
   const Llama2cTokenizer tok{testing::stories_dir() / "tok512.bin", model.vocab_size()};
   const auto facts =
       read_facts(testing::data_dir() / "facts" / "stories_two_phrasings.jsonl").facts;
-  EditingOptions o;
-  o.languages = {"a", "b"};
-  o.thresholds = {{"a", 0.3}, {"b", 0.3}};
-  o.attribution.steps = 4;
-  o.unrelated = 1;
+  const EditingOptions o = two_phrasings_options();
   const auto full = cross_lingual_editing(model, tok, facts, o);
   auto w = o;
   w.doses = {0.25, 0.5};
