@@ -367,11 +367,10 @@ ModelKind model_kind(const ModelArgs& a) {
     const auto type = cfg.value("model_type", nlohmann::json());
     if (type == "gpt2") return ModelKind::hf_gpt2;
     if (type == "bert") return ModelKind::hf_bert;
-    for (const char* t : {"llama", "mistral", "qwen2", "qwen3", "gemma3", "gemma3_text"})
-      if (type == t) return ModelKind::hf_llama;
+    if (type.is_string() && parse_llama_arch(type.get<std::string>())) return ModelKind::hf_llama;
     throw FormatError(a.model + "/config.json: model_type " + type.dump().substr(0, 64) +
-                      " has no loader here (gpt2, bert, llama, mistral, qwen2, qwen3, gemma3 "
-                      "directories are supported)");
+                      " has no loader here (gpt2, bert, " + llama_arch_names() +
+                      " directories are supported)");
   }
   io::require_regular_file(p, "model file");
   if (p.extension() == ".gguf") return ModelKind::gguf;
@@ -455,37 +454,6 @@ nlohmann::json selection_options(const AttributionArgs& a,
   return j;
 }
 
-void check_run_header(const std::string& option, const std::string& path,
-                      const nlohmann::json& header, const std::string& model_hash,
-                      const std::string& facts_fingerprint, const nlohmann::json& options) {
-  KNPROBE_REQUIRE(header.is_object() && header.value("format", nlohmann::json()) == "knprobe-run/1",
-                  FormatError, option, " ", path, ": not a knprobe run results file");
-  const nlohmann::json none;
-  auto at = [&](const nlohmann::json& j, const std::string& k) -> const nlohmann::json& {
-    return j.is_object() && j.contains(k) ? j.at(k) : none;
-  };
-  auto require = [&](const std::string& what, const nlohmann::json& there,
-                     const nlohmann::json& here) {
-    if (there != here)
-      throw UsageError(option + " " + path + ": the run's " + what + " is " + there.dump() +
-                       ", this command's " + here.dump() +
-                       ": its results are not what this command would compute");
-  };
-  // another version may attribute, select or search differently
-  require("knprobe version", at(header, "knprobe_version"), KNPROBE_VERSION_STRING);
-  require("model hash", at(at(header, "model"), "hash"), model_hash);
-  require("fact list (fingerprint)", at(at(header, "facts"), "fingerprint"), facts_fingerprint);
-  const auto& opt = at(header, "options");
-  for (const auto& [k, v] : options.items()) {
-    if (!v.is_object() || !at(opt, k).is_object()) {
-      require("option '" + k + "'", at(opt, k), v);
-      continue;
-    }
-    for (const auto& [sub, x] : v.items())
-      require("option '" + k + "." + sub + "'", at(at(opt, k), sub), x);
-  }
-}
-
 nlohmann::json options_json(const ModelArgs& m, const FactArgs& f, const AttributionArgs& a) {
   nlohmann::json j = a.to_json();
   j["model"] = m.model;
@@ -533,13 +501,8 @@ void announce_opened(const io::ResultsFile& file) {
 std::unique_ptr<io::ResultsFile> open_checkpoint(const fs::path& path, const std::string& format,
                                                  const ModelArgs& m, const std::vector<Fact>& facts,
                                                  nlohmann::json options, nlohmann::json paths) {
-  const nlohmann::json header{
-      {"format", format},
-      {"knprobe_version", KNPROBE_VERSION_STRING},
-      {"model", {{"hash", model_hash(m)}}},
-      {"facts", {{"count", facts.size()}, {"fingerprint", facts_fingerprint(facts)}}},
-      {"options", std::move(options)},
-      {"paths", std::move(paths)}};
+  const auto header =
+      make_checkpoint_header(format, model_hash(m), facts, std::move(options), std::move(paths));
   auto file = std::make_unique<io::ResultsFile>(path, header, std::vector<std::string>{"paths"});
   announce_opened(*file);
   return file;

@@ -301,15 +301,6 @@ nlohmann::json options_json(const ModelArgs& m, const FactArgs& f, const Attribu
 
 // --- reusing a run ----------------------------------------------------------------------------
 
-/// UsageError "<option> <path>: the run's <key> is X, this command's Y: ..." unless the header of
-/// a `knprobe run` results file was written by this knprobe version, for this model hash and this
-/// fact fingerprint, and has under "options" every key of `options` with the same value (objects
-/// compared key by key: a run with more thresholds serves a command over fewer languages).
-/// FormatError when the header is not a knprobe run's.
-void check_run_header(const std::string& option, const std::string& path,
-                      const nlohmann::json& header, const std::string& model_hash,
-                      const std::string& facts_fingerprint, const nlohmann::json& options);
-
 /// What a reused run's selections depend on, as its header's "options" hold them: the attribution
 /// options (not --max-tokens, a limit) and the thresholds of `langs`.
 nlohmann::json selection_options(const AttributionArgs& a,
@@ -317,7 +308,8 @@ nlohmann::json selection_options(const AttributionArgs& a,
                                  const std::vector<std::string>& langs);
 
 /// A `knprobe run` results file that an experiment reuses instead of recomputing (`edit
-/// --sets-from`, `factcheck --dkn-from`), checked by check_run_header against this model, the
+/// --sets-from`, `factcheck --dkn-from`), checked by require_run_header_matches (a run with more
+/// thresholds serves a command over fewer languages) against this model, the
 /// fact list as `knprobe run` fingerprints it — `listed`, the facts as read, sampled and limited
 /// but not screened — and `options`. The records are parsed against `listed` (index, fact id).
 struct MatchingRun {
@@ -335,8 +327,8 @@ MatchingRun read_matching_run(const std::string& option, const std::string& path
   std::vector<SkippedFact> unused;
   prepare_facts(sel, probe, tok, listed, unused);
   MatchingRun run{io::read_results(path), std::move(listed)};
-  check_run_header(option, path, run.content.header, model_hash(model_args),
-                   facts_fingerprint(run.facts), options);
+  require_run_header_matches(option, path, run.content.header, model_hash(model_args),
+                             facts_fingerprint(run.facts), options);
   return run;
 }
 /// Adds the run's options, unreadable fact lines and screening to `j` and writes it to

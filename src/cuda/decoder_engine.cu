@@ -477,6 +477,12 @@ struct RowIntervention {
   float value = 0.0f;
 };
 
+/// One intervention on one value, the device form of knprobe::intervened (model/concept.hpp):
+/// op 0 sets the value, op 1 scales it (DeviceIntervention::op).
+__device__ inline float intervened(int op, float value, float x) {
+  return op == 0 ? value : x * value;
+}
+
 /// Applies the layer's row interventions in order (one thread: order matters when two touch one
 /// element).
 __global__ void intervene_rows_kernel(float* site, const RowIntervention* iv, int n, int layer,
@@ -485,7 +491,7 @@ __global__ void intervene_rows_kernel(float* site, const RowIntervention* iv, in
   for (int i = 0; i < n; ++i) {
     if (iv[i].layer != layer) continue;
     float& x = site[std::size_t(iv[i].row) * ffn + iv[i].unit];
-    x = iv[i].op == 0 ? iv[i].value : x * iv[i].value;
+    x = intervened(iv[i].op, iv[i].value, x);
   }
 }
 
@@ -498,7 +504,7 @@ __global__ void intervene_kernel(float* site, const DeviceIntervention* iv, int 
     if (iv[i].layer != layer) continue;
     float& x =
         site[(std::size_t(iv[i].pattern) * len + (iv[i].position - start)) * ffn + iv[i].unit];
-    x = iv[i].op == 0 ? iv[i].value : x * iv[i].value;
+    x = intervened(iv[i].op, iv[i].value, x);
   }
 }
 

@@ -1,9 +1,12 @@
 // One conformance suite for every CPU backend: each property is written once, against the
-// ProbeableModel contract of model/concept.hpp only, and runs over every model type (Llama-2- and
-// Gemma-3-shaped LlamaModel, GPT-2 at both neuron sites, BERT), in double. A new architecture
-// gets the whole suite by adding one Backend line to `backends`. Optional capabilities
-// (HasBatchedLayerGradients, HasBatchedProbabilities, HasBatchedMeanActivations) are checked
-// where the model has them, against the required single-call forms.
+// ProbeableModel contract of model/concept.hpp only, and runs over every model type (LlamaModel of
+// every LlamaArch — Llama 2 and Gemma 3 from random weights, Llama 3.x, Mistral, Qwen 2 and Qwen 3
+// from the committed random Hugging Face checkpoints —, GPT-2 at both neuron sites, BERT), in
+// double. A new architecture gets the whole suite by adding one Backend line to `backends`.
+// Optional capabilities (HasBatchedLayerGradients, HasBatchedProbabilities,
+// HasBatchedMeanActivations) are checked where the model has them, against the required single-call
+// forms.
+#include <array>
 #include <boost/mpl/list.hpp>
 #include <boost/test/unit_test.hpp>
 #include <cstring>
@@ -19,6 +22,12 @@ using namespace knprobe;
 
 namespace conformance {  // named: the test files share unity batches
 
+/// The committed random Hugging Face checkpoint of a Llama-family architecture, in double.
+inline LlamaModel<double> hf_llama(const char* name) {
+  return LlamaModel<double>(
+      load_llama_safetensors(testing::data_dir() / "hf" / name).cast<double>());
+}
+
 /// A backend under test: how to make it and a prompt of its vocabulary (ids < 50).
 template <class M, int Kind>
 struct Backend {
@@ -30,8 +39,11 @@ struct Backend {
       return Model(testing::random_llama(true, 31));
     else if constexpr (Kind == 2)
       return Model::load(testing::data_dir() / "hf" / "gpt2_tiny");
-    else
+    else if constexpr (Kind == 3)
       return Model::load(testing::data_dir() / "hf" / "bert_tiny");
+    else
+      return hf_llama(
+          std::array{"llama3_tiny", "mistral_tiny", "qwen2_tiny", "qwen3_tiny"}[Kind - 4]);
   }
   static std::vector<TokenId> tokens() { return {2, 17, 5, 33, 8, 41, 12, 3}; }
 };
@@ -39,6 +51,10 @@ struct Backend {
 using backends =
     boost::mpl::list<Backend<LlamaModel<double>, 0>,  // Llama 2: SwiGLU, interleaved RoPE
                      Backend<LlamaModel<double>, 1>,  // Gemma 3: sandwich / q-k norms, windows
+                     Backend<LlamaModel<double>, 4>,  // Llama 3.x: RoPE frequency factors
+                     Backend<LlamaModel<double>, 5>,  // Mistral: a window on every layer
+                     Backend<LlamaModel<double>, 6>,  // Qwen 2: q / k / v biases
+                     Backend<LlamaModel<double>, 7>,  // Qwen 3: q / k norms, no sandwich
                      Backend<Gpt2Model<double>, 2>,   // post-activation neurons
                      Backend<Gpt2Model<double, NeuronSite::pre_activation>, 2>,
                      Backend<BertModel<double>, 3>>;  // masked LM, bidirectional

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "knprobe/experiments/localize.hpp"
+#include "knprobe/experiments/statistics.hpp"
 #include "knprobe/io/json_get.hpp"
 #include "knprobe/probe/intervention.hpp"
 
@@ -711,10 +712,7 @@ inline nlohmann::json to_json(const EditingReport& rep) {
     // A fact contributes the mean of its measures under each key (e.g. N_en in en and N_zh in
     // zh both count as reliability): facts, not measurements, are resampled.
     auto mean = [](const std::vector<double>& v, std::vector<double>& out) {
-      if (v.empty()) return;
-      double s = 0;
-      for (double x : v) s += x;
-      out.push_back(s / static_cast<double>(v.size()));
+      if (!v.empty()) out.push_back(detail::mean_of_values(v));
     };
     for (const auto& [k, fa] : fact_acc) {
       auto& a = acc[k];

@@ -1,10 +1,11 @@
 #pragma once
 // The schema of knprobe-run/1 results files, in one place: the header that decides whether a file
-// can be resumed (make_run_header), the writer of a result's fields (to_json(LanguageResult),
-// also each language of localize.json, to_json(LocalizeReport)) and every record kind, written by
-// run_dataset and read back — by resuming, merging shards and `knprobe report` — through
-// parse_run_record into a typed RunRecord, so that no reader looks fields up by string literals
-// of its own. Records:
+// can be resumed (make_run_header; make_checkpoint_header for the experiments' checkpoints;
+// require_run_header_matches when another command reuses a run), the writer of a result's fields
+// (to_json(LanguageResult), also each language of localize.json, to_json(LocalizeReport)) and every
+// record kind, written by run_dataset and read back — by resuming, merging shards and `knprobe
+// report` — through parse_run_record into a typed RunRecord, so that no reader looks fields up by
+// string literals of its own. Records:
 //   {"record": "result",       "index": i, "fact", "relation", "language",
 //    ...to_json(LanguageResult) (prompt, answer, p_answer, top1, neurons [{layer, unit, score}],
 //    suppress / enhance {related, unrelated, unrelated_abs, control, control_magnitude,
@@ -199,6 +200,60 @@ nlohmann::json make_run_header(const M& model, const std::string& model_hash,
       {"facts", {{"count", facts.size()}, {"fingerprint", facts_fingerprint(facts)}}},
       {"options", std::move(options)},
       {"paths", std::move(paths)}};
+}
+
+/// The header of an experiment's checkpoint (`knprobe edit` / `factcheck` write
+/// "knprobe-editing-checkpoint/1" / "knprobe-factcheck-checkpoint/1"): like make_run_header,
+/// everything but "paths" is identity, so a checkpoint is resumed only by the same version, model
+/// (hash), fact list (fingerprint) and options.
+inline nlohmann::json make_checkpoint_header(const std::string& format,
+                                             const std::string& model_hash,
+                                             const std::vector<Fact>& facts, nlohmann::json options,
+                                             nlohmann::json paths) {
+  return nlohmann::json{
+      {"format", format},
+      {"knprobe_version", KNPROBE_VERSION_STRING},
+      {"model", {{"hash", model_hash}}},
+      {"facts", {{"count", facts.size()}, {"fingerprint", facts_fingerprint(facts)}}},
+      {"options", std::move(options)},
+      {"paths", std::move(paths)}};
+}
+
+/// Checks that the knprobe-run/1 `header` of the file at `path` (given to `option`, e.g.
+/// "--sets-from") describes results this command would compute: the same knprobe version, model
+/// (hash), fact list (fingerprint) and, for every key of `options` (and every key of an object
+/// value), the same option value; keys of the run that `options` does not name are not compared.
+/// FormatError when it is not a run header, UsageError naming the first difference.
+inline void require_run_header_matches(const std::string& option, const std::string& path,
+                                       const nlohmann::json& header, const std::string& model_hash,
+                                       const std::string& facts_fingerprint,
+                                       const nlohmann::json& options) {
+  KNPROBE_REQUIRE(header.is_object() && header.value("format", nlohmann::json()) == "knprobe-run/1",
+                  FormatError, option, " ", path, ": not a knprobe run results file");
+  const nlohmann::json none;
+  auto at = [&](const nlohmann::json& j, const std::string& k) -> const nlohmann::json& {
+    return j.is_object() && j.contains(k) ? j.at(k) : none;
+  };
+  auto require = [&](const std::string& what, const nlohmann::json& there,
+                     const nlohmann::json& here) {
+    if (there != here)
+      throw UsageError(option + " " + path + ": the run's " + what + " is " + there.dump() +
+                       ", this command's " + here.dump() +
+                       ": its results are not what this command would compute");
+  };
+  // another version may attribute, select or search differently
+  require("knprobe version", at(header, "knprobe_version"), KNPROBE_VERSION_STRING);
+  require("model hash", at(at(header, "model"), "hash"), model_hash);
+  require("fact list (fingerprint)", at(at(header, "facts"), "fingerprint"), facts_fingerprint);
+  const auto& opt = at(header, "options");
+  for (const auto& [k, v] : options.items()) {
+    if (!v.is_object() || !at(opt, k).is_object()) {
+      require("option '" + k + "'", at(opt, k), v);
+      continue;
+    }
+    for (const auto& [sub, x] : v.items())
+      require("option '" + k + "." + sub + "'", at(at(opt, k), sub), x);
+  }
 }
 
 /// The header keys that do not decide resuming.

@@ -15,6 +15,7 @@
 #include "knprobe/core/error.hpp"
 #include "knprobe/io/files.hpp"
 #include "knprobe/io/json_get.hpp"
+#include "knprobe/io/llama_arch.hpp"
 
 namespace knprobe::io {
 
@@ -209,7 +210,8 @@ namespace detail {
 /// "rope_scaling" (transformers 4): theta and the scaling type. Only "default" and, outside
 /// Gemma, "llama3" are implemented; any other type (linear, dynamic, yarn, longrope, ...) is
 /// refused by name.
-inline void read_rope(const nlohmann::json& j, bool gemma, LlamaConfig& c, const std::string& f) {
+inline void read_rope(const nlohmann::json& j, const LlamaArchInfo& arch, LlamaConfig& c,
+                      const std::string& f) {
   auto one = [&](const nlohmann::json& r, const std::string& where, double& theta,
                  bool allow_llama3) {
     KNPROBE_REQUIRE(r.is_object(), FormatError, f, ": field '", where, "' is not an object");
@@ -239,17 +241,16 @@ inline void read_rope(const nlohmann::json& j, bool gemma, LlamaConfig& c, const
                     "high_freq_factor and original_max_position_embeddings > 0");
     c.llama3_rope = s;
   };
-  const bool llama = c.model_type == "llama";
   for (const char* key : {"rope_scaling", "rope_parameters"}) {
     if (!j.contains(key) || j[key].is_null()) continue;
     const auto& r = j[key];
-    if (gemma && r.is_object() && r.contains("full_attention")) {
+    if (arch.rope_per_layer_type && r.is_object() && r.contains("full_attention")) {
       one(r["full_attention"], std::string(key) + ".full_attention", c.rope_theta, false);
       if (r.contains("sliding_attention"))
         one(r["sliding_attention"], std::string(key) + ".sliding_attention", c.rope_local_base_freq,
             false);
     } else {
-      one(r, key, c.rope_theta, llama);
+      one(r, key, c.rope_theta, arch.rope_freq_factors);
     }
   }
 }
@@ -261,24 +262,20 @@ inline LlamaConfig read_llama_config(const std::filesystem::path& file) {
   const std::string f = file.string();
   LlamaConfig c;
   detail::field(j, "model_type", c.model_type, f);
-  static const std::set<std::string> types{"llama", "mistral", "qwen2",
-                                           "qwen3", "gemma3",  "gemma3_text"};
-  KNPROBE_REQUIRE(types.count(c.model_type), FormatError, f, ": model_type '",
-                  c.model_type.substr(0, 64),
-                  "' is not a Llama-family model this backend implements (llama, mistral, qwen2, "
-                  "qwen3, gemma3, gemma3_text)");
-  const bool gemma = c.model_type.rfind("gemma", 0) == 0;
-  const bool qwen = c.model_type.rfind("qwen", 0) == 0;
-  if (gemma) {  // Gemma3TextConfig defaults
-    c.hidden_act = "gelu_pytorch_tanh";
-    c.rope_theta = 1e6;
-    c.tie_word_embeddings = true;
-    c.bos_token_id = 2;
-    c.eos_token_id = 1;
-    c.head_dim = 256;
-    c.query_pre_attn_scalar = 256;
-    c.sliding_window = 4096;
-  }
+  const auto arch_id = parse_llama_arch(c.model_type);
+  KNPROBE_REQUIRE(arch_id, FormatError, f, ": model_type '", c.model_type.substr(0, 64),
+                  "' is not a Llama-family model this backend implements (", llama_arch_names(),
+                  ")");
+  const LlamaArchInfo arch = llama_arch_info(*arch_id);
+  // The defaults of the architecture's transformers config class
+  c.hidden_act = arch.hf.hidden_act;
+  c.rope_theta = arch.hf.rope_theta;
+  c.tie_word_embeddings = arch.hf.tie_word_embeddings;
+  c.bos_token_id = arch.hf.bos_token_id;
+  c.eos_token_id = arch.hf.eos_token_id;
+  c.head_dim = arch.hf.head_dim;
+  c.query_pre_attn_scalar = arch.hf.query_pre_attn_scalar;
+  c.sliding_window = arch.hf.sliding_window;
   detail::field(j, "vocab_size", c.vocab_size, f);
   detail::field(j, "hidden_size", c.hidden_size, f);
   detail::field(j, "intermediate_size", c.intermediate_size, f);
@@ -290,12 +287,12 @@ inline LlamaConfig read_llama_config(const std::filesystem::path& file) {
   detail::field(j, "max_position_embeddings", c.max_position_embeddings, f);
   detail::field(j, "rms_norm_eps", c.rms_norm_eps, f);
   detail::field(j, "rope_theta", c.rope_theta, f);
-  detail::read_rope(j, gemma, c, f);
+  detail::read_rope(j, arch, c, f);
   detail::field(j, "hidden_act", c.hidden_act, f);
   detail::field(j, "hidden_activation", c.hidden_act, f);
   detail::field(j, "tie_word_embeddings", c.tie_word_embeddings, f);
   detail::field(j, "rope_local_base_freq", c.rope_local_base_freq, f);
-  if (gemma || c.model_type == "mistral") detail::field(j, "sliding_window", c.sliding_window, f);
+  if (arch.sliding != SlidingLayers::none) detail::field(j, "sliding_window", c.sliding_window, f);
   detail::field(j, "layer_types", c.layer_types, f);
   detail::field(j, "query_pre_attn_scalar", c.query_pre_attn_scalar, f);
   detail::field(j, "bos_token_id", c.bos_token_id, f);
@@ -333,24 +330,24 @@ inline LlamaConfig read_llama_config(const std::filesystem::path& file) {
                   FormatError, f, ": bos_token_id / eos_token_id outside [0, vocab_size)");
   // Settings that change the maths and are not implemented: refused by name.
   detail::refuse_unless(j, "partial_rotary_factor", 1.0, f, "partial rotary embeddings");
-  if (c.model_type != "qwen2")  // Qwen 2 always has q / k / v biases (and no such field)
+  if (!arch.always_qkv_bias)  // Qwen 2 always has q / k / v biases (and no such field)
     detail::refuse_unless(j, "attention_bias", false, f,
                           "attention biases are implemented for Qwen 2's q / k / v only");
-  if (qwen)
+  if (arch.sliding == SlidingLayers::none)
     detail::refuse_unless(j, "use_sliding_window", false, f,
-                          "sliding-window attention is not implemented for Qwen");
+                          "sliding-window attention is not implemented for this architecture");
   detail::refuse_unless(j, "mlp_bias", false, f, "MLP biases are not implemented");
   detail::refuse_unless(j, "attn_logit_softcapping", nullptr, f, "soft-capping is not implemented");
   detail::refuse_unless(j, "final_logit_softcapping", nullptr, f,
                         "soft-capping is not implemented");
-  if (!gemma)
+  if (arch.sliding != SlidingLayers::pattern)
     for (const auto& t : c.layer_types)
       KNPROBE_REQUIRE(t == "full_attention", FormatError, f, ": field 'layer_types' holds '", t,
-                      "': sliding-window layers are implemented for Gemma 3 and Mistral "
-                      "(sliding_window) only");
-  if (gemma && c.layer_types.empty())  // Gemma 3: every 6th layer is global
+                      "': per-layer sliding-window attention is not implemented for ", arch.name);
+  if (arch.sliding == SlidingLayers::pattern && c.layer_types.empty())  // every n-th is global
     for (int i = 0; i < c.num_hidden_layers; ++i)
-      c.layer_types.push_back((i + 1) % 6 == 0 ? "full_attention" : "sliding_attention");
+      c.layer_types.push_back((i + 1) % arch.global_every == 0 ? "full_attention"
+                                                               : "sliding_attention");
   return c;
 }
 

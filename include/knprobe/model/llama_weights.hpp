@@ -22,6 +22,7 @@
 #include "knprobe/io/gguf.hpp"
 #include "knprobe/io/hf_config.hpp"
 #include "knprobe/io/llama2c.hpp"
+#include "knprobe/io/llama_arch.hpp"
 #include "knprobe/io/safetensors.hpp"
 #include "knprobe/model/blocks/activation.hpp"
 #include "knprobe/model/blocks/quantized_linear.hpp"
@@ -29,37 +30,6 @@
 #include "knprobe/model/checkpoint_reader.hpp"
 
 namespace knprobe {
-
-/// The architectures of the Llama-family backend. What each one means (activation, RoPE layout,
-/// norms, biases, scales) is written once, in detail::apply_architecture, for every loader.
-enum class LlamaArch { llama, mistral, qwen2, qwen3, gemma3 };
-
-/// The architecture's name as GGUF's general.architecture and Hugging Face's model_type spell it.
-inline const char* arch_name(LlamaArch a) {
-  switch (a) {  // no default: a new architecture without a name is a compiler warning
-    case LlamaArch::llama:
-      return "llama";
-    case LlamaArch::mistral:
-      return "mistral";
-    case LlamaArch::qwen2:
-      return "qwen2";
-    case LlamaArch::qwen3:
-      return "qwen3";
-    case LlamaArch::gemma3:
-      return "gemma3";
-  }
-  return "?";
-}
-
-/// The architecture of a GGUF general.architecture or a Hugging Face model_type ("gemma3_text"
-/// is Gemma 3's text-only config); nullopt when the backend does not implement it.
-inline std::optional<LlamaArch> parse_llama_arch(std::string_view name) {
-  for (const auto a : {LlamaArch::llama, LlamaArch::mistral, LlamaArch::qwen2, LlamaArch::qwen3,
-                       LlamaArch::gemma3})
-    if (name == arch_name(a)) return a;
-  if (name == "gemma3_text") return LlamaArch::gemma3;
-  return std::nullopt;
-}
 
 /// Runtime architecture description of one Llama-family checkpoint.
 struct LlamaSpec {
@@ -355,8 +325,8 @@ struct ArchFacts {
 
 /// The architecture's rules, one case per architecture, applied by every loader (GGUF, Hugging
 /// Face, llama2.c): activation, RoPE layout, q / k norms, q / k / v biases, sandwich norms, the
-/// embedding and attention scales and the sliding-window layers. The shape fields (hidden, heads,
-/// head_dim, layers) and rope_theta must be set already.
+/// embedding and attention scales, and the sliding-window layers as its llama_arch_info row
+/// says. The shape fields (hidden, heads, head_dim, layers) and rope_theta must be set already.
 inline void apply_architecture(LlamaSpec& s, LlamaArch arch, const ArchFacts& f) {
   s.arch = arch;
   s.activation = f.activation.value_or(blocks::Activation::silu);
@@ -367,17 +337,29 @@ inline void apply_architecture(LlamaSpec& s, LlamaArch arch, const ArchFacts& f)
   s.attn_scale = 0.0;
   s.sliding.clear();
   s.sliding_window = 0;
-  switch (arch) {
-    case LlamaArch::llama:
+  const LlamaArchInfo info = llama_arch_info(arch);
+  switch (info.sliding) {
+    case SlidingLayers::none:
       break;
-    case LlamaArch::mistral:  // sliding-window attention on every layer, when it has a window
+    case SlidingLayers::every_layer:  // every layer, when the checkpoint states a window
       if (f.sliding_window > 0) {
         s.sliding_window = f.sliding_window;
         s.sliding.assign(static_cast<std::size_t>(s.layers), true);
       }
       break;
+    case SlidingLayers::pattern:  // as stated, else every global_every-th layer is global
+      s.sliding_window = f.sliding_window;
+      s.sliding = f.sliding;
+      if (s.sliding.empty())
+        for (int i = 0; i < s.layers; ++i) s.sliding.push_back((i + 1) % info.global_every != 0);
+      break;
+  }
+  switch (arch) {
+    case LlamaArch::llama:
+    case LlamaArch::mistral:
+      break;
     case LlamaArch::qwen2:
-      s.qkv_bias = true;
+      s.qkv_bias = info.always_qkv_bias;
       break;
     case LlamaArch::qwen3:
       s.qk_norm = true;
@@ -396,17 +378,13 @@ inline void apply_architecture(LlamaSpec& s, LlamaArch arch, const ArchFacts& f)
                        : s.layers == 62            ? double(s.hidden) / s.heads
                                                    : double(s.head_dim);
       s.attn_scale = 1.0 / std::sqrt(q);
-      s.sliding_window = f.sliding_window;
-      s.sliding = f.sliding;
-      if (s.sliding.empty())  // every 6th layer is global (llama.cpp's and HF's default)
-        for (int i = 0; i < s.layers; ++i) s.sliding.push_back((i + 1) % 6 != 0);
       break;
     }
   }
 }
 
-/// Architecture facts of a GGUF llama / gemma3 / qwen2 / qwen3 file (vocab_size is set from the
-/// embedding).
+/// Architecture facts of a GGUF file of an architecture whose llama_arch_info row has gguf
+/// (vocab_size is set from the embedding).
 /// Every value the model uses is range-checked, the keys llama.cpp always writes are required, and
 /// a key under "<arch>." that this backend does not know (or that holds other than its neutral
 /// value: rope scaling "none", expert_count 0, ...) is refused: it may change the
@@ -414,9 +392,10 @@ inline void apply_architecture(LlamaSpec& s, LlamaArch arch, const ArchFacts& f)
 /// silently.
 inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
   const std::string arch = f.get_string("general.architecture");
-  KNPROBE_REQUIRE(arch == "gemma3" || arch == "llama" || arch == "qwen2" || arch == "qwen3",
-                  FormatError, f.path(), ": architecture '", arch,
-                  "' is not supported by the Llama-family backend (llama, gemma3, qwen2, qwen3)");
+  const auto arch_id = parse_llama_arch(arch, /*gguf=*/true);
+  KNPROBE_REQUIRE(arch_id, FormatError, f.path(), ": architecture '", arch,
+                  "' is not supported by the Llama-family backend (", llama_arch_names(true), ")");
+  const LlamaArchInfo info = llama_arch_info(*arch_id);
   const std::string p = arch + ".";
   static const std::set<std::string> known{
       "context_length",           "embedding_length",       "block_count",
@@ -471,10 +450,16 @@ inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
   if (f.has("tokenizer.ggml.eos_token_id"))
     s.eos = static_cast<TokenId>(f.get_int_in("tokenizer.ggml.eos_token_id", 0, (1 << 24) - 1));
   ArchFacts facts;
-  if (arch == "gemma3") {
+  if (info.sliding == SlidingLayers::pattern) {
     facts.rope_theta_local = f.get_double_in(p + "rope.freq_base_swa", 1.0, 1e12, 10000.0);
     facts.sliding_window =
         static_cast<int>(f.get_int_in(p + "attention.sliding_window", 1, s.context_length));
+  } else if (info.sliding == SlidingLayers::every_layer) {
+    KNPROBE_REQUIRE(!f.has(p + "rope.freq_base_swa"), FormatError, f.path(),
+                    ": rope.freq_base_swa in a ", arch, " file is not implemented");
+    if (f.has(p + "attention.sliding_window"))
+      facts.sliding_window =
+          static_cast<int>(f.get_int_in(p + "attention.sliding_window", 1, s.context_length));
   } else {
     KNPROBE_REQUIRE(!f.has(p + "attention.sliding_window") && !f.has(p + "rope.freq_base_swa"),
                     FormatError, f.path(), ": sliding-window attention is not implemented for ",
@@ -482,8 +467,8 @@ inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
   }
   // llama.cpp's converter permutes a llama file's wq / wk rows for interleaved RoPE; Qwen and
   // Gemma files keep Hugging Face's order and use rotate-half (NEOX).
-  facts.permuted_qk = arch == "llama";
-  apply_architecture(s, *parse_llama_arch(arch), facts);  // one of the four checked above
+  facts.permuted_qk = info.gguf_permuted_qk;
+  apply_architecture(s, *arch_id, facts);
   return s;
 }
 
@@ -540,8 +525,8 @@ LlamaWeights<float, W> gguf_llama_weights(const io::GgufFile& f, ReadMatrix&& re
   if (f.has_tensor("output.weight")) w.lm_head = matrix("output.weight");
   w.final_norm = vector("output_norm.weight");
   if (f.has_tensor("rope_freqs.weight")) {  // Llama 3.x "llama3" RoPE scaling, as factors
-    KNPROBE_REQUIRE(s.arch == LlamaArch::llama, FormatError, f.path(), ": rope_freqs.weight in a ",
-                    s.family(), " file is not implemented");
+    KNPROBE_REQUIRE(llama_arch_info(s.arch).rope_freq_factors, FormatError, f.path(),
+                    ": rope_freqs.weight in a ", s.family(), " file is not implemented");
     const auto v = vector("rope_freqs.weight");
     KNPROBE_REQUIRE(v.size() * 2 == s.head_dim, FormatError, f.path(), ": rope_freqs.weight has ",
                     v.size(), " entries, expected head_dim / 2 = ", s.head_dim / 2);
@@ -670,19 +655,20 @@ inline LlamaSpec hf_llama_spec(const io::LlamaConfig& cfg, const std::string& pa
 
 /// Hugging Face directory (config.json + safetensors) of LlamaForCausalLM (Llama 2 / 3.x),
 /// MistralForCausalLM, Qwen2ForCausalLM (q / k / v biases), Qwen3ForCausalLM (q / k RMSNorm) or
-/// Gemma3ForCausalLM. Gemma norm weights get their 1 added here (HF stores them zero-centred).
+/// Gemma3ForCausalLM. Norm weights an architecture stores zero-centred (Gemma: w − 1) get their 1
+/// added here.
 inline LlamaWeights<float> load_llama_safetensors(const std::filesystem::path& dir) {
   const auto cfg = io::read_llama_config(dir / "config.json");
   const io::SafetensorsCheckpoint ck(dir);
   LlamaWeights<float> w;
   w.spec = detail::hf_llama_spec(cfg, (dir / "config.json").string());
   const auto& s = w.spec;
-  const bool gemma = s.arch == LlamaArch::gemma3;
+  const bool zero_centred = llama_arch_info(s.arch).hf_zero_centred_norms;
   const detail::CheckpointReader r(ck);
   const Index d = s.hidden;
-  auto vec = [&](const std::string& name, Index n) {  // Gemma stores norm weights zero-centred
+  auto vec = [&](const std::string& name, Index n) {
     VectorF v = r.vector(name, n);
-    if (gemma) v.array() += 1.0f;
+    if (zero_centred) v.array() += 1.0f;
     return v;
   };
   const std::string m = ck.contains("model.embed_tokens.weight") ? "model." : "";

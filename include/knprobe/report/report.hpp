@@ -112,9 +112,7 @@ namespace detail {
 
 inline std::optional<double> mean_opt(const std::vector<double>& v) {
   if (v.empty()) return std::nullopt;
-  double s = 0;
-  for (double x : v) s += x;
-  return s / static_cast<double>(v.size());
+  return mean_of_values(v);
 }
 
 /// Bootstrap 95 % interval of the mean of `v` (report defaults: 2000 resamples, seed 42, so a

@@ -24,6 +24,17 @@
 
 namespace knprobe::cuda::detail {
 
+/// `iv` as the engine's DeviceIntervention of pattern `pattern` (op 0 = set, 1 = scale; the
+/// kernels apply it as knprobe::intervened does).
+inline DeviceIntervention to_device(const Intervention& iv, int pattern) {
+  return {pattern,
+          iv.layer,
+          iv.position,
+          iv.unit,
+          iv.op == InterventionOp::set ? 0 : 1,
+          static_cast<float>(iv.value)};
+}
+
 class CudaDecoderBase {
  public:
   using Scalar = float;
@@ -136,9 +147,7 @@ class CudaDecoderBase {
                               std::span<const Query> queries) const {
     std::vector<DeviceIntervention> ivs;
     for (std::size_t b = 0; b < patterns.size(); ++b)
-      for (const auto& iv : patterns[b])
-        ivs.push_back({static_cast<int>(b), iv.layer, iv.position, iv.unit,
-                       iv.op == InterventionOp::set ? 0 : 1, static_cast<float>(iv.value)});
+      for (const auto& iv : patterns[b]) ivs.push_back(detail::to_device(iv, static_cast<int>(b)));
     std::vector<DeviceQuery> qs;
     for (const auto& q : queries) qs.push_back({q.position, q.target});
     Matrix<float> out(static_cast<Index>(patterns.size()), static_cast<Index>(queries.size()));
@@ -186,8 +195,7 @@ class CudaDecoderBase {
           KNPROBE_REQUIRE(iv.position >= 0 && iv.position < n, ArgumentError,
                           "probabilities: request ", r, ", pattern ", b, ": intervention position ",
                           iv.position, " outside the prompt's ", n, " tokens");
-          ivs.push_back({p.pattern0 + static_cast<int>(b), iv.layer, iv.position, iv.unit,
-                         iv.op == InterventionOp::set ? 0 : 1, static_cast<float>(iv.value)});
+          ivs.push_back(detail::to_device(iv, p.pattern0 + static_cast<int>(b)));
         }
       for (const auto& query : q.queries) {
         KNPROBE_REQUIRE(query.position >= 0 && query.position < n, ArgumentError,
