@@ -64,12 +64,17 @@ BOOST_AUTO_TEST_CASE(config_defaults_come_from_the_row) {
       }
     }
   }
-  // A per-layer pattern or a sliding window is refused where the row has none
+  // Qwen's use_sliding_window and a per-layer pattern are refused where not implemented
   const auto p = dir.write("qwen3_sliding.json", R"({"model_type": "qwen3", "hidden_size": 64,
     "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 300,
     "use_sliding_window": true})");
   BOOST_TEST(throws_with<FormatError>([&] { io::read_llama_config(p); },
                                       {"use_sliding_window", "sliding-window attention"}));
+  // transformers' LlamaConfig has no such field (it would ignore it), so a llama config loads
+  const auto l = dir.write("llama_sliding.json", R"({"model_type": "llama", "hidden_size": 64,
+    "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 300,
+    "use_sliding_window": true})");
+  BOOST_TEST(io::read_llama_config(l).sliding_window == 0);
   const auto q = dir.write("llama_types.json", R"({"model_type": "llama", "hidden_size": 64,
     "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 300,
     "layer_types": ["sliding_attention", "full_attention"]})");

@@ -333,7 +333,7 @@ inline LlamaConfig read_llama_config(const std::filesystem::path& file) {
   if (!arch.always_qkv_bias)  // Qwen 2 always has q / k / v biases (and no such field)
     detail::refuse_unless(j, "attention_bias", false, f,
                           "attention biases are implemented for Qwen 2's q / k / v only");
-  if (arch.sliding == SlidingLayers::none)
+  if (arch.hf_use_sliding_window)
     detail::refuse_unless(j, "use_sliding_window", false, f,
                           "sliding-window attention is not implemented for this architecture");
   detail::refuse_unless(j, "mlp_bias", false, f, "MLP biases are not implemented");

@@ -4,9 +4,9 @@
 // of its checkpoints that a loader must know (permuted q / k rows, zero-centred norm weights,
 // which sliding-window and RoPE settings it may state). The maths an architecture implies
 // (activation, q / k norms, biases, sandwich norms, scales) is written once, in
-// detail::apply_architecture (model/llama_weights.hpp). Adding an architecture: an enumerator,
-// its row in llama_arch_info, its case in apply_architecture — and layer functions only if its
-// layers compute something new.
+// detail::apply_architecture (model/llama_weights.hpp). Adding an architecture: an enumerator
+// (also listed in llama_archs), its row in llama_arch_info, its case in apply_architecture — and
+// layer functions only if its layers compute something new.
 
 #include <array>
 #include <optional>
@@ -53,6 +53,8 @@ struct LlamaArchInfo {
   bool rope_freq_factors = false;      ///< Llama 3.x RoPE scaling (HF "llama3", GGUF rope_freqs)
   bool rope_per_layer_type = false;    ///< HF rope_parameters per layer type (full / sliding)
   bool always_qkv_bias = false;        ///< q / k / v biases without an attention_bias field
+  bool hf_use_sliding_window = false;  ///< its HF config has use_sliding_window (Qwen): refused
+                                       ///< unless false (not implemented)
   bool hf_zero_centred_norms = false;  ///< HF stores RMSNorm weights as w − 1 (GGUF as w)
   LlamaHfDefaults hf{};
 };
@@ -65,9 +67,10 @@ inline LlamaArchInfo llama_arch_info(LlamaArch a) {
     case LlamaArch::mistral:  // llama.cpp writes Mistral 7B as "llama"
       return {.name = "mistral", .sliding = SlidingLayers::every_layer};
     case LlamaArch::qwen2:
-      return {.name = "qwen2", .gguf = true, .always_qkv_bias = true};
+      return {
+          .name = "qwen2", .gguf = true, .always_qkv_bias = true, .hf_use_sliding_window = true};
     case LlamaArch::qwen3:
-      return {.name = "qwen3", .gguf = true};
+      return {.name = "qwen3", .gguf = true, .hf_use_sliding_window = true};
     case LlamaArch::gemma3:
       return {.name = "gemma3",
               .hf_alias = "gemma3_text",

@@ -454,12 +454,6 @@ inline LlamaSpec gguf_llama_spec(const io::GgufFile& f) {
     facts.rope_theta_local = f.get_double_in(p + "rope.freq_base_swa", 1.0, 1e12, 10000.0);
     facts.sliding_window =
         static_cast<int>(f.get_int_in(p + "attention.sliding_window", 1, s.context_length));
-  } else if (info.sliding == SlidingLayers::every_layer) {
-    KNPROBE_REQUIRE(!f.has(p + "rope.freq_base_swa"), FormatError, f.path(),
-                    ": rope.freq_base_swa in a ", arch, " file is not implemented");
-    if (f.has(p + "attention.sliding_window"))
-      facts.sliding_window =
-          static_cast<int>(f.get_int_in(p + "attention.sliding_window", 1, s.context_length));
   } else {
     KNPROBE_REQUIRE(!f.has(p + "attention.sliding_window") && !f.has(p + "rope.freq_base_swa"),
                     FormatError, f.path(), ": sliding-window attention is not implemented for ",
