@@ -160,6 +160,61 @@ def editing_minus_likn_table(j):
                 w, len(diffs[w]), 100 * mean, 100 * lo, 100 * hi,
                 sum(sizes_likn) / len(sizes_likn), sum(sizes_rest) / len(sizes_rest)))
     print("\n(fact, language) pairs with a LIKN whose N_l lies inside it (no N_l \\ LIKN): %d" % inside)
+    editing_minus_likn_by_source(j)
+
+
+def editing_minus_likn_by_source(j):
+    """The same comparison per source language l (pooling the two directions can cancel), on the
+    other language's P(old) under suppression: N_l, N_l \\ LIKN and N_l \\ LIKN beyond its random
+    and |a|-matched controls on the facts with a LIKN; N_l beyond its controls on the facts
+    without one (does a set transfer where nothing is shared?). Mean [95% CI] and median."""
+    def change(m):
+        return (m["p_old_after"] - m["p_old_before"]) / m["p_old_before"]
+
+    def cell(v):
+        if not v:
+            return "n/a"
+        mean, lo, hi = bootstrap_mean_ci(v)
+        med = sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
+        return "%+.1f [%+.1f, %+.1f], median %+.1f (%d)" % (100 * mean, 100 * lo, 100 * hi, 100 * med, len(v))
+
+    langs = sorted({m["language"] for f in j["facts"] for m in f.get("measures", [])})
+    if len(langs) != 2:
+        return
+    print("\nPer source language, P(old) change in the other language under suppression (points; "
+          "mean [95% CI], median (facts)):\n")
+    print("| source l | facts | N_l | N_l \\ LIKN | N_l \\ LIKN − random control | "
+          "N_l \\ LIKN − magnitude control |")
+    print("|---|---|---|---|---|---|")
+    rows_no = []
+    for l in langs:
+        other = langs[1] if l == langs[0] else langs[0]
+        a, b, bc, bm, na, nc, nm = [], [], [], [], [], [], []
+        for f in j["facts"]:
+            by = {(m["set"], m["language"]): change(m) for m in f.get("measures", [])
+                  if m["mode"] == "suppress"}
+            if f.get("sets", {}).get("likn"):
+                rest = l + "_minus_likn"
+                if (l, other) in by and (rest, other) in by:
+                    a.append(by[(l, other)])
+                    b.append(by[(rest, other)])
+                    if (rest + "~control", other) in by:
+                        bc.append(by[(rest, other)] - by[(rest + "~control", other)])
+                    if (rest + "~control_magnitude", other) in by:
+                        bm.append(by[(rest, other)] - by[(rest + "~control_magnitude", other)])
+            elif (l, other) in by:
+                na.append(by[(l, other)])
+                if (l + "~control", other) in by:
+                    nc.append(by[(l, other)] - by[(l + "~control", other)])
+                if (l + "~control_magnitude", other) in by:
+                    nm.append(by[(l, other)] - by[(l + "~control_magnitude", other)])
+        print("| %s → %s | %d | %s | %s | %s | %s |" % (l, other, len(a), cell(a), cell(b), cell(bc), cell(bm)))
+        rows_no.append((l, other, na, nc, nm))
+    print("\nFacts without a LIKN: N_l's effect on the other language and beyond its controls:\n")
+    print("| source l | facts | N_l | N_l − random control | N_l − magnitude control |")
+    print("|---|---|---|---|---|")
+    for l, other, na, nc, nm in rows_no:
+        print("| %s → %s | %d | %s | %s | %s |" % (l, other, len(na), cell(na), cell(nc), cell(nm)))
 
 
 def factcheck_table(j):
