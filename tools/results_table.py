@@ -225,8 +225,8 @@ def factcheck_table(j):
         print("| %s | %s | %d / %d | %d | %d neurons | %.3g | %.3g |" % (
             r["relation"], r["language"], r["train_facts"], r["test_facts"],
             r["train_facts_with_dkn"], len(r["neurons"]), r["threshold"], r.get("threshold_p", 0)))
-    print("\n| language | claims | checker | n | precision | recall | F1 [95% CI] | accuracy "
-          "| precision (ref) | F1 (ref) |")
+    print("\n| language | claims | checker | n | precision [95% CI] | recall [95% CI] | F1 [95% CI] "
+          "| accuracy [95% CI] | precision (ref) | F1 (ref) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     names = (("dkn", "DKN"), ("baseline", "model top-1"), ("baseline_p", "P(candidate) ≥ θp"))
     for lang, v in sorted(j.get("summary", {}).items()):
@@ -236,12 +236,16 @@ def factcheck_table(j):
                 if not c:
                     continue
                 r = lambda x: "n/a" if x is None else "%.3f" % x  # null: undefined rate
-                f1 = r(c["f1"])
-                if c.get("ci") and c["ci"].get("f1"):
-                    f1 += " [%.3f, %.3f]" % tuple(c["ci"]["f1"])
+
+                def with_ci(k):  # the value and, where computed (held-out splits), its interval
+                    out = r(c[k])
+                    if c.get("ci") and c["ci"].get(k):
+                        out += " [%.3f, %.3f]" % tuple(c["ci"][k])
+                    return out
                 print("| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s |" % (
-                    lang, split, name, c["tp"] + c["fp"] + c["fn"] + c["tn"], r(c["precision"]),
-                    r(c["recall"]), f1, r(c["accuracy"]), r(c["precision_ref"]), r(c["f1_ref"])))
+                    lang, split, name, c["tp"] + c["fp"] + c["fn"] + c["tn"], with_ci("precision"),
+                    with_ci("recall"), with_ci("f1"), with_ci("accuracy"), r(c["precision_ref"]),
+                    r(c["f1_ref"])))
     if j["skipped"]:
         print("\nSkipped: " + "; ".join("%s [%s]: %s" % (x.get("fact"), x.get("language"), x.get("reason"))
                                         for x in j["skipped"]))
