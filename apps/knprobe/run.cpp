@@ -1,6 +1,7 @@
 // knprobe run: localize a dataset into a resumable JSON Lines results file; under mpirun the facts
 // are sharded over the ranks (rank r takes i ≡ r mod N and writes <out>.part-r-of-N; rank 0 merges
-// them into the canonical file).
+// them into the canonical file). With --drop-generic F, once the run is complete, a second
+// resumable pass writes Dai's refinement of it (refine_run) to --refined-out, sharded the same way.
 #include <chrono>
 
 #include "cli.hpp"
@@ -25,7 +26,18 @@ struct RunArgs {
   std::string out;
   bool no_verify = false, dkn = false;
   int top_per_layer = 8;
+  double drop_generic = 0;
+  std::string refined_out;  ///< default: <out> with ".jsonl" → ".refined.jsonl"
 };
+
+/// Where `knprobe run --drop-generic` writes the refined results.
+std::string refined_path(const RunArgs& a) {
+  if (!a.refined_out.empty()) return a.refined_out;
+  const std::string ext = ".jsonl";
+  if (a.out.size() > ext.size() && a.out.ends_with(ext))
+    return a.out.substr(0, a.out.size() - ext.size()) + ".refined.jsonl";
+  return a.out + ".refined";
+}
 
 void mpi_barrier([[maybe_unused]] int size) {
 #ifdef KNPROBE_HAS_MPI
@@ -74,10 +86,16 @@ int run(const RunArgs& a, int rank, int size) {
   o.shard_count = static_cast<std::size_t>(size);
   o.stop = &g_stop;
   const fs::path out(a.out);
-  const fs::path mine = size > 1 ? fs::path(part_name(a.out, rank, size)) : out;
   // Before any work: the outputs must be files we may write (not a folder, FIFO or device).
   io::require_file_target(out, "results file");
-  io::require_file_target(mine, "results file");
+  if (size > 1) io::require_file_target(part_name(a.out, rank, size), "results file");
+  const fs::path refined = refined_path(a);
+  if (a.drop_generic > 0) {
+    io::require_file_target(refined, "refined results file");
+    KNPROBE_REQUIRE(fs::weakly_canonical(refined) != fs::weakly_canonical(out), UsageError,
+                    "--refined-out must differ from --out");
+    if (refined.has_parent_path()) io::create_output_folder(refined.parent_path());
+  }
   if (out.has_parent_path()) io::create_output_folder(out.parent_path());
   std::vector<FactProblem> problems;
   std::vector<Fact> facts = read_fact_args(a.facts, problems);
@@ -110,58 +128,78 @@ int run(const RunArgs& a, int rank, int size) {
     nlohmann::json header = make_run_header(
         model, hash, facts, opt,
         {{"model", a.model.model}, {"facts", a.facts.facts}, {"mlama", a.facts.mlama}});
-    if (size > 1) header["shard"] = {{"rank", rank}, {"count", size}};
-    // The results file stays open (and locked) until the canonical file is written, so that a
-    // second run on the same output cannot slip in between.
-    RunSummary s;
-    io::ResultsFile file(mine, header, run_header_informative_keys());
-    {
-      announce_opened(file);
-      const auto t0 = std::chrono::steady_clock::now();
-      std::size_t first = SIZE_MAX;
-      o.progress = [&](std::size_t done, std::size_t total, const std::string& what) {
-        if (first == SIZE_MAX) first = done;
-        const double el =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        const std::size_t now = done - first;
-        const double rate = el > 0 ? static_cast<double>(now) / el : 0.0;
-        std::fprintf(stderr, "\r%s[%zu/%zu] %-36.36s %.2f items/s, ETA %.0fs   ",
-                     size > 1 ? ("rank " + std::to_string(rank) + " ").c_str() : "", done + 1,
-                     total, what.c_str(), rate,
-                     rate > 0 ? static_cast<double>(total - done) / rate : 0.0);
-        std::fflush(stderr);
-      };
-      s = run_dataset(probe, facts, file, o);
-      std::fprintf(stderr, "\n");
-    }
-    std::printf("%s%s: %zu items, %zu already done, %zu computed (%zu failures)%s\n",
-                size > 1 ? ("rank " + std::to_string(rank) + ": ").c_str() : "", mine.c_str(),
-                s.items, s.resumed, s.computed, s.failed, s.stopped ? ", interrupted" : "");
-    if (!mpi_all(size, !s.stopped)) {
-      std::printf("interrupted: rerun the same command to resume\n");
-      return k_interrupted;
-    }
-    mpi_barrier(size);
-    if (rank == 0) {  // one canonical file: fact order, language order, LIKN last
-      std::vector<io::ResultsContent> parts;
-      for (int r = 0; r < size; ++r) {
-        const std::string p = size == 1 ? a.out : part_name(a.out, r, size);
-        parts.push_back(io::read_results(p));
-        detail::validate_run_records(parts.back(), p, &facts);
+    // One pass (the run, or its refinement) over this rank's shard into `target` (canonical:
+    // `final_out`), then rank 0 merges the shards; k_ok, or k_interrupted when any rank stopped.
+    auto pass = [&](const fs::path& final_out, const nlohmann::json& head, auto&& work) {
+      const fs::path target =
+          size > 1 ? fs::path(part_name(final_out.string(), rank, size)) : final_out;
+      RunSummary s;
+      nlohmann::json part_header = head;
+      if (size > 1) part_header["shard"] = {{"rank", rank}, {"count", size}};
+      {
+        // The file stays open (and locked) until the canonical file is written, so that a
+        // second run on the same output cannot slip in between.
+        io::ResultsFile file(target, part_header, run_header_informative_keys());
+        announce_opened(file);
+        const auto t0 = std::chrono::steady_clock::now();
+        std::size_t first = SIZE_MAX;
+        o.progress = [&](std::size_t done, std::size_t total, const std::string& what) {
+          if (first == SIZE_MAX) first = done;
+          const double el =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          const std::size_t now = done - first;
+          const double rate = el > 0 ? static_cast<double>(now) / el : 0.0;
+          std::fprintf(stderr, "\r%s[%zu/%zu] %-36.36s %.2f items/s, ETA %.0fs   ",
+                       size > 1 ? ("rank " + std::to_string(rank) + " ").c_str() : "", done + 1,
+                       total, what.c_str(), rate,
+                       rate > 0 ? static_cast<double>(total - done) / rate : 0.0);
+          std::fflush(stderr);
+        };
+        s = work(file);
+        std::fprintf(stderr, "\n");
+        std::printf("%s%s: %zu items, %zu already done, %zu computed (%zu failures)%s\n",
+                    size > 1 ? ("rank " + std::to_string(rank) + ": ").c_str() : "", target.c_str(),
+                    s.items, s.resumed, s.computed, s.failed, s.stopped ? ", interrupted" : "");
+        if (!mpi_all(size, !s.stopped)) {
+          std::printf("interrupted: rerun the same command to resume\n");
+          return k_interrupted;
+        }
+        mpi_barrier(size);
+        if (rank == 0) {  // one canonical file: fact order, language order, LIKN last
+          std::vector<io::ResultsContent> parts;
+          for (int r = 0; r < size; ++r) {
+            const std::string p =
+                size == 1 ? final_out.string() : part_name(final_out.string(), r, size);
+            parts.push_back(io::read_results(p));
+            detail::validate_run_records(parts.back(), p, &facts);
+          }
+          auto merged_header = parts[0].header;
+          merged_header.erase("shard");
+          const auto recs = canonical_records(parts);
+          io::write_results_atomic(final_out, merged_header, recs);
+          std::size_t failures = 0, screened = 0;
+          for (const auto& r : parse_run_records(merged_header, recs, final_out.string(), &facts)) {
+            failures += r.kind == RunRecordKind::failure;
+            screened += r.kind == RunRecordKind::screened_out;
+          }
+          std::printf("wrote %s: %zu records (%zu screened out, %zu failures)\n", final_out.c_str(),
+                      recs.size(), screened, failures);
+        }
       }
-      auto merged_header = parts[0].header;
-      merged_header.erase("shard");
-      const auto recs = canonical_records(parts);
-      io::write_results_atomic(out, merged_header, recs);
-      std::size_t failures = 0, screened = 0;
-      for (const auto& r : parse_run_records(merged_header, recs, out.string(), &facts)) {
-        failures += r.kind == RunRecordKind::failure;
-        screened += r.kind == RunRecordKind::screened_out;
-      }
-      std::printf("wrote %s: %zu records (%zu screened out, %zu failures)\n", out.c_str(),
-                  recs.size(), screened, failures);
-    }
-    return k_ok;
+      mpi_barrier(size);  // the canonical file exists for every rank
+      return k_ok;
+    };
+    if (const int rc =
+            pass(out, header, [&](io::ResultsFile& f) { return run_dataset(probe, facts, f, o); });
+        rc != k_ok || a.drop_generic == 0)
+      return rc;
+    // Dai's refinement of the finished run (docs/METHOD.md §10), from its canonical file.
+    const io::ResultsContent finished = io::read_results(out);
+    std::printf("refining against generic neurons (--drop-generic %g)\n", a.drop_generic);
+    return pass(refined, refined_run_header(finished.header, finished.records, a.drop_generic),
+                [&](io::ResultsFile& f) {
+                  return refine_run(probe, facts, finished, a.drop_generic, f, o);
+                });
   });
 }
 
@@ -181,6 +219,14 @@ Command add_run(CLI::App& app, int rank, int size) {
       ->required();
   c->add_flag("--no-verify", args->no_verify, "skip the suppress/enhance checks");
   c->add_flag("--dkn", args->dkn, "also search degenerate neurons of every (fact, language)");
+  c->add_option("--drop-generic", args->drop_generic,
+                "Dai's refinement, once the run is complete: drop from a fact's set the neurons "
+                "selected for more than this share of the facts of other relations, verify the "
+                "reduced sets and LIKN again, and write them to --refined-out (0 = off, the "
+                "default; resumable like the run)")
+      ->check(number_in(0, 1, false, true));
+  c->add_option("--refined-out", args->refined_out,
+                "results file of --drop-generic (default: <out> with .jsonl → .refined.jsonl)");
   c->add_option("--top-per-layer", args->top_per_layer,
                 "per-layer top units kept in each record for heatmaps (default 8)")
       ->check(integer_in(0, 4096));

@@ -2,7 +2,8 @@
 # `knprobe run` killed with SIGKILL mid-way, a torn last line appended (a write cut short), then
 # rerun with the same command: the results file must equal byte for byte that of an uninterrupted
 # run — no fact lost, none duplicated. Also: SIGTERM stops cleanly (exit 130) and resumes, and a
-# rerun with other options is refused.
+# rerun with other options is refused. Then --drop-generic refines the finished run in a second,
+# resumable pass.
 # Usage: run_kill_resume.sh KNPROBE STORIES_DIR FACTS WORKDIR
 set -euo pipefail
 knprobe=$1 stories=$2 facts=$3 work=$4
@@ -53,4 +54,24 @@ rc=0
 ((rc == 1)) && grep -q "cannot resume.*options.steps: file has 300, this run has 20" "$work/other.log" \
   || { echo "FAIL: other options not refused (exit $rc)"; cat "$work/other.log"; exit 1; }
 echo "other options refused: $(grep -o 'cannot resume.*' "$work/other.log")"
+# --drop-generic: once the run is complete, a second pass writes Dai's refinement of it to
+# <out>.refined.jsonl; a rerun resumes both passes and changes nothing
+"$knprobe" "${args[@]}" --out "$work/full.jsonl" --drop-generic 0.1 >"$work/refine.log" 2>&1
+grep -q "refining against generic neurons" "$work/refine.log"
+[[ -f $work/full.refined.jsonl ]] || { echo "FAIL: no refined file"; cat "$work/refine.log"; exit 1; }
+head -1 "$work/full.refined.jsonl" | grep -q '"drop_generic":0.1' \
+  || { echo "FAIL: the refined header does not record --drop-generic"; exit 1; }
+grep -q '"dropped_generic":\[\[' "$work/full.refined.jsonl" \
+  || { echo "FAIL: the refinement dropped nothing"; exit 1; }
+cp "$work/full.refined.jsonl" "$work/refined1.jsonl"
+"$knprobe" "${args[@]}" --out "$work/full.jsonl" --drop-generic 0.1 >"$work/refine2.log" 2>&1
+grep -q "full.refined.jsonl: .* 0 computed" "$work/refine2.log" \
+  || { echo "FAIL: the refinement was not resumed"; cat "$work/refine2.log"; exit 1; }
+cmp "$work/refined1.jsonl" "$work/full.refined.jsonl"
+rc=0
+"$knprobe" "${args[@]}" --out "$work/full.jsonl" --drop-generic 0.1 \
+  --refined-out "$work/full.jsonl" >"$work/same.log" 2>&1 || rc=$?
+((rc != 0)) && grep -q "refined-out must differ" "$work/same.log" \
+  || { echo "FAIL: --refined-out = --out not refused"; exit 1; }
+echo "refinement: $(grep -o '"dropped_generic":\[\[' "$work/full.refined.jsonl" | wc -l) results lost generic neurons; resumed unchanged"
 echo PASS

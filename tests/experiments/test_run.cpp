@@ -1,6 +1,7 @@
 // Resumable dataset runs on the real stories260K model: an interrupted and resumed run equals an
 // uninterrupted one record for record, two shards merge into the single-process result, failures
-// and screening are recorded per item, and bad options are refused.
+// and screening are recorded per item, bad options are refused, and refining a finished run
+// against generic neurons gives localize()'s refined sets and effects.
 #include "knprobe/experiments/run.hpp"
 
 #include <boost/test/unit_test.hpp>
@@ -142,6 +143,93 @@ BOOST_AUTO_TEST_CASE(shards_merge_into_the_single_process_result) {
   other[1].records.push_back(parts[0].records.front());
   other[1].records.back()["p_answer"] = 0.5;
   BOOST_CHECK_THROW(canonical_records(other), FormatError);
+}
+
+BOOST_AUTO_TEST_CASE(refining_a_finished_run_equals_localize_with_drop_generic) {
+  const StoriesFixture s;
+  testing::TempDir d;
+  const auto o = options();
+  const auto p = d.path() / "run.jsonl";
+  auto recs = complete_run(s, p, o);
+  const io::ResultsContent run{io::read_results(p).header, std::move(recs), {}, 0};
+  const double F = 0.3;
+  const auto q = d.path() / "refined.jsonl";
+  const auto header = refined_run_header(run.header, run.records, F);
+  BOOST_TEST(header["options"]["drop_generic"] == F);
+  BOOST_TEST(header["options"]["dkn"].is_null());
+  // interrupted after 5 items, then resumed
+  std::atomic<bool> stop{false};
+  auto oi = o;
+  oi.stop = &stop;
+  oi.progress = [&](std::size_t done, std::size_t, const std::string&) {
+    if (done == 4) stop = true;
+  };
+  {
+    io::ResultsFile f(q, header);
+    const auto sum = refine_run(s.probe, s.facts, run, F, f, oi);
+    BOOST_TEST(sum.stopped);
+    BOOST_TEST(sum.computed == 5u);
+  }
+  {
+    io::ResultsFile f(q, header);
+    const auto sum = refine_run(s.probe, s.facts, run, F, f, o);
+    BOOST_TEST(sum.resumed == 5u);
+    BOOST_TEST(sum.computed == 7u);
+  }
+  const auto refined = canonical_records({io::read_results(q)});
+  BOOST_REQUIRE(refined.size() == run.records.size());
+
+  // the same sets and effects as localize() refining in memory
+  LocalizeOptions lo = o.localize;
+  lo.generic_fraction = F;
+  const auto rep = localize(s.probe, s.facts, lo);
+  std::size_t results = 0, dropped = 0, likns = 0;
+  for (const auto& r : refined) {
+    const auto fr = std::find_if(rep.facts.begin(), rep.facts.end(),
+                                 [&](const FactResult& f) { return f.id == r["fact"]; });
+    if (r["record"] == "result") {
+      BOOST_REQUIRE(fr != rep.facts.end());
+      const auto j = to_json(fr->languages.at(r["language"].get<std::string>()));
+      for (const char* key : {"neurons", "dropped_generic", "suppress", "enhance", "p_answer"})
+        BOOST_TEST(r[key] == j[key], key << " of " << r["fact"] << " " << r["language"]);
+      BOOST_TEST(!r.contains("dkn"));
+      BOOST_TEST(r.contains("completeness"));
+      dropped += r["dropped_generic"].size();
+      ++results;
+    } else if (r["record"] == "likn" && !r.contains("reason")) {
+      BOOST_REQUIRE(fr != rep.facts.end());
+      BOOST_TEST(r["neurons"] == detail::neurons_json(fr->likn));
+      for (const auto& [lang, e] : fr->likn_suppress)
+        BOOST_TEST(r["suppress"][lang] == detail::effects_json(e));
+      ++likns;
+    }
+  }
+  BOOST_TEST(results == 7u);
+  BOOST_TEST(dropped > 0u);     // the rule removed neurons on these facts: the test is not vacuous
+  BOOST_TEST(likns + 1 == 4u);  // only_a has no LIKN
+
+  // a rerun computes nothing; a file of another fraction or another run is not resumed
+  {
+    io::ResultsFile f(q, header);
+    BOOST_TEST(refine_run(s.probe, s.facts, run, F, f, o).computed == 0u);
+  }
+  BOOST_CHECK_THROW(io::ResultsFile(q, refined_run_header(run.header, run.records, 0.5)),
+                    ResumeError);
+  auto other = run;
+  other.records[0]["p_answer"] = 0.25;
+  BOOST_CHECK_THROW(io::ResultsFile(q, refined_run_header(other.header, other.records, F)),
+                    ResumeError);
+  // an unfinished run, a bad fraction, a shard instead of the merged run: refused
+  io::ResultsFile f2(d.path() / "r2.jsonl", header);
+  auto part = run;
+  part.records.pop_back();
+  BOOST_CHECK_THROW(refine_run(s.probe, s.facts, part, F, f2, o), ArgumentError);
+  BOOST_CHECK_THROW(refine_run(s.probe, s.facts, run, 0.0, f2, o), ArgumentError);
+  BOOST_CHECK_THROW(refine_run(s.probe, s.facts, run, 1.0, f2, o), ArgumentError);
+  auto shard = run;
+  shard.header["shard"] = {{"rank", 0}, {"count", 1}};
+  BOOST_CHECK_THROW(refine_run(s.probe, s.facts, shard, F, f2, o), ArgumentError);
+  BOOST_TEST(f2.records().empty());
 }
 
 BOOST_AUTO_TEST_CASE(screening_is_recorded_per_item) {

@@ -85,6 +85,21 @@ BOOST_AUTO_TEST_CASE(succ_is_flagged_unstable_when_the_unrelated_effect_straddle
   BOOST_TEST(st.ci->hi >= *st.ratio);
 }
 
+BOOST_AUTO_TEST_CASE(wilson_interval_matches_published_values) {
+  // Newcombe (1998), Table I: 0/10 → [0, 0.2775], 5/10 → [0.2366, 0.7634], 81/263 →
+  // [0.2553, 0.3662]
+  using boost::test_tools::tolerance;
+  BOOST_TEST(wilson_interval(0, 10)->lo <= 1e-12);
+  BOOST_TEST(wilson_interval(0, 10)->hi == 0.2775, tolerance(2e-4));
+  BOOST_TEST(wilson_interval(5, 10)->lo == 0.2366, tolerance(2e-4));
+  BOOST_TEST(wilson_interval(5, 10)->hi == 0.7634, tolerance(2e-4));
+  BOOST_TEST(wilson_interval(81, 263)->lo == 0.2553, tolerance(2e-4));
+  BOOST_TEST(wilson_interval(81, 263)->hi == 0.3662, tolerance(2e-4));
+  BOOST_TEST(wilson_interval(10, 10)->hi == 1.0, tolerance(1e-12));
+  BOOST_TEST(!wilson_interval(0, 0));
+  BOOST_CHECK_THROW(wilson_interval(3, 2), ArgumentError);
+}
+
 BOOST_AUTO_TEST_CASE(bad_input_is_refused) {
   BOOST_CHECK_THROW(summarize(std::vector<double>{1, std::nan(""), 2}), NumericError);
   BootstrapOptions o;

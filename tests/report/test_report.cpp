@@ -93,6 +93,15 @@ BOOST_AUTO_TEST_CASE(summaries_match_hand_counts) {
   BOOST_TEST(en.dkn_facts == 2u);
   BOOST_TEST(en.dkn_with_sets == 1u);
   BOOST_TEST(en.dkn_passes == 40u);
+  // 1 of 2 facts with DKN: the Wilson interval, not a bootstrap that could collapse to a point
+  BOOST_REQUIRE(en.dkn_with_sets_ci);
+  BOOST_TEST(en.dkn_with_sets_ci->lo == 0.0945, boost::test_tools::tolerance(1e-3));
+  BOOST_TEST(en.dkn_with_sets_ci->hi == 0.9055, boost::test_tools::tolerance(1e-3));
+  BOOST_REQUIRE(en.dkn_sets_ci);
+  BOOST_REQUIRE(en.dkn_passes_ci);
+  BOOST_REQUIRE(en.max_delta_ci);
+  BOOST_TEST(en.max_delta_ci->lo <= en.mean_max_delta);
+  BOOST_TEST(en.max_delta_ci->hi >= en.mean_max_delta);
   BOOST_TEST(r.languages.at("zh").failures == 1u);
   BOOST_REQUIRE(r.overlaps.size() == 1u);  // en–zh on fact 0: {L0.5, L1.1} vs {L1.1, L2.3}
   BOOST_TEST(r.overlaps[0].facts == 1u);
@@ -147,9 +156,10 @@ BOOST_AUTO_TEST_CASE(html_is_self_contained_and_escaped) {
   BOOST_TEST(html.find("<b> & c") == std::string::npos);
   const std::string md = render_markdown(rep);
   // Succ with its bootstrap interval over the 2 facts (both resampled alike: 5, 7.5 or 10)
-  BOOST_TEST(md.find("| en | 2 | 1 | 0 | 2.00 [2.00, 2.00] | 7.5 [5.0, 10.0] | 0.01 |") !=
-                 std::string::npos,
-             md);
+  BOOST_TEST(
+      md.find("| en | 2 | 1 | 0 | 2.00 [2.00, 2.00] | 7.5 [5.0, 10.0] | 0.01 [0.01, 0.01] |") !=
+          std::string::npos,
+      md);
   // every effect mean with its 95 % interval; absent controls are n/a, never 0
   BOOST_TEST(md.find("| en | suppress | -60.0% [-80.0, -40.0] | -10.0% [-10.0, -10.0] | n/a | "
                      "+0.0% [+0.0, +0.0] | n/a |") != std::string::npos);
@@ -165,7 +175,11 @@ BOOST_AUTO_TEST_CASE(html_is_self_contained_and_escaped) {
                  std::string::npos,
              md);
   BOOST_TEST(md.find("| en | test | DKN | 0.500 | 1.000 | 0.667 |") != std::string::npos);
-  BOOST_TEST(md.find("| en | 2 | 0 | 1 | 0.50 | 2.00 | 20 |") != std::string::npos);
+  // shares with Wilson intervals, means with bootstrap intervals (a resample without any DKN set
+  // has no mean set size: that interval is absent)
+  BOOST_TEST(md.find("| en | 2 | 0 | 1 (0.500 [0.095, 0.905]) | 0.50 [0.00, 1.00] | 2.00 | 20 "
+                     "[10, 30] |") != std::string::npos,
+             md);
 }
 
 // docs/METHOD.md §10: two methods on the same facts are compared by paired per-item differences.

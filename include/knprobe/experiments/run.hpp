@@ -1,12 +1,12 @@
 #pragma once
 // Dataset-scale localization runs that survive being killed (docs/METHOD.md §3, §4, §5, §8 per
-// fact). The work is a list of items — for every fact i of the shard (i mod shard_count =
-// shard_rank), one item per language, then one LIKN item when there are several languages — and
-// each finished item is one record appended to an io::ResultsFile (the record kinds, the header
-// and their typed reading are in run_records.hpp).
-// A rerun over the same file skips every item that already has a record (failures included: they
-// are deterministic and reported, not retried). Results do not depend on the shard: the control
-// seed and the unrelated fact come from the global index i.
+// fact), and Dai's refinement of a finished run against generic neurons (refine_run, §10). The work
+// is a list of items — for every fact i of the shard (i mod shard_count = shard_rank), one item per
+// language, then one LIKN item when there are several languages — and each finished item is one
+// record appended to an io::ResultsFile (the record kinds, the header and their typed reading are
+// in run_records.hpp). A rerun over the same file skips every item that already has a record
+// (failures included: they are deterministic and reported, not retried). Results do not depend on
+// the shard: the control seed and the unrelated fact come from the global index i.
 
 #include <algorithm>
 #include <atomic>
@@ -61,6 +61,41 @@ std::string screen_fact(const KnowledgeProbe<M>& probe, const Fact& f,
     if (auto why = screen_reason(probe, f, lang, rule); !why.empty())
       return "[" + lang + "] " + why;
   return {};
+}
+
+/// The fields of fact i's LIKN record ("languages", "neurons", and "suppress" / "enhance" by
+/// language, or "reason"): LIKN = ∩ of the sets in `have` (language → set) when every language of
+/// the run has one, verified with every control as a per-language set.
+template <ProbeableModel M>
+nlohmann::json likn_fields(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
+                           std::size_t i, const std::map<std::string, NeuronSet>& have,
+                           const RunOptions& o) {
+  const auto& langs = o.localize.languages;
+  nlohmann::json rec{{"languages", langs}};
+  if (have.size() != langs.size()) {
+    rec["neurons"] = nlohmann::json::array();
+    rec["reason"] = "not every language has a result";
+    return rec;
+  }
+  std::vector<NeuronSet> v;
+  for (const auto& lang : langs) v.push_back(have.at(lang));
+  const NeuronSet l = likn(v);
+  rec["neurons"] = neurons_json(l);
+  if (o.localize.verify && !l.empty()) {
+    try {
+      const auto [sup, enh] = set_effects(probe, facts, i, l, o.localize);
+      nlohmann::json eff = nlohmann::json::object();
+      for (const auto& lang : langs) {
+        eff["suppress"][lang] = effects_json(sup.at(lang));
+        eff["enhance"][lang] = effects_json(enh.at(lang));
+      }
+      io::require_finite_json(eff, "fact " + facts[i].id + " [LIKN]");
+      rec.update(eff);
+    } catch (const Error& e) {
+      rec["reason"] = e.what();
+    }
+  }
+  return rec;
 }
 
 /// Checks every record of a results file (parse_run_records).
@@ -176,34 +211,156 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
       continue;
     }
     nlohmann::json rec = base("likn", "");
-    rec["languages"] = langs;
-    const auto& have = sets[idx];
-    if (have.size() != langs.size()) {
-      rec["neurons"] = nlohmann::json::array();
-      rec["reason"] = "not every language has a result";
-    } else {
-      std::vector<NeuronSet> v;
-      for (const auto& lang : langs) v.push_back(have.at(lang));
-      const NeuronSet l = likn(v);
-      rec["neurons"] = detail::neurons_json(l);
-      if (o.localize.verify && !l.empty()) {
+    rec.update(detail::likn_fields(probe, facts, i, sets[idx], o));
+    finish(std::move(rec));
+  }
+  return s;
+}
+
+/// The header of the refined results of a finished run (refine_run): the run's header without
+/// "shard", with options.drop_generic = `fraction`, options.dkn = null (a DKN search is not carried
+/// over: its candidates were the unrefined selection) and "refined_from": the count and fingerprint
+/// of the run's canonical records, so that a refined file is resumed only against the same run.
+inline nlohmann::json refined_run_header(nlohmann::json run_header,
+                                         const std::vector<nlohmann::json>& run_records,
+                                         double fraction) {
+  KNPROBE_REQUIRE(
+      run_header.is_object() && run_header.contains("options") && run_header["options"].is_object(),
+      FormatError, "refine: the run's header has no options");
+  run_header.erase("shard");
+  run_header.erase("record");
+  run_header["options"]["drop_generic"] = fraction;
+  run_header["options"]["dkn"] = nullptr;
+  std::uint64_t h = detail::fnv1a("knprobe-run-records");
+  for (const auto& r : run_records) h = detail::fnv1a(r.dump() + '\n', h);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "fnv1a64:%016llx", static_cast<unsigned long long>(h));
+  run_header["refined_from"] = {{"records", run_records.size()}, {"fingerprint", buf}};
+  return run_header;
+}
+
+/// Dai's refinement of a finished run (docs/METHOD.md §10, the rule of detail::generic_neurons):
+/// in each language, a neuron leaves fact f's set when more than `fraction` of the facts of other
+/// relations select it; the reduced sets are verified again with every control and LIKN is formed
+/// again from them — for the same facts and options, the sets and effects localize() gives with
+/// LocalizeOptions::generic_fraction = `fraction`. `run` is the finished run (its canonical
+/// records with their header; every item must have a record: the counts cover all facts). Each
+/// item of this shard becomes one record of `file` (header: refined_run_header), resumable as in
+/// run_dataset: a result keeps its attribution fields (completeness, top_by_layer, max_score),
+/// with "neurons" reduced, "dropped_generic" and new effects, without "dkn"; a re-verification
+/// that fails becomes a failure record; screened-out and failure records are copied.
+template <ProbeableModel M>
+RunSummary refine_run(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
+                      const io::ResultsContent& run, double fraction, io::ResultsFile& file,
+                      const RunOptions& o) {
+  const auto& langs = o.localize.languages;
+  KNPROBE_REQUIRE(fraction > 0 && fraction < 1, ArgumentError, "refine: generic fraction ",
+                  fraction, " must be in (0, 1)");
+  KNPROBE_REQUIRE(!facts.empty() && !langs.empty(), ArgumentError, "refine: no facts or languages");
+  KNPROBE_REQUIRE(o.shard_count >= 1 && o.shard_rank < o.shard_count, ArgumentError,
+                  "refine: shard ", o.shard_rank, " of ", o.shard_count, " does not exist");
+  KNPROBE_REQUIRE(!run.header.contains("shard"), ArgumentError,
+                  "refine: the run's results are one shard; merge the shards first");
+  KNPROBE_REQUIRE(run.header.value("options", nlohmann::json::object())
+                          .value("languages", std::vector<std::string>{}) == langs,
+                  ArgumentError, "refine: the run's languages are not this refinement's");
+  const bool multilingual = langs.size() > 1;
+  const auto src = parse_run_records(run.header, run.records, "the run's results", &facts);
+  std::map<std::pair<long long, std::string>, std::size_t> at;  // item → record
+  for (std::size_t k = 0; k < src.size(); ++k) at[src[k].item()] = k;
+  std::size_t missing = 0;
+  for (std::size_t i = 0; i < facts.size(); ++i) {
+    for (const auto& lang : langs) missing += !at.count({static_cast<long long>(i), lang});
+    if (multilingual) missing += !at.count({static_cast<long long>(i), ""});
+  }
+  KNPROBE_REQUIRE(missing == 0, ArgumentError, "refine: the run is not finished (", missing,
+                  " item(s) without a record); generic neurons are counted over all facts");
+
+  // The generic neurons of every result, per language over all results of that language.
+  std::vector<NeuronSet> own(src.size()), generic(src.size());
+  std::map<std::string, std::vector<std::size_t>> of_lang;
+  std::map<std::string, std::vector<std::pair<std::string, const NeuronSet*>>> sets_of;
+  for (std::size_t k = 0; k < src.size(); ++k)
+    if (src[k].kind == RunRecordKind::result) {
+      own[k] = src[k].neuron_set();
+      of_lang[src[k].language].push_back(k);
+    }
+  for (const auto& [lang, ks] : of_lang) {
+    auto& v = sets_of[lang];
+    for (const auto k : ks)
+      v.push_back({facts[static_cast<std::size_t>(src[k].index)].relation, &own[k]});
+    const auto g = detail::generic_neurons(v, fraction);
+    for (std::size_t j = 0; j < ks.size(); ++j) generic[ks[j]] = g[j];
+  }
+
+  std::set<std::pair<long long, std::string>> done;
+  std::map<long long, std::map<std::string, NeuronSet>> refined;  // for LIKN items
+  for (const auto& r :
+       parse_run_records(file.header(), file.records(), file.path().string(), &facts)) {
+    done.insert(r.item());
+    if (r.kind == RunRecordKind::result) refined[r.index][r.language] = r.neuron_set();
+  }
+  RunSummary s;
+  std::vector<std::size_t> mine;
+  for (std::size_t i = o.shard_rank; i < facts.size(); i += o.shard_count) mine.push_back(i);
+  s.items = mine.size() * (langs.size() + (multilingual ? 1 : 0));
+  std::size_t progressed = 0;
+  for (const std::size_t i : mine) {
+    const Fact& fact = facts[i];
+    const auto idx = static_cast<long long>(i);
+    for (std::size_t n = 0; n <= langs.size(); ++n) {
+      if (n == langs.size() && !multilingual) break;
+      const std::string lang = n < langs.size() ? langs[n] : "";
+      if (done.count({idx, lang})) {
+        ++s.resumed;
+        ++progressed;
+        continue;
+      }
+      if (o.stop && o.stop->load()) {
+        s.stopped = true;
+        return s;
+      }
+      if (o.progress)
+        o.progress(progressed, s.items, fact.id + " [" + (lang.empty() ? "LIKN" : lang) + "]");
+      const std::size_t k = at.at({idx, lang});
+      nlohmann::json rec = run.records[k];
+      if (lang.empty()) {
+        rec = {{"record", "likn"}, {"index", idx}, {"fact", fact.id}, {"relation", fact.relation}};
+        rec.update(detail::likn_fields(probe, facts, i, refined[idx], o));
+      } else if (src[k].kind == RunRecordKind::result) {
+        nlohmann::json kept = nlohmann::json::array();
+        std::vector<Neuron> keep, dropped;
+        for (std::size_t j = 0; j < src[k].neurons.size(); ++j) {
+          const Neuron x = src[k].neurons[j].first;
+          (generic[k].contains(x) ? dropped : keep).push_back(x);
+          if (!generic[k].contains(x)) kept.push_back(run.records[k]["neurons"][j]);
+        }
+        const NeuronSet set(std::move(keep));
+        rec.erase("dkn");
+        rec["neurons"] = kept;
+        rec["dropped_generic"] = detail::neurons_json(NeuronSet(std::move(dropped)));
         try {
-          LocalizeOptions lo = o.localize;
-          lo.languages = langs;
-          const auto [sup, enh] = set_effects(probe, facts, i, l, lo);
-          nlohmann::json eff = nlohmann::json::object();
-          for (const auto& lang : langs) {
-            eff["suppress"][lang] = detail::effects_json(sup.at(lang));
-            eff["enhance"][lang] = detail::effects_json(enh.at(lang));
+          if (o.localize.verify) {
+            const EncodedFact f = probe.encode(fact.prompts.at(lang), fact.answers.at(lang));
+            double p = 0;
+            const auto [sup, enh] =
+                detail::measure_set(probe, facts, i, lang, f, set, o.localize, &p);
+            rec["p_answer"] = p;
+            rec["suppress"] = detail::effects_json(sup);
+            rec["enhance"] = detail::effects_json(enh);
+            io::require_finite_json(rec, "fact " + fact.id + " [" + lang + "]");
           }
-          io::require_finite_json(eff, "fact " + fact.id + " [LIKN]");
-          rec.update(eff);
+          refined[idx][lang] = set;
         } catch (const Error& e) {
-          rec["reason"] = e.what();
+          rec = {{"record", "failure"},       {"index", idx},     {"fact", fact.id},
+                 {"relation", fact.relation}, {"language", lang}, {"reason", e.what()}};
+          ++s.failed;
         }
       }
+      file.append(std::move(rec));
+      ++s.computed;
+      ++progressed;
     }
-    finish(std::move(rec));
   }
   return s;
 }

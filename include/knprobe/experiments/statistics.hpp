@@ -74,6 +74,19 @@ inline void check_bootstrap(const BootstrapOptions& o) {
 
 }  // namespace detail
 
+/// The Wilson score 95 % interval of a proportion k / n (k facts of n have some property):
+/// (p̂ + z²/2n ± z·√(p̂(1 − p̂)/n + z²/4n²)) / (1 + z²/n), z = 1.959964. Unlike a percentile
+/// bootstrap it does not collapse to [0, 0] or [1, 1] when every fact agrees. Absent for n = 0.
+inline std::optional<Interval> wilson_interval(std::size_t k, std::size_t n) {
+  KNPROBE_REQUIRE(k <= n, ArgumentError, "wilson_interval: ", k, " successes of ", n, " trials");
+  if (n == 0) return std::nullopt;
+  constexpr double z = 1.959963984540054;
+  const double nn = static_cast<double>(n), p = static_cast<double>(k) / nn, z2 = z * z;
+  const double centre = (p + z2 / (2 * nn)) / (1 + z2 / nn);
+  const double half = z / (1 + z2 / nn) * std::sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn));
+  return Interval{std::max(0.0, centre - half), std::min(1.0, centre + half)};
+}
+
 /// Mean, median and mean |x| of `values` (one per fact) with bootstrap percentile intervals.
 /// Non-finite values are an error (they would poison every resample). `name` seeds the stream.
 inline Summary summarize(std::span<const double> values, const BootstrapOptions& o = {},

@@ -50,8 +50,9 @@ struct ReportInput {
 struct LanguageSummary {
   std::size_t results = 0, screened_out = 0, failures = 0;
   double mean_neurons = 0, mean_max_delta = 0;
-  std::optional<Interval> neurons_ci;  ///< bootstrap 95 % interval of mean_neurons
-  std::vector<double> layer_share;     ///< share of the selected neurons in each layer
+  std::optional<Interval> neurons_ci;    ///< bootstrap 95 % interval of mean_neurons
+  std::optional<Interval> max_delta_ci;  ///< bootstrap 95 % interval of mean_max_delta
+  std::vector<double> layer_share;       ///< share of the selected neurons in each layer
   std::map<std::string, std::optional<double>> effects;  ///< "suppress_related", ... (means)
   /// Bootstrap 95 % intervals of those means (resampling facts; absent below 2 facts).
   std::map<std::string, std::optional<Interval>> effect_ci;
@@ -59,7 +60,11 @@ struct LanguageSummary {
   std::optional<Interval> succ_ci;  ///< bootstrap over facts
   bool succ_unstable = true;        ///< a denominator's interval contains 0: not evidence
   std::size_t dkn_facts = 0, dkn_with_sets = 0, dkn_sets = 0, dkn_neurons = 0, dkn_passes = 0;
-  std::size_t dkn_unsearched = 0;  ///< results whose fact had fewer than 2 DKN candidates
+  std::size_t dkn_unsearched = 0;            ///< results whose fact had fewer than 2 DKN candidates
+  std::optional<Interval> dkn_with_sets_ci;  ///< Wilson 95 % interval of dkn_with_sets / dkn_facts
+  std::optional<Interval> dkn_sets_ci;       ///< bootstrap 95 % interval of DKN sets per fact
+  std::optional<Interval> dkn_set_size_ci;   ///< of the mean set size (ratio, resampling facts)
+  std::optional<Interval> dkn_passes_ci;     ///< of the forward passes per fact
 };
 
 struct PairOverlap {
@@ -254,6 +259,11 @@ inline Report build_report_unchecked(const ReportInput& in) {
       } else if (rec.dkn) {
         ++s.dkn_facts;
         s.dkn_with_sets += !rec.dkn->degenerate.empty();
+        a["dkn_sets"].push_back(static_cast<double>(rec.dkn->degenerate.size()));
+        double in_sets = 0;
+        for (const auto& set : rec.dkn->degenerate) in_sets += static_cast<double>(set.size());
+        a["dkn_neurons"].push_back(in_sets);
+        a["dkn_passes"].push_back(static_cast<double>(rec.dkn->forward_passes));
         s.dkn_sets += rec.dkn->degenerate.size();
         for (const auto& set : rec.dkn->degenerate) s.dkn_neurons += set.size();
         s.dkn_passes += rec.dkn->forward_passes;
@@ -264,6 +274,12 @@ inline Report build_report_unchecked(const ReportInput& in) {
       s.mean_neurons = detail::mean_opt(a["neurons"]).value_or(0.0);
       s.neurons_ci = detail::mean_interval(a["neurons"], lang + "/neurons");
       s.mean_max_delta = detail::mean_opt(a["max_delta"]).value_or(0.0);
+      s.max_delta_ci = detail::mean_interval(a["max_delta"], lang + "/max_delta");
+      s.dkn_with_sets_ci = wilson_interval(s.dkn_with_sets, s.dkn_facts);
+      s.dkn_sets_ci = detail::mean_interval(a["dkn_sets"], lang + "/dkn_sets");
+      s.dkn_set_size_ci =
+          ratio_of_means(a["dkn_neurons"], a["dkn_sets"], {}, lang + "/dkn_set_size").ci;
+      s.dkn_passes_ci = detail::mean_interval(a["dkn_passes"], lang + "/dkn_passes");
       auto lc = layer_counts[lang];
       lc.resize(static_cast<std::size_t>(std::max<int>(r.layers, static_cast<int>(lc.size()))),
                 0.0);
@@ -571,7 +587,7 @@ inline std::string tables_markdown(const Report& rep) {
   for (const auto& r : rep.runs) {
     o << "### " << r.label << "\n\n"
       << "| language | results | screened out | failures | neurons [95% CI] | Succ [95% CI] | "
-         "completeness δ |\n|---|---|---|---|---|---|---|\n";
+         "completeness δ [95% CI] |\n|---|---|---|---|---|---|---|\n";
     for (const auto& lang : r.language_order) {
       if (!r.languages.count(lang)) continue;
       const auto& s = r.languages.at(lang);
@@ -581,7 +597,7 @@ inline std::string tables_markdown(const Report& rep) {
       if (s.succ && s.succ_unstable) succ += " (unstable)";
       o << "| " << lang << " | " << s.results << " | " << s.screened_out << " | " << s.failures
         << " | " << fmt("%.2f", s.mean_neurons) << ci_text(s.neurons_ci, "%.2f") << " | " << succ
-        << " | " << fmt("%.3g", s.mean_max_delta) << " |\n";
+        << " | " << fmt("%.3g", s.mean_max_delta) << ci_text(s.max_delta_ci, "%.3g") << " |\n";
     }
     // Effects with their bootstrap 95 % intervals (relative change of P(answer), mean over facts).
     o << "\n| language | intervention | related | unrelated | unrelated, mean abs | random control "
@@ -623,19 +639,27 @@ inline std::string tables_markdown(const Report& rep) {
     bool dkn = false;
     for (const auto& [lang, s] : r.languages) dkn |= s.dkn_facts + s.dkn_unsearched > 0;
     if (dkn) {
-      o << "\n| language | facts searched | fewer than 2 candidates | facts with DKN | DKN sets "
-           "per "
-           "fact | mean set size | forward passes per fact |\n|---|---|---|---|---|---|---|\n";
+      // shares with Wilson intervals, means with bootstrap intervals over the searched facts
+      o << "\n| language | facts searched | fewer than 2 candidates | facts with DKN (share [95% "
+           "CI]) | DKN sets per fact [95% CI] | mean set size [95% CI] | forward passes per fact "
+           "[95% CI] |\n|---|---|---|---|---|---|---|\n";
       for (const auto& lang : r.language_order) {
         if (!r.languages.count(lang)) continue;
         const auto& s = r.languages.at(lang);
         const double n = static_cast<double>(std::max<std::size_t>(s.dkn_facts, 1));
         o << "| " << lang << " | " << s.dkn_facts << " | " << s.dkn_unsearched << " | "
-          << s.dkn_with_sets << " | " << fmt("%.2f", static_cast<double>(s.dkn_sets) / n) << " | "
-          << (s.dkn_sets ? fmt("%.2f",
-                               static_cast<double>(s.dkn_neurons) / static_cast<double>(s.dkn_sets))
+          << s.dkn_with_sets
+          << (s.dkn_facts ? " (" + fmt("%.3f", static_cast<double>(s.dkn_with_sets) / n) +
+                                ci_text(s.dkn_with_sets_ci, "%.3f") + ")"
+                          : std::string())
+          << " | " << fmt("%.2f", static_cast<double>(s.dkn_sets) / n)
+          << ci_text(s.dkn_sets_ci, "%.2f") << " | "
+          << (s.dkn_sets ? fmt("%.2f", static_cast<double>(s.dkn_neurons) /
+                                           static_cast<double>(s.dkn_sets)) +
+                               ci_text(s.dkn_set_size_ci, "%.2f")
                          : std::string("n/a"))
-          << " | " << fmt("%.0f", static_cast<double>(s.dkn_passes) / n) << " |\n";
+          << " | " << fmt("%.0f", static_cast<double>(s.dkn_passes) / n)
+          << ci_text(s.dkn_passes_ci, "%.0f") << " |\n";
       }
     }
     o << "\n";
