@@ -88,6 +88,15 @@ int run(const EditArgs& a) {
         nlohmann::json same = selection_options(a.attribution, o.thresholds, a.facts.langs);
         const auto run = read_matching_run("--sets-from", a.sets_from, a.model, a.facts, as_read,
                                            probe, tok, same);
+        // A refined run (`knprobe run --drop-generic F`) holds reduced sets: taken only with the
+        // same --drop-generic, so that facts attributed here are refined alike (refining the
+        // run's sets again with F on the same facts drops nothing more). An unrefined run's sets
+        // may be refined here with any F.
+        const double run_f = run.content.header.value("options", nlohmann::json::object())
+                                 .value("drop_generic", 0.0);
+        KNPROBE_REQUIRE(run_f == 0 || run_f == a.drop_generic, UsageError, "--sets-from ",
+                        a.sets_from, ": the run's sets were refined with --drop-generic ", run_f,
+                        ", this command's is ", a.drop_generic, "; use the same value");
         o.given_sets =
             run_selections(run.content.header, run.content.records, a.sets_from, &run.facts);
       }

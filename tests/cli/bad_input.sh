@@ -134,6 +134,12 @@ expect 2 "sets-from .*r.good: the run's option 'thresholds.b' is 0.3, this comma
 expect 1 "notes.txt: does not start with a knprobe header line" "${edit[@]}" --threshold b=0.3 --steps 2 --sets-from "$work/notes.txt"
 expect 0 "selected sets of [1-9][0-9]* of [0-9]+ facts are taken from .*r.good" "${edit[@]}" --threshold b=0.3 --steps 2 --sets-from "$work/r.good"
 expect 2 "sets-from .*r.good: the run's fact list \(fingerprint\) is" "${edit[@]}" --threshold b=0.3 --steps 2 --limit 2 --sets-from "$work/r.good"
+# run --drop-generic: outside [0, 1) refused; a refined run's sets are taken only with the same
+# --drop-generic.
+expect 2 "drop-generic" "${run[@]}" --out "$work/r_ref.jsonl" --drop-generic 1.5
+expect 0 "wrote .*r_ref.refined.jsonl" "${run[@]}" --out "$work/r_ref.jsonl" --drop-generic 0.3
+expect 2 "r_ref.refined.jsonl: the run's sets were refined with --drop-generic 0.3, this command's is 0" "${edit[@]}" --threshold b=0.3 --steps 2 --sets-from "$work/r_ref.refined.jsonl"
+expect 0 "selected sets of [1-9][0-9]* of [0-9]+ facts are taken from .*r_ref.refined.jsonl" "${edit[@]}" --threshold b=0.3 --steps 2 --drop-generic 0.3 --sets-from "$work/r_ref.refined.jsonl"
 fc=(factcheck "${model[@]}" --facts "$facts/stories_two_phrasings.jsonl" --langs a,b --threshold a=0.3 --threshold b=0.3 --steps 2 --out "$work/fc")
 expect 2 "dkn-from .*r.good: the run's option 'dkn' is null" "${fc[@]}" --dkn-from "$work/r.good"
 expect 0 "wrote .*r_dkn.jsonl" "${run[@]}" --dkn --out "$work/r_dkn.jsonl"
