@@ -362,7 +362,7 @@ def main(path, per_fact=True):
     print("Options: method %s, m = %s, quadrature %s, thresholds %s, controls %s, %d facts.\n" % (
         o.get("method"), o.get("steps"), o.get("quadrature"), o.get("thresholds"),
         o.get("controls"), len(j["facts"])))
-    print("| language | facts | answer is top-1 | neurons | Succ [95% CI] | max completeness δ (mean) |")
+    print("| language | facts | answer is top-1 | neurons | Succ [95% CI] | max completeness δ (mean) [95% CI] |")
     print("|---|---|---|---|---|---|")
     for lang, v in sorted(s["languages"].items()):
         succ = v.get("succ") or {}
@@ -372,9 +372,10 @@ def main(path, per_fact=True):
         if succ.get("unstable") and succ.get("value") is not None:
             sv += " (unstable)"
         top1 = v.get("top1", {})
-        print("| %s | %d | %s | %s | %s | %.2g |" % (
+        delta = v.get("max_completeness_delta")
+        print("| %s | %d | %s | %s | %s | %s |" % (
             lang, v["facts"], ci_num(top1, "%.2f"), ci_num(v.get("neurons"), "%.1f"), sv,
-            (v.get("max_completeness_delta") or {}).get("mean") or 0))
+            ci_num(delta, "%.2g") if delta else "n/a"))
     print("\nRelative change of P(answer), mean over facts [95% CI] (mean abs for the unrelated "
           "facts in its own column):\n")
     print("| language | set | intervention | related | unrelated | unrelated, mean abs "
