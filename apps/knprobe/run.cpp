@@ -27,16 +27,18 @@ struct RunArgs {
   bool no_verify = false, dkn = false;
   int top_per_layer = 8;
   double drop_generic = 0;
-  std::string refined_out;  ///< default: <out> with ".jsonl" → ".refined.jsonl"
+  bool random_drop = false;  ///< the refinement's control instead (RefineRule::random_drop)
+  std::string
+      refined_out;  ///< default: <out> with ".jsonl" → ".refined.jsonl" / ".random-drop.jsonl"
 };
 
 /// Where `knprobe run --drop-generic` writes the refined results.
 std::string refined_path(const RunArgs& a) {
   if (!a.refined_out.empty()) return a.refined_out;
-  const std::string ext = ".jsonl";
+  const std::string ext = ".jsonl", what = a.random_drop ? ".random-drop" : ".refined";
   if (a.out.size() > ext.size() && a.out.ends_with(ext))
-    return a.out.substr(0, a.out.size() - ext.size()) + ".refined.jsonl";
-  return a.out + ".refined";
+    return a.out.substr(0, a.out.size() - ext.size()) + what + ".jsonl";
+  return a.out + what;
 }
 
 void mpi_barrier([[maybe_unused]] int size) {
@@ -89,6 +91,8 @@ int run(const RunArgs& a, int rank, int size) {
   // Before any work: the outputs must be files we may write (not a folder, FIFO or device).
   io::require_file_target(out, "results file");
   if (size > 1) io::require_file_target(part_name(a.out, rank, size), "results file");
+  KNPROBE_REQUIRE(!a.random_drop || a.drop_generic > 0, UsageError,
+                  "--random-drop is the control of --drop-generic F: give F too");
   const fs::path refined = refined_path(a);
   if (a.drop_generic > 0) {
     io::require_file_target(refined, "refined results file");
@@ -195,10 +199,15 @@ int run(const RunArgs& a, int rank, int size) {
       return rc;
     // Dai's refinement of the finished run (docs/METHOD.md §10), from its canonical file.
     const io::ResultsContent finished = io::read_results(out);
-    std::printf("refining against generic neurons (--drop-generic %g)\n", a.drop_generic);
-    return pass(refined, refined_run_header(finished.header, finished.records, a.drop_generic),
+    const RefineRule rule = a.random_drop ? RefineRule::random_drop : RefineRule::generic;
+    std::printf("%s (--drop-generic %g)\n",
+                a.random_drop ? "random-drop control of the refinement"
+                              : "refining against generic neurons",
+                a.drop_generic);
+    return pass(refined,
+                refined_run_header(finished.header, finished.records, a.drop_generic, rule),
                 [&](io::ResultsFile& f) {
-                  return refine_run(probe, facts, finished, a.drop_generic, f, o);
+                  return refine_run(probe, facts, finished, a.drop_generic, f, o, rule);
                 });
   });
 }
@@ -225,6 +234,11 @@ Command add_run(CLI::App& app, int rank, int size) {
                 "reduced sets and LIKN again, and write them to --refined-out (0 = off, the "
                 "default; resumable like the run)")
       ->check(number_in(0, 1, false, true));
+  c->add_flag(
+      "--random-drop", args->random_drop,
+      "with --drop-generic: its size-matched control — drop as many neurons drawn at random "
+      "from each set's non-generic ones (default file <out> with .jsonl → "
+      ".random-drop.jsonl)");
   c->add_option("--refined-out", args->refined_out,
                 "results file of --drop-generic (default: <out> with .jsonl → .refined.jsonl)");
   c->add_option("--top-per-layer", args->top_per_layer,

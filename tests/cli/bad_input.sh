@@ -137,6 +137,7 @@ expect 2 "sets-from .*r.good: the run's fact list \(fingerprint\) is" "${edit[@]
 # run --drop-generic: outside [0, 1) refused; a refined run's sets are taken only with the same
 # --drop-generic.
 expect 2 "drop-generic" "${run[@]}" --out "$work/r_ref.jsonl" --drop-generic 1.5
+expect 2 "random-drop is the control of --drop-generic F" "${run[@]}" --out "$work/r_ref.jsonl" --random-drop
 expect 0 "wrote .*r_ref.refined.jsonl" "${run[@]}" --out "$work/r_ref.jsonl" --drop-generic 0.3
 expect 2 "r_ref.refined.jsonl: the run's sets were refined with --drop-generic 0.3, this command's is 0" "${edit[@]}" --threshold b=0.3 --steps 2 --sets-from "$work/r_ref.refined.jsonl"
 expect 0 "selected sets of [1-9][0-9]* of [0-9]+ facts are taken from .*r_ref.refined.jsonl" "${edit[@]}" --threshold b=0.3 --steps 2 --drop-generic 0.3 --sets-from "$work/r_ref.refined.jsonl"

@@ -73,5 +73,11 @@ rc=0
   --refined-out "$work/full.jsonl" >"$work/same.log" 2>&1 || rc=$?
 ((rc != 0)) && grep -q "refined-out must differ" "$work/same.log" \
   || { echo "FAIL: --refined-out = --out not refused"; exit 1; }
+# --random-drop: the refinement's size-matched control, into <out>.random-drop.jsonl
+"$knprobe" "${args[@]}" --out "$work/full.jsonl" --drop-generic 0.1 --random-drop >"$work/rd.log" 2>&1
+head -1 "$work/full.random-drop.jsonl" | grep -q '"drop_rule":"random"' \
+  || { echo "FAIL: the control's header does not record its rule"; cat "$work/rd.log"; exit 1; }
+grep -q '"dropped_random":\[\[' "$work/full.random-drop.jsonl" \
+  || { echo "FAIL: the random-drop control dropped nothing"; exit 1; }
 echo "refinement: $(grep -o '"dropped_generic":\[\[' "$work/full.refined.jsonl" | wc -l) results lost generic neurons; resumed unchanged"
 echo PASS

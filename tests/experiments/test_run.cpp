@@ -232,6 +232,54 @@ BOOST_AUTO_TEST_CASE(refining_a_finished_run_equals_localize_with_drop_generic) 
   BOOST_TEST(f2.records().empty());
 }
 
+// The refinement's control: from each set as many neurons as the rule drops, drawn from the
+// non-generic ones; the sets are as large as the refined ones, the draw is seeded.
+BOOST_AUTO_TEST_CASE(random_drop_control_matches_the_refined_sizes) {
+  const StoriesFixture s;
+  testing::TempDir d;
+  const auto o = options();
+  const auto p = d.path() / "run.jsonl";
+  auto recs = complete_run(s, p, o);
+  const io::ResultsContent run{io::read_results(p).header, std::move(recs), {}, 0};
+  const double F = 0.3;
+  auto refine = [&](const char* name, RefineRule rule) {
+    const auto q = d.path() / name;
+    io::ResultsFile f(q, refined_run_header(run.header, run.records, F, rule));
+    refine_run(s.probe, s.facts, run, F, f, o, rule);
+    return canonical_records({io::read_results(q)});
+  };
+  const auto refined = refine("refined.jsonl", RefineRule::generic);
+  const auto control = refine("control.jsonl", RefineRule::random_drop);
+  BOOST_TEST(io::read_results(d.path() / "control.jsonl").header["options"]["drop_rule"] ==
+             "random");
+  BOOST_REQUIRE(control.size() == refined.size());
+  std::size_t matched = 0, impossible = 0, moved = 0;
+  for (std::size_t k = 0; k < control.size(); ++k) {
+    const auto &c = control[k], &r = refined[k];
+    if (r["record"] != "result") continue;
+    if (c["record"] == "failure") {  // fewer non-generic neurons than generic ones
+      BOOST_TEST(c["reason"].get<std::string>().find("random-drop control impossible") !=
+                 std::string::npos);
+      BOOST_TEST(r["neurons"].size() < r["dropped_generic"].size());
+      ++impossible;
+      continue;
+    }
+    BOOST_REQUIRE(c["record"] == "result");
+    BOOST_TEST(c["neurons"].size() == r["neurons"].size());
+    BOOST_TEST(c["dropped_random"].size() == r["dropped_generic"].size());
+    for (const auto& n : c["dropped_random"]) {  // never a generic neuron
+      const bool generic = std::find(r["dropped_generic"].begin(), r["dropped_generic"].end(),
+                                     n) != r["dropped_generic"].end();
+      BOOST_TEST(!generic);
+    }
+    moved += c["dropped_random"].size();
+    ++matched;
+  }
+  BOOST_TEST(matched + impossible == 7u);
+  BOOST_TEST(moved > 0u);  // some set lost random neurons: the control did something
+  BOOST_TEST(refine("again.jsonl", RefineRule::random_drop) == control);  // seeded
+}
+
 BOOST_AUTO_TEST_CASE(screening_is_recorded_per_item) {
   const StoriesFixture s;
   testing::TempDir d;

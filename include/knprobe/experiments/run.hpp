@@ -217,19 +217,27 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
   return s;
 }
 
+/// What refine_run drops from each fact's set.
+enum class RefineRule {
+  generic,      ///< Dai's refinement: the generic neurons (detail::generic_neurons)
+  random_drop,  ///< its control: as many neurons drawn at random from the non-generic ones
+};
+
 /// The header of the refined results of a finished run (refine_run): the run's header without
-/// "shard", with options.drop_generic = `fraction`, options.dkn = null (a DKN search is not carried
-/// over: its candidates were the unrefined selection) and "refined_from": the count and fingerprint
-/// of the run's canonical records, so that a refined file is resumed only against the same run.
+/// "shard", with options.drop_generic = `fraction` (and options.drop_rule = "random" for the
+/// random-drop control), options.dkn = null (a DKN search is not carried over: its candidates were
+/// the unrefined selection) and "refined_from": the count and fingerprint of the run's canonical
+/// records, so that a refined file is resumed only against the same run.
 inline nlohmann::json refined_run_header(nlohmann::json run_header,
                                          const std::vector<nlohmann::json>& run_records,
-                                         double fraction) {
+                                         double fraction, RefineRule rule = RefineRule::generic) {
   KNPROBE_REQUIRE(
       run_header.is_object() && run_header.contains("options") && run_header["options"].is_object(),
       FormatError, "refine: the run's header has no options");
   run_header.erase("shard");
   run_header.erase("record");
   run_header["options"]["drop_generic"] = fraction;
+  if (rule == RefineRule::random_drop) run_header["options"]["drop_rule"] = "random";
   run_header["options"]["dkn"] = nullptr;
   std::uint64_t h = detail::fnv1a("knprobe-run-records");
   for (const auto& r : run_records) h = detail::fnv1a(r.dump() + '\n', h);
@@ -249,10 +257,15 @@ inline nlohmann::json refined_run_header(nlohmann::json run_header,
 /// run_dataset: a result keeps its attribution fields (completeness, top_by_layer, max_score),
 /// with "neurons" reduced, "dropped_generic" and new effects, without "dkn"; a re-verification
 /// that fails becomes a failure record; screened-out and failure records are copied.
+/// RefineRule::random_drop is the refinement's size-matched control: from each set it drops as many
+/// neurons as the rule would, drawn uniformly from the set's non-generic neurons (seeded by the
+/// run's seed, fact id and language; "dropped_random" lists them) — so a comparison with the
+/// refinement tells what is specific to the generic neurons from what any smaller set does. A set
+/// with fewer non-generic neurons than generic ones cannot be matched: a failure record says so.
 template <ProbeableModel M>
 RunSummary refine_run(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
                       const io::ResultsContent& run, double fraction, io::ResultsFile& file,
-                      const RunOptions& o) {
+                      const RunOptions& o, RefineRule rule = RefineRule::generic) {
   const auto& langs = o.localize.languages;
   KNPROBE_REQUIRE(fraction > 0 && fraction < 1, ArgumentError, "refine: generic fraction ",
                   fraction, " must be in (0, 1)");
@@ -328,18 +341,39 @@ RunSummary refine_run(const KnowledgeProbe<M>& probe, const std::vector<Fact>& f
         rec = {{"record", "likn"}, {"index", idx}, {"fact", fact.id}, {"relation", fact.relation}};
         rec.update(detail::likn_fields(probe, facts, i, refined[idx], o));
       } else if (src[k].kind == RunRecordKind::result) {
+        // what leaves the set: its generic neurons, or (control) as many random non-generic ones
+        NeuronSet drop = generic[k];
+        std::string impossible;
+        if (rule == RefineRule::random_drop) {
+          std::vector<Neuron> pool;
+          for (const auto& [x, score] : src[k].neurons)
+            if (!generic[k].contains(x)) pool.push_back(x);
+          const std::size_t n_drop = generic[k].size();
+          if (pool.size() < n_drop) {
+            impossible = "random-drop control impossible: " + std::to_string(n_drop) +
+                         " generic neurons of " + std::to_string(src[k].neurons.size());
+          } else {
+            Rng rng(o.localize.seed ^ detail::fnv1a(fact.id + '\x1f' + lang + "\x1frandom-drop"));
+            for (std::size_t j = 0; j < n_drop; ++j)
+              std::swap(pool[j], pool[j + static_cast<std::size_t>(rng.below(pool.size() - j))]);
+            pool.resize(n_drop);
+            drop = NeuronSet(std::move(pool));
+          }
+        }
         nlohmann::json kept = nlohmann::json::array();
         std::vector<Neuron> keep, dropped;
         for (std::size_t j = 0; j < src[k].neurons.size(); ++j) {
           const Neuron x = src[k].neurons[j].first;
-          (generic[k].contains(x) ? dropped : keep).push_back(x);
-          if (!generic[k].contains(x)) kept.push_back(run.records[k]["neurons"][j]);
+          (drop.contains(x) ? dropped : keep).push_back(x);
+          if (!drop.contains(x)) kept.push_back(run.records[k]["neurons"][j]);
         }
         const NeuronSet set(std::move(keep));
         rec.erase("dkn");
         rec["neurons"] = kept;
-        rec["dropped_generic"] = detail::neurons_json(NeuronSet(std::move(dropped)));
+        rec[rule == RefineRule::generic ? "dropped_generic" : "dropped_random"] =
+            detail::neurons_json(NeuronSet(std::move(dropped)));
         try {
+          if (!impossible.empty()) throw ArgumentError(impossible);
           if (o.localize.verify) {
             const EncodedFact f = probe.encode(fact.prompts.at(lang), fact.answers.at(lang));
             double p = 0;
