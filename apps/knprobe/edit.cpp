@@ -89,8 +89,10 @@ int run(const EditArgs& a) {
         const auto run = read_matching_run("--sets-from", a.sets_from, a.model, a.facts, as_read,
                                            probe, tok, same);
         // A refined run (`knprobe run --drop-generic F`) holds reduced sets: taken only with the
-        // same --drop-generic, so that facts attributed here are refined alike (refining the
-        // run's sets again with F on the same facts drops nothing more). An unrefined run's sets
+        // same --drop-generic, so that facts attributed here are refined alike. Refining the run's
+        // sets again with F drops nothing more when this command edits the run's facts (the
+        // counts only fall); over fewer facts (some skipped) a borderline neuron can be dropped
+        // again, and dropped_generic then lists only that second round. An unrefined run's sets
         // may be refined here with any F.
         const double run_f = run.content.header.value("options", nlohmann::json::object())
                                  .value("drop_generic", 0.0);

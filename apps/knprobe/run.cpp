@@ -96,6 +96,7 @@ int run(const RunArgs& a, int rank, int size) {
   const fs::path refined = refined_path(a);
   if (a.drop_generic > 0) {
     io::require_file_target(refined, "refined results file");
+    if (size > 1) io::require_file_target(part_name(refined.string(), rank, size), "results file");
     KNPROBE_REQUIRE(fs::weakly_canonical(refined) != fs::weakly_canonical(out), UsageError,
                     "--refined-out must differ from --out");
     if (refined.has_parent_path()) io::create_output_folder(refined.parent_path());

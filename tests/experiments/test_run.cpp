@@ -229,6 +229,12 @@ BOOST_AUTO_TEST_CASE(refining_a_finished_run_equals_localize_with_drop_generic) 
   auto shard = run;
   shard.header["shard"] = {{"rank", 0}, {"count", 1}};
   BOOST_CHECK_THROW(refine_run(s.probe, s.facts, shard, F, f2, o), ArgumentError);
+  // a refinement is not refined again; a verified run is refined with verification
+  const io::ResultsContent twice{header, refined, {}, 0};
+  BOOST_CHECK_THROW(refine_run(s.probe, s.facts, twice, F, f2, o), ArgumentError);
+  auto unverified = o;
+  unverified.localize.verify = false;
+  BOOST_CHECK_THROW(refine_run(s.probe, s.facts, run, F, f2, unverified), ArgumentError);
   BOOST_TEST(f2.records().empty());
 }
 
@@ -268,8 +274,8 @@ BOOST_AUTO_TEST_CASE(random_drop_control_matches_the_refined_sizes) {
     BOOST_TEST(c["neurons"].size() == r["neurons"].size());
     BOOST_TEST(c["dropped_random"].size() == r["dropped_generic"].size());
     for (const auto& n : c["dropped_random"]) {  // never a generic neuron
-      const bool generic = std::find(r["dropped_generic"].begin(), r["dropped_generic"].end(),
-                                     n) != r["dropped_generic"].end();
+      const bool generic = std::find(r["dropped_generic"].begin(), r["dropped_generic"].end(), n) !=
+                           r["dropped_generic"].end();
       BOOST_TEST(!generic);
     }
     moved += c["dropped_random"].size();

@@ -251,17 +251,19 @@ inline nlohmann::json refined_run_header(nlohmann::json run_header,
 /// in each language, a neuron leaves fact f's set when more than `fraction` of the facts of other
 /// relations select it; the reduced sets are verified again with every control and LIKN is formed
 /// again from them — for the same facts and options, the sets and effects localize() gives with
-/// LocalizeOptions::generic_fraction = `fraction`. `run` is the finished run (its canonical
-/// records with their header; every item must have a record: the counts cover all facts). Each
-/// item of this shard becomes one record of `file` (header: refined_run_header), resumable as in
-/// run_dataset: a result keeps its attribution fields (completeness, top_by_layer, max_score),
-/// with "neurons" reduced, "dropped_generic" and new effects, without "dkn"; a re-verification
-/// that fails becomes a failure record; screened-out and failure records are copied.
-/// RefineRule::random_drop is the refinement's size-matched control: from each set it drops as many
-/// neurons as the rule would, drawn uniformly from the set's non-generic neurons (seeded by the
-/// run's seed, fact id and language; "dropped_random" lists them) — so a comparison with the
-/// refinement tells what is specific to the generic neurons from what any smaller set does. A set
-/// with fewer non-generic neurons than generic ones cannot be matched: a failure record says so.
+/// LocalizeOptions::generic_fraction = `fraction` (the facts: those with a result in the run;
+/// screened-out and failed items are not counted, as localize() does not see them). `run` is the
+/// finished run (its canonical records with their header; every item must have a record: the counts
+/// cover all facts). Each item of this shard becomes one record of `file` (header:
+/// refined_run_header), resumable as in run_dataset: a result keeps its attribution fields
+/// (completeness, top_by_layer, max_score), with "neurons" reduced, "dropped_generic" and new
+/// effects, without "dkn"; a re-verification that fails becomes a failure record; screened-out and
+/// failure records are copied. RefineRule::random_drop is the refinement's size-matched control:
+/// from each set it drops as many neurons as the rule would, drawn uniformly from the set's
+/// non-generic neurons (seeded by the run's seed, fact id and language; "dropped_random" lists
+/// them) — so a comparison with the refinement tells what is specific to the generic neurons from
+/// what any smaller set does. A set with fewer non-generic neurons than generic ones cannot be
+/// matched: a failure record says so.
 template <ProbeableModel M>
 RunSummary refine_run(const KnowledgeProbe<M>& probe, const std::vector<Fact>& facts,
                       const io::ResultsContent& run, double fraction, io::ResultsFile& file,
@@ -277,6 +279,13 @@ RunSummary refine_run(const KnowledgeProbe<M>& probe, const std::vector<Fact>& f
   KNPROBE_REQUIRE(run.header.value("options", nlohmann::json::object())
                           .value("languages", std::vector<std::string>{}) == langs,
                   ArgumentError, "refine: the run's languages are not this refinement's");
+  KNPROBE_REQUIRE(!run.header.contains("refined_from"), ArgumentError,
+                  "refine: the run is itself a refinement; refine the original run");
+  KNPROBE_REQUIRE(run.header.value("options", nlohmann::json::object()).value("verify", true) ==
+                      o.localize.verify,
+                  ArgumentError, "refine: the run was ",
+                  o.localize.verify ? "not verified" : "verified",
+                  "; refine it with the same verification");
   const bool multilingual = langs.size() > 1;
   const auto src = parse_run_records(run.header, run.records, "the run's results", &facts);
   std::map<std::pair<long long, std::string>, std::size_t> at;  // item → record

@@ -1,15 +1,33 @@
 #pragma once
 // Helpers the backends share to implement the contract of model/concept.hpp (not part of it):
 // chunking batched requests, where a set of patterns first changes the computation
-// (intervention_extent), applying intervention patterns to stacked pattern blocks.
+// (intervention_extent), applying intervention patterns to stacked pattern blocks, and the argument
+// checks with their messages.
 
 #include <algorithm>
 #include <span>
 
+#include "knprobe/core/error.hpp"
 #include "knprobe/core/tensor.hpp"
 #include "knprobe/model/concept.hpp"
 
 namespace knprobe::detail {
+
+// The argument checks every backend makes, one message each (the conformance suite matches them).
+inline void check_layer_index(int l, int layers) {
+  KNPROBE_REQUIRE(l >= 0 && l < layers, ArgumentError, "layer ", l, " outside [0, ", layers, ")");
+}
+inline void check_unit_index(int u, int width) {
+  KNPROBE_REQUIRE(u >= 0 && u < width, ArgumentError, "unit ", u, " outside [0, ", width, ")");
+}
+inline void check_position_index(int p, Index tokens) {
+  KNPROBE_REQUIRE(p >= 0 && p < tokens, ArgumentError, "position ", p, " outside [0, ", tokens,
+                  ")");
+}
+inline void check_token_id(TokenId id, int vocab) {
+  KNPROBE_REQUIRE(id >= 0 && id < vocab, ArgumentError, "token id ", id,
+                  " outside the vocabulary [0, ", vocab, ")");
+}
 
 /// Calls fn(begin, count) for consecutive chunks of `reqs` holding at most `max_rows` points in
 /// all (a larger single request is a chunk of its own), so that batched backends bound the rows of

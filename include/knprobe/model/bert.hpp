@@ -397,22 +397,12 @@ class BertModel {
   };
 
   T eps() const { return static_cast<T>(w_.config.layer_norm_eps); }
-  void check_layer(int l) const {
-    KNPROBE_REQUIRE(l >= 0 && l < num_layers(), ArgumentError, "layer ", l, " outside [0, ",
-                    num_layers(), ")");
-  }
-  void check_unit(int u) const {
-    KNPROBE_REQUIRE(u >= 0 && u < ffn_width(), ArgumentError, "unit ", u, " outside [0, ",
-                    ffn_width(), ")");
-  }
+  void check_layer(int l) const { detail::check_layer_index(l, num_layers()); }
+  void check_unit(int u) const { detail::check_unit_index(u, ffn_width()); }
   void check_position(const Trace& t, int p) const {
-    KNPROBE_REQUIRE(p >= 0 && p < t.num_tokens(), ArgumentError, "position ", p, " outside [0, ",
-                    t.num_tokens(), ")");
+    detail::check_position_index(p, t.num_tokens());
   }
-  void check_token(TokenId id) const {
-    KNPROBE_REQUIRE(id >= 0 && id < vocab_size(), ArgumentError, "token id ", id,
-                    " outside the vocabulary [0, ", vocab_size(), ")");
-  }
+  void check_token(TokenId id) const { detail::check_token_id(id, vocab_size()); }
   static T softmax_at(const Matrix<T>& z, int row, TokenId target) {
     return blocks::softmax::probability<T>(z, row, target);
   }

@@ -310,18 +310,11 @@ class CausalDecoder {
     int batch, len, start;
   };
 
-  void check_layer(int l) const {
-    KNPROBE_REQUIRE(l >= 0 && l < self().num_layers(), ArgumentError, "layer ", l, " outside [0, ",
-                    self().num_layers(), ")");
-  }
-  void check_unit(int u) const {
-    KNPROBE_REQUIRE(u >= 0 && u < self().ffn_width(), ArgumentError, "unit ", u, " outside [0, ",
-                    self().ffn_width(), ")");
-  }
+  void check_layer(int l) const { detail::check_layer_index(l, self().num_layers()); }
+  void check_unit(int u) const { detail::check_unit_index(u, self().ffn_width()); }
   void check_position(const Trace& t, int p) const {
     check_trace(t);
-    KNPROBE_REQUIRE(p >= 0 && p < t.num_tokens(), ArgumentError, "position ", p, " outside [0, ",
-                    t.num_tokens(), ")");
+    detail::check_position_index(p, t.num_tokens());
   }
   /// Every decoder's Trace is one type: a trace of another model (other layer count or widths)
   /// is refused by name instead of read out of range.
@@ -343,10 +336,7 @@ class CausalDecoder {
                     "; the model: ", self().num_layers(), " layers, hidden ", self().hidden_size(),
                     ", FFN ", self().ffn_width(), ", keys ", self().kv_width(), ")");
   }
-  void check_token(TokenId id) const {
-    KNPROBE_REQUIRE(id >= 0 && id < self().vocab_size(), ArgumentError, "token id ", id,
-                    " outside the vocabulary [0, ", self().vocab_size(), ")");
-  }
+  void check_token(TokenId id) const { detail::check_token_id(id, self().vocab_size()); }
 
  private:
   const D& self() const { return static_cast<const D&>(*this); }

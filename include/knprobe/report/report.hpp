@@ -63,7 +63,8 @@ struct LanguageSummary {
   std::size_t dkn_unsearched = 0;            ///< results whose fact had fewer than 2 DKN candidates
   std::optional<Interval> dkn_with_sets_ci;  ///< Wilson 95 % interval of dkn_with_sets / dkn_facts
   std::optional<Interval> dkn_sets_ci;       ///< bootstrap 95 % interval of DKN sets per fact
-  std::optional<Interval> dkn_set_size_ci;   ///< of the mean set size (ratio, resampling facts)
+  std::optional<Interval> dkn_set_size_ci;   ///< of the mean set size (ratio, resampling the
+                                             ///< facts that have a DKN set)
   std::optional<Interval> dkn_passes_ci;     ///< of the forward passes per fact
 };
 
@@ -260,9 +261,12 @@ inline Report build_report_unchecked(const ReportInput& in) {
         ++s.dkn_facts;
         s.dkn_with_sets += !rec.dkn->degenerate.empty();
         a["dkn_sets"].push_back(static_cast<double>(rec.dkn->degenerate.size()));
-        double in_sets = 0;
-        for (const auto& set : rec.dkn->degenerate) in_sets += static_cast<double>(set.size());
-        a["dkn_neurons"].push_back(in_sets);
+        if (!rec.dkn->degenerate.empty()) {  // mean set size: over the facts that have a set
+          double in_sets = 0;
+          for (const auto& set : rec.dkn->degenerate) in_sets += static_cast<double>(set.size());
+          a["dkn_set_neurons"].push_back(in_sets);
+          a["dkn_set_count"].push_back(static_cast<double>(rec.dkn->degenerate.size()));
+        }
         a["dkn_passes"].push_back(static_cast<double>(rec.dkn->forward_passes));
         s.dkn_sets += rec.dkn->degenerate.size();
         for (const auto& set : rec.dkn->degenerate) s.dkn_neurons += set.size();
@@ -278,7 +282,7 @@ inline Report build_report_unchecked(const ReportInput& in) {
       s.dkn_with_sets_ci = wilson_interval(s.dkn_with_sets, s.dkn_facts);
       s.dkn_sets_ci = detail::mean_interval(a["dkn_sets"], lang + "/dkn_sets");
       s.dkn_set_size_ci =
-          ratio_of_means(a["dkn_neurons"], a["dkn_sets"], {}, lang + "/dkn_set_size").ci;
+          ratio_of_means(a["dkn_set_neurons"], a["dkn_set_count"], {}, lang + "/dkn_set_size").ci;
       s.dkn_passes_ci = detail::mean_interval(a["dkn_passes"], lang + "/dkn_passes");
       auto lc = layer_counts[lang];
       lc.resize(static_cast<std::size_t>(std::max<int>(r.layers, static_cast<int>(lc.size()))),
