@@ -52,6 +52,13 @@ std::vector<json> complete_run(const StoriesFixture& s, const std::filesystem::p
   return canonical_records({io::read_results(p)});
 }
 
+/// A finished run at `p` as a refinement reads it: the header and the canonical records.
+io::ResultsContent finished_run(const StoriesFixture& s, const std::filesystem::path& p,
+                                const RunOptions& o) {
+  auto recs = complete_run(s, p, o);
+  return {io::read_results(p).header, std::move(recs), {}, 0};
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(experiments_run)
@@ -149,9 +156,7 @@ BOOST_AUTO_TEST_CASE(refining_a_finished_run_equals_localize_with_drop_generic) 
   const StoriesFixture s;
   testing::TempDir d;
   const auto o = options();
-  const auto p = d.path() / "run.jsonl";
-  auto recs = complete_run(s, p, o);
-  const io::ResultsContent run{io::read_results(p).header, std::move(recs), {}, 0};
+  const auto run = finished_run(s, d.path() / "run.jsonl", o);
   const double F = 0.3;
   const auto q = d.path() / "refined.jsonl";
   const auto header = refined_run_header(run.header, run.records, F);
@@ -244,9 +249,7 @@ BOOST_AUTO_TEST_CASE(random_drop_control_matches_the_refined_sizes) {
   const StoriesFixture s;
   testing::TempDir d;
   const auto o = options();
-  const auto p = d.path() / "run.jsonl";
-  auto recs = complete_run(s, p, o);
-  const io::ResultsContent run{io::read_results(p).header, std::move(recs), {}, 0};
+  const auto run = finished_run(s, d.path() / "run.jsonl", o);
   const double F = 0.3;
   auto refine = [&](const char* name, RefineRule rule) {
     const auto q = d.path() / name;

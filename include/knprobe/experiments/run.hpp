@@ -98,6 +98,29 @@ nlohmann::json likn_fields(const KnowledgeProbe<M>& probe, const std::vector<Fac
   return rec;
 }
 
+/// What a results file already holds, checked to be items of this run (parse_run_records): its
+/// items (index, language; "" for LIKN) and the neuron set of each result, index → language → set.
+struct ResumedItems {
+  std::set<std::pair<long long, std::string>> done;
+  std::map<long long, std::map<std::string, NeuronSet>> sets;
+};
+inline ResumedItems resumed_items(const io::ResultsFile& file, const std::vector<Fact>& facts) {
+  ResumedItems out;
+  for (const auto& r :
+       parse_run_records(file.header(), file.records(), file.path().string(), &facts)) {
+    out.done.insert(r.item());
+    if (r.kind == RunRecordKind::result) out.sets[r.index][r.language] = r.neuron_set();
+  }
+  return out;
+}
+
+/// The fact indices of shard o.shard_rank of o.shard_count: i ≡ rank (mod count).
+inline std::vector<std::size_t> shard_indices(std::size_t facts, const RunOptions& o) {
+  std::vector<std::size_t> mine;
+  for (std::size_t i = o.shard_rank; i < facts; i += o.shard_count) mine.push_back(i);
+  return mine;
+}
+
 /// Checks every record of a results file (parse_run_records).
 inline void validate_run_records(const io::ResultsContent& c, const std::string& path,
                                  const std::vector<Fact>* facts = nullptr) {
@@ -123,18 +146,10 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
                     "run: no threshold for language '", lang, "'");
   const bool multilingual = langs.size() > 1;
 
-  std::set<std::pair<long long, std::string>> done;
-  std::map<long long, std::map<std::string, NeuronSet>> sets;  // for LIKN items
-  // what a resumed file holds must be items of this run
-  for (const auto& r :
-       parse_run_records(file.header(), file.records(), file.path().string(), &facts)) {
-    done.insert(r.item());
-    if (r.kind == RunRecordKind::result) sets[r.index][r.language] = r.neuron_set();
-  }
+  auto [done, sets] = detail::resumed_items(file, facts);  // sets: for LIKN items
 
   RunSummary s;
-  std::vector<std::size_t> mine;
-  for (std::size_t i = o.shard_rank; i < facts.size(); i += o.shard_count) mine.push_back(i);
+  const auto mine = detail::shard_indices(facts.size(), o);
   s.items = mine.size() * (langs.size() + (multilingual ? 1 : 0));
   std::size_t progressed = 0;
   for (const std::size_t i : mine) {
@@ -315,16 +330,9 @@ RunSummary refine_run(const KnowledgeProbe<M>& probe, const std::vector<Fact>& f
     for (std::size_t j = 0; j < ks.size(); ++j) generic[ks[j]] = g[j];
   }
 
-  std::set<std::pair<long long, std::string>> done;
-  std::map<long long, std::map<std::string, NeuronSet>> refined;  // for LIKN items
-  for (const auto& r :
-       parse_run_records(file.header(), file.records(), file.path().string(), &facts)) {
-    done.insert(r.item());
-    if (r.kind == RunRecordKind::result) refined[r.index][r.language] = r.neuron_set();
-  }
+  auto [done, refined] = detail::resumed_items(file, facts);  // refined: for LIKN items
   RunSummary s;
-  std::vector<std::size_t> mine;
-  for (std::size_t i = o.shard_rank; i < facts.size(); i += o.shard_count) mine.push_back(i);
+  const auto mine = detail::shard_indices(facts.size(), o);
   s.items = mine.size() * (langs.size() + (multilingual ? 1 : 0));
   std::size_t progressed = 0;
   for (const std::size_t i : mine) {
