@@ -146,7 +146,10 @@ RunSummary run_dataset(const KnowledgeProbe<M>& probe, const std::vector<Fact>& 
                     "run: no threshold for language '", lang, "'");
   const bool multilingual = langs.size() > 1;
 
-  auto [done, sets] = detail::resumed_items(file, facts);  // sets: for LIKN items
+  // (not a structured binding: the lambdas below capture them, which clang 14 refuses)
+  detail::ResumedItems resumed = detail::resumed_items(file, facts);
+  auto& done = resumed.done;
+  auto& sets = resumed.sets;  // for LIKN items
 
   RunSummary s;
   const auto mine = detail::shard_indices(facts.size(), o);
@@ -330,7 +333,9 @@ RunSummary refine_run(const KnowledgeProbe<M>& probe, const std::vector<Fact>& f
     for (std::size_t j = 0; j < ks.size(); ++j) generic[ks[j]] = g[j];
   }
 
-  auto [done, refined] = detail::resumed_items(file, facts);  // refined: for LIKN items
+  detail::ResumedItems resumed = detail::resumed_items(file, facts);
+  auto& done = resumed.done;
+  auto& refined = resumed.sets;  // for LIKN items
   RunSummary s;
   const auto mine = detail::shard_indices(facts.size(), o);
   s.items = mine.size() * (langs.size() + (multilingual ? 1 : 0));
@@ -353,9 +358,20 @@ RunSummary refine_run(const KnowledgeProbe<M>& probe, const std::vector<Fact>& f
       if (o.progress)
         o.progress(progressed, s.items, fact.id + " [" + (lang.empty() ? "LIKN" : lang) + "]");
       const std::size_t k = at.at({idx, lang});
+      // (built key by key: the initializer-list assignment that was here leaked the replaced
+      // value in the clang 14 ASan build of CI)
+      auto item_record = [&](const char* kind, const std::string& l) {
+        nlohmann::json r = nlohmann::json::object();
+        r["record"] = kind;
+        r["index"] = idx;
+        r["fact"] = fact.id;
+        r["relation"] = fact.relation;
+        if (!l.empty()) r["language"] = l;
+        return r;
+      };
       nlohmann::json rec = run.records[k];
       if (lang.empty()) {
-        rec = {{"record", "likn"}, {"index", idx}, {"fact", fact.id}, {"relation", fact.relation}};
+        rec = item_record("likn", "");
         rec.update(detail::likn_fields(probe, facts, i, refined[idx], o));
       } else if (src[k].kind == RunRecordKind::result) {
         // what leaves the set: its generic neurons, or (control) as many random non-generic ones
@@ -403,8 +419,8 @@ RunSummary refine_run(const KnowledgeProbe<M>& probe, const std::vector<Fact>& f
           }
           refined[idx][lang] = set;
         } catch (const Error& e) {
-          rec = {{"record", "failure"},       {"index", idx},     {"fact", fact.id},
-                 {"relation", fact.relation}, {"language", lang}, {"reason", e.what()}};
+          rec = item_record("failure", lang);
+          rec["reason"] = e.what();
           ++s.failed;
         }
       }
