@@ -25,7 +25,7 @@
 //   attention_out_backward(l, c, dmid)        dL/dh_mid → dL/dc.o
 //   attention_in_backward(l, pos, c, dq, dk, dv)  → dL/dh through the attention input only
 //   final_norm(h, x, cache); final_norm_backward(dx, h, cache, dh)
-//   head_forward(x) = x Eᵀ (logits); head_backward(dz) = dz E
+//   head_weights()                            E [V × d], dense or QuantizedMatrix: logits x Eᵀ
 //   row_bytes(kv_len), trace_row_bytes()      memory of one recomputed / one traced row
 //   kv_width()                                width of a cached key / value row
 
@@ -36,6 +36,8 @@
 
 #include "knprobe/model/backend_support.hpp"
 #include "knprobe/model/blocks/attention.hpp"
+#include "knprobe/model/blocks/linear.hpp"
+#include "knprobe/model/blocks/output_head.hpp"
 #include "knprobe/model/blocks/softmax.hpp"
 #include "knprobe/model/concept.hpp"
 
@@ -70,7 +72,7 @@ class CausalDecoder {
   /// Logits [T × V] of the trace's positions.
   Matrix<T> logits(const Trace& t) const {
     check_trace(t);
-    return self().head_forward(t.final_hidden);
+    return head_forward(t.final_hidden);
   }
   /// The rows of logits(t) at `positions`: the output head on those rows only.
   Matrix<T> logits(const Trace& t, std::span<const int> positions) const {
@@ -79,14 +81,14 @@ class CausalDecoder {
       check_position(t, positions[k]);
       x.row(Index(k)) = t.final_hidden.row(positions[k]);
     }
-    return self().head_forward(x);
+    return head_forward(x);
   }
 
   /// softmax(logits at `position`)[target] from a trace.
   T probability(const Trace& t, int position, TokenId target) const {
     check_position(t, position);
     check_token(target);
-    const Matrix<T> z = self().head_forward(t.final_hidden.row(position));
+    const Matrix<T> z = head_forward(t.final_hidden.row(position));
     return blocks::softmax::probability<T>(z, 0, target);
   }
 
@@ -102,11 +104,11 @@ class CausalDecoder {
 
   /// Several requests at once. Requests at one position share every layer above their start:
   /// at layer k the rows of all requests that started below k go through one batched pass (one
-  /// GEMM of Σ rows per weight instead of one per request), then all final hidden states share the
-  /// output-head GEMMs (at most `k_head_rows` rows each). When the layer caches of all points would
+  /// GEMM of Σ rows per weight instead of one per request), then all final hidden states share one
+  /// pass over the output head (blocks/output_head.hpp). When the layer caches of all points would
   /// exceed layer_cache_budget(), the points are taken in slices (rows a..a+s of every request
   /// together), so that each slice still shares every layer. Requests that differ only in their
-  /// target (twins: one prompt's candidate answers) share the forward pass and the head's logits.
+  /// target (twins: one prompt's candidate answers) share the forward pass and the head's pass.
   std::vector<LayerGradients<T>> layer_gradients(const Trace& t,
                                                  std::span<const LayerRequest<T>> reqs) const {
     for (const auto& q : reqs) check_request(t, q);
@@ -215,8 +217,8 @@ class CausalDecoder {
         else
           hid.row(b) = t.final_hidden.row(q.position);
       }
-      const Matrix<T> z = self().head_forward(hid);
-      for (int b = 0; b < P; ++b) out(b, qi) = blocks::softmax::probability<T>(z, b, q.target);
+      const std::vector<TokenId> tq(static_cast<std::size_t>(P), q.target);
+      out.col(qi) = blocks::output_head::target_probabilities<T>(hid, self().head_weights(), tq);
     }
     return out;
   }
@@ -349,8 +351,6 @@ class CausalDecoder {
     Rows rows;
     const Trace* prefix = nullptr;
   };
-
-  static constexpr Index k_head_rows = 256;
 
   static std::vector<int> positions(const Rows& r) {
     std::vector<int> p(static_cast<std::size_t>(r.batch) * r.len);
@@ -613,7 +613,7 @@ class CausalDecoder {
                             c.act, first[k]);
       self().ffn_post(l, c, h);
     }
-    // The head: every queried row of every request, in pieces of at most k_head_rows rows.
+    // The head: every queried row of every request, in one pass over the vocabulary.
     std::vector<std::size_t> job_of(R, jobs.size());
     for (std::size_t k = 0; k < jobs.size(); ++k) job_of[jobs[k].r] = k;
     Matrix<T> x;
@@ -640,14 +640,8 @@ class CausalDecoder {
             hid.row(at) = t.final_hidden.row(qq.position);
         }
     }
-    Vector<T> prob(rows);
-    for (Index a = 0; a < rows; a += k_head_rows) {
-      const Index n = std::min(k_head_rows, rows - a);
-      const Matrix<T> z = self().head_forward(hid.middleRows(a, n));
-      for (Index i = 0; i < n; ++i)
-        prob(a + i) = blocks::softmax::probability<T>(z, static_cast<int>(i),
-                                                      target[static_cast<std::size_t>(a + i)]);
-    }
+    const Vector<T> prob =
+        blocks::output_head::target_probabilities<T>(hid, self().head_weights(), target);
     at = 0;
     for (auto& m : out)
       for (Index b = 0; b < m.rows(); ++b)
@@ -680,8 +674,8 @@ class CausalDecoder {
 
   /// The requests (already checked) in one batch: see layer_gradients. Requests that differ only
   /// in their target (one prompt's candidate answers at the same points) are twins: they share
-  /// the forward pass and the head's logits, and each target gets its own softmax gradient, head
-  /// backward and backward pass — every value the same as with the twins in separate calls.
+  /// the forward pass and the pass over the output head (where each target costs one row of E), and
+  /// each gets its own backward pass — every value the same as with the twins in separate calls.
   void gradients_chunk(const Trace& t, std::span<const LayerRequest<T>> reqs,
                        std::span<LayerGradients<T>> out) const {
     using LayerCache = typename D::LayerCache;
@@ -748,49 +742,33 @@ class CausalDecoder {
       }
       total += g.h.rows();
     }
-    // The head, for every row and every variant v: P_b and dP_b/dz = P_b (e_t − softmax(z_b)) of
-    // the v-th target of the row's request (rows whose request has fewer targets get a zero
-    // gradient), in pieces of at most k_head_rows rows (the logits of a piece are rows ×
-    // vocabulary); the logits are computed once for all variants.
+    // The head, for every row and every variant v: P_b and dP_b/dh_b for the v-th target of the
+    // row's request (rows whose request has fewer targets: none, a zero gradient), all variants
+    // and rows in one pass over the vocabulary (blocks/output_head.hpp).
     Matrix<T> h(total, self().hidden_size());
-    std::vector<std::vector<TokenId>> target(n_variants,
-                                             std::vector<TokenId>(static_cast<std::size_t>(total)));
-    std::vector<std::vector<char>> has(n_variants,
-                                       std::vector<char>(static_cast<std::size_t>(total), 0));
+    std::vector<std::vector<TokenId>> target(
+        n_variants, std::vector<TokenId>(static_cast<std::size_t>(total), TokenId(-1)));
     Index at = 0;
     for (const auto& g : groups) {
       h.middleRows(at, g.h.rows()) = g.h;
       for (std::size_t m = 0; m < g.members.size(); ++m) {
         const auto& vs = variants[g.members[m]];
         for (std::size_t v = 0; v < vs.size(); ++v)
-          for (Index b = 0; b < reqs[vs[v]].points.rows(); ++b) {
-            const auto row = static_cast<std::size_t>(at + g.first_row[m] + b);
-            target[v][row] = reqs[vs[v]].target;
-            has[v][row] = 1;
-          }
+          for (Index b = 0; b < reqs[vs[v]].points.rows(); ++b)
+            target[v][static_cast<std::size_t>(at + g.first_row[m] + b)] = reqs[vs[v]].target;
       }
       at += g.h.rows();
     }
-    std::vector<Vector<T>> prob(n_variants, Vector<T>(total));
-    std::vector<Matrix<T>> dh_all(n_variants, Matrix<T>(total, self().hidden_size()));
-    for (Index a = 0; a < total; a += k_head_rows) {
-      const Index n = std::min(k_head_rows, total - a);
-      const Matrix<T> hp = h.middleRows(a, n);
+    std::vector<Vector<T>> prob;
+    std::vector<Matrix<T>> dh_all(n_variants);
+    {
       NormCache nc;
       Matrix<T> x;
-      self().final_norm(hp, x, nc);
-      Matrix<T> z = self().head_forward(x);
-      for (std::size_t v = 0; v < n_variants; ++v) {
-        Matrix<T> zv = v + 1 < n_variants ? Matrix<T>(z) : std::move(z);
-        const std::vector<TokenId> tp(target[v].begin() + a, target[v].begin() + a + n);
-        prob[v].segment(a, n) = blocks::softmax::target_probability_gradient<T>(zv, tp);
-        for (Index b = 0; b < n; ++b)
-          if (!has[v][static_cast<std::size_t>(a + b)]) zv.row(b).setZero();
-        const Matrix<T> dx = self().head_backward(zv);
-        Matrix<T> dhp;
-        self().final_norm_backward(dx, hp, nc, dhp);
-        dh_all[v].middleRows(a, n) = dhp;
-      }
+      self().final_norm(h, x, nc);
+      std::vector<Matrix<T>> dx;
+      blocks::output_head::target_gradients<T>(x, self().head_weights(), target, prob, dx);
+      for (std::size_t v = 0; v < n_variants; ++v)
+        self().final_norm_backward(dx[v], h, nc, dh_all[v]);
     }
     for (std::size_t v = 0; v < n_variants; ++v) {
       // the variant's request of member m of g, or none
@@ -832,6 +810,13 @@ class CausalDecoder {
         at += g.h.rows();
       }
     }
+  }
+
+  /// Logits x Eᵀ [rows × V].
+  Matrix<T> head_forward(ConstMatrixRef<T> x) const {
+    Matrix<T> z;
+    blocks::linear::forward<T>(x, self().head_weights(), z);
+    return z;
   }
 
   double cache_budget_ = 2.0 * (1 << 30);

@@ -244,8 +244,7 @@ class Gpt2Model : public detail::CausalDecoder<Gpt2Model<T, Site>, T> {
     for (std::size_t i = 0; i < ids.size(); ++i)
       h.row(Index(i)) = w_.wte.row(ids[i]) + w_.wpe.row(pos[i]);
   }
-  Matrix<T> head_forward(ConstMatrixRef<T> x) const { return x * w_.wte.transpose(); }
-  Matrix<T> head_backward(const Matrix<T>& dz) const { return dz * w_.wte; }
+  const Matrix<T>& head_weights() const { return w_.wte; }  // tied to the embedding
   void final_norm(const Matrix<T>& h, Matrix<T>& x, NormCache& nc) const {
     blocks::layer_norm::forward<T>(h, w_.lnf_g, w_.lnf_b, eps(), x, nc);
   }

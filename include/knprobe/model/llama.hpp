@@ -115,18 +115,8 @@ class LlamaModel : public detail::CausalDecoder<LlamaModel<T, W>, T> {
   using Base::check_token;
 
   T eps() const { return static_cast<T>(w_.spec.norm_eps); }
-  /// z = x Eᵀ (the output head).
-  Matrix<T> head_forward(ConstMatrixRef<T> x) const {
-    Matrix<T> z;
-    blocks::linear::forward<T>(x, w_.head(), z);
-    return z;
-  }
-  /// dz E (back through the output head).
-  Matrix<T> head_backward(const Matrix<T>& dz) const {
-    Matrix<T> dx;
-    blocks::linear::backward<T>(dz, w_.head(), dx);
-    return dx;
-  }
+  /// E [V × d], the output head (the embedding when tied): logits x Eᵀ.
+  const W& head_weights() const { return w_.head(); }
   void final_norm(const Matrix<T>& h, Matrix<T>& x, NormCache& nc) const {
     blocks::rms_norm::forward<T>(h, w_.final_norm, eps(), plain, x, nc);
   }

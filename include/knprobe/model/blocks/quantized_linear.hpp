@@ -83,6 +83,15 @@ class QuantizedMatrix {
         static_cast<std::size_t>(n * cols_ / block_values_), out);
   }
 
+  /// Rows r0..r0+n−1 with the edits applied, dequantized into out [n × cols] (row-major).
+  void dequantize_rows(Index r0, Index n, float* out) const {
+    KNPROBE_REQUIRE(r0 >= 0 && n >= 0 && r0 + n <= rows_, ArgumentError, "QuantizedMatrix: rows ",
+                    r0, "..", r0 + n, " outside [0, ", rows_, ")");
+    dequantize_base(r0, n, out);
+    for (const auto& [j, e] : edits_)
+      for (Index i = 0; i < n; ++i) out[i * cols_ + j] = e.value(r0 + i);
+  }
+
   /// Row i with the edits applied.
   VectorF row(Index i) const {
     check_index(i, rows_, "row");
