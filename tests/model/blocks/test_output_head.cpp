@@ -102,6 +102,27 @@ BOOST_AUTO_TEST_CASE(is_stable_for_large_logits) {
   BOOST_TEST((grad[0] - g).cwiseAbs().maxCoeff() < 1e-9 * std::max(1.0, g.cwiseAbs().maxCoeff()));
 }
 
+// A target with P ≈ 0.999: float32 keeps the gradient (∝ 1 − P) to float precision, since the
+// target's own term is kept out of the sums instead of cancelling against them.
+BOOST_AUTO_TEST_CASE(is_accurate_when_the_target_dominates) {
+  Rng rng(24);
+  const Index n = 2, H = 32, V = 30000;
+  MatrixD w = testing::random_matrix(rng, V, H, 0.1);
+  MatrixD x = testing::random_matrix(rng, n, H);
+  const std::vector<TokenId> t = {12345, 777};
+  for (Index b = 0; b < n; ++b)  // z_bt = 17.4, the others ~ N(0, 0.6²): P ≈ 0.999
+    w.row(t[static_cast<std::size_t>(b)]) = 17.4 * x.row(b) / x.row(b).squaredNorm();
+  std::vector<VectorD> prob;
+  std::vector<MatrixD> grad;
+  oh::target_gradients<double>(x, w, std::span(&t, 1), prob, grad);
+  BOOST_TEST_REQUIRE(prob[0].minCoeff() > 0.99);
+  BOOST_TEST_REQUIRE(prob[0].maxCoeff() < 0.9999);
+  std::vector<VectorF> pf;
+  std::vector<MatrixF> gf;
+  oh::target_gradients<float>(x.cast<float>(), MatrixF(w.cast<float>()), std::span(&t, 1), pf, gf);
+  BOOST_TEST(rel(gf[0].cast<double>(), grad[0]) < 1e-5);
+}
+
 // Quantized storage (float32 blocks, one column edited) gives the dense matrix's values.
 BOOST_AUTO_TEST_CASE(quantized_weights_with_edits_equal_dense) {
   Rng rng(22);

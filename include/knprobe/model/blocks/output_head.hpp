@@ -66,10 +66,10 @@ void run(ConstMatrixRef<T> x, const W& w, std::span<const std::vector<TokenId>> 
   const Index n = x.rows(), H = x.cols(), V = w.rows();
   knprobe::detail::require_cols(x, w.cols(), "output_head: input x");
   const std::size_t NV = targets.size();
-  // (target, set, row) of every target, by target: each tile finds its own with a binary search.
+  // The distinct targets of each row (over all sets), by token: each tile finds its own with a
+  // binary search and keeps their terms out of the row's sums (see the header).
   struct Entry {
     TokenId t;
-    std::size_t v;
     Index b;
   };
   std::vector<Entry> entries;
@@ -80,14 +80,19 @@ void run(ConstMatrixRef<T> x, const W& w, std::span<const std::vector<TokenId>> 
       const TokenId t = targets[v][static_cast<std::size_t>(b)];
       KNPROBE_REQUIRE(t < V, ArgumentError, "output_head: target ", t,
                       " outside the vocabulary [0, ", V, ")");
-      if (t >= 0) entries.push_back({t, v, b});
+      if (t >= 0) entries.push_back({t, b});
     }
   }
   std::sort(entries.begin(), entries.end(),
-            [](const Entry& a, const Entry& b) { return a.t < b.t; });
-  std::vector<Vector<T>> zt(NV, Vector<T>::Zero(n));
-  std::vector<Matrix<T>> wt;
-  if (grad) wt.assign(NV, Matrix<T>::Zero(n, H));
+            [](const Entry& a, const Entry& b) { return a.t != b.t ? a.t < b.t : a.b < b.b; });
+  entries.erase(
+      std::unique(entries.begin(), entries.end(),
+                  [](const Entry& a, const Entry& b) { return a.t == b.t && a.b == b.b; }),
+      entries.end());
+  const Index E = static_cast<Index>(entries.size());
+  Vector<T> ez(E);  // each entry's logit z_bt
+  Matrix<T> ew;     // and its row W_t (gradients only)
+  if (grad) ew.resize(E, H);
 
   const Index R = tile_rows<T>(H), tiles = (V + R - 1) / R;
   std::vector<Partial<T>> parts(static_cast<std::size_t>(knprobe::detail::max_threads()));
@@ -104,12 +109,14 @@ void run(ConstMatrixRef<T> x, const W& w, std::span<const std::vector<TokenId>> 
       const Tile<T> wk = tile(w, r0, nr, buf);
       auto zk = z.leftCols(nr);
       zk.noalias() = x * wk.transpose();
-      // this tile's targets: their logits and rows of W
       const auto lo = std::lower_bound(entries.begin(), entries.end(), r0,
                                        [](const Entry& e, Index r) { return e.t < r; });
-      for (auto e = lo; e != entries.end() && e->t < r0 + nr; ++e) {
-        zt[e->v](e->b) = zk(e->b, e->t - r0);
-        if (grad) wt[e->v].row(e->b) = wk.row(e->t - r0);
+      const auto hi = std::lower_bound(lo, entries.end(), r0 + nr,
+                                       [](const Entry& e, Index r) { return e.t < r; });
+      for (auto e = lo; e != hi; ++e) {
+        const Index i = e - entries.begin();
+        ez(i) = zk(e->b, e->t - r0);
+        if (grad) ew.row(i) = wk.row(e->t - r0);
       }
       for (Index b = 0; b < n; ++b) {
         const T mk = zk.row(b).maxCoeff();
@@ -120,12 +127,14 @@ void run(ConstMatrixRef<T> x, const W& w, std::span<const std::vector<TokenId>> 
           P.m(b) = mk;
         }
         zk.row(b) = (zk.row(b).array() - P.m(b)).exp().matrix();
-        P.s(b) += zk.row(b).sum();
       }
+      for (auto e = lo; e != hi; ++e) zk(e->b, e->t - r0) = 0;  // targets: added at the end
+      P.s += zk.rowwise().sum();
       if (grad) P.a.noalias() += zk * wk;
     }
   }
-  // Merge in thread order: M = max m_i, S = Σ s_i e^{m_i − M}, A = Σ a_i e^{m_i − M}.
+  // Merge in thread order: M = max m_i, S' = Σ s_i e^{m_i − M}, A' = Σ a_i e^{m_i − M} (the sums
+  // over the non-target entries).
   Vector<T> M = Vector<T>::Constant(n, neg_inf), S = Vector<T>::Zero(n);
   for (const auto& p : parts)
     if (p.m.size() == n) M = M.cwiseMax(p.m);
@@ -140,13 +149,40 @@ void run(ConstMatrixRef<T> x, const W& w, std::span<const std::vector<TokenId>> 
       if (grad) A.row(b) += c * p.a.row(b);
     }
   }
+  // Per row, its targets u with e_u = exp(z_u − M): S = S' + Σ_u e_u, and for target t
+  //   P_t = e_t / S,   dP_t/dx = (P_t / S) (r_t W_t − A' − Σ_{u≠t} e_u W_u),
+  //   r_t = S' + Σ_{u≠t} e_u = S (1 − P_t)   (no cancellation when P_t is near 1).
+  std::vector<std::vector<Index>> of_row(static_cast<std::size_t>(n));
+  Vector<T> e_of(E);
+  for (Index i = 0; i < E; ++i) {
+    const Index b = entries[static_cast<std::size_t>(i)].b;
+    of_row[static_cast<std::size_t>(b)].push_back(i);
+    e_of(i) = std::exp(ez(i) - M(b));
+  }
   prob.assign(NV, Vector<T>::Zero(n));
   if (grad) grad->assign(NV, Matrix<T>::Zero(n, H));
-  for (const Entry& e : entries) {
-    const T pt = std::exp(zt[e.v](e.b) - M(e.b)) / S(e.b);
-    prob[e.v](e.b) = pt;
-    if (grad) (*grad)[e.v].row(e.b) = pt * (wt[e.v].row(e.b) - A.row(e.b) / S(e.b));
-  }
+  for (std::size_t v = 0; v < NV; ++v)
+    for (Index b = 0; b < n; ++b) {
+      const TokenId t = targets[v][static_cast<std::size_t>(b)];
+      if (t < 0) continue;
+      const auto& us = of_row[static_cast<std::size_t>(b)];
+      T rest = S(b), total = S(b);
+      Index self = -1;
+      for (const Index i : us) {
+        total += e_of(i);
+        if (entries[static_cast<std::size_t>(i)].t == t)
+          self = i;
+        else
+          rest += e_of(i);
+      }
+      const T pt = e_of(self) / total;
+      prob[v](b) = pt;
+      if (!grad) continue;
+      Vector<T> d = rest * ew.row(self).transpose() - A.row(b).transpose();
+      for (const Index i : us)
+        if (i != self) d -= e_of(i) * ew.row(i).transpose();
+      (*grad)[v].row(b) = (pt / total) * d.transpose();
+    }
 }
 
 }  // namespace detail
