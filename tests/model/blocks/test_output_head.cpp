@@ -72,7 +72,7 @@ BOOST_AUTO_TEST_CASE(equals_the_materialised_head) {
 
 BOOST_AUTO_TEST_CASE(gradient_matches_finite_differences) {
   Rng rng(20);
-  const Index n = 3, H = 16, V = 40000;  // 40000 / (1 MiB / 128) → 5 tiles
+  const Index n = 3, H = 16, V = 40000;  // tiles of 4096 rows (the cap) → 10 tiles
   const MatrixD x = testing::random_matrix(rng, n, H, 2.0), w = testing::random_matrix(rng, V, H);
   const std::vector<TokenId> t = {7, 39999, 8192};
   std::vector<VectorD> prob;
@@ -142,26 +142,58 @@ BOOST_AUTO_TEST_CASE(quantized_weights_with_edits_equal_dense) {
   BOOST_TEST(rel(gq[0].cast<double>(), gd[0].cast<double>()) == 0.0);
 }
 
-// One thread and all threads agree to float32 rounding (the partials merge in another order).
+// One thread, 4 threads and 16 threads (more threads than the 13 tiles: some have none) agree to
+// float32 rounding (the partials merge in another order).
 BOOST_AUTO_TEST_CASE(thread_counts_agree) {
   Rng rng(23);
   const Index n = 6, H = 64, V = 50000;
   const MatrixF x = testing::random_matrix<float>(rng, n, H),
                 w = testing::random_matrix<float>(rng, V, H);
   const std::vector<TokenId> t = {1, 2, 3, 49999, 25000, 12};
-  std::vector<VectorF> p1, pn;
-  std::vector<MatrixF> g1, gn;
-  oh::target_gradients<float>(x, w, std::span(&t, 1), pn, gn);
+  auto with_threads = [&](int threads, std::vector<VectorF>& p, std::vector<MatrixF>& g) {
 #if defined(_OPENMP)
-  const int threads = omp_get_max_threads();
-  omp_set_num_threads(1);
+    const int before = omp_get_max_threads();
+    omp_set_num_threads(threads);
 #endif
-  oh::target_gradients<float>(x, w, std::span(&t, 1), p1, g1);
+    oh::target_gradients<float>(x, w, std::span(&t, 1), p, g);
 #if defined(_OPENMP)
-  omp_set_num_threads(threads);
+    omp_set_num_threads(before);
 #endif
-  BOOST_TEST(rel(pn[0].cast<double>(), p1[0].cast<double>()) < 1e-5);
-  BOOST_TEST(rel(gn[0].cast<double>(), g1[0].cast<double>()) < 1e-4);
+  };
+  std::vector<VectorF> p1, p4, p16;
+  std::vector<MatrixF> g1, g4, g16;
+  with_threads(1, p1, g1);
+  with_threads(4, p4, g4);
+  with_threads(16, p16, g16);
+  BOOST_TEST(rel(p4[0].cast<double>(), p1[0].cast<double>()) < 1e-5);
+  BOOST_TEST(rel(g4[0].cast<double>(), g1[0].cast<double>()) < 1e-4);
+  BOOST_TEST(rel(p16[0].cast<double>(), p1[0].cast<double>()) < 1e-5);
+  BOOST_TEST(rel(g16[0].cast<double>(), g1[0].cast<double>()) < 1e-4);
+}
+
+// A target's values do not depend on the other targets asked for in the same call (twins share a
+// pass and must equal their single calls bit for bit), for the argmax and for other tokens.
+BOOST_AUTO_TEST_CASE(each_target_equals_its_call_alone_bit_for_bit) {
+  Rng rng(25);
+  const Index n = 4, H = 48, V = 30000;
+  const MatrixF x = testing::random_matrix<float>(rng, n, H),
+                w = testing::random_matrix<float>(rng, V, H);
+  MatrixF z = x * w.transpose();
+  std::vector<TokenId> top(static_cast<std::size_t>(n));
+  for (Index b = 0; b < n; ++b) z.row(b).maxCoeff(&top[static_cast<std::size_t>(b)]);
+  const std::vector<std::vector<TokenId>> sets = {
+      top, {5, 29999, -1, 12000}, {12000, top[1], 7, 7}, {-1, -1, -1, top[3]}};
+  std::vector<VectorF> p_all;
+  std::vector<MatrixF> g_all;
+  oh::target_gradients<float>(x, w, sets, p_all, g_all);
+  for (std::size_t v = 0; v < sets.size(); ++v) {
+    std::vector<VectorF> p;
+    std::vector<MatrixF> g;
+    oh::target_gradients<float>(x, w, std::span(&sets[v], 1), p, g);
+    BOOST_TEST((p[0].array() == p_all[v].array()).all());
+    BOOST_TEST((g[0].array() == g_all[v].array()).all());
+    BOOST_TEST((oh::target_probabilities<float>(x, w, sets[v]).array() == p[0].array()).all());
+  }
 }
 
 BOOST_AUTO_TEST_CASE(bad_targets_and_shapes_are_rejected) {
