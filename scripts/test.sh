@@ -124,7 +124,8 @@ do_sanitizers() {
     -DKNPROBE_MARCH=x86-64-v2 \
     "${common[@]}" -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="$san" >/dev/null
   cmake --build "$out/asan" -j"$jobs" --target knprobe_tests knprobe_cli
-  (cd "$out/asan" && export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 &&
+  (cd "$out/asan" && export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    LSAN_OPTIONS="suppressions=$root/tests/lsan.supp" &&
     ctest --output-on-failure -LE "gpu|real_model|example" -j"$jobs" &&
     ctest --output-on-failure -R "^cli_bad_input$" -j1)
 }
