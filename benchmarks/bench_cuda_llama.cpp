@@ -10,6 +10,10 @@
 //      magnitude-matched control, and on `unrelated` other cases) done twice, as for the
 //      fact's own set and its language-independent set; split into attribution / verification;
 //      and, in FP32, the verification batched (one multi-prompt call) vs one call per request;
+//   2b. the same pairs batched across facts, K = 1, 2, 4, 8, 16 facts at a time: attribute_many
+//      (one layer_gradients call over the K facts' traces per answer token) and the K facts'
+//      verifications as one multi-prompt call; seconds per pair and the ratio to K = 1, and the
+//      scores' distance to attribute() of each fact alone;
 //   3. the same pair on the CPU backend (LlamaModel<float>) at 1, 2, 4, ... threads up to the
 //      machine's count: the thread scaling and the GPU / CPU ratio.
 //   bench_cuda_llama SPEC.json OUT.json
@@ -78,6 +82,31 @@ struct PairResult {
   double attribution_s = 0, verification_s = 0;
 };
 
+/// The verifications of several cases (case i with sets s, for each (i, s) of `cases_sets`) as one
+/// `effects` call: per case the set suppressed (×0) and enhanced (×2) on the fact, its random and
+/// magnitude controls on the fact, the set on `unrelated` other cases.
+template <class M>
+std::vector<std::vector<Effect>> verify_all(
+    const KnowledgeProbe<M>& probe, const nlohmann::json& spec,
+    const std::vector<std::pair<std::size_t, const Sets*>>& cases_sets) {
+  const auto& cases = spec["cases"];
+  const std::size_t k = spec.value("unrelated", 10);
+  std::vector<EncodedFact> facts;
+  facts.reserve(cases_sets.size() * (k + 1));
+  using Req = typename KnowledgeProbe<M>::EffectRequest;
+  std::vector<Req> reqs;
+  for (const auto& [i, s] : cases_sets) {
+    const EncodedFact* f = &facts.emplace_back(fact_of(cases[i % cases.size()]));
+    reqs.push_back({f, &s->set});
+    reqs.push_back({f, &s->random});
+    reqs.push_back({f, &s->magnitude});
+    for (std::size_t j = 1; j <= k; ++j)
+      reqs.push_back({&facts.emplace_back(fact_of(cases[(i + j) % cases.size()])), &s->set});
+  }
+  static constexpr double factors[] = {0.0, 2.0};
+  return probe.effects(std::span<const Req>(reqs), factors);
+}
+
 /// The verification of `s` on case `i`: the set suppressed (×0) and enhanced (×2) on the fact,
 /// its random and magnitude controls on the fact, the set on `unrelated` other cases; one
 /// `effects` call (batched when the model has HasBatchedProbabilities), or, when `per_call`, one
@@ -85,6 +114,8 @@ struct PairResult {
 template <class M>
 std::vector<std::vector<Effect>> verify(const KnowledgeProbe<M>& probe, const nlohmann::json& spec,
                                         std::size_t i, const Sets& s, bool per_call = false) {
+  const std::vector<std::pair<std::size_t, const Sets*>> one{{i, &s}};
+  if (!per_call) return verify_all(probe, spec, one);
   const auto& cases = spec["cases"];
   const EncodedFact f = fact_of(cases[i % cases.size()]);
   std::vector<EncodedFact> others;
@@ -94,7 +125,6 @@ std::vector<std::vector<Effect>> verify(const KnowledgeProbe<M>& probe, const nl
   std::vector<Req> reqs{{&f, &s.set}, {&f, &s.random}, {&f, &s.magnitude}};
   for (const auto& u : others) reqs.push_back({&u, &s.set});
   static constexpr double factors[] = {0.0, 2.0};
-  if (!per_call) return probe.effects(std::span<const Req>(reqs), factors);
   std::vector<std::vector<Effect>> out;
   for (const auto& r : reqs) out.push_back(probe.effects(*r.fact, *r.set, factors));
   return out;
@@ -140,6 +170,48 @@ nlohmann::json time_pairs(const KnowledgeProbe<M>& probe, const nlohmann::json& 
           {"attribution_share", attr / sec},
           {"verification_share", verify / sec},
           {"max_completeness_delta", worst_delta}};
+}
+
+/// Pairs batched across facts: `n` pairs (cases 0..n-1) in batches of `K` — attribute_many over
+/// the batch, then selection and controls per fact and every fact's verification (twice, as in
+/// `pair`) as one multi-prompt call. One warm-up batch first.
+template <class M>
+nlohmann::json time_batched_pairs(const KnowledgeProbe<M>& probe, const nlohmann::json& spec,
+                                  int n, int K, const AttributionOptions& o) {
+  const auto& cases = spec["cases"];
+  const TokenId baseline = spec.value("baseline_token", 1);
+  const double threshold = spec.value("threshold", 0.3);
+  double attr = 0, verify_s = 0;
+  auto batch = [&](std::size_t i0, int k) {
+    std::vector<EncodedFact> facts;
+    for (int j = 0; j < k; ++j) facts.push_back(fact_of(cases[(i0 + j) % cases.size()]));
+    auto t0 = Clock::now();
+    const auto attrs =
+        attribute_many(probe.model(), std::span<const EncodedFact>(facts), o, baseline);
+    attr += seconds_since(t0);
+    t0 = Clock::now();
+    std::vector<Sets> sets(static_cast<std::size_t>(k));
+    std::vector<std::pair<std::size_t, const Sets*>> cs;
+    for (int j = 0; j < k; ++j) {
+      const auto u = static_cast<std::size_t>(j);
+      auto& s = sets[u];
+      s.set = KnowledgeProbe<M>::select(attrs[u], threshold).neurons;
+      s.random = probe.random_control(s.set, 1000 + i0 + u);
+      s.magnitude = probe.magnitude_control(s.set, facts[u], 2000 + i0 + u);
+      cs.emplace_back(i0 + u, &s);
+    }
+    for (int twice = 0; twice < 2; ++twice) (void)verify_all(probe, spec, cs);
+    verify_s += seconds_since(t0);
+  };
+  batch(0, K);  // warm-up
+  attr = verify_s = 0;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n; i += K) batch(static_cast<std::size_t>(i), std::min(K, n - i));
+  const double sec = seconds_since(t0);
+  return {{"facts_per_batch", K},   {"pairs", n},
+          {"seconds", sec},         {"seconds_per_pair", sec / n},
+          {"pairs_per_s", n / sec}, {"attribution_share", attr / sec},
+          {"verification_share", verify_s / sec}};
 }
 
 double rel(const MatrixF& a, const MatrixF& b) {
@@ -255,7 +327,38 @@ int main(int argc, char** argv) try {
     std::fflush(stdout);
     out["gpu_pair"][cuda::precision_name(p)] = r;
   }
+  // 2b. Pairs batched across facts, each precision; scores vs attribute() alone in FP32.
+  for (Precision p : {Precision::fp32, Precision::tf32, Precision::bf16}) {
+    gpu.set_precision(p);
+    double base = 0;
+    for (const int K : {1, 2, 4, 8, 16}) {
+      auto r = time_batched_pairs(pg, spec, gpu_pairs, K, amig);
+      if (K == 1) base = r["seconds_per_pair"].get<double>();
+      r["speedup_over_one_fact"] = base / r["seconds_per_pair"].get<double>();
+      std::printf(
+          "gpu pairs %s, %2d facts a batch: %.4f s per pair (%.2fx one fact a batch; "
+          "attribution %.0f %%)\n",
+          cuda::precision_name(p), K, r["seconds_per_pair"].get<double>(),
+          r["speedup_over_one_fact"].get<double>(), 100 * r["attribution_share"].get<double>());
+      std::fflush(stdout);
+      out["gpu_batched_pairs"][cuda::precision_name(p)].push_back(r);
+    }
+  }
   gpu.set_precision(Precision::fp32);
+  {  // attribute_many over 8 facts vs attribute of each alone (FP32): the batching's rounding.
+    const auto& cases = spec["cases"];
+    std::vector<EncodedFact> facts;
+    for (std::size_t j = 0; j < 8; ++j) facts.push_back(fact_of(cases[j % cases.size()]));
+    const TokenId b = spec.value("baseline_token", 1);
+    const auto many = attribute_many(gpu, std::span<const EncodedFact>(facts), amig, b);
+    double worst = 0;
+    for (std::size_t j = 0; j < facts.size(); ++j)
+      worst = std::max(worst, score_rel(many[j], attribute(gpu, facts[j], amig, b)));
+    out["gpu_batched_scores_max_over_largest"] = worst;
+    std::printf("attribute_many (8 facts) vs attribute alone, FP32: %.2e of the largest score\n",
+                worst);
+    std::fflush(stdout);
+  }
   {  // The verification of one pair on the GPU: batched vs one call per request.
     const double batched = bench::best_seconds(3, [&] { (void)verify(pg, spec, 0, want.sets); });
     const double single =

@@ -41,7 +41,7 @@ timeout 120 python3 "$root/benchmarks/gpu/make_checkpoint.py" --config gemma3-27
   --out "$work/gemma3" --spec "$work/gemma3.json" --gpu-prompts 32 2>&1 | tail -1 |
   tee -a "$out/run.log"
 log "bench_cuda_llama"
-timeout 200 "$bundle/bin/bench_cuda_llama" "$work/gemma3.json" "$out/gemma3_pair.json" 2>&1 |
+timeout 300 "$bundle/bin/bench_cuda_llama" "$work/gemma3.json" "$out/gemma3_pair.json" 2>&1 |
   tee -a "$out/run.log"
 rm -rf "$work/gemma3"
 

@@ -347,18 +347,23 @@ __device__ int first_visible(int p, int window) {
   return window > 0 ? max(0, p - window + 1) : 0;
 }
 
-/// Row r (position pos[r]) attends to keys first_visible..pos[r]: keys j < start[r] are the
-/// trace's cached ones (kc / vc, [positions × kvd]), keys j ≥ start[r] are new rows
-/// first[r] + j − start[r] of kn / vn. One block per (row, head); scores in dynamic shared memory.
-/// Probabilities go to probs[(r·H + h)·max_kv + j] when `probs` is not null.
+/// Row r (position pos[r]) attends to keys first_visible..pos[r]: keys j < start[r] are cached
+/// ones, rows cache0[r] + j of kc / vc ([rows × kvd]; cache0 null: 0, one trace's cache), keys
+/// j ≥ start[r] are new rows first[r] + j − start[r] of kn / vn. One block per (row, head);
+/// scores in dynamic shared memory. Probabilities go to probs[(r·H + h)·max_kv + j] when `probs`
+/// is not null.
 __global__ void attention_forward_kernel(const float* q, const float* kn, const float* vn,
-                                         const float* kc, const float* vc, const int* pos,
-                                         const int* start, const int* first, AttnGeom g, float* o,
-                                         float* probs) {
+                                         const float* kc, const float* vc, const int* cache0,
+                                         const int* pos, const int* start, const int* first,
+                                         AttnGeom g, float* o, float* probs) {
   extern __shared__ float smem[];
   __shared__ float scratch[32];
   const int r = blockIdx.x, h = blockIdx.y, H = gridDim.y, hk = h / g.group, hd = g.hd;
   const int p = pos[r], s0 = start[r], f0 = first[r], j0 = first_visible(p, g.window);
+  if (cache0) {
+    kc += std::size_t(cache0[r]) * g.kvd;
+    vc += std::size_t(cache0[r]) * g.kvd;
+  }
   float* score = smem;          // [p + 1]
   float* qh = smem + g.max_kv;  // [hd]
   for (int c = threadIdx.x; c < hd; c += blockDim.x) qh[c] = q[std::size_t(r) * g.qd + h * hd + c];
@@ -403,17 +408,22 @@ __global__ void attention_forward_kernel(const float* q, const float* kn, const 
 
 /// Backward of attention_forward for rows whose only new key / value is their own (start = pos,
 /// first = r): from d_o, gives dq and, per query head, the gradients of the row's own key and
-/// value (dk, dv: [rows × qd], summed over a group afterwards); cached keys / values are constants.
+/// value (dk, dv: [rows × qd], summed over a group afterwards); cached keys / values (rows
+/// cache0[r] + j of kc / vc, as in the forward) are constants.
 /// With a_j the probabilities, da_j = d_o·v_j, ds_j = a_j (da_j − Σ_i a_i da_i),
 /// dq = scale Σ_j ds_j k_j, dk_p = scale ds_p q, dv_p = a_p d_o.
 __global__ void attention_backward_kernel(const float* d_o, const float* q, const float* kn,
                                           const float* vn, const float* kc, const float* vc,
-                                          const int* pos, const float* probs, AttnGeom g, float* dq,
-                                          float* dk, float* dv) {
+                                          const int* cache0, const int* pos, const float* probs,
+                                          AttnGeom g, float* dq, float* dk, float* dv) {
   extern __shared__ float smem[];
   __shared__ float scratch[32];
   const int r = blockIdx.x, h = blockIdx.y, H = gridDim.y, hk = h / g.group, hd = g.hd;
   const int p = pos[r], j0 = first_visible(p, g.window);
+  if (cache0) {
+    kc += std::size_t(cache0[r]) * g.kvd;
+    vc += std::size_t(cache0[r]) * g.kvd;
+  }
   float* ds = smem;              // [p + 1]
   float* doh = smem + g.max_kv;  // [hd]
   const float* a = probs + (std::size_t(r) * H + h) * g.max_kv;
@@ -739,10 +749,11 @@ struct DecoderEngine::Impl {
   }
 
   /// Attention block of layer l for `rows` rows: x (entering the layer) → h_mid; keeps the cache.
-  /// Row r has position pos[r]; its keys j < start[r] come from the trace (kc / vc).
+  /// Row r has position pos[r]; its keys j < start[r] come from a trace's cache: rows
+  /// cache0[r] + j of kc / vc (cache0 null: rows j, one trace).
   void attention_forward(int l, int rows, const float* x, const int* pos, const int* start,
                          const int* first, int max_kv, const float* kc, const float* vc,
-                         LayerCache& c, bool keep, float* h_mid) {
+                         LayerCache& c, bool keep, float* h_mid, const int* cache0 = nullptr) {
     const auto& L = layers[static_cast<std::size_t>(l)];
     const int d = s.d_model, H = s.n_head, Hk = s.n_kv_head, hd = s.head_dim;
     Buffer a(std::size_t(rows) * d, "attention input");
@@ -772,8 +783,8 @@ struct DecoderEngine::Impl {
     Buffer o(std::size_t(rows) * qd(), "attention output");
     const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(H));
     const std::size_t smem = (std::size_t(max_kv) + hd) * sizeof(float);
-    attention_forward_kernel<<<grid, 128, smem>>>(c.q.f(), c.k.f(), c.v.f(), kc, vc, pos, start,
-                                                  first, geom(l, max_kv), o.f(),
+    attention_forward_kernel<<<grid, 128, smem>>>(c.q.f(), c.k.f(), c.v.f(), kc, vc, cache0, pos,
+                                                  start, first, geom(l, max_kv), o.f(),
                                                   keep ? c.probs.f() : nullptr);
     check(cudaGetLastError(), "attention_forward_kernel");
     Buffer o2(std::size_t(rows) * d, "attention projection");
@@ -1036,18 +1047,38 @@ void DecoderEngine::logits(const DeviceTrace& t, float* out) {
 
 void DecoderEngine::layer_gradients(const DeviceTrace& t, const GradientRequest* req_ptr,
                                     int count) {
+  for (int i = 0; i < count; ++i)
+    if (req_ptr[i].trace != 0)
+      throw ArgumentError("layer_gradients: request " + std::to_string(i) + " names trace " +
+                          std::to_string(req_ptr[i].trace) + " of a call with one trace");
+  const DeviceTrace* one = &t;
+  layer_gradients(&one, 1, req_ptr, count);
+}
+
+void DecoderEngine::layer_gradients(const DeviceTrace* const* traces, int n_traces,
+                                    const GradientRequest* req_ptr, int count) {
   auto& m = *impl_;
   const std::vector<GradientRequest> reqs(req_ptr, req_ptr + std::max(count, 0));
   check(cudaSetDevice(m.device), "cudaSetDevice");
   if (reqs.empty()) return;
   const int L = m.s.n_layer, d = m.s.d_model, F = m.s.ffn, H = m.s.n_head, Hk = m.s.n_kv_head;
-  for (const auto& q : reqs) {
+  if (n_traces <= 0 || traces == nullptr)
+    throw ArgumentError("layer_gradients: requests but no trace");
+  for (int i = 0; i < n_traces; ++i)
+    if (traces[i] == nullptr)
+      throw ArgumentError("layer_gradients: trace " + std::to_string(i) + " is null");
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    const auto& q = reqs[i];
+    if (q.trace < 0 || q.trace >= n_traces)
+      throw ArgumentError("layer_gradients: request " + std::to_string(i) + " names trace " +
+                          std::to_string(q.trace) + " of " + std::to_string(n_traces));
+    const int n = traces[q.trace]->n;
     if (q.layer < 0 || q.layer >= L)
       throw ArgumentError("layer " + std::to_string(q.layer) + " outside [0, " + std::to_string(L) +
                           ")");
-    if (q.position < 0 || q.position >= t.n)
+    if (q.position < 0 || q.position >= n)
       throw ArgumentError("position " + std::to_string(q.position) + " outside [0, " +
-                          std::to_string(t.n) + ")");
+                          std::to_string(n) + ")");
     m.check_token(q.target);
     if (q.rows <= 0) throw ArgumentError("layer_gradients: no points");
   }
@@ -1057,13 +1088,20 @@ void DecoderEngine::layer_gradients(const DeviceTrace& t, const GradientRequest*
   std::stable_sort(order.begin(), order.end(),
                    [&](std::size_t a, std::size_t b) { return reqs[a].layer < reqs[b].layer; });
   std::vector<int> row_begin(reqs.size()), upto(static_cast<std::size_t>(L), 0);
-  std::vector<int> pos, target;
+  // Several traces: each layer's cached keys / values of all traces side by side (trace i's
+  // rows from kv_offset[i]), every row reading its own trace's through cache0.
+  std::vector<int> kv_offset(static_cast<std::size_t>(n_traces), 0);
+  for (int i = 1; i < n_traces; ++i)
+    kv_offset[static_cast<std::size_t>(i)] = kv_offset[static_cast<std::size_t>(i - 1)] +
+                                             traces[i - 1]->n;
+  std::vector<int> pos, target, cache0;
   int total = 0;
   for (std::size_t i : order) {
     row_begin[i] = total;
     for (int b = 0; b < reqs[i].rows; ++b) {
       pos.push_back(reqs[i].position);
       target.push_back(reqs[i].target);
+      cache0.push_back(kv_offset[static_cast<std::size_t>(reqs[i].trace)]);
     }
     total += reqs[i].rows;
     for (int l = reqs[i].layer; l < L; ++l) upto[static_cast<std::size_t>(l)] = total;
@@ -1073,6 +1111,38 @@ void DecoderEngine::layer_gradients(const DeviceTrace& t, const GradientRequest*
   int max_kv = 0;
   for (int p : pos) max_kv = std::max(max_kv, p + 1);
   const Buffer dpos = upload_ints(pos, "positions"), dtarget = upload_ints(target, "targets");
+  const bool several = n_traces > 1;
+  const Buffer dcache0 = several ? upload_ints(cache0, "cache rows") : Buffer();
+  const int* c0 = several ? dcache0.i() : nullptr;
+  std::vector<Buffer> kcat, vcat;
+  if (several) {
+    const int kvd_ = m.kvd();
+    const std::size_t all = std::size_t(kv_offset.back() + traces[n_traces - 1]->n) * kvd_;
+    for (int l = 0; l < L; ++l) {
+      kcat.emplace_back(l >= l_min ? all : 0, "keys of all traces");
+      vcat.emplace_back(l >= l_min ? all : 0, "values of all traces");
+      if (l < l_min) continue;
+      for (int i = 0; i < n_traces; ++i) {
+        const std::size_t at = std::size_t(kv_offset[static_cast<std::size_t>(i)]) * kvd_;
+        const std::size_t bytes = std::size_t(traces[i]->n) * kvd_ * sizeof(float);
+        check(cudaMemcpyAsync(kcat.back().f() + at, traces[i]->keys[static_cast<std::size_t>(l)].f(),
+                              bytes, cudaMemcpyDeviceToDevice, nullptr),
+              "copy keys");
+        check(cudaMemcpyAsync(vcat.back().f() + at,
+                              traces[i]->values[static_cast<std::size_t>(l)].f(), bytes,
+                              cudaMemcpyDeviceToDevice, nullptr),
+              "copy values");
+      }
+    }
+  }
+  auto keys_of = [&](int l) -> const float* {
+    return several ? kcat[static_cast<std::size_t>(l)].f()
+                   : traces[0]->keys[static_cast<std::size_t>(l)].f();
+  };
+  auto values_of = [&](int l) -> const float* {
+    return several ? vcat[static_cast<std::size_t>(l)].f()
+                   : traces[0]->values[static_cast<std::size_t>(l)].f();
+  };
   std::vector<int> rows_seq(static_cast<std::size_t>(total));
   std::iota(rows_seq.begin(), rows_seq.end(), 0);
   const Buffer dfirst = upload_ints(rows_seq, "row indices");
@@ -1093,9 +1163,8 @@ void DecoderEngine::layer_gradients(const DeviceTrace& t, const GradientRequest*
       check(cudaMemcpyAsync(c.h_in.f(), h.f(), std::size_t(nb) * d * sizeof(float),
                             cudaMemcpyDeviceToDevice, nullptr),
             "copy layer input");
-      m.attention_forward(l, nb, c.h_in.f(), dpos.i(), dpos.i(), dfirst.i(), max_kv,
-                          t.keys[static_cast<std::size_t>(l)].f(),
-                          t.values[static_cast<std::size_t>(l)].f(), c, true, c.h_mid.f());
+      m.attention_forward(l, nb, c.h_in.f(), dpos.i(), dpos.i(), dfirst.i(), max_kv, keys_of(l),
+                          values_of(l), c, true, c.h_mid.f(), c0);
       m.ffn_pre(l, nb, c.h_mid.f(), c, c.pre.f(), c.post.f());
     }
     // Requests of this layer join: h_mid from the trace, the site from their points.
@@ -1105,7 +1174,8 @@ void DecoderEngine::layer_gradients(const DeviceTrace& t, const GradientRequest*
       const std::size_t r0 = static_cast<std::size_t>(row_begin[i]);
       const Buffer idx = upload_ints(std::vector<int>(static_cast<std::size_t>(q.rows), q.position),
                                      "row indices");
-      m.gather(t.resid_mid[static_cast<std::size_t>(l)].f(), idx, q.rows, d, c.h_mid.f() + r0 * d);
+      m.gather(traces[q.trace]->resid_mid[static_cast<std::size_t>(l)].f(), idx, q.rows, d,
+               c.h_mid.f() + r0 * d);
       float* site = m.site_of(c.pre.f(), c.post.f()) + r0 * F;
       m.to_device(site, q.points, std::size_t(q.rows) * F, "copy points");
       if (site != c.post.f() + r0 * F)
@@ -1185,10 +1255,9 @@ void DecoderEngine::layer_gradients(const DeviceTrace& t, const GradientRequest*
         dv_h(std::size_t(nb) * qd, "dv");
     const dim3 grid(static_cast<unsigned>(nb), static_cast<unsigned>(H));
     const std::size_t smem = (std::size_t(max_kv) + hd) * sizeof(float);
-    attention_backward_kernel<<<grid, 128, smem>>>(
-        d_o.f(), c.q.f(), c.k.f(), c.v.f(), t.keys[static_cast<std::size_t>(l)].f(),
-        t.values[static_cast<std::size_t>(l)].f(), dpos.i(), c.probs.f(), m.geom(l, max_kv), dq.f(),
-        dk_h.f(), dv_h.f());
+    attention_backward_kernel<<<grid, 128, smem>>>(d_o.f(), c.q.f(), c.k.f(), c.v.f(), keys_of(l),
+                                                   values_of(l), c0, dpos.i(), c.probs.f(),
+                                                   m.geom(l, max_kv), dq.f(), dk_h.f(), dv_h.f());
     check(cudaGetLastError(), "attention_backward_kernel");
     Buffer dk, dv;
     const float *dkp = dk_h.f(), *dvp = dv_h.f();

@@ -26,6 +26,7 @@ KNPROBE_ASSERT_PROBEABLE(CudaLlamaModel);
 static_assert(HasBatchedLayerGradients<CudaLlamaModel>);
 static_assert(HasBatchedMeanActivations<CudaLlamaModel>);
 static_assert(HasBatchedProbabilities<CudaLlamaModel>);
+static_assert(HasMultiTraceLayerGradients<CudaLlamaModel>);
 static_assert(ArchTraits<CudaLlamaModel>::neuron_site == NeuronSite::gated_product);
 
 namespace {
@@ -165,6 +166,83 @@ BOOST_AUTO_TEST_CASE(gradients_match_finite_differences) {
     const double err =
         testing::gradient_error(loss, a.cast<double>(), g.gradients.cast<double>(), rng, 16, 1e-2);
     BOOST_TEST(err < 2e-2, "layer " << layer << " finite-difference error " << err);
+  }
+}
+
+// Several facts in one layer_gradients call (cross-fact batching): every row reads its own
+// trace's cached keys / values and residual stream, so each request equals the call on its trace
+// alone — prompts of different lengths (window 3 on the Gemma shape: keys before the window
+// masked per row), requests at every layer and several positions, in one pass and in several
+// (k_rows_per_pass); attribute_many equals attribute of each fact; a bad batch is refused.
+BOOST_AUTO_TEST_CASE(several_traces_in_one_call_equal_one_call_each) {
+  for (const bool gemma : {true, false}) {
+    const std::string name = gemma ? "gemma-shaped" : "llama-shaped";
+    const CudaLlamaModel m(testing::random_llama(gemma, 7).cast<float>());
+    const std::vector<std::vector<TokenId>> prompts{
+        k_tokens, {1, 5, 9, 2}, {3, 41, 12, 2, 9, 17, 33, 8, 5, 6, 11}};
+    std::vector<CudaLlamaModel::Trace> traces;
+    for (const auto& p : prompts) traces.push_back(m.trace(p));
+    for (const int rows : {3, 900}) {  // 900 rows a request: one pass each (2048 rows a pass)
+      std::vector<std::vector<LayerRequest<float>>> reqs(prompts.size());
+      for (std::size_t i = 0; i < prompts.size(); ++i) {
+        const int n = static_cast<int>(prompts[i].size());
+        for (int l = m.num_layers() - 1; l >= 0; --l) {
+          const int pos = (l * 2 + static_cast<int>(i) * 3 + 1) % n;
+          MatrixF pts = traces[i].activations(l).row(pos).replicate(rows, 1);
+          for (int r = 1; r < rows; ++r) pts.row(r) *= 1.0f - 0.9f * float(r) / float(rows);
+          reqs[i].push_back({l, pos, pts, (5 + 7 * l + static_cast<int>(i)) % m.vocab_size()});
+        }
+      }
+      std::vector<TracedRequests<CudaLlamaModel::Trace, float>> batch;
+      for (std::size_t i = 0; i < prompts.size(); ++i)
+        batch.push_back({&traces[i], std::span<const LayerRequest<float>>(reqs[i])});
+      const auto got =
+          m.layer_gradients(std::span<const TracedRequests<CudaLlamaModel::Trace, float>>(batch));
+      BOOST_REQUIRE(got.size() == prompts.size());
+      for (std::size_t i = 0; i < prompts.size(); ++i) {
+        const auto want = m.layer_gradients(traces[i], std::span<const LayerRequest<float>>(reqs[i]));
+        BOOST_REQUIRE(got[i].size() == want.size());
+        for (std::size_t j = 0; j < want.size(); ++j) {
+          BOOST_TEST(rel(got[i][j].gradients, want[j].gradients) < 1e-4,
+                     name << " rows " << rows << " trace " << i << " request " << j);
+          BOOST_TEST(rel(got[i][j].probabilities, want[j].probabilities) < 1e-5,
+                     name << " rows " << rows << " trace " << i << " request " << j);
+        }
+      }
+    }
+    // attribute_many: one call over the facts' traces per answer token, each fact's scores equal
+    // to attribute alone; a two-token answer next to one-token answers.
+    std::vector<EncodedFact> facts(prompts.size());
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+      auto& f = facts[i];
+      f.tokens = prompts[i];
+      const int n = static_cast<int>(f.tokens.size());
+      f.positions = {n - 1};
+      f.targets = {static_cast<TokenId>(9 + i)};
+      for (int k = 1; k < n - 1; ++k) f.replaceable.push_back(k);
+    }
+    facts[2].positions = {8, 9};
+    facts[2].targets = {5, 6};
+    AttributionOptions o;
+    o.steps = 8;
+    const auto many = attribute_many(m, std::span<const EncodedFact>(facts), o, 2);
+    for (std::size_t i = 0; i < facts.size(); ++i) {
+      const auto one = attribute(m, facts[i], o, 2);
+      double worst = 0, largest = 0;
+      for (std::size_t k = 0; k < one.scores.size(); ++k) {
+        worst = std::max(worst, std::abs(many[i].scores.data()[k] - one.scores.data()[k]));
+        largest = std::max(largest, std::abs(one.scores.data()[k]));
+      }
+      BOOST_TEST(worst <= 1e-4 * largest, name << " fact " << i << ": " << worst << " of "
+                                               << largest);
+      BOOST_TEST(many[i].completeness.size() == one.completeness.size());
+    }
+    std::vector<TracedRequests<CudaLlamaModel::Trace, float>> bad{{nullptr, {}}};
+    BOOST_TEST(testing::throws_with<ArgumentError>(
+        [&] {
+          m.layer_gradients(std::span<const TracedRequests<CudaLlamaModel::Trace, float>>(bad));
+        },
+        {"entry 0", "no trace"}));
   }
 }
 

@@ -142,6 +142,27 @@ concept HasBatchedLayerGradients = HasLayerGradients<M> &&
     } -> std::same_as<std::vector<LayerGradients<typename M::Scalar>>>;
 };
 
+/// The requests of one trace in a multi-trace `layer_gradients` call.
+template <class Trace, class T>
+struct TracedRequests {
+  const Trace* trace = nullptr;
+  std::span<const LayerRequest<T>> requests;
+};
+
+/// Optional: `layer_gradients(batch)` runs the requests of several traces (several facts) in one
+/// pass: result[i][j] = layer_gradients(*batch[i].trace, batch[i].requests)[j] up to float
+/// rounding, every row recomputed against its own trace. attribute_many / attribute_groups use
+/// it when present and run the traces one after another otherwise. (The CUDA backends: the rows
+/// of every fact share each layer's GEMMs and the head's.)
+template <class M>
+concept HasMultiTraceLayerGradients = HasBatchedLayerGradients<M> &&
+    requires(const M& m,
+             std::span<const TracedRequests<typename M::Trace, typename M::Scalar>> batch) {
+  {
+    m.layer_gradients(batch)
+    } -> std::same_as<std::vector<std::vector<LayerGradients<typename M::Scalar>>>>;
+};
+
 /// Optional: `mean_site_activations(prompts, positions)` returns, for prompts of one length,
 /// result[l] [positions × ffn_width] = the mean over the prompts of the layer-l neuron-site
 /// activation at each position (the AMIG baseline), as one batched forward. attribute() uses it

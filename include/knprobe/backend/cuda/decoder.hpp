@@ -6,6 +6,7 @@
 //   layer_gradients:  every request of a call in one pass: rows of all layers' requests share the
 //                     GEMMs of the layers above them and one output-head GEMM (forward and back);
 //                     each row recomputes its own position only, against the cached keys / values.
+//                     The multi-trace form does the same over several facts' traces at once.
 //   probabilities:    one batched pass over the patterns from the lowest intervened layer; the
 //                     multi-prompt form stacks every (prompt, pattern) into one forward from the
 //                     embedding (no traces), sharing the GEMMs and one head GEMM.
@@ -106,6 +107,56 @@ class CudaDecoderBase {
           }
           engine_->layer_gradients(*t.device, dev.data(), static_cast<int>(dev.size()));
         });
+    return out;
+  }
+
+  /// The requests of several traces (facts) in one device pass (HasMultiTraceLayerGradients):
+  /// result[i][j] = layer_gradients(*batch[i].trace, batch[i].requests)[j] up to the rounding of
+  /// larger GEMMs; at most k_rows_per_pass points per pass, a request never split.
+  std::vector<std::vector<LayerGradients<float>>> layer_gradients(
+      std::span<const TracedRequests<Trace, float>> batch) const {
+    std::vector<std::vector<LayerGradients<float>>> out(batch.size());
+    std::vector<std::pair<std::size_t, std::size_t>> index;  // (batch entry, request)
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      KNPROBE_REQUIRE(batch[i].trace != nullptr && batch[i].trace->device, ArgumentError,
+                      "layer_gradients: entry ", i, " of the batch has no trace");
+      out[i].resize(batch[i].requests.size());
+      for (std::size_t j = 0; j < batch[i].requests.size(); ++j) {
+        const auto& q = batch[i].requests[j];
+        knprobe::detail::require_cols(q.points, ffn_width(), "layer_gradients points");
+        KNPROBE_REQUIRE(q.points.rows() > 0, ArgumentError, "layer_gradients: no points");
+        index.emplace_back(i, j);
+      }
+    }
+    const std::lock_guard lock(*mutex_);
+    std::size_t begin = 0;
+    while (begin < index.size()) {  // passes of at most k_rows_per_pass rows (≥ one request)
+      std::vector<const DeviceTrace*> traces;
+      std::vector<std::size_t> slot(batch.size(), batch.size());  // batch entry → trace index
+      std::vector<GradientRequest> dev;
+      Index rows = 0;
+      std::size_t k = begin;
+      for (; k < index.size(); ++k) {
+        const auto [i, j] = index[k];
+        const auto& q = batch[i].requests[j];
+        if (k > begin && rows + q.points.rows() > k_rows_per_pass) break;
+        rows += q.points.rows();
+        if (slot[i] == batch.size()) {
+          slot[i] = traces.size();
+          traces.push_back(batch[i].trace->device.get());
+        }
+        auto& o = out[i][j];
+        o.probabilities.resize(q.points.rows());
+        o.gradients.resize(q.points.rows(), ffn_width());
+        GradientRequest g{q.layer, q.position, static_cast<int>(q.points.rows()), q.target,
+                          q.points.data(), o.probabilities.data(), o.gradients.data()};
+        g.trace = static_cast<int>(slot[i]);
+        dev.push_back(g);
+      }
+      engine_->layer_gradients(traces.data(), static_cast<int>(traces.size()), dev.data(),
+                               static_cast<int>(dev.size()));
+      begin = k;
+    }
     return out;
   }
 

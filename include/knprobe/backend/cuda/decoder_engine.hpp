@@ -83,13 +83,15 @@ struct DecoderHostWeights {
 class DeviceTrace;
 
 /// One batched `layer_gradients` request: `rows` points [rows × ffn] replace the neuron vector of
-/// `layer` at `position`; P(target) goes to probabilities[rows], dP/dh to gradients[rows × ffn].
+/// `layer` at `position` of trace `trace` (an index into the call's traces; 0 with one trace);
+/// P(target) goes to probabilities[rows], dP/dh to gradients[rows × ffn].
 struct GradientRequest {
   int layer = 0, position = 0, rows = 0;
   std::int32_t target = 0;
   const float* points = nullptr;
   float* probabilities = nullptr;
   float* gradients = nullptr;
+  int trace = 0;
 };
 
 /// One activation change of `probabilities`: pattern `pattern`, layer, position, unit; op 0 sets
@@ -149,6 +151,13 @@ class DecoderEngine {
   /// P(target) and dP/dh for every request (layers ≥ request.layer recompute the request's
   /// position only, against the trace's cached keys / values); all rows share one head GEMM.
   void layer_gradients(const DeviceTrace& trace, const GradientRequest* requests, int count);
+
+  /// The same over several traces (facts) at once: request r recomputes its position of
+  /// traces[r.trace] against that trace's cached keys / values; the rows of all traces share
+  /// every layer's GEMMs and one head GEMM. Each result equals the call on its trace alone up to
+  /// the rounding of a GEMM over more rows.
+  void layer_gradients(const DeviceTrace* const* traces, int n_traces,
+                       const GradientRequest* requests, int count);
 
   /// out[pattern × queries] = P(query.target at query.position) under each pattern's
   /// interventions; one batched pass from the lowest intervened layer and position.
