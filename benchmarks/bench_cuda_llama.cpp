@@ -14,6 +14,9 @@
 //      (one layer_gradients call over the K facts' traces per answer token) and the K facts'
 //      verifications as one multi-prompt call; seconds per pair and the ratio to K = 1, and the
 //      scores' distance to attribute() of each fact alone;
+//   2c. one fact's stages on the GPU (FP32): trace, AMIG baselines, layer_gradients of one fact
+//      and per fact of 8 in one call, the whole attribute, the magnitude control, a
+//      one-prompt probabilities call, one verification;
 //   3. the same pair on the CPU backend (LlamaModel<float>) at 1, 2, 4, ... threads up to the
 //      machine's count: the thread scaling and the GPU / CPU ratio.
 //   bench_cuda_llama SPEC.json OUT.json
@@ -176,8 +179,8 @@ nlohmann::json time_pairs(const KnowledgeProbe<M>& probe, const nlohmann::json& 
 /// the batch, then selection and controls per fact and every fact's verification (twice, as in
 /// `pair`) as one multi-prompt call. One warm-up batch first.
 template <class M>
-nlohmann::json time_batched_pairs(const KnowledgeProbe<M>& probe, const nlohmann::json& spec,
-                                  int n, int K, const AttributionOptions& o) {
+nlohmann::json time_batched_pairs(const KnowledgeProbe<M>& probe, const nlohmann::json& spec, int n,
+                                  int K, const AttributionOptions& o) {
   const auto& cases = spec["cases"];
   const TokenId baseline = spec.value("baseline_token", 1);
   const double threshold = spec.value("threshold", 0.3);
@@ -208,9 +211,12 @@ nlohmann::json time_batched_pairs(const KnowledgeProbe<M>& probe, const nlohmann
   const auto t0 = Clock::now();
   for (int i = 0; i < n; i += K) batch(static_cast<std::size_t>(i), std::min(K, n - i));
   const double sec = seconds_since(t0);
-  return {{"facts_per_batch", K},   {"pairs", n},
-          {"seconds", sec},         {"seconds_per_pair", sec / n},
-          {"pairs_per_s", n / sec}, {"attribution_share", attr / sec},
+  return {{"facts_per_batch", K},
+          {"pairs", n},
+          {"seconds", sec},
+          {"seconds_per_pair", sec / n},
+          {"pairs_per_s", n / sec},
+          {"attribution_share", attr / sec},
           {"verification_share", verify_s / sec}};
 }
 
@@ -357,6 +363,61 @@ int main(int argc, char** argv) try {
     out["gpu_batched_scores_max_over_largest"] = worst;
     std::printf("attribute_many (8 facts) vs attribute alone, FP32: %.2e of the largest score\n",
                 worst);
+    std::fflush(stdout);
+  }
+  {  // 2c. Where one fact's attribution and verification go on the GPU (FP32, best of 5 each).
+    const auto& cases = spec["cases"];
+    const TokenId b = spec.value("baseline_token", 1);
+    std::vector<EncodedFact> facts;
+    for (std::size_t j = 0; j < 8; ++j) facts.push_back(fact_of(cases[j % cases.size()]));
+    const EncodedFact& f = facts[0];
+    std::vector<cuda::CudaLlamaModel::Trace> traces;
+    for (const auto& g : facts) traces.push_back(gpu.trace(g.tokens));
+    auto requests = [&](std::size_t j) {  // the attribution's points for fact j, every layer
+      std::vector<LayerRequest<float>> reqs;
+      const auto& g = facts[j];
+      for (int l = 0; l < gpu.num_layers(); ++l) {
+        const VectorF a = traces[j].activations(l).row(g.positions[0]).transpose();
+        MatrixF pts(steps + 1, gpu.ffn_width());
+        for (int k = 0; k <= steps; ++k)
+          pts.row(k) = (a * (static_cast<float>(k) / static_cast<float>(steps))).transpose();
+        reqs.push_back({l, g.positions[0], pts, g.targets[0]});
+      }
+      return reqs;
+    };
+    std::vector<std::vector<LayerRequest<float>>> reqs;
+    for (std::size_t j = 0; j < facts.size(); ++j) reqs.push_back(requests(j));
+    std::vector<TracedRequests<cuda::CudaLlamaModel::Trace, float>> batch;
+    for (std::size_t j = 0; j < facts.size(); ++j)
+      batch.push_back({&traces[j], std::span<const LayerRequest<float>>(reqs[j])});
+    const Sets& sets = want.sets;
+    const std::vector<InterventionPattern> none(1);
+    const std::vector<Query> q{{f.positions[0], f.targets[0]}};
+    const std::vector<ProbabilityRequest> one_prompt{{f.tokens, none, q}};
+    nlohmann::json st;
+    st["trace"] = bench::best_seconds(5, [&] { (void)gpu.trace(f.tokens); });
+    st["amig_baselines"] = bench::best_seconds(5, [&] { (void)detail::amig_baselines(gpu, f, b); });
+    st["layer_gradients_one_fact"] = bench::best_seconds(5, [&] {
+      (void)gpu.layer_gradients(traces[0], std::span<const LayerRequest<float>>(reqs[0]));
+    });
+    st["layer_gradients_8_facts_per_fact"] =
+        bench::best_seconds(
+            5,
+            [&] {
+              (void)gpu.layer_gradients(
+                  std::span<const TracedRequests<cuda::CudaLlamaModel::Trace, float>>(batch));
+            }) /
+        8;
+    st["attribute"] = bench::best_seconds(5, [&] { (void)attribute(gpu, f, amig, b); });
+    st["magnitude_control"] =
+        bench::best_seconds(5, [&] { (void)pg.magnitude_control(sets.set, f, 7); });
+    st["probabilities_one_prompt_no_intervention"] = bench::best_seconds(
+        5, [&] { (void)gpu.probabilities(std::span<const ProbabilityRequest>(one_prompt)); });
+    st["verification_once"] = bench::best_seconds(5, [&] { (void)verify(pg, spec, 0, sets); });
+    out["gpu_stages_fp32"] = st;
+    std::printf("gpu stages (fp32, s):");
+    for (const auto& [k, v] : st.items()) std::printf(" %s %.4f;", k.c_str(), v.get<double>());
+    std::printf("\n");
     std::fflush(stdout);
   }
   {  // The verification of one pair on the GPU: batched vs one call per request.
