@@ -1092,8 +1092,8 @@ void DecoderEngine::layer_gradients(const DeviceTrace* const* traces, int n_trac
   // rows from kv_offset[i]), every row reading its own trace's through cache0.
   std::vector<int> kv_offset(static_cast<std::size_t>(n_traces), 0);
   for (int i = 1; i < n_traces; ++i)
-    kv_offset[static_cast<std::size_t>(i)] = kv_offset[static_cast<std::size_t>(i - 1)] +
-                                             traces[i - 1]->n;
+    kv_offset[static_cast<std::size_t>(i)] =
+        kv_offset[static_cast<std::size_t>(i - 1)] + traces[i - 1]->n;
   std::vector<int> pos, target, cache0;
   int total = 0;
   for (std::size_t i : order) {
@@ -1125,9 +1125,10 @@ void DecoderEngine::layer_gradients(const DeviceTrace* const* traces, int n_trac
       for (int i = 0; i < n_traces; ++i) {
         const std::size_t at = std::size_t(kv_offset[static_cast<std::size_t>(i)]) * kvd_;
         const std::size_t bytes = std::size_t(traces[i]->n) * kvd_ * sizeof(float);
-        check(cudaMemcpyAsync(kcat.back().f() + at, traces[i]->keys[static_cast<std::size_t>(l)].f(),
-                              bytes, cudaMemcpyDeviceToDevice, nullptr),
-              "copy keys");
+        check(
+            cudaMemcpyAsync(kcat.back().f() + at, traces[i]->keys[static_cast<std::size_t>(l)].f(),
+                            bytes, cudaMemcpyDeviceToDevice, nullptr),
+            "copy keys");
         check(cudaMemcpyAsync(vcat.back().f() + at,
                               traces[i]->values[static_cast<std::size_t>(l)].f(), bytes,
                               cudaMemcpyDeviceToDevice, nullptr),

@@ -200,7 +200,8 @@ BOOST_AUTO_TEST_CASE(several_traces_in_one_call_equal_one_call_each) {
           m.layer_gradients(std::span<const TracedRequests<CudaLlamaModel::Trace, float>>(batch));
       BOOST_REQUIRE(got.size() == prompts.size());
       for (std::size_t i = 0; i < prompts.size(); ++i) {
-        const auto want = m.layer_gradients(traces[i], std::span<const LayerRequest<float>>(reqs[i]));
+        const auto want =
+            m.layer_gradients(traces[i], std::span<const LayerRequest<float>>(reqs[i]));
         BOOST_REQUIRE(got[i].size() == want.size());
         for (std::size_t j = 0; j < want.size(); ++j) {
           BOOST_TEST(rel(got[i][j].gradients, want[j].gradients) < 1e-4,
@@ -233,8 +234,8 @@ BOOST_AUTO_TEST_CASE(several_traces_in_one_call_equal_one_call_each) {
         worst = std::max(worst, std::abs(many[i].scores.data()[k] - one.scores.data()[k]));
         largest = std::max(largest, std::abs(one.scores.data()[k]));
       }
-      BOOST_TEST(worst <= 1e-4 * largest, name << " fact " << i << ": " << worst << " of "
-                                               << largest);
+      BOOST_TEST(worst <= 1e-4 * largest,
+                 name << " fact " << i << ": " << worst << " of " << largest);
       BOOST_TEST(many[i].completeness.size() == one.completeness.size());
     }
     std::vector<TracedRequests<CudaLlamaModel::Trace, float>> bad{{nullptr, {}}};

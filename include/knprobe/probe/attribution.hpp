@@ -141,8 +141,8 @@ std::vector<std::vector<Attribution>> attribute_groups(
     const EncodedFact& f = facts[0];
     KNPROBE_REQUIRE(!f.tokens.empty(), ArgumentError, "attribute: empty prompt");
     for (const auto& g : facts) {
-      KNPROBE_REQUIRE(!g.targets.empty() && g.targets.size() == g.positions.size(),
-                      ArgumentError, "attribute: the answer has no tokens");
+      KNPROBE_REQUIRE(!g.targets.empty() && g.targets.size() == g.positions.size(), ArgumentError,
+                      "attribute: the answer has no tokens");
       KNPROBE_REQUIRE(
           g.tokens == f.tokens && g.positions == f.positions && g.replaceable == f.replaceable,
           ArgumentError,
@@ -179,8 +179,15 @@ std::vector<std::vector<Attribution>> attribute_groups(
                                  " (NaN / Inf weights or activations upstream)");
     std::vector<std::vector<Vector<T>>> base;
     if (o.method == Method::amig) base = detail::amig_baselines(m, f, baseline_token);
-    state.push_back({facts, std::move(trace), std::move(base),
-                     std::vector<Attribution>(facts.size(), proto), {}, {}, {}, {}, {}});
+    state.push_back({facts,
+                     std::move(trace),
+                     std::move(base),
+                     std::vector<Attribution>(facts.size(), proto),
+                     {},
+                     {},
+                     {},
+                     {},
+                     {}});
     answer_tokens = std::max(answer_tokens, f.targets.size());
   }
   const int nq = static_cast<int>(rule.nodes.size());
@@ -229,8 +236,7 @@ std::vector<std::vector<Attribution>> attribute_groups(
         std::vector<TracedRequests<typename M::Trace, T>> batch;
         for (const auto* g : active)
           batch.push_back({&g->trace, std::span<const LayerRequest<T>>(g->reqs)});
-        grads = m.layer_gradients(
-            std::span<const TracedRequests<typename M::Trace, T>>(batch));
+        grads = m.layer_gradients(std::span<const TracedRequests<typename M::Trace, T>>(batch));
       }
     }
     for (std::size_t gi = 0; gi < active.size(); ++gi) {
@@ -295,8 +301,8 @@ template <ProbeableModel M>
 std::vector<Attribution> attribute_shared(const M& m, std::span<const EncodedFact> facts,
                                           const AttributionOptions& o, TokenId baseline_token) {
   const std::span<const EncodedFact> one[] = {facts};
-  return std::move(
-      attribute_groups(m, std::span<const std::span<const EncodedFact>>(one), o, baseline_token)[0]);
+  return std::move(attribute_groups(m, std::span<const std::span<const EncodedFact>>(one), o,
+                                    baseline_token)[0]);
 }
 
 /// Attribution scores of several independent facts (any prompts): result[i] is
@@ -311,8 +317,8 @@ std::vector<Attribution> attribute_many(const M& m, std::span<const EncodedFact>
   KNPROBE_REQUIRE(!facts.empty(), ArgumentError, "attribute: no fact");
   std::vector<std::span<const EncodedFact>> groups;
   for (const auto& f : facts) groups.emplace_back(&f, 1);
-  auto per = attribute_groups(m, std::span<const std::span<const EncodedFact>>(groups), o,
-                              baseline_token);
+  auto per =
+      attribute_groups(m, std::span<const std::span<const EncodedFact>>(groups), o, baseline_token);
   std::vector<Attribution> out;
   for (auto& g : per) out.push_back(std::move(g[0]));
   return out;

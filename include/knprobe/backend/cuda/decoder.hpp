@@ -148,8 +148,9 @@ class CudaDecoderBase {
         auto& o = out[i][j];
         o.probabilities.resize(q.points.rows());
         o.gradients.resize(q.points.rows(), ffn_width());
-        GradientRequest g{q.layer, q.position, static_cast<int>(q.points.rows()), q.target,
-                          q.points.data(), o.probabilities.data(), o.gradients.data()};
+        GradientRequest g{q.layer,           q.position,      static_cast<int>(q.points.rows()),
+                          q.target,          q.points.data(), o.probabilities.data(),
+                          o.gradients.data()};
         g.trace = static_cast<int>(slot[i]);
         dev.push_back(g);
       }
