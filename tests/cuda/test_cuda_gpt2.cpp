@@ -26,6 +26,7 @@ KNPROBE_ASSERT_PROBEABLE(CudaGpt2Model<NeuronSite::pre_activation>);
 static_assert(HasBatchedLayerGradients<CudaGpt2Model<>>);
 static_assert(HasBatchedMeanActivations<CudaGpt2Model<>>);
 static_assert(HasBatchedProbabilities<CudaGpt2Model<>>);
+static_assert(HasMultiTraceLayerGradients<CudaGpt2Model<>>);
 
 namespace {
 struct HasDevice {

@@ -3,6 +3,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "knprobe/model/llama.hpp"
+#include "support/paths.hpp"
 #include "support/random_llama.hpp"
 
 using namespace knprobe;
@@ -16,7 +17,27 @@ EncodedFact toy_fact() {
   f.replaceable = {1, 2, 3, 4};
   return f;
 }
+
+/// LlamaModel<float> with the multi-trace layer_gradients of the CUDA backends, written as one
+/// call per trace: attribute_many's multi-trace path on the CPU, its calls counted.
+class MultiTraceLlama : public LlamaModel<float> {
+ public:
+  using LlamaModel<float>::LlamaModel;
+  using LlamaModel<float>::layer_gradients;
+  mutable int multi_calls = 0;
+  std::vector<std::vector<LayerGradients<float>>> layer_gradients(
+      std::span<const TracedRequests<Trace, float>> batch) const {
+    ++multi_calls;
+    std::vector<std::vector<LayerGradients<float>>> out;
+    for (const auto& b : batch) out.push_back(layer_gradients(*b.trace, b.requests));
+    return out;
+  }
+};
 }  // namespace
+
+template <>
+struct knprobe::ArchTraits<MultiTraceLlama> : ArchTraits<LlamaModel<float>> {};
+static_assert(HasMultiTraceLayerGradients<MultiTraceLlama>);
 
 BOOST_AUTO_TEST_SUITE(probe_attribution)
 
@@ -179,6 +200,30 @@ BOOST_AUTO_TEST_CASE(many_facts_equal_single_attributions) {
         }
       }
     }
+  // The multi-trace path (the CUDA backends' form, here one call per trace): one call per answer
+  // token that more than one fact has, each result bit-identical to attribute alone.
+  const MultiTraceLlama mt(testing::random_llama(true, 15).cast<float>());
+  for (Method method : {Method::ig, Method::amig}) {
+    AttributionOptions o;
+    o.method = method;
+    o.steps = 5;
+    o.aggregation = TokenAggregation::mean;
+    mt.multi_calls = 0;
+    const auto many = attribute_many(mt, std::span<const EncodedFact>(facts), o, 1);
+    BOOST_TEST(mt.multi_calls == 1);  // answer token 0: three facts; token 1: one
+    for (std::size_t i = 0; i < facts.size(); ++i) {
+      const auto one = attribute(m, facts[i], o, 1);
+      BOOST_TEST((many[i].scores == one.scores), "multi-trace, fact " << i);
+      BOOST_REQUIRE(many[i].completeness.size() == one.completeness.size());
+      for (std::size_t k = 0; k < one.completeness.size(); ++k)
+        BOOST_TEST(many[i].completeness[k].delta == one.completeness[k].delta);
+    }
+  }
+  auto bad = facts;
+  bad[1].targets.clear();
+  BOOST_TEST(testing::throws_with<ArgumentError>(
+      [&] { attribute_many(m, std::span<const EncodedFact>(bad), {}, 1); },
+      {"no tokens", "group 1 of the batch"}));
   std::vector<EncodedFact> twins(2, toy_fact());
   twins[1].targets = {7, 9};
   const std::span<const EncodedFact> groups[] = {std::span<const EncodedFact>(twins),

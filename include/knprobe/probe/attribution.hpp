@@ -136,18 +136,24 @@ std::vector<std::vector<Attribution>> attribute_groups(
     TokenId baseline_token) {
   using T = typename M::Scalar;
   KNPROBE_REQUIRE(!groups.empty(), ArgumentError, "attribute: no fact");
-  for (const auto& facts : groups) {
-    KNPROBE_REQUIRE(!facts.empty(), ArgumentError, "attribute: no fact");
+  // Errors name the group when there are several (one bad fact stops the whole batch).
+  auto where = [&](std::size_t gi) {
+    return groups.size() > 1 ? " (group " + std::to_string(gi) + " of the batch)" : std::string();
+  };
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    const auto& facts = groups[gi];
+    KNPROBE_REQUIRE(!facts.empty(), ArgumentError, "attribute: no fact", where(gi));
     const EncodedFact& f = facts[0];
-    KNPROBE_REQUIRE(!f.tokens.empty(), ArgumentError, "attribute: empty prompt");
+    KNPROBE_REQUIRE(!f.tokens.empty(), ArgumentError, "attribute: empty prompt", where(gi));
     for (const auto& g : facts) {
       KNPROBE_REQUIRE(!g.targets.empty() && g.targets.size() == g.positions.size(), ArgumentError,
-                      "attribute: the answer has no tokens");
+                      "attribute: the answer has no tokens", where(gi));
       KNPROBE_REQUIRE(
           g.tokens == f.tokens && g.positions == f.positions && g.replaceable == f.replaceable,
           ArgumentError,
-          "attribute_shared: the facts differ in more than their answer tokens (tokens, "
-          "answer positions and replaceable positions must be equal)");
+          "attribute: the facts of a group differ in more than their answer tokens (tokens, "
+          "answer positions and replaceable positions must be equal)",
+          where(gi));
     }
   }
   const QuadratureRule rule = quadrature_rule(o.quadrature, o.steps);
@@ -170,13 +176,14 @@ std::vector<std::vector<Attribution>> attribute_groups(
   std::vector<detail::AttributionGroup<M>> state;
   state.reserve(groups.size());
   std::size_t answer_tokens = 0;
-  for (const auto& facts : groups) {
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    const auto& facts = groups[gi];
     const EncodedFact& f = facts[0];
     auto trace = m.trace(f.tokens);
     for (int l = 0; l < m.num_layers(); ++l)  // name the first layer whose neurons are not finite
       detail::require_finite(trace.activations(l),
                              "attribute: neuron activations of layer " + std::to_string(l) +
-                                 " (NaN / Inf weights or activations upstream)");
+                                 " (NaN / Inf weights or activations upstream)" + where(gi));
     std::vector<std::vector<Vector<T>>> base;
     if (o.method == Method::amig) base = detail::amig_baselines(m, f, baseline_token);
     state.push_back({facts,
@@ -237,6 +244,9 @@ std::vector<std::vector<Attribution>> attribute_groups(
         for (const auto* g : active)
           batch.push_back({&g->trace, std::span<const LayerRequest<T>>(g->reqs)});
         grads = m.layer_gradients(std::span<const TracedRequests<typename M::Trace, T>>(batch));
+        KNPROBE_REQUIRE(grads.size() == active.size(), ShapeError,
+                        "attribute: layer_gradients returned results for ", grads.size(),
+                        " traces where ", active.size(), " were asked");
       }
     }
     for (std::size_t gi = 0; gi < active.size(); ++gi) {
@@ -249,8 +259,13 @@ std::vector<std::vector<Attribution>> attribute_groups(
           grads[gi].push_back(m.layer_gradients(g.trace, r.layer, r.position, r.points, r.target));
       }
     }
+    for (std::size_t gi = 0; gi < active.size(); ++gi)  // a backend's result of the wrong size
+      KNPROBE_REQUIRE(grads[gi].size() == active[gi]->reqs.size(), ShapeError,
+                      "attribute: layer_gradients returned ", grads[gi].size(), " results where ",
+                      active[gi]->reqs.size(), " were asked");
     for (std::size_t gi = 0; gi < active.size(); ++gi) {
       auto& g = *active[gi];
+      const std::string at = where(static_cast<std::size_t>(&g - state.data()));
       const double w = o.aggregation == TokenAggregation::mean
                            ? 1.0 / static_cast<double>(g.facts[0].targets.size())
                            : 1.0;
@@ -262,9 +277,9 @@ std::vector<std::vector<Attribution>> attribute_groups(
         for (std::size_t fi = 0; fi < g.facts.size(); ++fi) {
           const auto& gr = grads[gi][li * g.facts.size() + fi];
           detail::require_finite(gr.probabilities, "attribute: P(answer) along the path of layer " +
-                                                       std::to_string(l));
-          detail::require_finite(gr.gradients,
-                                 "attribute: dP/dh along the path of layer " + std::to_string(l));
+                                                       std::to_string(l) + at);
+          detail::require_finite(
+              gr.gradients, "attribute: dP/dh along the path of layer " + std::to_string(l) + at);
           Eigen::VectorXd integral = Eigen::VectorXd::Zero(m.ffn_width());
           for (int k = 0; k < nq; ++k)
             integral += rule.weights[k] * gr.gradients.row(k).transpose().template cast<double>();
@@ -310,7 +325,8 @@ std::vector<Attribution> attribute_shared(const M& m, std::span<const EncodedFac
 /// CUDA backends) the facts' requests run as one layer_gradients call over all their traces, so
 /// a batch of facts fills the GEMMs that one fact's few hundred rows leave idle; elsewhere the
 /// facts run one after another (each bit-identical to attribute). Memory: every fact's trace is
-/// held until the batch ends — batch a few to a few dozen facts.
+/// held until the batch ends — batch a few to a few dozen facts. A bad fact (an error naming its
+/// index in the batch) stops the whole batch.
 template <ProbeableModel M>
 std::vector<Attribution> attribute_many(const M& m, std::span<const EncodedFact> facts,
                                         const AttributionOptions& o, TokenId baseline_token) {
