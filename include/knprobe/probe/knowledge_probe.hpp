@@ -153,6 +153,14 @@ class KnowledgeProbe {
     return knprobe::attribute_shared(m_, facts, o,
                                      o.method == Method::amig ? baseline_token() : TokenId(0));
   }
+  /// One attribution per fact of `facts`, independent facts (knprobe::attribute_many: on the CUDA
+  /// backends one layer_gradients call over all their traces per answer token; elsewhere one fact
+  /// after another, each result equal to attribute(facts[i], o)).
+  std::vector<Attribution> attribute_many(std::span<const EncodedFact> facts,
+                                          const AttributionOptions& o = {}) const {
+    return knprobe::attribute_many(m_, facts, o,
+                                   o.method == Method::amig ? baseline_token() : TokenId(0));
+  }
   Attribution attribute(const std::string& prompt, const std::string& answer,
                         const AttributionOptions& o = {}) const {
     return attribute(encode(prompt, answer), o);
