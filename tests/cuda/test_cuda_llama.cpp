@@ -15,8 +15,9 @@
 #include "support/paths.hpp"
 #include "support/random_llama.hpp"
 
-// GCC 12 reports a false maybe-uninitialized inside boost::function for test decorators.
+// GCC 12 reports a false (maybe-)uninitialized inside boost::function for test decorators.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 using namespace knprobe;
 using cuda::CudaLlamaModel;
